@@ -1,0 +1,211 @@
+//! Limits and settings, each with a name, a default and a check.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Error, Result};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Settings of a whole store (one data directory).
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Largest encoded record (key, value and headers), in bytes.
+    pub record_bytes_max: u64,
+    /// Largest encoded batch, header included, in bytes.
+    pub batch_bytes_max: u64,
+    /// Most partitions one topic may have.
+    pub partitions_max: u32,
+    /// Most segments mapped at once across the store. Each segment holds
+    /// three memory mappings; the kernel's `vm.max_map_count` (65,530 by
+    /// default) bounds the total.
+    pub open_segments_max: u64,
+    /// The log files grow by this much at a time with `fallocate`, so that a
+    /// full disk is an error at allocation, never a SIGBUS in a mapped write.
+    pub preallocate_bytes: u64,
+    /// An offset-index entry is written at most every this many log bytes.
+    pub index_interval_bytes: u64,
+    /// Threads that run fsyncs for `Durability::Fsync` appends.
+    pub flush_threads: usize,
+    /// How often the background thread flushes every partition and records
+    /// its recovery checkpoint. Bounds what an unclean restart must re-scan.
+    /// Zero turns the background thread off (tests drive it by hand).
+    pub checkpoint_interval_ms: u64,
+    /// How often retention runs in the background. Zero turns it off.
+    pub retention_check_interval_ms: u64,
+    /// Defaults for topics created without their own settings.
+    pub topic_defaults: TopicConfig,
+    /// Failure injection for tests of disk-full and fsync-failure handling.
+    pub faults: Option<Arc<FaultInjector>>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            record_bytes_max: MIB,
+            batch_bytes_max: 8 * MIB,
+            partitions_max: 1024,
+            open_segments_max: 16 * 1024,
+            preallocate_bytes: 8 * MIB,
+            index_interval_bytes: 4 * KIB,
+            flush_threads: 2,
+            checkpoint_interval_ms: 10_000,
+            retention_check_interval_ms: 60_000,
+            topic_defaults: TopicConfig::default(),
+            faults: None,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks every value; the error names the offending key.
+    pub fn validate(&self) -> Result<()> {
+        check_range("record_bytes_max", self.record_bytes_max, 1, GIB)?;
+        check_range("batch_bytes_max", self.batch_bytes_max, 64, 2 * GIB)?;
+        if self.record_bytes_max > self.batch_bytes_max {
+            return Err(invalid(
+                "record_bytes_max",
+                self.record_bytes_max,
+                "must not exceed batch_bytes_max",
+            ));
+        }
+        check_range("partitions_max", self.partitions_max.into(), 1, 100_000)?;
+        check_range("open_segments_max", self.open_segments_max, 1, 1 << 20)?;
+        check_range("preallocate_bytes", self.preallocate_bytes, 4 * KIB, 4 * GIB)?;
+        check_range("index_interval_bytes", self.index_interval_bytes, 1, 64 * MIB)?;
+        check_range("flush_threads", self.flush_threads as u64, 1, 64)?;
+        self.topic_defaults.validate()
+    }
+}
+
+/// Settings of one topic, stored in its metadata file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub partitions: u32,
+    /// A new segment starts when the active one would pass this size.
+    /// At most 4 GiB - 1, since index entries hold 32-bit positions.
+    pub segment_bytes_max: u64,
+    /// A new segment starts when the active one is older than this.
+    pub segment_ms_max: u64,
+    /// Closed segments whose newest record is older than this are deleted.
+    pub retention_ms: Option<u64>,
+    /// Oldest closed segments are deleted while the partition is larger.
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            segment_bytes_max: GIB,
+            segment_ms_max: 7 * DAY_MS,
+            retention_ms: Some(7 * DAY_MS),
+            retention_bytes: None,
+        }
+    }
+}
+
+impl TopicConfig {
+    pub fn validate(&self) -> Result<()> {
+        check_range("partitions", self.partitions.into(), 1, 100_000)?;
+        check_range(
+            "segment_bytes_max",
+            self.segment_bytes_max,
+            4 * KIB,
+            u64::from(u32::MAX),
+        )?;
+        check_range("segment_ms_max", self.segment_ms_max, 1, 100 * 365 * DAY_MS)?;
+        if let Some(ms) = self.retention_ms {
+            check_range("retention_ms", ms, 1, u64::MAX / 2)?;
+        }
+        if let Some(bytes) = self.retention_bytes {
+            check_range("retention_bytes", bytes, 1, u64::MAX / 2)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<()> {
+    if value < min {
+        return Err(invalid(key, value, "below the minimum"));
+    }
+    if value > max {
+        return Err(invalid(key, value, "above the maximum"));
+    }
+    Ok(())
+}
+
+fn invalid(key: &'static str, value: u64, reason: &'static str) -> Error {
+    Error::InvalidConfig {
+        key,
+        value: value.to_string(),
+        reason,
+    }
+}
+
+/// Switches that make the engine's disk operations fail as a real disk
+/// would, for tests. Production stores leave [`StoreConfig::faults`] empty.
+#[derive(Debug, Default)]
+pub struct FaultInjector {
+    allocate_fails: AtomicBool,
+    sync_fails: AtomicBool,
+}
+
+impl FaultInjector {
+    /// While set, every `fallocate` fails with `ENOSPC`.
+    pub fn set_disk_full(&self, full: bool) {
+        self.allocate_fails.store(full, Ordering::SeqCst);
+    }
+
+    /// While set, every fsync fails with `EIO`.
+    pub fn set_sync_fails(&self, fails: bool) {
+        self.sync_fails.store(fails, Ordering::SeqCst);
+    }
+
+    pub(crate) fn allocate_error(&self) -> Option<std::io::Error> {
+        self.allocate_fails
+            .load(Ordering::SeqCst)
+            .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+
+    pub(crate) fn sync_error(&self) -> Option<std::io::Error> {
+        self.sync_fails
+            .load(Ordering::SeqCst)
+            .then(|| std::io::Error::from_raw_os_error(libc::EIO))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        StoreConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let config = StoreConfig {
+            topic_defaults: TopicConfig {
+                segment_bytes_max: 8 * GIB,
+                ..TopicConfig::default()
+            },
+            ..StoreConfig::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidConfig {
+                    key: "segment_bytes_max",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

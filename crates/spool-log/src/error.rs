@@ -1,0 +1,143 @@
+//! The engine's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the storage engine.
+///
+/// Variants carry the values a caller needs to act on them (which limit,
+/// which offsets are valid) rather than a prose message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The disk has no room for a new segment or for growing the active one.
+    /// Nothing was written; appends work again once space is freed.
+    #[error("disk full while {op} {}: {source}", path.display())]
+    DiskFull {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A topic name that could not be used as a directory name.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+
+    /// A configuration value outside its allowed range.
+    #[error("invalid configuration {key} = {value}: {reason}")]
+    InvalidConfig {
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
+    #[error("topic {topic:?} does not exist")]
+    UnknownTopic { topic: String },
+
+    #[error("topic {topic:?} already exists")]
+    TopicExists { topic: String },
+
+    #[error("topic {topic:?} has no partition {partition} (it has {partition_count})")]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partition_count: u32,
+    },
+
+    /// A named limit was exceeded by a request.
+    #[error("{limit} exceeded: {actual} > {max}")]
+    LimitExceeded {
+        limit: &'static str,
+        actual: u64,
+        max: u64,
+    },
+
+    /// A read asked for an offset the log does not hold.
+    #[error("offset {requested} is out of range: the log holds [{earliest}, {latest})")]
+    OffsetOutOfRange {
+        requested: u64,
+        earliest: u64,
+        latest: u64,
+    },
+
+    /// A batch handed to the engine that is not well formed.
+    #[error("invalid batch: {reason}")]
+    InvalidBatch { reason: String },
+
+    /// Bytes on disk that fail their checks. Never served to a reader.
+    #[error("corrupt data in segment {segment_base} at position {position}: {reason}")]
+    Corrupt {
+        segment_base: u64,
+        position: u64,
+        reason: String,
+    },
+
+    /// A previous write or fsync failed; the partition refuses appends until
+    /// it is reopened and recovered, because the state of the page cache
+    /// after a failed fsync is unknown.
+    #[error(
+        "partition {topic}/{partition} refuses appends after an earlier I/O failure; reopen the store to recover"
+    )]
+    Poisoned { topic: String, partition: u32 },
+
+    /// Another process holds the data directory.
+    #[error("data directory {} is locked by another process", path.display())]
+    Locked { path: PathBuf },
+
+    /// The store or partition is closed.
+    #[error("the log is closed")]
+    Closed,
+
+    /// A file we wrote cannot be parsed back.
+    #[error("bad file {}: {reason}", path.display())]
+    BadFile { path: PathBuf, reason: String },
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if is_disk_full(&source) {
+            Error::DiskFull { op, path, source }
+        } else {
+            Error::Io { op, path, source }
+        }
+    }
+
+    pub(crate) fn invalid_batch(reason: impl Into<String>) -> Self {
+        Error::InvalidBatch {
+            reason: reason.into(),
+        }
+    }
+}
+
+fn is_disk_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || error.raw_os_error() == Some(libc::ENOSPC)
+        || error.raw_os_error() == Some(libc::EDQUOT)
+}
+
+/// Extension to attach an operation and a path to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|source| Error::io(op, path, source))
+    }
+}

@@ -1,0 +1,743 @@
+//! A partition: an ordered list of segments, one writer, any number of
+//! lock-free readers.
+//!
+//! Appends serialize on the writer mutex: assign the base offset, write the
+//! batch into the active segment's mapping, publish its end, index it, then
+//! advance the high watermark. Readers take a snapshot of the segment list
+//! (an `Arc` behind a lock held only to clone it) and read published bytes
+//! without ever waiting for the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use crate::batch::{self, Batch, BatchHeader, BatchLimits, Record};
+use crate::checkpoint::RecoveryPoint;
+use crate::config::TopicConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::names::{SegmentFile, parse_segment_file_name};
+use crate::segment::{ScanReport, ScanStart, Segment, SegmentSettings, SegmentWriter};
+use crate::store::StoreContext;
+use crate::watch::{OffsetWatch, WaitFor, WatchEnd};
+
+/// How durable an append must be before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// In the page cache: survives a crash of the process, not of the
+    /// machine.
+    None,
+    /// On disk (fsync), group-committed with other appends.
+    Fsync,
+}
+
+/// What an append achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// Time the batch was appended; records without a timestamp carry it.
+    pub append_time_ms: i64,
+    pub durability: Durability,
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole batches; the first may start before the requested offset.
+    pub batches: Vec<Batch>,
+    /// Where the next read should start.
+    pub next_offset: u64,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+/// A snapshot of a partition's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+    /// Offsets below this are on disk.
+    pub durable_offset: u64,
+    pub size_bytes: u64,
+    pub segment_count: u64,
+}
+
+/// What opening a partition had to repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRecovery {
+    pub topic: String,
+    pub partition: u32,
+    /// Segments scanned, with what each scan found.
+    pub scans: Vec<ScanReport>,
+    /// Segments deleted because an earlier one was cut.
+    pub segments_dropped: Vec<u64>,
+    /// Index files rebuilt from the log.
+    pub indexes_rebuilt: Vec<u64>,
+}
+
+impl PartitionRecovery {
+    /// True if any bytes were cut or any segment dropped.
+    pub fn lost_data(&self) -> bool {
+        !self.segments_dropped.is_empty() || self.scans.iter().any(|s| s.damage.is_some())
+    }
+}
+
+/// A handle to one partition. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    shared: Arc<PartitionShared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PartitionShared {
+    topic: String,
+    id: u32,
+    dir: PathBuf,
+    settings: SegmentSettings,
+    segment_ms_max: u64,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    context: Arc<StoreContext>,
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    /// `None` once the partition is closed.
+    writer: Mutex<Option<SegmentWriter>>,
+    high_watermark: Arc<OffsetWatch>,
+    durable: Arc<OffsetWatch>,
+    log_start: AtomicU64,
+    poisoned: AtomicBool,
+    pub(crate) flush_queued: AtomicBool,
+    /// Serializes flushes and checkpoints of this partition.
+    flush_lock: Mutex<Option<RecoveryPoint>>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Partition {
+    /// Opens (or creates) the partition in `dir`, recovering it: `clean`
+    /// says the store was shut down cleanly, so files are trusted up to the
+    /// recovery point without a scan.
+    pub(crate) fn open(
+        topic: &str,
+        id: u32,
+        dir: &Path,
+        config: &TopicConfig,
+        context: &Arc<StoreContext>,
+        clean: bool,
+    ) -> Result<(Partition, PartitionRecovery)> {
+        crate::fsutil::create_dir_durable(dir)?;
+        let settings = SegmentSettings {
+            segment_bytes_max: config.segment_bytes_max,
+            index_interval_bytes: context.config.index_interval_bytes,
+            preallocate_bytes: context.config.preallocate_bytes,
+            faults: context.config.faults.clone(),
+        };
+        let mut recovery = PartitionRecovery {
+            topic: topic.to_owned(),
+            partition: id,
+            scans: Vec::new(),
+            segments_dropped: Vec::new(),
+            indexes_rebuilt: Vec::new(),
+        };
+        let bases = list_segments(dir)?;
+        let point = RecoveryPoint::load(dir)?;
+        let mut segments: Vec<Arc<Segment>> = Vec::new();
+        let mut writer = None;
+
+        if bases.is_empty() {
+            writer = Some(SegmentWriter::create(dir, 0, &settings)?);
+        }
+        let mut i = 0;
+        while i < bases.len() {
+            let base = bases[i];
+            let next_base = bases.get(i + 1).copied();
+            let trusted = match point {
+                Some(p) => base < p.segment_base,
+                None => clean,
+            };
+            if let (true, Some(next_base)) = (trusted, next_base) {
+                if let Some(segment) = Segment::open_sealed(dir, base, next_base)? {
+                    segments.push(segment);
+                    i += 1;
+                    continue;
+                }
+                recovery.indexes_rebuilt.push(base);
+            }
+            let start = match point {
+                Some(p) if p.segment_base == base => ScanStart {
+                    position: p.position,
+                    offset: p.next_offset,
+                },
+                _ => ScanStart {
+                    position: 0,
+                    offset: base,
+                },
+            };
+            let (segment_writer, report) = SegmentWriter::open(dir, base, start, &settings)?;
+            if report.scanned_bytes > 0 || report.damage.is_some() {
+                if let Some(damage) = &report.damage {
+                    tracing::warn!(
+                        topic,
+                        partition = id,
+                        segment = base,
+                        valid_bytes = report.valid_bytes,
+                        next_offset = report.next_offset,
+                        cut_bytes = report.cut_bytes,
+                        damage,
+                        "recovery cut a damaged log tail"
+                    );
+                }
+                recovery.scans.push(report.clone());
+            }
+            let cut_short = next_base.is_some_and(|next| report.next_offset != next);
+            if next_base.is_none() || cut_short {
+                for &later in &bases[i + 1..] {
+                    tracing::warn!(
+                        topic,
+                        partition = id,
+                        segment = later,
+                        "dropping a segment after a cut one"
+                    );
+                    delete_segment_files(dir, later)?;
+                    recovery.segments_dropped.push(later);
+                }
+                writer = Some(segment_writer);
+                break;
+            }
+            segments.push(segment_writer.seal()?);
+            i += 1;
+        }
+        let writer = writer.expect("an active segment");
+        segments.push(Arc::clone(writer.segment()));
+        if point.is_some_and(|p| p.next_offset > writer.segment().next_offset()) {
+            // The recovery point is ahead of the data: files were lost or
+            // cut. Forget it so the next checkpoint is written fresh.
+            RecoveryPoint::remove(dir)?;
+        }
+
+        let high_watermark = writer.segment().next_offset();
+        let log_start = segments[0].base_offset();
+        context
+            .open_segments
+            .fetch_add(segments.len() as u64, Ordering::SeqCst);
+        let shared = Arc::new(PartitionShared {
+            topic: topic.to_owned(),
+            id,
+            dir: dir.to_owned(),
+            settings,
+            segment_ms_max: config.segment_ms_max,
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+            context: Arc::clone(context),
+            segments: RwLock::new(Arc::new(segments)),
+            writer: Mutex::new(Some(writer)),
+            high_watermark: Arc::new(OffsetWatch::new(high_watermark)),
+            // Everything recovered was synced by the scan or trusted.
+            durable: Arc::new(OffsetWatch::new(high_watermark)),
+            log_start: AtomicU64::new(log_start),
+            poisoned: AtomicBool::new(false),
+            flush_queued: AtomicBool::new(false),
+            flush_lock: Mutex::new(point),
+        });
+        Ok((Partition { shared }, recovery))
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.shared.topic
+    }
+
+    pub fn id(&self) -> u32 {
+        self.shared.id
+    }
+
+    pub fn high_watermark(&self) -> u64 {
+        self.shared.high_watermark.get()
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.shared.log_start.load(Ordering::Acquire)
+    }
+
+    pub fn durable_offset(&self) -> u64 {
+        self.shared.durable.get()
+    }
+
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            record_bytes_max: self.shared.context.config.record_bytes_max,
+            batch_bytes_max: self.shared.context.config.batch_bytes_max,
+        }
+    }
+
+    /// Appends `records` as one batch. With [`Durability::Fsync`] the call
+    /// blocks until a flush covers the batch: call it from a thread that may
+    /// block (not an async runtime's worker), or append with
+    /// [`Durability::None`] and await [`Partition::wait_durable`].
+    pub fn append(&self, records: &[Record<'_>], durability: Durability) -> Result<AppendOutcome> {
+        let now = now_ms();
+        let plan = batch::plan(records, now, self.limits())?;
+        let header = self.shared.append_with(
+            plan.total_bytes as u64,
+            plan.record_count,
+            now,
+            |buffer, base_offset| {
+                batch::encode(buffer, base_offset, records, &plan, now);
+                BatchHeader::parse(buffer).map_err(Error::invalid_batch)
+            },
+        )?;
+        self.finish(header, now, durability)
+    }
+
+    /// Appends a batch that arrived already encoded in the storage format:
+    /// checks its length, CRC and records, stamps the base offset, and
+    /// copies it in without decoding a record again.
+    pub fn append_encoded(&self, encoded: &[u8], durability: Durability) -> Result<AppendOutcome> {
+        let now = now_ms();
+        let header = batch::validate_encoded(encoded, self.limits())?;
+        let header = self.shared.append_with(
+            encoded.len() as u64,
+            header.record_count,
+            now,
+            |buffer, base_offset| {
+                buffer.copy_from_slice(encoded);
+                batch::stamp_base_offset(buffer, base_offset);
+                Ok(BatchHeader {
+                    base_offset,
+                    ..header
+                })
+            },
+        )?;
+        self.finish(header, now, durability)
+    }
+
+    fn finish(&self, header: BatchHeader, now: i64, durability: Durability) -> Result<AppendOutcome> {
+        if durability == Durability::Fsync {
+            self.shared.request_flush();
+            self.shared
+                .durable
+                .wait_blocking(header.next_offset(), None)
+                .map_err(|end| self.shared.end_error(end))?;
+        }
+        Ok(AppendOutcome {
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+            append_time_ms: now,
+            durability,
+        })
+    }
+
+    /// A future that resolves once every offset below `offset` is on disk,
+    /// starting a flush if needed. Needs no particular async runtime.
+    pub fn wait_durable(&self, offset: u64) -> WaitFor {
+        if self.shared.durable.get() < offset {
+            self.shared.request_flush();
+        }
+        self.shared.durable.wait(offset)
+    }
+
+    /// Flushes everything appended so far on the calling thread.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.flush()
+    }
+
+    /// A future that resolves once `offset` is readable (the high watermark
+    /// passes it), for long polls. Fails if the partition is closed.
+    pub fn wait_readable(&self, offset: u64) -> WaitFor {
+        self.shared.high_watermark.wait(offset.saturating_add(1))
+    }
+
+    /// Blocks until `offset` is readable or the timeout passes; returns the
+    /// high watermark.
+    pub fn wait_readable_blocking(&self, offset: u64, timeout: Duration) -> Result<u64> {
+        self.shared
+            .high_watermark
+            .wait_blocking(offset.saturating_add(1), Some(timeout))
+            .map_err(|end| self.shared.end_error(end))
+    }
+
+    fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
+        self.shared.segments()
+    }
+
+    /// Reads whole batches from the one holding `offset`, up to about
+    /// `max_bytes` (at least one batch when any is available).
+    pub fn read(&self, offset: u64, max_bytes: u64) -> Result<ReadResult> {
+        // The high watermark first: the segment list read after it holds
+        // every batch below it.
+        let high_watermark = self.high_watermark();
+        let segments = self.segments();
+        let log_start_offset = self.log_start_offset();
+        if offset < log_start_offset || offset > high_watermark {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                earliest: log_start_offset,
+                latest: high_watermark,
+            });
+        }
+        let mut batches = Vec::new();
+        let mut next_offset = offset;
+        let mut budget = max_bytes;
+        let mut i = segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        while next_offset < high_watermark && i < segments.len() {
+            let segment = &segments[i];
+            let mut used = segment.read(next_offset, budget, &mut batches)?;
+            // The writer publishes a batch's bytes just before it raises the
+            // high watermark; serve nothing past the watermark read above.
+            while batches.last().is_some_and(|b| b.base_offset() >= high_watermark) {
+                used -= batches.pop().map_or(0, |b| b.bytes().len() as u64);
+            }
+            if let Some(last) = batches.last() {
+                next_offset = last.last_offset() + 1;
+            }
+            budget = budget.saturating_sub(used);
+            if budget == 0 || next_offset >= high_watermark || next_offset < segment.next_offset() {
+                break;
+            }
+            i += 1;
+        }
+        Ok(ReadResult {
+            batches,
+            next_offset,
+            high_watermark: self.high_watermark().max(next_offset),
+            log_start_offset,
+        })
+    }
+
+    /// The first offset whose record timestamp is at least `timestamp_ms`,
+    /// or `None` if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        for segment in self.segments().iter() {
+            if let Some(offset) = segment.offset_for_timestamp(timestamp_ms)? {
+                return Ok(Some(offset.max(self.log_start_offset())));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn info(&self) -> PartitionInfo {
+        let segments = self.segments();
+        PartitionInfo {
+            log_start_offset: self.log_start_offset(),
+            high_watermark: self.high_watermark(),
+            durable_offset: self.durable_offset(),
+            size_bytes: segments.iter().map(|s| s.size_bytes()).sum(),
+            segment_count: segments.len() as u64,
+        }
+    }
+
+    /// Deletes closed segments past the topic's retention; returns how many.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        self.shared.enforce_retention(now_ms)
+    }
+
+    /// Flushes and records the recovery point.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.shared.checkpoint()
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<PartitionShared> {
+        &self.shared
+    }
+}
+
+impl PartitionShared {
+    fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
+        Arc::clone(&self.segments.read().expect("segment list lock"))
+    }
+
+    fn end_error(&self, end: WatchEnd) -> Error {
+        match end {
+            WatchEnd::Closed => Error::Closed,
+            WatchEnd::Poisoned => self.poisoned_error(),
+        }
+    }
+
+    fn poisoned_error(&self) -> Error {
+        Error::Poisoned {
+            topic: self.topic.clone(),
+            partition: self.id,
+        }
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Option<SegmentWriter>> {
+        self.writer.lock().expect("partition writer lock")
+    }
+
+    fn append_with(
+        &self,
+        len: u64,
+        record_count: u32,
+        now: i64,
+        encode: impl FnOnce(&mut [u8], u64) -> Result<BatchHeader>,
+    ) -> Result<BatchHeader> {
+        if len > self.settings.segment_bytes_max {
+            return Err(Error::LimitExceeded {
+                limit: "segment_bytes_max",
+                actual: len,
+                max: self.settings.segment_bytes_max,
+            });
+        }
+        let mut slot = self.lock_writer();
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(self.poisoned_error());
+        }
+        let writer = slot.as_mut().ok_or(Error::Closed)?;
+        let base_offset = self.high_watermark.get();
+        let expired = writer
+            .first_batch_ms()
+            .is_some_and(|first| now.saturating_sub(first) >= self.segment_ms_max as i64);
+        if expired || !writer.has_room(len, base_offset, record_count) {
+            self.roll(&mut slot, base_offset)?;
+        }
+        let writer = slot.as_mut().expect("writer present");
+        let header = writer.append(len, now, |buffer| encode(buffer, base_offset))?;
+        self.high_watermark.advance(header.next_offset());
+        Ok(header)
+    }
+
+    /// Starts a new segment at `base_offset`. The new segment's files exist
+    /// and are allocated before the old one is sealed, so a full disk leaves
+    /// the partition as it was.
+    fn roll(&self, slot: &mut Option<SegmentWriter>, base_offset: u64) -> Result<()> {
+        let context = &self.context;
+        let open = context.open_segments.fetch_add(1, Ordering::SeqCst) + 1;
+        if open > context.config.open_segments_max {
+            context.open_segments.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::LimitExceeded {
+                limit: "open_segments_max",
+                actual: open,
+                max: context.config.open_segments_max,
+            });
+        }
+        let new = match SegmentWriter::create(&self.dir, base_offset, &self.settings) {
+            Ok(new) => new,
+            Err(error) => {
+                context.open_segments.fetch_sub(1, Ordering::SeqCst);
+                return Err(error);
+            }
+        };
+        let new_segment = Arc::clone(new.segment());
+        let old = slot.replace(new).expect("writer present");
+        {
+            let mut list = self.segments.write().expect("segment list lock");
+            let mut segments = Vec::clone(&list);
+            segments.push(new_segment);
+            *list = Arc::new(segments);
+        }
+        if let Err(error) = old.seal() {
+            // The sealed file's length on disk is now unknown.
+            self.poison();
+            return Err(error);
+        }
+        tracing::debug!(topic = %self.topic, partition = self.id, base_offset, "rolled a new segment");
+        Ok(())
+    }
+
+    fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.durable.end(WatchEnd::Poisoned);
+    }
+
+    fn request_flush(self: &Arc<Self>) {
+        if !self.context.flusher.request(self) {
+            // The flusher has stopped (store closing): flush here.
+            let _ = self.flush();
+        }
+    }
+
+    /// Syncs every published byte and advances the durable offset. On
+    /// failure the partition is poisoned: after a failed fsync the kernel
+    /// may have dropped the dirty pages, so retrying could report success
+    /// for data that is gone.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let _serial = self.flush_lock.lock().expect("flush lock");
+        self.flush_locked()
+    }
+
+    fn flush_locked(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(self.poisoned_error());
+        }
+        let target = self.high_watermark.get();
+        if target <= self.durable.get() {
+            return Ok(());
+        }
+        let segments = self.segments();
+        let faults = self.context.config.faults.as_deref();
+        for segment in segments.iter().rev() {
+            if segment.synced_len() >= segment.size_bytes() && segment.next_offset() <= self.durable.get() {
+                break;
+            }
+            if let Err(error) = segment.sync_log(faults) {
+                tracing::error!(topic = %self.topic, partition = self.id, %error, "flush failed; refusing further appends");
+                self.poison();
+                return Err(error);
+            }
+        }
+        self.context.flushes.fetch_add(1, Ordering::Relaxed);
+        self.durable.advance(target);
+        Ok(())
+    }
+
+    /// Flushes, syncs the indexes of the segments the recovery point moves
+    /// past, and writes the new recovery point.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let mut last_point = self.flush_lock.lock().expect("flush lock");
+        let point = {
+            let slot = self.lock_writer();
+            let Some(writer) = slot.as_ref() else {
+                return Ok(());
+            };
+            RecoveryPoint {
+                segment_base: writer.base_offset(),
+                position: writer.segment().size_bytes(),
+                next_offset: writer.segment().next_offset(),
+            }
+        };
+        if *last_point == Some(point) {
+            return Ok(());
+        }
+        self.flush_locked()?;
+        let from = last_point.map_or(0, |p| p.segment_base);
+        let faults = self.context.config.faults.as_deref();
+        for segment in self.segments().iter().filter(|s| s.base_offset() >= from) {
+            if let Err(error) = segment.sync_indexes(faults) {
+                self.poison();
+                return Err(error);
+            }
+        }
+        point.store(&self.dir)?;
+        *last_point = Some(point);
+        Ok(())
+    }
+
+    fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        if self.retention_ms.is_none() && self.retention_bytes.is_none() {
+            return Ok(0);
+        }
+        let _writer = self.lock_writer();
+        let segments = self.segments();
+        let closed = &segments[..segments.len() - 1];
+        let mut remove = 0;
+        if let Some(ms) = self.retention_ms {
+            let cutoff = now_ms.saturating_sub(ms.min(i64::MAX as u64) as i64);
+            while remove < closed.len() && closed[remove].max_timestamp_ms() < cutoff {
+                remove += 1;
+            }
+        }
+        if let Some(bytes_max) = self.retention_bytes {
+            let mut total: u64 = segments[remove..].iter().map(|s| s.size_bytes()).sum();
+            while remove < closed.len() && total - closed[remove].size_bytes() >= bytes_max {
+                total -= closed[remove].size_bytes();
+                remove += 1;
+            }
+        }
+        if remove == 0 {
+            return Ok(0);
+        }
+        let kept = Arc::new(segments[remove..].to_vec());
+        *self.segments.write().expect("segment list lock") = Arc::clone(&kept);
+        self.log_start.store(kept[0].base_offset(), Ordering::Release);
+        for segment in &segments[..remove] {
+            segment.delete_files()?;
+            self.context.open_segments.fetch_sub(1, Ordering::SeqCst);
+        }
+        tracing::info!(topic = %self.topic, partition = self.id, segments = remove, log_start_offset = kept[0].base_offset(), "retention deleted segments");
+        Ok(remove)
+    }
+
+    /// Clean close: seal the active segment (truncating its files), flush
+    /// everything and record the recovery point at the end of the log.
+    pub(crate) fn close(&self) -> Result<()> {
+        let mut last_point = self.flush_lock.lock().expect("flush lock");
+        let Some(writer) = self.lock_writer().take() else {
+            return Ok(());
+        };
+        let result = (|| {
+            if self.poisoned.load(Ordering::SeqCst) {
+                return Err(self.poisoned_error());
+            }
+            let point = RecoveryPoint {
+                segment_base: writer.base_offset(),
+                position: writer.segment().size_bytes(),
+                next_offset: writer.segment().next_offset(),
+            };
+            writer.sync_all()?;
+            writer.seal()?;
+            self.flush_locked()?;
+            let from = last_point.map_or(0, |p| p.segment_base);
+            let faults = self.context.config.faults.as_deref();
+            for segment in self.segments().iter().filter(|s| s.base_offset() >= from) {
+                segment.sync_indexes(faults)?;
+            }
+            point.store(&self.dir)?;
+            *last_point = Some(point);
+            Ok(())
+        })();
+        self.end(WatchEnd::Closed);
+        result
+    }
+
+    /// Stops the partition without flushing (deletion, or a simulated
+    /// crash in tests).
+    pub(crate) fn abandon(&self) {
+        if self.lock_writer().take().is_some() {
+            self.end(WatchEnd::Closed);
+        }
+    }
+
+    fn end(&self, end: WatchEnd) {
+        self.high_watermark.end(end);
+        self.durable.end(end);
+        let count = self.segments().len() as u64;
+        self.context.open_segments.fetch_sub(count, Ordering::SeqCst);
+    }
+}
+
+/// Base offsets of the segments in `dir`, sorted. Index files without a log
+/// file are removed.
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir).ctx("list", dir)? {
+        let entry = entry.ctx("list", dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        match parse_segment_file_name(name) {
+            Some(Ok((base, SegmentFile::Log))) => logs.push(base),
+            Some(Ok((base, _))) => indexes.push((base, entry.path())),
+            Some(Err(reason)) => {
+                return Err(Error::BadFile {
+                    path: entry.path(),
+                    reason,
+                });
+            }
+            None => {}
+        }
+    }
+    logs.sort_unstable();
+    for (base, path) in indexes {
+        if logs.binary_search(&base).is_err() {
+            std::fs::remove_file(&path).ctx("remove", &path)?;
+        }
+    }
+    Ok(logs)
+}
+
+fn delete_segment_files(dir: &Path, base: u64) -> Result<()> {
+    for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+        let path = crate::segment::file_path(dir, base, kind);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", path, e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,782 @@
+//! A segment: one log file of batches starting at a base offset, with its
+//! offset index and time index beside it.
+//!
+//! [`Segment`] is the read side, shared by every reader through an `Arc`;
+//! [`SegmentWriter`] is the write side of the partition's active segment.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use crate::batch::{self, Batch, BatchHeader, HEADER_BYTES};
+use crate::config::FaultInjector;
+use crate::error::{Error, IoContext, Result};
+use crate::index::{Entry, IndexWriter, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::mmap::{Mapping, MappingWriter};
+use crate::names::{SegmentFile, segment_file_name};
+
+/// Index files grow this much at a time.
+const INDEX_PREALLOCATE_BYTES: u64 = 64 * 1024;
+
+/// What a segment needs to know from its partition's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentSettings {
+    pub segment_bytes_max: u64,
+    pub index_interval_bytes: u64,
+    pub preallocate_bytes: u64,
+    pub faults: Option<Arc<FaultInjector>>,
+}
+
+impl SegmentSettings {
+    /// Most index entries a segment of `log_capacity` bytes can need: one
+    /// per interval, and never more than one per (smallest possible) batch.
+    fn index_capacity<E: Entry>(&self, log_capacity: u64) -> u64 {
+        let spacing = self.index_interval_bytes.max(HEADER_BYTES as u64 + 1);
+        (log_capacity / spacing + 2) * E::BYTES
+    }
+}
+
+pub(crate) fn file_path(dir: &Path, base_offset: u64, kind: SegmentFile) -> PathBuf {
+    dir.join(segment_file_name(base_offset, kind))
+}
+
+/// Read side of a segment.
+#[derive(Debug)]
+pub struct Segment {
+    base_offset: u64,
+    dir: PathBuf,
+    log: Arc<Mapping>,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    /// Offset after the last published batch.
+    next_offset: AtomicU64,
+    /// Largest record timestamp in the segment; `i64::MIN` while empty.
+    max_timestamp_ms: AtomicI64,
+    /// Log bytes known to be on disk.
+    synced_len: AtomicU64,
+    sealed: AtomicBool,
+}
+
+impl Segment {
+    pub fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.next_offset() == self.base_offset
+    }
+
+    /// Published bytes of the log file.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.published_len()
+    }
+
+    pub fn max_timestamp_ms(&self) -> i64 {
+        self.max_timestamp_ms.load(Ordering::Acquire)
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn synced_len(&self) -> u64 {
+        self.synced_len.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn path(&self, kind: SegmentFile) -> PathBuf {
+        file_path(&self.dir, self.base_offset, kind)
+    }
+
+    fn corrupt(&self, position: u64, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            segment_base: self.base_offset,
+            position,
+            reason: reason.into(),
+        }
+    }
+
+    /// The header of the batch at `position`, which must start with
+    /// `expected_offset` and end by `end`.
+    fn header_at(&self, position: u64, end: u64, expected_offset: u64) -> Result<BatchHeader> {
+        let bytes = self
+            .log
+            .slice(position..position + HEADER_BYTES as u64)
+            .filter(|_| position + HEADER_BYTES as u64 <= end)
+            .ok_or_else(|| self.corrupt(position, "batch header runs past the end of the log"))?;
+        let header = BatchHeader::parse(bytes).map_err(|reason| self.corrupt(position, reason))?;
+        if header.base_offset != expected_offset {
+            return Err(self.corrupt(
+                position,
+                format!(
+                    "batch starts at offset {} instead of {expected_offset}",
+                    header.base_offset
+                ),
+            ));
+        }
+        if position + header.total_bytes() as u64 > end {
+            return Err(self.corrupt(position, "batch runs past the end of the log"));
+        }
+        Ok(header)
+    }
+
+    /// Position and first offset of the batch holding `offset`, or `None`
+    /// if the published log ends before it.
+    fn seek(&self, offset: u64, end: u64) -> Result<Option<(u64, u64)>> {
+        let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+        let (mut position, mut batch_offset) = match self.index.lookup(relative) {
+            Some(entry) if u64::from(entry.position) < end => (
+                u64::from(entry.position),
+                self.base_offset + u64::from(entry.relative_offset),
+            ),
+            _ => (0, self.base_offset),
+        };
+        while position < end {
+            let header = self.header_at(position, end, batch_offset)?;
+            if header.next_offset() > offset {
+                return Ok(Some((position, batch_offset)));
+            }
+            position += header.total_bytes() as u64;
+            batch_offset = header.next_offset();
+        }
+        Ok(None)
+    }
+
+    /// Appends to `out` the batches from the one holding `offset` on, while
+    /// their total stays within `budget_bytes`; the first batch is returned
+    /// even if larger, so a reader always makes progress. Returns the bytes
+    /// added. A batch that fails its CRC is never returned: it is an error
+    /// if it would come first, otherwise the read stops before it.
+    pub fn read(&self, offset: u64, budget_bytes: u64, out: &mut Vec<Batch>) -> Result<u64> {
+        let end = self.log.published_len();
+        let Some((start, mut batch_offset)) = self.seek(offset, end)? else {
+            return Ok(0);
+        };
+        let mut spans = Vec::new();
+        let mut stop = start;
+        while stop < end {
+            let header = match self.header_at(stop, end, batch_offset) {
+                Ok(header) => header,
+                Err(error) if spans.is_empty() && out.is_empty() => return Err(error),
+                Err(_) => break,
+            };
+            let size = header.total_bytes() as u64;
+            let first = out.is_empty() && spans.is_empty();
+            if !first && stop - start + size > budget_bytes {
+                break;
+            }
+            spans.push((stop - start, size));
+            stop += size;
+            batch_offset = header.next_offset();
+            if stop - start >= budget_bytes {
+                break;
+            }
+        }
+        let all = self.log.bytes(start..stop).expect("range is published");
+        let mut used = 0;
+        for (relative, size) in spans {
+            let bytes = all.slice(relative as usize..(relative + size) as usize);
+            match Batch::new(bytes) {
+                Ok(batch) => out.push(batch),
+                Err(reason) if out.is_empty() => return Err(self.corrupt(start + relative, reason)),
+                Err(_) => break,
+            }
+            used += size;
+        }
+        Ok(used)
+    }
+
+    /// The first offset in this segment whose record timestamp is at least
+    /// `timestamp_ms`, or `None` if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        if self.max_timestamp_ms() < timestamp_ms {
+            return Ok(None);
+        }
+        let end = self.log.published_len();
+        let from = match self.time_index.last_before(timestamp_ms) {
+            Some(entry) => self.base_offset + u64::from(entry.relative_offset),
+            None => self.base_offset,
+        };
+        let Some((mut position, mut batch_offset)) = self.seek(from, end)? else {
+            return Ok(None);
+        };
+        while position < end {
+            let header = self.header_at(position, end, batch_offset)?;
+            let size = header.total_bytes() as u64;
+            if header.max_timestamp_ms >= timestamp_ms {
+                let bytes = self.log.bytes(position..position + size).expect("published");
+                let batch = Batch::new(bytes).map_err(|reason| self.corrupt(position, reason))?;
+                for record in batch.records() {
+                    let record = record?;
+                    if record.timestamp_ms >= timestamp_ms {
+                        return Ok(Some(record.offset));
+                    }
+                }
+            }
+            position += size;
+            batch_offset = header.next_offset();
+        }
+        Ok(None)
+    }
+
+    /// Flushes the published log bytes not yet known to be on disk.
+    pub(crate) fn sync_log(&self, faults: Option<&FaultInjector>) -> Result<()> {
+        let end = self.log.published_len();
+        let synced = self.synced_len();
+        if synced < end {
+            self.log.sync(synced..end, faults)?;
+            self.synced_len.fetch_max(end, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Flushes the index files (before a recovery point is written past
+    /// them). Sealed segments also get their truncated lengths synced.
+    pub(crate) fn sync_indexes(&self, faults: Option<&FaultInjector>) -> Result<()> {
+        if self.is_sealed() {
+            if let Some(error) = faults.and_then(FaultInjector::sync_error) {
+                return Err(Error::io("fsync", self.path(SegmentFile::Log), error));
+            }
+            for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+                let path = self.path(kind);
+                File::open(&path)
+                    .ctx("open", &path)?
+                    .sync_all()
+                    .ctx("fsync", &path)?;
+            }
+            return Ok(());
+        }
+        for mapping in [self.index.mapping(), self.time_index.mapping()] {
+            mapping.sync(0..mapping.published_len(), faults)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the segment's files. Readers holding slices keep the
+    /// mappings (and so the data) alive until they drop them.
+    pub(crate) fn delete_files(&self) -> Result<()> {
+        for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+            let path = self.path(kind);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("remove", path, e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a sealed segment that needs no scan, trusting its files.
+    /// Returns `None` if its index does not check out, so the caller can
+    /// rebuild it with [`SegmentWriter::open`].
+    pub(crate) fn open_sealed(
+        dir: &Path,
+        base_offset: u64,
+        next_offset: u64,
+    ) -> Result<Option<Arc<Segment>>> {
+        let open = |kind| -> Result<Option<(File, u64, PathBuf)>> {
+            let path = file_path(dir, base_offset, kind);
+            match File::open(&path) {
+                Ok(file) => {
+                    let len = file.metadata().ctx("stat", &path)?.len();
+                    Ok(Some((file, len, path)))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io("open", path, e)),
+            }
+        };
+        let Some((log_file, log_len, log_path)) = open(SegmentFile::Log)? else {
+            return Ok(None);
+        };
+        let (Some(index), Some(time_index)) = (open(SegmentFile::Index)?, open(SegmentFile::TimeIndex)?)
+        else {
+            return Ok(None);
+        };
+        if index.1 % OffsetEntry::BYTES != 0 || time_index.1 % TimeEntry::BYTES != 0 {
+            return Ok(None);
+        }
+        let segment = Segment {
+            base_offset,
+            dir: dir.to_owned(),
+            log: Mapping::open_read_only(&log_file, &log_path, log_len)?,
+            index: OffsetIndex::new(Mapping::open_read_only(&index.0, &index.2, index.1)?),
+            time_index: TimeIndex::new(Mapping::open_read_only(
+                &time_index.0,
+                &time_index.2,
+                time_index.1,
+            )?),
+            next_offset: AtomicU64::new(next_offset),
+            max_timestamp_ms: AtomicI64::new(i64::MIN),
+            synced_len: AtomicU64::new(log_len),
+            sealed: AtomicBool::new(true),
+        };
+        if !segment.indexes_check_out(next_offset) {
+            return Ok(None);
+        }
+        if let Some(last) = segment.time_index.last() {
+            segment
+                .max_timestamp_ms
+                .store(last.timestamp_ms, Ordering::Release);
+        }
+        Ok(Some(Arc::new(segment)))
+    }
+
+    /// Cheap consistency check of a trusted segment's indexes: the last
+    /// offset entry points at a batch with the right offset, and the time
+    /// index exists for a non-empty log.
+    fn indexes_check_out(&self, next_offset: u64) -> bool {
+        let end = self.log.published_len();
+        if end == 0 {
+            return next_offset == self.base_offset;
+        }
+        let Some(entry) = self.index.last() else {
+            return false;
+        };
+        let position = u64::from(entry.position);
+        let offset = self.base_offset + u64::from(entry.relative_offset);
+        position < end && self.header_at(position, end, offset).is_ok() && !self.time_index.is_empty()
+    }
+}
+
+/// Where a recovery scan starts: a batch boundary and the offset there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScanStart {
+    pub position: u64,
+    pub offset: u64,
+}
+
+/// What a recovery scan found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    pub segment_base: u64,
+    /// Where the valid log ends now.
+    pub valid_bytes: u64,
+    pub next_offset: u64,
+    /// Bytes scanned and found valid.
+    pub scanned_bytes: u64,
+    /// Non-zero bytes cut after the valid end (zero-filled preallocation
+    /// does not count).
+    pub cut_bytes: u64,
+    /// Why the scan stopped before the end of the file, if it found damage.
+    pub damage: Option<String>,
+}
+
+/// Write side of the active segment.
+#[derive(Debug)]
+pub struct SegmentWriter {
+    segment: Arc<Segment>,
+    log: MappingWriter,
+    index: IndexWriter<OffsetEntry>,
+    time_index: IndexWriter<TimeEntry>,
+    index_interval_bytes: u64,
+    /// Log bytes appended since the last offset-index entry; `None` when an
+    /// entry is due at the next batch.
+    bytes_since_index: Option<u64>,
+    /// Largest timestamp so far, and the one the last time entry holds.
+    running_max_timestamp_ms: i64,
+    indexed_max_timestamp_ms: i64,
+    last_batch_relative_offset: Option<u32>,
+    /// Wall-clock time of the first batch, for `segment_ms_max`.
+    first_batch_ms: Option<i64>,
+}
+
+fn open_rw(path: &Path, create: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .open(path)
+        .ctx(if create { "create" } else { "open" }, path)
+}
+
+impl SegmentWriter {
+    /// Creates a new, empty segment's files and allocates their first
+    /// chunk. A full disk fails here, before any append depends on it.
+    pub(crate) fn create(dir: &Path, base_offset: u64, settings: &SegmentSettings) -> Result<SegmentWriter> {
+        let result = (|| {
+            let mut files = Vec::new();
+            for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+                files.push(open_rw(&file_path(dir, base_offset, kind), true)?);
+            }
+            let mut files = files.into_iter();
+            let mut writer = Self::assemble(
+                dir,
+                base_offset,
+                settings,
+                (files.next().expect("log"), 0),
+                (files.next().expect("index"), 0),
+                (files.next().expect("time index"), 0),
+            )?;
+            writer
+                .log
+                .allocate_to(settings.preallocate_bytes.min(settings.segment_bytes_max))?;
+            writer.index.preallocate()?;
+            writer.time_index.preallocate()?;
+            crate::fsutil::sync_dir(dir)?;
+            Ok(writer)
+        })();
+        if result.is_err() {
+            for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
+                let _ = fs::remove_file(file_path(dir, base_offset, kind));
+            }
+        }
+        result
+    }
+
+    fn assemble(
+        dir: &Path,
+        base_offset: u64,
+        settings: &SegmentSettings,
+        log: (File, u64),
+        index: (File, u64),
+        time_index: (File, u64),
+    ) -> Result<SegmentWriter> {
+        let log_capacity = settings.segment_bytes_max.max(log.1);
+        let log_path = file_path(dir, base_offset, SegmentFile::Log);
+        let index_path = file_path(dir, base_offset, SegmentFile::Index);
+        let time_path = file_path(dir, base_offset, SegmentFile::TimeIndex);
+        let faults = settings.faults.clone();
+        let log = Mapping::open_writable(
+            log.0,
+            &log_path,
+            log_capacity,
+            log.1,
+            settings.preallocate_bytes,
+            faults.clone(),
+        )?;
+        let index = IndexWriter::new(Mapping::open_writable(
+            index.0,
+            &index_path,
+            settings.index_capacity::<OffsetEntry>(log_capacity).max(index.1),
+            index.1,
+            INDEX_PREALLOCATE_BYTES,
+            faults.clone(),
+        )?);
+        let time_index = IndexWriter::new(Mapping::open_writable(
+            time_index.0,
+            &time_path,
+            settings
+                .index_capacity::<TimeEntry>(log_capacity)
+                .max(time_index.1),
+            time_index.1,
+            INDEX_PREALLOCATE_BYTES,
+            faults,
+        )?);
+        let segment = Arc::new(Segment {
+            base_offset,
+            dir: dir.to_owned(),
+            log: Arc::clone(log.mapping()),
+            index: index.reader(),
+            time_index: time_index.reader(),
+            next_offset: AtomicU64::new(base_offset),
+            max_timestamp_ms: AtomicI64::new(i64::MIN),
+            synced_len: AtomicU64::new(log.pending_len()),
+            sealed: AtomicBool::new(false),
+        });
+        Ok(SegmentWriter {
+            segment,
+            log,
+            index,
+            time_index,
+            index_interval_bytes: settings.index_interval_bytes,
+            bytes_since_index: None,
+            running_max_timestamp_ms: i64::MIN,
+            indexed_max_timestamp_ms: i64::MIN,
+            last_batch_relative_offset: None,
+            first_batch_ms: None,
+        })
+    }
+
+    /// Opens an existing segment for writing (or for rebuilding before it
+    /// is sealed), trusting everything before `start` and scanning the rest
+    /// of the file: every batch's header, offset continuity and CRC are
+    /// checked, index entries are rebuilt, and the file is cut at the first
+    /// batch that fails.
+    pub(crate) fn open(
+        dir: &Path,
+        base_offset: u64,
+        start: ScanStart,
+        settings: &SegmentSettings,
+    ) -> Result<(SegmentWriter, ScanReport)> {
+        let log_path = file_path(dir, base_offset, SegmentFile::Log);
+        let log_file = open_rw(&log_path, false)?;
+        let file_len = log_file.metadata().ctx("stat", &log_path)?.len();
+        let start = if start.position > file_len {
+            tracing::warn!(path = %log_path.display(), position = start.position, file_len, "recovery point lies past the end of the segment; scanning it whole");
+            ScanStart {
+                position: 0,
+                offset: base_offset,
+            }
+        } else {
+            start
+        };
+
+        // Keep the index entries that describe the trusted prefix only.
+        let mut kept = Vec::new();
+        for (kind, entry_bytes) in [
+            (SegmentFile::Index, OffsetEntry::BYTES),
+            (SegmentFile::TimeIndex, TimeEntry::BYTES),
+        ] {
+            let path = file_path(dir, base_offset, kind);
+            let file = open_rw(&path, !path.exists())?;
+            let bytes = fs::read(&path).ctx("read", &path)?;
+            let keep = if start.position == 0 {
+                0
+            } else if kind == SegmentFile::Index {
+                valid_prefix(&bytes, entry_bytes, |e: &[u8]| {
+                    let e = OffsetEntry::decode(e);
+                    (u64::from(e.position) < start.position).then_some(u64::from(e.relative_offset))
+                })
+            } else {
+                valid_prefix(&bytes, entry_bytes, |e: &[u8]| {
+                    let e = TimeEntry::decode(e);
+                    (base_offset + u64::from(e.relative_offset) < start.offset)
+                        .then_some(e.timestamp_ms as u64 ^ (1 << 63))
+                })
+            };
+            file.set_len(keep).ctx("truncate", &path)?;
+            kept.push((file, keep));
+        }
+        let mut kept = kept.into_iter();
+
+        // Scan through a temporary read-only mapping of the whole file.
+        let scan_map = Mapping::open_read_only(&log_file, &log_path, file_len)?;
+        let mut writer = Self::assemble(
+            dir,
+            base_offset,
+            settings,
+            (open_rw(&log_path, false)?, 0),
+            kept.next().expect("index"),
+            kept.next().expect("time index"),
+        )?;
+        if let Some(last) = writer.time_index.reader().last() {
+            writer.running_max_timestamp_ms = last.timestamp_ms;
+            writer.indexed_max_timestamp_ms = last.timestamp_ms;
+        }
+        let mut position = start.position;
+        let mut offset = start.offset;
+        let mut damage = None;
+        while position < file_len {
+            let Some(bytes) = scan_map.slice(position..file_len) else {
+                break;
+            };
+            let header_bytes = &bytes[..bytes.len().min(HEADER_BYTES)];
+            if header_bytes.iter().all(|&b| b == 0) {
+                break; // zero-filled preallocation: the clean end of the log
+            }
+            let header = match BatchHeader::parse(header_bytes) {
+                Ok(header) => header,
+                Err(reason) => {
+                    damage = Some(reason);
+                    break;
+                }
+            };
+            if header.base_offset != offset {
+                damage = Some(format!(
+                    "batch starts at offset {} instead of {offset}",
+                    header.base_offset
+                ));
+                break;
+            }
+            if header.total_bytes() > bytes.len() {
+                damage = Some(format!(
+                    "batch of {} bytes runs past the end of the file",
+                    header.total_bytes()
+                ));
+                break;
+            }
+            if let Err(reason) = batch::verify(&bytes[..header.total_bytes()]) {
+                damage = Some(reason);
+                break;
+            }
+            writer.index_batch(&header, position);
+            position += header.total_bytes() as u64;
+            offset = header.next_offset();
+        }
+        let cut_bytes = scan_map
+            .slice(position..file_len)
+            .map(|rest| rest.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1))
+            .unwrap_or(0);
+        drop(scan_map);
+        if damage.is_none() && cut_bytes > 0 {
+            damage = Some("non-zero bytes after the last batch".into());
+        }
+
+        // Cut everything after the valid end so that stale bytes can never
+        // line up with a later batch, and make the cut durable.
+        let log_file = open_rw(&log_path, false)?;
+        if file_len != position {
+            log_file.set_len(position).ctx("truncate", &log_path)?;
+        }
+        let log = Mapping::open_writable(
+            log_file,
+            &log_path,
+            settings.segment_bytes_max.max(position),
+            position,
+            settings.preallocate_bytes,
+            settings.faults.clone(),
+        )?;
+        log.sync_all()?;
+        writer.segment = Arc::new(Segment {
+            log: Arc::clone(log.mapping()),
+            synced_len: AtomicU64::new(position),
+            next_offset: AtomicU64::new(offset),
+            max_timestamp_ms: AtomicI64::new(writer.running_max_timestamp_ms),
+            base_offset,
+            dir: dir.to_owned(),
+            index: writer.index.reader(),
+            time_index: writer.time_index.reader(),
+            sealed: AtomicBool::new(false),
+        });
+        writer.log = log;
+        let report = ScanReport {
+            segment_base: base_offset,
+            valid_bytes: position,
+            next_offset: offset,
+            scanned_bytes: position - start.position,
+            cut_bytes,
+            damage,
+        };
+        Ok((writer, report))
+    }
+
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    pub fn base_offset(&self) -> u64 {
+        self.segment.base_offset
+    }
+
+    /// True if a batch of `len` bytes and `record_count` records starting at
+    /// `base_offset` fits in this segment.
+    pub(crate) fn has_room(&self, len: u64, base_offset: u64, record_count: u32) -> bool {
+        let last_relative = base_offset + u64::from(record_count) - self.segment.base_offset;
+        self.log.remaining() >= len
+            && last_relative <= u64::from(u32::MAX)
+            && self.index.has_room()
+            && self.time_index.has_room()
+    }
+
+    pub(crate) fn first_batch_ms(&self) -> Option<i64> {
+        self.first_batch_ms
+    }
+
+    /// Appends one batch of `len` bytes written by `encode`, publishes it
+    /// and indexes it. If `encode` fails nothing is published.
+    pub(crate) fn append(
+        &mut self,
+        len: u64,
+        now_ms: i64,
+        encode: impl FnOnce(&mut [u8]) -> Result<BatchHeader>,
+    ) -> Result<BatchHeader> {
+        let position = self.log.pending_len();
+        let buffer = self.log.reserve(len)?;
+        let header = match encode(buffer) {
+            Ok(header) => header,
+            Err(error) => {
+                self.log.discard_pending();
+                return Err(error);
+            }
+        };
+        debug_assert_eq!(header.total_bytes() as u64, len);
+        self.log.publish();
+        self.index_batch(&header, position);
+        self.first_batch_ms.get_or_insert(now_ms);
+        Ok(header)
+    }
+
+    /// Adds index entries for a batch now in the log at `position` and
+    /// publishes its end offset.
+    fn index_batch(&mut self, header: &BatchHeader, position: u64) {
+        let relative_offset = (header.base_offset - self.segment.base_offset) as u32;
+        self.running_max_timestamp_ms = self.running_max_timestamp_ms.max(header.max_timestamp_ms);
+        if self
+            .bytes_since_index
+            .is_none_or(|bytes| bytes >= self.index_interval_bytes)
+        {
+            // An index entry that cannot be written (index file full or disk
+            // full) only makes lookups scan further: the index is sparse.
+            let entry = OffsetEntry {
+                relative_offset,
+                position: position as u32,
+            };
+            if let Err(error) = self.index.append(entry) {
+                tracing::warn!(%error, "skipping an offset index entry");
+            } else {
+                self.bytes_since_index = Some(0);
+            }
+            self.write_time_entry(relative_offset);
+        }
+        if let Some(bytes) = self.bytes_since_index.as_mut() {
+            *bytes += header.total_bytes() as u64;
+        }
+        self.last_batch_relative_offset = Some(relative_offset);
+        self.segment
+            .max_timestamp_ms
+            .fetch_max(header.max_timestamp_ms, Ordering::AcqRel);
+        self.segment
+            .next_offset
+            .store(header.next_offset(), Ordering::Release);
+    }
+
+    fn write_time_entry(&mut self, relative_offset: u32) {
+        if self.running_max_timestamp_ms > self.indexed_max_timestamp_ms {
+            let entry = TimeEntry {
+                timestamp_ms: self.running_max_timestamp_ms,
+                relative_offset,
+            };
+            match self.time_index.append(entry) {
+                Ok(()) => self.indexed_max_timestamp_ms = self.running_max_timestamp_ms,
+                Err(error) => tracing::warn!(%error, "skipping a time index entry"),
+            }
+        }
+    }
+
+    /// Ends writing: records the final maximum timestamp and truncates all
+    /// three files to their published lengths. The segment stays readable.
+    pub(crate) fn seal(mut self) -> Result<Arc<Segment>> {
+        if let Some(relative_offset) = self.last_batch_relative_offset {
+            self.write_time_entry(relative_offset);
+        }
+        self.log.truncate_to_published()?;
+        self.index.seal()?;
+        self.time_index.seal()?;
+        self.segment.sealed.store(true, Ordering::Release);
+        Ok(self.segment)
+    }
+
+    /// Syncs the active files completely (clean close).
+    pub(crate) fn sync_all(&self) -> Result<()> {
+        self.log.sync_all()?;
+        self.index.sync_all()?;
+        self.time_index.sync_all()?;
+        self.segment
+            .synced_len
+            .fetch_max(self.log.pending_len(), Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// Number of bytes of `bytes` that form a run of well-formed entries whose
+/// key (given by `key`, `None` to stop) strictly increases.
+fn valid_prefix(bytes: &[u8], entry_bytes: u64, key: impl Fn(&[u8]) -> Option<u64>) -> u64 {
+    let mut previous = None;
+    let mut kept = 0;
+    for entry in bytes.chunks_exact(entry_bytes as usize) {
+        match key(entry) {
+            Some(k) if previous.is_none_or(|p| k > p) => {
+                previous = Some(k);
+                kept += entry_bytes;
+            }
+            _ => break,
+        }
+    }
+    kept
+}

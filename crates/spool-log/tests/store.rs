@@ -1,0 +1,849 @@
+//! Behaviour of the engine through its public API: appends and reads,
+//! segments, recovery, retention, limits and injected faults.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use spool_log::{
+    Durability, Error, FaultInjector, Partition, Record, Store, StoreConfig, TopicConfig, batch,
+};
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        preallocate_bytes: 64 * 1024,
+        index_interval_bytes: 256,
+        checkpoint_interval_ms: 0,
+        retention_check_interval_ms: 0,
+        ..StoreConfig::default()
+    }
+}
+
+fn topic_config(partitions: u32, segment_bytes_max: u64) -> TopicConfig {
+    TopicConfig {
+        partitions,
+        segment_bytes_max,
+        ..TopicConfig::default()
+    }
+}
+
+fn value(i: u64) -> Vec<u8> {
+    format!("record-{i:06}-{}", "x".repeat((i % 37) as usize)).into_bytes()
+}
+
+/// Appends `count` single-record batches with values `value(from..)`.
+fn append_values(partition: &Partition, from: u64, count: u64, durability: Durability) {
+    for i in from..from + count {
+        let v = value(i);
+        let outcome = partition.append(&[Record::value(&v)], durability).unwrap();
+        assert_eq!(outcome.base_offset, i);
+    }
+}
+
+/// Reads every record from `from` to the high watermark as (offset, value).
+fn read_all(partition: &Partition, from: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let result = partition.read(offset, 4096).unwrap();
+        if result.batches.is_empty() {
+            assert_eq!(offset, result.high_watermark);
+            return out;
+        }
+        for batch in &result.batches {
+            for record in batch.records() {
+                let record = record.unwrap();
+                if record.offset >= offset {
+                    out.push((record.offset, record.value.unwrap().to_vec()));
+                }
+            }
+        }
+        offset = result.next_offset;
+    }
+}
+
+fn assert_values(partition: &Partition, from: u64, to: u64) {
+    let records = read_all(partition, from);
+    let expected: Vec<_> = (from..to).map(|i| (i, value(i))).collect();
+    assert_eq!(records.len(), expected.len());
+    assert!(records == expected, "records differ from what was appended");
+}
+
+fn segment_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut logs: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+fn partition_dir(data: &Path, topic: &str, partition: u32) -> PathBuf {
+    data.join("topics").join(topic).join(partition.to_string())
+}
+
+#[test]
+fn append_and_read_back_across_partitions_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = Store::open(dir.path(), config()).unwrap();
+    assert!(!report.clean);
+    let topic = store.create_topic("orders", topic_config(3, 4096)).unwrap();
+    for partition in topic.partitions() {
+        append_values(partition, 0, 300, Durability::None);
+    }
+    for partition in topic.partitions() {
+        assert_values(partition, 0, 300);
+        assert_values(partition, 123, 300);
+        let info = partition.info();
+        assert_eq!(info.high_watermark, 300);
+        assert!(info.segment_count > 3, "segments rolled: {info:?}");
+    }
+    assert_eq!(
+        segment_logs(&partition_dir(dir.path(), "orders", 1)).len() as u64,
+        { topic.partitions()[1].info().segment_count }
+    );
+}
+
+#[test]
+fn batches_keep_keys_headers_and_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 1 << 20))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    let headers = [batch::Header {
+        key: "trace-id",
+        value: Some(b"abc"),
+    }];
+    let records = [
+        Record {
+            key: Some(b"k"),
+            value: Some(b"v1"),
+            headers: &headers,
+            timestamp_ms: Some(1_000),
+        },
+        Record {
+            key: None,
+            value: None,
+            headers: &[],
+            timestamp_ms: None,
+        },
+    ];
+    let outcome = partition.append(&records, Durability::Fsync).unwrap();
+    assert_eq!((outcome.base_offset, outcome.last_offset), (0, 1));
+    assert_eq!(outcome.durability, Durability::Fsync);
+    assert!(partition.durable_offset() >= 2);
+    let read = partition.read(1, 1 << 20).unwrap();
+    assert_eq!(read.batches.len(), 1, "the whole batch comes back");
+    let decoded: Vec<_> = read.batches[0].records().map(Result::unwrap).collect();
+    assert_eq!(decoded[0].key, Some(&b"k"[..]));
+    assert_eq!(
+        decoded[0].headers().collect::<Vec<_>>(),
+        [("trace-id", Some(&b"abc"[..]))]
+    );
+    assert_eq!(decoded[0].timestamp_ms, 1_000);
+    assert_eq!(decoded[1].timestamp_ms, outcome.append_time_ms);
+    assert_eq!(decoded[1].value, None);
+}
+
+#[test]
+fn pre_encoded_batches_are_validated_and_stamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 1 << 20))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    append_values(&partition, 0, 5, Durability::None);
+    let limits = batch::BatchLimits {
+        record_bytes_max: 1 << 20,
+        batch_bytes_max: 1 << 20,
+    };
+    let encoded = batch::encode_to_vec(&[Record::value(b"a"), Record::value(b"b")], 7, limits).unwrap();
+    let outcome = partition.append_encoded(&encoded, Durability::None).unwrap();
+    assert_eq!((outcome.base_offset, outcome.last_offset), (5, 6));
+    let read = partition.read(5, 1 << 20).unwrap();
+    let values: Vec<_> = read.batches[0]
+        .records()
+        .map(|r| r.unwrap().value.unwrap().to_vec())
+        .collect();
+    assert_eq!(values, [b"a".to_vec(), b"b".to_vec()]);
+
+    let mut damaged = encoded.clone();
+    *damaged.last_mut().unwrap() ^= 0x40;
+    let err = partition.append_encoded(&damaged, Durability::None).unwrap_err();
+    assert!(matches!(err, Error::InvalidBatch { .. }), "{err}");
+    let err = partition
+        .append_encoded(&encoded[..encoded.len() - 1], Durability::None)
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidBatch { .. }), "{err}");
+    assert_eq!(partition.high_watermark(), 7, "rejected batches leave no trace");
+}
+
+#[test]
+fn reads_out_of_range_name_earliest_and_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 1 << 20))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    append_values(&partition, 0, 10, Durability::None);
+    let read = partition.read(10, 100).unwrap();
+    assert!(read.batches.is_empty());
+    assert_eq!((read.next_offset, read.high_watermark), (10, 10));
+    match partition.read(11, 100) {
+        Err(Error::OffsetOutOfRange {
+            requested: 11,
+            earliest: 0,
+            latest: 10,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn read_budget_is_respected_but_one_batch_always_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 1 << 20))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    let big = vec![7u8; 10_000];
+    partition
+        .append(&[Record::value(&big)], Durability::None)
+        .unwrap();
+    append_values(&partition, 1, 50, Durability::None);
+    let read = partition.read(0, 10).unwrap();
+    assert_eq!(read.batches.len(), 1);
+    assert_eq!(read.next_offset, 1);
+    let read = partition.read(1, 300).unwrap();
+    let bytes: usize = read.batches.iter().map(|b| b.bytes().len()).sum();
+    assert!(bytes <= 300 && !read.batches.is_empty());
+}
+
+#[test]
+fn offsets_by_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 4096))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    let body = vec![1u8; 100];
+    for i in 0..200i64 {
+        let record = Record {
+            value: Some(&body),
+            timestamp_ms: Some(10_000 + i * 10),
+            ..Record::default()
+        };
+        partition.append(&[record], Durability::None).unwrap();
+    }
+    assert!(partition.info().segment_count > 2);
+    assert_eq!(partition.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(partition.offset_for_timestamp(10_000).unwrap(), Some(0));
+    assert_eq!(partition.offset_for_timestamp(10_001).unwrap(), Some(1));
+    assert_eq!(partition.offset_for_timestamp(11_230).unwrap(), Some(123));
+    assert_eq!(partition.offset_for_timestamp(11_990).unwrap(), Some(199));
+    assert_eq!(partition.offset_for_timestamp(11_991).unwrap(), None);
+}
+
+#[test]
+fn clean_reopen_keeps_everything_without_scanning() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), config()).unwrap();
+        let topic = store.create_topic("t", topic_config(2, 4096)).unwrap();
+        append_values(&topic.partitions()[0], 0, 250, Durability::None);
+        store.close().unwrap();
+    }
+    let (store, report) = Store::open(dir.path(), config()).unwrap();
+    assert!(report.clean);
+    assert!(report.partitions.is_empty(), "{report:?}");
+    let topic = store.topic("t").unwrap();
+    assert_eq!(topic.partition_count(), 2);
+    assert_values(&topic.partitions()[0], 0, 250);
+    append_values(&topic.partitions()[0], 250, 10, Durability::None);
+    assert_values(&topic.partitions()[0], 0, 260);
+    assert_eq!(topic.partitions()[1].high_watermark(), 0);
+}
+
+#[test]
+fn unclean_reopen_scans_only_past_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), config()).unwrap();
+        let partition = store
+            .create_topic("t", topic_config(1, 1 << 20))
+            .unwrap()
+            .partitions()[0]
+            .clone();
+        append_values(&partition, 0, 100, Durability::None);
+        store.checkpoint().unwrap();
+        append_values(&partition, 100, 20, Durability::None);
+        store.simulate_crash();
+    }
+    let (store, report) = Store::open(dir.path(), config()).unwrap();
+    assert!(!report.clean);
+    let scan = &report.partitions[0].scans[0];
+    assert!(scan.damage.is_none());
+    let tail_bytes: usize = (100..120).map(|i| 12 + 49 + 9 + value(i).len()).sum();
+    assert!(
+        scan.scanned_bytes as usize <= tail_bytes + 200,
+        "scanned {} bytes for a tail of about {tail_bytes}",
+        scan.scanned_bytes
+    );
+    assert_values(&store.partition("t", 0).unwrap(), 0, 120);
+}
+
+/// Appends, simulates a crash, applies `damage` to the active segment's
+/// log file, reopens, and returns the store with what recovery reported.
+fn crash_and_damage(
+    dir: &Path,
+    count: u64,
+    damage: impl FnOnce(&Path, u64),
+) -> (Store, spool_log::RecoveryReport) {
+    let (store, _) = Store::open(dir, config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 1 << 20))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    append_values(&partition, 0, count, Durability::None);
+    let info = partition.info();
+    store.simulate_crash();
+    let log = segment_logs(&partition_dir(dir, "t", 0)).pop().unwrap();
+    damage(&log, info.size_bytes);
+    Store::open(dir, config()).unwrap()
+}
+
+#[test]
+fn recovery_cuts_garbage_appended_after_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = crash_and_damage(dir.path(), 50, |log, len| {
+        let mut bytes = fs::read(log).unwrap();
+        bytes.truncate(len as usize);
+        bytes.extend((0..500u32).map(|i| (i * 13 + 1) as u8));
+        fs::write(log, bytes).unwrap();
+    });
+    let scan = &report.partitions[0].scans[0];
+    assert!(scan.damage.is_some());
+    assert_eq!(scan.cut_bytes, 500);
+    let partition = store.partition("t", 0).unwrap();
+    assert_values(&partition, 0, 50);
+    append_values(&partition, 50, 5, Durability::Fsync);
+    assert_values(&partition, 0, 55);
+}
+
+#[test]
+fn recovery_treats_a_zero_filled_tail_as_the_clean_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = crash_and_damage(dir.path(), 50, |log, len| {
+        let file = fs::OpenOptions::new().write(true).open(log).unwrap();
+        file.set_len(len + 100_000).unwrap();
+    });
+    assert!(report.partitions.iter().all(|p| !p.lost_data()), "{report:?}");
+    assert_values(&store.partition("t", 0).unwrap(), 0, 50);
+}
+
+#[test]
+fn recovery_cuts_a_half_written_header_and_a_torn_batch() {
+    for keep in [20u64, 70, 90] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut last_start = 0;
+        let (store, report) = crash_and_damage(dir.path(), 40, |log, len| {
+            // Find the last batch's start by walking headers.
+            let bytes = fs::read(log).unwrap();
+            let mut at = 0u64;
+            while at < len {
+                last_start = at;
+                at += batch::BatchHeader::parse(&bytes[at as usize..])
+                    .unwrap()
+                    .total_bytes() as u64;
+            }
+            let file = fs::OpenOptions::new().write(true).open(log).unwrap();
+            file.set_len(last_start + keep.min(len - last_start - 1)).unwrap();
+        });
+        assert!(report.partitions[0].lost_data(), "keep {keep}");
+        let partition = store.partition("t", 0).unwrap();
+        assert_eq!(partition.high_watermark(), 39, "keep {keep}");
+        assert_values(&partition, 0, 39);
+    }
+}
+
+#[test]
+fn recovery_cuts_at_a_flipped_bit_in_the_unflushed_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, report) = crash_and_damage(dir.path(), 60, |log, len| {
+        let mut bytes = fs::read(log).unwrap();
+        let at = (len - 30) as usize;
+        bytes[at] ^= 0x08;
+        fs::write(log, bytes).unwrap();
+    });
+    assert!(report.partitions[0].lost_data());
+    let partition = store.partition("t", 0).unwrap();
+    assert_eq!(partition.high_watermark(), 59);
+    assert_values(&partition, 0, 59);
+}
+
+#[test]
+fn a_flipped_bit_in_an_old_batch_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 4096))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    append_values(&partition, 0, 100, Durability::None);
+    store.close().unwrap();
+    let first = segment_logs(&partition_dir(dir.path(), "t", 0)).remove(0);
+    let mut bytes = fs::read(&first).unwrap();
+    bytes[100] ^= 0x01; // inside the records of the second batch or so
+    fs::write(&first, bytes).unwrap();
+
+    let (store, report) = Store::open(dir.path(), config()).unwrap();
+    assert!(
+        report.clean && report.partitions.is_empty(),
+        "old data is trusted, not rescanned"
+    );
+    let partition = store.partition("t", 0).unwrap();
+    let mut corrupt_seen = false;
+    let mut served = 0;
+    let mut offset = 0;
+    while offset < partition.high_watermark() {
+        match partition.read(offset, 1) {
+            Ok(read) => {
+                for batch in &read.batches {
+                    for record in batch.records() {
+                        let record = record.unwrap();
+                        assert_eq!(
+                            record.value.unwrap(),
+                            value(record.offset),
+                            "served a damaged record"
+                        );
+                        served += 1;
+                    }
+                }
+                offset = read.next_offset;
+            }
+            Err(Error::Corrupt { .. }) => {
+                corrupt_seen = true;
+                offset += 1;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(corrupt_seen);
+    assert_eq!(served, 99);
+}
+
+#[test]
+fn missing_or_truncated_index_files_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), config()).unwrap();
+        let partition = store
+            .create_topic("t", topic_config(1, 4096))
+            .unwrap()
+            .partitions()[0]
+            .clone();
+        append_values(&partition, 0, 200, Durability::None);
+        store.close().unwrap();
+    }
+    let pdir = partition_dir(dir.path(), "t", 0);
+    let logs = segment_logs(&pdir);
+    fs::remove_file(logs[0].with_extension("index")).unwrap();
+    let time_index = logs[1].with_extension("timeindex");
+    let len = fs::metadata(&time_index).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&time_index)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+
+    let (store, report) = Store::open(dir.path(), config()).unwrap();
+    let rebuilt = &report.partitions[0].indexes_rebuilt;
+    assert_eq!(rebuilt.len(), 2, "{report:?}");
+    assert!(logs[0].with_extension("index").exists());
+    let partition = store.partition("t", 0).unwrap();
+    assert_values(&partition, 0, 200);
+    assert_eq!(partition.offset_for_timestamp(0).unwrap(), Some(0));
+}
+
+#[test]
+fn retention_by_size_and_time_deletes_whole_closed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let config = TopicConfig {
+        partitions: 1,
+        segment_bytes_max: 4096,
+        retention_ms: Some(60_000),
+        retention_bytes: Some(3 * 4096),
+        ..TopicConfig::default()
+    };
+    let partition = store.create_topic("t", config).unwrap().partitions()[0].clone();
+    let body = vec![0u8; 200];
+    for i in 0..200i64 {
+        let record = Record {
+            value: Some(&body),
+            timestamp_ms: Some(1_000_000 + i),
+            ..Record::default()
+        };
+        partition.append(&[record], Durability::None).unwrap();
+    }
+    let before = partition.info();
+    let reader_holds = partition.read(0, 1 << 20).unwrap();
+    // Size: keep at most three segments' worth.
+    let deleted = store.enforce_retention(1_000_000).unwrap();
+    assert!(deleted > 0);
+    let after = partition.info();
+    assert!(after.size_bytes <= 3 * 4096 + 4096, "{after:?}");
+    assert!(after.log_start_offset > 0);
+    assert_eq!(after.high_watermark, before.high_watermark);
+    match partition.read(0, 100) {
+        Err(Error::OffsetOutOfRange { earliest, latest, .. }) => {
+            assert_eq!((earliest, latest), (after.log_start_offset, 200));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Batches read before deletion stay intact.
+    let first = reader_holds.batches[0].records().next().unwrap().unwrap();
+    assert_eq!(first.offset, 0);
+    // Time: everything closed is older than a minute at this "now".
+    store.enforce_retention(1_000_000 + 120_000).unwrap();
+    let info = partition.info();
+    assert_eq!(info.segment_count, 1);
+    assert_eq!(
+        read_all(&partition, info.log_start_offset).len() as u64,
+        200 - info.log_start_offset
+    );
+    drop(store);
+    let (store, _) = Store::open(dir.path(), self::config()).unwrap();
+    assert_eq!(
+        store.partition("t", 0).unwrap().log_start_offset(),
+        info.log_start_offset
+    );
+}
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let config = TopicConfig {
+        segment_ms_max: 1,
+        ..topic_config(1, 1 << 20)
+    };
+    let partition = store.create_topic("t", config).unwrap().partitions()[0].clone();
+    append_values(&partition, 0, 1, Durability::None);
+    std::thread::sleep(Duration::from_millis(5));
+    append_values(&partition, 1, 1, Durability::None);
+    assert_eq!(partition.info().segment_count, 2);
+}
+
+#[test]
+fn topic_names_are_validated_before_any_path_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    for name in ["../x", "..", ".", "a/b", "", "a\0b", &"n".repeat(250)] {
+        let err = store.create_topic(name, topic_config(1, 4096)).unwrap_err();
+        assert!(matches!(err, Error::InvalidTopicName { .. }), "{name:?}: {err}");
+    }
+    assert!(!dir.path().join("x").exists());
+    assert_eq!(fs::read_dir(dir.path().join("topics")).unwrap().count(), 0);
+}
+
+#[test]
+fn unknown_topics_partitions_and_duplicates_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    assert!(matches!(store.topic("nope"), Err(Error::UnknownTopic { .. })));
+    store.create_topic("t", topic_config(2, 4096)).unwrap();
+    assert!(matches!(
+        store.create_topic("t", topic_config(2, 4096)),
+        Err(Error::TopicExists { .. })
+    ));
+    assert!(matches!(
+        store.partition("t", 2),
+        Err(Error::UnknownPartition {
+            partition: 2,
+            partition_count: 2,
+            ..
+        })
+    ));
+    let err = store.create_topic("many", topic_config(5000, 4096)).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::LimitExceeded {
+            limit: "partitions_max",
+            ..
+        }
+    ));
+    assert!(matches!(
+        store.delete_topic("nope"),
+        Err(Error::UnknownTopic { .. })
+    ));
+}
+
+#[test]
+fn oversized_records_and_batches_are_refused_without_a_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        record_bytes_max: 1000,
+        batch_bytes_max: 5000,
+        ..config()
+    };
+    let (store, _) = Store::open(dir.path(), config).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 4096))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    let big = vec![0u8; 2000];
+    let err = partition
+        .append(&[Record::value(&big)], Durability::Fsync)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::LimitExceeded {
+            limit: "record_bytes_max",
+            ..
+        }
+    ));
+    let medium = vec![0u8; 900];
+    let many = vec![Record::value(&medium); 6];
+    let err = partition.append(&many, Durability::None).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::LimitExceeded {
+            limit: "batch_bytes_max",
+            ..
+        }
+    ));
+    let too_big_for_a_segment = vec![Record::value(&medium); 5];
+    let err = partition
+        .append(&too_big_for_a_segment, Durability::None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LimitExceeded {
+                limit: "segment_bytes_max",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        partition.append(&[], Durability::None),
+        Err(Error::InvalidBatch { .. })
+    ));
+    assert_eq!(partition.high_watermark(), 0);
+    append_values(&partition, 0, 3, Durability::None);
+}
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), config()),
+        Err(Error::Locked { .. })
+    ));
+    drop(store);
+    Store::open(dir.path(), config()).unwrap();
+}
+
+#[test]
+fn a_full_disk_fails_the_roll_and_appends_resume_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjector::default());
+    let config = StoreConfig {
+        faults: Some(Arc::clone(&faults)),
+        ..config()
+    };
+    let (store, _) = Store::open(dir.path(), config).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 4096))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    append_values(&partition, 0, 20, Durability::None);
+    faults.set_disk_full(true);
+    let mut i = 20;
+    let err = loop {
+        let v = value(i);
+        match partition.append(&[Record::value(&v)], Durability::None) {
+            Ok(_) => i += 1,
+            Err(err) => break err,
+        }
+        assert!(i < 1000, "the segment never filled up");
+    };
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert_eq!(partition.high_watermark(), i);
+    assert_values(&partition, 0, i);
+    faults.set_disk_full(false);
+    append_values(&partition, i, 30, Durability::Fsync);
+    assert_values(&partition, 0, i + 30);
+}
+
+#[test]
+fn an_fsync_failure_poisons_the_partition_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjector::default());
+    let config = StoreConfig {
+        faults: Some(Arc::clone(&faults)),
+        ..config()
+    };
+    {
+        let (store, _) = Store::open(dir.path(), config.clone()).unwrap();
+        let partition = store
+            .create_topic("t", topic_config(1, 1 << 20))
+            .unwrap()
+            .partitions()[0]
+            .clone();
+        append_values(&partition, 0, 5, Durability::Fsync);
+        faults.set_sync_fails(true);
+        let v = value(5);
+        let err = partition
+            .append(&[Record::value(&v)], Durability::Fsync)
+            .unwrap_err();
+        assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+        faults.set_sync_fails(false);
+        let err = partition
+            .append(&[Record::value(&v)], Durability::None)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Poisoned { .. }),
+            "the fsync is not retried: {err}"
+        );
+        // The batch whose flush failed was not acknowledged, but it was
+        // written and stays readable, as after any unacknowledged append.
+        assert_eq!(partition.high_watermark(), 6);
+        assert_values(&partition, 0, 6);
+        store.simulate_crash();
+    }
+    let (store, _) = Store::open(dir.path(), config).unwrap();
+    let partition = store.partition("t", 0).unwrap();
+    assert!(partition.high_watermark() >= 5);
+    let hw = partition.high_watermark();
+    let v = value(hw);
+    partition.append(&[Record::value(&v)], Durability::Fsync).unwrap();
+}
+
+#[test]
+fn deleting_a_topic_keeps_held_batches_and_closes_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 4096))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    append_values(&partition, 0, 50, Durability::None);
+    let held = partition.read(0, 1 << 20).unwrap();
+    store.delete_topic("t").unwrap();
+    assert!(!dir.path().join("topics").join("t").exists());
+    let v = value(50);
+    assert!(matches!(
+        partition.append(&[Record::value(&v)], Durability::None),
+        Err(Error::Closed)
+    ));
+    let first = held.batches[0].records().next().unwrap().unwrap();
+    assert_eq!(first.value.unwrap(), value(0));
+    let recreated = store.create_topic("t", topic_config(1, 4096)).unwrap();
+    assert_eq!(recreated.partitions()[0].high_watermark(), 0);
+}
+
+#[test]
+fn long_poll_wakes_when_data_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 4096))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    let waiter = {
+        let partition = partition.clone();
+        std::thread::spawn(move || partition.wait_readable_blocking(0, Duration::from_secs(30)))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    append_values(&partition, 0, 1, Durability::None);
+    assert_eq!(waiter.join().unwrap().unwrap(), 1);
+    assert_eq!(
+        partition
+            .wait_readable_blocking(5, Duration::from_millis(1))
+            .unwrap(),
+        1
+    );
+}
+
+#[test]
+fn concurrent_fsync_appenders_share_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 1 << 24))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let partition = partition.clone();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let outcome = partition
+                        .append(&[Record::value(&[1u8; 1024])], Durability::Fsync)
+                        .unwrap();
+                    assert!(partition.durable_offset() > outcome.last_offset);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(partition.high_watermark(), 400);
+    let flushes = store.stats().flushes;
+    assert!(flushes <= 400, "{flushes} flushes for 400 appends");
+}
+
+#[test]
+fn readers_never_see_a_partial_batch_while_a_writer_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 8192))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    let writer = {
+        let partition = partition.clone();
+        std::thread::spawn(move || append_values(&partition, 0, 3000, Durability::None))
+    };
+    let mut offset = 0;
+    while offset < 3000 {
+        let read = partition.read(offset, 2048).unwrap();
+        for batch in &read.batches {
+            for record in batch.records() {
+                let record = record.unwrap();
+                if record.offset >= offset {
+                    assert_eq!(record.value.unwrap(), value(record.offset));
+                }
+            }
+        }
+        offset = read.next_offset;
+    }
+    writer.join().unwrap();
+}
