@@ -1,0 +1,253 @@
+//! Model-based property test: random sequences of appends, reads, rolls
+//! (small segments), retention, checkpoints, clean reopens and crashes are
+//! run against the engine and against a plain `Vec` of records.
+//!
+//! A crash stops the store without flushing, then damages the active
+//! segment's log file past the durable point the way lost page-cache writes
+//! would: it cuts the file at a random byte and may flip bits in what is
+//! left. After reopening, the log must be a prefix of the model that still
+//! holds every record acknowledged as durable, and every read must match
+//! the model exactly.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use spool_log::{Durability, Partition, Record, Store, StoreConfig, TopicConfig, batch::BatchHeader};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append {
+        values: Vec<Vec<u8>>,
+        keyed: bool,
+        fsync: bool,
+    },
+    Read {
+        at: u16,
+        max_bytes: u16,
+    },
+    Checkpoint,
+    Retention,
+    Reopen,
+    Crash {
+        cut: u16,
+        flips: Vec<(u16, u8)>,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 1..6), any::<bool>(), any::<bool>())
+            .prop_map(|(values, keyed, fsync)| Op::Append { values, keyed, fsync }),
+        4 => (any::<u16>(), 1..4096u16).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+        1 => Just(Op::Checkpoint),
+        1 => Just(Op::Retention),
+        1 => Just(Op::Reopen),
+        2 => (any::<u16>(), prop::collection::vec((any::<u16>(), 0..8u8), 0..3))
+            .prop_map(|(cut, flips)| Op::Crash { cut, flips }),
+    ]
+}
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        preallocate_bytes: 4096,
+        index_interval_bytes: 128,
+        checkpoint_interval_ms: 0,
+        retention_check_interval_ms: 0,
+        flush_threads: 1,
+        ..StoreConfig::default()
+    }
+}
+
+fn topic() -> TopicConfig {
+    TopicConfig {
+        partitions: 1,
+        segment_bytes_max: 4096,
+        retention_ms: None,
+        retention_bytes: Some(3 * 4096),
+        ..TopicConfig::default()
+    }
+}
+
+fn key_of(offset_hint: usize) -> Vec<u8> {
+    format!("key-{offset_hint}").into_bytes()
+}
+
+/// The model: every record ever acknowledged, in offset order.
+#[derive(Debug, Default)]
+struct Model {
+    records: Vec<(Option<Vec<u8>>, Vec<u8>)>,
+    /// Records below this offset are durable.
+    durable: u64,
+    log_start: u64,
+}
+
+fn read_range(partition: &Partition, from: u64, max_bytes: u64) -> Vec<(u64, Option<Vec<u8>>, Vec<u8>)> {
+    let result = partition.read(from, max_bytes).unwrap();
+    let mut out = Vec::new();
+    for batch in &result.batches {
+        for record in batch.records() {
+            let record = record.unwrap();
+            if record.offset >= from {
+                out.push((
+                    record.offset,
+                    record.key.map(<[u8]>::to_vec),
+                    record.value.unwrap().to_vec(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn check_all(partition: &Partition, model: &Model) -> Result<(), TestCaseError> {
+    prop_assert_eq!(partition.high_watermark(), model.records.len() as u64);
+    prop_assert_eq!(partition.log_start_offset(), model.log_start);
+    let mut offset = model.log_start;
+    while offset < model.records.len() as u64 {
+        let records = read_range(partition, offset, 1024);
+        prop_assert!(!records.is_empty());
+        for (o, key, value) in records {
+            prop_assert_eq!(o, offset);
+            let (k, v) = &model.records[o as usize];
+            prop_assert_eq!(&key, k);
+            prop_assert_eq!(&value, v);
+            offset += 1;
+        }
+    }
+    Ok(())
+}
+
+fn active_log(data: &Path) -> PathBuf {
+    let dir = data.join("topics/m/0");
+    let mut logs: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+/// Byte position in `log` of the first batch at or after `offset`.
+fn position_of(log: &[u8], offset: u64) -> usize {
+    let mut at = 0;
+    while let Ok(header) = BatchHeader::parse(&log[at.min(log.len())..]) {
+        if header.base_offset >= offset {
+            break;
+        }
+        at += header.total_bytes();
+    }
+    at
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open(dir.path(), config()).unwrap();
+    let mut partition = store.create_topic("m", topic()).unwrap().partitions()[0].clone();
+    let mut model = Model::default();
+    for op in ops {
+        match op {
+            Op::Append { values, keyed, fsync } => {
+                let base = model.records.len();
+                let keys: Vec<_> = (0..values.len()).map(|i| key_of(base + i)).collect();
+                let records: Vec<_> = values
+                    .iter()
+                    .zip(&keys)
+                    .map(|(v, k)| Record {
+                        key: keyed.then_some(&k[..]),
+                        ..Record::value(v)
+                    })
+                    .collect();
+                let durability = if fsync {
+                    Durability::Fsync
+                } else {
+                    Durability::None
+                };
+                let outcome = partition.append(&records, durability).unwrap();
+                prop_assert_eq!(outcome.base_offset, base as u64);
+                prop_assert_eq!(outcome.last_offset, (base + values.len() - 1) as u64);
+                for (v, k) in values.into_iter().zip(keys) {
+                    model.records.push((keyed.then_some(k), v));
+                }
+                if fsync {
+                    model.durable = model.records.len() as u64;
+                }
+            }
+            Op::Read { at, max_bytes } => {
+                let span = model.records.len() as u64 - model.log_start + 1;
+                let from = model.log_start + u64::from(at) % span;
+                let records = read_range(&partition, from, u64::from(max_bytes));
+                if from < model.records.len() as u64 {
+                    prop_assert!(!records.is_empty(), "a read below the watermark returns data");
+                }
+                for (i, (o, key, value)) in records.into_iter().enumerate() {
+                    prop_assert_eq!(o, from + i as u64);
+                    prop_assert_eq!(&(key, value), &model.records[o as usize]);
+                }
+                let below = model.log_start.checked_sub(1);
+                if let Some(below) = below {
+                    prop_assert!(partition.read(below, 100).is_err());
+                }
+                prop_assert!(partition.read(model.records.len() as u64 + 1, 100).is_err());
+            }
+            Op::Checkpoint => {
+                store.checkpoint().unwrap();
+                model.durable = model.records.len() as u64;
+            }
+            Op::Retention => {
+                store.enforce_retention(i64::MAX / 4).unwrap();
+                let start = partition.log_start_offset();
+                prop_assert!(start >= model.log_start && start <= model.records.len() as u64);
+                model.log_start = start;
+            }
+            Op::Reopen => {
+                store.close().unwrap();
+                let (s, report) = Store::open(dir.path(), config()).unwrap();
+                prop_assert!(report.clean && report.partitions.iter().all(|p| !p.lost_data()));
+                store = s;
+                partition = store.partition("m", 0).unwrap();
+                model.durable = model.records.len() as u64;
+            }
+            Op::Crash { cut, flips } => {
+                let durable = partition.durable_offset().max(model.durable);
+                store.simulate_crash();
+                let log = active_log(dir.path());
+                let mut bytes = fs::read(&log).unwrap();
+                let safe = position_of(&bytes, durable);
+                let end = safe + usize::from(cut) % (bytes.len() - safe + 1);
+                bytes.truncate(end);
+                for (at, bit) in flips {
+                    if end > safe {
+                        let i = safe + usize::from(at) % (end - safe);
+                        bytes[i] ^= 1 << bit;
+                    }
+                }
+                fs::write(&log, &bytes).unwrap();
+                let (s, _) = Store::open(dir.path(), config()).unwrap();
+                store = s;
+                partition = store.partition("m", 0).unwrap();
+                let hw = partition.high_watermark();
+                prop_assert!(hw >= durable, "lost durable records: {} < {}", hw, durable);
+                prop_assert!(hw <= model.records.len() as u64);
+                model.records.truncate(hw as usize);
+                model.durable = hw;
+            }
+        }
+        check_all(&partition, &model)?;
+    }
+    store.close().unwrap();
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn engine_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
+        run(ops)?;
+    }
+}
