@@ -64,7 +64,7 @@ pub struct StoreStats {
 #[derive(Debug)]
 pub struct Store {
     inner: Arc<StoreInner>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
@@ -72,7 +72,8 @@ struct StoreInner {
     dir: PathBuf,
     context: Arc<StoreContext>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    _lock: File,
+    /// The data-directory lock, released when the store closes.
+    lock: Mutex<Option<File>>,
     stop: Mutex<bool>,
     stop_signal: Condvar,
     closed: AtomicBool,
@@ -132,7 +133,7 @@ impl Store {
             dir,
             context: Arc::clone(&context),
             topics: RwLock::new(topics),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
             stop: Mutex::new(false),
             stop_signal: Condvar::new(),
             closed: AtomicBool::new(false),
@@ -147,7 +148,13 @@ impl Store {
                 .spawn(move || maintenance.run_maintenance())
                 .map_err(|e| Error::io("spawn maintenance", &inner.dir, e))?,
         );
-        Ok((Store { inner, threads }, report))
+        Ok((
+            Store {
+                inner,
+                threads: Mutex::new(threads),
+            },
+            report,
+        ))
     }
 
     pub fn dir(&self) -> &Path {
@@ -275,14 +282,21 @@ impl Store {
 
     /// Closes cleanly: flushes and seals every partition, records recovery
     /// points and leaves the clean-shutdown marker.
-    pub fn close(mut self) -> Result<()> {
-        self.close_inner()
-    }
-
-    fn close_inner(&mut self) -> Result<()> {
+    /// Later calls, and every other method after it, find the store closed.
+    pub fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        let result = self.close_inner();
+        self.release_lock();
+        result
+    }
+
+    fn release_lock(&self) {
+        self.inner.lock.lock().expect("lock file lock").take();
+    }
+
+    fn close_inner(&self) -> Result<()> {
         self.stop_threads();
         let mut first_error = None;
         for topic in self.topics() {
@@ -304,21 +318,25 @@ impl Store {
     /// Stops everything without flushing or sealing, as a crash would
     /// (the page cache keeps what was written). For recovery tests.
     #[doc(hidden)]
-    pub fn simulate_crash(mut self) {
-        self.inner.closed.store(true, Ordering::SeqCst);
+    pub fn simulate_crash(&self) {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
         self.stop_threads();
         for topic in self.topics() {
             for partition in topic.partitions() {
                 partition.shared().abandon();
             }
         }
+        self.release_lock();
     }
 
-    fn stop_threads(&mut self) {
+    fn stop_threads(&self) {
         *self.inner.stop.lock().expect("stop lock") = true;
         self.inner.stop_signal.notify_all();
         self.inner.context.flusher.stop();
-        for thread in self.threads.drain(..) {
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        for thread in threads {
             let _ = thread.join();
         }
     }
@@ -326,7 +344,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Err(error) = self.close_inner() {
+        if let Err(error) = self.close() {
             tracing::error!(%error, "store did not close cleanly");
         }
     }

@@ -33,6 +33,8 @@ pub mod spool {
     }
 }
 
+pub mod partitioner;
+
 pub use spool::v1;
 
 /// Encoded `google.protobuf.FileDescriptorSet` of `spool/v1/log.proto` and
