@@ -21,7 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let partition = &topic.partitions()[0];
     let line = format!("hello from pid {}", std::process::id());
     let outcome = partition.append(&[Record::value(line.as_bytes())], Durability::Fsync)?;
-    println!("appended offset {} ({:?})", outcome.base_offset, outcome.durability);
+    println!(
+        "appended offset {} ({:?})",
+        outcome.base_offset, outcome.durability
+    );
 
     let mut offset = partition.log_start_offset();
     while offset < partition.high_watermark() {

@@ -332,6 +332,21 @@ pub fn validate_encoded(batch: &[u8], limits: BatchLimits) -> Result<BatchHeader
         });
     }
     let header = verify(batch).map_err(Error::invalid_batch)?;
+    // Fields this version does not support must hold their neutral values,
+    // so a stored batch never claims compression, transactions or an
+    // idempotent producer it does not have.
+    if header.attributes != 0 {
+        return Err(Error::invalid_batch(format!(
+            "attributes {:#06x} are not supported (no compression, transactions or control batches)",
+            header.attributes
+        )));
+    }
+    if header.producer_id != -1 || header.producer_epoch != -1 || header.base_sequence != -1 {
+        return Err(Error::invalid_batch(
+            "producer id, epoch and base sequence must be -1",
+        ));
+    }
+    let mut max_timestamp_ms = i64::MIN;
     let mut count = 0u32;
     let mut at = HEADER_BYTES;
     while at < batch.len() {
@@ -355,6 +370,7 @@ pub fn validate_encoded(batch: &[u8], limits: BatchLimits) -> Result<BatchHeader
             std::str::from_utf8(key)
                 .map_err(|_| Error::invalid_batch(format!("record {count}: header key is not UTF-8")))?;
         }
+        max_timestamp_ms = max_timestamp_ms.max(record.timestamp_ms);
         count += 1;
         at += used;
     }
@@ -362,6 +378,13 @@ pub fn validate_encoded(batch: &[u8], limits: BatchLimits) -> Result<BatchHeader
         return Err(Error::invalid_batch(format!(
             "header says {} records, found {count}",
             header.record_count
+        )));
+    }
+    // The time index and retention trust the header's maximum timestamp.
+    if header.max_timestamp_ms != max_timestamp_ms {
+        return Err(Error::invalid_batch(format!(
+            "header says the largest timestamp is {}, the records say {max_timestamp_ms}",
+            header.max_timestamp_ms
         )));
     }
     Ok(header)
@@ -770,6 +793,24 @@ mod tests {
             validate_encoded(&bytes, LIMITS),
             Err(Error::InvalidBatch { .. })
         ));
+    }
+
+    #[test]
+    fn validate_rejects_a_false_max_timestamp_and_unsupported_attributes() {
+        for (field_at, bytes) in [
+            (field::MAX_TIMESTAMP, 0i64.to_le_bytes().to_vec()),
+            (field::ATTRIBUTES, 1u16.to_le_bytes().to_vec()),
+            (field::PRODUCER_ID, 7i64.to_le_bytes().to_vec()),
+        ] {
+            let mut batch = sample();
+            batch[field_at..field_at + bytes.len()].copy_from_slice(&bytes);
+            let crc = compute_crc(&batch);
+            batch[field::CRC..][..4].copy_from_slice(&crc.to_le_bytes());
+            assert!(matches!(
+                validate_encoded(&batch, LIMITS),
+                Err(Error::InvalidBatch { .. })
+            ));
+        }
     }
 
     #[test]

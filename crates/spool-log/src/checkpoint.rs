@@ -2,9 +2,11 @@
 //! known to be flushed and valid, so that an unclean restart re-scans only
 //! what lies beyond it.
 //!
-//! File `recovery-point` in the partition directory, 36 bytes, little-endian:
+//! File `recovery-point` in the partition directory, 44 bytes, little-endian:
 //! magic `SPRP`, version u32 (1), segment base offset u64, position in that
-//! segment u64, next offset u64, CRC-32 of the preceding 32 bytes.
+//! segment u64, next offset u64, largest record timestamp in that segment
+//! before the position i64 (`i64::MIN` if none), CRC-32 of the preceding 40
+//! bytes.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,7 @@ use crate::fsutil;
 pub const FILE_NAME: &str = "recovery-point";
 const MAGIC: &[u8; 4] = b"SPRP";
 const VERSION: u32 = 1;
-const BYTES: usize = 36;
+const BYTES: usize = 44;
 
 /// Where a partition's flushed, valid log ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,8 @@ pub struct RecoveryPoint {
     /// Byte position in that segment's log file.
     pub position: u64,
     pub next_offset: u64,
+    /// Largest record timestamp in the segment before `position`.
+    pub max_timestamp_ms: i64,
 }
 
 pub fn path(partition_dir: &Path) -> PathBuf {
@@ -37,8 +41,9 @@ impl RecoveryPoint {
         out[8..16].copy_from_slice(&self.segment_base.to_le_bytes());
         out[16..24].copy_from_slice(&self.position.to_le_bytes());
         out[24..32].copy_from_slice(&self.next_offset.to_le_bytes());
-        let crc = crc32fast::hash(&out[..32]);
-        out[32..].copy_from_slice(&crc.to_le_bytes());
+        out[32..40].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
+        let crc = crc32fast::hash(&out[..40]);
+        out[40..].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -54,14 +59,15 @@ impl RecoveryPoint {
         if version != VERSION {
             return Err(format!("unknown version {version}"));
         }
-        let crc = u32::from_le_bytes(bytes[32..].try_into().expect("4 bytes"));
-        if crc != crc32fast::hash(&bytes[..32]) {
+        let crc = u32::from_le_bytes(bytes[40..].try_into().expect("4 bytes"));
+        if crc != crc32fast::hash(&bytes[..40]) {
             return Err("checksum mismatch".into());
         }
         Ok(RecoveryPoint {
             segment_base: word(8),
             position: word(16),
             next_offset: word(24),
+            max_timestamp_ms: word(32) as i64,
         })
     }
 
@@ -110,6 +116,7 @@ mod tests {
             segment_base: 100,
             position: 4096,
             next_offset: 150,
+            max_timestamp_ms: -5,
         };
         point.store(dir.path()).unwrap();
         assert_eq!(RecoveryPoint::load(dir.path()).unwrap(), Some(point));

@@ -169,8 +169,15 @@ impl<E: Entry> IndexWriter<E> {
         self.writer.allocate_to(E::BYTES.min(self.writer.remaining()))
     }
 
-    /// Appends and publishes one entry.
+    /// Appends and publishes one entry; fails if the file is at capacity.
     pub fn append(&mut self, entry: E) -> Result<()> {
+        if !self.has_room() {
+            return Err(crate::error::Error::LimitExceeded {
+                limit: "index entries",
+                actual: self.writer.pending_len() / E::BYTES + 1,
+                max: self.writer.pending_len() / E::BYTES,
+            });
+        }
         entry.encode(self.writer.reserve(E::BYTES)?);
         self.writer.publish();
         Ok(())
@@ -239,5 +246,47 @@ mod tests {
         assert_eq!(index.last_before(101).unwrap().relative_offset, 0);
         assert_eq!(index.last_before(300).unwrap().relative_offset, 7);
         assert_eq!(index.last_before(i64::MAX).unwrap().relative_offset, 9);
+    }
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use super::*;
+    use std::fs::OpenOptions;
+
+    #[test]
+    fn a_full_index_refuses_an_entry_instead_of_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let mut writer: IndexWriter<OffsetEntry> =
+            IndexWriter::new(Mapping::open_writable(file, &path, 16, 0, 4096, None).unwrap());
+        writer
+            .append(OffsetEntry {
+                relative_offset: 0,
+                position: 0,
+            })
+            .unwrap();
+        writer
+            .append(OffsetEntry {
+                relative_offset: 1,
+                position: 9,
+            })
+            .unwrap();
+        assert!(
+            writer
+                .append(OffsetEntry {
+                    relative_offset: 2,
+                    position: 18
+                })
+                .is_err()
+        );
+        assert_eq!(writer.reader().len(), 2);
     }
 }

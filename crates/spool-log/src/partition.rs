@@ -17,7 +17,7 @@ use crate::checkpoint::RecoveryPoint;
 use crate::config::TopicConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::names::{SegmentFile, parse_segment_file_name};
-use crate::segment::{ScanReport, ScanStart, Segment, SegmentSettings, SegmentWriter};
+use crate::segment::{OpenMode, ScanReport, ScanStart, Segment, SegmentSettings, SegmentWriter};
 use crate::store::StoreContext;
 use crate::watch::{OffsetWatch, WaitFor, WatchEnd};
 
@@ -166,19 +166,39 @@ impl Partition {
                     i += 1;
                     continue;
                 }
+                // Flushed bytes with a missing or damaged index: rebuild the
+                // index without cutting anything.
+                let start = ScanStart::segment_start(base);
+                let mode = OpenMode::Rebuild {
+                    next_offset: next_base,
+                };
+                let (rebuilt, report) = SegmentWriter::open(dir, base, start, &settings, mode)?;
+                if let Some(damage) = &report.damage {
+                    tracing::warn!(
+                        topic,
+                        partition = id,
+                        segment = base,
+                        damage,
+                        "damaged batch below the recovery point; it will not be served"
+                    );
+                }
+                let segment = rebuilt.seal()?;
+                segment.sync_indexes(settings.faults.as_deref())?;
                 recovery.indexes_rebuilt.push(base);
+                segments.push(segment);
+                i += 1;
+                continue;
             }
             let start = match point {
                 Some(p) if p.segment_base == base => ScanStart {
                     position: p.position,
                     offset: p.next_offset,
+                    max_timestamp_ms: p.max_timestamp_ms,
                 },
-                _ => ScanStart {
-                    position: 0,
-                    offset: base,
-                },
+                _ => ScanStart::segment_start(base),
             };
-            let (segment_writer, report) = SegmentWriter::open(dir, base, start, &settings)?;
+            let (segment_writer, report) =
+                SegmentWriter::open(dir, base, start, &settings, OpenMode::Recover)?;
             if report.scanned_bytes > 0 || report.damage.is_some() {
                 if let Some(damage) = &report.damage {
                     tracing::warn!(
@@ -214,10 +234,12 @@ impl Partition {
         }
         let writer = writer.expect("an active segment");
         segments.push(Arc::clone(writer.segment()));
+        let mut point = point;
         if point.is_some_and(|p| p.next_offset > writer.segment().next_offset()) {
             // The recovery point is ahead of the data: files were lost or
             // cut. Forget it so the next checkpoint is written fresh.
             RecoveryPoint::remove(dir)?;
+            point = None;
         }
 
         let high_watermark = writer.segment().next_offset();
@@ -595,11 +617,7 @@ impl PartitionShared {
             let Some(writer) = slot.as_ref() else {
                 return Ok(());
             };
-            RecoveryPoint {
-                segment_base: writer.base_offset(),
-                position: writer.segment().size_bytes(),
-                next_offset: writer.segment().next_offset(),
-            }
+            writer.recovery_point()
         };
         if *last_point == Some(point) {
             return Ok(());
@@ -643,8 +661,10 @@ impl PartitionShared {
             return Ok(0);
         }
         let kept = Arc::new(segments[remove..].to_vec());
-        *self.segments.write().expect("segment list lock") = Arc::clone(&kept);
+        // The log start moves first: a reader that sees the shorter list
+        // then also sees the new start and never seeks below a segment.
         self.log_start.store(kept[0].base_offset(), Ordering::Release);
+        *self.segments.write().expect("segment list lock") = Arc::clone(&kept);
         for segment in &segments[..remove] {
             segment.delete_files()?;
             self.context.open_segments.fetch_sub(1, Ordering::SeqCst);
@@ -664,11 +684,7 @@ impl PartitionShared {
             if self.poisoned.load(Ordering::SeqCst) {
                 return Err(self.poisoned_error());
             }
-            let point = RecoveryPoint {
-                segment_base: writer.base_offset(),
-                position: writer.segment().size_bytes(),
-                next_offset: writer.segment().next_offset(),
-            };
+            let point = writer.recovery_point();
             writer.sync_all()?;
             writer.seal()?;
             self.flush_locked()?;
@@ -702,7 +718,7 @@ impl PartitionShared {
 }
 
 /// Base offsets of the segments in `dir`, sorted. Index files without a log
-/// file are removed.
+/// file, and temporary files of an interrupted atomic write, are removed.
 fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     let mut logs = Vec::new();
     let mut indexes = Vec::new();
@@ -718,6 +734,9 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
                     path: entry.path(),
                     reason,
                 });
+            }
+            None if name.ends_with(".tmp") => {
+                std::fs::remove_file(entry.path()).ctx("remove", &entry.path())?;
             }
             None => {}
         }

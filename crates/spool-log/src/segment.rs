@@ -127,7 +127,7 @@ impl Segment {
     /// Position and first offset of the batch holding `offset`, or `None`
     /// if the published log ends before it.
     fn seek(&self, offset: u64, end: u64) -> Result<Option<(u64, u64)>> {
-        let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+        let relative = u32::try_from(offset.saturating_sub(self.base_offset)).unwrap_or(u32::MAX);
         let (mut position, mut batch_offset) = match self.index.lookup(relative) {
             Some(entry) if u64::from(entry.position) < end => (
                 u64::from(entry.position),
@@ -153,7 +153,14 @@ impl Segment {
     /// if it would come first, otherwise the read stops before it.
     pub fn read(&self, offset: u64, budget_bytes: u64, out: &mut Vec<Batch>) -> Result<u64> {
         let end = self.log.published_len();
-        let Some((start, mut batch_offset)) = self.seek(offset, end)? else {
+        let sought = match self.seek(offset, end) {
+            Ok(sought) => sought,
+            // Batches from an earlier segment are already in hand: return
+            // them, and let the next read meet the damage first.
+            Err(_) if !out.is_empty() => return Ok(0),
+            Err(error) => return Err(error),
+        };
+        let Some((start, mut batch_offset)) = sought else {
             return Ok(0);
         };
         let mut spans = Vec::new();
@@ -343,11 +350,141 @@ impl Segment {
     }
 }
 
-/// Where a recovery scan starts: a batch boundary and the offset there.
+/// Where a recovery scan starts: a batch boundary, the offset there, and
+/// the largest record timestamp before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ScanStart {
     pub position: u64,
     pub offset: u64,
+    pub max_timestamp_ms: i64,
+}
+
+impl ScanStart {
+    pub fn segment_start(base_offset: u64) -> Self {
+        ScanStart {
+            position: 0,
+            offset: base_offset,
+            max_timestamp_ms: i64::MIN,
+        }
+    }
+}
+
+/// How [`SegmentWriter::open`] treats damage it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenMode {
+    /// The tail may be torn: cut at the first bad batch.
+    Recover,
+    /// The bytes were flushed before (below the recovery point); only the
+    /// indexes are rebuilt. The segment ends at `next_offset`.
+    Rebuild { next_offset: u64 },
+}
+
+/// Result of walking batches from a scan start.
+struct Scan {
+    /// End of the last good batch (in `Rebuild` mode, of the last batch
+    /// walked, good or skipped).
+    end: u64,
+    next_offset: u64,
+    /// Non-zero bytes after `end` (zero-filled preallocation does not count).
+    trailing_bytes: u64,
+    damage: Option<String>,
+}
+
+/// Walks the batches of `log` from `start`, checking each header, offset
+/// continuity and CRC, and hands every good batch to `on_batch`. In
+/// `Recover` mode it stops at the first bad batch; in `Rebuild` mode it
+/// skips a batch whose CRC fails when its header still leads on.
+fn scan(log: &[u8], start: ScanStart, mut on_batch: impl FnMut(&BatchHeader, u64), mode: OpenMode) -> Scan {
+    let mut position = start.position as usize;
+    let mut offset = start.offset;
+    let mut damage = None;
+    while position < log.len() {
+        let rest = &log[position..];
+        let header_bytes = &rest[..rest.len().min(HEADER_BYTES)];
+        if header_bytes.iter().all(|&b| b == 0) {
+            break; // zero-filled preallocation: the clean end of the log
+        }
+        let header = match BatchHeader::parse(header_bytes) {
+            Ok(header) if header.base_offset != offset => {
+                damage = Some(format!(
+                    "batch starts at offset {} instead of {offset}",
+                    header.base_offset
+                ));
+                break;
+            }
+            Ok(header) if header.total_bytes() > rest.len() => {
+                damage = Some(format!(
+                    "batch of {} bytes runs past the end of the file",
+                    header.total_bytes()
+                ));
+                break;
+            }
+            Ok(header) => header,
+            Err(reason) => {
+                damage = Some(reason);
+                break;
+            }
+        };
+        if let Err(reason) = batch::verify(&rest[..header.total_bytes()]) {
+            let reason = format!("batch at offset {offset}: {reason}");
+            damage.get_or_insert(reason);
+            if mode == OpenMode::Recover {
+                break;
+            }
+        } else {
+            on_batch(&header, position as u64);
+        }
+        position += header.total_bytes();
+        offset = header.next_offset();
+    }
+    let trailing_bytes = log[position.min(log.len())..]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1);
+    if damage.is_none() && trailing_bytes > 0 && mode == OpenMode::Recover {
+        damage = Some("non-zero bytes after the last batch".into());
+    }
+    Scan {
+        end: position as u64,
+        next_offset: offset,
+        trailing_bytes,
+        damage,
+    }
+}
+
+/// Truncates a segment's index files to the entries that describe the
+/// trusted prefix before `start` (all of them well formed and increasing),
+/// creating missing files, and returns them with their kept lengths.
+fn keep_trusted_index_entries(
+    dir: &Path,
+    base_offset: u64,
+    start: ScanStart,
+) -> Result<((File, u64), (File, u64))> {
+    let mut kept = Vec::with_capacity(2);
+    for kind in [SegmentFile::Index, SegmentFile::TimeIndex] {
+        let path = file_path(dir, base_offset, kind);
+        let file = open_rw(&path, !path.exists())?;
+        let bytes = fs::read(&path).ctx("read", &path)?;
+        let keep = match kind {
+            _ if start.position == 0 => 0,
+            SegmentFile::Index => valid_prefix(&bytes, OffsetEntry::BYTES, |e| {
+                let e = OffsetEntry::decode(e);
+                (u64::from(e.position) < start.position).then_some(u64::from(e.relative_offset))
+            }),
+            _ => valid_prefix(&bytes, TimeEntry::BYTES, |e| {
+                let e = TimeEntry::decode(e);
+                (base_offset + u64::from(e.relative_offset) < start.offset)
+                    .then_some(e.timestamp_ms as u64 ^ (1 << 63))
+            }),
+        };
+        if keep != bytes.len() as u64 {
+            file.set_len(keep).ctx("truncate", &path)?;
+        }
+        kept.push((file, keep));
+    }
+    let time_index = kept.pop().expect("time index");
+    let index = kept.pop().expect("index");
+    Ok((index, time_index))
 }
 
 /// What a recovery scan found.
@@ -493,57 +630,36 @@ impl SegmentWriter {
         })
     }
 
-    /// Opens an existing segment for writing (or for rebuilding before it
-    /// is sealed), trusting everything before `start` and scanning the rest
-    /// of the file: every batch's header, offset continuity and CRC are
-    /// checked, index entries are rebuilt, and the file is cut at the first
-    /// batch that fails.
+    /// Opens an existing segment for writing, trusting everything before
+    /// `start` and scanning the rest of the file: every batch's header,
+    /// offset continuity and CRC are checked, index entries are rebuilt, and
+    /// the file is cut at the first batch that fails, so that stale bytes
+    /// can never line up with a later batch.
+    ///
+    /// `start.max_timestamp_ms` carries the largest timestamp of the trusted
+    /// prefix, which the kept time-index entries may not show.
+    ///
+    /// With `mode` [`OpenMode::Rebuild`] the segment's bytes are trusted
+    /// (it lies below the recovery point and only its indexes need
+    /// rebuilding): nothing is cut, a damaged batch is reported and skipped,
+    /// and the segment ends at the given offset.
     pub(crate) fn open(
         dir: &Path,
         base_offset: u64,
         start: ScanStart,
         settings: &SegmentSettings,
+        mode: OpenMode,
     ) -> Result<(SegmentWriter, ScanReport)> {
         let log_path = file_path(dir, base_offset, SegmentFile::Log);
         let log_file = open_rw(&log_path, false)?;
         let file_len = log_file.metadata().ctx("stat", &log_path)?.len();
         let start = if start.position > file_len {
             tracing::warn!(path = %log_path.display(), position = start.position, file_len, "recovery point lies past the end of the segment; scanning it whole");
-            ScanStart {
-                position: 0,
-                offset: base_offset,
-            }
+            ScanStart::segment_start(base_offset)
         } else {
             start
         };
-
-        // Keep the index entries that describe the trusted prefix only.
-        let mut kept = Vec::new();
-        for (kind, entry_bytes) in [
-            (SegmentFile::Index, OffsetEntry::BYTES),
-            (SegmentFile::TimeIndex, TimeEntry::BYTES),
-        ] {
-            let path = file_path(dir, base_offset, kind);
-            let file = open_rw(&path, !path.exists())?;
-            let bytes = fs::read(&path).ctx("read", &path)?;
-            let keep = if start.position == 0 {
-                0
-            } else if kind == SegmentFile::Index {
-                valid_prefix(&bytes, entry_bytes, |e: &[u8]| {
-                    let e = OffsetEntry::decode(e);
-                    (u64::from(e.position) < start.position).then_some(u64::from(e.relative_offset))
-                })
-            } else {
-                valid_prefix(&bytes, entry_bytes, |e: &[u8]| {
-                    let e = TimeEntry::decode(e);
-                    (base_offset + u64::from(e.relative_offset) < start.offset)
-                        .then_some(e.timestamp_ms as u64 ^ (1 << 63))
-                })
-            };
-            file.set_len(keep).ctx("truncate", &path)?;
-            kept.push((file, keep));
-        }
-        let mut kept = kept.into_iter();
+        let (index_file, time_index_file) = keep_trusted_index_entries(dir, base_offset, start)?;
 
         // Scan through a temporary read-only mapping of the whole file.
         let scan_map = Mapping::open_read_only(&log_file, &log_path, file_len)?;
@@ -552,81 +668,48 @@ impl SegmentWriter {
             base_offset,
             settings,
             (open_rw(&log_path, false)?, 0),
-            kept.next().expect("index"),
-            kept.next().expect("time index"),
+            index_file,
+            time_index_file,
         )?;
-        if let Some(last) = writer.time_index.reader().last() {
-            writer.running_max_timestamp_ms = last.timestamp_ms;
-            writer.indexed_max_timestamp_ms = last.timestamp_ms;
-        }
-        let mut position = start.position;
-        let mut offset = start.offset;
-        let mut damage = None;
-        while position < file_len {
-            let Some(bytes) = scan_map.slice(position..file_len) else {
-                break;
-            };
-            let header_bytes = &bytes[..bytes.len().min(HEADER_BYTES)];
-            if header_bytes.iter().all(|&b| b == 0) {
-                break; // zero-filled preallocation: the clean end of the log
-            }
-            let header = match BatchHeader::parse(header_bytes) {
-                Ok(header) => header,
-                Err(reason) => {
-                    damage = Some(reason);
-                    break;
-                }
-            };
-            if header.base_offset != offset {
-                damage = Some(format!(
-                    "batch starts at offset {} instead of {offset}",
-                    header.base_offset
-                ));
-                break;
-            }
-            if header.total_bytes() > bytes.len() {
-                damage = Some(format!(
-                    "batch of {} bytes runs past the end of the file",
-                    header.total_bytes()
-                ));
-                break;
-            }
-            if let Err(reason) = batch::verify(&bytes[..header.total_bytes()]) {
-                damage = Some(reason);
-                break;
-            }
-            writer.index_batch(&header, position);
-            position += header.total_bytes() as u64;
-            offset = header.next_offset();
-        }
-        let cut_bytes = scan_map
-            .slice(position..file_len)
-            .map(|rest| rest.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1))
-            .unwrap_or(0);
+        let indexed_max = writer
+            .time_index
+            .reader()
+            .last()
+            .map_or(i64::MIN, |e| e.timestamp_ms);
+        writer.indexed_max_timestamp_ms = indexed_max;
+        writer.running_max_timestamp_ms = indexed_max.max(start.max_timestamp_ms);
+        let scan = scan(
+            scan_map.slice(0..file_len).expect("whole file"),
+            start,
+            |header, position| writer.index_batch(header, position),
+            mode,
+        );
         drop(scan_map);
-        if damage.is_none() && cut_bytes > 0 {
-            damage = Some("non-zero bytes after the last batch".into());
-        }
 
-        // Cut everything after the valid end so that stale bytes can never
-        // line up with a later batch, and make the cut durable.
+        let (valid_bytes, next_offset, cut_bytes) = match mode {
+            OpenMode::Rebuild { next_offset } => (file_len, next_offset, 0),
+            OpenMode::Recover => (scan.end, scan.next_offset, scan.trailing_bytes),
+        };
         let log_file = open_rw(&log_path, false)?;
-        if file_len != position {
-            log_file.set_len(position).ctx("truncate", &log_path)?;
+        if file_len != valid_bytes {
+            log_file.set_len(valid_bytes).ctx("truncate", &log_path)?;
         }
         let log = Mapping::open_writable(
             log_file,
             &log_path,
-            settings.segment_bytes_max.max(position),
-            position,
+            settings.segment_bytes_max.max(valid_bytes),
+            valid_bytes,
             settings.preallocate_bytes,
             settings.faults.clone(),
         )?;
-        log.sync_all()?;
+        if scan.end != start.position || file_len != valid_bytes {
+            // Make the cut, and what the scan vouched for, durable.
+            log.sync_all()?;
+        }
         writer.segment = Arc::new(Segment {
             log: Arc::clone(log.mapping()),
-            synced_len: AtomicU64::new(position),
-            next_offset: AtomicU64::new(offset),
+            synced_len: AtomicU64::new(valid_bytes),
+            next_offset: AtomicU64::new(next_offset),
             max_timestamp_ms: AtomicI64::new(writer.running_max_timestamp_ms),
             base_offset,
             dir: dir.to_owned(),
@@ -637,17 +720,27 @@ impl SegmentWriter {
         writer.log = log;
         let report = ScanReport {
             segment_base: base_offset,
-            valid_bytes: position,
-            next_offset: offset,
-            scanned_bytes: position - start.position,
+            valid_bytes,
+            next_offset,
+            scanned_bytes: scan.end - start.position,
             cut_bytes,
-            damage,
+            damage: scan.damage,
         };
         Ok((writer, report))
     }
 
     pub fn segment(&self) -> &Arc<Segment> {
         &self.segment
+    }
+
+    /// The recovery point at the end of what this writer has published.
+    pub(crate) fn recovery_point(&self) -> crate::checkpoint::RecoveryPoint {
+        crate::checkpoint::RecoveryPoint {
+            segment_base: self.segment.base_offset,
+            position: self.log.pending_len(),
+            next_offset: self.segment.next_offset(),
+            max_timestamp_ms: self.running_max_timestamp_ms,
+        }
     }
 
     pub fn base_offset(&self) -> u64 {

@@ -119,6 +119,17 @@ impl Store {
                 tracing::warn!(path = %entry.path().display(), "ignoring a file that is not a topic");
                 continue;
             }
+            if !entry.path().join(crate::topic::META_FILE).exists() {
+                // A crash in the middle of creating the topic: it was never
+                // acknowledged, so it is removed rather than half-opened.
+                tracing::warn!(topic = %name, "removing a topic whose creation did not finish");
+                let trash = dir.join(TRASH_DIR);
+                fsutil::create_dir_durable(&trash)?;
+                let target = trash.join(format!("{name}.incomplete.{}", now_ms()));
+                std::fs::rename(entry.path(), &target).ctx("rename", &entry.path())?;
+                std::fs::remove_dir_all(&target).ctx("remove", &target)?;
+                continue;
+            }
             let (topic, recoveries) = Topic::open(&name, &entry.path(), &context, clean)?;
             report.partitions.extend(recoveries);
             topics.insert(name, Arc::new(topic));

@@ -45,7 +45,10 @@ fn topic_config() -> TopicConfig {
 /// plus filler whose length varies, so batches straddle pages and segments.
 fn value(round: u64, thread: u64, seq: u64) -> Vec<u8> {
     let mut v = format!("r{round}-t{thread}-s{seq}-").into_bytes();
-    v.extend(std::iter::repeat_n(b'a' + (seq % 26) as u8, ((seq * 37) % 300) as usize));
+    v.extend(std::iter::repeat_n(
+        b'a' + (seq % 26) as u8,
+        ((seq * 37) % 300) as usize,
+    ));
     v
 }
 
@@ -61,7 +64,10 @@ impl XorShift {
 }
 
 fn seed() -> u64 {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     nanos | 1
 }
 
@@ -126,7 +132,13 @@ struct Ack {
 
 fn run_child(dir: &Path, round: u64, rng: &mut XorShift) -> Vec<Ack> {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SPOOL_CRASH_DIR", dir)
         .env("SPOOL_CRASH_ROUND", round.to_string())
         .stdout(Stdio::piped())
@@ -146,7 +158,9 @@ fn run_child(dir: &Path, round: u64, rng: &mut XorShift) -> Vec<Ack> {
     let mut acks = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let line = lines_rx.recv_timeout(deadline - Instant::now()).expect("child never became ready");
+        let line = lines_rx
+            .recv_timeout(deadline - Instant::now())
+            .expect("child never became ready");
         // libtest prints "test crash_child ... " without a newline first.
         if line.ends_with("ready") {
             break;
@@ -176,7 +190,10 @@ fn run_child(dir: &Path, round: u64, rng: &mut XorShift) -> Vec<Ack> {
 
 #[test]
 fn kill_9_loses_no_acknowledged_record() {
-    let rounds: u64 = std::env::var("SPOOL_CRASH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
+    let rounds: u64 = std::env::var("SPOOL_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     let mut rng = XorShift(seed());
     // Expected value of every acknowledged offset, per partition.
@@ -187,7 +204,10 @@ fn kill_9_loses_no_acknowledged_record() {
         for ack in &acks {
             for (i, offset) in (ack.base..=ack.last).enumerate() {
                 let v = value(round, ack.thread, ack.seq + i as u64);
-                assert!(expected.insert((ack.partition, offset), v).is_none(), "offset acknowledged twice");
+                assert!(
+                    expected.insert((ack.partition, offset), v).is_none(),
+                    "offset acknowledged twice"
+                );
             }
         }
         total_acked += acks.len();
@@ -216,7 +236,12 @@ fn kill_9_loses_no_acknowledged_record() {
                 }
             }
             let acked = expected.keys().filter(|(p, _)| *p == partition.id()).count();
-            assert_eq!(found, acked, "round {round}: partition {} lost acknowledged records", partition.id());
+            assert_eq!(
+                found,
+                acked,
+                "round {round}: partition {} lost acknowledged records",
+                partition.id()
+            );
         }
         if round % 2 == 0 {
             store.close().unwrap();

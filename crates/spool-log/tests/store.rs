@@ -847,3 +847,113 @@ fn readers_never_see_a_partial_batch_while_a_writer_appends() {
     }
     writer.join().unwrap();
 }
+
+// Regression tests for defects found in review.
+
+#[test]
+fn a_flipped_bit_in_an_old_segment_with_a_lost_index_drops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), config()).unwrap();
+        let partition = store
+            .create_topic("t", topic_config(1, 4096))
+            .unwrap()
+            .partitions()[0]
+            .clone();
+        append_values(&partition, 0, 300, Durability::None);
+        store.close().unwrap();
+    }
+    let logs = segment_logs(&partition_dir(dir.path(), "t", 0));
+    assert!(logs.len() > 3);
+    let mut bytes = fs::read(&logs[0]).unwrap();
+    bytes[200] ^= 0x10;
+    fs::write(&logs[0], bytes).unwrap();
+    fs::remove_file(logs[0].with_extension("index")).unwrap();
+
+    let (store, report) = Store::open(dir.path(), config()).unwrap();
+    assert!(report.partitions[0].segments_dropped.is_empty(), "{report:?}");
+    let partition = store.partition("t", 0).unwrap();
+    assert_eq!(partition.high_watermark(), 300);
+    assert_eq!(segment_logs(&partition_dir(dir.path(), "t", 0)).len(), logs.len());
+    // Everything after the damaged segment reads back intact.
+    let second = partition.read(partition.info().log_start_offset, 1).unwrap();
+    assert!(second.batches.len() <= 1);
+    let later = read_all(&partition, 100);
+    assert_eq!(later, (100..300).map(|i| (i, value(i))).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_largest_timestamp_survives_an_unclean_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = vec![1u8; 50];
+    {
+        let (store, _) = Store::open(dir.path(), config()).unwrap();
+        let partition = store
+            .create_topic("t", topic_config(1, 1 << 20))
+            .unwrap()
+            .partitions()[0]
+            .clone();
+        for i in 0..50i64 {
+            let record = Record {
+                value: Some(&body),
+                timestamp_ms: Some(1_000 + i),
+                ..Record::default()
+            };
+            partition.append(&[record], Durability::None).unwrap();
+        }
+        assert_eq!(partition.offset_for_timestamp(1_049).unwrap(), Some(49));
+        store.checkpoint().unwrap();
+        store.simulate_crash();
+    }
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store.partition("t", 0).unwrap();
+    assert_eq!(partition.offset_for_timestamp(1_049).unwrap(), Some(49));
+    assert_eq!(partition.offset_for_timestamp(1_020).unwrap(), Some(20));
+}
+
+#[test]
+fn a_read_that_meets_damage_in_the_next_segment_keeps_what_it_has() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), config()).unwrap();
+        let partition = store
+            .create_topic("t", topic_config(1, 4096))
+            .unwrap()
+            .partitions()[0]
+            .clone();
+        append_values(&partition, 0, 100, Durability::None);
+        store.close().unwrap();
+    }
+    let logs = segment_logs(&partition_dir(dir.path(), "t", 0));
+    let mut bytes = fs::read(&logs[1]).unwrap();
+    bytes[16] ^= 0xff; // the magic byte of the segment's first batch
+    fs::write(&logs[1], bytes).unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store.partition("t", 0).unwrap();
+    let last_of_first: u64 = {
+        let name = logs[1].file_stem().unwrap().to_str().unwrap();
+        name.parse::<u64>().unwrap() - 1
+    };
+    let read = partition.read(last_of_first, 1 << 20).unwrap();
+    assert_eq!(read.batches.len(), 1);
+    assert_eq!(read.next_offset, last_of_first + 1);
+    assert!(matches!(
+        partition.read(last_of_first + 1, 1 << 20),
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn a_topic_whose_creation_was_interrupted_does_not_block_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open(dir.path(), config()).unwrap();
+        store.create_topic("kept", topic_config(1, 4096)).unwrap();
+        store.close().unwrap();
+    }
+    fs::create_dir_all(dir.path().join("topics/half/0")).unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    assert!(store.topic("kept").is_ok());
+    assert!(matches!(store.topic("half"), Err(Error::UnknownTopic { .. })));
+    assert!(!dir.path().join("topics/half").exists());
+}
