@@ -86,12 +86,12 @@ fn crash_child() {
     };
     let out = Arc::new(Mutex::new(std::io::stdout()));
     writeln!(out.lock().unwrap(), "ready").unwrap();
-    let threads: Vec<_> = (0..THREADS)
+    let _threads: Vec<_> = (0..THREADS)
         .map(|thread| {
             let partition = topic.partitions()[(thread % 2) as usize].clone();
             let out = Arc::clone(&out);
             std::thread::spawn(move || {
-                let mut rng = XorShift(seed() ^ (thread + 1) * 0x9E37_79B9);
+                let mut rng = XorShift(seed() ^ ((thread + 1) * 0x9E37_79B9));
                 let mut seq = 0;
                 loop {
                     let count = 1 + rng.next() % 8;
@@ -116,8 +116,9 @@ fn crash_child() {
             })
         })
         .collect();
-    for thread in threads {
-        thread.join().unwrap();
+    // The appenders run until the parent kills the process.
+    loop {
+        std::thread::park();
     }
 }
 

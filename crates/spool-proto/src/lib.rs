@@ -34,6 +34,7 @@ pub mod spool {
 }
 
 pub mod partitioner;
+pub mod units;
 
 pub use spool::v1;
 

@@ -1,0 +1,330 @@
+//! Server configuration, in layers: defaults, then a TOML file, then
+//! `SPOOL_*` environment variables, then command-line flags. Every key has
+//! one name used in all layers (`fetch_bytes_max` in TOML is
+//! `SPOOL_FETCH_BYTES_MAX` in the environment), and an invalid value fails
+//! at start with a message naming the key and where it came from.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use spool_log::{Durability, StoreConfig, TopicConfig};
+use spool_proto::units::{parse_bytes, parse_duration_ms};
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration `{key}` (from {origin}): {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub origin: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Everything `spoold` can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to serve gRPC on. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// Durability for produce requests that leave it unspecified.
+    pub default_durability: Durability,
+    /// Largest request message the server decodes.
+    pub request_bytes_max: u64,
+    /// Produce request bytes being appended at once, across all clients.
+    pub inflight_bytes_max: u64,
+    /// Produce request bytes being appended at once from one connection.
+    pub connection_inflight_bytes_max: u64,
+    /// How long a produce request waits for in-flight room before it is
+    /// answered RESOURCE_EXHAUSTED.
+    pub inflight_wait_ms: u64,
+    /// Response size of a fetch that asks for 0 bytes.
+    pub fetch_bytes_default: u64,
+    /// Largest fetch or subscribe chunk; larger requests are capped.
+    pub fetch_bytes_max: u64,
+    /// Longest long poll a fetch may ask for.
+    pub fetch_wait_ms_max: u64,
+    /// Chunks a subscription may have ready beyond what HTTP/2 flow control
+    /// has accepted: bounds server memory per slow subscriber.
+    pub subscribe_buffer_chunks: usize,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_grace_ms: u64,
+    /// Partitions of a topic created without a count.
+    pub default_partitions: u32,
+    pub store: StoreConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7070".parse().expect("valid address"),
+            data_dir: PathBuf::from("spool-data"),
+            log_format: LogFormat::Human,
+            default_durability: Durability::Fsync,
+            request_bytes_max: 16 << 20,
+            inflight_bytes_max: 64 << 20,
+            connection_inflight_bytes_max: 32 << 20,
+            inflight_wait_ms: 5_000,
+            fetch_bytes_default: 1 << 20,
+            fetch_bytes_max: 3 << 20,
+            fetch_wait_ms_max: 60_000,
+            subscribe_buffer_chunks: 2,
+            shutdown_grace_ms: 10_000,
+            default_partitions: 1,
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// The keys accepted in every layer, in the order `--help` lists them.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "log_format",
+    "default_durability",
+    "request_bytes_max",
+    "inflight_bytes_max",
+    "connection_inflight_bytes_max",
+    "inflight_wait_ms",
+    "fetch_bytes_default",
+    "fetch_bytes_max",
+    "fetch_wait_ms_max",
+    "subscribe_buffer_chunks",
+    "shutdown_grace_ms",
+    "default_partitions",
+    "record_bytes_max",
+    "batch_bytes_max",
+    "partitions_max",
+    "open_segments_max",
+    "preallocate_bytes",
+    "index_interval_bytes",
+    "flush_threads",
+    "checkpoint_interval_ms",
+    "retention_check_interval_ms",
+    "segment_bytes",
+    "segment_ms",
+    "retention_ms",
+    "retention_bytes",
+];
+
+impl Config {
+    /// Sets one key from its text form. Sizes take units (`64MiB`),
+    /// durations take units (`30s`, `7d`), `retention_*` also take `none`.
+    pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+        let error = |reason: String| ConfigError {
+            key: key.to_owned(),
+            origin: origin.to_owned(),
+            reason,
+        };
+        let bytes = || parse_bytes(value).map_err(error);
+        let ms = || parse_duration_ms(value).map_err(error);
+        let count = || {
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| error(format!("{value:?} is not a whole number")))
+        };
+        let optional = |parse: &dyn Fn() -> Result<u64, ConfigError>| {
+            if value.trim() == "none" {
+                Ok(None)
+            } else {
+                parse().map(Some)
+            }
+        };
+        let topic: &mut TopicConfig = &mut self.store.topic_defaults;
+        match key {
+            "listen" => {
+                self.listen = value
+                    .parse()
+                    .map_err(|_| error(format!("{value:?} is not an address like 127.0.0.1:7070")))?;
+            }
+            "data_dir" => self.data_dir = PathBuf::from(value),
+            "log_format" => {
+                self.log_format = match value {
+                    "human" => LogFormat::Human,
+                    "json" => LogFormat::Json,
+                    _ => return Err(error(format!("{value:?} is neither \"human\" nor \"json\""))),
+                }
+            }
+            "default_durability" => {
+                self.default_durability = match value {
+                    "fsync" => Durability::Fsync,
+                    "none" => Durability::None,
+                    _ => return Err(error(format!("{value:?} is neither \"fsync\" nor \"none\""))),
+                }
+            }
+            "request_bytes_max" => self.request_bytes_max = bytes()?,
+            "inflight_bytes_max" => self.inflight_bytes_max = bytes()?,
+            "connection_inflight_bytes_max" => self.connection_inflight_bytes_max = bytes()?,
+            "inflight_wait_ms" => self.inflight_wait_ms = ms()?,
+            "fetch_bytes_default" => self.fetch_bytes_default = bytes()?,
+            "fetch_bytes_max" => self.fetch_bytes_max = bytes()?,
+            "fetch_wait_ms_max" => self.fetch_wait_ms_max = ms()?,
+            "subscribe_buffer_chunks" => self.subscribe_buffer_chunks = count()? as usize,
+            "shutdown_grace_ms" => self.shutdown_grace_ms = ms()?,
+            "default_partitions" => {
+                self.default_partitions = u32::try_from(count()?).map_err(|e| error(e.to_string()))?;
+            }
+            "record_bytes_max" => self.store.record_bytes_max = bytes()?,
+            "batch_bytes_max" => self.store.batch_bytes_max = bytes()?,
+            "partitions_max" => {
+                self.store.partitions_max = u32::try_from(count()?).map_err(|e| error(e.to_string()))?;
+            }
+            "open_segments_max" => self.store.open_segments_max = count()?,
+            "preallocate_bytes" => self.store.preallocate_bytes = bytes()?,
+            "index_interval_bytes" => self.store.index_interval_bytes = bytes()?,
+            "flush_threads" => self.store.flush_threads = count()? as usize,
+            "checkpoint_interval_ms" => self.store.checkpoint_interval_ms = ms()?,
+            "retention_check_interval_ms" => self.store.retention_check_interval_ms = ms()?,
+            "segment_bytes" => topic.segment_bytes_max = bytes()?,
+            "segment_ms" => topic.segment_ms_max = ms()?,
+            "retention_ms" => topic.retention_ms = optional(&ms)?,
+            "retention_bytes" => topic.retention_bytes = optional(&bytes)?,
+            _ => return Err(error(format!("unknown key; known keys are: {}", KEYS.join(", ")))),
+        }
+        Ok(())
+    }
+
+    /// Applies a TOML file's top-level keys.
+    pub fn apply_toml(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            key: "(file)".into(),
+            origin: origin.to_owned(),
+            reason: e.to_string(),
+        })?;
+        for (key, value) in table {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                other => {
+                    return Err(ConfigError {
+                        key,
+                        origin: origin.to_owned(),
+                        reason: format!("expected a string or a number, found {}", other.type_str()),
+                    });
+                }
+            };
+            self.set(&key, &text, origin)?;
+        }
+        Ok(())
+    }
+
+    /// Applies every `SPOOL_<KEY>` variable present in `vars`.
+    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("SPOOL_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            // SPOOL_SERVER is the CLI's; other SPOOL_* names must be keys.
+            if key == "server" {
+                continue;
+            }
+            self.set(&key, &value, &format!("environment variable {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the whole configuration, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, reason: String| ConfigError {
+            key: key.to_owned(),
+            origin: "the combined configuration".to_owned(),
+            reason,
+        };
+        self.store.validate().map_err(|e| match e {
+            spool_log::Error::InvalidConfig { key, value, reason } => {
+                fail(key, format!("{value} is {reason}"))
+            }
+            other => fail("store", other.to_string()),
+        })?;
+        if self.request_bytes_max < self.store.batch_bytes_max {
+            return Err(fail(
+                "request_bytes_max",
+                "must be at least batch_bytes_max, or full batches could never arrive".into(),
+            ));
+        }
+        if self.fetch_bytes_max == 0 || self.fetch_bytes_default == 0 {
+            return Err(fail("fetch_bytes_max", "fetch sizes must be above zero".into()));
+        }
+        if self.fetch_bytes_default > self.fetch_bytes_max {
+            return Err(fail(
+                "fetch_bytes_default",
+                "must not exceed fetch_bytes_max".into(),
+            ));
+        }
+        if self.connection_inflight_bytes_max > self.inflight_bytes_max {
+            return Err(fail(
+                "connection_inflight_bytes_max",
+                "must not exceed inflight_bytes_max".into(),
+            ));
+        }
+        if self.connection_inflight_bytes_max < self.store.batch_bytes_max {
+            return Err(fail(
+                "connection_inflight_bytes_max",
+                "must be at least batch_bytes_max, or a full batch could never be admitted".into(),
+            ));
+        }
+        if self.subscribe_buffer_chunks == 0 {
+            return Err(fail("subscribe_buffer_chunks", "must be at least 1".into()));
+        }
+        if self.default_partitions == 0 || self.default_partitions > self.store.partitions_max {
+            return Err(fail(
+                "default_partitions",
+                "must be between 1 and partitions_max".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_defaults_validate() {
+        let mut config = Config::default();
+        config.validate().unwrap();
+        config
+            .apply_toml(
+                "listen = \"127.0.0.1:9000\"\nretention_ms = \"3d\"\nfetch_bytes_max = 2097152\n",
+                "f",
+            )
+            .unwrap();
+        config
+            .apply_env([
+                ("SPOOL_LISTEN".to_owned(), "127.0.0.1:9001".to_owned()),
+                ("SPOOL_SERVER".to_owned(), "http://ignored".to_owned()),
+                ("HOME".to_owned(), "/root".to_owned()),
+            ])
+            .unwrap();
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.store.topic_defaults.retention_ms, Some(3 * 86_400_000));
+        assert_eq!(config.fetch_bytes_max, 2 << 20);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key_and_origin() {
+        let mut config = Config::default();
+        let err = config
+            .apply_toml("fetch_bytes_max = \"lots\"", "spool.toml")
+            .unwrap_err();
+        assert_eq!(err.key, "fetch_bytes_max");
+        assert!(err.to_string().contains("spool.toml"), "{err}");
+        let err = config
+            .apply_env([("SPOOL_LISTEN".to_owned(), "nowhere".to_owned())])
+            .unwrap_err();
+        assert!(err.to_string().contains("SPOOL_LISTEN"), "{err}");
+        let err = config.set("segmnet_bytes", "1", "flag").unwrap_err();
+        assert!(err.reason.contains("segment_bytes"), "{err}");
+        config.set("segment_bytes", "16GiB", "flag").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "segment_bytes_max");
+    }
+}

@@ -1,0 +1,24 @@
+//! `spool-server`: the gRPC front of Spool's storage engine, and the
+//! `spoold` binary that runs it.
+//!
+//! Layout: [`config`] (layered configuration), [`log_service`] (the
+//! `spool.v1.Log` service), [`checkpoints`] (named consumer positions kept in
+//! the internal topic `__checkpoints`), [`status`] (the one mapping from
+//! engine errors to gRPC status codes), `inflight` (bounds on produce bytes
+//! in flight) and `convert` (engine types to protobuf messages).
+//!
+//! What it is not: it stores nothing itself (that is `spool-log`) and has
+//! no client logic (that is `spool-client`). File work never runs on the
+//! async runtime's threads.
+
+#![deny(unsafe_code)]
+
+pub mod checkpoints;
+pub mod config;
+mod convert;
+mod inflight;
+pub mod log_service;
+pub mod status;
+
+pub use config::{Config, ConfigError, LogFormat};
+pub use log_service::{LogService, ServerState};

@@ -1,0 +1,651 @@
+//! `spool.v1.Log`: topic admin, produce, fetch, subscribe, offsets and
+//! checkpoints over the storage engine.
+//!
+//! Every file operation (appends, reads of mapped segments that may fault
+//! pages in from disk, topic creation) runs on tokio's blocking pool;
+//! waiting for a flush or for new data is a future that holds no thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use spool_log::{Durability, Partition, Record, Store, is_internal_topic, validate_topic_name};
+use spool_proto::partitioner::partition_for_key;
+use spool_proto::v1::{self, log_server::Log, produce_request};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::checkpoints::Checkpoints;
+use crate::config::Config;
+use crate::convert::{self, Chunk};
+use crate::inflight::InflightLimiter;
+use crate::status::{join_error, out_of_range, status};
+
+/// Shared by every request.
+#[derive(Debug)]
+pub struct ServerState {
+    pub store: Arc<Store>,
+    pub config: Config,
+    pub checkpoints: Checkpoints,
+    pub inflight: InflightLimiter,
+    /// Turns true when the server starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Spreads unkeyed records without an explicit partition.
+    next_partition: AtomicU32,
+}
+
+impl ServerState {
+    pub fn new(
+        store: Arc<Store>,
+        config: Config,
+        shutdown: watch::Receiver<bool>,
+    ) -> spool_log::Result<Self> {
+        let checkpoints = Checkpoints::open(&store)?;
+        let inflight = InflightLimiter::new(
+            config.inflight_bytes_max,
+            config.connection_inflight_bytes_max,
+            Duration::from_millis(config.inflight_wait_ms),
+        );
+        Ok(ServerState {
+            store,
+            config,
+            checkpoints,
+            inflight,
+            shutdown,
+            next_partition: AtomicU32::new(0),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogService {
+    state: Arc<ServerState>,
+}
+
+impl LogService {
+    pub fn new(state: Arc<ServerState>) -> Self {
+        LogService { state }
+    }
+
+    /// A topic a client may write to or administer: valid, not internal.
+    fn client_topic_name(name: &str) -> Result<(), Status> {
+        validate_topic_name(name).map_err(status)?;
+        if is_internal_topic(name) {
+            return Err(Status::invalid_argument(format!(
+                "topic {name:?} is internal (names starting with \"__\" belong to the server)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Partition, Status> {
+        validate_topic_name(topic).map_err(status)?;
+        self.state.store.partition(topic, partition).map_err(status)
+    }
+
+    fn fetch_bytes(&self, requested: u32) -> u64 {
+        match u64::from(requested) {
+            0 => self.state.config.fetch_bytes_default,
+            n => n.min(self.state.config.fetch_bytes_max),
+        }
+    }
+}
+
+/// Reads and converts a chunk on the blocking pool.
+async fn read_chunk(
+    partition: Partition,
+    offset: u64,
+    max_bytes: u64,
+    encoded: bool,
+) -> Result<Chunk, Status> {
+    tokio::task::spawn_blocking(move || {
+        let read = partition.read(offset, max_bytes).map_err(status)?;
+        convert::chunk(read, offset, encoded)
+    })
+    .await
+    .map_err(join_error)?
+}
+
+fn check_offset(partition: &Partition, offset: u64) -> Result<(), Status> {
+    let (start, end) = (partition.log_start_offset(), partition.high_watermark());
+    if offset < start || offset > end {
+        return Err(out_of_range(
+            format!("offset {offset} is out of range: the partition holds [{start}, {end})"),
+            start,
+            end,
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves once the server starts shutting down. (The guard `wait_for`
+/// returns is not `Send`, so it must not live across the caller's awaits.)
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Records grouped by the partition they go to, with their positions in
+/// the request.
+fn group_by_partition(
+    records: &[v1::Record],
+    explicit: Option<u32>,
+    partitions: u32,
+    sticky: u32,
+) -> Vec<(u32, Vec<usize>)> {
+    if let Some(partition) = explicit {
+        return vec![(partition, (0..records.len()).collect())];
+    }
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let partition = match &record.key {
+            Some(key) => partition_for_key(key, partitions),
+            None => sticky % partitions,
+        };
+        match groups.iter_mut().find(|(p, _)| *p == partition) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((partition, vec![i])),
+        }
+    }
+    groups.sort_by_key(|(p, _)| *p);
+    groups
+}
+
+/// Appends one group of request records as one batch.
+fn append_group(
+    partition: &Partition,
+    records: &[v1::Record],
+    members: &[usize],
+) -> spool_log::Result<spool_log::AppendOutcome> {
+    let headers: Vec<Vec<spool_log::Header<'_>>> = members
+        .iter()
+        .map(|&i| {
+            records[i]
+                .headers
+                .iter()
+                .map(|h| spool_log::Header {
+                    key: &h.key,
+                    value: h.value.as_deref(),
+                })
+                .collect()
+        })
+        .collect();
+    let batch: Vec<Record<'_>> = members
+        .iter()
+        .zip(&headers)
+        .map(|(&i, headers)| Record {
+            key: records[i].key.as_deref(),
+            value: records[i].value.as_deref(),
+            headers,
+            timestamp_ms: records[i].timestamp_ms,
+        })
+        .collect();
+    partition.append(&batch, Durability::None)
+}
+
+#[tonic::async_trait]
+impl Log for LogService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn create_topic(
+        &self,
+        request: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        let request = request.into_inner();
+        Self::client_topic_name(&request.name)?;
+        let defaults = &self.state.config.store.topic_defaults;
+        let config = spool_log::TopicConfig {
+            partitions: match request.partitions {
+                0 => self.state.config.default_partitions,
+                n => n,
+            },
+            segment_bytes_max: match request.segment_bytes {
+                0 => defaults.segment_bytes_max,
+                n => n,
+            },
+            segment_ms_max: defaults.segment_ms_max,
+            retention_ms: convert::retention(request.retention_ms, defaults.retention_ms, "retention_ms")?,
+            retention_bytes: convert::retention(
+                request.retention_bytes,
+                defaults.retention_bytes,
+                "retention_bytes",
+            )?,
+        };
+        let store = Arc::clone(&self.state.store);
+        let name = request.name.clone();
+        let topic = tokio::task::spawn_blocking(move || store.create_topic(&name, config))
+            .await
+            .map_err(join_error)?
+            .map_err(status)?;
+        Ok(Response::new(v1::CreateTopicResponse {
+            topic: Some(convert::topic_config(topic.name(), topic.config())),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn delete_topic(
+        &self,
+        request: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        Self::client_topic_name(&name)?;
+        let store = Arc::clone(&self.state.store);
+        tokio::task::spawn_blocking(move || store.delete_topic(&name))
+            .await
+            .map_err(join_error)?
+            .map_err(status)?;
+        Ok(Response::new(v1::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        request: Request<v1::ListTopicsRequest>,
+    ) -> Result<Response<v1::ListTopicsResponse>, Status> {
+        let include_internal = request.into_inner().include_internal;
+        let topics = self
+            .state
+            .store
+            .topics()
+            .iter()
+            .filter(|t| include_internal || !is_internal_topic(t.name()))
+            .map(|t| convert::topic_config(t.name(), t.config()))
+            .collect();
+        Ok(Response::new(v1::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<v1::DescribeTopicRequest>,
+    ) -> Result<Response<v1::DescribeTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        validate_topic_name(&name).map_err(status)?;
+        let topic = self.state.store.topic(&name).map_err(status)?;
+        let partitions = topic
+            .partitions()
+            .iter()
+            .map(|p| {
+                let info = p.info();
+                v1::PartitionInfo {
+                    partition: p.id(),
+                    log_start_offset: info.log_start_offset,
+                    high_watermark: info.high_watermark,
+                    size_bytes: info.size_bytes,
+                    segment_count: info.segment_count as u32,
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::DescribeTopicResponse {
+            topic: Some(convert::topic_config(topic.name(), topic.config())),
+            partitions,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]
+    async fn produce(
+        &self,
+        request: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let peer = request.remote_addr();
+        let request = request.into_inner();
+        Self::client_topic_name(&request.topic)?;
+        let durability =
+            convert::durability_from_proto(request.durability, self.state.config.default_durability)?;
+        let topic = self.state.store.topic(&request.topic).map_err(status)?;
+        if let Some(partition) = request.partition {
+            topic.partition(partition).map_err(status)?;
+        }
+        let data = request.data.ok_or_else(|| {
+            Status::invalid_argument("a produce request needs `records` or `encoded_batch`")
+        })?;
+        let size = match &data {
+            produce_request::Data::Records(list) => {
+                if list.records.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "a produce request needs at least one record",
+                    ));
+                }
+                list.records
+                    .iter()
+                    .map(|r| {
+                        r.key.as_ref().map_or(0, |k| k.len())
+                            + r.value.as_ref().map_or(0, |v| v.len())
+                            + r.headers
+                                .iter()
+                                .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+                                .sum::<usize>()
+                            + 16
+                    })
+                    .sum::<usize>() as u64
+            }
+            produce_request::Data::EncodedBatch(batch) => {
+                if request.partition.is_none() {
+                    return Err(Status::invalid_argument(
+                        "an `encoded_batch` needs an explicit `partition`",
+                    ));
+                }
+                batch.len() as u64
+            }
+        };
+        let _permit = self.state.inflight.acquire(peer, size).await?;
+        if *self.state.shutdown.borrow() {
+            return Err(Status::unavailable("the server is shutting down"));
+        }
+
+        let sticky = self.state.next_partition.fetch_add(1, Ordering::Relaxed);
+        let explicit = request.partition;
+        let topic_for_task = Arc::clone(&topic);
+        let appended = tokio::task::spawn_blocking(move || -> Result<Vec<_>, Status> {
+            match data {
+                produce_request::Data::EncodedBatch(batch) => {
+                    let id = explicit.expect("checked above");
+                    let partition = topic_for_task.partition(id).map_err(status)?;
+                    let outcome = partition
+                        .append_encoded(&batch, Durability::None)
+                        .map_err(status)?;
+                    Ok(vec![(partition.clone(), outcome, Vec::new())])
+                }
+                produce_request::Data::Records(list) => {
+                    let groups =
+                        group_by_partition(&list.records, explicit, topic_for_task.partition_count(), sticky);
+                    let mut appended = Vec::with_capacity(groups.len());
+                    for (id, members) in groups {
+                        let partition = topic_for_task.partition(id).map_err(status)?;
+                        let outcome = append_group(partition, &list.records, &members).map_err(status)?;
+                        let indexes = if explicit.is_some() {
+                            Vec::new()
+                        } else {
+                            members.iter().map(|&i| i as u32).collect()
+                        };
+                        appended.push((partition.clone(), outcome, indexes));
+                    }
+                    Ok(appended)
+                }
+            }
+        })
+        .await
+        .map_err(join_error)??;
+
+        let mut results = Vec::with_capacity(appended.len());
+        for (partition, outcome, record_indexes) in appended {
+            if durability == Durability::Fsync {
+                partition
+                    .wait_durable(outcome.last_offset + 1)
+                    .await
+                    .map_err(status)?;
+            }
+            results.push(v1::ProducePartitionResult {
+                partition: partition.id(),
+                base_offset: outcome.base_offset,
+                last_offset: outcome.last_offset,
+                durability: convert::durability_to_proto(durability),
+                log_append_time_ms: outcome.append_time_ms,
+                record_indexes,
+            });
+        }
+        Ok(Response::new(v1::ProduceResponse { results }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn fetch(&self, request: Request<v1::FetchRequest>) -> Result<Response<v1::FetchResponse>, Status> {
+        let request = request.into_inner();
+        let partition = self.partition(&request.topic, request.partition)?;
+        check_offset(&partition, request.offset)?;
+        let max_wait =
+            Duration::from_millis(u64::from(request.max_wait_ms).min(self.state.config.fetch_wait_ms_max));
+        if !max_wait.is_zero() && request.offset >= partition.high_watermark() {
+            let mut shutdown = self.state.shutdown.clone();
+            tokio::select! {
+                _ = partition.wait_readable(request.offset) => {}
+                _ = tokio::time::sleep(max_wait) => {}
+                _ = stopping(&mut shutdown) => {}
+            }
+        }
+        let max_bytes = self.fetch_bytes(request.max_bytes);
+        let chunk = read_chunk(
+            partition,
+            request.offset,
+            max_bytes,
+            request.return_encoded_batches,
+        )
+        .await?;
+        Ok(Response::new(v1::FetchResponse {
+            partition: request.partition,
+            records: chunk.records,
+            encoded_batches: chunk.encoded_batches,
+            next_offset: chunk.next_offset,
+            high_watermark: chunk.high_watermark,
+            log_start_offset: chunk.log_start_offset,
+        }))
+    }
+
+    type SubscribeStream = ReceiverStream<Result<v1::SubscribeResponse, Status>>;
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let request = request.into_inner();
+        let partition = self.partition(&request.topic, request.partition)?;
+        check_offset(&partition, request.offset)?;
+        let max_bytes = self.fetch_bytes(request.max_bytes);
+        // A bounded channel: when the client stops reading, HTTP/2 flow
+        // control stops the response body, the channel fills, and this task
+        // waits instead of reading further.
+        let (tx, rx) = mpsc::channel(self.state.config.subscribe_buffer_chunks);
+        let mut shutdown = self.state.shutdown.clone();
+        let id = request.partition;
+        let encoded = request.return_encoded_batches;
+        tokio::spawn(async move {
+            let mut offset = request.offset;
+            loop {
+                if offset >= partition.high_watermark() {
+                    tokio::select! {
+                        result = partition.wait_readable(offset) => {
+                            if let Err(error) = result {
+                                let _ = tx.send(Err(status(error))).await;
+                                return;
+                            }
+                        }
+                        _ = tx.closed() => return,
+                        _ = stopping(&mut shutdown) => {
+                            let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                match read_chunk(partition.clone(), offset, max_bytes, encoded).await {
+                    Ok(chunk) => {
+                        offset = chunk.next_offset;
+                        let response = v1::SubscribeResponse {
+                            partition: id,
+                            records: chunk.records,
+                            encoded_batches: chunk.encoded_batches,
+                            next_offset: chunk.next_offset,
+                            high_watermark: chunk.high_watermark,
+                            log_start_offset: chunk.log_start_offset,
+                        };
+                        if tx.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        let _ = tx.send(Err(error)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        validate_topic_name(&request.topic).map_err(status)?;
+        let topic = self.state.store.topic(&request.topic).map_err(status)?;
+        let partitions: Vec<Partition> = match request.partition {
+            Some(id) => vec![topic.partition(id).map_err(status)?.clone()],
+            None => topic.partitions().to_vec(),
+        };
+        let spec = v1::OffsetSpec::try_from(request.spec)
+            .map_err(|_| Status::invalid_argument(format!("unknown offset spec {}", request.spec)))?;
+        let timestamp = match spec {
+            v1::OffsetSpec::Unspecified => {
+                return Err(Status::invalid_argument(
+                    "spec must be EARLIEST, LATEST or TIMESTAMP",
+                ));
+            }
+            v1::OffsetSpec::Timestamp => Some(
+                request
+                    .timestamp_ms
+                    .ok_or_else(|| Status::invalid_argument("spec TIMESTAMP needs timestamp_ms"))?,
+            ),
+            _ => None,
+        };
+        let offsets = tokio::task::spawn_blocking(move || -> Result<Vec<v1::PartitionOffset>, Status> {
+            partitions
+                .iter()
+                .map(|partition| {
+                    let (offset, timestamp_ms) = match (spec, timestamp) {
+                        (v1::OffsetSpec::Earliest, _) => (partition.log_start_offset(), None),
+                        (_, Some(ts)) => match partition.offset_for_timestamp(ts).map_err(status)? {
+                            Some(offset) => (offset, record_timestamp(partition, offset)),
+                            None => (partition.high_watermark(), None),
+                        },
+                        _ => (partition.high_watermark(), None),
+                    };
+                    Ok(v1::PartitionOffset {
+                        partition: partition.id(),
+                        offset,
+                        timestamp_ms,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(join_error)??;
+        Ok(Response::new(v1::ListOffsetsResponse { offsets }))
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        request: Request<v1::CommitCheckpointRequest>,
+    ) -> Result<Response<v1::CommitCheckpointResponse>, Status> {
+        let request = request.into_inner();
+        validate_topic_name(&request.consumer).map_err(|_| {
+            Status::invalid_argument(format!(
+                "consumer name {:?} must be 1 to 249 characters of A-Z a-z 0-9 . _ -",
+                request.consumer
+            ))
+        })?;
+        validate_topic_name(&request.topic).map_err(status)?;
+        let topic = self.state.store.topic(&request.topic).map_err(status)?;
+        if request.partitions.is_empty() {
+            return Err(Status::invalid_argument(
+                "a checkpoint needs at least one partition",
+            ));
+        }
+        let mut entries = Vec::with_capacity(request.partitions.len());
+        for checkpoint in &request.partitions {
+            topic.partition(checkpoint.partition).map_err(status)?;
+            entries.push((checkpoint.partition, checkpoint.offset));
+        }
+        let durability =
+            convert::durability_from_proto(request.durability, self.state.config.default_durability)?;
+        let state = Arc::clone(&self.state);
+        let achieved = tokio::task::spawn_blocking(move || {
+            state
+                .checkpoints
+                .commit(&request.consumer, &request.topic, &entries, now_ms(), durability)
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(status)?;
+        Ok(Response::new(v1::CommitCheckpointResponse {
+            durability: convert::durability_to_proto(achieved),
+        }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
+        let request = request.into_inner();
+        validate_topic_name(&request.topic).map_err(status)?;
+        let partitions = self
+            .state
+            .checkpoints
+            .get(&request.consumer, &request.topic)
+            .into_iter()
+            .map(|(partition, position)| v1::PartitionCheckpoint {
+                partition,
+                offset: position.offset,
+                commit_time_ms: position.commit_time_ms,
+            })
+            .collect();
+        Ok(Response::new(v1::GetCheckpointResponse { partitions }))
+    }
+}
+
+/// Timestamp of the record at `offset`, if it can be read.
+fn record_timestamp(partition: &Partition, offset: u64) -> Option<i64> {
+    let read = partition.read(offset, 1).ok()?;
+    let batch = read.batches.first()?;
+    batch
+        .records()
+        .filter_map(Result::ok)
+        .find(|r| r.offset == offset)
+        .map(|r| r.timestamp_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn record(key: Option<&'static str>) -> v1::Record {
+        v1::Record {
+            key: key.map(|k| Bytes::from_static(k.as_bytes())),
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![],
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn keyed_records_follow_the_partitioner_and_unkeyed_ones_stick_together() {
+        let records = vec![
+            record(Some("customer-1")),
+            record(None),
+            record(Some("21")),
+            record(None),
+        ];
+        let groups = group_by_partition(&records, None, 3, 7);
+        let mut seen = vec![0; records.len()];
+        for (partition, members) in &groups {
+            for &i in members {
+                seen[i] += 1;
+                let expected = match &records[i].key {
+                    Some(key) => partition_for_key(key, 3),
+                    None => 7 % 3,
+                };
+                assert_eq!(*partition, expected);
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1));
+        assert_eq!(
+            group_by_partition(&records, Some(2), 3, 0),
+            vec![(2, vec![0, 1, 2, 3])]
+        );
+    }
+}

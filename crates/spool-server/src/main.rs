@@ -1,0 +1,208 @@
+//! `spoold`: serves Spool's gRPC API over a data directory.
+//!
+//! With no arguments it serves on 127.0.0.1:7070 with data in
+//! ./spool-data. Configuration layers: defaults, `--config FILE` (TOML),
+//! `SPOOL_*` environment variables, then flags.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use spool_log::Store;
+use spool_proto::v1::log_server::LogServer;
+use spool_server::{Config, LogFormat, LogService, ServerState};
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spoold",
+    version,
+    about = "Spool's server: partitioned, durable commit-log topics over gRPC",
+    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --data-dir /var/lib/spool --listen 0.0.0.0:7070\n  spoold --config spool.toml --set retention_ms=3d\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
+)]
+struct Args {
+    /// TOML file with configuration keys.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory holding the data (default ./spool-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to serve on (default 127.0.0.1:7070; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Log format: human or json. Filter with RUST_LOG (default info).
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Any configuration key, as KEY=VALUE; may be repeated.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn load_config(args: &Args) -> anyhow::Result<Config> {
+    let mut config = Config::default();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        config.apply_toml(&text, &path.display().to_string())?;
+    }
+    config.apply_env(std::env::vars())?;
+    if let Some(dir) = &args.data_dir {
+        config.set("data_dir", &dir.to_string_lossy(), "flag --data-dir")?;
+    }
+    if let Some(listen) = &args.listen {
+        config.set("listen", listen, "flag --listen")?;
+    }
+    if let Some(format) = &args.log_format {
+        config.set("log_format", format, "flag --log-format")?;
+    }
+    for pair in &args.set {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--set {pair:?} is not KEY=VALUE"))?;
+        config.set(key.trim(), value.trim(), &format!("flag --set {key}"))?;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Each segment keeps up to three files open; the default soft limit of
+/// 1,024 descriptors would cap a server at a few hundred partitions.
+#[allow(unsafe_code)]
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we
+    // pass, which lives on this stack frame for the duration of the call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                tracing::debug!(open_files_max = limit.rlim_max, "raised the open files limit");
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("spoold: {error:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    match run(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("spoold: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
+    let started = Instant::now();
+    let data_dir = config.data_dir.clone();
+    let store_config = config.store.clone();
+    let (store, report) = tokio::task::spawn_blocking(move || Store::open(&data_dir, store_config))
+        .await?
+        .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
+    let store = Arc::new(store);
+    for partition in &report.partitions {
+        tracing::info!(topic = %partition.topic, partition = partition.partition, scans = partition.scans.len(),
+            lost_data = partition.lost_data(), "recovered partition");
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = {
+        let store = Arc::clone(&store);
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || ServerState::new(store, config, shutdown_rx)).await??
+    };
+    let state = Arc::new(state);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<LogServer<LogService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(spool_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let encode_max = (config.fetch_bytes_max as usize) * 2 + (1 << 20);
+    let log = LogServer::new(LogService::new(Arc::clone(&state)))
+        .max_decoding_message_size(config.request_bytes_max as usize)
+        .max_encoding_message_size(encode_max);
+
+    tracing::info!(%address, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "spoold serving");
+    // One machine-readable line on stdout for scripts and tests.
+    println!("listening on {address}");
+    let _ = std::io::stdout().flush();
+
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let serve = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(256)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(log)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown_signal().await;
+            health_reporter.set_not_serving::<LogServer<LogService>>().await;
+            let _ = shutdown_tx.send(true);
+        });
+    let mut serve = std::pin::pin!(serve);
+    let mut stopping = state.shutdown.clone();
+    tokio::select! {
+        result = &mut serve => result?,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(grace_ms = config.shutdown_grace_ms, "requests still running after the grace period; closing anyway"),
+    }
+
+    let closing = Instant::now();
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    tracing::info!(
+        close_ms = closing.elapsed().as_millis() as u64,
+        "store closed cleanly"
+    );
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The one place where engine errors become gRPC statuses.
+
+use spool_log::Error;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+
+/// Trailing metadata carrying the valid offset range with OUT_OF_RANGE.
+pub const LOG_START_OFFSET_KEY: &str = "spool-log-start-offset";
+pub const HIGH_WATERMARK_KEY: &str = "spool-high-watermark";
+
+/// Maps an engine error to the status code a client can act on.
+pub fn status(error: Error) -> Status {
+    let message = error.to_string();
+    match error {
+        Error::InvalidTopicName { .. } | Error::InvalidConfig { .. } | Error::InvalidBatch { .. } => {
+            Status::invalid_argument(message)
+        }
+        Error::LimitExceeded { limit, .. } => match limit {
+            "open_segments_max" => Status::resource_exhausted(message),
+            _ => Status::invalid_argument(message),
+        },
+        Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => Status::not_found(message),
+        Error::TopicExists { .. } => Status::already_exists(message),
+        Error::OffsetOutOfRange { earliest, latest, .. } => out_of_range(message, earliest, latest),
+        Error::DiskFull { .. } => Status::resource_exhausted(message),
+        Error::Corrupt { .. } => Status::data_loss(message),
+        Error::Closed => Status::unavailable(message),
+        Error::Poisoned { .. } => Status::internal(message),
+        Error::Locked { .. } | Error::Io { .. } | Error::BadFile { .. } => Status::internal(message),
+        _ => Status::internal(message),
+    }
+}
+
+/// OUT_OF_RANGE with the valid range in the message and in trailing
+/// metadata, so clients can tell it from tonic's own size errors.
+pub fn out_of_range(message: String, earliest: u64, latest: u64) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(
+        LOG_START_OFFSET_KEY,
+        earliest.to_string().parse().expect("ascii digits"),
+    );
+    metadata.insert(
+        HIGH_WATERMARK_KEY,
+        latest.to_string().parse().expect("ascii digits"),
+    );
+    Status::with_metadata(Code::OutOfRange, message, metadata)
+}
+
+/// A blocking task that panicked or was cancelled.
+pub fn join_error(error: tokio::task::JoinError) -> Status {
+    Status::internal(format!("internal task failed: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_carries_the_range() {
+        let status = status(Error::OffsetOutOfRange {
+            requested: 9,
+            earliest: 2,
+            latest: 5,
+        });
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(status.metadata().get(LOG_START_OFFSET_KEY).unwrap(), "2");
+        assert_eq!(status.metadata().get(HIGH_WATERMARK_KEY).unwrap(), "5");
+        assert!(status.message().contains("[2, 5)"));
+    }
+}

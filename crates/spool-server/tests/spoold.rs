@@ -1,0 +1,85 @@
+//! The `spoold` binary's start-up behaviour: configuration errors name the
+//! key, a second server on the same data directory is refused, `--help`
+//! shows examples. (This test also makes `cargo test --workspace` build the
+//! binary that the workspace's end-to-end tests start.)
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn spoold() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_spoold"))
+}
+
+#[test]
+fn help_shows_examples() {
+    let output = spoold().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("Examples:") && text.contains("--data-dir"),
+        "{text}"
+    );
+}
+
+#[test]
+fn invalid_configuration_fails_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // (arguments, environment, text the error must contain)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
+        (&["--set", "fetch_bytes_max=lots"], &[], "fetch_bytes_max"),
+        (&["--listen", "nowhere"], &[], "listen"),
+        (&[], &[("SPOOL_RETENTION_MS", "7 weeks")], "SPOOL_RETENTION_MS"),
+        (&["--set", "segment_bytes=16GiB"], &[], "segment_bytes_max"),
+    ];
+    for (args, env, expected) in cases {
+        let output = spoold()
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let config = dir.path().join("spool.toml");
+    std::fs::write(&config, "flush_threads = \"many\"\n").unwrap();
+    let output = spoold().arg("--config").arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("flush_threads") && stderr.contains("spool.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = spoold()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    let output = spoold()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("locked by another process"), "{stderr}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

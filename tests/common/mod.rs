@@ -1,0 +1,136 @@
+//! Starting and stopping real `spoold` processes for end-to-end tests.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary built by `cargo test --workspace` (or
+/// `cargo build`), next to the test executable's `deps` directory.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` (or `cargo test --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// A running `spoold` on a loopback port of its own.
+pub struct Spoold {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Spoold {
+    /// Starts `spoold` on `data_dir` with port 0 and extra `--set` pairs.
+    pub fn start(data_dir: &Path, settings: &[&str]) -> Spoold {
+        let args: Vec<String> = settings
+            .iter()
+            .flat_map(|s| ["--set".to_owned(), (*s).to_owned()])
+            .collect();
+        Self::start_with(data_dir, args)
+    }
+
+    fn start_with(data_dir: &Path, args: Vec<String>) -> Spoold {
+        let mut child = Command::new(binary("spoold"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn spoold");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            assert!(Instant::now() < deadline, "spoold did not start in time");
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        break addr.parse().expect("address");
+                    }
+                }
+                _ => panic!("spoold exited before listening: {:?}", child.wait()),
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Spoold {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_owned(),
+            args,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no flush, no clean-shutdown marker.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("wait");
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        child.wait().expect("wait")
+    }
+
+    /// Starts a new process on the same data directory and settings.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        let next = Self::start_with(&self.data_dir, self.args.clone());
+        *self = next;
+    }
+
+    /// Anonymous resident memory of the process (heap and stacks, not the
+    /// page-cache pages of mapped segment files), from /proc.
+    pub fn anonymous_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("RssAnon:"))
+            .expect("RssAnon line");
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .expect("value")
+            .parse()
+            .expect("number");
+        kib * 1024
+    }
+}
+
+impl Drop for Spoold {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
