@@ -35,8 +35,11 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Creates `dir` and any missing parents, then makes the new entries
-/// durable.
+/// durable. Does nothing (and syncs nothing) if `dir` exists.
 pub fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
     fs::create_dir_all(dir).ctx("create directory", dir)?;
     sync_dir(dir)?;
     if let Some(parent) = dir.parent() {

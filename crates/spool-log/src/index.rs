@@ -178,7 +178,10 @@ impl<E: Entry> IndexWriter<E> {
                 max: self.writer.pending_len() / E::BYTES,
             });
         }
-        entry.encode(self.writer.reserve(E::BYTES)?);
+        let mut bytes = [0u8; 16];
+        let bytes = &mut bytes[..E::BYTES as usize];
+        entry.encode(bytes);
+        self.writer.write(bytes)?;
         self.writer.publish();
         Ok(())
     }

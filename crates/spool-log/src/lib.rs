@@ -25,7 +25,7 @@ mod checkpoint;
 pub mod config;
 pub mod error;
 mod flusher;
-mod fsutil;
+pub mod fsutil;
 pub mod index;
 mod mmap;
 pub mod names;

@@ -1,17 +1,22 @@
 //! Memory mappings of segment and index files: the only module with
 //! `unsafe` code. `docs/SAFETY.md` states the invariants in full.
 //!
-//! A [`Mapping`] maps a file with a fixed virtual capacity. Its bytes are
-//! split at the *published length*: bytes below it are complete and never
-//! change again; bytes at or above it belong to the single [`MappingWriter`]
-//! (if any). Readers only ever form references to published bytes, the
-//! writer only to unpublished ones, so no `&[u8]` and `&mut [u8]` overlap.
+//! A [`Mapping`] maps a file read-only with a fixed virtual capacity. Its
+//! bytes are split at the *published length*: bytes below it are complete
+//! and never change again; bytes at or above it belong to the single
+//! [`MappingWriter`] (if any), which writes them with positioned writes
+//! (`pwrite`) to the file, not through the mapping. Readers only ever form
+//! references to published bytes, so no reference ever covers bytes that
+//! change.
 //!
-//! The file behind the capacity is allocated with `fallocate` in chunks
-//! before the writer touches it, so a full disk is an `ENOSPC` error from
-//! [`MappingWriter::reserve`], never a SIGBUS inside a copy. A file is only
-//! ever truncated to its published length or longer, so no published byte
-//! loses its backing page while a reader holds it.
+//! Writes go through `pwrite` rather than a writable mapping because it is
+//! faster here: a store into a fresh page of a mapping takes a page fault
+//! that zero-fills the page before the copy overwrites it (measured in
+//! `docs/performance.md`, "write path"). The file is still allocated with
+//! `fallocate` in chunks ahead of the writes, so a full disk is an `ENOSPC`
+//! error at allocation, and the pages readers map are always backed. A file
+//! is only ever truncated to its published length or longer, so no
+//! published byte loses its backing page while a reader holds it.
 
 #![allow(unsafe_code)]
 
@@ -55,10 +60,10 @@ impl Mapping {
         }))
     }
 
-    /// Maps `file` read-write with room for `capacity` bytes, of which the
-    /// first `published` are already valid, and returns the single writer.
-    /// The file may be shorter than `capacity`; the writer allocates as it
-    /// goes.
+    /// Maps `file` (opened read-write) with room for `capacity` bytes, of
+    /// which the first `published` are already valid, and returns the single
+    /// writer. The file may be shorter than `capacity`; the writer allocates
+    /// as it goes.
     pub fn open_writable(
         file: File,
         path: &Path,
@@ -71,7 +76,7 @@ impl Mapping {
         let allocated = file.metadata().ctx("stat", path)?.len();
         let raw = MmapOptions::new()
             .len(capacity as usize)
-            .map_raw(&file)
+            .map_raw_read_only(&file)
             .ctx("mmap", path)?;
         let mapping = Arc::new(Mapping {
             raw,
@@ -207,33 +212,31 @@ impl MappingWriter {
         Ok(())
     }
 
-    /// Hands out the next `len` unpublished bytes for writing, allocating
-    /// the file first. The bytes become visible only at [`Self::publish`].
-    pub fn reserve(&mut self, len: u64) -> Result<&mut [u8]> {
+    /// Writes `bytes` after everything written so far, allocating the file
+    /// first. The bytes become visible only at [`Self::publish`].
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
         let end = self
             .pending
-            .checked_add(len)
+            .checked_add(bytes.len() as u64)
             .filter(|&end| end <= self.mapping.capacity)
-            .expect("caller checks remaining() before reserving");
+            .expect("caller checks remaining() before writing");
         self.allocate_to(end)?;
-        let start = self.pending;
+        if let Err(error) = self.file.write_all_at(bytes, self.pending) {
+            // Whatever part landed is unpublished and is overwritten by the
+            // next write (or cut by recovery).
+            return Err(Error::io("write", &self.mapping.path, error));
+        }
         self.pending = end;
-        // SAFETY: [start, end) lies at or above the published length, where
-        // readers never form references (Mapping::slice checks), and this
-        // writer is unique and borrowed mutably for the slice's lifetime.
-        // The file is allocated up to `end` (allocate_to above), so the
-        // pages are backed and a write cannot raise SIGBUS.
-        Ok(unsafe {
-            std::slice::from_raw_parts_mut(self.mapping.raw.as_mut_ptr().add(start as usize), len as usize)
-        })
+        Ok(())
     }
 
-    /// Makes every reserved byte visible to readers.
+    /// Makes every written byte visible to readers.
     pub fn publish(&mut self) {
         self.mapping.published.store(self.pending, Ordering::Release);
     }
 
-    /// Forgets bytes reserved since the last publish.
+    /// Forgets bytes written since the last publish.
     pub fn discard_pending(&mut self) {
         self.pending = self.mapping.published_len();
     }
@@ -304,12 +307,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = writable(dir.path(), 1 << 20);
         let mapping = Arc::clone(writer.mapping());
-        writer.reserve(5).unwrap().copy_from_slice(b"hello");
+        writer.write(b"hello").unwrap();
         assert_eq!(mapping.slice(0..5), None);
         writer.publish();
         assert_eq!(mapping.slice(0..5), Some(&b"hello"[..]));
         let held = mapping.bytes(1..4).unwrap();
-        writer.reserve(3).unwrap().copy_from_slice(b"abc");
+        writer.write(b"abc").unwrap();
         writer.discard_pending();
         assert_eq!(mapping.published_len(), 5);
         assert_eq!(&held[..], b"ell");
@@ -319,7 +322,7 @@ mod tests {
     fn allocation_grows_in_steps_and_truncation_releases_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = writable(dir.path(), 1 << 20);
-        writer.reserve(10).unwrap().fill(7);
+        writer.write(&[7; 10]).unwrap();
         writer.publish();
         let len = std::fs::metadata(dir.path().join("m")).unwrap().len();
         assert_eq!(len, 4096);
@@ -341,9 +344,9 @@ mod tests {
         let faults = Arc::new(FaultInjector::default());
         let mut writer = Mapping::open_writable(file, &path, 1 << 20, 0, 4096, Some(faults.clone())).unwrap();
         faults.set_disk_full(true);
-        assert!(matches!(writer.reserve(10), Err(Error::DiskFull { .. })));
+        assert!(matches!(writer.write(&[1; 10]), Err(Error::DiskFull { .. })));
         assert_eq!(writer.pending_len(), 0);
         faults.set_disk_full(false);
-        writer.reserve(10).unwrap();
+        writer.write(&[1; 10]).unwrap();
     }
 }

@@ -685,9 +685,13 @@ impl PartitionShared {
                 return Err(self.poisoned_error());
             }
             let point = writer.recovery_point();
-            writer.sync_all()?;
             writer.seal()?;
-            self.flush_locked()?;
+            if *last_point == Some(point) {
+                // Nothing was appended since the recovery point was last
+                // written, and everything below it was flushed then.
+                return Ok(());
+            }
+            // Sealed segments are fsynced whole (data, indexes, lengths).
             let from = last_point.map_or(0, |p| p.segment_base);
             let faults = self.context.config.faults.as_deref();
             for segment in self.segments().iter().filter(|s| s.base_offset() >= from) {

@@ -16,6 +16,15 @@ use crate::index::{Entry, IndexWriter, OffsetEntry, OffsetIndex, TimeEntry, Time
 use crate::mmap::{Mapping, MappingWriter};
 use crate::names::{SegmentFile, segment_file_name};
 
+thread_local! {
+    /// Where a batch is encoded before it is written: one buffer per
+    /// appending thread, reused from batch to batch.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A scratch buffer grown past this by a large batch is given back.
+const SCRATCH_KEEP_BYTES: usize = 4 << 20;
+
 /// Index files grow this much at a time.
 const INDEX_PREALLOCATE_BYTES: u64 = 64 * 1024;
 
@@ -770,8 +779,17 @@ impl SegmentWriter {
         encode: impl FnOnce(&mut [u8]) -> Result<BatchHeader>,
     ) -> Result<BatchHeader> {
         let position = self.log.pending_len();
-        let buffer = self.log.reserve(len)?;
-        let header = match encode(buffer) {
+        let header = SCRATCH.with_borrow_mut(|buffer| {
+            buffer.clear();
+            buffer.resize(len as usize, 0);
+            let header = encode(buffer)?;
+            let written = self.log.write(buffer);
+            if buffer.capacity() > SCRATCH_KEEP_BYTES {
+                *buffer = Vec::new();
+            }
+            written.map(|()| header)
+        });
+        let header = match header {
             Ok(header) => header,
             Err(error) => {
                 self.log.discard_pending();
@@ -843,17 +861,6 @@ impl SegmentWriter {
         self.time_index.seal()?;
         self.segment.sealed.store(true, Ordering::Release);
         Ok(self.segment)
-    }
-
-    /// Syncs the active files completely (clean close).
-    pub(crate) fn sync_all(&self) -> Result<()> {
-        self.log.sync_all()?;
-        self.index.sync_all()?;
-        self.time_index.sync_all()?;
-        self.segment
-            .synced_len
-            .fetch_max(self.log.pending_len(), Ordering::AcqRel);
-        Ok(())
     }
 }
 
