@@ -35,9 +35,18 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Creates `dir` and any missing parents, then makes the new entries
-/// durable. Does nothing (and syncs nothing) if `dir` exists.
+/// durable. An existing `dir` is left alone: see [`ensure_dir_durable`] for
+/// when it must be synced anyway.
 pub fn create_dir_durable(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
+    ensure_dir_durable(dir, false)
+}
+
+/// Like [`create_dir_durable`], but with `sync_existing` an existing `dir`
+/// and its parent are synced too: after an unclean shutdown a directory may
+/// exist without its entry being durable yet (a crash between mkdir and
+/// fsync).
+pub fn ensure_dir_durable(dir: &Path, sync_existing: bool) -> Result<()> {
+    if dir.is_dir() && !sync_existing {
         return Ok(());
     }
     fs::create_dir_all(dir).ctx("create directory", dir)?;

@@ -130,7 +130,7 @@ impl Partition {
         context: &Arc<StoreContext>,
         clean: bool,
     ) -> Result<(Partition, PartitionRecovery)> {
-        crate::fsutil::create_dir_durable(dir)?;
+        crate::fsutil::ensure_dir_durable(dir, !clean)?;
         let settings = SegmentSettings {
             segment_bytes_max: config.segment_bytes_max,
             index_interval_bytes: context.config.index_interval_bytes,
@@ -185,6 +185,9 @@ impl Partition {
                 let segment = rebuilt.seal()?;
                 segment.sync_indexes(settings.faults.as_deref())?;
                 recovery.indexes_rebuilt.push(base);
+                if report.damage.is_some() {
+                    recovery.scans.push(report);
+                }
                 segments.push(segment);
                 i += 1;
                 continue;
@@ -701,6 +704,10 @@ impl PartitionShared {
             *last_point = Some(point);
             Ok(())
         })();
+        if result.is_ok() {
+            // Everything is on disk: Fsync appends still waiting are answered.
+            self.durable.advance(self.high_watermark.get());
+        }
         self.end(WatchEnd::Closed);
         result
     }

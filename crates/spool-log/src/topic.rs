@@ -33,7 +33,7 @@ impl Topic {
         config: TopicConfig,
         context: &Arc<StoreContext>,
     ) -> Result<Topic> {
-        fsutil::create_dir_durable(dir)?;
+        fsutil::ensure_dir_durable(dir, true)?;
         fsutil::write_atomic(&dir.join(META_FILE), encode_meta(&config).as_bytes())?;
         let (topic, _) = Topic::open_with(name, dir, config, context, true)?;
         Ok(topic)
