@@ -1,0 +1,1178 @@
+//! The job layer's state machine. Pure: it is given requests and the time,
+//! and answers with events to append and replies to send. It never reads a
+//! clock, sleeps or does I/O, so retries, leases, fencing and retention are
+//! tested by passing times in.
+//!
+//! Every state change goes through [`JobsCore::apply`], both when a request
+//! is decided and when the log is replayed at start, so the state rebuilt
+//! from the log is the state that was served.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::JobsConfig;
+use crate::event::{Event, PurgeReason};
+use crate::job::{AttemptError, Job, JobId, JobSpec, JobState, Lease, Schedule, first_id_at};
+
+/// Identifies a request so its reply can be matched up later (a parked
+/// claim is answered by a later step).
+pub type RequestId = u64;
+
+/// Longest error text kept per attempt.
+pub const ERROR_BYTES_MAX: usize = 4096;
+const QUEUES_PER_CLAIM_MAX: usize = 32;
+const PROGRESS_BYTES_MAX: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimSpec {
+    pub queues: Vec<String>,
+    pub max_jobs: u32,
+    /// 0 takes the default lease.
+    pub lease_ms: u64,
+    /// How long to wait when no job is available (long poll).
+    pub wait_ms: u64,
+    pub worker: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadFilter {
+    pub queue: String,
+    pub error_contains: String,
+    pub dead_since_ms: Option<i64>,
+    pub dead_before_ms: Option<i64>,
+    /// 0 means 1,000.
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Job(JobId),
+    Filter(DeadFilter),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Enqueue(Vec<JobSpec>),
+    Claim(ClaimSpec),
+    Heartbeat {
+        id: JobId,
+        token: u64,
+        extend_ms: u64,
+        progress: Option<String>,
+    },
+    Complete {
+        id: JobId,
+        token: u64,
+        result: Bytes,
+    },
+    Fail {
+        id: JobId,
+        token: u64,
+        error: String,
+        retryable: bool,
+        retry_delay_ms: Option<u64>,
+    },
+    /// Give a claimed job back unrun (worker shutdown).
+    Release {
+        id: JobId,
+        token: u64,
+    },
+    Cancel {
+        id: JobId,
+    },
+    RetryDead(Target),
+    PurgeDead(Target),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnqueueResult {
+    pub id: JobId,
+    pub deduplicated: bool,
+    /// `None` when a deduplicated job has already left memory.
+    pub state: Option<JobState>,
+}
+
+/// A job handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub job: Job,
+    pub token: u64,
+    pub lease_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Enqueued(Vec<EnqueueResult>),
+    Claimed(Vec<ClaimedJob>),
+    Heartbeat {
+        cancel_requested: bool,
+        lease_ms: u64,
+    },
+    Completed,
+    Failed {
+        state: JobState,
+        retry_delay_ms: Option<u64>,
+    },
+    Released,
+    Cancel {
+        state: JobState,
+        cancel_requested: bool,
+    },
+    Count(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    #[error(
+        "job {id} does not exist (or has left memory after its retention time; its history is still in the log)"
+    )]
+    UnknownJob { id: JobId },
+    #[error(
+        "job {id} is not held under this lease (it is {state}; the lease may have expired and the job gone to another worker)",
+        state = state.name()
+    )]
+    StaleLease { id: JobId, state: JobState },
+    #[error("job {id} is {state}, not dead", state = state.name())]
+    NotDead { id: JobId, state: JobState },
+    #[error("job {id} already finished: it is {state}", state = state.name())]
+    Finished { id: JobId, state: JobState },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{limit} reached ({max})")]
+    LimitExceeded { limit: &'static str, max: u64 },
+    #[error("the job service is unavailable: {reason}")]
+    Unavailable { reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> JobError {
+    JobError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// What a step decided.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// To append to the log, in order, before any reply is sent.
+    pub events: Vec<Event>,
+    pub replies: Vec<(RequestId, Result<Reply, JobError>)>,
+}
+
+/// Per-second counters over the last minute, for rates.
+#[derive(Debug, Clone)]
+pub(crate) struct Rates {
+    buckets: [(i64, [u32; 3]); 60],
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Rates {
+            buckets: [(i64::MIN, [0; 3]); 60],
+        }
+    }
+}
+
+pub(crate) const RATE_ENQUEUED: usize = 0;
+pub(crate) const RATE_COMPLETED: usize = 1;
+pub(crate) const RATE_FAILED: usize = 2;
+pub const RATE_WINDOW_MS: u64 = 60_000;
+
+impl Rates {
+    fn add(&mut self, at_ms: i64, which: usize) {
+        let second = at_ms.div_euclid(1000);
+        let bucket = &mut self.buckets[second.rem_euclid(60) as usize];
+        if bucket.0 != second {
+            *bucket = (second, [0; 3]);
+        }
+        bucket.1[which] += 1;
+    }
+
+    fn per_second(&self, now_ms: i64, which: usize) -> f64 {
+        let now = now_ms.div_euclid(1000);
+        let total: u64 = self
+            .buckets
+            .iter()
+            .filter(|(second, _)| *second > now - 60 && *second <= now)
+            .map(|(_, counts)| u64::from(counts[which]))
+            .sum();
+        total as f64 / 60.0
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct QueueState {
+    ready: BTreeSet<(Reverse<i32>, JobId)>,
+    counts: [u64; 6],
+    rates: Rates,
+}
+
+/// The sets that order jobs by what happens to them next.
+#[derive(Debug, Default)]
+pub(crate) struct Indexes {
+    queues: HashMap<Arc<str>, QueueState>,
+    scheduled: BTreeSet<(i64, JobId)>,
+    leases: BTreeSet<(i64, JobId)>,
+    finished: BTreeSet<(i64, JobId)>,
+}
+
+impl Indexes {
+    fn queue(&mut self, name: &Arc<str>) -> &mut QueueState {
+        self.queues.entry(Arc::clone(name)).or_default()
+    }
+
+    fn insert(&mut self, job: &Job) {
+        let queue = self.queue(&job.queue);
+        queue.counts[job.state.index()] += 1;
+        match job.state {
+            JobState::Available => {
+                queue.ready.insert((Reverse(job.priority), job.id));
+            }
+            JobState::Scheduled => {
+                self.scheduled.insert((job.run_at_ms, job.id));
+            }
+            JobState::Running => {
+                let until = job.lease.as_ref().map_or(i64::MIN, |l| l.until_ms);
+                self.leases.insert((until, job.id));
+            }
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled => {
+                self.finished.insert((job.finished_ms.unwrap_or(0), job.id));
+            }
+        }
+    }
+
+    fn remove(&mut self, job: &Job) {
+        let queue = self.queue(&job.queue);
+        queue.counts[job.state.index()] -= 1;
+        match job.state {
+            JobState::Available => {
+                queue.ready.remove(&(Reverse(job.priority), job.id));
+            }
+            JobState::Scheduled => {
+                self.scheduled.remove(&(job.run_at_ms, job.id));
+            }
+            JobState::Running => {
+                let until = job.lease.as_ref().map_or(i64::MIN, |l| l.until_ms);
+                self.leases.remove(&(until, job.id));
+            }
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled => {
+                self.finished.remove(&(job.finished_ms.unwrap_or(0), job.id));
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Parked {
+    request: RequestId,
+    spec: ClaimSpec,
+    deadline_ms: i64,
+}
+
+/// Counts and rates of one queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueStats {
+    pub counts: [u64; 6],
+    pub oldest_available_age_ms: Option<u64>,
+    pub enqueued_per_second: f64,
+    pub completed_per_second: f64,
+    pub failed_per_second: f64,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct JobsCore {
+    pub(crate) config: JobsConfig,
+    pub(crate) jobs: BTreeMap<JobId, Job>,
+    pub(crate) indexes: Indexes,
+    /// (queue, key) -> (job, end of the dedup window).
+    pub(crate) keys: HashMap<(Arc<str>, String), (JobId, i64)>,
+    key_expiry: BTreeSet<(i64, Arc<str>, String)>,
+    parked: VecDeque<Parked>,
+    pub(crate) last_id: JobId,
+    rng: u64,
+}
+
+impl JobsCore {
+    /// An empty job table; `seed` seeds lease tokens and retry jitter.
+    pub fn new(config: JobsConfig, seed: u64) -> Self {
+        JobsCore {
+            config,
+            jobs: BTreeMap::new(),
+            indexes: Indexes::default(),
+            keys: HashMap::new(),
+            key_expiry: BTreeSet::new(),
+            parked: VecDeque::new(),
+            last_id: 0,
+            rng: seed | 1,
+        }
+    }
+
+    pub fn config(&self) -> &JobsConfig {
+        &self.config
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: lease tokens need to be unguessable by accident,
+        // not cryptographically; a forged token is refused either way
+        // unless it hits the one live token of that job.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn next_id(&mut self, now_ms: i64) -> JobId {
+        let id = (self.last_id + 1).max(first_id_at(now_ms));
+        self.last_id = id;
+        id
+    }
+
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Jobs of `queue` (all queues if empty) in `state` (any if `None`),
+    /// with ids above `after`, oldest first.
+    pub fn list(&self, queue: &str, state: Option<JobState>, after: JobId, limit: usize) -> Vec<&Job> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.jobs
+            .range((Excluded(after), Unbounded))
+            .map(|(_, job)| job)
+            .filter(|job| (queue.is_empty() || &*job.queue == queue) && state.is_none_or(|s| job.state == s))
+            .take(limit)
+            .collect()
+    }
+
+    pub fn stats(&self, queue: &str, now_ms: i64) -> QueueStats {
+        let Some(q) = self.indexes.queues.get(queue) else {
+            return QueueStats {
+                counts: [0; 6],
+                oldest_available_age_ms: None,
+                enqueued_per_second: 0.0,
+                completed_per_second: 0.0,
+                failed_per_second: 0.0,
+            };
+        };
+        let oldest = q
+            .ready
+            .iter()
+            .filter_map(|(_, id)| self.jobs.get(id).map(|j| j.run_at_ms))
+            .min();
+        QueueStats {
+            counts: q.counts,
+            oldest_available_age_ms: oldest.map(|t| now_ms.saturating_sub(t).max(0) as u64),
+            enqueued_per_second: q.rates.per_second(now_ms, RATE_ENQUEUED),
+            completed_per_second: q.rates.per_second(now_ms, RATE_COMPLETED),
+            failed_per_second: q.rates.per_second(now_ms, RATE_FAILED),
+        }
+    }
+
+    /// The earliest time at which [`JobsCore::tick`] has work to do.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let retention = self
+            .config
+            .finished_retention_ms
+            .min(self.config.dead_retention_ms) as i64;
+        [
+            self.indexes.scheduled.first().map(|e| e.0),
+            self.indexes.leases.first().map(|e| e.0),
+            self.parked.iter().map(|p| p.deadline_ms).min(),
+            self.indexes
+                .finished
+                .first()
+                .map(|e| e.0.saturating_add(retention)),
+            self.key_expiry.first().map(|e| e.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Puts a job back as a snapshot recorded it.
+    pub(crate) fn restore_job(&mut self, mut job: Job) {
+        job.queue = match self.indexes.queues.get_key_value(&*job.queue) {
+            Some((name, _)) => Arc::clone(name),
+            None => job.queue,
+        };
+        self.last_id = self.last_id.max(job.id);
+        self.indexes.insert(&job);
+        self.jobs.insert(job.id, job);
+    }
+
+    /// Puts an idempotency key back as a snapshot recorded it.
+    pub(crate) fn restore_key(&mut self, queue: &str, key: String, id: JobId, until_ms: i64) {
+        let queue: Arc<str> = Arc::from(queue);
+        self.keys
+            .insert((Arc::clone(&queue), key.clone()), (id, until_ms));
+        self.key_expiry.insert((until_ms, queue, key));
+    }
+
+    /// Drops a parked claim whose caller went away.
+    pub fn cancel_parked(&mut self, request: RequestId) {
+        self.parked.retain(|p| p.request != request);
+    }
+
+    fn emit(&mut self, step: &mut Step, event: Event) {
+        self.apply(&event);
+        step.events.push(event);
+    }
+
+    /// Applies one event to the state. The only place state changes.
+    pub fn apply(&mut self, event: &Event) {
+        if let Event::Enqueued {
+            id,
+            at_ms,
+            queue,
+            payload,
+            content_type,
+            headers,
+            priority,
+            attempts_max,
+            timeout_ms,
+            run_at_ms,
+            idempotency_key,
+            dedup_until_ms,
+        } = event
+        {
+            let queue: Arc<str> = match self.indexes.queues.get_key_value(queue.as_str()) {
+                Some((name, _)) => Arc::clone(name),
+                None => Arc::from(queue.as_str()),
+            };
+            let job = Job {
+                id: *id,
+                queue: Arc::clone(&queue),
+                state: if *run_at_ms > *at_ms {
+                    JobState::Scheduled
+                } else {
+                    JobState::Available
+                },
+                payload: payload.clone(),
+                content_type: content_type.clone(),
+                headers: headers.clone(),
+                priority: *priority,
+                attempt: 0,
+                attempts_max: *attempts_max,
+                attempts_forgiven: 0,
+                timeout_ms: *timeout_ms,
+                idempotency_key: idempotency_key.clone(),
+                created_ms: *at_ms,
+                run_at_ms: *run_at_ms,
+                started_ms: None,
+                finished_ms: None,
+                errors: Vec::new(),
+                result: None,
+                progress: None,
+                cancel_requested: false,
+                lease: None,
+                completed_token: None,
+            };
+            if let Some(old) = self.jobs.remove(id) {
+                self.indexes.remove(&old);
+            }
+            self.indexes.insert(&job);
+            self.indexes.queue(&queue).rates.add(*at_ms, RATE_ENQUEUED);
+            if let (Some(key), Some(until)) = (idempotency_key, dedup_until_ms) {
+                self.keys.insert((Arc::clone(&queue), key.clone()), (*id, *until));
+                self.key_expiry.insert((*until, queue, key.clone()));
+            }
+            self.jobs.insert(*id, job);
+            self.last_id = self.last_id.max(*id);
+            return;
+        }
+        let id = event.id();
+        let Some(job) = self.jobs.get_mut(&id) else {
+            tracing::debug!(id, kind = event.kind(), "event for a job no longer in memory");
+            return;
+        };
+        self.indexes.remove(job);
+        let at = event.at_ms();
+        match event {
+            Event::Enqueued { .. } => unreachable!("handled above"),
+            Event::Claimed {
+                attempt,
+                token,
+                lease_until_ms,
+                worker,
+                ..
+            } => {
+                job.state = JobState::Running;
+                job.attempt = *attempt;
+                job.started_ms = Some(at);
+                job.progress = None;
+                job.lease = Some(Lease {
+                    token: *token,
+                    until_ms: *lease_until_ms,
+                    worker: worker.clone(),
+                });
+            }
+            Event::LeaseExtended {
+                lease_until_ms,
+                progress,
+                ..
+            } => {
+                if let Some(lease) = job.lease.as_mut() {
+                    lease.until_ms = *lease_until_ms;
+                }
+                if progress.is_some() {
+                    job.progress.clone_from(progress);
+                }
+            }
+            Event::Completed { result, .. } => {
+                job.state = JobState::Succeeded;
+                job.finished_ms = Some(at);
+                job.result = Some(result.clone());
+                job.completed_token = job.lease.take().map(|l| l.token);
+                self.indexes.queue(&job.queue).rates.add(at, RATE_COMPLETED);
+            }
+            Event::Failed {
+                attempt,
+                error,
+                retry_at_ms,
+                ..
+            } => {
+                job.errors.push(AttemptError {
+                    attempt: *attempt,
+                    error: error.clone(),
+                    failed_at_ms: at,
+                });
+                job.lease = None;
+                match retry_at_ms {
+                    Some(retry_at) => {
+                        job.state = JobState::Scheduled;
+                        job.run_at_ms = *retry_at;
+                    }
+                    None => {
+                        job.state = JobState::Dead;
+                        job.finished_ms = Some(at);
+                    }
+                }
+                self.indexes.queue(&job.queue).rates.add(at, RATE_FAILED);
+            }
+            Event::Released { .. } => {
+                job.lease = None;
+                job.state = JobState::Available;
+                job.run_at_ms = at;
+                job.attempts_forgiven += 1;
+            }
+            Event::CancelRequested { .. } => job.cancel_requested = true,
+            Event::Cancelled { .. } => {
+                job.state = JobState::Cancelled;
+                job.lease = None;
+                job.finished_ms = Some(at);
+            }
+            Event::Redriven { .. } => {
+                job.state = JobState::Available;
+                job.run_at_ms = at;
+                job.finished_ms = None;
+                job.attempts_forgiven = job.attempt;
+                job.cancel_requested = false;
+            }
+            Event::Purged { .. } => {
+                self.jobs.remove(&id);
+                return;
+            }
+        }
+        self.indexes.insert(job);
+    }
+
+    /// Handles one request at time `now_ms`.
+    pub fn handle(&mut self, request: RequestId, body: Request, now_ms: i64) -> Step {
+        let mut step = Step::default();
+        self.promote_due(now_ms);
+        let reply = match body {
+            Request::Enqueue(specs) => self.enqueue(&mut step, specs, now_ms),
+            Request::Claim(spec) => match self.claim(&mut step, &spec, now_ms) {
+                Ok(jobs) if jobs.is_empty() && spec.wait_ms > 0 => {
+                    let wait = spec.wait_ms.min(self.config.claim_wait_ms_max);
+                    self.parked.push_back(Parked {
+                        request,
+                        deadline_ms: now_ms.saturating_add(wait as i64),
+                        spec,
+                    });
+                    return step;
+                }
+                Ok(jobs) => Ok(Reply::Claimed(jobs)),
+                Err(error) => Err(error),
+            },
+            Request::Heartbeat {
+                id,
+                token,
+                extend_ms,
+                progress,
+            } => self.heartbeat(&mut step, id, token, extend_ms, progress, now_ms),
+            Request::Complete { id, token, result } => self.complete(&mut step, id, token, result, now_ms),
+            Request::Fail {
+                id,
+                token,
+                error,
+                retryable,
+                retry_delay_ms,
+            } => self.fail(&mut step, id, token, error, retryable, retry_delay_ms, now_ms),
+            Request::Release { id, token } => match self.leased(id, token) {
+                Ok(_) => {
+                    self.emit(&mut step, Event::Released { id, at_ms: now_ms });
+                    Ok(Reply::Released)
+                }
+                Err(error) => Err(error),
+            },
+            Request::Cancel { id } => self.cancel(&mut step, id, now_ms),
+            Request::RetryDead(target) => self.for_dead(&mut step, target, now_ms, |id, at_ms| {
+                Event::Redriven { id, at_ms }
+            }),
+            Request::PurgeDead(target) => {
+                self.for_dead(&mut step, target, now_ms, |id, at_ms| Event::Purged {
+                    id,
+                    at_ms,
+                    reason: PurgeReason::Requested,
+                })
+            }
+        };
+        step.replies.push((request, reply));
+        self.serve_parked(&mut step, now_ms);
+        step
+    }
+
+    /// Advances time: scheduled jobs become available, expired leases fail
+    /// their attempt, parked claims are served or time out, finished jobs
+    /// past retention leave memory, dedup windows close.
+    pub fn tick(&mut self, now_ms: i64) -> Step {
+        let mut step = Step::default();
+        self.promote_due(now_ms);
+        while let Some(&(until, id)) = self.indexes.leases.first() {
+            if until > now_ms {
+                break;
+            }
+            self.expire_lease(&mut step, id, now_ms);
+        }
+        self.promote_due(now_ms);
+        self.serve_parked(&mut step, now_ms);
+        let mut waiting = VecDeque::with_capacity(self.parked.len());
+        for parked in std::mem::take(&mut self.parked) {
+            if parked.deadline_ms <= now_ms {
+                step.replies
+                    .push((parked.request, Ok(Reply::Claimed(Vec::new()))));
+            } else {
+                waiting.push_back(parked);
+            }
+        }
+        self.parked = waiting;
+        self.evict_finished(&mut step, now_ms);
+        while let Some((until, _, _)) = self.key_expiry.first() {
+            if *until > now_ms {
+                break;
+            }
+            let (until, queue, key) = self.key_expiry.pop_first().expect("checked");
+            let entry = (queue, key);
+            if self.keys.get(&entry).is_some_and(|(_, u)| *u == until) {
+                self.keys.remove(&entry);
+            }
+        }
+        step
+    }
+
+    /// Scheduled jobs whose time has come become available. Derived from
+    /// the time alone, so it needs no event.
+    fn promote_due(&mut self, now_ms: i64) {
+        while let Some(&(run_at, id)) = self.indexes.scheduled.first() {
+            if run_at > now_ms {
+                break;
+            }
+            let job = self.jobs.get_mut(&id).expect("indexed job exists");
+            self.indexes.remove(job);
+            job.state = JobState::Available;
+            self.indexes.insert(job);
+        }
+    }
+
+    fn expire_lease(&mut self, step: &mut Step, id: JobId, now_ms: i64) {
+        let job = &self.jobs[&id];
+        if job.cancel_requested {
+            self.emit(step, Event::Cancelled { id, at_ms: now_ms });
+            return;
+        }
+        let timed_out = job.timeout_ms > 0
+            && job
+                .started_ms
+                .is_some_and(|s| now_ms >= s.saturating_add(job.timeout_ms as i64));
+        let error = if timed_out {
+            format!("attempt timed out after {} ms", job.timeout_ms)
+        } else {
+            "lease expired: the worker stopped heartbeating (presumed dead)".to_owned()
+        };
+        // A lost worker's job is offered again at once.
+        let retry_at_ms = job.has_attempts_left().then_some(now_ms);
+        let attempt = job.attempt;
+        self.emit(
+            step,
+            Event::Failed {
+                id,
+                at_ms: now_ms,
+                attempt,
+                error,
+                retry_at_ms,
+                lease_expired: true,
+            },
+        );
+    }
+
+    fn evict_finished(&mut self, step: &mut Step, now_ms: i64) {
+        let finished_cutoff = now_ms.saturating_sub(self.config.finished_retention_ms as i64);
+        let dead_cutoff = now_ms.saturating_sub(self.config.dead_retention_ms as i64);
+        let cutoff = finished_cutoff.max(dead_cutoff);
+        let candidates: Vec<(i64, JobId)> = self
+            .indexes
+            .finished
+            .iter()
+            .take_while(|(finished, _)| *finished <= cutoff)
+            .copied()
+            .collect();
+        for (finished, id) in candidates {
+            let state = self.jobs[&id].state;
+            if state == JobState::Dead {
+                if finished <= dead_cutoff {
+                    self.emit(
+                        step,
+                        Event::Purged {
+                            id,
+                            at_ms: now_ms,
+                            reason: PurgeReason::Retention,
+                        },
+                    );
+                }
+            } else if finished <= finished_cutoff {
+                // Succeeded and cancelled jobs leave memory without an
+                // event: replay drops them by the same rule.
+                let job = self.jobs.remove(&id).expect("indexed job exists");
+                self.indexes.remove(&job);
+            }
+        }
+    }
+
+    fn validate_spec(&self, spec: &JobSpec, now_ms: i64) -> Result<(), JobError> {
+        spool_log::validate_topic_name(&spec.queue).map_err(|e| invalid("queue", e.to_string()))?;
+        if spec.payload.len() as u64 > self.config.payload_bytes_max {
+            return Err(JobError::LimitExceeded {
+                limit: "payload_bytes_max",
+                max: self.config.payload_bytes_max,
+            });
+        }
+        if spec.headers.len() > self.config.headers_max {
+            return Err(invalid(
+                "headers",
+                format!("more than {} headers", self.config.headers_max),
+            ));
+        }
+        if let Some(attempts) = spec.attempts_max
+            && (attempts == 0 || attempts > self.config.attempts_max_limit)
+        {
+            return Err(invalid(
+                "attempts_max",
+                format!(
+                    "{attempts} is outside 1..={} (it counts the first try)",
+                    self.config.attempts_max_limit
+                ),
+            ));
+        }
+        if let Some(timeout) = spec.timeout_ms
+            && (timeout == 0 || timeout > self.config.timeout_ms_max)
+        {
+            return Err(invalid(
+                "timeout_ms",
+                format!("{timeout} is outside 1..={}", self.config.timeout_ms_max),
+            ));
+        }
+        let delay_max = self.config.delay_ms_max;
+        match spec.schedule {
+            Schedule::DelayMs(delay) if delay > delay_max => {
+                return Err(invalid(
+                    "delay_ms",
+                    format!("{delay} ms is more than {delay_max} ms"),
+                ));
+            }
+            Schedule::NotBeforeMs(at) if at > now_ms.saturating_add(delay_max as i64) => {
+                return Err(invalid(
+                    "not_before_ms",
+                    format!("{at} is more than {delay_max} ms ahead"),
+                ));
+            }
+            _ => {}
+        }
+        if spec
+            .idempotency_key
+            .as_ref()
+            .is_some_and(|k| k.is_empty() || k.len() > 256)
+        {
+            return Err(invalid("idempotency_key", "must be 1 to 256 bytes"));
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, step: &mut Step, specs: Vec<JobSpec>, now_ms: i64) -> Result<Reply, JobError> {
+        if specs.is_empty() {
+            return Err(invalid("jobs", "an enqueue needs at least one job"));
+        }
+        for spec in &specs {
+            self.validate_spec(spec, now_ms)?;
+        }
+        if self.jobs.len() + specs.len() > self.config.jobs_in_memory_max {
+            return Err(JobError::LimitExceeded {
+                limit: "jobs_in_memory_max",
+                max: self.config.jobs_in_memory_max as u64,
+            });
+        }
+        let mut results = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if let Some(key) = &spec.idempotency_key {
+                let entry = self
+                    .keys
+                    .get(&(Arc::from(spec.queue.as_str()), key.clone()))
+                    .filter(|(_, until)| *until > now_ms);
+                if let Some(&(id, _)) = entry {
+                    results.push(EnqueueResult {
+                        id,
+                        deduplicated: true,
+                        state: self.jobs.get(&id).map(|j| j.state),
+                    });
+                    continue;
+                }
+            }
+            let id = self.next_id(now_ms);
+            let run_at_ms = match spec.schedule {
+                Schedule::Now => now_ms,
+                Schedule::DelayMs(delay) => now_ms.saturating_add(delay as i64),
+                Schedule::NotBeforeMs(at) => at.max(now_ms),
+            };
+            let dedup_until_ms = spec
+                .idempotency_key
+                .as_ref()
+                .map(|_| now_ms.saturating_add(self.config.dedup_window_ms as i64));
+            self.emit(
+                step,
+                Event::Enqueued {
+                    id,
+                    at_ms: now_ms,
+                    queue: spec.queue,
+                    payload: spec.payload,
+                    content_type: spec.content_type,
+                    headers: spec.headers,
+                    priority: spec.priority,
+                    attempts_max: spec.attempts_max.unwrap_or(self.config.attempts_max_default),
+                    timeout_ms: spec.timeout_ms.unwrap_or(self.config.timeout_ms_default),
+                    run_at_ms,
+                    idempotency_key: spec.idempotency_key,
+                    dedup_until_ms,
+                },
+            );
+            results.push(EnqueueResult {
+                id,
+                deduplicated: false,
+                state: Some(self.jobs[&id].state),
+            });
+        }
+        Ok(Reply::Enqueued(results))
+    }
+
+    fn claim(&mut self, step: &mut Step, spec: &ClaimSpec, now_ms: i64) -> Result<Vec<ClaimedJob>, JobError> {
+        if spec.queues.is_empty() || spec.queues.len() > QUEUES_PER_CLAIM_MAX {
+            return Err(invalid(
+                "queues",
+                format!("name 1 to {QUEUES_PER_CLAIM_MAX} queues"),
+            ));
+        }
+        for queue in &spec.queues {
+            spool_log::validate_topic_name(queue).map_err(|e| invalid("queues", e.to_string()))?;
+        }
+        if spec.max_jobs > self.config.claim_jobs_max {
+            return Err(invalid(
+                "max_jobs",
+                format!("{} is more than {}", spec.max_jobs, self.config.claim_jobs_max),
+            ));
+        }
+        if spec.lease_ms > self.config.lease_ms_max {
+            return Err(invalid(
+                "lease_ms",
+                format!("{} is more than {}", spec.lease_ms, self.config.lease_ms_max),
+            ));
+        }
+        let lease_ms = if spec.lease_ms == 0 {
+            self.config.lease_ms_default
+        } else {
+            spec.lease_ms
+        };
+        let max_jobs = spec.max_jobs.max(1) as usize;
+        let mut claimed = Vec::new();
+        while claimed.len() < max_jobs {
+            let best = spec
+                .queues
+                .iter()
+                .filter_map(|q| self.indexes.queues.get(q.as_str())?.ready.first().copied())
+                .min();
+            let Some((_, id)) = best else { break };
+            let token = self.random();
+            let job = &self.jobs[&id];
+            let mut lease_until_ms = now_ms.saturating_add(lease_ms as i64);
+            if job.timeout_ms > 0 {
+                lease_until_ms = lease_until_ms.min(now_ms.saturating_add(job.timeout_ms as i64));
+            }
+            let attempt = job.attempt + 1;
+            self.emit(
+                step,
+                Event::Claimed {
+                    id,
+                    at_ms: now_ms,
+                    attempt,
+                    token,
+                    lease_until_ms,
+                    worker: spec.worker.clone(),
+                },
+            );
+            claimed.push(ClaimedJob {
+                job: self.jobs[&id].clone(),
+                token,
+                lease_ms: (lease_until_ms - now_ms) as u64,
+            });
+        }
+        Ok(claimed)
+    }
+
+    fn serve_parked(&mut self, step: &mut Step, now_ms: i64) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let mut waiting = VecDeque::with_capacity(self.parked.len());
+        while let Some(parked) = self.parked.pop_front() {
+            let has_ready = parked.spec.queues.iter().any(|q| {
+                self.indexes
+                    .queues
+                    .get(q.as_str())
+                    .is_some_and(|s| !s.ready.is_empty())
+            });
+            if !has_ready {
+                waiting.push_back(parked);
+                continue;
+            }
+            let reply = self.claim(step, &parked.spec, now_ms).map(Reply::Claimed);
+            step.replies.push((parked.request, reply));
+        }
+        self.parked = waiting;
+    }
+
+    /// The job if `token` is its live lease.
+    fn leased(&self, id: JobId, token: u64) -> Result<&Job, JobError> {
+        let job = self.jobs.get(&id).ok_or(JobError::UnknownJob { id })?;
+        match &job.lease {
+            Some(lease) if job.state == JobState::Running && lease.token == token => Ok(job),
+            _ => Err(JobError::StaleLease { id, state: job.state }),
+        }
+    }
+
+    fn heartbeat(
+        &mut self,
+        step: &mut Step,
+        id: JobId,
+        token: u64,
+        extend_ms: u64,
+        progress: Option<String>,
+        now_ms: i64,
+    ) -> Result<Reply, JobError> {
+        let job = self.leased(id, token)?;
+        let extend = match extend_ms {
+            0 => self.config.lease_ms_default,
+            n => n.min(self.config.lease_ms_max),
+        };
+        let mut until = now_ms.saturating_add(extend as i64);
+        if job.timeout_ms > 0
+            && let Some(started) = job.started_ms
+        {
+            until = until.min(started.saturating_add(job.timeout_ms as i64));
+        }
+        let cancel_requested = job.cancel_requested;
+        let progress = progress.map(|mut p| {
+            truncate(&mut p, PROGRESS_BYTES_MAX);
+            p
+        });
+        self.emit(
+            step,
+            Event::LeaseExtended {
+                id,
+                at_ms: now_ms,
+                lease_until_ms: until,
+                progress,
+            },
+        );
+        Ok(Reply::Heartbeat {
+            cancel_requested,
+            lease_ms: until.saturating_sub(now_ms).max(0) as u64,
+        })
+    }
+
+    fn complete(
+        &mut self,
+        step: &mut Step,
+        id: JobId,
+        token: u64,
+        result: Bytes,
+        now_ms: i64,
+    ) -> Result<Reply, JobError> {
+        if let Some(job) = self.jobs.get(&id)
+            && job.state == JobState::Succeeded
+            && job.completed_token == Some(token)
+        {
+            return Ok(Reply::Completed); // a retried Complete
+        }
+        self.leased(id, token)?;
+        if result.len() as u64 > self.config.payload_bytes_max {
+            return Err(JobError::LimitExceeded {
+                limit: "payload_bytes_max",
+                max: self.config.payload_bytes_max,
+            });
+        }
+        self.emit(
+            step,
+            Event::Completed {
+                id,
+                at_ms: now_ms,
+                result,
+            },
+        );
+        Ok(Reply::Completed)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fail(
+        &mut self,
+        step: &mut Step,
+        id: JobId,
+        token: u64,
+        mut error: String,
+        retryable: bool,
+        retry_delay_ms: Option<u64>,
+        now_ms: i64,
+    ) -> Result<Reply, JobError> {
+        let job = self.leased(id, token)?;
+        if job.cancel_requested {
+            self.emit(step, Event::Cancelled { id, at_ms: now_ms });
+            return Ok(Reply::Failed {
+                state: JobState::Cancelled,
+                retry_delay_ms: None,
+            });
+        }
+        let retry = retryable && job.has_attempts_left();
+        let attempt = job.attempt;
+        truncate(&mut error, ERROR_BYTES_MAX);
+        let delay = match retry_delay_ms {
+            Some(delay) => delay.min(self.config.delay_ms_max),
+            None => {
+                let random = self.random();
+                self.config.backoff_ms(attempt, random)
+            }
+        };
+        let retry_at_ms = retry.then(|| now_ms.saturating_add(delay as i64));
+        self.emit(
+            step,
+            Event::Failed {
+                id,
+                at_ms: now_ms,
+                attempt,
+                error,
+                retry_at_ms,
+                lease_expired: false,
+            },
+        );
+        Ok(Reply::Failed {
+            state: self.jobs[&id].state,
+            retry_delay_ms: retry.then_some(delay),
+        })
+    }
+
+    fn cancel(&mut self, step: &mut Step, id: JobId, now_ms: i64) -> Result<Reply, JobError> {
+        let job = self.jobs.get(&id).ok_or(JobError::UnknownJob { id })?;
+        match job.state {
+            JobState::Scheduled | JobState::Available => {
+                self.emit(step, Event::Cancelled { id, at_ms: now_ms });
+                Ok(Reply::Cancel {
+                    state: JobState::Cancelled,
+                    cancel_requested: false,
+                })
+            }
+            JobState::Running => {
+                if !job.cancel_requested {
+                    self.emit(step, Event::CancelRequested { id, at_ms: now_ms });
+                }
+                Ok(Reply::Cancel {
+                    state: JobState::Running,
+                    cancel_requested: true,
+                })
+            }
+            state => Err(JobError::Finished { id, state }),
+        }
+    }
+
+    fn for_dead(
+        &mut self,
+        step: &mut Step,
+        target: Target,
+        now_ms: i64,
+        event: impl Fn(JobId, i64) -> Event,
+    ) -> Result<Reply, JobError> {
+        let ids: Vec<JobId> = match target {
+            Target::Job(id) => {
+                let job = self.jobs.get(&id).ok_or(JobError::UnknownJob { id })?;
+                if job.state != JobState::Dead {
+                    return Err(JobError::NotDead { id, state: job.state });
+                }
+                vec![id]
+            }
+            Target::Filter(filter) => {
+                if !filter.queue.is_empty() {
+                    spool_log::validate_topic_name(&filter.queue)
+                        .map_err(|e| invalid("queue", e.to_string()))?;
+                }
+                let limit = if filter.limit == 0 {
+                    1_000
+                } else {
+                    filter.limit as usize
+                };
+                self.jobs
+                    .values()
+                    .filter(|job| {
+                        let finished = job.finished_ms.unwrap_or(0);
+                        job.state == JobState::Dead
+                            && (filter.queue.is_empty() || *job.queue == *filter.queue)
+                            && (filter.error_contains.is_empty()
+                                || job
+                                    .last_error()
+                                    .is_some_and(|e| e.contains(&filter.error_contains)))
+                            && filter.dead_since_ms.is_none_or(|t| finished >= t)
+                            && filter.dead_before_ms.is_none_or(|t| finished < t)
+                    })
+                    .take(limit)
+                    .map(|job| job.id)
+                    .collect()
+            }
+        };
+        for &id in &ids {
+            self.emit(step, event(id, now_ms));
+        }
+        Ok(Reply::Count(ids.len() as u64))
+    }
+}
+
+fn truncate(text: &mut String, bytes_max: usize) {
+    if text.len() > bytes_max {
+        let mut end = bytes_max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}

@@ -1,0 +1,35 @@
+//! `spool-jobs`: background jobs on top of Spool's log.
+//!
+//! Every change of a job's state is an [`Event`] appended to the internal
+//! topic `__jobs`; the job table in memory is derived from those events and
+//! rebuilt from them (and a snapshot) at start, so nothing about a job
+//! lives only in memory and its whole history can be read back.
+//!
+//! Layout: [`core`] is the pure state machine (requests and the time in,
+//! events and replies out); [`event`] and [`codec`] encode events;
+//! [`job`] and [`config`] hold the data and its limits; [`runtime`] runs
+//! the state machine on a thread, appends its events with group-committed
+//! fsync, arms its timers and takes snapshots; [`snapshot`] encodes the
+//! table.
+//!
+//! What it is not: no network code (the gRPC service is in `spool-server`)
+//! and no worker (that is `spool-client`'s runtime and `spool-worker`).
+
+#![deny(unsafe_code)]
+
+pub mod codec;
+pub mod config;
+pub mod core;
+pub mod event;
+pub mod job;
+pub mod runtime;
+pub mod snapshot;
+
+pub use crate::config::JobsConfig;
+pub use crate::core::{
+    ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, JobsCore, QueueStats, Reply, Request,
+    RequestId, Step, Target,
+};
+pub use crate::event::Event;
+pub use crate::job::{AttemptError, Job, JobId, JobSpec, JobState, Schedule};
+pub use crate::runtime::{JobsRuntime, RuntimeConfig, Startup};

@@ -1,0 +1,468 @@
+//! Runs the job state machine on a thread of its own.
+//!
+//! Requests arrive over a channel; each turn of the loop takes every
+//! request waiting, advances time, hands them to the core, appends all the
+//! events they produced to the internal topic `__jobs` in one batch with
+//! one fsync (group commit), and only then answers. Nothing is acknowledged
+//! before its events are on disk.
+//!
+//! At start the thread loads the latest snapshot and replays the events
+//! after it. Snapshots are taken after enough events, and at a clean stop.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use spool_log::{Durability, Partition, Record, Store, TopicConfig};
+use tokio::sync::oneshot;
+
+use crate::config::JobsConfig;
+use crate::core::{JobError, JobsCore, Reply, Request, RequestId, Step};
+use crate::event::Event;
+use crate::job::{JobId, id_time_ms};
+use crate::snapshot;
+
+/// The internal topic holding every job event.
+pub const TOPIC: &str = "__jobs";
+
+/// How the runtime keeps time; tests pass a controllable clock.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    pub jobs: JobsConfig,
+    /// Where snapshots are kept.
+    pub snapshot_dir: PathBuf,
+    /// A snapshot is taken after this many events (and at least
+    /// `snapshot_interval_ms` apart), so a restart replays at most about
+    /// this many.
+    pub snapshot_events: u64,
+    pub snapshot_interval_ms: u64,
+    /// Largest batch of events appended at once.
+    pub append_batch_bytes_max: usize,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("jobs", &self.jobs)
+            .field("snapshot_dir", &self.snapshot_dir)
+            .field("snapshot_events", &self.snapshot_events)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuntimeConfig {
+    pub fn new(snapshot_dir: PathBuf) -> Self {
+        RuntimeConfig {
+            jobs: JobsConfig::default(),
+            snapshot_dir,
+            snapshot_events: 200_000,
+            snapshot_interval_ms: 30_000,
+            append_batch_bytes_max: 4 << 20,
+            clock: system_clock(),
+        }
+    }
+}
+
+type Responder = oneshot::Sender<Result<Reply, JobError>>;
+type Read = Box<dyn FnOnce(&JobsCore, i64) + Send>;
+
+enum Message {
+    Request(Request, Responder),
+    Read(Read),
+    Stop(mpsc::Sender<()>),
+}
+
+/// A page of a job's history: events with their log offsets, and the
+/// offset to continue from if more may follow.
+pub type HistoryPage = (Vec<(u64, Event)>, Option<u64>);
+
+/// What opening the job layer found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Startup {
+    pub snapshot_offset: Option<u64>,
+    pub replayed_events: u64,
+    pub jobs: usize,
+    pub elapsed_ms: u64,
+}
+
+/// Handle to the running job layer. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct JobsRuntime {
+    sender: mpsc::Sender<Message>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    partition: Partition,
+}
+
+fn unavailable(reason: &str) -> JobError {
+    JobError::Unavailable {
+        reason: reason.to_owned(),
+    }
+}
+
+impl JobsRuntime {
+    /// Opens the events topic (creating it), restores the snapshot, replays
+    /// the events after it and starts the thread.
+    pub fn start(store: &Store, config: RuntimeConfig) -> spool_log::Result<(JobsRuntime, Startup)> {
+        let started = Instant::now();
+        let topic = match store.topic(TOPIC) {
+            Ok(topic) => topic,
+            Err(spool_log::Error::UnknownTopic { .. }) => store.create_topic(
+                TOPIC,
+                TopicConfig {
+                    partitions: 1,
+                    retention_ms: None,
+                    retention_bytes: None,
+                    ..store.config().topic_defaults.clone()
+                },
+            )?,
+            Err(other) => return Err(other),
+        };
+        let partition = topic.partition(0)?.clone();
+        let seed = (config.clock)() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+        let (mut core, snapshot_offset) = match snapshot::load(&config.snapshot_dir, &config.jobs, seed) {
+            Some((core, offset)) if offset <= partition.high_watermark() => (core, Some(offset)),
+            _ => (JobsCore::new(config.jobs.clone(), seed), None),
+        };
+        let from = snapshot_offset.unwrap_or(0).max(partition.log_start_offset());
+        let replayed_events = replay(&partition, &mut core, from)?;
+        let startup = Startup {
+            snapshot_offset,
+            replayed_events,
+            jobs: core.job_count(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(
+            snapshot_offset,
+            replayed_events,
+            jobs = startup.jobs,
+            elapsed_ms = startup.elapsed_ms,
+            "job table rebuilt"
+        );
+        let (sender, receiver) = mpsc::channel();
+        let worker = Worker {
+            core,
+            partition: partition.clone(),
+            config,
+            pending: HashMap::new(),
+            next_request: 0,
+            events_since_snapshot: replayed_events,
+            last_snapshot: Instant::now(),
+            failed: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("spool-jobs".into())
+            .spawn(move || worker.run(receiver))
+            .map_err(|e| spool_log::Error::Io {
+                op: "spawn jobs thread",
+                path: PathBuf::new(),
+                source: e,
+            })?;
+        Ok((
+            JobsRuntime {
+                sender,
+                thread: std::sync::Mutex::new(Some(thread)),
+                partition,
+            },
+            startup,
+        ))
+    }
+
+    /// Sends a request; the reply arrives once its events are durable.
+    pub async fn call(&self, request: Request) -> Result<Reply, JobError> {
+        self.submit(request).await
+    }
+
+    /// Sends a request now and returns a future of its reply, so that many
+    /// requests can be sent before any is awaited and land in one turn.
+    pub fn submit(&self, request: Request) -> impl Future<Output = Result<Reply, JobError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.sender.send(Message::Request(request, tx));
+        async move {
+            sent.map_err(|_| unavailable("the job service has stopped"))?;
+            rx.await
+                .unwrap_or_else(|_| Err(unavailable("the job service has stopped")))
+        }
+    }
+
+    /// Runs `read` against the current job table, after the events of the
+    /// turn it lands in are durable, and returns what it returns.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&JobsCore, i64) -> T + Send + 'static,
+    ) -> Result<T, JobError> {
+        let (tx, rx) = oneshot::channel();
+        let message = Message::Read(Box::new(move |core, now| {
+            let _ = tx.send(read(core, now));
+        }));
+        self.sender
+            .send(message)
+            .map_err(|_| unavailable("the job service has stopped"))?;
+        rx.await.map_err(|_| unavailable("the job service has stopped"))
+    }
+
+    /// Every event of job `id` from the log, starting at log offset `from`
+    /// (0: from the job's enqueue), at most `limit`; returns the events with
+    /// their offsets and where to continue, if anything may follow.
+    /// Blocking: reads the log.
+    pub fn history(&self, id: JobId, from: u64, limit: usize) -> spool_log::Result<HistoryPage> {
+        let partition = &self.partition;
+        let mut offset = if from > 0 {
+            from
+        } else {
+            // The enqueue's record carries the enqueue time, which the id
+            // encodes; a second of margin covers ids assigned ahead of the
+            // clock.
+            partition
+                .offset_for_timestamp(id_time_ms(id).saturating_sub(1_000))?
+                .unwrap_or(partition.high_watermark())
+        };
+        offset = offset.max(partition.log_start_offset());
+        let key = id.to_be_bytes();
+        let mut events = Vec::new();
+        while offset < partition.high_watermark() {
+            let read = partition.read(offset, 1 << 20)?;
+            for batch in &read.batches {
+                for record in batch.records() {
+                    let record = record?;
+                    if record.offset < offset || record.key != Some(&key[..]) {
+                        continue;
+                    }
+                    let Some(value) = record.value else { continue };
+                    let Some(event) = Event::decode(batch.slice_ref(value)) else {
+                        continue;
+                    };
+                    let terminal = event.is_terminal();
+                    events.push((record.offset, event));
+                    if terminal {
+                        return Ok((events, None));
+                    }
+                    if events.len() >= limit {
+                        return Ok((events, Some(record.offset + 1)));
+                    }
+                }
+            }
+            offset = read.next_offset;
+        }
+        Ok((events, None))
+    }
+
+    /// Stops the thread after a last snapshot. Requests after this fail.
+    pub fn stop(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.sender.send(Message::Stop(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+        if let Some(thread) = self.thread.lock().expect("thread lock").take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for JobsRuntime {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Applies every event from `from` to the end of the log.
+fn replay(partition: &Partition, core: &mut JobsCore, from: u64) -> spool_log::Result<u64> {
+    let mut offset = from;
+    let mut count = 0;
+    while offset < partition.high_watermark() {
+        let read = partition.read(offset, 4 << 20)?;
+        for batch in &read.batches {
+            for record in batch.records() {
+                let record = record?;
+                if record.offset < offset {
+                    continue;
+                }
+                let Some(value) = record.value else { continue };
+                match Event::decode(batch.slice_ref(value)) {
+                    Some(event) => {
+                        core.apply(&event);
+                        count += 1;
+                    }
+                    None => tracing::warn!(offset = record.offset, "skipping an undecodable job event"),
+                }
+            }
+        }
+        offset = read.next_offset;
+    }
+    Ok(count)
+}
+
+struct Worker {
+    core: JobsCore,
+    partition: Partition,
+    config: RuntimeConfig,
+    pending: HashMap<RequestId, Responder>,
+    next_request: RequestId,
+    events_since_snapshot: u64,
+    last_snapshot: Instant,
+    /// Set when an append failed: the table is then ahead of the log, so
+    /// the service refuses everything until it is restarted and replays.
+    failed: Option<String>,
+}
+
+const IDLE_WAKE: Duration = Duration::from_millis(500);
+const MESSAGES_PER_TURN_MAX: usize = 8_192;
+
+impl Worker {
+    fn run(mut self, receiver: mpsc::Receiver<Message>) {
+        // Leases that ran out while the server was down expire now.
+        let now = (self.config.clock)();
+        let step = self.core.tick(now);
+        self.finish(step);
+        loop {
+            let now = (self.config.clock)();
+            let wait = self.core.next_deadline().map_or(IDLE_WAKE, |deadline| {
+                Duration::from_millis(deadline.saturating_sub(now).clamp(0, 500) as u64)
+            });
+            let mut messages = Vec::new();
+            match receiver.recv_timeout(wait) {
+                Ok(message) => messages.push(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while messages.len() < MESSAGES_PER_TURN_MAX {
+                match receiver.try_recv() {
+                    Ok(message) => messages.push(message),
+                    Err(_) => break,
+                }
+            }
+            let now = (self.config.clock)();
+            let mut step = self.core.tick(now);
+            let mut stop = None;
+            let mut reads = Vec::new();
+            for message in messages {
+                match message {
+                    Message::Request(request, responder) => {
+                        if let Some(reason) = &self.failed {
+                            let _ = responder.send(Err(unavailable(reason)));
+                            continue;
+                        }
+                        self.next_request += 1;
+                        let id = self.next_request;
+                        self.pending.insert(id, responder);
+                        let more = self.core.handle(id, request, now);
+                        step.events.extend(more.events);
+                        step.replies.extend(more.replies);
+                    }
+                    Message::Read(read) => reads.push(read),
+                    Message::Stop(ack) => stop = Some(ack),
+                }
+            }
+            // Parked claims whose callers went away are forgotten.
+            let core = &mut self.core;
+            self.pending.retain(|id, responder| {
+                let open = !responder.is_closed();
+                if !open {
+                    core.cancel_parked(*id);
+                }
+                open
+            });
+            self.finish(step);
+            // Reads run after the turn's events are durable, so they never
+            // see a change that could still be lost.
+            for read in reads {
+                read(&self.core, now);
+            }
+            if let Some(ack) = stop {
+                self.snapshot();
+                let _ = ack.send(());
+                break;
+            }
+            if self.events_since_snapshot >= self.config.snapshot_events.max(self.core.job_count() as u64)
+                && self.last_snapshot.elapsed() >= Duration::from_millis(self.config.snapshot_interval_ms)
+            {
+                self.snapshot();
+            }
+        }
+        for (_, responder) in self.pending.drain() {
+            let _ = responder.send(Err(unavailable("the job service has stopped")));
+        }
+    }
+
+    /// Makes a step's events durable, then sends its replies.
+    fn finish(&mut self, step: Step) {
+        let Step { events, mut replies } = step;
+        if !events.is_empty() && self.failed.is_none() {
+            match self.append(&events) {
+                Ok(()) => self.events_since_snapshot += events.len() as u64,
+                Err(error) => {
+                    tracing::error!(%error, "appending job events failed; the job service stops answering until restarted");
+                    let reason = format!("writing job events failed ({error}); restart the server");
+                    for reply in &mut replies {
+                        reply.1 = Err(unavailable(&reason));
+                    }
+                    self.failed = Some(reason);
+                }
+            }
+        }
+        for (id, reply) in replies {
+            if let Some(responder) = self.pending.remove(&id) {
+                let _ = responder.send(reply);
+            }
+        }
+    }
+
+    fn append(&self, events: &[Event]) -> spool_log::Result<()> {
+        let encoded: Vec<(Vec<u8>, [u8; 8], i64)> =
+            events.iter().map(|e| (e.encode(), e.key(), e.at_ms())).collect();
+        let mut start = 0;
+        while start < encoded.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < encoded.len()
+                && (end == start || bytes + encoded[end].0.len() + 64 <= self.config.append_batch_bytes_max)
+            {
+                bytes += encoded[end].0.len() + 64;
+                end += 1;
+            }
+            let records: Vec<Record<'_>> = encoded[start..end]
+                .iter()
+                .map(|(value, key, at)| Record {
+                    key: Some(key),
+                    value: Some(value),
+                    headers: &[],
+                    timestamp_ms: Some(*at),
+                })
+                .collect();
+            let last = end == encoded.len();
+            let durability = if last { Durability::Fsync } else { Durability::None };
+            self.partition.append(&records, durability)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        let offset = self.partition.high_watermark();
+        match snapshot::store(&self.config.snapshot_dir, &self.core, offset) {
+            Ok(()) => {
+                tracing::debug!(offset, jobs = self.core.job_count(), "jobs snapshot written");
+                self.events_since_snapshot = 0;
+                self.last_snapshot = Instant::now();
+            }
+            Err(error) => tracing::warn!(%error, "writing the jobs snapshot failed; restarts replay more"),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Snapshots of the job table, so a restart replays only the events
+//! appended since the last one instead of the whole history.
+//!
+//! File `jobs.snapshot` (written atomically), little-endian: magic `SPJS`,
+//! version u32 (1), the log offset the snapshot covers up to (exclusive)
+//! u64, body length u64, CRC-32 of the body u32, then the body in the
+//! [`crate::codec`] encoding: last job id, the jobs, the live idempotency
+//! keys.
+
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::codec::{Reader, Writer};
+use crate::config::JobsConfig;
+use crate::core::JobsCore;
+use crate::job::{AttemptError, Job, JobState, Lease};
+
+pub const FILE_NAME: &str = "jobs.snapshot";
+const MAGIC: &[u8; 4] = b"SPJS";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 28;
+
+fn state_code(state: JobState) -> u8 {
+    state.index() as u8
+}
+
+fn state_from(code: u8) -> Option<JobState> {
+    JobState::ALL.get(usize::from(code)).copied()
+}
+
+fn write_job(w: &mut Writer, job: &Job) {
+    w.u64(job.id);
+    w.str(&job.queue);
+    w.u8(state_code(job.state));
+    w.bytes(&job.payload);
+    w.str(&job.content_type);
+    w.u64(job.headers.len() as u64);
+    for (k, v) in &job.headers {
+        w.str(k);
+        w.str(v);
+    }
+    w.i64(i64::from(job.priority));
+    w.u64(u64::from(job.attempt));
+    w.u64(u64::from(job.attempts_max));
+    w.u64(u64::from(job.attempts_forgiven));
+    w.u64(job.timeout_ms);
+    w.opt_str(job.idempotency_key.as_deref());
+    w.i64(job.created_ms);
+    w.i64(job.run_at_ms);
+    w.opt_i64(job.started_ms);
+    w.opt_i64(job.finished_ms);
+    w.u64(job.errors.len() as u64);
+    for e in &job.errors {
+        w.u64(u64::from(e.attempt));
+        w.str(&e.error);
+        w.i64(e.failed_at_ms);
+    }
+    w.opt_bytes(job.result.as_deref());
+    w.opt_str(job.progress.as_deref());
+    w.u8(u8::from(job.cancel_requested));
+    match &job.lease {
+        None => w.u8(0),
+        Some(lease) => {
+            w.u8(1);
+            w.u64(lease.token);
+            w.i64(lease.until_ms);
+            w.str(&lease.worker);
+        }
+    }
+    match job.completed_token {
+        None => w.u8(0),
+        Some(token) => {
+            w.u8(1);
+            w.u64(token);
+        }
+    }
+}
+
+fn read_job(r: &mut Reader) -> Option<Job> {
+    let id = r.u64()?;
+    let queue = r.string()?;
+    let state = state_from(r.u8()?)?;
+    let payload = r.bytes()?;
+    let content_type = r.string()?;
+    let mut headers = Vec::new();
+    for _ in 0..r.u64()? {
+        headers.push((r.string()?, r.string()?));
+    }
+    let priority = r.i32()?;
+    let attempt = r.u32()?;
+    let attempts_max = r.u32()?;
+    let attempts_forgiven = r.u32()?;
+    let timeout_ms = r.u64()?;
+    let idempotency_key = r.opt_string()?;
+    let created_ms = r.i64()?;
+    let run_at_ms = r.i64()?;
+    let started_ms = r.opt_i64()?;
+    let finished_ms = r.opt_i64()?;
+    let mut errors = Vec::new();
+    for _ in 0..r.u64()? {
+        errors.push(AttemptError {
+            attempt: r.u32()?,
+            error: r.string()?,
+            failed_at_ms: r.i64()?,
+        });
+    }
+    let result = r.opt_bytes()?;
+    let progress = r.opt_string()?;
+    let cancel_requested = r.u8()? != 0;
+    let lease = match r.u8()? {
+        0 => None,
+        1 => Some(Lease {
+            token: r.u64()?,
+            until_ms: r.i64()?,
+            worker: r.string()?,
+        }),
+        _ => return None,
+    };
+    let completed_token = match r.u8()? {
+        0 => None,
+        1 => Some(r.u64()?),
+        _ => return None,
+    };
+    Some(Job {
+        id,
+        queue: queue.into(),
+        state,
+        payload,
+        content_type,
+        headers,
+        priority,
+        attempt,
+        attempts_max,
+        attempts_forgiven,
+        timeout_ms,
+        idempotency_key,
+        created_ms,
+        run_at_ms,
+        started_ms,
+        finished_ms,
+        errors,
+        result,
+        progress,
+        cancel_requested,
+        lease,
+        completed_token,
+    })
+}
+
+/// Encodes `core` as covering the log up to `offset` (exclusive).
+pub fn encode(core: &JobsCore, offset: u64) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u64(core.last_id);
+    w.u64(core.jobs.len() as u64);
+    for job in core.jobs.values() {
+        write_job(&mut w, job);
+    }
+    w.u64(core.keys.len() as u64);
+    for ((queue, key), (id, until)) in &core.keys {
+        w.str(queue);
+        w.str(key);
+        w.u64(*id);
+        w.i64(*until);
+    }
+    let body = w.buf;
+    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a snapshot into a core and the offset it covers; `None` if the
+/// bytes are not a whole, valid snapshot.
+pub fn decode(bytes: Bytes, config: JobsConfig, seed: u64) -> Option<(JobsCore, u64)> {
+    if bytes.len() < HEADER_BYTES || &bytes[..4] != MAGIC {
+        return None;
+    }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) != VERSION {
+        return None;
+    }
+    let offset = word(8);
+    let body_len = usize::try_from(word(16)).ok()?;
+    let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
+    if bytes.len() != HEADER_BYTES + body_len || crc32fast::hash(&bytes[HEADER_BYTES..]) != crc {
+        return None;
+    }
+    let mut r = Reader::new(bytes.slice(HEADER_BYTES..));
+    let mut core = JobsCore::new(config, seed);
+    let last_id = r.u64()?;
+    for _ in 0..r.u64()? {
+        core.restore_job(read_job(&mut r)?);
+    }
+    for _ in 0..r.u64()? {
+        let queue = r.string()?;
+        let key = r.string()?;
+        let id = r.u64()?;
+        let until = r.i64()?;
+        core.restore_key(&queue, key, id, until);
+    }
+    core.last_id = core.last_id.max(last_id);
+    r.is_empty().then_some((core, offset))
+}
+
+/// Reads the snapshot in `dir`, if there is a valid one.
+pub fn load(dir: &Path, config: &JobsConfig, seed: u64) -> Option<(JobsCore, u64)> {
+    let path = dir.join(FILE_NAME);
+    let bytes = std::fs::read(&path).ok()?;
+    let decoded = decode(Bytes::from(bytes), config.clone(), seed);
+    if decoded.is_none() {
+        tracing::warn!(path = %path.display(), "ignoring a damaged jobs snapshot; replaying the whole log");
+    }
+    decoded
+}
+
+/// Writes a snapshot of `core` covering the log up to `offset`.
+pub fn store(dir: &Path, core: &JobsCore, offset: u64) -> spool_log::Result<()> {
+    spool_log::fsutil::create_dir_durable(dir)?;
+    spool_log::fsutil::write_atomic(&dir.join(FILE_NAME), &encode(core, offset))
+}

@@ -1,0 +1,229 @@
+//! The job runtime over a real store: requests are answered after their
+//! events are durable, and the table comes back after a restart, from the
+//! snapshot plus the events after it, or from the events alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use bytes::Bytes;
+use spool_jobs::{ClaimSpec, JobSpec, JobState, JobsRuntime, Reply, Request, RuntimeConfig, Schedule};
+use spool_log::{Store, StoreConfig};
+
+fn spec(queue: &str, n: u32) -> JobSpec {
+    JobSpec {
+        queue: queue.into(),
+        payload: Bytes::from(format!("job-{n}")),
+        content_type: "text/plain".into(),
+        headers: vec![("n".into(), n.to_string())],
+        priority: 0,
+        attempts_max: Some(3),
+        timeout_ms: None,
+        schedule: Schedule::Now,
+        idempotency_key: Some(format!("key-{n}")),
+    }
+}
+
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        checkpoint_interval_ms: 0,
+        retention_check_interval_ms: 0,
+        ..StoreConfig::default()
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: Arc<AtomicI64>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            clock: Arc::new(AtomicI64::new(1_800_000_000_000)),
+        }
+    }
+
+    fn config(&self, snapshot_events: u64) -> RuntimeConfig {
+        let clock = Arc::clone(&self.clock);
+        RuntimeConfig {
+            snapshot_events,
+            snapshot_interval_ms: 0,
+            clock: Arc::new(move || clock.load(Ordering::SeqCst)),
+            ..RuntimeConfig::new(self.dir.path().join("jobs"))
+        }
+    }
+
+    fn open(&self, snapshot_events: u64) -> (Store, JobsRuntime, spool_jobs::Startup) {
+        let (store, _) = Store::open(self.dir.path().join("data"), store_config()).unwrap();
+        let (runtime, startup) = JobsRuntime::start(&store, self.config(snapshot_events)).unwrap();
+        (store, runtime, startup)
+    }
+}
+
+async fn enqueue_all(runtime: &JobsRuntime, count: u32) -> Vec<u64> {
+    enqueue_range(runtime, 0, count).await
+}
+
+async fn enqueue_range(runtime: &JobsRuntime, from: u32, count: u32) -> Vec<u64> {
+    let specs = (from..from + count).map(|n| spec("q", n)).collect();
+    match runtime.call(Request::Enqueue(specs)).await.unwrap() {
+        Reply::Enqueued(results) => results.iter().map(|r| r.id).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn claim(runtime: &JobsRuntime, max: u32) -> Vec<(u64, u64)> {
+    let request = Request::Claim(ClaimSpec {
+        queues: vec!["q".into()],
+        max_jobs: max,
+        lease_ms: 60_000,
+        wait_ms: 0,
+        worker: "t".into(),
+    });
+    match runtime.call(request).await.unwrap() {
+        Reply::Claimed(jobs) => jobs.iter().map(|c| (c.job.id, c.token)).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_survives_a_clean_restart_and_a_crash() {
+    let fixture = Fixture::new();
+    let ids;
+    {
+        let (store, runtime, startup) = fixture.open(1_000_000);
+        assert_eq!(startup.jobs, 0);
+        ids = enqueue_all(&runtime, 100).await;
+        let claimed = claim(&runtime, 10).await;
+        for (id, token) in &claimed[..5] {
+            let reply = runtime
+                .call(Request::Complete {
+                    id: *id,
+                    token: *token,
+                    result: Bytes::from_static(b"ok"),
+                })
+                .await
+                .unwrap();
+            assert_eq!(reply, Reply::Completed);
+        }
+        runtime.stop();
+        store.close().unwrap();
+    }
+    // Clean restart: from the snapshot written at stop.
+    {
+        let (store, runtime, startup) = fixture.open(1_000_000);
+        assert!(startup.snapshot_offset.is_some());
+        assert_eq!(startup.replayed_events, 0);
+        let counts = runtime
+            .read(|core, now| core.stats("q", now).counts)
+            .await
+            .unwrap();
+        assert_eq!(counts[JobState::Succeeded.index()], 5);
+        assert_eq!(counts[JobState::Running.index()], 5);
+        assert_eq!(counts[JobState::Available.index()], 90);
+        // Idempotency keys came back too.
+        let Reply::Enqueued(again) = runtime.call(Request::Enqueue(vec![spec("q", 7)])).await.unwrap() else {
+            panic!()
+        };
+        assert!(again[0].deduplicated);
+        assert_eq!(again[0].id, ids[7]);
+        // More work after the snapshot, then a crash: no snapshot covers it.
+        let claimed = claim(&runtime, 3).await;
+        for (id, token) in &claimed {
+            runtime
+                .call(Request::Fail {
+                    id: *id,
+                    token: *token,
+                    error: "nope".into(),
+                    retryable: false,
+                    retry_delay_ms: None,
+                })
+                .await
+                .unwrap();
+        }
+        drop(runtime.read(|_, _| ()).await);
+        std::mem::forget(runtime); // no stop, no snapshot
+        store.simulate_crash();
+    }
+    let (_store, runtime, startup) = fixture.open(1_000_000);
+    assert!(startup.replayed_events >= 6, "{startup:?}");
+    let counts = runtime
+        .read(|core, now| core.stats("q", now).counts)
+        .await
+        .unwrap();
+    assert_eq!(counts[JobState::Dead.index()], 3);
+    assert_eq!(counts[JobState::Available.index()], 87);
+    let (events, more) = runtime.history(ids[0], 0, 100).unwrap();
+    assert_eq!(more, None);
+    let kinds: Vec<_> = events.iter().map(|(_, e)| e.kind()).collect();
+    assert_eq!(kinds, vec!["enqueued", "claimed", "completed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_leases_are_noticed_at_start_and_by_the_timer() {
+    let fixture = Fixture::new();
+    let id;
+    {
+        let (store, runtime, _) = fixture.open(1_000_000);
+        id = enqueue_all(&runtime, 1).await[0];
+        claim(&runtime, 1).await;
+        runtime.stop();
+        store.close().unwrap();
+    }
+    fixture.clock.fetch_add(120_000, Ordering::SeqCst);
+    let (_store, runtime, _) = fixture.open(1_000_000);
+    let job = runtime
+        .read(move |core, _| core.job(id).cloned())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        job.state,
+        JobState::Available,
+        "the lease ran out while the server was down"
+    );
+    assert!(job.errors[0].error.contains("lease expired"));
+
+    // And while running: the loop wakes for the lease deadline.
+    let request = Request::Claim(ClaimSpec {
+        queues: vec!["q".into()],
+        max_jobs: 1,
+        lease_ms: 1_000,
+        wait_ms: 0,
+        worker: "t".into(),
+    });
+    runtime.call(request).await.unwrap();
+    fixture.clock.fetch_add(1_000, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let state = runtime
+            .read(move |core, _| core.job(id).map(|j| j.state))
+            .await
+            .unwrap();
+        if state == Some(JobState::Available) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "lease never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_snapshots_bound_the_replay() {
+    let fixture = Fixture::new();
+    {
+        let (store, runtime, _) = fixture.open(500);
+        for round in 0..5 {
+            enqueue_range(&runtime, round * 300, 300).await;
+        }
+        drop(runtime.read(|_, _| ()).await);
+        std::mem::forget(runtime);
+        store.simulate_crash();
+    }
+    let (_store, runtime, startup) = fixture.open(500);
+    assert!(startup.snapshot_offset.is_some());
+    assert!(startup.replayed_events < 1_500, "{startup:?}");
+    let jobs = runtime.read(|core, _| core.job_count()).await.unwrap();
+    assert_eq!(jobs, 1_500);
+}
