@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use spool_jobs::JobsConfig;
 use spool_log::{Durability, StoreConfig, TopicConfig};
 use spool_proto::units::{parse_bytes, parse_duration_ms};
 
@@ -57,6 +58,10 @@ pub struct Config {
     /// Partitions of a topic created without a count.
     pub default_partitions: u32,
     pub store: StoreConfig,
+    pub jobs: JobsConfig,
+    /// A jobs snapshot is taken after this many job events, so a restart
+    /// replays at most about this many.
+    pub job_snapshot_events: u64,
 }
 
 impl Default for Config {
@@ -77,6 +82,8 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             default_partitions: 1,
             store: StoreConfig::default(),
+            jobs: JobsConfig::default(),
+            job_snapshot_events: 200_000,
         }
     }
 }
@@ -110,6 +117,14 @@ pub const KEYS: &[&str] = &[
     "segment_ms",
     "retention_ms",
     "retention_bytes",
+    "job_attempts_max",
+    "job_lease_ms",
+    "job_dedup_window_ms",
+    "job_finished_retention_ms",
+    "job_dead_retention_ms",
+    "jobs_in_memory_max",
+    "job_payload_bytes_max",
+    "job_snapshot_events",
 ];
 
 impl Config {
@@ -185,6 +200,16 @@ impl Config {
             "segment_ms" => topic.segment_ms_max = ms()?,
             "retention_ms" => topic.retention_ms = optional(&ms)?,
             "retention_bytes" => topic.retention_bytes = optional(&bytes)?,
+            "job_attempts_max" => {
+                self.jobs.attempts_max_default = u32::try_from(count()?).map_err(|e| error(e.to_string()))?;
+            }
+            "job_lease_ms" => self.jobs.lease_ms_default = ms()?,
+            "job_dedup_window_ms" => self.jobs.dedup_window_ms = ms()?,
+            "job_finished_retention_ms" => self.jobs.finished_retention_ms = ms()?,
+            "job_dead_retention_ms" => self.jobs.dead_retention_ms = ms()?,
+            "jobs_in_memory_max" => self.jobs.jobs_in_memory_max = count()? as usize,
+            "job_payload_bytes_max" => self.jobs.payload_bytes_max = bytes()?,
+            "job_snapshot_events" => self.job_snapshot_events = count()?,
             _ => return Err(error(format!("unknown key; known keys are: {}", KEYS.join(", ")))),
         }
         Ok(())
@@ -221,13 +246,23 @@ impl Config {
                 continue;
             };
             let key = key.to_ascii_lowercase();
-            // SPOOL_SERVER is the CLI's; other SPOOL_* names must be keys.
-            if key == "server" {
+            // Other tools share the SPOOL_ prefix (SPOOL_SERVER is the CLI's,
+            // SPOOL_CRASH_* the crash test's): only known keys are ours.
+            if !KEYS.contains(&key.as_str()) {
                 continue;
             }
             self.set(&key, &value, &format!("environment variable {name}"))?;
         }
         Ok(())
+    }
+
+    /// The job layer's settings as the runtime uses them: a job's enqueue
+    /// event carries its payload and must fit in one record, so payloads are
+    /// also held to half of `record_bytes_max`.
+    pub fn effective_jobs(&self) -> JobsConfig {
+        let mut jobs = self.jobs.clone();
+        jobs.payload_bytes_max = jobs.payload_bytes_max.min(self.store.record_bytes_max / 2);
+        jobs
     }
 
     /// Checks the whole configuration, naming the key at fault.
@@ -239,6 +274,12 @@ impl Config {
         };
         self.store.validate().map_err(|e| match e {
             spool_log::Error::InvalidConfig { key, value, reason } => {
+                // The engine's names for the keys this server calls otherwise.
+                let key = match key {
+                    "segment_bytes_max" => "segment_bytes",
+                    "segment_ms_max" => "segment_ms",
+                    other => other,
+                };
                 fail(key, format!("{value} is {reason}"))
             }
             other => fail("store", other.to_string()),
@@ -249,8 +290,11 @@ impl Config {
                 "must be at least batch_bytes_max, or full batches could never arrive".into(),
             ));
         }
-        if self.fetch_bytes_max == 0 || self.fetch_bytes_default == 0 {
-            return Err(fail("fetch_bytes_max", "fetch sizes must be above zero".into()));
+        if self.fetch_bytes_max == 0 {
+            return Err(fail("fetch_bytes_max", "must be above zero".into()));
+        }
+        if self.fetch_bytes_default == 0 {
+            return Err(fail("fetch_bytes_default", "must be above zero".into()));
         }
         if self.fetch_bytes_default > self.fetch_bytes_max {
             return Err(fail(
@@ -272,6 +316,19 @@ impl Config {
         }
         if self.subscribe_buffer_chunks == 0 {
             return Err(fail("subscribe_buffer_chunks", "must be at least 1".into()));
+        }
+        let jobs = &self.jobs;
+        if jobs.attempts_max_default == 0 || jobs.attempts_max_default > jobs.attempts_max_limit {
+            return Err(fail(
+                "job_attempts_max",
+                format!("must be between 1 and {}", jobs.attempts_max_limit),
+            ));
+        }
+        if jobs.lease_ms_default == 0 || jobs.lease_ms_default > jobs.lease_ms_max {
+            return Err(fail(
+                "job_lease_ms",
+                format!("must be between 1 ms and {} ms", jobs.lease_ms_max),
+            ));
         }
         if self.default_partitions == 0 || self.default_partitions > self.store.partitions_max {
             return Err(fail(
@@ -318,6 +375,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.key, "fetch_bytes_max");
         assert!(err.to_string().contains("spool.toml"), "{err}");
+        config
+            .apply_env([("SPOOL_CRASH_ROUNDS".to_owned(), "5".to_owned())])
+            .expect("other tools' SPOOL_ variables are not ours");
         let err = config
             .apply_env([("SPOOL_LISTEN".to_owned(), "nowhere".to_owned())])
             .unwrap_err();
@@ -325,6 +385,6 @@ mod tests {
         let err = config.set("segmnet_bytes", "1", "flag").unwrap_err();
         assert!(err.reason.contains("segment_bytes"), "{err}");
         config.set("segment_bytes", "16GiB", "flag").unwrap();
-        assert_eq!(config.validate().unwrap_err().key, "segment_bytes_max");
+        assert_eq!(config.validate().unwrap_err().key, "segment_bytes");
     }
 }

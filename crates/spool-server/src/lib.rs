@@ -2,7 +2,8 @@
 //! `spoold` binary that runs it.
 //!
 //! Layout: [`config`] (layered configuration), [`log_service`] (the
-//! `spool.v1.Log` service), [`checkpoints`] (named consumer positions kept in
+//! `spool.v1.Log` service), [`jobs_service`] (the `spool.v1.Jobs` service
+//! over `spool-jobs`), [`checkpoints`] (named consumer positions kept in
 //! the internal topic `__checkpoints`), [`status`] (the one mapping from
 //! engine errors to gRPC status codes), `inflight` (bounds on produce bytes
 //! in flight) and `convert` (engine types to protobuf messages).
@@ -17,8 +18,10 @@ pub mod checkpoints;
 pub mod config;
 mod convert;
 mod inflight;
+pub mod jobs_service;
 pub mod log_service;
 pub mod status;
 
 pub use config::{Config, ConfigError, LogFormat};
+pub use jobs_service::JobsService;
 pub use log_service::{LogService, ServerState};

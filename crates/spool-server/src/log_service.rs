@@ -542,6 +542,11 @@ impl Log for LogService {
         request: Request<v1::CommitCheckpointRequest>,
     ) -> Result<Response<v1::CommitCheckpointResponse>, Status> {
         let request = request.into_inner();
+        if is_internal_topic(&request.consumer) {
+            return Err(Status::invalid_argument(
+                "consumer names starting with \"__\" are reserved",
+            ));
+        }
         validate_topic_name(&request.consumer).map_err(|_| {
             Status::invalid_argument(format!(
                 "consumer name {:?} must be 1 to 249 characters of A-Z a-z 0-9 . _ -",
@@ -557,7 +562,20 @@ impl Log for LogService {
         }
         let mut entries = Vec::with_capacity(request.partitions.len());
         for checkpoint in &request.partitions {
-            topic.partition(checkpoint.partition).map_err(status)?;
+            let partition = topic.partition(checkpoint.partition).map_err(status)?;
+            // A position may be anywhere up to the end; below the log start
+            // is allowed too (the consumer then resumes at the earliest).
+            let end = partition.high_watermark();
+            if checkpoint.offset > end {
+                return Err(out_of_range(
+                    format!(
+                        "checkpoint offset {} of partition {} is past the high watermark {end}",
+                        checkpoint.offset, checkpoint.partition
+                    ),
+                    partition.log_start_offset(),
+                    end,
+                ));
+            }
             entries.push((checkpoint.partition, checkpoint.offset));
         }
         let durability =

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use spool_jobs::{JobsRuntime, RuntimeConfig};
 use spool_log::Store;
+use spool_proto::v1::jobs_server::JobsServer;
 use spool_proto::v1::log_server::LogServer;
-use spool_server::{Config, LogFormat, LogService, ServerState};
+use spool_server::{Config, JobsService, LogFormat, LogService, ServerState};
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -155,6 +156,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || ServerState::new(store, config, shutdown_rx)).await??
     };
     let state = Arc::new(state);
+    let jobs = {
+        let store = Arc::clone(&store);
+        let runtime_config = RuntimeConfig {
+            jobs: config.effective_jobs(),
+            snapshot_events: config.job_snapshot_events,
+            ..RuntimeConfig::new(config.data_dir.join("jobs"))
+        };
+        let (runtime, startup) =
+            tokio::task::spawn_blocking(move || JobsRuntime::start(&store, runtime_config)).await??;
+        tracing::info!(
+            jobs = startup.jobs,
+            replayed_events = startup.replayed_events,
+            elapsed_ms = startup.elapsed_ms,
+            "job layer ready"
+        );
+        Arc::new(runtime)
+    };
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -163,14 +181,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<LogServer<LogService>>().await;
+    health_reporter.set_serving::<JobsServer<JobsService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(spool_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let encode_max = (config.fetch_bytes_max as usize) * 2 + (1 << 20);
+    // A fetch returns at least one whole batch even past its byte budget,
+    // so a response can reach fetch_bytes_max plus one largest batch.
+    let encode_max = (config.fetch_bytes_max + config.store.batch_bytes_max) as usize + (1 << 20);
     let log = LogServer::new(LogService::new(Arc::clone(&state)))
         .max_decoding_message_size(config.request_bytes_max as usize)
         .max_encoding_message_size(encode_max);
+    let jobs_service = JobsServer::new(JobsService::new(Arc::clone(&jobs), state.shutdown.clone()))
+        .max_decoding_message_size(config.request_bytes_max as usize)
+        .max_encoding_message_size(64 << 20);
 
     tracing::info!(%address, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "spoold serving");
     // One machine-readable line on stdout for scripts and tests.
@@ -183,11 +207,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(log)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            shutdown_signal().await;
-            health_reporter.set_not_serving::<LogServer<LogService>>().await;
-            let _ = shutdown_tx.send(true);
-        });
+        .add_service(jobs_service)
+        .serve_with_incoming_shutdown(
+            // Without TCP_NODELAY small responses and HTTP/2 window updates
+            // wait on Nagle and delayed ACKs: 40 ms stalls.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                shutdown_signal().await;
+                health_reporter.set_not_serving::<LogServer<LogService>>().await;
+                health_reporter.set_not_serving::<JobsServer<JobsService>>().await;
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                let _ = shutdown_tx.send(true);
+            },
+        );
     let mut serve = std::pin::pin!(serve);
     let mut stopping = state.shutdown.clone();
     tokio::select! {
@@ -199,7 +233,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let closing = Instant::now();
-    tokio::task::spawn_blocking(move || store.close()).await??;
+    tokio::task::spawn_blocking(move || {
+        jobs.stop();
+        store.close()
+    })
+    .await??;
     tracing::info!(
         close_ms = closing.elapsed().as_millis() as u64,
         "store closed cleanly"

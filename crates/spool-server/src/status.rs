@@ -11,6 +11,13 @@ pub const HIGH_WATERMARK_KEY: &str = "spool-high-watermark";
 /// Maps an engine error to the status code a client can act on.
 pub fn status(error: Error) -> Status {
     let message = error.to_string();
+    if matches!(
+        error,
+        Error::Corrupt { .. } | Error::Io { .. } | Error::Poisoned { .. } | Error::BadFile { .. }
+    ) {
+        // The client sees the status; the operator needs the log line.
+        tracing::error!(%error, "request failed on a storage fault");
+    }
     match error {
         Error::InvalidTopicName { .. } | Error::InvalidConfig { .. } | Error::InvalidBatch { .. } => {
             Status::invalid_argument(message)
@@ -44,6 +51,25 @@ pub fn out_of_range(message: String, earliest: u64, latest: u64) -> Status {
         latest.to_string().parse().expect("ascii digits"),
     );
     Status::with_metadata(Code::OutOfRange, message, metadata)
+}
+
+/// Maps a job-layer error to its status code.
+pub fn job_status(error: spool_jobs::JobError) -> Status {
+    use spool_jobs::JobError;
+    let message = error.to_string();
+    match error {
+        JobError::UnknownJob { .. } => Status::not_found(message),
+        JobError::StaleLease { .. } | JobError::NotDead { .. } | JobError::Finished { .. } => {
+            Status::failed_precondition(message)
+        }
+        JobError::Invalid { .. } => Status::invalid_argument(message),
+        JobError::LimitExceeded { limit, .. } => match limit {
+            "jobs_in_memory_max" => Status::resource_exhausted(message),
+            _ => Status::invalid_argument(message),
+        },
+        JobError::Unavailable { .. } => Status::unavailable(message),
+        _ => Status::internal(message),
+    }
 }
 
 /// A blocking task that panicked or was cancelled.

@@ -30,7 +30,7 @@ fn invalid_configuration_fails_naming_the_key() {
         (&["--set", "fetch_bytes_max=lots"], &[], "fetch_bytes_max"),
         (&["--listen", "nowhere"], &[], "listen"),
         (&[], &[("SPOOL_RETENTION_MS", "7 weeks")], "SPOOL_RETENTION_MS"),
-        (&["--set", "segment_bytes=16GiB"], &[], "segment_bytes_max"),
+        (&["--set", "segment_bytes=16GiB"], &[], "segment_bytes"),
     ];
     for (args, env, expected) in cases {
         let output = spoold()
