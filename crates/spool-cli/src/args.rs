@@ -1,0 +1,474 @@
+//! The command line, declared with clap's derive API.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::time::parse_timestamp_ms;
+use crate::units::{parse_bytes, parse_duration_ms};
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  spool topic create orders --partitions 3 --retention 7d
+  seq 1 1000 | spool produce orders
+  spool consume orders --from earliest --count 10
+  spool consume orders --from 2026-11-27T10:00:00Z --follow --format json
+  spool replay orders --from earliest > orders.log
+  spool bench produce --duration 10s
+
+Exit codes: 0 success, 1 an error reported on stderr, 2 a usage error.";
+
+/// Command-line client of a Spool server.
+#[derive(Debug, Parser)]
+#[command(name = "spool", version, about, after_help = MAIN_EXAMPLES)]
+pub struct Cli {
+    /// Address of the server.
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_SERVER",
+        default_value = "http://127.0.0.1:7070",
+        value_name = "URL"
+    )]
+    pub server: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Produce one record per line of stdin.
+    Produce(ProduceArgs),
+    /// Print records of a topic.
+    Consume(ConsumeArgs),
+    /// Print every record of every partition up to the end found at start.
+    Replay(ReplayArgs),
+    /// Print the earliest and latest offset of each partition.
+    Offsets(OffsetsArgs),
+    /// Read or store a named consumer's positions.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// Measure throughput and latency against the server.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+const TOPIC_CREATE_EXAMPLES: &str = "\
+Examples:
+  spool topic create orders --partitions 3
+  spool topic create clicks --partitions 12 --retention 2d --retention-bytes 10GiB
+  spool topic create audit --retention forever --segment-bytes 256MiB
+
+Durations: 500ms, 30s, 10m, 2h, 7d, 1w, 1h30m. Sizes: 4096, 512KiB, 10MiB, 1GiB (or KB, MB, GB).";
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    #[command(after_help = TOPIC_CREATE_EXAMPLES)]
+    Create {
+        /// Topic name: 1 to 249 of A-Z a-z 0-9 . _ - (not starting with __).
+        name: String,
+        /// Number of partitions (server default if left out).
+        #[arg(long, short)]
+        partitions: Option<u32>,
+        /// Delete closed segments older than this, or `forever` to keep them.
+        #[arg(long, value_parser = parse_retention_ms, value_name = "DURATION|forever")]
+        retention: Option<i64>,
+        /// Per partition, delete the oldest closed segments while larger than
+        /// this, or `unlimited`.
+        #[arg(long, value_parser = parse_retention_bytes, value_name = "SIZE|unlimited")]
+        retention_bytes: Option<i64>,
+        /// Roll to a new segment at this size.
+        #[arg(long, value_parser = parse_bytes, value_name = "SIZE")]
+        segment_bytes: Option<u64>,
+    },
+    /// List topics.
+    List {
+        /// Also list the server's internal topics (names starting with __).
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Show a topic's configuration and partitions.
+    Describe { name: String },
+    /// Delete a topic and all its records.
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// Answer once in the server's page cache.
+    None,
+    /// Answer once fsynced to disk.
+    Fsync,
+}
+
+impl From<DurabilityArg> for spool_client::Durability {
+    fn from(value: DurabilityArg) -> Self {
+        match value {
+            DurabilityArg::None => spool_client::Durability::None,
+            DurabilityArg::Fsync => spool_client::Durability::Fsync,
+        }
+    }
+}
+
+const PRODUCE_EXAMPLES: &str = "\
+Examples:
+  echo hello | spool produce orders
+  seq 1 100000 | spool produce orders --durability fsync
+  spool produce orders --key customer-1 < events.txt
+  echo '{\"key\":\"k1\",\"value\":\"v\",\"headers\":{\"trace\":\"abc\"}}' | spool produce orders --json
+
+JSON lines: key, value and header values are strings, null, or {\"base64\": \"...\"} for binary;
+timestamp_ms is optional. The output of `spool consume --format json` is valid input.";
+
+#[derive(Debug, Args)]
+#[command(after_help = PRODUCE_EXAMPLES)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// Key of every record (chooses the partition).
+    #[arg(long, short, conflicts_with = "json")]
+    pub key: Option<String>,
+    /// Send every record to this partition.
+    #[arg(long, short)]
+    pub partition: Option<u32>,
+    /// How far a write must reach before the server acknowledges it.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::None)]
+    pub durability: DurabilityArg,
+    /// Read JSON lines with key, value, headers instead of plain values.
+    #[arg(long)]
+    pub json: bool,
+    /// Send a partial batch after this long.
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    pub linger_ms: u64,
+    /// Largest batch sent in one request.
+    #[arg(long, default_value = "256KiB", value_parser = parse_bytes, value_name = "SIZE")]
+    pub batch_bytes: u64,
+}
+
+/// A `--from` position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    Earliest,
+    Latest,
+    Offset(u64),
+    Timestamp(i64),
+}
+
+pub fn parse_from(text: &str) -> Result<StartFrom, String> {
+    match text {
+        "earliest" | "beginning" => Ok(StartFrom::Earliest),
+        "latest" | "end" => Ok(StartFrom::Latest),
+        _ if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) => text
+            .parse()
+            .map(StartFrom::Offset)
+            .map_err(|_| format!("offset {text} is too large")),
+        _ => parse_timestamp_ms(text)
+            .map(StartFrom::Timestamp)
+            .map_err(|error| format!("{error}; --from also takes earliest, latest or an offset")),
+    }
+}
+
+fn parse_replay_from(text: &str) -> Result<StartFrom, String> {
+    match parse_from(text)? {
+        StartFrom::Latest | StartFrom::Offset(_) => {
+            Err("replay starts at earliest or at a timestamp (RFC 3339 or @<epoch-ms>)".into())
+        }
+        from => Ok(from),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The value of each record on its own line.
+    Value,
+    /// One JSON object per record: partition, offset, timestamp_ms, key, value, headers.
+    Json,
+}
+
+const CONSUME_EXAMPLES: &str = "\
+Examples:
+  spool consume orders                              everything there now, then exit
+  spool consume orders --from latest --follow       new records until Ctrl-C
+  spool consume orders --partition 0 --from 1200 --count 10
+  spool consume orders --from 2026-11-27T10:00:00Z --format json
+  spool consume orders --consumer billing --follow  resume at billing's checkpoint, store it on exit
+
+--from takes earliest, latest, an offset, or a timestamp: RFC 3339 (2026-11-27T10:00:00Z,
+2026-11-27T11:00:00+01:00) or @<epoch-ms>.";
+
+#[derive(Debug, Args)]
+#[command(after_help = CONSUME_EXAMPLES)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// Read only this partition (default: all).
+    #[arg(long, short)]
+    pub partition: Option<u32>,
+    /// Where to start: earliest, latest, OFFSET or TIMESTAMP. With
+    /// --consumer, only partitions without a checkpoint start here (for
+    /// earliest or latest) or all do (for an offset or timestamp).
+    #[arg(long, value_parser = parse_from, value_name = "POSITION")]
+    pub from: Option<StartFrom>,
+    /// Keep waiting for new records (until Ctrl-C) instead of stopping at
+    /// the end found at start.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Stop after this many records.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Value)]
+    pub format: Format,
+    /// Start at this consumer's checkpoint and store the position reached on
+    /// exit.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
+}
+
+const REPLAY_EXAMPLES: &str = "\
+Examples:
+  spool replay orders --from earliest > orders.jsonl --format json
+  spool replay orders --from 2026-11-27T00:00:00Z | ./rebuild-state
+
+Records of different partitions interleave; each partition's come in offset order. A progress
+line (records, MB/s, ETA) is drawn on stderr when it is a terminal.";
+
+#[derive(Debug, Args)]
+#[command(after_help = REPLAY_EXAMPLES)]
+pub struct ReplayArgs {
+    pub topic: String,
+    /// earliest, or a timestamp (RFC 3339 or @<epoch-ms>).
+    #[arg(long, value_parser = parse_replay_from, default_value = "earliest", value_name = "POSITION")]
+    pub from: StartFrom,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Value)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct OffsetsArgs {
+    pub topic: String,
+}
+
+/// `PARTITION=OFFSET`.
+pub fn parse_position(text: &str) -> Result<(u32, u64), String> {
+    let (partition, offset) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: write PARTITION=OFFSET, like 0=1200"))?;
+    let partition = partition
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: partition {partition:?} is not a number"))?;
+    let offset = offset
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: offset {offset:?} is not a number"))?;
+    Ok((partition, offset))
+}
+
+const CHECKPOINT_EXAMPLES: &str = "\
+Examples:
+  spool checkpoint get billing orders
+  spool checkpoint set billing orders 0=1200 1=980 2=1044
+
+An offset is the next one to read: one past the last record processed.";
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = CHECKPOINT_EXAMPLES)]
+pub enum CheckpointCommand {
+    /// Show a consumer's stored positions and its lag.
+    Get { consumer: String, topic: String },
+    /// Store positions for a consumer.
+    #[command(after_help = CHECKPOINT_EXAMPLES)]
+    Set {
+        consumer: String,
+        topic: String,
+        /// PARTITION=OFFSET pairs.
+        #[arg(required = true, value_parser = parse_position, value_name = "PARTITION=OFFSET")]
+        positions: Vec<(u32, u64)>,
+        #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
+        durability: DurabilityArg,
+    },
+}
+
+const BENCH_EXAMPLES: &str = "\
+Examples:
+  spool bench produce --duration 10s
+  spool bench produce --producers 16 --partitions 16 --durability fsync --count 2000000
+  spool bench consume --count 10000000
+  spool bench latency --rate 10000 --duration 30s --json
+
+The bench creates its own topic (--topic, or a generated name) and deletes it afterwards unless
+--keep is given; a topic that already existed is used as it is and never deleted.
+MB/s counts record values, with MB = 10^6 bytes.";
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = BENCH_EXAMPLES)]
+pub enum BenchCommand {
+    /// Producer throughput, and acknowledgement latency sampled per record.
+    #[command(after_help = BENCH_EXAMPLES)]
+    Produce(BenchProduceArgs),
+    /// Consumer throughput reading a backlog (produced first if needed).
+    #[command(after_help = BENCH_EXAMPLES)]
+    Consume(BenchConsumeArgs),
+    /// End-to-end latency at a steady produce rate.
+    #[command(after_help = BENCH_EXAMPLES)]
+    Latency(BenchLatencyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchCommon {
+    /// Topic to use; created if missing. Default: a new bench-<time> topic.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Partitions of a topic the bench creates.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Size of each record's value.
+    #[arg(long, default_value = "100", value_parser = parse_bytes, value_name = "SIZE")]
+    pub record_bytes: u64,
+    /// Keep the topic the bench created instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print one JSON line instead of the human-readable report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchProducerOptions {
+    /// Producer batch size.
+    #[arg(long, default_value = "256KiB", value_parser = parse_bytes, value_name = "SIZE")]
+    pub batch_bytes: u64,
+    /// Producer linger time [default: 5 for `bench produce`, 0 for `bench latency`].
+    #[arg(long, value_name = "MS")]
+    pub linger_ms: Option<u64>,
+    /// Produce requests in flight per producer (at most one per partition).
+    #[arg(long, default_value_t = 16)]
+    pub in_flight: usize,
+    /// Durability of every produce.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::None)]
+    pub durability: DurabilityArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchProduceArgs {
+    #[command(flatten)]
+    pub common: BenchCommon,
+    #[command(flatten)]
+    pub producer: BenchProducerOptions,
+    /// Concurrent producers, each with its own connection.
+    #[arg(long, default_value_t = 1)]
+    pub producers: u32,
+    /// How long to produce (ignored with --count).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_ms, value_name = "DURATION")]
+    pub duration: u64,
+    /// Produce exactly this many records instead of for a duration.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchConsumeArgs {
+    #[command(flatten)]
+    pub common: BenchCommon,
+    /// Records to read; produced first if the topic holds fewer.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchLatencyArgs {
+    #[command(flatten)]
+    pub common: BenchCommon,
+    #[command(flatten)]
+    pub producer: BenchProducerOptions,
+    /// Records per second, produced at a steady pace.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// How long to produce (ignored with --count).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_ms, value_name = "DURATION")]
+    pub duration: u64,
+    /// Produce exactly this many records instead of for a duration.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+fn parse_retention_ms(text: &str) -> Result<i64, String> {
+    match text {
+        "forever" | "infinite" | "unlimited" | "-1" => Ok(-1),
+        _ => {
+            let ms = parse_duration_ms(text)?;
+            if ms == 0 {
+                return Err("retention must be positive, or `forever`".into());
+            }
+            i64::try_from(ms).map_err(|_| format!("{text:?} is too long"))
+        }
+    }
+}
+
+fn parse_retention_bytes(text: &str) -> Result<i64, String> {
+    match text {
+        "unlimited" | "none" | "-1" => Ok(-1),
+        _ => {
+            let bytes = parse_bytes(text)?;
+            if bytes == 0 {
+                return Err("retention bytes must be positive, or `unlimited`".into());
+            }
+            i64::try_from(bytes).map_err(|_| format!("{text:?} is too large"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn from_positions() {
+        assert_eq!(parse_from("earliest"), Ok(StartFrom::Earliest));
+        assert_eq!(parse_from("latest"), Ok(StartFrom::Latest));
+        assert_eq!(parse_from("1200"), Ok(StartFrom::Offset(1200)));
+        assert_eq!(parse_from("@1000"), Ok(StartFrom::Timestamp(1000)));
+        assert_eq!(parse_from("1970-01-01T00:00:01Z"), Ok(StartFrom::Timestamp(1000)));
+        assert!(parse_from("soon").unwrap_err().contains("earliest, latest"));
+        assert!(parse_replay_from("latest").is_err());
+        assert!(parse_replay_from("12").is_err());
+        assert_eq!(parse_replay_from("earliest"), Ok(StartFrom::Earliest));
+    }
+
+    #[test]
+    fn checkpoint_positions() {
+        assert_eq!(parse_position("0=1200"), Ok((0, 1200)));
+        assert!(parse_position("0:1200").is_err());
+        assert!(parse_position("a=1").is_err());
+        assert!(parse_position("1=-1").is_err());
+    }
+
+    #[test]
+    fn retention_values() {
+        assert_eq!(parse_retention_ms("7d"), Ok(604_800_000));
+        assert_eq!(parse_retention_ms("forever"), Ok(-1));
+        assert!(parse_retention_ms("0s").is_err());
+        assert_eq!(parse_retention_bytes("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_retention_bytes("unlimited"), Ok(-1));
+    }
+
+    #[test]
+    fn usage_errors_are_clap_errors() {
+        let error = Cli::try_parse_from(["spool", "consume", "orders", "--from", "soon"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let error = Cli::try_parse_from(["spool", "topic", "create", "x", "--retention", "7"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let cli = Cli::try_parse_from(["spool", "--server", "http://h:1", "offsets", "t"]).unwrap();
+        assert_eq!(cli.server, "http://h:1");
+    }
+}

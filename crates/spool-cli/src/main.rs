@@ -1,0 +1,159 @@
+//! `spool`: the command-line client of a Spool server.
+//!
+//! It manages topics, produces records from stdin, consumes and replays them
+//! to stdout, reads offsets, reads and stores checkpoints, and benchmarks a
+//! server (`spool bench`). Every command talks to one server (`--server`, env
+//! `SPOOL_SERVER`, default `http://127.0.0.1:7070`) through `spool-client`.
+//!
+//! Layout: `args.rs` (the clap command line), `commands/` (one module per
+//! command family), `bench/` (the benchmarks), `units.rs` (durations and
+//! sizes), `time.rs` (RFC 3339 timestamps), `json.rs` (records as JSON
+//! lines), `table.rs` and `progress.rs` (terminal output), `errors.rs`
+//! (messages that say what to do).
+//!
+//! What it is not: no server, no configuration file, no interactive mode.
+//! Exit codes: 0 success, 1 an error reported on stderr, 2 a usage error
+//! (clap's).
+
+#![deny(unsafe_code)]
+
+mod args;
+mod bench;
+mod commands;
+mod errors;
+mod json;
+mod progress;
+mod table;
+mod time;
+mod units;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use spool_client::Client;
+
+use crate::args::{Cli, Command};
+use crate::errors::{Reported, Subject, explain};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let server = cli.server.clone();
+    let result = runtime.block_on(run(cli));
+    // Subscriptions and sender tasks may still be parked: do not wait.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `spool consume ... | head` closes our stdout: that is success.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", render(&error, &server));
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let context = Context::connect(cli.server).await?;
+    match cli.command {
+        Command::Topic(command) => commands::topic::run(&context, command).await,
+        Command::Produce(args) => commands::produce::run(&context, args).await,
+        Command::Consume(args) => commands::consume::run(&context, args).await,
+        Command::Replay(args) => commands::consume::replay(&context, args).await,
+        Command::Offsets(args) => commands::offsets::offsets(&context, args).await,
+        Command::Checkpoint(command) => commands::offsets::checkpoint(&context, command).await,
+        Command::Bench(command) => bench::run(&context, command).await,
+    }
+}
+
+/// What every command needs: the server's address and a connection to it.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub server: String,
+    pub client: Client,
+}
+
+impl Context {
+    async fn connect(server: String) -> anyhow::Result<Self> {
+        let url = normalize_url(&server);
+        let client = Client::connect(url).await.explain(Subject {
+            server: &server,
+            topic: None,
+        })?;
+        Ok(Context { server, client })
+    }
+
+    /// The subject of errors about `topic`.
+    pub fn about<'a>(&'a self, topic: &'a str) -> Subject<'a> {
+        Subject {
+            server: &self.server,
+            topic: Some(topic),
+        }
+    }
+
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            server: &self.server,
+            topic: None,
+        }
+    }
+}
+
+/// Accepts `host:port` for `http://host:port`.
+fn normalize_url(server: &str) -> String {
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    }
+}
+
+/// Phrases client errors for the user at the call site.
+pub trait Explain<T> {
+    fn explain(self, subject: Subject<'_>) -> anyhow::Result<T>;
+}
+
+impl<T> Explain<T> for Result<T, spool_client::Error> {
+    fn explain(self, subject: Subject<'_>) -> anyhow::Result<T> {
+        self.map_err(|error| anyhow::Error::new(Reported(explain(&error, subject))))
+    }
+}
+
+fn render(error: &anyhow::Error, server: &str) -> String {
+    if let Some(client_error) = error.downcast_ref::<spool_client::Error>() {
+        return explain(client_error, Subject { server, topic: None });
+    }
+    format!("{error:#}")
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_addresses_get_a_scheme() {
+        assert_eq!(normalize_url("127.0.0.1:7070"), "http://127.0.0.1:7070");
+        assert_eq!(normalize_url("http://h:1"), "http://h:1");
+    }
+}

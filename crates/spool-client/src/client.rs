@@ -1,0 +1,457 @@
+//! [`Client`]: one HTTP/2 connection to a server and a thin async method per
+//! `spool.v1.Log` RPC.
+
+use std::time::Duration;
+
+use spool_proto::v1::{self, log_client::LogClient};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Streaming};
+
+use crate::consumer::ConsumerBuilder;
+use crate::error::{Error, Result};
+use crate::producer::{Producer, ProducerConfig};
+use crate::record::{ConsumedRecord, Record, decode_batches};
+
+/// Largest gRPC message the client sends or accepts by default (tonic's own
+/// default is 4 MiB, less than one full fetch at the server's limits).
+pub const MESSAGE_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+
+/// How the client connects.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Largest gRPC message sent or received, in bytes.
+    pub message_bytes_max: usize,
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// Deadline of unary calls other than Fetch (which gets its `max_wait_ms`
+    /// on top). `None` waits forever. Subscribe streams never get one.
+    pub request_timeout: Option<Duration>,
+    /// HTTP/2 receive window per stream, in bytes: how far the server may
+    /// stream ahead of a consumer that reads slowly.
+    pub stream_window_bytes: u32,
+    /// HTTP/2 receive window for the whole connection, in bytes.
+    pub connection_window_bytes: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            message_bytes_max: MESSAGE_BYTES_MAX_DEFAULT,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Some(Duration::from_secs(60)),
+            stream_window_bytes: 4 * 1024 * 1024,
+            connection_window_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Durability a write must reach before the server answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// In the server's page cache: survives a crash of the server process,
+    /// not of the machine.
+    #[default]
+    None,
+    /// Fsynced to disk (group-committed with other writers).
+    Fsync,
+}
+
+impl Durability {
+    pub(crate) fn to_proto(self) -> v1::Durability {
+        match self {
+            Durability::None => v1::Durability::None,
+            Durability::Fsync => v1::Durability::Fsync,
+        }
+    }
+
+    pub(crate) fn from_proto(value: i32) -> Option<Self> {
+        match v1::Durability::try_from(value).ok()? {
+            v1::Durability::None => Some(Durability::None),
+            v1::Durability::Fsync => Some(Durability::Fsync),
+            v1::Durability::Unspecified => None,
+        }
+    }
+}
+
+/// Which offset [`Client::list_offsets`] resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset: the oldest record still kept.
+    Earliest,
+    /// The high watermark: where the next record will go.
+    Latest,
+    /// The first offset whose record timestamp is at or after this Unix
+    /// epoch millisecond (the high watermark if none is).
+    Timestamp(i64),
+}
+
+/// A topic to create. Zero fields take the server's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    /// Number of partitions; 0 = server default.
+    pub partitions: u32,
+    /// Time-based retention; 0 = server default, -1 = keep forever.
+    pub retention_ms: i64,
+    /// Size-based retention per partition; 0 = server default, -1 = no limit.
+    pub retention_bytes: i64,
+    /// Segment size; 0 = server default.
+    pub segment_bytes: u64,
+}
+
+impl NewTopic {
+    pub fn new(name: impl Into<String>, partitions: u32) -> Self {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            ..NewTopic::default()
+        }
+    }
+}
+
+/// A topic's configuration and the state of each of its partitions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicDescription {
+    pub config: v1::TopicConfig,
+    /// Sorted by partition number.
+    pub partitions: Vec<v1::PartitionInfo>,
+}
+
+/// A consumer position stored on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub partition: u32,
+    /// The next offset to read: one past the last record processed.
+    pub offset: u64,
+    /// When the server stored it, in Unix epoch milliseconds (0 if unknown).
+    pub commit_time_ms: i64,
+}
+
+/// A connection to a Spool server.
+///
+/// Cheap to clone: clones share one HTTP/2 connection (tonic multiplexes
+/// calls over it and reconnects on the next call after it breaks). For
+/// several busy producers, separate clients spread the work over several
+/// connections.
+///
+/// ```no_run
+/// # async fn example() -> spool_client::Result<()> {
+/// use spool_client::{Client, NewTopic};
+///
+/// let client = Client::connect("http://127.0.0.1:7070").await?;
+/// client.create_topic(NewTopic::new("orders", 3)).await?;
+/// for topic in client.list_topics(false).await? {
+///     println!("{} ({} partitions)", topic.name, topic.partitions);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: LogClient<Channel>,
+    url: String,
+    request_timeout: Option<Duration>,
+}
+
+impl Client {
+    /// Connects to `url` (for example `http://127.0.0.1:7070`) with
+    /// [`ClientOptions::default`].
+    pub async fn connect(url: impl Into<String>) -> Result<Self> {
+        Self::connect_with(url, ClientOptions::default()).await
+    }
+
+    /// Connects to `url` with the given options.
+    pub async fn connect_with(url: impl Into<String>, options: ClientOptions) -> Result<Self> {
+        let url = url.into();
+        let endpoint = endpoint(&url, &options)?;
+        let channel = endpoint.connect().await.map_err(|source| Error::Connect {
+            url: url.clone(),
+            source: source.into(),
+        })?;
+        Ok(Self::from_channel(channel, url, &options))
+    }
+
+    /// Connects to `url`, trying again every 20 ms while the server is not
+    /// listening yet, for up to `wait`: for tests and scripts that have just
+    /// started `spoold`. Returns the last connection error after `wait`.
+    pub async fn connect_retrying(url: impl Into<String>, wait: Duration) -> Result<Self> {
+        let url = url.into();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match Self::connect(url.clone()).await {
+                Err(Error::Connect { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// A client that connects on its first call instead of now. Must be
+    /// called inside a tokio runtime.
+    pub fn connect_lazy(url: impl Into<String>, options: ClientOptions) -> Result<Self> {
+        let url = url.into();
+        let channel = endpoint(&url, &options)?.connect_lazy();
+        Ok(Self::from_channel(channel, url, &options))
+    }
+
+    /// Wraps an existing tonic channel.
+    pub fn from_channel(channel: Channel, url: impl Into<String>, options: &ClientOptions) -> Self {
+        let inner = LogClient::new(channel)
+            .max_decoding_message_size(options.message_bytes_max)
+            .max_encoding_message_size(options.message_bytes_max);
+        Client {
+            inner,
+            url: url.into(),
+            request_timeout: options.request_timeout,
+        }
+    }
+
+    /// The address this client was connected to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The generated tonic client, for calls this type does not wrap.
+    pub fn log_client(&self) -> LogClient<Channel> {
+        self.inner.clone()
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(timeout) = self.request_timeout {
+            request.set_timeout(timeout);
+        }
+        request
+    }
+
+    /// Creates a topic; returns its configuration with defaults resolved.
+    pub async fn create_topic(&self, topic: NewTopic) -> Result<v1::TopicConfig> {
+        let request = v1::CreateTopicRequest {
+            name: topic.name,
+            partitions: topic.partitions,
+            retention_ms: topic.retention_ms,
+            retention_bytes: topic.retention_bytes,
+            segment_bytes: topic.segment_bytes,
+        };
+        let response = self.inner.clone().create_topic(self.request(request)).await?;
+        response
+            .into_inner()
+            .topic
+            .ok_or_else(|| Error::protocol("CreateTopic answered without a topic"))
+    }
+
+    /// Deletes a topic and all of its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let request = v1::DeleteTopicRequest {
+            name: name.to_owned(),
+        };
+        self.inner.clone().delete_topic(self.request(request)).await?;
+        Ok(())
+    }
+
+    /// Lists topics sorted by name, internal ones too if asked.
+    pub async fn list_topics(&self, include_internal: bool) -> Result<Vec<v1::TopicConfig>> {
+        let request = v1::ListTopicsRequest { include_internal };
+        let response = self.inner.clone().list_topics(self.request(request)).await?;
+        Ok(response.into_inner().topics)
+    }
+
+    /// Describes a topic: configuration and per-partition state.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let request = v1::DescribeTopicRequest {
+            name: name.to_owned(),
+        };
+        let response = self.inner.clone().describe_topic(self.request(request)).await?;
+        let response = response.into_inner();
+        let config = response
+            .topic
+            .ok_or_else(|| Error::protocol("DescribeTopic answered without a topic"))?;
+        Ok(TopicDescription {
+            config,
+            partitions: response.partitions,
+        })
+    }
+
+    /// Sends one raw Produce request. [`Producer`] batches for you; this is
+    /// for callers that build requests themselves.
+    pub async fn produce(&self, request: v1::ProduceRequest) -> Result<v1::ProduceResponse> {
+        let response = self.inner.clone().produce(self.request(request)).await?;
+        Ok(response.into_inner())
+    }
+
+    /// Produces plain records in one request, without client-side batching:
+    /// to `partition` if given, else by key and sticky spreading on the
+    /// server.
+    pub async fn produce_records(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        records: Vec<Record>,
+        durability: Durability,
+    ) -> Result<v1::ProduceResponse> {
+        self.produce(v1::ProduceRequest {
+            topic: topic.to_owned(),
+            partition,
+            durability: durability.to_proto() as i32,
+            data: Some(v1::produce_request::Data::Records(v1::RecordList {
+                records: records.into_iter().map(Record::into_proto).collect(),
+            })),
+        })
+        .await
+    }
+
+    /// Sends one raw Fetch request (long poll up to `max_wait_ms`).
+    pub async fn fetch(&self, request: v1::FetchRequest) -> Result<v1::FetchResponse> {
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms));
+        let mut request = self.request(request);
+        if let Some(timeout) = self.request_timeout {
+            request.set_timeout(timeout + wait);
+        }
+        let response = self.inner.clone().fetch(request).await?;
+        Ok(response.into_inner())
+    }
+
+    /// Fetches from one partition and decodes the records, skipping any below
+    /// `offset`. Returns the records and the response (for `next_offset`,
+    /// `high_watermark` and `log_start_offset`; its record fields are emptied).
+    pub async fn fetch_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    ) -> Result<(Vec<ConsumedRecord>, v1::FetchResponse)> {
+        let mut response = self
+            .fetch(v1::FetchRequest {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                max_bytes,
+                max_wait_ms,
+                return_encoded_batches: true,
+            })
+            .await?;
+        let mut records = Vec::new();
+        decode_batches(
+            partition,
+            std::mem::take(&mut response.encoded_batches),
+            offset,
+            None,
+            &mut records,
+        )?;
+        records.extend(
+            std::mem::take(&mut response.records)
+                .into_iter()
+                .filter(|record| record.offset >= offset)
+                .map(|record| ConsumedRecord::from_proto(partition, record)),
+        );
+        Ok((records, response))
+    }
+
+    /// Opens a raw Subscribe stream. [`crate::Consumer`] wraps this with
+    /// decoding, several partitions and resubscription.
+    pub async fn subscribe(&self, request: v1::SubscribeRequest) -> Result<Streaming<v1::SubscribeResponse>> {
+        let response = self.inner.clone().subscribe(Request::new(request)).await?;
+        Ok(response.into_inner())
+    }
+
+    /// Resolves an offset in one partition, or in all when `partition` is
+    /// `None`. Sorted by partition.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        spec: OffsetSpec,
+    ) -> Result<Vec<v1::PartitionOffset>> {
+        let (spec, timestamp_ms) = match spec {
+            OffsetSpec::Earliest => (v1::OffsetSpec::Earliest, None),
+            OffsetSpec::Latest => (v1::OffsetSpec::Latest, None),
+            OffsetSpec::Timestamp(timestamp_ms) => (v1::OffsetSpec::Timestamp, Some(timestamp_ms)),
+        };
+        let request = v1::ListOffsetsRequest {
+            topic: topic.to_owned(),
+            partition,
+            spec: spec as i32,
+            timestamp_ms,
+        };
+        let response = self.inner.clone().list_offsets(self.request(request)).await?;
+        Ok(response.into_inner().offsets)
+    }
+
+    /// Stores a named consumer's positions (`(partition, next offset)`) in a
+    /// topic; returns the durability reached.
+    pub async fn commit_checkpoint(
+        &self,
+        consumer: &str,
+        topic: &str,
+        positions: &[(u32, u64)],
+        durability: Durability,
+    ) -> Result<Durability> {
+        let request = v1::CommitCheckpointRequest {
+            consumer: consumer.to_owned(),
+            topic: topic.to_owned(),
+            partitions: positions
+                .iter()
+                .map(|&(partition, offset)| v1::PartitionCheckpoint {
+                    partition,
+                    offset,
+                    commit_time_ms: 0,
+                })
+                .collect(),
+            durability: durability.to_proto() as i32,
+        };
+        let response = self
+            .inner
+            .clone()
+            .commit_checkpoint(self.request(request))
+            .await?;
+        Durability::from_proto(response.into_inner().durability)
+            .ok_or_else(|| Error::protocol("CommitCheckpoint answered without a durability"))
+    }
+
+    /// Reads back a named consumer's stored positions in a topic, sorted by
+    /// partition; partitions never committed are left out.
+    pub async fn get_checkpoint(&self, consumer: &str, topic: &str) -> Result<Vec<Checkpoint>> {
+        let request = v1::GetCheckpointRequest {
+            consumer: consumer.to_owned(),
+            topic: topic.to_owned(),
+        };
+        let response = self.inner.clone().get_checkpoint(self.request(request)).await?;
+        Ok(response
+            .into_inner()
+            .partitions
+            .into_iter()
+            .map(|checkpoint| Checkpoint {
+                partition: checkpoint.partition,
+                offset: checkpoint.offset,
+                commit_time_ms: checkpoint.commit_time_ms,
+            })
+            .collect())
+    }
+
+    /// A batching producer for `topic` (see [`Producer`]).
+    pub async fn producer(&self, topic: &str, config: ProducerConfig) -> Result<Producer> {
+        Producer::new(self.clone(), topic, config).await
+    }
+
+    /// A builder for a consumer of `topic` (see [`crate::Consumer`]).
+    pub fn consumer(&self, topic: &str) -> ConsumerBuilder {
+        ConsumerBuilder::new(self.clone(), topic)
+    }
+}
+
+fn endpoint(url: &str, options: &ClientOptions) -> Result<Endpoint> {
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|error| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: error.to_string(),
+    })?;
+    Ok(endpoint
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(options.stream_window_bytes)
+        .initial_connection_window_size(options.connection_window_bytes)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20)))
+}

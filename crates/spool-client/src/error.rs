@@ -1,0 +1,266 @@
+//! The client's error type and the mapping from gRPC statuses into it.
+
+use std::sync::Arc;
+
+use tonic::{Code, Status};
+
+/// Trailing metadata key the server sets on `OUT_OF_RANGE`: the partition's
+/// log start offset, as a decimal string.
+pub const LOG_START_OFFSET_METADATA: &str = "spool-log-start-offset";
+
+/// Trailing metadata key the server sets on `OUT_OF_RANGE`: the partition's
+/// high watermark, as a decimal string.
+pub const HIGH_WATERMARK_METADATA: &str = "spool-high-watermark";
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a call to the server, the producer or the consumer can fail
+/// with.
+///
+/// Variants built from a gRPC answer keep the [`Status`] (code, message,
+/// metadata): [`Error::status`] returns it. The error is `Clone` so that one
+/// failed batch can fail each of its records' acknowledgements.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server address could not be parsed.
+    #[error("invalid server address {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+
+    /// No connection could be made to the server.
+    #[error("could not connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: Arc<tonic::transport::Error>,
+    },
+
+    /// `NOT_FOUND`: unknown topic or partition.
+    #[error("not found: {}", .status.message())]
+    NotFound { status: Status },
+
+    /// `INVALID_ARGUMENT`: a bad name, size, record or request.
+    #[error("invalid argument: {}", .status.message())]
+    InvalidArgument { status: Status },
+
+    /// `OUT_OF_RANGE`: an offset outside `[earliest, latest]`.
+    ///
+    /// `earliest` (log start offset) and `latest` (high watermark) come from
+    /// the trailing metadata; both are `None` when it is missing, which is how
+    /// tonic reports a message over the size limit.
+    #[error("out of range: {}", .status.message())]
+    OutOfRange {
+        earliest: Option<u64>,
+        latest: Option<u64>,
+        status: Status,
+    },
+
+    /// `ALREADY_EXISTS`: a topic with that name exists.
+    #[error("already exists: {}", .status.message())]
+    AlreadyExists { status: Status },
+
+    /// `RESOURCE_EXHAUSTED`: the server pushes back (in-flight limit, too many
+    /// waiting fetches, disk full). Nothing was appended; retry after a pause.
+    #[error("server busy: {}", .status.message())]
+    ResourceExhausted { status: Status },
+
+    /// `UNAVAILABLE`: the server is shutting down, not ready, or the
+    /// connection broke. Retry with backoff.
+    #[error("server unavailable: {}", .status.message())]
+    Unavailable { status: Status },
+
+    /// `DATA_LOSS`: a stored batch failed its checksum on the server.
+    #[error("data loss on the server: {}", .status.message())]
+    DataLoss { status: Status },
+
+    /// `DEADLINE_EXCEEDED`: the call outlived its deadline.
+    #[error("deadline exceeded: {}", .status.message())]
+    DeadlineExceeded { status: Status },
+
+    /// Any other status (`INTERNAL`, `UNIMPLEMENTED`, `CANCELLED`, ...).
+    #[error("{}: {}", .0.code(), .0.message())]
+    Other(Status),
+
+    /// A batch received from the server did not decode (bad checksum or
+    /// malformed record). The server verifies batches before sending them, so
+    /// this points at a transport or version problem.
+    #[error("corrupt batch from partition {partition} at offset {offset}: {reason}")]
+    Corrupt {
+        partition: u32,
+        offset: u64,
+        reason: String,
+    },
+
+    /// Records could not be encoded into a batch (a field over 2 GiB).
+    #[error("cannot encode records: {reason}")]
+    Encode { reason: String },
+
+    /// A partition outside the topic's range was given to the producer or
+    /// the consumer.
+    #[error("topic {topic:?} has no partition {partition} (it has {partitions})")]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    /// A consumer was asked to start at an offset outside a partition's log,
+    /// `[earliest, latest]` (found before subscribing).
+    #[error(
+        "offset {offset} is out of range in partition {partition} of {topic:?}: it holds offsets {earliest} \
+         to {latest} (the next to be written)"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        earliest: u64,
+        latest: u64,
+    },
+
+    /// A checkpoint operation on a consumer built without a consumer name.
+    #[error("this consumer has no name: set one with ConsumerBuilder::name to commit checkpoints")]
+    NoConsumerName,
+
+    /// The producer was closed (or dropped) before the record was sent.
+    #[error("the producer was closed before the record was sent")]
+    ProducerClosed,
+
+    /// The server answered something the API does not allow (a missing
+    /// field, a count that does not add up).
+    #[error("unexpected response from the server: {reason}")]
+    Protocol { reason: String },
+}
+
+impl Error {
+    /// The gRPC status this error was built from, if any.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            Error::NotFound { status }
+            | Error::InvalidArgument { status }
+            | Error::OutOfRange { status, .. }
+            | Error::AlreadyExists { status }
+            | Error::ResourceExhausted { status }
+            | Error::Unavailable { status }
+            | Error::DataLoss { status }
+            | Error::DeadlineExceeded { status }
+            | Error::Other(status) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The gRPC code of [`Error::status`], if any.
+    pub fn code(&self) -> Option<Code> {
+        self.status().map(Status::code)
+    }
+
+    /// True for errors worth retrying after a pause: the server was
+    /// unavailable or pushed back. A retried produce may append its records
+    /// twice if the first attempt reached the server before the failure.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::ResourceExhausted { .. })
+    }
+
+    pub(crate) fn protocol(reason: impl Into<String>) -> Self {
+        Error::Protocol {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Status> for Error {
+    fn from(status: Status) -> Self {
+        match status.code() {
+            Code::NotFound => Error::NotFound { status },
+            Code::InvalidArgument => Error::InvalidArgument { status },
+            Code::OutOfRange => Error::OutOfRange {
+                earliest: metadata_u64(&status, LOG_START_OFFSET_METADATA),
+                latest: metadata_u64(&status, HIGH_WATERMARK_METADATA),
+                status,
+            },
+            Code::AlreadyExists => Error::AlreadyExists { status },
+            Code::ResourceExhausted => Error::ResourceExhausted { status },
+            Code::Unavailable => Error::Unavailable { status },
+            Code::DataLoss => Error::DataLoss { status },
+            Code::DeadlineExceeded => Error::DeadlineExceeded { status },
+            _ => Error::Other(status),
+        }
+    }
+}
+
+fn metadata_u64(status: &Status, key: &str) -> Option<u64> {
+    status.metadata().get(key)?.to_str().ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::metadata::MetadataValue;
+
+    use super::*;
+
+    #[test]
+    fn codes_map_to_variants_and_keep_the_status() {
+        let cases = [
+            (Code::NotFound, "NotFound"),
+            (Code::InvalidArgument, "InvalidArgument"),
+            (Code::AlreadyExists, "AlreadyExists"),
+            (Code::ResourceExhausted, "ResourceExhausted"),
+            (Code::Unavailable, "Unavailable"),
+            (Code::DataLoss, "DataLoss"),
+            (Code::DeadlineExceeded, "DeadlineExceeded"),
+            (Code::Internal, "Other"),
+            (Code::Unimplemented, "Other"),
+        ];
+        for (code, variant) in cases {
+            let error = Error::from(Status::new(code, "topic \"x\" does not exist"));
+            let debug = format!("{error:?}");
+            assert!(debug.starts_with(variant), "{code:?} became {debug}");
+            assert_eq!(error.code(), Some(code));
+            assert_eq!(error.status().unwrap().message(), "topic \"x\" does not exist");
+        }
+    }
+
+    #[test]
+    fn out_of_range_reads_offsets_from_trailing_metadata() {
+        let mut status = Status::out_of_range("offset 3 is below the log start 10");
+        status
+            .metadata_mut()
+            .insert(LOG_START_OFFSET_METADATA, MetadataValue::from_static("10"));
+        status
+            .metadata_mut()
+            .insert(HIGH_WATERMARK_METADATA, MetadataValue::from_static("42"));
+        match Error::from(status) {
+            Error::OutOfRange {
+                earliest,
+                latest,
+                status,
+            } => {
+                assert_eq!((earliest, latest), (Some(10), Some(42)));
+                assert_eq!(status.code(), Code::OutOfRange);
+            }
+            other => panic!("expected OutOfRange, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn out_of_range_without_metadata_is_a_message_size_error() {
+        let mut status = Status::out_of_range("decoded message length too large");
+        status.metadata_mut().insert(
+            HIGH_WATERMARK_METADATA,
+            MetadataValue::from_static("not a number"),
+        );
+        match Error::from(status) {
+            Error::OutOfRange { earliest, latest, .. } => assert_eq!((earliest, latest), (None, None)),
+            other => panic!("expected OutOfRange, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_unavailable_and_backpressure_are_retryable() {
+        assert!(Error::from(Status::unavailable("shutting down")).is_retryable());
+        assert!(Error::from(Status::resource_exhausted("in-flight limit")).is_retryable());
+        assert!(!Error::from(Status::invalid_argument("bad")).is_retryable());
+        assert!(!Error::ProducerClosed.is_retryable());
+    }
+}

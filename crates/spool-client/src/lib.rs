@@ -1,0 +1,69 @@
+//! The Rust client of Spool's log service (`spool.v1.Log`).
+//!
+//! - [`Client`]: a connection (one HTTP/2 channel, cheap to clone) with a
+//!   thin async method per RPC: topics, produce, fetch, subscribe, offsets,
+//!   checkpoints; [`Client::log_client`] gives the generated tonic client.
+//! - [`Producer`]: batches records per partition by size and linger time,
+//!   sends each batch already encoded in the storage format (the server's
+//!   fast path), partitions keys with the server's own function, bounds the
+//!   requests in flight (backpressure reaches the caller), and acknowledges
+//!   each record with its offset. Retries on `UNAVAILABLE` may duplicate
+//!   records: see [`Producer`].
+//! - [`Consumer`]: an async [`Stream`](tokio_stream::Stream) of
+//!   [`ConsumedRecord`]s from one or all partitions, starting at the earliest
+//!   or latest offset, an offset, a timestamp or a named checkpoint, and
+//!   committing checkpoints.
+//! - [`Error`]: gRPC statuses mapped into variants that keep the status.
+//!
+//! Layout: `client.rs` (connection and RPCs), `producer/` (the `Producer`;
+//! `accumulator.rs` holds its batching decisions, free of I/O and clock so
+//! they are unit tested; `delivery.rs` the acknowledgements), `consumer.rs`,
+//! `record.rs` (record types and the batch codec glue over
+//! `spool_log::batch`), `error.rs`.
+//!
+//! What it is not: no server, no TLS, no consumer groups (offsets are the
+//! consumer's, checkpoints optional), no idempotent producer (a retry can
+//! duplicate), and no job API yet (`spool.v1.Jobs` is reachable through
+//! [`proto`]).
+//!
+//! ```no_run
+//! # async fn example() -> spool_client::Result<()> {
+//! use spool_client::{Client, NewTopic, ProducerConfig, Record, StartPosition};
+//! use tokio_stream::StreamExt;
+//!
+//! let client = Client::connect("http://127.0.0.1:7070").await?;
+//! client.create_topic(NewTopic::new("orders", 3)).await?;
+//!
+//! let producer = client.producer("orders", ProducerConfig::default()).await?;
+//! let ack = producer.send(Record::new("created").with_key("order-7")).await?;
+//! println!("stored at partition {} offset {}", ack.partition, ack.offset);
+//!
+//! let mut consumer = client.consumer("orders").start(StartPosition::Earliest).follow(false).build().await?;
+//! while let Some(record) = consumer.next().await {
+//!     let record = record?;
+//!     println!("{}:{} {:?}", record.partition, record.offset, record.value);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(unsafe_code)]
+
+mod client;
+mod consumer;
+mod error;
+mod producer;
+mod record;
+
+pub use client::{
+    Checkpoint, Client, ClientOptions, Durability, MESSAGE_BYTES_MAX_DEFAULT, NewTopic, OffsetSpec,
+    TopicDescription,
+};
+pub use consumer::{CheckpointFallback, Consumer, ConsumerBuilder, StartPosition};
+pub use error::{Error, HIGH_WATERMARK_METADATA, LOG_START_OFFSET_METADATA, Result};
+pub use producer::{BatchAck, DeliveryFuture, Producer, ProducerConfig, RecordAck, Target};
+pub use record::{ConsumedRecord, Header, Record, decode_batches, encode_batch};
+/// The generated protobuf types and tonic clients (`spool_proto::v1`).
+pub use spool_proto::v1 as proto;
+/// gRPC status types that appear in [`Error`].
+pub use tonic::{Code, Status};
