@@ -354,9 +354,15 @@ async fn kill_9_under_load_keeps_every_acknowledged_enqueue_and_completion() {
         page_token = page.next_page_token;
     }
     for id in &enqueued {
-        let state = states.get(id).unwrap_or_else(|| panic!("acknowledged job {id} lost"));
+        let state = states
+            .get(id)
+            .unwrap_or_else(|| panic!("acknowledged job {id} lost"));
         if completed.contains(id) {
-            assert_eq!(*state, v1::JobState::Succeeded as i32, "acknowledged completion of {id} lost");
+            assert_eq!(
+                *state,
+                v1::JobState::Succeeded as i32,
+                "acknowledged completion of {id} lost"
+            );
         }
     }
     // Nothing completed runs again: drain the queue and check.

@@ -388,7 +388,10 @@ async fn checkpoints_survive_a_restart() {
     };
     for partition in 0..2 {
         let records = (0..10).map(|i| record(None, &format!("v{i}"))).collect();
-        client.produce(produce_request("t", Some(partition), records, false)).await.unwrap();
+        client
+            .produce(produce_request("t", Some(partition), records, false))
+            .await
+            .unwrap();
     }
     client.commit_checkpoint(commit(0, 5)).await.unwrap();
     client.commit_checkpoint(commit(1, 7)).await.unwrap();

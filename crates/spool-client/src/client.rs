@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use spool_proto::v1::{self, log_client::LogClient};
+use spool_proto::v1::{self, jobs_client::JobsClient, log_client::LogClient};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Streaming};
 
@@ -149,6 +149,7 @@ pub struct Checkpoint {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: LogClient<Channel>,
+    jobs: JobsClient<Channel>,
     url: String,
     request_timeout: Option<Duration>,
 }
@@ -197,11 +198,15 @@ impl Client {
 
     /// Wraps an existing tonic channel.
     pub fn from_channel(channel: Channel, url: impl Into<String>, options: &ClientOptions) -> Self {
+        let jobs = JobsClient::new(channel.clone())
+            .max_decoding_message_size(options.message_bytes_max)
+            .max_encoding_message_size(options.message_bytes_max);
         let inner = LogClient::new(channel)
             .max_decoding_message_size(options.message_bytes_max)
             .max_encoding_message_size(options.message_bytes_max);
         Client {
             inner,
+            jobs,
             url: url.into(),
             request_timeout: options.request_timeout,
         }
@@ -215,6 +220,12 @@ impl Client {
     /// The generated tonic client, for calls this type does not wrap.
     pub fn log_client(&self) -> LogClient<Channel> {
         self.inner.clone()
+    }
+
+    /// The generated tonic client of the `spool.v1.Jobs` service, on the
+    /// same connection.
+    pub fn jobs_client(&self) -> JobsClient<Channel> {
+        self.jobs.clone()
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
