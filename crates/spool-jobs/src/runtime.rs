@@ -10,13 +10,14 @@
 //! after it. Snapshots are taken after enough events, and at a clean stop.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use spool_log::{Durability, Partition, Record, Store, TopicConfig};
+use spool_log::{Durability, Partition, Record, Store};
 use tokio::sync::oneshot;
 
 use crate::config::JobsConfig;
@@ -119,20 +120,7 @@ impl JobsRuntime {
     /// the events after it and starts the thread.
     pub fn start(store: &Store, config: RuntimeConfig) -> spool_log::Result<(JobsRuntime, Startup)> {
         let started = Instant::now();
-        let topic = match store.topic(TOPIC) {
-            Ok(topic) => topic,
-            Err(spool_log::Error::UnknownTopic { .. }) => store.create_topic(
-                TOPIC,
-                TopicConfig {
-                    partitions: 1,
-                    retention_ms: None,
-                    retention_bytes: None,
-                    ..store.config().topic_defaults.clone()
-                },
-            )?,
-            Err(other) => return Err(other),
-        };
-        let partition = topic.partition(0)?.clone();
+        let partition = store.internal_partition(TOPIC)?;
         let seed = (config.clock)() as u64 ^ u64::from(std::process::id()).rotate_left(32);
         let (mut core, snapshot_offset) = match snapshot::load(&config.snapshot_dir, &config.jobs, seed) {
             Some((core, offset)) if offset <= partition.high_watermark() => (core, Some(offset)),
@@ -221,7 +209,7 @@ impl JobsRuntime {
     /// Blocking: reads the log.
     pub fn history(&self, id: JobId, from: u64, limit: usize) -> spool_log::Result<HistoryPage> {
         let partition = &self.partition;
-        let mut offset = if from > 0 {
+        let offset = if from > 0 {
             from
         } else {
             // The enqueue's record carries the enqueue time, which the id
@@ -231,34 +219,31 @@ impl JobsRuntime {
                 .offset_for_timestamp(id_time_ms(id).saturating_sub(1_000))?
                 .unwrap_or(partition.high_watermark())
         };
-        offset = offset.max(partition.log_start_offset());
         let key = id.to_be_bytes();
         let mut events = Vec::new();
-        while offset < partition.high_watermark() {
-            let read = partition.read(offset, 1 << 20)?;
-            for batch in &read.batches {
-                for record in batch.records() {
-                    let record = record?;
-                    if record.offset < offset || record.key != Some(&key[..]) {
-                        continue;
-                    }
-                    let Some(value) = record.value else { continue };
-                    let Some(event) = Event::decode(batch.slice_ref(value)) else {
-                        continue;
-                    };
-                    let terminal = event.is_terminal();
-                    events.push((record.offset, event));
-                    if terminal {
-                        return Ok((events, None));
-                    }
-                    if events.len() >= limit {
-                        return Ok((events, Some(record.offset + 1)));
-                    }
-                }
+        let mut more = None;
+        partition.scan(offset, |batch, record| {
+            if record.key != Some(&key[..]) {
+                return ControlFlow::Continue(());
             }
-            offset = read.next_offset;
-        }
-        Ok((events, None))
+            let Some(event) = record
+                .value
+                .and_then(|value| Event::decode(batch.slice_ref(value)))
+            else {
+                return ControlFlow::Continue(());
+            };
+            let terminal = event.is_terminal();
+            events.push((record.offset, event));
+            if terminal {
+                return ControlFlow::Break(());
+            }
+            if events.len() >= limit {
+                more = Some(record.offset + 1);
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok((events, more))
     }
 
     /// Stops the thread after a last snapshot. Requests after this fail.
@@ -281,28 +266,20 @@ impl Drop for JobsRuntime {
 
 /// Applies every event from `from` to the end of the log.
 fn replay(partition: &Partition, core: &mut JobsCore, from: u64) -> spool_log::Result<u64> {
-    let mut offset = from;
     let mut count = 0;
-    while offset < partition.high_watermark() {
-        let read = partition.read(offset, 4 << 20)?;
-        for batch in &read.batches {
-            for record in batch.records() {
-                let record = record?;
-                if record.offset < offset {
-                    continue;
-                }
-                let Some(value) = record.value else { continue };
-                match Event::decode(batch.slice_ref(value)) {
-                    Some(event) => {
-                        core.apply(&event);
-                        count += 1;
-                    }
-                    None => tracing::warn!(offset = record.offset, "skipping an undecodable job event"),
-                }
+    partition.scan(from, |batch, record| {
+        match record
+            .value
+            .and_then(|value| Event::decode(batch.slice_ref(value)))
+        {
+            Some(event) => {
+                core.apply(&event);
+                count += 1;
             }
+            None => tracing::warn!(offset = record.offset, "skipping an undecodable job event"),
         }
-        offset = read.next_offset;
-    }
+        ControlFlow::Continue(())
+    })?;
     Ok(count)
 }
 

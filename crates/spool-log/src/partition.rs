@@ -435,6 +435,42 @@ impl Partition {
         })
     }
 
+    /// Calls `visit` with every record from `from` up to the high watermark
+    /// seen when the scan starts, in offset order, until it returns
+    /// `Break`. Returns the offset after the last record visited. For
+    /// replaying a log into state at start-up and for history lookups.
+    pub fn scan(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(&Batch, &crate::batch::RecordView<'_>) -> std::ops::ControlFlow<()>,
+    ) -> Result<u64> {
+        let end = self.high_watermark();
+        let mut offset = from.max(self.log_start_offset());
+        while offset < end {
+            let read = self.read(offset, 4 << 20)?;
+            for batch in &read.batches {
+                for record in batch.records() {
+                    let record = record?;
+                    if record.offset < offset {
+                        continue;
+                    }
+                    if record.offset >= end {
+                        return Ok(end);
+                    }
+                    let next = record.offset + 1;
+                    if visit(batch, &record).is_break() {
+                        return Ok(next);
+                    }
+                }
+            }
+            if read.next_offset <= offset {
+                break;
+            }
+            offset = read.next_offset;
+        }
+        Ok(offset.min(end))
+    }
+
     /// The first offset whose record timestamp is at least `timestamp_ms`,
     /// or `None` if every record is older.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {

@@ -212,6 +212,27 @@ impl Store {
         Ok(topic)
     }
 
+    /// The single partition of an internal topic the server keeps for
+    /// itself (`__checkpoints`, `__jobs`), created on first use with no
+    /// retention: its records are the server's state.
+    pub fn internal_partition(&self, name: &str) -> Result<Partition> {
+        debug_assert!(crate::names::is_internal_topic(name));
+        let topic = match self.topic(name) {
+            Ok(topic) => topic,
+            Err(Error::UnknownTopic { .. }) => self.create_topic(
+                name,
+                TopicConfig {
+                    partitions: 1,
+                    retention_ms: None,
+                    retention_bytes: None,
+                    ..self.config().topic_defaults.clone()
+                },
+            )?,
+            Err(other) => return Err(other),
+        };
+        topic.partition(0).cloned()
+    }
+
     /// Deletes a topic and its data. Readers that still hold batches keep
     /// them valid; appends through old partition handles fail with `Closed`.
     pub fn delete_topic(&self, name: &str) -> Result<()> {

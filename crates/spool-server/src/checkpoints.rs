@@ -8,9 +8,10 @@
 //! convenience: nothing in the server requires a consumer to use them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Mutex;
 
-use spool_log::{Durability, Partition, Record, Store, TopicConfig};
+use spool_log::{Durability, Partition, Record, Store};
 
 pub const TOPIC: &str = "__checkpoints";
 const ENTRY_BYTES: usize = 20;
@@ -37,59 +38,35 @@ fn encode_key(consumer: &str, topic: &str) -> Vec<u8> {
 impl Checkpoints {
     /// Opens the internal topic (creating it on first start) and replays it.
     pub fn open(store: &Store) -> spool_log::Result<Checkpoints> {
-        let topic = match store.topic(TOPIC) {
-            Ok(topic) => topic,
-            Err(spool_log::Error::UnknownTopic { .. }) => store.create_topic(
-                TOPIC,
-                TopicConfig {
-                    partitions: 1,
-                    retention_ms: None,
-                    retention_bytes: None,
-                    ..store.config().topic_defaults.clone()
-                },
-            )?,
-            Err(other) => return Err(other),
-        };
-        let partition = topic.partition(0)?.clone();
+        let partition = store.internal_partition(TOPIC)?;
         let mut positions: HashMap<Key, BTreeMap<u32, Position>> = HashMap::new();
-        let mut offset = partition.log_start_offset();
         let mut replayed = 0u64;
-        while offset < partition.high_watermark() {
-            let read = partition.read(offset, 4 << 20)?;
-            for batch in &read.batches {
-                for record in batch.records() {
-                    let record = record?;
-                    if record.offset < offset {
-                        continue;
-                    }
-                    replayed += 1;
-                    let (Some(key), Some(value)) = (record.key, record.value) else {
-                        continue;
-                    };
-                    let Some((consumer, topic)) =
-                        std::str::from_utf8(key).ok().and_then(|k| k.split_once('\n'))
-                    else {
-                        continue;
-                    };
-                    let entry = positions
-                        .entry((consumer.to_owned(), topic.to_owned()))
-                        .or_default();
-                    for raw in value.chunks_exact(ENTRY_BYTES) {
-                        let partition = u32::from_le_bytes(raw[..4].try_into().expect("4 bytes"));
-                        let offset = u64::from_le_bytes(raw[4..12].try_into().expect("8 bytes"));
-                        let commit_time_ms = i64::from_le_bytes(raw[12..20].try_into().expect("8 bytes"));
-                        entry.insert(
-                            partition,
-                            Position {
-                                offset,
-                                commit_time_ms,
-                            },
-                        );
-                    }
-                }
+        partition.scan(0, |_, record| {
+            replayed += 1;
+            let (Some(key), Some(value)) = (record.key, record.value) else {
+                return ControlFlow::Continue(());
+            };
+            let Some((consumer, topic)) = std::str::from_utf8(key).ok().and_then(|k| k.split_once('\n'))
+            else {
+                return ControlFlow::Continue(());
+            };
+            let entry = positions
+                .entry((consumer.to_owned(), topic.to_owned()))
+                .or_default();
+            for raw in value.chunks_exact(ENTRY_BYTES) {
+                let partition = u32::from_le_bytes(raw[..4].try_into().expect("4 bytes"));
+                let offset = u64::from_le_bytes(raw[4..12].try_into().expect("8 bytes"));
+                let commit_time_ms = i64::from_le_bytes(raw[12..20].try_into().expect("8 bytes"));
+                entry.insert(
+                    partition,
+                    Position {
+                        offset,
+                        commit_time_ms,
+                    },
+                );
             }
-            offset = read.next_offset;
-        }
+            ControlFlow::Continue(())
+        })?;
         tracing::info!(
             records = replayed,
             consumers = positions.len(),
