@@ -78,16 +78,17 @@ impl Checkpoints {
         })
     }
 
-    /// Stores positions durably (or not), then makes them visible. Blocks
-    /// for the append; call it off the async runtime.
+    /// Appends the positions and makes them visible; returns the offset
+    /// after the record, which the caller waits on for durability (so that
+    /// commits are group-committed instead of each holding the lock through
+    /// an fsync). Blocks for the append; call it off the async runtime.
     pub fn commit(
         &self,
         consumer: &str,
         topic: &str,
         entries: &[(u32, u64)],
         now_ms: i64,
-        durability: Durability,
-    ) -> spool_log::Result<Durability> {
+    ) -> spool_log::Result<u64> {
         let key = encode_key(consumer, topic);
         let mut value = Vec::with_capacity(entries.len() * ENTRY_BYTES);
         for &(partition, offset) in entries {
@@ -104,7 +105,7 @@ impl Checkpoints {
         // The lock spans the append so that the log order of commits and
         // the in-memory order agree.
         let mut positions = self.positions.lock().expect("checkpoints lock");
-        let outcome = self.partition.append(&[record], durability)?;
+        let outcome = self.partition.append(&[record], Durability::None)?;
         let entry = positions
             .entry((consumer.to_owned(), topic.to_owned()))
             .or_default();
@@ -117,7 +118,12 @@ impl Checkpoints {
                 },
             );
         }
-        Ok(outcome.durability)
+        Ok(outcome.last_offset + 1)
+    }
+
+    /// The internal partition the checkpoints are stored in.
+    pub fn partition(&self) -> &Partition {
+        &self.partition
     }
 
     /// Positions of `consumer` in `topic`, by partition.
@@ -142,14 +148,10 @@ mod tests {
             let (store, _) = Store::open(dir.path(), spool_log::StoreConfig::default()).unwrap();
             let checkpoints = Checkpoints::open(&store).unwrap();
             checkpoints
-                .commit("c1", "orders", &[(0, 10), (1, 20)], 5, Durability::Fsync)
+                .commit("c1", "orders", &[(0, 10), (1, 20)], 5)
                 .unwrap();
-            checkpoints
-                .commit("c1", "orders", &[(1, 25)], 6, Durability::Fsync)
-                .unwrap();
-            checkpoints
-                .commit("c2", "orders", &[(0, 1)], 7, Durability::None)
-                .unwrap();
+            checkpoints.commit("c1", "orders", &[(1, 25)], 6).unwrap();
+            checkpoints.commit("c2", "orders", &[(0, 1)], 7).unwrap();
             store.close().unwrap();
         }
         let (store, _) = Store::open(dir.path(), spool_log::StoreConfig::default()).unwrap();

@@ -581,14 +581,23 @@ impl Log for LogService {
         let durability =
             convert::durability_from_proto(request.durability, self.state.config.default_durability)?;
         let state = Arc::clone(&self.state);
-        let achieved = tokio::task::spawn_blocking(move || {
+        let end = tokio::task::spawn_blocking(move || {
             state
                 .checkpoints
-                .commit(&request.consumer, &request.topic, &entries, now_ms(), durability)
+                .commit(&request.consumer, &request.topic, &entries, now_ms())
         })
         .await
         .map_err(join_error)?
         .map_err(status)?;
+        if durability == Durability::Fsync {
+            self.state
+                .checkpoints
+                .partition()
+                .wait_durable(end)
+                .await
+                .map_err(status)?;
+        }
+        let achieved = durability;
         Ok(Response::new(v1::CommitCheckpointResponse {
             durability: convert::durability_to_proto(achieved),
         }))
