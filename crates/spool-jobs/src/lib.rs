@@ -6,7 +6,8 @@
 //! lives only in memory and its whole history can be read back.
 //!
 //! Layout: [`core`] is the pure state machine (requests and the time in,
-//! events and replies out); [`event`] and [`codec`] encode events;
+//! events and replies out), with its requests and replies in `request` and
+//! its ordering sets and counters in `indexes`; [`event`] and [`codec`] encode events;
 //! [`job`] and [`config`] hold the data and its limits; [`runtime`] runs
 //! the state machine on a thread, appends its events with group-committed
 //! fsync, arms its timers and takes snapshots; [`snapshot`] encodes the
@@ -21,7 +22,9 @@ pub mod codec;
 pub mod config;
 pub mod core;
 pub mod event;
+mod indexes;
 pub mod job;
+mod request;
 pub mod runtime;
 pub mod snapshot;
 

@@ -1,0 +1,111 @@
+//! The sets that order jobs by what happens to them next, and per-queue
+//! counters.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::job::{Job, JobId, JobState};
+
+/// Per-second counters over the last minute, for rates.
+#[derive(Debug, Clone)]
+pub(crate) struct Rates {
+    buckets: [(i64, [u32; 3]); 60],
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Rates {
+            buckets: [(i64::MIN, [0; 3]); 60],
+        }
+    }
+}
+
+pub(crate) const RATE_ENQUEUED: usize = 0;
+pub(crate) const RATE_COMPLETED: usize = 1;
+pub(crate) const RATE_FAILED: usize = 2;
+pub const RATE_WINDOW_MS: u64 = 60_000;
+
+impl Rates {
+    pub(crate) fn add(&mut self, at_ms: i64, which: usize) {
+        let second = at_ms.div_euclid(1000);
+        let bucket = &mut self.buckets[second.rem_euclid(60) as usize];
+        if bucket.0 != second {
+            *bucket = (second, [0; 3]);
+        }
+        bucket.1[which] += 1;
+    }
+
+    pub(crate) fn per_second(&self, now_ms: i64, which: usize) -> f64 {
+        let now = now_ms.div_euclid(1000);
+        let total: u64 = self
+            .buckets
+            .iter()
+            .filter(|(second, _)| *second > now - 60 && *second <= now)
+            .map(|(_, counts)| u64::from(counts[which]))
+            .sum();
+        total as f64 / 60.0
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct QueueState {
+    pub(crate) ready: BTreeSet<(Reverse<i32>, JobId)>,
+    pub(crate) counts: [u64; 6],
+    pub(crate) rates: Rates,
+}
+
+/// The sets that order jobs by what happens to them next.
+#[derive(Debug, Default)]
+pub(crate) struct Indexes {
+    pub(crate) queues: HashMap<Arc<str>, QueueState>,
+    pub(crate) scheduled: BTreeSet<(i64, JobId)>,
+    pub(crate) leases: BTreeSet<(i64, JobId)>,
+    pub(crate) finished: BTreeSet<(i64, JobId)>,
+}
+
+impl Indexes {
+    pub(crate) fn queue(&mut self, name: &Arc<str>) -> &mut QueueState {
+        self.queues.entry(Arc::clone(name)).or_default()
+    }
+
+    pub(crate) fn insert(&mut self, job: &Job) {
+        let queue = self.queue(&job.queue);
+        queue.counts[job.state.index()] += 1;
+        match job.state {
+            JobState::Available => {
+                queue.ready.insert((Reverse(job.priority), job.id));
+            }
+            JobState::Scheduled => {
+                self.scheduled.insert((job.run_at_ms, job.id));
+            }
+            JobState::Running => {
+                let until = job.lease.as_ref().map_or(i64::MIN, |l| l.until_ms);
+                self.leases.insert((until, job.id));
+            }
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled => {
+                self.finished.insert((job.finished_ms.unwrap_or(0), job.id));
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, job: &Job) {
+        let queue = self.queue(&job.queue);
+        queue.counts[job.state.index()] -= 1;
+        match job.state {
+            JobState::Available => {
+                queue.ready.remove(&(Reverse(job.priority), job.id));
+            }
+            JobState::Scheduled => {
+                self.scheduled.remove(&(job.run_at_ms, job.id));
+            }
+            JobState::Running => {
+                let until = job.lease.as_ref().map_or(i64::MIN, |l| l.until_ms);
+                self.leases.remove(&(until, job.id));
+            }
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled => {
+                self.finished.remove(&(job.finished_ms.unwrap_or(0), job.id));
+            }
+        }
+    }
+}

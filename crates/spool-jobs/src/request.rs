@@ -1,0 +1,147 @@
+//! What the job state machine is asked and what it answers.
+
+use bytes::Bytes;
+
+use crate::event::Event;
+use crate::job::{Job, JobId, JobSpec, JobState};
+
+/// Identifies a request so its reply can be matched up later (a parked
+/// claim is answered by a later step).
+pub type RequestId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimSpec {
+    pub queues: Vec<String>,
+    pub max_jobs: u32,
+    /// 0 takes the default lease.
+    pub lease_ms: u64,
+    /// How long to wait when no job is available (long poll).
+    pub wait_ms: u64,
+    pub worker: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadFilter {
+    pub queue: String,
+    pub error_contains: String,
+    pub dead_since_ms: Option<i64>,
+    pub dead_before_ms: Option<i64>,
+    /// 0 means 1,000.
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Job(JobId),
+    Filter(DeadFilter),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Enqueue(Vec<JobSpec>),
+    Claim(ClaimSpec),
+    Heartbeat {
+        id: JobId,
+        token: u64,
+        extend_ms: u64,
+        progress: Option<String>,
+    },
+    Complete {
+        id: JobId,
+        token: u64,
+        result: Bytes,
+    },
+    Fail {
+        id: JobId,
+        token: u64,
+        error: String,
+        retryable: bool,
+        retry_delay_ms: Option<u64>,
+    },
+    /// Give a claimed job back unrun (worker shutdown).
+    Release {
+        id: JobId,
+        token: u64,
+    },
+    Cancel {
+        id: JobId,
+    },
+    RetryDead(Target),
+    PurgeDead(Target),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnqueueResult {
+    pub id: JobId,
+    pub deduplicated: bool,
+    /// `None` when a deduplicated job has already left memory.
+    pub state: Option<JobState>,
+}
+
+/// A job handed to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub job: Job,
+    pub token: u64,
+    pub lease_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Enqueued(Vec<EnqueueResult>),
+    Claimed(Vec<ClaimedJob>),
+    Heartbeat {
+        cancel_requested: bool,
+        lease_ms: u64,
+    },
+    Completed,
+    Failed {
+        state: JobState,
+        retry_delay_ms: Option<u64>,
+    },
+    Released,
+    Cancel {
+        state: JobState,
+        cancel_requested: bool,
+    },
+    Count(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    #[error(
+        "job {id} does not exist (or has left memory after its retention time; its history is still in the log)"
+    )]
+    UnknownJob { id: JobId },
+    #[error(
+        "job {id} is not held under this lease (it is {state}; the lease may have expired and the job gone to another worker)",
+        state = state.name()
+    )]
+    StaleLease { id: JobId, state: JobState },
+    #[error("job {id} is {state}, not dead", state = state.name())]
+    NotDead { id: JobId, state: JobState },
+    #[error("job {id} already finished: it is {state}", state = state.name())]
+    Finished { id: JobId, state: JobState },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{limit} reached ({max})")]
+    LimitExceeded { limit: &'static str, max: u64 },
+    #[error("the job service is unavailable: {reason}")]
+    Unavailable { reason: String },
+}
+
+pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> JobError {
+    JobError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// What a step decided.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// To append to the log, in order, before any reply is sent.
+    pub events: Vec<Event>,
+    pub replies: Vec<(RequestId, Result<Reply, JobError>)>,
+}
