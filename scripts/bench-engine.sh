@@ -7,6 +7,8 @@
 #   2. dd: sequential write with one fdatasync at the end (1 GiB), 4 KiB
 #      writes each followed by a sync (oflag=dsync), and a memory copy
 #      to /dev/null (20,000 MiB);
+#      (1 and 2 come from scripts/lib/machine.sh, shared with bench-e2e.sh
+#      and bench-jobs.sh);
 #   3. cargo bench --bench engine, with any arguments passed on to
 #      criterion (e.g. a filter: scripts/bench-engine.sh append);
 #
@@ -31,55 +33,19 @@ trap 'rm -rf "$scratch"' EXIT
 export SPOOL_SCRATCH_DIR="$scratch"
 touch "$scratch/start-stamp"
 
-section() { printf '\n== %s\n' "$*"; }
+# shellcheck source=scripts/lib/machine.sh
+source scripts/lib/machine.sh
+section() { bench_section "$@"; }
 
 section "machine"
-echo "date:        $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-echo "cores:       $(nproc)"
-echo "cpu:         $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "memory:      $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
-echo "kernel:      $(uname -srm)"
-echo "scratch:     $scratch"
-echo "file system: $(findmnt -n -o FSTYPE,SOURCE,OPTIONS -T "$scratch" 2>/dev/null || df -T "$scratch" | tail -1)"
-echo "free space:  $(df -h --output=avail "$scratch" | tail -1 | tr -d ' ')"
-echo "target dir:  $target_dir ($(findmnt -n -o FSTYPE,SOURCE -T "$target_dir" 2>/dev/null || echo unknown))"
-echo "dirty pages: vm.dirty_background_ratio=$(cat /proc/sys/vm/dirty_background_ratio)" \
-  "vm.dirty_ratio=$(cat /proc/sys/vm/dirty_ratio)"
-echo "rustc:       $(rustc --version)"
-echo "commit:      $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(
-  [ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (with uncommitted changes)')"
-echo "load:        $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
-
-# dd prints its summary last on stderr: "N bytes (...) copied, S s, R MB/s".
-dd_summary() { "$@" 2>&1 | tail -1; }
-seconds_of() { sed -E 's/.* copied, ([0-9.e+-]+) s, .*/\1/' <<<"$1"; }
-
-section "dd: 1 GiB sequential write, one fdatasync at the end"
-echo "\$ dd if=/dev/zero of=\$SCRATCH/dd.bin bs=1M count=1024 conv=fdatasync"
-line="$(dd_summary dd if=/dev/zero of="$scratch/dd.bin" bs=1M count=1024 conv=fdatasync)"
-rm -f "$scratch/dd.bin"
-echo "$line"
-awk -v s="$(seconds_of "$line")" 'BEGIN {printf "=> %.1f MB/s (%.1f MiB/s)\n", 1073741824 / s / 1e6, 1024 / s}'
-
-section "dd: 2000 writes of 4 KiB, each synced (oflag=dsync)"
-echo "\$ dd if=/dev/zero of=\$SCRATCH/dd-dsync.bin bs=4k count=2000 oflag=dsync"
-line="$(dd_summary dd if=/dev/zero of="$scratch/dd-dsync.bin" bs=4k count=2000 oflag=dsync)"
-rm -f "$scratch/dd-dsync.bin"
-echo "$line"
-awk -v s="$(seconds_of "$line")" \
-  'BEGIN {printf "=> %.0f synced writes/s, %.3f ms per write\n", 2000 / s, s / 2000 * 1000}'
-
-section "dd: memory copy, 20,000 MiB to /dev/null"
-echo "\$ dd if=/dev/zero of=/dev/null bs=1M count=20000"
-line="$(dd_summary dd if=/dev/zero of=/dev/null bs=1M count=20000)"
-echo "$line"
-awk -v s="$(seconds_of "$line")" 'BEGIN {printf "=> %.1f GB/s\n", 20000 * 1048576 / s / 1e9}'
+bench_machine "$scratch" "$target_dir"
+bench_dd "$scratch" 1024 2000 20000
 
 section "cargo bench --bench engine -- $*"
 cargo bench --bench engine -- "$@"
 
 section "done"
-echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
+echo "load:     $(bench_load)"
 echo "criterion results: $target_dir/criterion/<group>/<benchmark>/new/estimates.json"
 echo "  (and report/index.html when criterion's HTML reports are enabled)"
 find "$target_dir/criterion" -path '*/new/estimates.json' -newer "$scratch/start-stamp" 2>/dev/null |

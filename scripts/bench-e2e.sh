@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# End-to-end benchmarks of spoold and the spool CLI against the targets of
+# issue 3, with Redis Streams measured the same way in the same run, so
+# that every ratio comes from one run on one machine:
+#
+#   1. the machine and dd (scripts/lib/machine.sh, as in bench-engine.sh);
+#   2. cargo build --release -p spool-server -p spool-cli;
+#   3. spoold on a fresh data directory on 127.0.0.1 (port 0), client and
+#      server on the same cores, 100-byte records, loopback:
+#      a. one producer, batching, NONE durability:
+#           spool bench produce --duration 10s --json
+#      b. one consumer reading a backlog (preloaded first, not timed):
+#           spool bench consume --count 10000000 --json
+#      c. end-to-end latency at a steady 10,000 records/s:
+#           spool bench latency --rate 10000 --duration 30s --json
+#      d. 16 producers with FSYNC vs the same with NONE, on 16 partitions
+#         (as in the CLI's example) and on 1 partition (all 16 producers
+#         sharing one partition's group commit):
+#           spool bench produce --producers 16 --partitions P --durability D --duration 10s --json
+#      e. server memory, VmRSS and RssAnon from /proc/<pid>/status every
+#         100 ms, maximum over: the idle server; a producer flood
+#         (16 producers, 16 partitions, 1 MiB batches); a subscriber that
+#         stops reading (`spool consume --from earliest --follow` into a
+#         pipe nobody reads) while the same flood runs; and every phase
+#         above. VmRSS counts the pages of mapped segment files that are
+#         resident (page cache the kernel can drop), so RssAnon, the
+#         server's own heap and stacks, is reported separately;
+#   4. Redis (apt's redis-server) on 127.0.0.1 with appendonly yes and
+#      appendfsync everysec, in a fresh directory:
+#      a. XADD pipelined 1000 at a time, one connection, 100-byte values:
+#           redis-benchmark -c 1 -P 1000 -n 3000000 --csv XADD bench '*' f <100 bytes>
+#         (checked afterwards with XLEN and INFO commandstats);
+#      b. XREADGROUP COUNT 1000 + XACK of that backlog (scripts/lib/redis_bench.py consume);
+#      c. end-to-end latency at 10,000 records/s (scripts/lib/redis_bench.py latency);
+#   5. a summary table with every Spool/Redis ratio, also written as JSON
+#      lines (each figure with the command line that produced it) to
+#      target/bench-e2e/<timestamp>.jsonl; the whole output goes to
+#      target/bench-e2e/<timestamp>.log and the servers' logs to
+#      target/bench-e2e/<timestamp>-logs/.
+#
+#   scripts/bench-e2e.sh [--quick] [--no-build]
+#
+# --quick shortens every phase to 2-3 s (a smoke test; its figures mean
+# little). --no-build uses the release binaries already in target/.
+# Installs what it lacks (jq, redis-server and redis-tools with apt; the
+# redis and hiredis Python packages with pip into target/bench-venv).
+# Scratch data goes to a fresh directory under SPOOL_SCRATCH_DIR, else
+# TMPDIR, else /tmp, removed at the end: a full run needs up to about
+# 8 GiB there (each bench deletes its topic, but the memory phase keeps its
+# flood topic until spoold stops) and takes about 5 minutes after the build.
+set -euo pipefail
+export LC_ALL=C
+
+quick=0
+build=1
+for arg in "$@"; do
+  case "$arg" in
+  --quick) quick=1 ;;
+  --no-build) build=0 ;;
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+    ;;
+  *)
+    echo "usage: scripts/bench-e2e.sh [--quick] [--no-build]" >&2
+    exit 2
+    ;;
+  esac
+done
+
+cd "$(dirname "$0")/.."
+target_dir="${CARGO_TARGET_DIR:-target}"
+out_dir="$target_dir/bench-e2e"
+stamp="$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$out_dir"
+LOG_DIR="$PWD/$out_dir/$stamp-logs"
+mkdir -p "$LOG_DIR"
+log="$out_dir/$stamp.log"
+jsonl="$out_dir/$stamp.jsonl"
+exec > >(tee "$log") 2>&1
+
+# shellcheck source=scripts/lib/machine.sh
+source scripts/lib/machine.sh
+# shellcheck source=scripts/lib/procs.sh
+source scripts/lib/procs.sh
+# shellcheck source=scripts/lib/report.sh
+source scripts/lib/report.sh
+# shellcheck source=scripts/lib/spool.sh
+source scripts/lib/spool.sh
+
+scratch_parent="${SPOOL_SCRATCH_DIR:-${TMPDIR:-/tmp}}"
+scratch="$(mktemp -d "$scratch_parent/spool-bench-e2e.XXXXXX")"
+cleanup() {
+  stop_tracked
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$quick" = 1 ]; then
+  produce_s=2 consume_count=1000000 latency_s=3 fsync_s=2 memory_s=2
+  redis_xadd_count=300000 dd_args=(64 200 2000)
+else
+  produce_s=10 consume_count=10000000 latency_s=30 fsync_s=10 memory_s=10
+  redis_xadd_count=3000000 dd_args=(1024 2000 20000)
+fi
+rate=10000
+record_bytes=100
+mib=1024 # kB per MiB, for /proc figures
+
+bench_section "machine"
+bench_machine "$scratch" "$target_dir"
+echo "mode:        $([ "$quick" = 1 ] && echo 'quick (smoke test: figures mean little)' || echo full)"
+bench_dd "$scratch" "${dd_args[@]}"
+
+bench_section "tools"
+ensure_apt jq jq
+ensure_apt redis-server redis-server redis-tools
+ensure_apt redis-benchmark redis-tools
+ensure_venv "$target_dir/bench-venv" redis=redis hiredis=hiredis
+echo "redis-server: $(redis-server --version)"
+echo "python:       $("$PYTHON" --version), redis-py $("$PYTHON" -c 'import redis; print(redis.__version__)')," \
+  "hiredis $("$PYTHON" -c 'import hiredis; print(hiredis.__version__)')"
+report_init "$jsonl" e2e
+report_machine
+
+bench_section "build"
+spool_build "$build" spool-server spool-cli
+SPOOLD="$target_dir/release/spoold"
+SPOOL="$target_dir/release/spool"
+for binary in "$SPOOLD" "$SPOOL"; do
+  [ -x "$binary" ] || { echo "error: $binary is missing (build it, or run without --no-build)" >&2; exit 1; }
+done
+
+# ---------------------------------------------------------------------------
+bench_section "spoold"
+spoold_start e2e "$scratch/spool-data"
+memory_file="$LOG_DIR/spoold-memory.txt"
+mem_sampler_start "$SPOOLD_PID" "$memory_file"
+spool_start_us="$(now_us)"
+sleep 0.5
+
+# report_memory PHASE FROM_US TO_US [TARGET]: the maximum VmRSS and RssAnon
+# sampled in the window.
+report_memory() {
+  local phase="$1" from="$2" to="$3" rss anon samples note
+  read -r rss anon samples < <(mem_window "$memory_file" "$from" "$to")
+  if [ "$samples" = 0 ]; then
+    report_skip "spool.memory.$phase" "no memory sample in the window"
+    return 0
+  fi
+  note="max of $samples samples every 100 ms of /proc/$SPOOLD_PID/status"
+  report "spool.memory.$phase.rss_anon_mib" "$(awk -v k="$anon" -v m="$mib" 'BEGIN {printf "%.1f", k / m}')" MiB \
+    "< 256" "sample /proc/<spoold>/status RssAnon during: $phase" "$note; RssAnon: the server's own memory"
+  report "spool.memory.$phase.vm_rss_mib" "$(awk -v k="$rss" -v m="$mib" 'BEGIN {printf "%.1f", k / m}')" MiB \
+    "< 256" "sample /proc/<spoold>/status VmRSS during: $phase" \
+    "$note; VmRSS includes resident pages of mapped segment files (page cache), not only the server's memory"
+}
+
+report_memory idle "$spool_start_us" "$(now_us)"
+
+bench_section "a. one producer, batching, NONE durability, ${record_bytes}-byte records"
+if spool_bench spool.produce bench produce --record-bytes "$record_bytes" --duration "${produce_s}s" --json; then
+  report spool.produce.records_per_s "$(jq -r .records_per_s <<<"$RUN_JSON")" records/s ">= 1000000" "$RUN_COMMAND"
+  report spool.produce.mb_per_s "$(jq -r .mb_per_s <<<"$RUN_JSON")" MB/s "" "$RUN_COMMAND" "record values, MB = 10^6 bytes"
+fi
+
+bench_section "b. one consumer reading a backlog of ${consume_count} records"
+if spool_bench spool.consume bench consume --record-bytes "$record_bytes" --count "$consume_count" --json; then
+  report spool.consume.records_per_s "$(jq -r .records_per_s <<<"$RUN_JSON")" records/s ">= 2000000" "$RUN_COMMAND" \
+    "backlog preloaded first (not timed)"
+  report spool.consume.mb_per_s "$(jq -r .mb_per_s <<<"$RUN_JSON")" MB/s "" "$RUN_COMMAND"
+fi
+
+bench_section "c. end-to-end latency at ${rate} records/s"
+if spool_bench spool.latency bench latency --record-bytes "$record_bytes" --rate "$rate" --duration "${latency_s}s" --json; then
+  received="$(jq -r .records <<<"$RUN_JSON")"
+  expected=$((rate * latency_s))
+  [ "$received" = "$expected" ] || echo "warning: $received of $expected records arrived"
+  for q in p50 p99 p99_9; do
+    target=""
+    [ "$q" = p99 ] && target="<= 5"
+    report "spool.latency.${q}_ms" "$(jq -r ".latency_us.$q / 1000" <<<"$RUN_JSON")" ms "$target" "$RUN_COMMAND" \
+      "from scheduled send to consumer; $received of $expected records"
+  done
+fi
+
+bench_section "d. 16 producers: FSYNC vs NONE"
+for partitions in 16 1; do
+  for durability in none fsync; do
+    if spool_bench "spool.produce16.p$partitions.$durability" bench produce --record-bytes "$record_bytes" \
+      --producers 16 --partitions "$partitions" --durability "$durability" --duration "${fsync_s}s" --json; then
+      report "spool.produce16.p$partitions.$durability.records_per_s" "$(jq -r .records_per_s <<<"$RUN_JSON")" \
+        records/s "" "$RUN_COMMAND"
+    fi
+  done
+  report_ratio "spool.fsync_slowdown.p$partitions" "spool.produce16.p$partitions.none.records_per_s" \
+    "spool.produce16.p$partitions.fsync.records_per_s" "<= 2" \
+    "NONE records/s / FSYNC records/s, 16 producers on $partitions partition(s); target: FSYNC within 2x of NONE"
+done
+
+bench_section "e. server memory: producer flood, then a subscriber that stops reading"
+flood=(bench produce --topic mem-flood --keep --record-bytes "$record_bytes" --producers 16 --partitions 16
+  --batch-bytes 1MiB --duration "${memory_s}s" --json)
+from="$(now_us)"
+spool_bench spool.memory.flood "${flood[@]}" || true
+report_memory flood "$from" "$(now_us)"
+
+fifo="$scratch/stalled-subscriber.fifo"
+mkfifo "$fifo"
+# The reader opens the pipe and never reads it: once the pipe and the CLI's
+# output buffer are full, the CLI stops reading its subscriptions.
+# shellcheck disable=SC2217 # the point: hold the pipe open and never read it
+sleep 86400 <"$fifo" &
+reader_pid=$!
+track "$reader_pid"
+subscriber=("$SPOOL" --server "$SPOOLD_URL" consume mem-flood --from earliest --follow)
+echo "\$ $(printf '%q ' "${subscriber[@]}")> \$FIFO   # a reader that never reads: sleep 86400 < \$FIFO"
+"${subscriber[@]}" >"$fifo" 2>"$LOG_DIR/stalled-subscriber.err" &
+subscriber_pid=$!
+track "$subscriber_pid"
+sleep 1
+from="$(now_us)"
+spool_bench spool.memory.stalled_subscriber "${flood[@]}" || true
+sleep 1
+to="$(now_us)"
+if kill -0 "$subscriber_pid" 2>/dev/null; then
+  report_memory stalled_subscriber "$from" "$to"
+else
+  report_skip spool.memory.stalled_subscriber "the stalled subscriber exited early; see $LOG_DIR/stalled-subscriber.err"
+fi
+stop_pid "$subscriber_pid"
+stop_pid "$reader_pid"
+
+report_memory all_phases "$spool_start_us" "$(now_us)"
+spoold_stop TERM
+mem_sampler_stop
+echo "spoold stopped (SIGTERM) in $SPOOLD_STOP_S s; memory samples: $memory_file"
+
+# ---------------------------------------------------------------------------
+bench_section "Redis Streams"
+redis_start redis-e2e "$scratch/redis" --appendonly yes --appendfsync everysec
+rcli=(redis-cli -h 127.0.0.1 -p "$REDIS_PORT")
+value="$(head -c "$record_bytes" /dev/zero | tr '\0' v)"
+
+bench_section "Redis a. XADD pipelined 1000 at a time, one connection"
+xadd=(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c 1 -P 1000 -n "$redis_xadd_count" --csv XADD bench '*' f "$value")
+RUN_COMMAND="$(printf '%q ' "${xadd[@]:0:${#xadd[@]}-1}")<${record_bytes}-byte value>"
+echo "\$ $RUN_COMMAND"
+if out="$("${xadd[@]}")"; then
+  echo "$out" | cut -c1-200
+  rps="$(awk -F'","' 'NR > 1 && /^"XADD/ {print $2; exit}' <<<"$out")"
+  length="$("${rcli[@]}" xlen bench)"
+  calls="$("${rcli[@]}" info commandstats | sed -n 's/^cmdstat_xadd:calls=\([0-9]*\),.*/\1/p')"
+  echo "check: XLEN bench = $length, INFO commandstats cmdstat_xadd calls = $calls (sent $redis_xadd_count)"
+  report_raw redis.produce "$RUN_COMMAND" "$out"
+  if [ "$length" = "$redis_xadd_count" ] && [ "$calls" = "$redis_xadd_count" ]; then
+    report redis.produce.records_per_s "$rps" records/s "" "$RUN_COMMAND" "appendonly yes, appendfsync everysec; XLEN checked"
+    report redis.produce.mb_per_s "$(awk -v r="$rps" -v b="$record_bytes" 'BEGIN {printf "%.3f", r * b / 1e6}')" MB/s "" \
+      "$RUN_COMMAND" "record values, MB = 10^6 bytes"
+  else
+    report_skip redis.produce "redis-benchmark did not add $redis_xadd_count entries (XLEN $length, XADD calls $calls)"
+  fi
+else
+  report_skip redis.produce "failed: $RUN_COMMAND"
+fi
+
+bench_section "Redis b. XREADGROUP COUNT 1000 + XACK of the backlog"
+if run_json redis.consume "$PYTHON" scripts/lib/redis_bench.py consume --port "$REDIS_PORT" --stream bench \
+  --count "$redis_xadd_count" --batch 1000; then
+  report redis.consume.records_per_s "$(jq -r .records_per_s <<<"$RUN_JSON")" records/s "" "$RUN_COMMAND" \
+    "XACK pipelined with the next XREADGROUP; pending after: $(jq -r .pending_after <<<"$RUN_JSON")"
+fi
+
+bench_section "Redis c. end-to-end latency at ${rate} records/s"
+if run_json redis.latency "$PYTHON" scripts/lib/redis_bench.py latency --port "$REDIS_PORT" --stream lat \
+  --rate "$rate" --seconds "$latency_s" --record-bytes "$record_bytes"; then
+  for q in p50 p99 p99_9; do
+    report "redis.latency.${q}_ms" "$(jq -r ".latency_ms.$q" <<<"$RUN_JSON")" ms "" "$RUN_COMMAND" \
+      "XADD (paced, due entries pipelined) -> XREADGROUP BLOCK + XACK; $(jq -r .records <<<"$RUN_JSON") of $(jq -r .expected <<<"$RUN_JSON") records"
+  done
+fi
+echo "redis memory: $("${rcli[@]}" info memory | sed -n 's/^used_memory_human:\(.*\)\r*$/\1/p' | tr -d '\r')"
+stop_pid "$REDIS_PID"
+
+# ---------------------------------------------------------------------------
+bench_section "Spool / Redis"
+report_ratio ratio.produce spool.produce.records_per_s redis.produce.records_per_s "" \
+  "Spool one producer (batching, NONE) / Redis XADD pipelined 1000 (AOF everysec); higher is better for Spool"
+report_ratio ratio.consume spool.consume.records_per_s redis.consume.records_per_s "" \
+  "Spool one consumer / Redis XREADGROUP 1000 + XACK; higher is better for Spool"
+for q in p50 p99 p99_9; do
+  report_ratio "ratio.latency_$q" "spool.latency.${q}_ms" "redis.latency.${q}_ms" "" \
+    "Spool / Redis end-to-end latency at $rate records/s; lower is better for Spool"
+done
+
+bench_section "summary ($([ "$quick" = 1 ] && echo 'quick run: a smoke test, not a measurement' || echo 'full run'))"
+report_table
+echo "load:  $(bench_load)"
+echo "log:   $log"
+echo "logs:  $LOG_DIR"

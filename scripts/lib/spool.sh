@@ -1,0 +1,55 @@
+# shellcheck shell=bash
+# Building Spool and running commands that print a JSON line, for the bench
+# scripts.
+#
+#   spool_build BUILD PACKAGE...     with BUILD=1: cargo build --release -p PACKAGE...
+#                                    (prints the command); with 0: only checks
+#                                    that the binaries are there
+#   spool_has_package NAME           true if the workspace has that package
+#   run_json KEY COMMAND...          prints and runs COMMAND, echoes its output,
+#                                    sets RUN_COMMAND (the command line) and
+#                                    RUN_JSON (its last stdout line starting
+#                                    with "{"), records the output with
+#                                    report_raw; on failure or no JSON records
+#                                    "skipped" for KEY and returns 1
+#   spool_bench KEY ARGS...          run_json KEY $SPOOL --server $SPOOLD_URL ARGS...
+
+spool_has_package() {
+  [ -f "crates/$1/Cargo.toml" ] && grep -q "^name = \"$1\"" "crates/$1/Cargo.toml" && return 0
+  cargo metadata --no-deps --format-version 1 2>/dev/null | jq -e --arg n "$1" '.packages | any(.name == $n)' >/dev/null
+}
+
+spool_build() {
+  local build="$1" package args=()
+  shift
+  for package in "$@"; do args+=(-p "$package"); done
+  if [ "$build" = 1 ]; then
+    echo "\$ cargo build --release ${args[*]}"
+    cargo build --release "${args[@]}"
+  else
+    echo "(--no-build: using the release binaries already in ${CARGO_TARGET_DIR:-target}/release)"
+  fi
+}
+
+run_json() {
+  local key="$1" rc=0 out
+  shift
+  RUN_COMMAND="$(printf '%q ' "$@")"
+  RUN_COMMAND="${RUN_COMMAND% }"
+  RUN_JSON=""
+  echo "\$ $RUN_COMMAND"
+  out="$("$@")" || rc=$?
+  [ -n "$out" ] && echo "$out"
+  RUN_JSON="$(grep '^{' <<<"$out" | tail -1 || true)"
+  report_raw "$key" "$RUN_COMMAND" "${out:-}"
+  if [ "$rc" != 0 ] || [ -z "$RUN_JSON" ]; then
+    report_skip "$key" "failed (exit status $rc, $([ -n "$RUN_JSON" ] && echo 'JSON printed' || echo 'no JSON line')): $RUN_COMMAND"
+    return 1
+  fi
+}
+
+spool_bench() {
+  local key="$1"
+  shift
+  run_json "$key" "$SPOOL" --server "$SPOOLD_URL" "$@"
+}
