@@ -32,6 +32,10 @@ pub struct JobsConfig {
     pub finished_retention_ms: u64,
     /// Dead jobs are purged after this long unless re-driven.
     pub dead_retention_ms: u64,
+    /// Succeeded and cancelled jobs kept in memory at most; the oldest leave
+    /// first, before their retention time if need be, so a busy queue does
+    /// not fill memory with finished jobs.
+    pub finished_in_memory_max: usize,
     /// Retry backoff: `attempt^4` seconds plus `base`, capped, plus up to
     /// `jitter_per_attempt * (attempt + 1)` random milliseconds (Sidekiq's
     /// curve: 25 attempts span about three weeks).
@@ -58,6 +62,7 @@ impl Default for JobsConfig {
             dedup_window_ms: DAY_MS,
             finished_retention_ms: HOUR_MS,
             dead_retention_ms: 30 * DAY_MS,
+            finished_in_memory_max: 100_000,
             backoff_base_ms: 15 * SECOND_MS,
             backoff_cap_ms: 7 * DAY_MS,
             backoff_jitter_per_attempt_ms: 10 * SECOND_MS,

@@ -16,7 +16,9 @@ use crate::config::JobsConfig;
 use crate::event::{Event, PurgeReason};
 pub use crate::indexes::RATE_WINDOW_MS;
 use crate::indexes::{Indexes, RATE_COMPLETED, RATE_ENQUEUED, RATE_FAILED};
-use crate::job::{AttemptError, Job, JobId, JobSpec, JobState, Lease, Schedule, first_id_at};
+use crate::job::{
+    AttemptError, ERRORS_KEPT_MAX, Job, JobId, JobSpec, JobState, Lease, Schedule, first_id_at,
+};
 use crate::request::invalid;
 pub use crate::request::{
     ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, Reply, Request, RequestId, Step, Target,
@@ -25,6 +27,8 @@ pub use crate::request::{
 /// Longest error text kept per attempt.
 pub const ERROR_BYTES_MAX: usize = 4096;
 const QUEUES_PER_CLAIM_MAX: usize = 32;
+/// Most jobs in one enqueue request.
+pub const ENQUEUE_BATCH_MAX: usize = 10_000;
 const PROGRESS_BYTES_MAX: usize = 1024;
 
 #[derive(Debug)]
@@ -272,6 +276,7 @@ impl JobsCore {
                 job.lease = Some(Lease {
                     token: *token,
                     until_ms: *lease_until_ms,
+                    lease_ms: lease_until_ms.saturating_sub(at).max(0) as u64,
                     worker: worker.clone(),
                 });
             }
@@ -300,6 +305,9 @@ impl JobsCore {
                 retry_at_ms,
                 ..
             } => {
+                if job.errors.len() >= ERRORS_KEPT_MAX {
+                    job.errors.remove(0);
+                }
                 job.errors.push(AttemptError {
                     attempt: *attempt,
                     error: error.clone(),
@@ -516,6 +524,27 @@ impl JobsCore {
                 self.indexes.remove(&job);
             }
         }
+        let kept: u64 = self
+            .indexes
+            .queues
+            .values()
+            .map(|q| q.counts[JobState::Succeeded.index()] + q.counts[JobState::Cancelled.index()])
+            .sum();
+        let excess = (kept as usize).saturating_sub(self.config.finished_in_memory_max);
+        if excess > 0 {
+            let oldest: Vec<JobId> = self
+                .indexes
+                .finished
+                .iter()
+                .filter(|(_, id)| self.jobs[id].state != JobState::Dead)
+                .take(excess)
+                .map(|&(_, id)| id)
+                .collect();
+            for id in oldest {
+                let job = self.jobs.remove(&id).expect("indexed job exists");
+                self.indexes.remove(&job);
+            }
+        }
     }
 
     fn validate_spec(&self, spec: &JobSpec, now_ms: i64) -> Result<(), JobError> {
@@ -580,6 +609,12 @@ impl JobsCore {
     fn enqueue(&mut self, step: &mut Step, specs: Vec<JobSpec>, now_ms: i64) -> Result<Reply, JobError> {
         if specs.is_empty() {
             return Err(invalid("jobs", "an enqueue needs at least one job"));
+        }
+        if specs.len() > ENQUEUE_BATCH_MAX {
+            return Err(invalid(
+                "jobs",
+                format!("{} jobs in one enqueue; at most {ENQUEUE_BATCH_MAX}", specs.len()),
+            ));
         }
         for spec in &specs {
             self.validate_spec(spec, now_ms)?;
@@ -652,24 +687,14 @@ impl JobsCore {
         for queue in &spec.queues {
             spool_log::validate_topic_name(queue).map_err(|e| invalid("queues", e.to_string()))?;
         }
-        if spec.max_jobs > self.config.claim_jobs_max {
-            return Err(invalid(
-                "max_jobs",
-                format!("{} is more than {}", spec.max_jobs, self.config.claim_jobs_max),
-            ));
-        }
-        if spec.lease_ms > self.config.lease_ms_max {
-            return Err(invalid(
-                "lease_ms",
-                format!("{} is more than {}", spec.lease_ms, self.config.lease_ms_max),
-            ));
-        }
+        // Larger asks are capped, not refused: a worker asking for more
+        // than the server gives simply gets less.
         let lease_ms = if spec.lease_ms == 0 {
             self.config.lease_ms_default
         } else {
-            spec.lease_ms
+            spec.lease_ms.min(self.config.lease_ms_max)
         };
-        let max_jobs = spec.max_jobs.max(1) as usize;
+        let max_jobs = spec.max_jobs.clamp(1, self.config.claim_jobs_max) as usize;
         let mut claimed = Vec::new();
         while claimed.len() < max_jobs {
             let best = spec
@@ -747,7 +772,10 @@ impl JobsCore {
     ) -> Result<Reply, JobError> {
         let job = self.leased(id, token)?;
         let extend = match extend_ms {
-            0 => self.config.lease_ms_default,
+            0 => job
+                .lease
+                .as_ref()
+                .map_or(self.config.lease_ms_default, |l| l.lease_ms),
             n => n.min(self.config.lease_ms_max),
         };
         let mut until = now_ms.saturating_add(extend as i64);
@@ -874,6 +902,11 @@ impl JobsCore {
                     cancel_requested: true,
                 })
             }
+            // Cancelling twice is not an error.
+            JobState::Cancelled => Ok(Reply::Cancel {
+                state: JobState::Cancelled,
+                cancel_requested: false,
+            }),
             state => Err(JobError::Finished { id, state }),
         }
     }

@@ -107,8 +107,15 @@ pub struct AttemptError {
 pub struct Lease {
     pub token: u64,
     pub until_ms: i64,
+    /// The lease length the claim was given; heartbeats that ask for no
+    /// particular extension extend by this much.
+    pub lease_ms: u64,
     pub worker: String,
 }
+
+/// Errors kept per job: the most recent ones (a job re-driven many times
+/// would otherwise grow without bound). History keeps them all.
+pub const ERRORS_KEPT_MAX: usize = 20;
 
 /// A job as the server holds it in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -151,6 +151,7 @@ impl JobsRuntime {
             events_since_snapshot: replayed_events,
             last_snapshot: Instant::now(),
             failed: None,
+            snapshot_writer: None,
         };
         let thread = std::thread::Builder::new()
             .name("spool-jobs".into())
@@ -294,6 +295,7 @@ struct Worker {
     /// Set when an append failed: the table is then ahead of the log, so
     /// the service refuses everything until it is restarted and replays.
     failed: Option<String>,
+    snapshot_writer: Option<JoinHandle<()>>,
 }
 
 const IDLE_WAKE: Duration = Duration::from_millis(500);
@@ -360,14 +362,14 @@ impl Worker {
                 read(&self.core, now);
             }
             if let Some(ack) = stop {
-                self.snapshot();
+                self.snapshot(true);
                 let _ = ack.send(());
                 break;
             }
             if self.events_since_snapshot >= self.config.snapshot_events.max(self.core.job_count() as u64)
                 && self.last_snapshot.elapsed() >= Duration::from_millis(self.config.snapshot_interval_ms)
             {
-                self.snapshot();
+                self.snapshot(false);
             }
         }
         for (_, responder) in self.pending.drain() {
@@ -428,18 +430,41 @@ impl Worker {
         Ok(())
     }
 
-    fn snapshot(&mut self) {
+    /// Encodes the table here (it must not change meanwhile) and writes it
+    /// on a thread of its own, so the disk work does not stall requests.
+    /// At a stop (`wait`) the write is waited for.
+    fn snapshot(&mut self, wait: bool) {
         if self.failed.is_some() {
             return;
         }
-        let offset = self.partition.high_watermark();
-        match snapshot::store(&self.config.snapshot_dir, &self.core, offset) {
-            Ok(()) => {
-                tracing::debug!(offset, jobs = self.core.job_count(), "jobs snapshot written");
-                self.events_since_snapshot = 0;
-                self.last_snapshot = Instant::now();
+        if let Some(writing) = self.snapshot_writer.take() {
+            if !writing.is_finished() && !wait {
+                // The previous one is still being written: try next turn.
+                self.snapshot_writer = Some(writing);
+                return;
             }
+            let _ = writing.join();
+        }
+        let offset = self.partition.high_watermark();
+        let encoded = snapshot::encode(&self.core, offset);
+        let dir = self.config.snapshot_dir.clone();
+        let jobs = self.core.job_count();
+        let write = move || match snapshot::write(&dir, &encoded) {
+            Ok(()) => tracing::debug!(offset, jobs, bytes = encoded.len(), "jobs snapshot written"),
             Err(error) => tracing::warn!(%error, "writing the jobs snapshot failed; restarts replay more"),
+        };
+        self.events_since_snapshot = 0;
+        self.last_snapshot = Instant::now();
+        if wait {
+            write();
+        } else {
+            match std::thread::Builder::new()
+                .name("spool-jobs-snapshot".into())
+                .spawn(write)
+            {
+                Ok(handle) => self.snapshot_writer = Some(handle),
+                Err(error) => tracing::warn!(%error, "cannot start the snapshot writer"),
+            }
         }
     }
 }

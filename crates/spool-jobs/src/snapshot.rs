@@ -65,6 +65,7 @@ fn write_job(w: &mut Writer, job: &Job) {
             w.u8(1);
             w.u64(lease.token);
             w.i64(lease.until_ms);
+            w.u64(lease.lease_ms);
             w.str(&lease.worker);
         }
     }
@@ -113,6 +114,7 @@ fn read_job(r: &mut Reader) -> Option<Job> {
         1 => Some(Lease {
             token: r.u64()?,
             until_ms: r.i64()?,
+            lease_ms: r.u64()?,
             worker: r.string()?,
         }),
         _ => return None,
@@ -220,6 +222,11 @@ pub fn load(dir: &Path, config: &JobsConfig, seed: u64) -> Option<(JobsCore, u64
 
 /// Writes a snapshot of `core` covering the log up to `offset`.
 pub fn store(dir: &Path, core: &JobsCore, offset: u64) -> spool_log::Result<()> {
+    write(dir, &encode(core, offset))
+}
+
+/// Writes an encoded snapshot atomically.
+pub fn write(dir: &Path, encoded: &[u8]) -> spool_log::Result<()> {
     spool_log::fsutil::create_dir_durable(dir)?;
-    spool_log::fsutil::write_atomic(&dir.join(FILE_NAME), &encode(core, offset))
+    spool_log::fsutil::write_atomic(&dir.join(FILE_NAME), encoded)
 }

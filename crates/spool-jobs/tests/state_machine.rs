@@ -488,8 +488,24 @@ fn cancellation_is_immediate_unless_running() {
             ..
         })
     ));
-    assert!(matches!(
+    assert_eq!(
         h.request(Request::Cancel { id: running }, T0 + 70_005),
+        Ok(Reply::Cancel {
+            state: JobState::Cancelled,
+            cancel_requested: false
+        }),
+        "cancelling twice is not an error"
+    );
+    let done = h.enqueue(spec("q"), T0 + 80_000);
+    let claimed = h.claim("q", 1, 0, T0 + 80_000);
+    let complete = Request::Complete {
+        id: done,
+        token: claimed[0].1,
+        result: Bytes::new(),
+    };
+    h.request(complete, T0 + 80_001).unwrap();
+    assert!(matches!(
+        h.request(Request::Cancel { id: done }, T0 + 80_002),
         Err(JobError::Finished { .. })
     ));
 }

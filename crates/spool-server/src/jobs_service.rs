@@ -381,6 +381,13 @@ impl Jobs for JobsService {
         request: GrpcRequest<v1::FinishBatchRequest>,
     ) -> Result<Response<v1::FinishBatchResponse>, Status> {
         let items = request.into_inner().items;
+        if items.len() > spool_jobs::core::ENQUEUE_BATCH_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} items in one FinishBatch; at most {}",
+                items.len(),
+                spool_jobs::core::ENQUEUE_BATCH_MAX
+            )));
+        }
         // Every item is sent before any is awaited, so they share a turn
         // of the runtime and one fsync.
         let mut pending = Vec::with_capacity(items.len());
