@@ -39,29 +39,76 @@ fn ok(output: Output) -> String {
 fn topics_produce_consume_replay_offsets_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let server = Spoold::start(dir.path(), &[]);
-    ok(spool(&server, &["topic", "create", "orders", "--partitions", "2", "--retention", "7d"], None));
+    ok(spool(
+        &server,
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--retention",
+            "7d",
+        ],
+        None,
+    ));
     assert!(ok(spool(&server, &["topic", "list"], None)).contains("orders"));
 
     let lines: String = (0..50).map(|i| format!("order-{i}\n")).collect();
-    ok(spool(&server, &["produce", "orders", "--partition", "0", "--durability", "fsync"], Some(&lines)));
-    ok(spool(&server, &["produce", "orders", "--key", "customer-7"], Some("keyed-1\nkeyed-2\n")));
+    ok(spool(
+        &server,
+        &["produce", "orders", "--partition", "0", "--durability", "fsync"],
+        Some(&lines),
+    ));
+    ok(spool(
+        &server,
+        &["produce", "orders", "--key", "customer-7"],
+        Some("keyed-1\nkeyed-2\n"),
+    ));
 
     let consumed = ok(spool(
         &server,
-        &["consume", "orders", "--partition", "0", "--from", "earliest", "--format", "value"],
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--from",
+            "earliest",
+            "--format",
+            "value",
+        ],
         None,
     ));
     let expected: Vec<String> = (0..50).map(|i| format!("order-{i}")).collect();
     let got: Vec<&str> = consumed.lines().collect();
-    assert_eq!(got.len(), 50 + usize::from(spool_proto::partitioner::partition_for_key(b"customer-7", 2) == 0) * 2);
-    assert_eq!(&got[..50], expected.iter().map(String::as_str).collect::<Vec<_>>().as_slice());
+    assert_eq!(
+        got.len(),
+        50 + usize::from(spool_proto::partitioner::partition_for_key(b"customer-7", 2) == 0) * 2
+    );
+    assert_eq!(
+        &got[..50],
+        expected.iter().map(String::as_str).collect::<Vec<_>>().as_slice()
+    );
 
     let from_offset = ok(spool(
         &server,
-        &["consume", "orders", "--partition", "0", "--from", "45", "--count", "3"],
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--from",
+            "45",
+            "--count",
+            "3",
+        ],
         None,
     ));
-    assert_eq!(from_offset.lines().collect::<Vec<_>>(), ["order-45", "order-46", "order-47"]);
+    assert_eq!(
+        from_offset.lines().collect::<Vec<_>>(),
+        ["order-45", "order-46", "order-47"]
+    );
 
     // Replay reads every partition to the end it found at start; piped,
     // it prints records and no progress line.
@@ -70,15 +117,35 @@ fn topics_produce_consume_replay_offsets_and_checkpoints() {
     let replayed = ok(replayed);
     assert_eq!(replayed.lines().count(), 52);
     assert!(replayed.contains("keyed-2"));
-    assert!(!stderr.contains('\r'), "no progress redraws when not on a terminal");
+    assert!(
+        !stderr.contains('\r'),
+        "no progress redraws when not on a terminal"
+    );
 
-    let json = ok(spool(&server, &["consume", "orders", "--partition", "0", "--count", "1", "--format", "json"], None));
+    let json = ok(spool(
+        &server,
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--count",
+            "1",
+            "--format",
+            "json",
+        ],
+        None,
+    ));
     assert!(json.contains("\"offset\"") && json.contains("order-0"), "{json}");
 
     let offsets = ok(spool(&server, &["offsets", "orders"], None));
     assert!(offsets.contains("50"), "{offsets}");
 
-    ok(spool(&server, &["checkpoint", "set", "billing", "orders", "0=42"], None));
+    ok(spool(
+        &server,
+        &["checkpoint", "set", "billing", "orders", "0=42"],
+        None,
+    ));
     let checkpoint = ok(spool(&server, &["checkpoint", "get", "billing", "orders"], None));
     assert!(checkpoint.contains("42"), "{checkpoint}");
 
@@ -95,7 +162,10 @@ fn errors_exit_1_with_a_hint_and_usage_errors_exit_2() {
     let missing = spool(&server, &["consume", "nope", "--from", "earliest"], None);
     assert_eq!(missing.status.code(), Some(1));
     let message = String::from_utf8_lossy(&missing.stderr);
-    assert!(message.contains("nope") && message.contains("topic create"), "{message}");
+    assert!(
+        message.contains("nope") && message.contains("topic create"),
+        "{message}"
+    );
 
     let bad_name = spool(&server, &["topic", "create", "../x"], None);
     assert_eq!(bad_name.status.code(), Some(1));
@@ -103,5 +173,10 @@ fn errors_exit_1_with_a_hint_and_usage_errors_exit_2() {
     let usage = spool(&server, &["topic", "create"], None);
     assert_eq!(usage.status.code(), Some(2));
     let bad_flag = spool(&server, &["consume", "t", "--from", "yesterday-ish"], None);
-    assert_eq!(bad_flag.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad_flag.stderr));
+    assert_eq!(
+        bad_flag.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&bad_flag.stderr)
+    );
 }

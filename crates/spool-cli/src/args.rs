@@ -1,6 +1,11 @@
-//! The command line, declared with clap's derive API.
+//! The command line, declared with clap's derive API. The job commands
+//! are in `args/jobs.rs`.
+
+pub mod jobs;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use self::jobs::{BenchJobsArgs, JobCommand, QueueCommand};
 
 use crate::time::parse_timestamp_ms;
 use crate::units::{parse_bytes, parse_duration_ms};
@@ -13,6 +18,9 @@ Examples:
   spool consume orders --from 2026-11-27T10:00:00Z --follow --format json
   spool replay orders --from earliest > orders.log
   spool bench produce --duration 10s
+  spool job enqueue emails '{\"to\":\"a@example.com\"}'
+  spool job list emails --state dead
+  spool queue stats emails
 
 Exit codes: 0 success, 1 an error reported on stderr, 2 a usage error.";
 
@@ -50,6 +58,12 @@ pub enum Command {
     /// Read or store a named consumer's positions.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
+    /// Enqueue, inspect, list, retry, purge and cancel background jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Counts and rates of a job queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Measure throughput and latency against the server.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -298,6 +312,7 @@ Examples:
   spool bench produce --producers 16 --partitions 16 --durability fsync --count 2000000
   spool bench consume --count 10000000
   spool bench latency --rate 10000 --duration 30s --json
+  spool bench jobs --count 200000
 
 The bench creates its own topic (--topic, or a generated name) and deletes it afterwards unless
 --keep is given; a topic that already existed is used as it is and never deleted.
@@ -315,6 +330,9 @@ pub enum BenchCommand {
     /// End-to-end latency at a steady produce rate.
     #[command(after_help = BENCH_EXAMPLES)]
     Latency(BenchLatencyArgs),
+    /// No-op jobs end to end: batched enqueue, claim and completion.
+    #[command(after_help = jobs::BENCH_JOBS_EXAMPLES)]
+    Jobs(BenchJobsArgs),
 }
 
 #[derive(Debug, Clone, Args)]

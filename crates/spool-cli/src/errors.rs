@@ -7,6 +7,8 @@ use spool_client::{Code, Error};
 pub struct Subject<'a> {
     pub server: &'a str,
     pub topic: Option<&'a str>,
+    /// A job id, for the job commands.
+    pub job: Option<&'a str>,
 }
 
 /// An error already phrased for the user; printed as it is.
@@ -35,6 +37,14 @@ pub fn explain(error: &Error, subject: Subject<'_>) -> String {
         ),
         Error::InvalidUrl { url, reason } => {
             format!("invalid server address {url:?} ({reason}); write it like http://127.0.0.1:7070")
+        }
+        Error::NotFound { .. } if subject.job.is_some() => {
+            let job = subject.job.unwrap_or_default();
+            format!(
+                "job {job} was not found: no job has that id, or it finished and left the server's memory \
+                 after its retention time; its history may still be in the log: `spool job history {job}` \
+                 (server said: {message})"
+            )
         }
         Error::NotFound { .. } => match subject.topic {
             Some(topic) if mentions_partition(&message) => {
@@ -84,6 +94,10 @@ pub fn explain(error: &Error, subject: Subject<'_>) -> String {
         Error::DeadlineExceeded { .. } => {
             format!("the server did not answer in time ({message}); it may be overloaded: try again")
         }
+        Error::Other(status) if status.code() == Code::FailedPrecondition => match subject.job {
+            Some(job) => format!("{message}; see the job with `spool job get {job}`"),
+            None => format!("the server refused the request in the current state: {message}"),
+        },
         Error::Other(status) if status.code() == Code::Unimplemented => format!(
             "the server does not implement this call ({message}); is it an older spoold than this spool?"
         ),

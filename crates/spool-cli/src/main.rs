@@ -1,12 +1,13 @@
 //! `spool`: the command-line client of a Spool server.
 //!
 //! It manages topics, produces records from stdin, consumes and replays them
-//! to stdout, reads offsets, reads and stores checkpoints, and benchmarks a
+//! to stdout, reads offsets, reads and stores checkpoints, enqueues and
+//! inspects background jobs (`spool job`, `spool queue`), and benchmarks a
 //! server (`spool bench`). Every command talks to one server (`--server`, env
 //! `SPOOL_SERVER`, default `http://127.0.0.1:7070`) through `spool-client`.
 //!
-//! Layout: `args.rs` (the clap command line), `commands/` (one module per
-//! command family), `bench/` (the benchmarks), `units.rs` (durations and
+//! Layout: `args.rs` (the clap command line; `args/jobs.rs` for the job
+//! commands), `commands/` (one module per command family), `bench/` (the benchmarks), `units.rs` (durations and
 //! sizes), `time.rs` (RFC 3339 timestamps), `json.rs` (records as JSON
 //! lines), `table.rs` and `progress.rs` (terminal output), `errors.rs`
 //! (messages that say what to do).
@@ -75,6 +76,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => commands::consume::replay(&context, args).await,
         Command::Offsets(args) => commands::offsets::offsets(&context, args).await,
         Command::Checkpoint(command) => commands::offsets::checkpoint(&context, command).await,
+        Command::Job(command) => commands::job::run(&context, command).await,
+        Command::Queue(command) => commands::queue::run(&context, command).await,
         Command::Bench(command) => bench::run(&context, command).await,
     }
 }
@@ -91,7 +94,7 @@ impl Context {
         let url = normalize_url(&server);
         let client = Client::connect(url).await.explain(Subject {
             server: &server,
-            topic: None,
+            ..Subject::default()
         })?;
         Ok(Context { server, client })
     }
@@ -101,13 +104,23 @@ impl Context {
         Subject {
             server: &self.server,
             topic: Some(topic),
+            ..Subject::default()
+        }
+    }
+
+    /// The subject of errors about job `id` (its decimal form).
+    pub fn about_job<'a>(&'a self, id: &'a str) -> Subject<'a> {
+        Subject {
+            server: &self.server,
+            job: Some(id),
+            ..Subject::default()
         }
     }
 
     pub fn subject(&self) -> Subject<'_> {
         Subject {
             server: &self.server,
-            topic: None,
+            ..Subject::default()
         }
     }
 }
@@ -134,7 +147,13 @@ impl<T> Explain<T> for Result<T, spool_client::Error> {
 
 fn render(error: &anyhow::Error, server: &str) -> String {
     if let Some(client_error) = error.downcast_ref::<spool_client::Error>() {
-        return explain(client_error, Subject { server, topic: None });
+        return explain(
+            client_error,
+            Subject {
+                server,
+                ..Subject::default()
+            },
+        );
     }
     format!("{error:#}")
 }

@@ -105,6 +105,23 @@ pub fn format_duration_ms(ms: u64) -> String {
         .unwrap_or_else(|| format!("{ms}ms"))
 }
 
+/// A duration rounded for reading, in its two largest units: `850ms`,
+/// `12.3s`, `4m5s`, `3h20m`, `21d4h`.
+pub fn format_age_ms(ms: u64) -> String {
+    const SECOND: u64 = 1_000;
+    const MINUTE: u64 = 60 * SECOND;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    match ms {
+        0..SECOND => format!("{ms}ms"),
+        SECOND..MINUTE if ms.is_multiple_of(SECOND) => format!("{}s", ms / SECOND),
+        SECOND..MINUTE => format!("{:.1}s", ms as f64 / SECOND as f64),
+        MINUTE..HOUR => format!("{}m{}s", ms / MINUTE, ms % MINUTE / SECOND),
+        HOUR..DAY => format!("{}h{}m", ms / HOUR, ms % HOUR / MINUTE),
+        _ => format!("{}d{}h", ms / DAY, ms % DAY / HOUR),
+    }
+}
+
 /// Bytes in the largest binary unit that divides them exactly: `1GiB`,
 /// `512KiB`, `1000B`.
 pub fn format_bytes(bytes: u64) -> String {
@@ -219,5 +236,15 @@ mod tests {
         assert_eq!(group_thousands(1_234_567), "1,234,567");
         assert_eq!(group_thousands(999), "999");
         assert_eq!(group_thousands(1000), "1,000");
+    }
+
+    #[test]
+    fn ages_read_in_two_units() {
+        assert_eq!(format_age_ms(850), "850ms");
+        assert_eq!(format_age_ms(30_000), "30s");
+        assert_eq!(format_age_ms(12_345), "12.3s");
+        assert_eq!(format_age_ms(245_000), "4m5s");
+        assert_eq!(format_age_ms(12_000_000), "3h20m");
+        assert_eq!(format_age_ms(21 * 86_400_000 + 4 * 3_600_000 + 59_000), "21d4h");
     }
 }

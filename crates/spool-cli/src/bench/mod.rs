@@ -1,12 +1,15 @@
-//! `spool bench produce|consume|latency`: throughput and latency of a server
-//! measured through `spool-client`, with HdrHistogram percentiles.
+//! `spool bench produce|consume|latency|jobs`: throughput and latency of a
+//! server measured through `spool-client`, with HdrHistogram percentiles.
 //!
-//! Each bench prepares a topic (the one named, created if missing, or a new
-//! `bench-<time>` one), runs, deletes the topic if it created it (unless
-//! `--keep`), and prints a report: human-readable, or one JSON line with
-//! `--json`. MB/s counts record values with MB = 10^6 bytes.
+//! `jobs` runs no-op jobs through the Jobs API on a queue of its own and
+//! prints its own report (see `jobs.rs`). Each of the others prepares a
+//! topic (the one named, created if missing, or a new `bench-<time>` one),
+//! runs, deletes the topic if it created it (unless `--keep`), and prints a
+//! report: human-readable, or one JSON line with `--json`. MB/s counts
+//! record values with MB = 10^6 bytes.
 
 mod consume;
+mod jobs;
 mod latency;
 mod produce;
 
@@ -26,6 +29,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
         BenchCommand::Produce(args) => &args.common,
         BenchCommand::Consume(args) => &args.common,
         BenchCommand::Latency(args) => &args.common,
+        BenchCommand::Jobs(args) => return jobs::run(context, args).await,
     };
     if common.record_bytes == 0 || common.record_bytes > 64 * 1024 * 1024 {
         anyhow::bail!("--record-bytes must be between 1 and 64MiB");
@@ -35,6 +39,8 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
         BenchCommand::Produce(args) => produce::run(context, &topic, args).await,
         BenchCommand::Consume(args) => consume::run(context, &topic, args).await,
         BenchCommand::Latency(args) => latency::run(context, &topic, args).await,
+        // Returned from the first match, before a topic was prepared.
+        BenchCommand::Jobs(_) => Err(anyhow::anyhow!("bench jobs runs without a topic")),
     };
     let cleaned = topic.clean_up(context).await;
     let mut report = report?;

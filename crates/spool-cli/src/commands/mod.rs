@@ -1,6 +1,9 @@
 //! One module per command family.
 
 pub mod consume;
+pub mod job;
+pub mod job_view;
 pub mod offsets;
 pub mod produce;
+pub mod queue;
 pub mod topic;

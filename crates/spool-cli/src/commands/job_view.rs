@@ -1,0 +1,304 @@
+//! How `spool job` prints jobs and their events: aligned text for people,
+//! one JSON object per line for scripts.
+
+use serde_json::{Value, json};
+use spool_client::proto as v1;
+
+use crate::json::JsonBytes;
+use crate::time::format_timestamp_ms;
+use crate::units::{format_age_ms, format_duration_ms};
+
+/// Characters shown of one error, progress, payload or result in the human
+/// format; `--format json` shows everything.
+const TEXT_CHARS_SHOWN_MAX: usize = 300;
+
+/// A job as one JSON object: the proto's fields, states in lower case,
+/// bytes as strings or `{"base64": ...}`.
+pub fn job_json(job: &v1::Job) -> Value {
+    json!({
+        "job_id": job.job_id,
+        "queue": job.queue,
+        "state": state_name(job.state()),
+        "attempt": job.attempt,
+        "attempts_max": job.attempts_max,
+        "priority": job.priority,
+        "timeout_ms": job.timeout_ms,
+        "idempotency_key": job.idempotency_key,
+        "content_type": job.content_type,
+        "headers": sorted_headers(job),
+        "created_at_ms": job.created_at_ms,
+        "available_at_ms": job.available_at_ms,
+        "started_at_ms": job.started_at_ms,
+        "finished_at_ms": job.finished_at_ms,
+        "worker_id": job.worker_id,
+        "cancel_requested": job.cancel_requested,
+        "progress": job.progress,
+        "errors": job.errors.iter().map(|e| json!({
+            "attempt": e.attempt,
+            "error": e.error,
+            "failed_at_ms": e.failed_at_ms,
+        })).collect::<Vec<_>>(),
+        "payload": JsonBytes(job.payload.clone()),
+        "result": job.result.clone().map(JsonBytes),
+    })
+}
+
+fn sorted_headers(job: &v1::Job) -> serde_json::Map<String, Value> {
+    let mut headers: Vec<(&String, &String)> = job.headers.iter().collect();
+    headers.sort();
+    headers
+        .into_iter()
+        .map(|(name, value)| (name.clone(), json!(value)))
+        .collect()
+}
+
+/// A job as aligned `label  value` lines.
+pub fn job_text(job: &v1::Job, now_ms: i64) -> String {
+    let mut lines: Vec<(&str, String)> = vec![
+        ("job", job.job_id.clone()),
+        ("queue", job.queue.clone()),
+        ("state", state_name(job.state()).to_owned()),
+        (
+            "attempt",
+            format!(
+                "{} (attempts_max {}, the first try included)",
+                job.attempt, job.attempts_max
+            ),
+        ),
+        ("priority", job.priority.to_string()),
+        (
+            "timeout",
+            match job.timeout_ms {
+                0 => "none (only the lease bounds an attempt)".into(),
+                ms => format_duration_ms(ms),
+            },
+        ),
+    ];
+    if let Some(key) = &job.idempotency_key {
+        lines.push(("key", key.clone()));
+    }
+    if !job.content_type.is_empty() {
+        lines.push(("content type", job.content_type.clone()));
+    }
+    for (name, value) in sorted_headers(job) {
+        lines.push(("header", format!("{name}={}", value.as_str().unwrap_or_default())));
+    }
+    lines.push(("created", format_time(job.created_at_ms, now_ms)));
+    if let Some(at) = job.available_at_ms {
+        lines.push(("available at", format_time(at, now_ms)));
+    }
+    if let Some(at) = job.started_at_ms {
+        lines.push(("started", format_time(at, now_ms)));
+    }
+    if let Some(at) = job.finished_at_ms {
+        lines.push(("finished", format_time(at, now_ms)));
+    }
+    if let Some(worker) = &job.worker_id {
+        let worker = if worker.is_empty() { "(unnamed)" } else { worker };
+        lines.push(("worker", format!("{worker}, holding the lease")));
+    }
+    if job.cancel_requested {
+        lines.push((
+            "cancel",
+            "requested: the worker is told to stop on its next heartbeat".into(),
+        ));
+    }
+    if let Some(progress) = &job.progress {
+        lines.push(("progress", shorten(progress)));
+    }
+    lines.push(("payload", bytes_text(&job.payload)));
+    if let Some(result) = &job.result {
+        lines.push(("result", bytes_text(result)));
+    }
+    let mut out: String = lines
+        .iter()
+        .map(|(label, value)| format!("{label:<13} {value}\n"))
+        .collect();
+    if job.errors.is_empty() {
+        out.push_str("errors        none\n");
+    } else {
+        out.push_str("errors        (failed attempts, oldest first)\n");
+        for error in &job.errors {
+            out.push_str(&format!(
+                "  attempt {:<3} {}  {}\n",
+                error.attempt,
+                format_timestamp_ms(error.failed_at_ms),
+                shorten(&error.error)
+            ));
+        }
+    }
+    out
+}
+
+pub fn event_json(event: &v1::JobEvent) -> Value {
+    json!({
+        "time_ms": event.time_ms,
+        "kind": kind_name(event.kind()),
+        "attempt": event.attempt,
+        "worker_id": event.worker_id,
+        "lease_ms": event.lease_ms,
+        "delay_ms": event.delay_ms,
+        "error": event.error,
+        "progress": event.progress,
+        "detail": event.detail,
+    })
+}
+
+pub fn event_row(event: &v1::JobEvent) -> Vec<String> {
+    let dash = || "-".to_owned();
+    let mut detail = Vec::new();
+    if let Some(error) = &event.error {
+        detail.push(format!("error: {}", shorten(error)));
+    }
+    if let Some(progress) = &event.progress {
+        detail.push(format!("progress: {}", shorten(progress)));
+    }
+    if !event.detail.is_empty() {
+        detail.push(event.detail.clone());
+    }
+    vec![
+        format_timestamp_ms(event.time_ms),
+        kind_name(event.kind()).to_owned(),
+        if event.attempt == 0 {
+            dash()
+        } else {
+            event.attempt.to_string()
+        },
+        event
+            .worker_id
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(dash),
+        event.lease_ms.map_or_else(dash, format_age_ms),
+        event.delay_ms.map_or_else(dash, format_age_ms),
+        detail.join("; "),
+    ]
+}
+
+/// `dead` for `JOB_STATE_DEAD`.
+pub fn state_name(state: v1::JobState) -> &'static str {
+    match state {
+        v1::JobState::Unspecified => "unknown",
+        v1::JobState::Scheduled => "scheduled",
+        v1::JobState::Available => "available",
+        v1::JobState::Running => "running",
+        v1::JobState::Succeeded => "succeeded",
+        v1::JobState::Dead => "dead",
+        v1::JobState::Cancelled => "cancelled",
+    }
+}
+
+/// `retry_scheduled` for `JOB_EVENT_KIND_RETRY_SCHEDULED`.
+fn kind_name(kind: v1::JobEventKind) -> String {
+    kind.as_str_name()
+        .trim_start_matches("JOB_EVENT_KIND_")
+        .to_ascii_lowercase()
+}
+
+/// A time as RFC 3339 with how long ago (or ahead) it is.
+pub fn format_time(at_ms: i64, now_ms: i64) -> String {
+    let text = format_timestamp_ms(at_ms);
+    let delta = now_ms - at_ms;
+    if delta >= 0 {
+        format!("{text} ({} ago)", format_age_ms(delta as u64))
+    } else {
+        format!("{text} (in {})", format_age_ms(delta.unsigned_abs()))
+    }
+}
+
+/// Bytes as text when they are UTF-8, shortened; otherwise their size.
+fn bytes_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok("") => "(empty)".into(),
+        Ok(text) => shorten(text),
+        Err(_) => format!(
+            "({} bytes, not UTF-8; --format json shows them in base64)",
+            bytes.len()
+        ),
+    }
+}
+
+/// One line of at most `TEXT_CHARS_SHOWN_MAX` characters: line breaks
+/// escaped, the rest cut with a note.
+pub fn shorten(text: &str) -> String {
+    let one_line = text.replace('\r', "").replace('\n', "\\n");
+    let chars = one_line.chars().count();
+    if chars <= TEXT_CHARS_SHOWN_MAX {
+        return one_line;
+    }
+    let kept: String = one_line.chars().take(TEXT_CHARS_SHOWN_MAX).collect();
+    format!("{kept}... ({chars} characters; --format json shows all)")
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn dead_job() -> v1::Job {
+        v1::Job {
+            job_id: "42".into(),
+            queue: "emails".into(),
+            state: v1::JobState::Dead as i32,
+            payload: Bytes::from_static(b"{\"to\":\"a@example.com\"}"),
+            attempt: 2,
+            attempts_max: 2,
+            created_at_ms: 1_000,
+            finished_at_ms: Some(5_000),
+            errors: vec![
+                v1::AttemptError {
+                    attempt: 1,
+                    error: "smtp: connection refused".into(),
+                    failed_at_ms: 2_000,
+                },
+                v1::AttemptError {
+                    attempt: 2,
+                    error: "line 1\nline 2".into(),
+                    failed_at_ms: 5_000,
+                },
+            ],
+            headers: [("traceparent".to_owned(), "00-1-2-01".to_owned())].into(),
+            ..v1::Job::default()
+        }
+    }
+
+    #[test]
+    fn a_job_reads_as_text() {
+        let text = job_text(&dead_job(), 65_000);
+        assert!(text.contains("state         dead\n"), "{text}");
+        assert!(text.contains("attempt       2 (attempts_max 2"), "{text}");
+        assert!(
+            text.contains("finished      1970-01-01T00:00:05.000Z (1m0s ago)"),
+            "{text}"
+        );
+        assert!(text.contains("header        traceparent=00-1-2-01"), "{text}");
+        assert!(
+            text.contains("payload       {\"to\":\"a@example.com\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  attempt 2   1970-01-01T00:00:05.000Z  line 1\\nline 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_job_reads_as_json() {
+        let value = job_json(&dead_job());
+        assert_eq!(value["state"], json!("dead"));
+        assert_eq!(value["errors"][1]["attempt"], json!(2));
+        assert_eq!(value["payload"], json!("{\"to\":\"a@example.com\"}"));
+        assert_eq!(value["result"], Value::Null);
+        assert!(!value.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn long_and_binary_text_is_shortened() {
+        let long = "x".repeat(1000);
+        assert!(shorten(&long).ends_with("(1000 characters; --format json shows all)"));
+        assert_eq!(bytes_text(&[0xff, 0xfe]).chars().next(), Some('('));
+        assert_eq!(bytes_text(b""), "(empty)");
+        assert_eq!(kind_name(v1::JobEventKind::RetryScheduled), "retry_scheduled");
+    }
+}

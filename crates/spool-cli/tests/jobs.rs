@@ -1,0 +1,399 @@
+//! `spool job`, `spool queue` and `spool bench jobs` against a real
+//! `spoold`, with a worker played by the raw Jobs client.
+//!
+//! `spoold` is taken from the same target directory as this test
+//! (`cargo build -p spool-server` or a workspace build puts it there); when
+//! it has not been built the tests say so and pass without running.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use spool_client::Client;
+use spool_client::proto as v1;
+
+/// A `spoold` on a port of its own, killed when dropped.
+struct Spoold {
+    child: Child,
+    url: String,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Spoold {
+    /// Starts `spoold`, or returns `None` (after saying why) when the
+    /// binary is not built.
+    fn start() -> Option<Spoold> {
+        let binary = spoold_path();
+        if !binary.exists() {
+            eprintln!(
+                "skipping: {} is not built; run `cargo build -p spool-server` to run this test",
+                binary.display()
+            );
+            return None;
+        }
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        let mut child = Command::new(&binary)
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn spoold");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let address = loop {
+            assert!(Instant::now() < deadline, "spoold did not start in time");
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(address) = line.strip_prefix("listening on ") {
+                        break address.to_owned();
+                    }
+                }
+                _ => panic!("spoold exited before listening: {:?}", child.wait()),
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Some(Spoold {
+            child,
+            url: format!("http://{address}"),
+            _data_dir: data_dir,
+        })
+    }
+
+    fn spool(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spool"))
+            .arg("--server")
+            .arg(&self.url)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn spool");
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).expect("write stdin");
+        }
+        drop(input);
+        child.wait_with_output().expect("wait for spool")
+    }
+
+    /// Runs `spool` and returns its stdout, failing the test on a non-zero
+    /// exit.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.spool(args, None);
+        assert!(
+            output.status.success(),
+            "spool {args:?} failed ({:?}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
+    /// Runs `spool` expecting exit code 1; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.spool(args, None);
+        assert_eq!(output.status.code(), Some(1), "spool {args:?}: {output:?}");
+        String::from_utf8(output.stderr).expect("utf-8 output")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(self.ok(args).trim()).expect("one JSON document")
+    }
+}
+
+impl Drop for Spoold {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spoold_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/jobs-<hash> -> target/<profile>/spoold
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("spoold"))
+        .expect("target profile directory")
+}
+
+/// A worker's side: claims up to `count` jobs and fails each as
+/// non-retryable with `error`, or completes them when `error` is `None`.
+fn work(url: &str, queue: &str, count: u32, error: Option<&str>) -> Vec<v1::ClaimedJob> {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::connect(url.to_owned()).await.expect("connect");
+        let mut jobs = client.jobs_client();
+        let claimed = jobs
+            .claim(v1::ClaimRequest {
+                queues: vec![queue.to_owned()],
+                max_jobs: count,
+                lease_ms: 60_000,
+                max_wait_ms: 2_000,
+                worker_id: "test-worker".into(),
+            })
+            .await
+            .expect("claim")
+            .into_inner()
+            .jobs;
+        for job in &claimed {
+            match error {
+                Some(error) => {
+                    jobs.fail(v1::FailRequest {
+                        job_id: job.job_id.clone(),
+                        lease_token: job.lease_token.clone(),
+                        error: error.to_owned(),
+                        retryable: Some(false),
+                        retry_delay_ms: None,
+                    })
+                    .await
+                    .expect("fail");
+                }
+                None => {
+                    jobs.complete(v1::CompleteRequest {
+                        job_id: job.job_id.clone(),
+                        lease_token: job.lease_token.clone(),
+                        result: "done".into(),
+                    })
+                    .await
+                    .expect("complete");
+                }
+            }
+        }
+        claimed
+    })
+}
+
+/// Claims up to `count` jobs and holds them (leases of a minute).
+fn claim_and_hold(url: &str, queue: &str, count: u32) -> Vec<v1::ClaimedJob> {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::connect(url.to_owned()).await.expect("connect");
+        client
+            .jobs_client()
+            .claim(v1::ClaimRequest {
+                queues: vec![queue.to_owned()],
+                max_jobs: count,
+                lease_ms: 60_000,
+                max_wait_ms: 2_000,
+                worker_id: "holder".into(),
+            })
+            .await
+            .expect("claim")
+            .into_inner()
+            .jobs
+    })
+}
+
+#[test]
+fn enqueue_inspect_and_dedup() {
+    let Some(server) = Spoold::start() else { return };
+    let id = server.ok(&[
+        "job",
+        "enqueue",
+        "emails",
+        "{\"to\":\"a@example.com\"}",
+        "--content-type",
+        "application/json",
+    ]);
+    let id = id.trim();
+    assert!(id.parse::<u64>().is_ok(), "{id}");
+
+    // The payload from stdin, `-` or absent.
+    let output = server.spool(
+        &["job", "enqueue", "emails", "-", "--header", "trace=t1"],
+        Some("from stdin"),
+    );
+    assert!(output.status.success());
+    let stdin_id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let job = server.json(&["job", "get", &stdin_id, "--format", "json"]);
+    assert_eq!(job["payload"], "from stdin");
+    assert_eq!(job["headers"]["trace"], "t1");
+    assert_eq!(job["state"], "available");
+
+    // An idempotency key: the second enqueue returns the first job.
+    let first = server.ok(&["job", "enqueue", "emails", "x", "--key", "welcome-1"]);
+    let output = server.spool(&["job", "enqueue", "emails", "y", "--key", "welcome-1"], None);
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout), first);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("deduplicated"));
+    let again = server.json(&[
+        "job",
+        "enqueue",
+        "emails",
+        "y",
+        "--key",
+        "welcome-1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(again["deduplicated"], true);
+
+    // Delay, priority, attempts, timeout.
+    let delayed = server.json(&[
+        "job",
+        "enqueue",
+        "emails",
+        "later",
+        "--delay",
+        "1h",
+        "--priority",
+        "-2",
+        "--attempts",
+        "3",
+        "--timeout",
+        "30s",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(delayed["state"], "scheduled");
+    let job = server.json(&[
+        "job",
+        "get",
+        delayed["job_id"].as_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        (job["priority"].as_i64(), job["attempts_max"].as_u64()),
+        (Some(-2), Some(3))
+    );
+    assert_eq!(job["timeout_ms"], 30_000);
+
+    let text = server.ok(&["job", "get", id]);
+    assert!(text.contains("state         available"), "{text}");
+    assert!(text.contains("content type  application/json"), "{text}");
+
+    let stats = server.json(&["queue", "stats", "emails", "--format", "json"]);
+    assert_eq!(
+        (stats["available"].as_u64(), stats["scheduled"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let listed = server.ok(&["job", "list", "emails", "--state", "scheduled"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let listed = server.ok(&["job", "list", "emails", "--format", "json", "--limit", "2"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+
+    // Server refusals exit 1 and say what to do.
+    let message = server.fails(&["job", "get", "12345"]);
+    assert!(message.contains("spool job history 12345"), "{message}");
+    let message = server.fails(&["job", "enqueue", "emails", "x", "--delay", "400d"]);
+    assert!(message.contains("delay_ms"), "{message}");
+    let message = server.fails(&["job", "retry", id]);
+    assert!(message.contains("not dead"), "{message}");
+}
+
+#[test]
+fn dead_jobs_history_retry_purge_and_cancel() {
+    let Some(server) = Spoold::start() else { return };
+    for i in 0..3 {
+        server.ok(&[
+            "job",
+            "enqueue",
+            "billing",
+            &format!("invoice-{i}"),
+            "--attempts",
+            "1",
+        ]);
+    }
+    let failed = work(&server.url, "billing", 2, Some("smtp: connection refused"));
+    assert_eq!(failed.len(), 2);
+    let failed_id = failed[0].job_id.as_str();
+    let dead = server.ok(&["job", "list", "billing", "--state", "dead"]);
+    assert_eq!(dead.lines().count(), 3, "{dead}");
+    assert!(dead.contains("smtp: connection refused"), "{dead}");
+
+    let history = server.ok(&["job", "history", failed_id]);
+    let kinds: Vec<&str> = history
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(kinds, ["enqueued", "claimed", "dead"], "{history}");
+    assert!(history.contains("test-worker"), "{history}");
+    let events: Vec<Value> = server
+        .ok(&["job", "history", failed_id, "--format", "json"])
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events[2]["error"], "smtp: connection refused");
+    assert_eq!(events[1]["lease_ms"], 60_000);
+
+    // One by id, then in bulk by error text.
+    let out = server.ok(&["job", "retry", failed_id]);
+    assert!(out.contains("re-drove job"), "{out}");
+    assert_eq!(
+        server.json(&["job", "get", failed_id, "--format", "json"])["state"],
+        "available"
+    );
+    let again = work(&server.url, "billing", 3, Some("smtp: timeout"));
+    assert_eq!(again.len(), 2, "the re-driven job and the third one");
+    let redriven = again.iter().find(|job| job.job_id == failed_id).unwrap();
+    assert_eq!(
+        redriven.attempt, 2,
+        "attempt numbers keep counting across re-drives"
+    );
+    let out = server.ok(&[
+        "job",
+        "retry",
+        "--dead",
+        "billing",
+        "--error-contains",
+        "timeout",
+        "--since",
+        "1h",
+    ]);
+    assert!(out.contains("re-drove 2 dead jobs"), "{out}");
+    let out = server.ok(&["job", "purge", "--dead", "billing", "--before", "@1"]);
+    assert!(out.contains("purged 0 dead jobs"), "{out}");
+    let out = server.ok(&["job", "purge", "--dead", "billing"]);
+    assert!(out.contains("purged 1 dead jobs"), "{out}");
+    let message = server.fails(&["job", "purge", failed_id]);
+    assert!(message.contains("not dead"), "{message}");
+
+    // Cancel: at once when waiting, on the next heartbeat when running.
+    let waiting = server.ok(&["job", "enqueue", "reports", "r1", "--delay", "1h"]);
+    let out = server.ok(&["job", "cancel", waiting.trim()]);
+    assert!(out.contains("cancelled job"), "{out}");
+    server.ok(&["job", "enqueue", "reports", "r2"]);
+    let running = claim_and_hold(&server.url, "reports", 1);
+    let out = server.ok(&["job", "cancel", &running[0].job_id]);
+    assert!(out.contains("next heartbeat"), "{out}");
+    let done = server.ok(&["job", "enqueue", "reports", "r3"]);
+    work(&server.url, "reports", 1, None);
+    let message = server.fails(&["job", "cancel", done.trim()]);
+    assert!(message.contains("succeeded"), "{message}");
+    let job = server.json(&["job", "get", done.trim(), "--format", "json"]);
+    assert_eq!(
+        (job["state"].as_str(), job["result"].as_str()),
+        (Some("succeeded"), Some("done"))
+    );
+}
+
+#[test]
+fn bench_jobs_completes_every_job() {
+    let Some(server) = Spoold::start() else { return };
+    let report = server.json(&[
+        "bench",
+        "jobs",
+        "--count",
+        "3000",
+        "--enqueue-batch",
+        "250",
+        "--claim-batch",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(report["jobs"], 3000);
+    assert_eq!(report["enqueued"], 3000);
+    assert_eq!(report["finish_failures"], 0);
+    assert_eq!(report["latency_us"]["samples"], 3000);
+    assert!(report["completed_per_s"].as_f64().unwrap() > 0.0);
+}
