@@ -1,6 +1,8 @@
 //! `fsync_append`: `Durability::Fsync` appends of batches of about 1 MiB
-//! (1000 records of 1 KiB, or 10,000 of 100 bytes), one appender, reported
-//! in bytes per second of encoded batch. Each append returns only after a
+//! (1000 records of 1 KiB, or 10,000 of 100 bytes), reported in bytes per
+//! second of encoded batch, by one appender and by four at once (what a
+//! server with several producers does: while one batch is being synced the
+//! next is written, which one appender alone cannot overlap). Each append returns only after a
 //! flusher thread has synced it (`msync`, i.e. `fdatasync` of the range),
 //! so this is the durable produce path at its best batch size; compare
 //! it with `dd ... conv=fdatasync` from the same run of
@@ -46,5 +48,28 @@ pub fn bench(c: &mut Criterion) {
             })
         });
     }
+    let values = payloads(1000, 1024);
+    let records = rig::records(&values);
+    let batch_bytes = rig::encode(&records, &rig::store_config()).len() as u64;
+    const APPENDERS: u64 = 4;
+    group.throughput(Throughput::Bytes(batch_bytes));
+    group.bench_function(BenchmarkId::new("1KiB-x1000-appenders", APPENDERS), |b| {
+        let log = log.get_or_insert_with(new_log);
+        b.iter_custom(|iters| {
+            let per_thread = iters.div_ceil(APPENDERS);
+            log.timed(1, per_thread * APPENDERS * batch_bytes, |partition| {
+                std::thread::scope(|scope| {
+                    for _ in 0..APPENDERS {
+                        scope.spawn(|| {
+                            for _ in 0..per_thread {
+                                let outcome = partition.append(&records, Durability::Fsync).expect("append");
+                                black_box(outcome);
+                            }
+                        });
+                    }
+                });
+            })
+        })
+    });
     group.finish();
 }

@@ -1,4 +1,4 @@
-//! The Rust client of Spool's log service (`spool.v1.Log`).
+//! The Rust client of Spool's services (`spool.v1.Log` and `spool.v1.Jobs`).
 //!
 //! - [`Client`]: a connection (one HTTP/2 channel, cheap to clone) with a
 //!   thin async method per RPC: topics, produce, fetch, subscribe, offsets,
@@ -13,18 +13,21 @@
 //!   [`ConsumedRecord`]s from one or all partitions, starting at the earliest
 //!   or latest offset, an offset, a timestamp or a named checkpoint, and
 //!   committing checkpoints.
+//! - [`worker`]: the job worker runtime: handlers per queue, bounded
+//!   concurrency, batched claims and acknowledgements, heartbeats,
+//!   cancellation, graceful shutdown; [`Client::jobs_client`] gives the
+//!   generated Jobs client for everything else.
 //! - [`Error`]: gRPC statuses mapped into variants that keep the status.
 //!
 //! Layout: `client.rs` (connection and RPCs), `producer/` (the `Producer`;
 //! `accumulator.rs` holds its batching decisions, free of I/O and clock so
 //! they are unit tested; `delivery.rs` the acknowledgements), `consumer.rs`,
 //! `record.rs` (record types and the batch codec glue over
-//! `spool_log::batch`), `error.rs`.
+//! `spool_log::batch`), `error.rs`, `worker/` (the job worker runtime).
 //!
 //! What it is not: no server, no TLS, no consumer groups (offsets are the
 //! consumer's, checkpoints optional), no idempotent producer (a retry can
-//! duplicate), and no job API yet (`spool.v1.Jobs` is reachable through
-//! [`proto`]).
+//! duplicate).
 //!
 //! ```no_run
 //! # async fn example() -> spool_client::Result<()> {
@@ -54,6 +57,7 @@ mod consumer;
 mod error;
 mod producer;
 mod record;
+pub mod worker;
 
 pub use client::{
     Checkpoint, Client, ClientOptions, Durability, MESSAGE_BYTES_MAX_DEFAULT, NewTopic, OffsetSpec,

@@ -387,6 +387,11 @@ impl JobsCore {
                 retry_delay_ms,
             } => self.fail(&mut step, id, token, error, retryable, retry_delay_ms, now_ms),
             Request::Release { id, token } => match self.leased(id, token) {
+                Ok(job) if job.cancel_requested => {
+                    // Nobody should run it again: it was to be cancelled.
+                    self.emit(&mut step, Event::Cancelled { id, at_ms: now_ms });
+                    Ok(Reply::Released)
+                }
                 Ok(_) => {
                     self.emit(&mut step, Event::Released { id, at_ms: now_ms });
                     Ok(Reply::Released)

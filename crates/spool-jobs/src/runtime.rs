@@ -324,6 +324,16 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            // Parked claims whose callers went away are forgotten before
+            // anything could hand them jobs nobody would receive.
+            let core = &mut self.core;
+            self.pending.retain(|id, responder| {
+                let open = !responder.is_closed();
+                if !open {
+                    core.cancel_parked(*id);
+                }
+                open
+            });
             let now = (self.config.clock)();
             let mut step = self.core.tick(now);
             let mut stop = None;
@@ -346,15 +356,6 @@ impl Worker {
                     Message::Stop(ack) => stop = Some(ack),
                 }
             }
-            // Parked claims whose callers went away are forgotten.
-            let core = &mut self.core;
-            self.pending.retain(|id, responder| {
-                let open = !responder.is_closed();
-                if !open {
-                    core.cancel_parked(*id);
-                }
-                open
-            });
             self.finish(step);
             // Reads run after the turn's events are durable, so they never
             // see a change that could still be lost.

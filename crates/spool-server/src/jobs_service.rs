@@ -300,8 +300,11 @@ impl Jobs for JobsService {
         let mut shutdown = self.shutdown.clone();
         let reply = tokio::select! {
             reply = self.call(Request::Claim(spec)) => reply?,
-            // A claim waiting for work does not hold the shutdown up.
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => Reply::Claimed(Vec::new()),
+            // A claim waiting for work does not hold the shutdown up; the
+            // caller hears UNAVAILABLE and backs off instead of spinning.
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                return Err(Status::unavailable("the server is shutting down"));
+            }
         };
         let Reply::Claimed(claimed) = reply else {
             return Err(unexpected(&reply));

@@ -1,0 +1,117 @@
+//! `spool-worker`: runs a shell command (`--exec`) or calls an HTTP endpoint
+//! (`--http`) for each job of one or more Spool queues.
+//!
+//! It is a thin binary over [`spool_client::worker`], which claims jobs in
+//! batches, bounds concurrency, heartbeats, batches acknowledgements,
+//! reconnects with backoff and shuts down gracefully on SIGTERM or SIGINT.
+//! What a job's exit code or HTTP status means is in `--help` and in the
+//! handler modules.
+//!
+//! Layout: `args.rs` (the clap command line and its help), `exec.rs` (the
+//! command handler), `process_group.rs` (killing a command with its
+//! children; the crate's only `unsafe`, one `kill(2)` call), `http.rs` (the
+//! HTTP handler, hyper 1), `units.rs` (durations and sizes).
+//!
+//! What it is not: no TLS for `--http`, no configuration file, no
+//! scheduling of its own (delays, retries and dead jobs are the server's).
+//! A worker killed with SIGKILL cannot kill its commands' process groups:
+//! those finish on their own, and their jobs run again after the lease.
+//! Exit codes: 0 after a clean shutdown, 1 on an error, 2 on a usage error.
+
+#![deny(unsafe_code)]
+
+mod args;
+mod exec;
+mod http;
+mod process_group;
+mod units;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use spool_client::worker::{Worker, WorkerConfig};
+use spool_client::{Client, ClientOptions};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::args::Cli;
+use crate::exec::ExecHandler;
+use crate::http::HttpHandler;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Installed before anything else so an early SIGTERM is a graceful
+    // shutdown, not the default of dying on the spot.
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "received a signal");
+    };
+
+    // Connects on the first call: a worker may start before its server, and
+    // it keeps retrying (with backoff) while the server is away.
+    let client = Client::connect_lazy(cli.server.clone(), ClientOptions::default())
+        .with_context(|| format!("invalid server address {:?}", cli.server))?;
+    let mut config = WorkerConfig {
+        concurrency: cli.concurrency as usize,
+        prefetch: cli.prefetch as usize,
+        lease: cli.lease,
+        timeout: Some(cli.timeout),
+        retry_delay: cli.retry_delay,
+        grace: cli.grace,
+        ..WorkerConfig::default()
+    };
+    if let Some(worker_id) = cli.worker_id {
+        config.worker_id = worker_id;
+    }
+    let mut worker = Worker::new(&client, config);
+    if let Some(command) = cli.exec {
+        tracing::info!(%command, "running a command per job");
+        let handler = ExecHandler::new(command, cli.result_bytes_max, cli.retry_delay);
+        for queue in &cli.queues {
+            worker = worker.handle(queue.clone(), handler.clone());
+        }
+    } else if let Some(url) = cli.http {
+        tracing::info!(%url, "posting each job");
+        let handler = HttpHandler::new(url, cli.result_bytes_max, cli.retry_delay);
+        for queue in &cli.queues {
+            worker = worker.handle(queue.clone(), handler.clone());
+        }
+    }
+    tracing::info!(server = %cli.server, "connecting");
+    // The runtime logs what it did when it stops.
+    worker.run_until(shutdown).await.context("the worker stopped")?;
+    Ok(())
+}
