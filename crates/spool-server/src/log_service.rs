@@ -434,7 +434,9 @@ impl Log for LogService {
         let request = request.into_inner();
         let partition = self.partition(&request.topic, request.partition)?;
         check_offset(&partition, request.offset)?;
-        let max_bytes = self.fetch_bytes(request.max_bytes);
+        let max_bytes = self
+            .fetch_bytes(request.max_bytes)
+            .min(self.state.config.subscribe_bytes_max);
         // A bounded channel: when the client stops reading, HTTP/2 flow
         // control stops the response body, the channel fills, and this task
         // waits instead of reading further.

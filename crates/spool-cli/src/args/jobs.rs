@@ -259,6 +259,12 @@ pub struct BenchJobsArgs {
     /// Print one JSON line instead of the human-readable report.
     #[arg(long)]
     pub json: bool,
+    /// Consume with the Rust worker runtime (`spool_client::worker`: batched
+    /// claims, a handler task per job, batched acknowledgements) instead of
+    /// bare Claim and FinishBatch calls; --claim-batch is then each
+    /// worker's concurrency.
+    #[arg(long)]
+    pub worker_runtime: bool,
 }
 
 /// A job id as `spool job enqueue` prints it.

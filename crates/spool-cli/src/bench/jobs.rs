@@ -108,7 +108,11 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
             target,
             shared: Arc::clone(&shared),
         };
-        consumers.push(tokio::spawn(consumer.run()));
+        if args.worker_runtime {
+            consumers.push(tokio::spawn(run_worker_runtime(client, consumer)));
+        } else {
+            consumers.push(tokio::spawn(consumer.run()));
+        }
     }
     let deadline = Instant::now() + Duration::from_millis(args.duration);
     let mut enqueuers = Vec::new();
@@ -177,6 +181,7 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
             ("enqueuers", json!(args.enqueuers)),
             ("enqueue_batch", json!(args.enqueue_batch)),
             ("consumers", json!(args.consumers)),
+            ("worker_runtime", json!(args.worker_runtime)),
             ("claim_batch", json!(args.claim_batch)),
             ("claim_wait_ms", json!(CLAIM_WAIT_MS)),
         ],
@@ -323,6 +328,71 @@ impl Consumer {
         }
         Ok(latencies)
     }
+}
+
+/// Consumes with the worker runtime: one `Worker` whose handler records
+/// the enqueue-to-run latency and completes at once; it runs until every
+/// job is done, and returns only after its acknowledgements are sent.
+async fn run_worker_runtime(
+    client: spool_client::Client,
+    consumer: Consumer,
+) -> spool_client::Result<Histogram<u64>> {
+    use spool_client::worker::{Job, Outcome, Worker, WorkerConfig};
+    let latencies = Arc::new(std::sync::Mutex::new(latency_histogram()));
+    let shared = Arc::clone(&consumer.shared);
+    let config = WorkerConfig {
+        concurrency: consumer.claim_batch as usize,
+        ..WorkerConfig::default()
+    };
+    let handler = {
+        let latencies = Arc::clone(&latencies);
+        let shared = Arc::clone(&shared);
+        move |job: Job| {
+            let latencies = Arc::clone(&latencies);
+            let shared = Arc::clone(&shared);
+            async move {
+                let sent = job
+                    .payload()
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes);
+                let now_ns = shared.elapsed_ns();
+                if let Some(sent) = sent {
+                    latencies
+                        .lock()
+                        .expect("latency lock")
+                        .saturating_record(now_ns.saturating_sub(sent) / 1_000);
+                }
+                shared.completed.fetch_add(1, Ordering::AcqRel);
+                shared.last_completion_ns.fetch_max(now_ns, Ordering::Relaxed);
+                Outcome::complete(Bytes::new())
+            }
+        }
+    };
+    let target = consumer.target;
+    let until_done = {
+        let shared = Arc::clone(&shared);
+        async move {
+            while !shared.finished(target) && !shared.stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    let report = Worker::new(&client, config)
+        .handle(consumer.queue.clone(), handler)
+        .run_until(until_done)
+        .await
+        .map_err(|error| spool_client::Error::Protocol {
+            reason: format!("worker runtime: {error}"),
+        })?;
+    let _ = report;
+    // Completions are counted when handlers return; the runtime has sent
+    // every acknowledgement by the time run_until returns.
+    shared
+        .last_completion_ns
+        .fetch_max(shared.elapsed_ns(), Ordering::Relaxed);
+    let histogram = latencies.lock().expect("latency lock").clone();
+    Ok(histogram)
 }
 
 /// What `bench jobs` measured.
