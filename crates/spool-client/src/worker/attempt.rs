@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use spool_proto::v1;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::Code;
 use tracing::Instrument;
@@ -57,8 +56,9 @@ async fn attempt(shared: &Shared, job: &Job, ticket: Ticket) {
         return;
     };
     let mut phase = shared.phase.subscribe();
-    let heartbeat = heartbeat(shared, job);
-    tokio::pin!(heartbeat);
+    // Boxed: the heartbeat's RPC futures are large, and keeping them out of
+    // this future's own state keeps every spawn of an attempt a small copy.
+    let mut heartbeat = Box::pin(heartbeat(shared, job));
     let deadline = job.deadline();
 
     // Biased: once shutdown has begun, a slot freed at the same moment does
@@ -89,16 +89,17 @@ async fn attempt(shared: &Shared, job: &Job, ticket: Ticket) {
 
     tracing::debug!("job started");
     let started = Instant::now();
-    let mut running = AbortOnDrop(tokio::spawn(handler.call(job.clone()).in_current_span()));
+    // The handler runs inside this task (one task per job, not two); a
+    // panic in it fails the attempt instead of unwinding through the worker.
+    let mut running = CatchUnwind(handler.call(job.clone()));
     let outcome = tokio::select! {
-        joined = &mut running.0 => Some(match joined {
+        joined = &mut running => Some(match joined {
             Ok(outcome) => outcome,
-            Err(error) if error.is_panic() => {
-                let message = panic_message(error.into_panic());
+            Err(payload) => {
+                let message = panic_message(payload);
                 tracing::error!(%message, "the handler panicked");
                 Outcome::retry(format!("the handler panicked: {message}"))
             }
-            Err(_) => Outcome::retry("the handler's task was cancelled"),
         }),
         () = until(deadline) => {
             let timeout_ms = job.timeout().map_or(0, |t| t.as_millis() as u64);
@@ -267,11 +268,23 @@ async fn until(deadline: Option<Instant>) {
 }
 
 /// A handler task that is stopped when this is dropped.
-struct AbortOnDrop(JoinHandle<Outcome>);
+/// Polls a handler's future in place, turning a panic into an error.
+/// Dropping it stops the handler (timeout, end of the grace period).
+struct CatchUnwind(super::handler::BoxedOutcome);
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl std::future::Future for CatchUnwind {
+    type Output = Result<Outcome, Box<dyn Any + Send>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(outcome)) => std::task::Poll::Ready(Ok(outcome)),
+            Err(payload) => std::task::Poll::Ready(Err(payload)),
+        }
     }
 }
 

@@ -134,7 +134,13 @@ fn start(
                 "the server handed out more jobs than asked for; releasing the extra one"
             );
         }
-        tasks.spawn(attempt::run(Arc::clone(shared), job, claimed_at, permit, ticket));
+        tasks.spawn(Box::pin(attempt::run(
+            Arc::clone(shared),
+            job,
+            claimed_at,
+            permit,
+            ticket,
+        )));
     }
 }
 
