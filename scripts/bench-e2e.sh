@@ -69,33 +69,9 @@ for arg in "$@"; do
 done
 
 cd "$(dirname "$0")/.."
-target_dir="${CARGO_TARGET_DIR:-target}"
-out_dir="$target_dir/bench-e2e"
-stamp="$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$out_dir"
-LOG_DIR="$PWD/$out_dir/$stamp-logs"
-mkdir -p "$LOG_DIR"
-log="$out_dir/$stamp.log"
-jsonl="$out_dir/$stamp.jsonl"
-exec > >(tee "$log") 2>&1
-
-# shellcheck source=scripts/lib/machine.sh
-source scripts/lib/machine.sh
-# shellcheck source=scripts/lib/procs.sh
-source scripts/lib/procs.sh
-# shellcheck source=scripts/lib/report.sh
-source scripts/lib/report.sh
-# shellcheck source=scripts/lib/spool.sh
-source scripts/lib/spool.sh
-
-scratch_parent="${SPOOL_SCRATCH_DIR:-${TMPDIR:-/tmp}}"
-scratch="$(mktemp -d "$scratch_parent/spool-bench-e2e.XXXXXX")"
-cleanup() {
-  stop_tracked
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/lib/run.sh
+source scripts/lib/run.sh
+bench_setup e2e
 
 if [ "$quick" = 1 ]; then
   produce_s=2 consume_count=1000000 latency_s=3 fsync_s=2 memory_s=2

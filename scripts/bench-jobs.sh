@@ -68,33 +68,9 @@ for arg in "$@"; do
 done
 
 cd "$(dirname "$0")/.."
-target_dir="${CARGO_TARGET_DIR:-target}"
-out_dir="$target_dir/bench-jobs"
-stamp="$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$out_dir"
-LOG_DIR="$PWD/$out_dir/$stamp-logs"
-mkdir -p "$LOG_DIR"
-log="$out_dir/$stamp.log"
-jsonl="$out_dir/$stamp.jsonl"
-exec > >(tee "$log") 2>&1
-
-# shellcheck source=scripts/lib/machine.sh
-source scripts/lib/machine.sh
-# shellcheck source=scripts/lib/procs.sh
-source scripts/lib/procs.sh
-# shellcheck source=scripts/lib/report.sh
-source scripts/lib/report.sh
-# shellcheck source=scripts/lib/spool.sh
-source scripts/lib/spool.sh
-
-scratch_parent="${SPOOL_SCRATCH_DIR:-${TMPDIR:-/tmp}}"
-scratch="$(mktemp -d "$scratch_parent/spool-bench-jobs.XXXXXX")"
-cleanup() {
-  stop_tracked
-  rm -rf "$scratch"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/lib/run.sh
+source scripts/lib/run.sh
+bench_setup jobs
 
 if [ "$quick" = 1 ]; then
   jobs_s=2 exec_jobs=300 restart_jobs=20000 bullmq_jobs=5000 bullmq_c1_jobs=1000 dd_args=(64 200 2000)
