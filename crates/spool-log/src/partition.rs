@@ -365,6 +365,28 @@ impl Partition {
         self.shared.durable.wait(offset)
     }
 
+    /// Blocks until every offset below `offset` is on disk, starting a
+    /// flush if needed. Fails if the partition is poisoned or closed first.
+    pub fn wait_durable_blocking(&self, offset: u64) -> Result<()> {
+        if self.shared.durable.get() < offset {
+            self.shared.request_flush();
+        }
+        self.shared
+            .durable
+            .wait_blocking(offset, None)
+            .map(|_| ())
+            .map_err(|end| self.shared.end_error(end))
+    }
+
+    /// Asks the flusher to make everything appended so far durable, without
+    /// waiting: for a writer that appends with [`Durability::None`] and lets
+    /// others await [`Partition::wait_durable`].
+    pub fn request_flush(&self) {
+        if self.shared.durable.get() < self.shared.high_watermark.get() {
+            self.shared.request_flush();
+        }
+    }
+
     /// Flushes everything appended so far on the calling thread.
     pub fn flush(&self) -> Result<()> {
         self.shared.flush()
