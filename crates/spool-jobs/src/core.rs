@@ -356,10 +356,15 @@ impl JobsCore {
     /// Handles one request at time `now_ms`.
     pub fn handle(&mut self, request: RequestId, body: Request, now_ms: i64) -> Step {
         let mut step = Step::default();
+        self.handle_into(&mut step, request, body, now_ms);
+        step
+    }
+
+    /// As [`JobsCore::handle`], adding to `step`.
+    pub fn handle_into(&mut self, step: &mut Step, request: RequestId, body: Request, now_ms: i64) {
         self.promote_due(now_ms);
         let reply = match body {
-            Request::Enqueue(specs) => self.enqueue(&mut step, specs, now_ms),
-            Request::Claim(spec) => match self.claim(&mut step, &spec, now_ms) {
+            Request::Claim(spec) => match self.claim(step, &spec, now_ms) {
                 Ok(jobs) if jobs.is_empty() && spec.wait_ms > 0 => {
                     let wait = spec.wait_ms.min(self.config.claim_wait_ms_max);
                     self.parked.push_back(Parked {
@@ -367,52 +372,78 @@ impl JobsCore {
                         deadline_ms: now_ms.saturating_add(wait as i64),
                         spec,
                     });
-                    return step;
+                    return;
                 }
                 Ok(jobs) => Ok(Reply::Claimed(jobs)),
                 Err(error) => Err(error),
             },
+            Request::Batch(requests) => {
+                if requests.len() > ENQUEUE_BATCH_MAX {
+                    Err(invalid(
+                        "batch",
+                        format!(
+                            "{} requests in one batch; at most {ENQUEUE_BATCH_MAX}",
+                            requests.len()
+                        ),
+                    ))
+                } else {
+                    let replies = requests
+                        .into_iter()
+                        .map(|body| self.decide(step, body, now_ms))
+                        .collect();
+                    Ok(Reply::Batch(replies))
+                }
+            }
+            body => self.decide(step, body, now_ms),
+        };
+        step.replies.push((request, reply));
+        self.serve_parked(step, now_ms);
+    }
+
+    /// Decides a request that never waits: anything but a claim, and only
+    /// reached for a claim or a batch when one is nested in a batch.
+    fn decide(&mut self, step: &mut Step, body: Request, now_ms: i64) -> Result<Reply, JobError> {
+        match body {
+            Request::Enqueue(specs) => self.enqueue(step, specs, now_ms),
+            Request::Claim(_) | Request::Batch(_) => {
+                Err(invalid("batch", "a batch cannot hold a claim or another batch"))
+            }
             Request::Heartbeat {
                 id,
                 token,
                 extend_ms,
                 progress,
-            } => self.heartbeat(&mut step, id, token, extend_ms, progress, now_ms),
-            Request::Complete { id, token, result } => self.complete(&mut step, id, token, result, now_ms),
+            } => self.heartbeat(step, id, token, extend_ms, progress, now_ms),
+            Request::Complete { id, token, result } => self.complete(step, id, token, result, now_ms),
             Request::Fail {
                 id,
                 token,
                 error,
                 retryable,
                 retry_delay_ms,
-            } => self.fail(&mut step, id, token, error, retryable, retry_delay_ms, now_ms),
+            } => self.fail(step, id, token, error, retryable, retry_delay_ms, now_ms),
             Request::Release { id, token } => match self.leased(id, token) {
                 Ok(job) if job.cancel_requested => {
                     // Nobody should run it again: it was to be cancelled.
-                    self.emit(&mut step, Event::Cancelled { id, at_ms: now_ms });
+                    self.emit(step, Event::Cancelled { id, at_ms: now_ms });
                     Ok(Reply::Released)
                 }
                 Ok(_) => {
-                    self.emit(&mut step, Event::Released { id, at_ms: now_ms });
+                    self.emit(step, Event::Released { id, at_ms: now_ms });
                     Ok(Reply::Released)
                 }
                 Err(error) => Err(error),
             },
-            Request::Cancel { id } => self.cancel(&mut step, id, now_ms),
-            Request::RetryDead(target) => self.for_dead(&mut step, target, now_ms, |id, at_ms| {
-                Event::Redriven { id, at_ms }
-            }),
-            Request::PurgeDead(target) => {
-                self.for_dead(&mut step, target, now_ms, |id, at_ms| Event::Purged {
-                    id,
-                    at_ms,
-                    reason: PurgeReason::Requested,
-                })
+            Request::Cancel { id } => self.cancel(step, id, now_ms),
+            Request::RetryDead(target) => {
+                self.for_dead(step, target, now_ms, |id, at_ms| Event::Redriven { id, at_ms })
             }
-        };
-        step.replies.push((request, reply));
-        self.serve_parked(&mut step, now_ms);
-        step
+            Request::PurgeDead(target) => self.for_dead(step, target, now_ms, |id, at_ms| Event::Purged {
+                id,
+                at_ms,
+                reason: PurgeReason::Requested,
+            }),
+        }
     }
 
     /// Advances time: scheduled jobs become available, expired leases fail

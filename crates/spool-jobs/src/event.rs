@@ -171,7 +171,17 @@ impl Event {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
+        let mut buf = Vec::new();
+        self.encode_into(&mut buf);
+        buf
+    }
+
+    /// Appends the encoding to `buf`, so that many events can share one
+    /// buffer.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        let mut w = Writer {
+            buf: std::mem::take(buf),
+        };
         w.u8(VERSION);
         match self {
             Event::Enqueued {
@@ -268,7 +278,7 @@ impl Event {
                 });
             }
         }
-        w.buf
+        *buf = w.buf;
     }
 
     /// Decodes an event; `None` for bytes that are not one.

@@ -68,6 +68,10 @@ pub enum Request {
     },
     RetryDead(Target),
     PurgeDead(Target),
+    /// Several requests decided in order in one step, each with its own
+    /// reply (`Reply::Batch`): acknowledgements of many jobs at once. A
+    /// claim cannot be part of a batch (it may have to wait).
+    Batch(Vec<Request>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +109,8 @@ pub enum Reply {
         cancel_requested: bool,
     },
     Count(u64),
+    /// The replies to a `Request::Batch`, in its order.
+    Batch(Vec<Result<Reply, JobError>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,9 +2,14 @@
 //!
 //! Requests arrive over a channel; each turn of the loop takes every
 //! request waiting, advances time, hands them to the core, appends all the
-//! events they produced to the internal topic `__jobs` in one batch with
-//! one fsync (group commit), and only then answers. Nothing is acknowledged
-//! before its events are on disk.
+//! events they produced to the internal topic `__jobs` and asks the
+//! partition's flusher for an fsync. It does not wait for that fsync: it
+//! goes on with the next turn while the disk works (a pipeline), and each
+//! answer carries the log offset its turn reached. The caller's future
+//! awaits that offset's durability before it hands the answer out, so
+//! nothing is acknowledged, and nothing read from the table is shown,
+//! before every event it could depend on is on disk. Durability is
+//! ordered, so answers of later turns never overtake the disk.
 //!
 //! At start the thread loads the latest snapshot and replays the events
 //! after it. Snapshots are taken after enough events, and at a clean stop.
@@ -79,8 +84,12 @@ impl RuntimeConfig {
     }
 }
 
-type Responder = oneshot::Sender<Result<Reply, JobError>>;
-type Read = Box<dyn FnOnce(&JobsCore, i64) + Send>;
+/// An answer and the log offset that must be durable before it is given
+/// out (the end of the log when it was computed).
+type Answer<T> = (T, u64);
+type Responder = oneshot::Sender<Answer<Result<Reply, JobError>>>;
+/// A read of the table: gets the table, the time and the end of the log.
+type Read = Box<dyn FnOnce(&JobsCore, i64, u64) + Send>;
 
 enum Message {
     Request(Request, Responder),
@@ -113,6 +122,18 @@ fn unavailable(reason: &str) -> JobError {
     JobError::Unavailable {
         reason: reason.to_owned(),
     }
+}
+
+/// Waits until the events up to `offset` are on disk.
+async fn durable(partition: &Partition, offset: u64) -> Result<(), JobError> {
+    if partition.durable_offset() >= offset {
+        return Ok(());
+    }
+    partition.wait_durable(offset).await.map(|_| ()).map_err(|error| {
+        unavailable(&format!(
+            "writing job events failed ({error}); restart the server"
+        ))
+    })
 }
 
 impl JobsRuntime {
@@ -152,6 +173,7 @@ impl JobsRuntime {
             last_snapshot: Instant::now(),
             failed: None,
             snapshot_writer: None,
+            encode_buffer: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("spool-jobs".into())
@@ -171,7 +193,8 @@ impl JobsRuntime {
         ))
     }
 
-    /// Sends a request; the reply arrives once its events are durable.
+    /// Sends a request; the reply arrives once its events, and every event
+    /// before them, are durable.
     pub async fn call(&self, request: Request) -> Result<Reply, JobError> {
         self.submit(request).await
     }
@@ -181,27 +204,31 @@ impl JobsRuntime {
     pub fn submit(&self, request: Request) -> impl Future<Output = Result<Reply, JobError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let sent = self.sender.send(Message::Request(request, tx));
+        let partition = self.partition.clone();
         async move {
             sent.map_err(|_| unavailable("the job service has stopped"))?;
-            rx.await
-                .unwrap_or_else(|_| Err(unavailable("the job service has stopped")))
+            let (reply, offset) = rx.await.map_err(|_| unavailable("the job service has stopped"))?;
+            durable(&partition, offset).await?;
+            reply
         }
     }
 
-    /// Runs `read` against the current job table, after the events of the
-    /// turn it lands in are durable, and returns what it returns.
+    /// Runs `read` against the current job table and returns what it
+    /// returns once every event the table reflected is durable.
     pub async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&JobsCore, i64) -> T + Send + 'static,
     ) -> Result<T, JobError> {
         let (tx, rx) = oneshot::channel();
-        let message = Message::Read(Box::new(move |core, now| {
-            let _ = tx.send(read(core, now));
+        let message = Message::Read(Box::new(move |core, now, offset| {
+            let _ = tx.send((read(core, now), offset));
         }));
         self.sender
             .send(message)
             .map_err(|_| unavailable("the job service has stopped"))?;
-        rx.await.map_err(|_| unavailable("the job service has stopped"))
+        let (value, offset) = rx.await.map_err(|_| unavailable("the job service has stopped"))?;
+        durable(&self.partition, offset).await?;
+        Ok(value)
     }
 
     /// Every event of job `id` from the log, starting at log offset `from`
@@ -296,6 +323,8 @@ struct Worker {
     /// the service refuses everything until it is restarted and replays.
     failed: Option<String>,
     snapshot_writer: Option<JoinHandle<()>>,
+    /// Reused to encode each turn's events.
+    encode_buffer: Vec<u8>,
 }
 
 const IDLE_WAKE: Duration = Duration::from_millis(500);
@@ -342,25 +371,24 @@ impl Worker {
                 match message {
                     Message::Request(request, responder) => {
                         if let Some(reason) = &self.failed {
-                            let _ = responder.send(Err(unavailable(reason)));
+                            let _ = responder.send((Err(unavailable(reason)), 0));
                             continue;
                         }
                         self.next_request += 1;
                         let id = self.next_request;
                         self.pending.insert(id, responder);
-                        let more = self.core.handle(id, request, now);
-                        step.events.extend(more.events);
-                        step.replies.extend(more.replies);
+                        self.core.handle_into(&mut step, id, request, now);
                     }
                     Message::Read(read) => reads.push(read),
                     Message::Stop(ack) => stop = Some(ack),
                 }
             }
             self.finish(step);
-            // Reads run after the turn's events are durable, so they never
-            // see a change that could still be lost.
+            // Reads see the table after this turn; their answers wait for
+            // the same offset as the turn's replies.
+            let offset = self.partition.high_watermark();
             for read in reads {
-                read(&self.core, now);
+                read(&self.core, now, offset);
             }
             if let Some(ack) = stop {
                 self.snapshot(true);
@@ -374,16 +402,20 @@ impl Worker {
             }
         }
         for (_, responder) in self.pending.drain() {
-            let _ = responder.send(Err(unavailable("the job service has stopped")));
+            let _ = responder.send((Err(unavailable("the job service has stopped")), 0));
         }
     }
 
-    /// Makes a step's events durable, then sends its replies.
+    /// Appends a step's events, asks for their fsync and sends the replies,
+    /// each with the offset its caller waits for to be durable.
     fn finish(&mut self, step: Step) {
         let Step { events, mut replies } = step;
         if !events.is_empty() && self.failed.is_none() {
             match self.append(&events) {
-                Ok(()) => self.events_since_snapshot += events.len() as u64,
+                Ok(()) => {
+                    self.events_since_snapshot += events.len() as u64;
+                    self.partition.request_flush();
+                }
                 Err(error) => {
                     tracing::error!(%error, "appending job events failed; the job service stops answering until restarted");
                     let reason = format!("writing job events failed ({error}); restart the server");
@@ -394,41 +426,53 @@ impl Worker {
                 }
             }
         }
+        let offset = self.partition.high_watermark();
         for (id, reply) in replies {
             if let Some(responder) = self.pending.remove(&id) {
-                let _ = responder.send(reply);
+                let _ = responder.send((reply, offset));
             }
         }
     }
 
-    fn append(&self, events: &[Event]) -> spool_log::Result<()> {
-        let encoded: Vec<(Vec<u8>, [u8; 8], i64)> =
-            events.iter().map(|e| (e.encode(), e.key(), e.at_ms())).collect();
+    fn append(&mut self, events: &[Event]) -> spool_log::Result<()> {
+        // Every event of the turn is encoded into one reused buffer.
+        let mut buffer = std::mem::take(&mut self.encode_buffer);
+        buffer.clear();
+        let mut ends = Vec::with_capacity(events.len());
+        for event in events {
+            event.encode_into(&mut buffer);
+            ends.push(buffer.len());
+        }
+        let keys: Vec<[u8; 8]> = events.iter().map(Event::key).collect();
+        let mut result = Ok(());
         let mut start = 0;
-        while start < encoded.len() {
+        while start < events.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < encoded.len()
-                && (end == start || bytes + encoded[end].0.len() + 64 <= self.config.append_batch_bytes_max)
-            {
-                bytes += encoded[end].0.len() + 64;
+            let mut records = Vec::new();
+            while end < events.len() {
+                let from = if end == 0 { 0 } else { ends[end - 1] };
+                let size = ends[end] - from + 64;
+                if end > start && bytes + size > self.config.append_batch_bytes_max {
+                    break;
+                }
+                bytes += size;
+                records.push(Record {
+                    key: Some(&keys[end]),
+                    value: Some(&buffer[from..ends[end]]),
+                    headers: &[],
+                    timestamp_ms: Some(events[end].at_ms()),
+                });
                 end += 1;
             }
-            let records: Vec<Record<'_>> = encoded[start..end]
-                .iter()
-                .map(|(value, key, at)| Record {
-                    key: Some(key),
-                    value: Some(value),
-                    headers: &[],
-                    timestamp_ms: Some(*at),
-                })
-                .collect();
-            let last = end == encoded.len();
-            let durability = if last { Durability::Fsync } else { Durability::None };
-            self.partition.append(&records, durability)?;
+            if let Err(error) = self.partition.append(&records, Durability::None) {
+                result = Err(error);
+                break;
+            }
             start = end;
         }
-        Ok(())
+        self.encode_buffer = buffer;
+        result
     }
 
     /// Encodes the table here (it must not change meanwhile) and writes it
@@ -450,9 +494,20 @@ impl Worker {
         let encoded = snapshot::encode(&self.core, offset);
         let dir = self.config.snapshot_dir.clone();
         let jobs = self.core.job_count();
-        let write = move || match snapshot::write(&dir, &encoded) {
-            Ok(()) => tracing::debug!(offset, jobs, bytes = encoded.len(), "jobs snapshot written"),
-            Err(error) => tracing::warn!(%error, "writing the jobs snapshot failed; restarts replay more"),
+        let partition = self.partition.clone();
+        // A snapshot must never reflect events a crash could still take
+        // away: it is written once the log holds them durably.
+        let write = move || {
+            if let Err(error) = partition.wait_durable_blocking(offset) {
+                tracing::warn!(%error, "not writing the jobs snapshot: its events are not durable");
+                return;
+            }
+            match snapshot::write(&dir, &encoded) {
+                Ok(()) => tracing::debug!(offset, jobs, bytes = encoded.len(), "jobs snapshot written"),
+                Err(error) => {
+                    tracing::warn!(%error, "writing the jobs snapshot failed; restarts replay more")
+                }
+            }
         };
         self.events_since_snapshot = 0;
         self.last_snapshot = Instant::now();

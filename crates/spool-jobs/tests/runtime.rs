@@ -227,3 +227,66 @@ async fn periodic_snapshots_bound_the_replay() {
     let jobs = runtime.read(|core, _| core.job_count()).await.unwrap();
     assert_eq!(jobs, 1_500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_comes_before_its_events_are_on_disk() {
+    let fixture = Fixture::new();
+    let (store, runtime, _) = fixture.open(1_000_000);
+    let partition = store.internal_partition("__jobs").unwrap();
+    for round in 0..20 {
+        enqueue_range(&runtime, round * 10, 10).await;
+        // Nothing else runs: every event appended so far belongs to an
+        // answered request, so all of them must be durable.
+        assert_eq!(partition.durable_offset(), partition.high_watermark());
+        let claimed = claim(&runtime, 5).await;
+        assert_eq!(claimed.len(), 5);
+        assert_eq!(partition.durable_offset(), partition.high_watermark());
+    }
+    // A read is answered with what it saw only once that is durable too.
+    let pending = (0..50).map(|n| runtime.submit(Request::Enqueue(vec![spec("q", 10_000 + n)])));
+    let pending: Vec<_> = pending.collect();
+    let count = runtime.read(|core, _| core.job_count()).await.unwrap();
+    let durable = partition.durable_offset();
+    assert!(
+        durable as usize >= count + 100,
+        "{durable} events durable, {count} jobs seen"
+    );
+    for reply in pending {
+        reply.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_is_never_answered_as_done() {
+    let fixture = Fixture::new();
+    let faults = Arc::new(spool_log::FaultInjector::default());
+    let config = StoreConfig {
+        faults: Some(Arc::clone(&faults)),
+        ..store_config()
+    };
+    let (store, _) = Store::open(fixture.dir.path().join("data"), config).unwrap();
+    let (runtime, _) = JobsRuntime::start(&store, fixture.config(1_000_000)).unwrap();
+    enqueue_all(&runtime, 3).await;
+    faults.set_sync_fails(true);
+    let error = runtime
+        .call(Request::Enqueue(vec![spec("q", 3)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, spool_jobs::JobError::Unavailable { .. }),
+        "{error}"
+    );
+    faults.set_sync_fails(false);
+    // The partition stays poisoned: the service refuses until a restart
+    // replays the log, and reads are refused as well.
+    let error = runtime
+        .call(Request::Enqueue(vec![spec("q", 4)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, spool_jobs::JobError::Unavailable { .. }),
+        "{error}"
+    );
+    let read = runtime.read(|core, _| core.job_count()).await;
+    assert!(read.is_err(), "{read:?}");
+}

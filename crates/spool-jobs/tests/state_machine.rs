@@ -170,6 +170,68 @@ fn enqueue_claim_complete() {
 }
 
 #[test]
+fn a_batch_decides_each_request_in_order_with_its_own_reply() {
+    let mut h = Harness::new();
+    let first = h.enqueue(spec("q"), T0);
+    let second = h.enqueue(spec("q"), T0);
+    let claimed = h.claim("q", 2, 30_000, T0 + 1);
+    let token = |id| claimed.iter().find(|c| c.0 == id).unwrap().1;
+    let batch = Request::Batch(vec![
+        Request::Complete {
+            id: first,
+            token: token(first),
+            result: Bytes::from_static(b"ok"),
+        },
+        Request::Complete {
+            id: second,
+            token: token(second) ^ 1,
+            result: Bytes::new(),
+        },
+        Request::Fail {
+            id: second,
+            token: token(second),
+            error: "boom".into(),
+            retryable: false,
+            retry_delay_ms: None,
+        },
+        Request::Claim(claim_spec("q", 1, 1_000)),
+        Request::Batch(vec![]),
+    ]);
+    let Ok(Reply::Batch(replies)) = h.request(batch, T0 + 2) else {
+        panic!("a batch gets a batch reply")
+    };
+    assert_eq!(replies.len(), 5);
+    assert_eq!(replies[0], Ok(Reply::Completed));
+    assert!(
+        matches!(replies[1], Err(JobError::StaleLease { .. })),
+        "{:?}",
+        replies[1]
+    );
+    assert!(
+        matches!(
+            replies[2],
+            Ok(Reply::Failed {
+                state: JobState::Dead,
+                ..
+            })
+        ),
+        "{:?}",
+        replies[2]
+    );
+    for nested in &replies[3..] {
+        assert!(
+            matches!(nested, Err(JobError::Invalid { field: "batch", .. })),
+            "{nested:?}"
+        );
+    }
+    assert_eq!(
+        (h.state(first), h.state(second)),
+        (JobState::Succeeded, JobState::Dead)
+    );
+    h.assert_replay_matches(T0 + 3);
+}
+
+#[test]
 fn claims_follow_priority_then_age_across_queues() {
     let mut h = Harness::new();
     let low = h.enqueue(spec("a"), T0);

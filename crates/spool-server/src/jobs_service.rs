@@ -391,9 +391,11 @@ impl Jobs for JobsService {
                 spool_jobs::core::ENQUEUE_BATCH_MAX
             )));
         }
-        // Every item is sent before any is awaited, so they share a turn
-        // of the runtime and one fsync.
-        let mut pending = Vec::with_capacity(items.len());
+        // The valid items go to the job runtime as one batch: one message,
+        // one turn, one fsync; each keeps its own result.
+        let mut ids = Vec::with_capacity(items.len());
+        let mut decoded = Vec::with_capacity(items.len());
+        let mut batch = Vec::with_capacity(items.len());
         for item in items {
             let (job_id, request) = match item.outcome {
                 Some(v1::finish_item::Outcome::Complete(c)) => (c.job_id.clone(), complete_request(c)),
@@ -403,12 +405,31 @@ impl Jobs for JobsService {
                     Err(Status::invalid_argument("an item needs complete or fail")),
                 ),
             };
-            pending.push((job_id, request.map(|r| self.runtime.submit(r))));
+            ids.push(job_id);
+            decoded.push(match request {
+                Ok(request) => {
+                    batch.push(request);
+                    Ok(())
+                }
+                Err(status) => Err(status),
+            });
         }
-        let mut results = Vec::with_capacity(pending.len());
-        for (job_id, submitted) in pending {
-            let outcome = match submitted {
-                Ok(future) => future.await.map_err(job_status),
+        let mut replies = if batch.is_empty() {
+            Vec::new()
+        } else {
+            match self.call(Request::Batch(batch)).await? {
+                Reply::Batch(replies) => replies,
+                other => return Err(unexpected(&other)),
+            }
+        }
+        .into_iter();
+        let mut results = Vec::with_capacity(ids.len());
+        for (job_id, decoded) in ids.into_iter().zip(decoded) {
+            let outcome = match decoded {
+                Ok(()) => match replies.next() {
+                    Some(reply) => reply.map_err(job_status),
+                    None => return Err(Status::internal("the job runtime answered fewer items than sent")),
+                },
                 Err(status) => Err(status),
             };
             results.push(match outcome {
