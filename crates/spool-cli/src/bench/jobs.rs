@@ -42,6 +42,7 @@ struct Shared {
     completed: AtomicU64,
     last_completion_ns: AtomicU64,
     claims: AtomicU64,
+    finish_batches: AtomicU64,
     finish_failures: AtomicU64,
     /// Set when a task failed: every other task stops.
     stop: AtomicBool,
@@ -93,6 +94,7 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
         completed: AtomicU64::new(0),
         last_completion_ns: AtomicU64::new(0),
         claims: AtomicU64::new(0),
+        finish_batches: AtomicU64::new(0),
         finish_failures: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
@@ -172,6 +174,7 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
         enqueue_elapsed: Duration::from_nanos(shared.last_enqueue_ns.load(Ordering::Relaxed)),
         elapsed: Duration::from_nanos(shared.last_completion_ns.load(Ordering::Relaxed)),
         claims: shared.claims.load(Ordering::Relaxed),
+        finish_batches: shared.finish_batches.load(Ordering::Relaxed),
         finish_failures: shared.finish_failures.load(Ordering::Relaxed),
         latency: histogram,
         enqueue_latency: enqueue_histogram,
@@ -294,6 +297,7 @@ impl Consumer {
                 continue;
             }
             self.shared.claims.fetch_add(1, Ordering::Relaxed);
+            self.shared.finish_batches.fetch_add(1, Ordering::Relaxed);
             let sent_ns: Vec<Option<u64>> = jobs
                 .iter()
                 .map(|job| Some(u64::from_le_bytes(job.payload.get(..8)?.try_into().ok()?)))
@@ -385,7 +389,10 @@ async fn run_worker_runtime(
         .map_err(|error| spool_client::Error::Protocol {
             reason: format!("worker runtime: {error}"),
         })?;
-    let _ = report;
+    shared.claims.fetch_add(report.claims, Ordering::Relaxed);
+    shared
+        .finish_batches
+        .fetch_add(report.finish_batches, Ordering::Relaxed);
     // Completions are counted when handlers return; the runtime has sent
     // every acknowledgement by the time run_until returns.
     shared
@@ -404,7 +411,10 @@ struct JobsReport {
     enqueue_elapsed: Duration,
     /// From the start to the last completion's answer.
     elapsed: Duration,
+    /// `Claim` calls that brought jobs (the worker runtime also counts
+    /// empty ones after their long poll).
     claims: u64,
+    finish_batches: u64,
     finish_failures: u64,
     latency: Histogram<u64>,
     enqueue_latency: Histogram<u64>,
@@ -460,6 +470,7 @@ impl JobsReport {
         object.insert("enqueue_round_trip_us".into(), percentiles(&self.enqueue_latency));
         object.insert("claims".into(), json!(self.claims));
         object.insert("jobs_per_claim".into(), json!(round3(self.jobs_per_claim())));
+        object.insert("finish_batches".into(), json!(self.finish_batches));
         object.insert("finish_failures".into(), json!(self.finish_failures));
         for (name, value) in &self.settings {
             object.insert((*name).into(), value.clone());
@@ -490,9 +501,10 @@ impl JobsReport {
             group_thousands(self.latency.len()),
         ));
         out.push_str(&format!(
-            "  claims      {} claims, {:.1} jobs per claim; {} completions refused\n",
+            "  claims      {} claims, {:.1} jobs per claim; {} FinishBatch calls; {} completions refused\n",
             group_thousands(self.claims),
             self.jobs_per_claim(),
+            group_thousands(self.finish_batches),
             group_thousands(self.finish_failures),
         ));
         let settings: Vec<String> = self
@@ -524,6 +536,7 @@ mod tests {
             enqueue_elapsed: Duration::from_secs(2),
             elapsed: Duration::from_secs(4),
             claims: 400,
+            finish_batches: 400,
             finish_failures: 0,
             latency,
             enqueue_latency: latency_histogram(),

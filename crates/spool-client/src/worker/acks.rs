@@ -125,7 +125,10 @@ impl Sender {
             let mut request = tonic::Request::new(v1::FinishBatchRequest { items });
             request.set_timeout(self.settings.request_timeout);
             let results = match self.jobs.clone().finish_batch(request).await {
-                Ok(response) => response.into_inner().results,
+                Ok(response) => {
+                    self.stats.add_finish_batch();
+                    response.into_inner().results
+                }
                 Err(status) if is_transient(status.code()) => {
                     let delay = backoff.next_delay();
                     if backoff.failures() == 1 {

@@ -56,9 +56,8 @@ async fn attempt(shared: &Shared, job: &Job, ticket: Ticket) {
         return;
     };
     let mut phase = shared.phase.subscribe();
-    // Boxed: the heartbeat's RPC futures are large, and keeping them out of
-    // this future's own state keeps every spawn of an attempt a small copy.
-    let mut heartbeat = Box::pin(heartbeat(shared, job));
+    let heartbeat = heartbeat(shared, job);
+    tokio::pin!(heartbeat);
     let deadline = job.deadline();
 
     // Biased: once shutdown has begun, a slot freed at the same moment does
@@ -159,11 +158,19 @@ async fn acknowledge(shared: &Shared, job: &Job, outcome: Outcome) {
 
 /// Extends the lease every third of it, forever; marks the job cancelled or
 /// its lease lost when a heartbeat says so.
+///
+/// Until the first heartbeat is due this is only a timer: the RPC loop,
+/// whose futures are large, is boxed when it starts, so the many jobs that
+/// end sooner never allocate it.
 async fn heartbeat(shared: &Shared, job: &Job) -> Infallible {
+    tokio::time::sleep(third(job.lease())).await;
+    Box::pin(heartbeats(shared, job)).await
+}
+
+async fn heartbeats(shared: &Shared, job: &Job) -> Infallible {
     let lease_ms = shared.config.lease.as_millis() as u64;
     let mut interval = third(job.lease());
     loop {
-        tokio::time::sleep(interval).await;
         if job.stop_reason() == Some(StopReason::LeaseLost) {
             return std::future::pending().await;
         }
@@ -201,6 +208,7 @@ async fn heartbeat(shared: &Shared, job: &Job) -> Infallible {
                 interval = third(job.lease()).min(Duration::from_secs(1));
             }
         }
+        tokio::time::sleep(interval).await;
     }
 }
 

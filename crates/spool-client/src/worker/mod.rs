@@ -8,7 +8,9 @@
 //!   heartbeated) for a slot.
 //! - **Batched claims.** One `Claim` asks for as many jobs as there are free
 //!   slots and long-polls ([`WorkerConfig::claim_wait`]) when none is
-//!   available.
+//!   available. Up to two claims are in flight: while one waits for its
+//!   answer, a second goes out once half the capacity is free, so a busy
+//!   worker does not idle for a round trip.
 //! - **Batched acknowledgements.** Outcomes are collected for
 //!   [`WorkerConfig::ack_linger`] and sent together with `FinishBatch` (one
 //!   fsync on the server for the lot).
@@ -261,8 +263,12 @@ fn default_worker_id() -> String {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerReport {
+    /// `Claim` calls answered (with jobs or empty after their long poll).
+    pub claims: u64,
     /// Jobs claimed.
     pub claimed: u64,
+    /// `FinishBatch` calls answered.
+    pub finish_batches: u64,
     /// Jobs completed (SUCCEEDED).
     pub completed: u64,
     /// Failed attempts that the server will retry.
@@ -281,7 +287,9 @@ pub struct WorkerReport {
 /// Counters behind [`WorkerReport`].
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
+    claims: AtomicU64,
     claimed: AtomicU64,
+    finish_batches: AtomicU64,
     completed: AtomicU64,
     retried: AtomicU64,
     dead: AtomicU64,
@@ -291,8 +299,14 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn add_claimed(&self, count: u64) {
+    /// Counts one answered `Claim` that brought `count` jobs.
+    pub(crate) fn add_claim(&self, count: u64) {
+        self.claims.fetch_add(1, Ordering::Relaxed);
         self.claimed.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_finish_batch(&self) {
+        self.finish_batches.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn add_released(&self) {
@@ -319,7 +333,9 @@ impl Stats {
     fn report(&self) -> WorkerReport {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         WorkerReport {
+            claims: get(&self.claims),
             claimed: get(&self.claimed),
+            finish_batches: get(&self.finish_batches),
             completed: get(&self.completed),
             retried: get(&self.retried),
             dead: get(&self.dead),
