@@ -7,9 +7,13 @@
 #   2. cargo build --release -p spool-server -p spool-cli (and -p spool-worker
 #      once that crate exists);
 #   3. spoold on a fresh data directory on 127.0.0.1 (port 0):
-#      a. no-op jobs end to end (enqueue, claim, complete) with the Rust
-#         worker runtime: spool bench jobs --duration 10s --json (options
-#         taken from its --help; skipped while the subcommand does not exist);
+#      a. no-op jobs end to end (enqueue, claim, complete) with batched
+#         claims and FinishBatch: spool bench jobs --duration 10s --json
+#         (options taken from its --help);
+#      a2. the same through the Rust worker runtime, three runs of
+#         spool bench jobs --count 300000 --worker-runtime --consumers 2
+#           --claim-batch 500 --json
+#         on fresh queues; the median is the figure;
 #      b. the exec worker's per-job overhead: 5,000 jobs enqueued first
 #         (scripts/lib/spool_jobs.py enqueue, EnqueueBatch of 1000), then
 #           spool-worker --queue bench-exec --concurrency 4 --exec true
@@ -73,9 +77,9 @@ source scripts/lib/run.sh
 bench_setup jobs
 
 if [ "$quick" = 1 ]; then
-  jobs_s=2 exec_jobs=300 restart_jobs=20000 bullmq_jobs=5000 bullmq_c1_jobs=1000 dd_args=(64 200 2000)
+  jobs_s=2 worker_runtime_jobs=20000 exec_jobs=300 restart_jobs=20000 bullmq_jobs=5000 bullmq_c1_jobs=1000 dd_args=(64 200 2000)
 else
-  jobs_s=10 exec_jobs=5000 restart_jobs=1000000 bullmq_jobs=100000 bullmq_c1_jobs=20000 dd_args=(1024 2000 20000)
+  jobs_s=10 worker_runtime_jobs=300000 exec_jobs=5000 restart_jobs=1000000 bullmq_jobs=100000 bullmq_c1_jobs=20000 dd_args=(1024 2000 20000)
 fi
 # BullMQ 6.7 (as in shared/anchors.md) leaves its Redis client to the
 # user; ioredis 5.11.1 is the one its own package develops against.
@@ -160,6 +164,26 @@ if help="$("$SPOOL" bench jobs --help 2>/dev/null)"; then
   fi
 else
   report_skip spool.jobs "'spool bench jobs' does not exist yet in $SPOOL"
+fi
+
+bench_section "a2. no-op jobs through the Rust worker runtime (spool_client::worker)"
+# Three runs on fresh queues: on 2 shared cores a single run swings by
+# about 15%, so the median is the figure and every run is shown.
+runtime_rates=()
+for run in 1 2 3; do
+  if spool_bench "spool.jobs.worker_runtime.run$run" bench jobs --count "$worker_runtime_jobs" --worker-runtime \
+    --consumers 2 --claim-batch 500 --queue "bench-runtime-$run" --json; then
+    rate="$(jq -r .completed_per_s <<<"$RUN_JSON")"
+    runtime_rates+=("$rate")
+    report "spool.jobs.worker_runtime.run$run" "$rate" jobs/s "" "$RUN_COMMAND" \
+      "claims $(jq -r .claims <<<"$RUN_JSON"), FinishBatch calls $(jq -r .finish_batches <<<"$RUN_JSON")"
+  fi
+done
+if [ "${#runtime_rates[@]}" -gt 0 ]; then
+  median="$(printf '%s\n' "${runtime_rates[@]}" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')"
+  report spool.jobs.worker_runtime.completed_per_s "$median" jobs/s ">= 50000" \
+    "$SPOOL bench jobs --count $worker_runtime_jobs --worker-runtime --consumers 2 --claim-batch 500 (median of ${#runtime_rates[@]})" \
+    "2 workers, concurrency 500 each, handler completes at once; enqueue runs alongside"
 fi
 
 bench_section "b. exec worker: per-job overhead"
