@@ -99,12 +99,21 @@ async fn read_chunk(
     max_bytes: u64,
     encoded: bool,
 ) -> Result<Chunk, Status> {
-    tokio::task::spawn_blocking(move || {
-        let read = partition.read(offset, max_bytes).map_err(status)?;
-        convert::chunk(read, offset, encoded)
-    })
-    .await
-    .map_err(join_error)?
+    tokio::task::spawn_blocking(move || read_chunk_now(&partition, offset, max_bytes, encoded))
+        .await
+        .map_err(join_error)?
+}
+
+/// Reads a chunk on the calling thread: only for batches just written
+/// (still in memory), see `subscribe`.
+fn read_chunk_now(
+    partition: &Partition,
+    offset: u64,
+    max_bytes: u64,
+    encoded: bool,
+) -> Result<Chunk, Status> {
+    let read = partition.read(offset, max_bytes).map_err(status)?;
+    convert::chunk(read, offset, encoded)
 }
 
 fn check_offset(partition: &Partition, offset: u64) -> Result<(), Status> {
@@ -446,6 +455,12 @@ impl Log for LogService {
         let encoded = request.return_encoded_batches;
         tokio::spawn(async move {
             let mut offset = request.offset;
+            // Set when the subscription waited at the tail and new batches
+            // came: those were just written, so reading them touches only
+            // pages in memory and is done here instead of on the blocking
+            // pool (two thread hops fewer for every batch a following
+            // subscriber sees). Catching up reads on the blocking pool.
+            let mut woken_at_tail = false;
             loop {
                 if offset >= partition.high_watermark() {
                     tokio::select! {
@@ -454,6 +469,7 @@ impl Log for LogService {
                                 let _ = tx.send(Err(status(error))).await;
                                 return;
                             }
+                            woken_at_tail = true;
                         }
                         _ = tx.closed() => return,
                         _ = stopping(&mut shutdown) => {
@@ -463,7 +479,12 @@ impl Log for LogService {
                     }
                     continue;
                 }
-                match read_chunk(partition.clone(), offset, max_bytes, encoded).await {
+                let chunk = if std::mem::take(&mut woken_at_tail) {
+                    read_chunk_now(&partition, offset, max_bytes, encoded)
+                } else {
+                    read_chunk(partition.clone(), offset, max_bytes, encoded).await
+                };
+                match chunk {
                     Ok(chunk) => {
                         offset = chunk.next_offset;
                         let response = v1::SubscribeResponse {
