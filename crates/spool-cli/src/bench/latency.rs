@@ -10,6 +10,8 @@
 //! paces the sends with `std::thread::sleep` (tens of microseconds of
 //! precision rather than the async timer's millisecond).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -53,53 +55,50 @@ pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchLatencyArgs)
     tokio::time::sleep(Duration::from_millis(100)).await;
     let origin = Instant::now();
     let runtime = tokio::runtime::Handle::current();
+    let pacer_finished = Arc::new(AtomicBool::new(false));
+    let finished = Arc::clone(&pacer_finished);
     let pacer = std::thread::spawn(move || -> spool_client::Result<()> {
-        let padding = vec![0x5a; record_bytes - 8];
-        for index in 0..total {
-            let scheduled_ns = (u128::from(index) * 1_000_000_000 / u128::from(rate)) as u64;
-            let scheduled = origin + Duration::from_nanos(scheduled_ns);
-            let now = Instant::now();
-            if scheduled > now {
-                std::thread::sleep(scheduled - now);
-            }
-            let mut value = BytesMut::with_capacity(record_bytes);
-            value.put_u64_le(scheduled_ns);
-            value.put_slice(&padding);
-            let record = Record {
-                value: Some(Bytes::from(value)),
-                ..Record::default()
-            };
-            drop(runtime.block_on(producer.enqueue(record))?);
-        }
-        runtime.block_on(producer.close())
+        let produced = pace(&runtime, &producer, origin, total, rate, record_bytes);
+        finished.store(true, Ordering::Release);
+        produced
     });
 
-    let mut histogram = latency_histogram();
-    let mut received = 0u64;
-    let mut drain_deadline = None;
-    while received < total {
-        if drain_deadline.is_none() && pacer.is_finished() {
-            drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
-        }
-        if drain_deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
-            break;
-        }
-        let chunk = tokio::select! {
-            chunk = consumer.next_chunk() => chunk,
-            () = tokio::time::sleep(Duration::from_millis(200)) => continue,
-        };
-        let Some(chunk) = chunk else { break };
-        let chunk = chunk.explain(context.about(&topic.name))?;
-        let now_ns = origin.elapsed().as_nanos() as u64;
-        for record in &chunk {
-            let Some(value) = record.value.as_deref().filter(|value| value.len() >= 8) else {
-                continue;
+    // The consumer loop runs as a task on the runtime's workers, not on the
+    // thread that blocks on the command: each arriving chunk then wakes a
+    // task inside the runtime instead of a parked outside thread.
+    let consuming = tokio::spawn(async move {
+        let mut histogram = latency_histogram();
+        let mut received = 0u64;
+        let mut drain_deadline = None;
+        while received < total {
+            if drain_deadline.is_none() && pacer_finished.load(Ordering::Acquire) {
+                drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+            }
+            if drain_deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
+                break;
+            }
+            let chunk = tokio::select! {
+                chunk = consumer.next_chunk() => chunk,
+                () = tokio::time::sleep(Duration::from_millis(200)) => continue,
             };
-            let scheduled_ns = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
-            histogram.saturating_record(now_ns.saturating_sub(scheduled_ns) / 1_000);
-            received += 1;
+            let Some(chunk) = chunk else { break };
+            let chunk = chunk?;
+            let now_ns = origin.elapsed().as_nanos() as u64;
+            for record in &chunk {
+                let Some(value) = record.value.as_deref().filter(|value| value.len() >= 8) else {
+                    continue;
+                };
+                let scheduled_ns = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
+                histogram.saturating_record(now_ns.saturating_sub(scheduled_ns) / 1_000);
+                received += 1;
+            }
         }
-    }
+        Ok::<_, spool_client::Error>((histogram, received))
+    });
+    let (histogram, received) = consuming
+        .await
+        .map_err(|_| anyhow::anyhow!("the consumer task panicked"))?
+        .explain(context.about(&topic.name))?;
     let elapsed = origin.elapsed();
     let produced = pacer
         .join()
@@ -130,4 +129,34 @@ pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchLatencyArgs)
         }),
     );
     Ok(report)
+}
+
+/// Sends `total` records at `rate` per second from the calling thread, each
+/// stamped with its scheduled send time.
+fn pace(
+    runtime: &tokio::runtime::Handle,
+    producer: &spool_client::Producer,
+    origin: Instant,
+    total: u64,
+    rate: u64,
+    record_bytes: usize,
+) -> spool_client::Result<()> {
+    let padding = vec![0x5a; record_bytes - 8];
+    for index in 0..total {
+        let scheduled_ns = (u128::from(index) * 1_000_000_000 / u128::from(rate)) as u64;
+        let scheduled = origin + Duration::from_nanos(scheduled_ns);
+        let now = Instant::now();
+        if scheduled > now {
+            std::thread::sleep(scheduled - now);
+        }
+        let mut value = BytesMut::with_capacity(record_bytes);
+        value.put_u64_le(scheduled_ns);
+        value.put_slice(&padding);
+        let record = Record {
+            value: Some(Bytes::from(value)),
+            ..Record::default()
+        };
+        drop(runtime.block_on(producer.enqueue(record))?);
+    }
+    runtime.block_on(producer.close())
 }
