@@ -180,7 +180,7 @@ for run in 1 2 3; do
   fi
 done
 if [ "${#runtime_rates[@]}" -gt 0 ]; then
-  median="$(printf '%s\n' "${runtime_rates[@]}" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')"
+  median="$(median "${runtime_rates[@]}")"
   report spool.jobs.worker_runtime.completed_per_s "$median" jobs/s ">= 50000" \
     "$SPOOL bench jobs --count $worker_runtime_jobs --worker-runtime --consumers 2 --claim-batch 500 (median of ${#runtime_rates[@]})" \
     "2 workers, concurrency 500 each, handler completes at once; enqueue runs alongside"

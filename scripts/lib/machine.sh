@@ -20,12 +20,35 @@
 #         DD_COPY_GBPS DD_COPY_COMMAND
 #       (commands with $SCRATCH left symbolic, as printed).
 #   bench_load                       prints the load average
+#   bench_quiet                      syncs, waits (at most 60 s) until the
+#                                    kernel has written back what earlier
+#                                    phases left dirty, and prints how much
+#                                    was dirty and how long it took: a
+#                                    latency phase then does not share the
+#                                    disk and the CPU with gigabytes of
+#                                    writeback
 #
 # Needs LC_ALL=C (decimal points in dd's and awk's output).
 
 bench_section() { printf '\n== %s\n' "$*"; }
 
 bench_load() { echo "$(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"; }
+
+_bench_dirty_kib() { awk '/^(Dirty|Writeback):/ {kib += $2} END {print kib + 0}' /proc/meminfo; }
+
+bench_quiet() {
+  local before started waited
+  before="$(_bench_dirty_kib)"
+  started="$(date +%s%N)"
+  sync
+  for _ in $(seq 60); do
+    [ "$(_bench_dirty_kib)" -lt 4096 ] && break
+    sleep 1
+  done
+  sleep 1
+  waited="$((($(date +%s%N) - started) / 1000000))"
+  echo "quiet:       $((before / 1024)) MiB dirty or under writeback, settled in ${waited} ms; load $(bench_load)"
+}
 
 bench_machine() {
   local scratch="$1" target_dir="$2"

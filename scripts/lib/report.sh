@@ -17,6 +17,8 @@
 #                                    if TEXT parses as JSON, else a string)
 #   report_value KEY                 prints a figure reported earlier
 #   report_table                     prints the summary table
+#   median NUMBER...                 prints the middle one (of an even
+#                                    count, the lower of the two middle)
 #
 # Every line carries "run" (the timestamp of the run) and "suite".
 
@@ -140,3 +142,5 @@ report_table() {
       }'
   echo "JSON lines (every figure with the command that produced it): $REPORT_FILE"
 }
+
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
