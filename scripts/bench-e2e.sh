@@ -151,6 +151,20 @@ if spool_bench spool.consume bench consume --record-bytes "$record_bytes" --coun
   report spool.consume.mb_per_s "$(jq -r .mb_per_s <<<"$RUN_JSON")" MB/s "" "$RUN_COMMAND"
 fi
 
+# Reports PREFIX.{p50,p99,p99_9}_ms as the medians of the runs collected in
+# the associative array named ARRAY (percentile -> space-separated values);
+# TARGET applies to p99.
+report_latency_medians() {
+  local prefix="$1" target="$2" command="$4" q values
+  local -n collected="$3"
+  for q in p50 p99 p99_9; do
+    [ -n "${collected[$q]:-}" ] || continue
+    read -ra values <<<"${collected[$q]}"
+    report "$prefix.${q}_ms" "$(median "${values[@]}")" ms "$([ "$q" = p99 ] && echo "$target")" \
+      "$command (median of runs: ${values[*]})" "median of the runs above"
+  done
+}
+
 bench_section "c. end-to-end latency at ${rate} records/s"
 # Three runs, each after the writeback of the phases before it has settled:
 # on 2 shared vCPUs one run's p99 swings by 2x or more, so the median of
@@ -170,16 +184,8 @@ for run in 1 2 3; do
     done
   fi
 done
-for q in p50 p99 p99_9; do
-  target=""
-  [ "$q" = p99 ] && target="<= 5"
-  if [ -n "${spool_latency[$q]:-}" ]; then
-    read -ra values <<<"${spool_latency[$q]}"
-    report "spool.latency.${q}_ms" "$(median "${values[@]}")" ms "$target" \
-      "$SPOOL bench latency --record-bytes $record_bytes --rate $rate --duration ${latency_s}s (median of runs: ${values[*]})" \
-      "median of the runs above"
-  fi
-done
+report_latency_medians spool.latency "<= 5" spool_latency \
+  "$SPOOL bench latency --record-bytes $record_bytes --rate $rate --duration ${latency_s}s"
 
 bench_section "d. 16 producers: FSYNC vs NONE"
 for partitions in 16 1; do
@@ -281,14 +287,8 @@ for run in 1 2 3; do
     done
   fi
 done
-for q in p50 p99 p99_9; do
-  if [ -n "${redis_latency[$q]:-}" ]; then
-    read -ra values <<<"${redis_latency[$q]}"
-    report "redis.latency.${q}_ms" "$(median "${values[@]}")" ms "" \
-      "scripts/lib/redis_bench.py latency --rate $rate --seconds $latency_s (median of runs: ${values[*]})" \
-      "median of the runs above"
-  fi
-done
+report_latency_medians redis.latency "" redis_latency \
+  "scripts/lib/redis_bench.py latency --rate $rate --seconds $latency_s"
 echo "redis memory: $("${rcli[@]}" info memory | sed -n 's/^used_memory_human:\(.*\)\r*$/\1/p' | tr -d '\r')"
 stop_pid "$REDIS_PID"
 
