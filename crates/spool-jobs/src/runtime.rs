@@ -385,10 +385,14 @@ impl Worker {
             }
             self.finish(step);
             // Reads see the table after this turn; their answers wait for
-            // the same offset as the turn's replies.
-            let offset = self.partition.high_watermark();
-            for read in reads {
-                read(&self.core, now, offset);
+            // the same offset as the turn's replies. Once an append has
+            // failed the table is ahead of the log: reads are dropped
+            // unanswered, which their callers hear as UNAVAILABLE.
+            if self.failed.is_none() {
+                let offset = self.partition.high_watermark();
+                for read in reads {
+                    read(&self.core, now, offset);
+                }
             }
             if let Some(ack) = stop {
                 self.snapshot(true);
