@@ -54,26 +54,10 @@
 set -euo pipefail
 export LC_ALL=C
 
-quick=0
-build=1
-for arg in "$@"; do
-  case "$arg" in
-  --quick) quick=1 ;;
-  --no-build) build=0 ;;
-  -h | --help)
-    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
-    exit 0
-    ;;
-  *)
-    echo "usage: scripts/bench-jobs.sh [--quick] [--no-build]" >&2
-    exit 2
-    ;;
-  esac
-done
-
-cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/run.sh
-source scripts/lib/run.sh
+source "$(dirname "$0")/lib/run.sh"
+bench_args "$0" "$@"
+cd "$(dirname "$0")/.."
 bench_setup jobs
 
 if [ "$quick" = 1 ]; then

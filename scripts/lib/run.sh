@@ -1,8 +1,33 @@
 # shellcheck shell=bash
 # Setup shared by the end-to-end bench scripts: where the log and JSON
 # lines go, the helper libraries, and a scratch directory removed on exit.
-# Sourced by scripts/bench-e2e.sh and scripts/bench-jobs.sh from the
-# repository root.
+# Sourced by scripts/bench-e2e.sh and scripts/bench-jobs.sh; bench_setup
+# runs from the repository root.
+
+# bench_args SCRIPT ARGS...: reads --quick and --no-build into the globals
+# quick and build (0 or 1); --help prints SCRIPT's header comment; anything
+# else is a usage error (exit 2). Call it before changing directory.
+# shellcheck disable=SC2034 # quick and build are read by the scripts
+bench_args() {
+  local script="$1" arg
+  shift
+  quick=0
+  build=1
+  for arg in "$@"; do
+    case "$arg" in
+    --quick) quick=1 ;;
+    --no-build) build=0 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$script" | sed '$d; s/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "usage: $script [--quick] [--no-build]" >&2
+      exit 2
+      ;;
+    esac
+  done
+}
 
 # bench_setup NAME: sets target_dir, out_dir, stamp, LOG_DIR, log, jsonl and
 # scratch (globals the scripts use), sends all output to the log too, and
