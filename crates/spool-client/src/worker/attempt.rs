@@ -18,7 +18,7 @@ use super::backoff::Backoff;
 use super::handler::Outcome;
 use super::job::{Job, StopReason};
 use super::slots::Ticket;
-use super::{Phase, Shared, is_transient, reached};
+use super::{Phase, Shared, is_transient, reached, until};
 
 /// Heartbeats never go out more often than this, even when the lease left is
 /// tiny (near the end of a job's timeout).
@@ -264,14 +264,6 @@ async fn release(shared: &Shared, job: &Job, why: &str) {
                 return;
             }
         }
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

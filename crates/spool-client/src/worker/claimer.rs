@@ -16,7 +16,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
-use super::{CLAIM_JOBS_MAX, Phase, Shared, WorkerError, attempt, is_transient, reached};
+use super::{CLAIM_JOBS_MAX, Phase, Shared, WorkerError, attempt, is_transient, reached, until};
 
 /// Claims in flight at once.
 const CLAIMS_IN_FLIGHT_MAX: usize = 2;
@@ -170,14 +170,6 @@ fn settle(
         Err(status) => Err(WorkerError::ClaimRefused {
             source: crate::Error::from(status),
         }),
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

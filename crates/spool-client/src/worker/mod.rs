@@ -366,6 +366,14 @@ pub(crate) async fn reached(receiver: &mut watch::Receiver<Phase>, phase: Phase)
     let _ = receiver.wait_for(|current| *current >= phase).await;
 }
 
+/// Sleeps until `deadline`, or forever without one.
+pub(crate) async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Statuses worth retrying after a pause rather than giving up on.
 pub(crate) fn is_transient(code: Code) -> bool {
     matches!(
