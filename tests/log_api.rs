@@ -311,6 +311,78 @@ async fn subscribe_follows_the_tail() {
     assert_eq!(seen, expected);
 }
 
+/// The client's consumer across a server restart: every partition's
+/// subscription fails with UNAVAILABLE, resubscribes from its next offset
+/// once the server is back, and no record is lost or repeated.
+// Multi-threaded: the client's connections must keep running while the test
+// blocks on the server's exit, or the server waits out its shutdown grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_following_consumer_resubscribes_across_a_restart() {
+    use spool_client::{Client, Durability, ProducerConfig, Record, StartPosition};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Spoold::start(dir.path(), &[]);
+    let mut admin = connect(&server).await;
+    create(&mut admin, "t", 2).await;
+    drop(admin);
+    let client = Client::connect(server.url()).await.unwrap();
+    let mut consumer = client
+        .consumer("t")
+        .start(StartPosition::Earliest)
+        .follow(true)
+        .build()
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        durability: Durability::Fsync,
+        ..ProducerConfig::default()
+    };
+    let produce = |client: Client, range: std::ops::Range<u32>| {
+        let config = config.clone();
+        async move {
+            let producer = client.producer("t", config).await.unwrap();
+            for i in range {
+                let record = Record {
+                    key: Some(Bytes::from(format!("k{i}"))),
+                    value: Some(Bytes::from(format!("v{i}"))),
+                    ..Record::default()
+                };
+                drop(producer.enqueue(record).await.unwrap());
+            }
+            producer.close().await.unwrap();
+        }
+    };
+    let mut seen = Vec::new();
+    let take = async |consumer: &mut spool_client::Consumer, seen: &mut Vec<String>, until: usize| {
+        while seen.len() < until {
+            let records = tokio::time::timeout(Duration::from_secs(20), consumer.next_chunk())
+                .await
+                .expect("the consumer stalled")
+                .expect("the stream ended")
+                .expect("records");
+            for record in records {
+                seen.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+            }
+        }
+    };
+    produce(client.clone(), 0..100).await;
+    take(&mut consumer, &mut seen, 100).await;
+
+    server.terminate();
+    server.restart_on_same_address();
+    let client = Client::connect(server.url()).await.unwrap();
+    produce(client, 100..200).await;
+    take(&mut consumer, &mut seen, 200).await;
+
+    seen.sort_by_key(|value| value[1..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..200).map(|i| format!("v{i}")).collect();
+    assert_eq!(seen, expected, "every record exactly once");
+    let mut positions = consumer.positions();
+    positions.sort();
+    let total: u64 = positions.iter().map(|&(_, offset)| offset).sum();
+    assert_eq!(total, 200);
+}
+
 #[tokio::test]
 async fn offsets_by_earliest_latest_and_timestamp() {
     let dir = tempfile::tempdir().unwrap();

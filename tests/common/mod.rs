@@ -39,14 +39,14 @@ impl Spoold {
             .iter()
             .flat_map(|s| ["--set".to_owned(), (*s).to_owned()])
             .collect();
-        Self::start_with(data_dir, args)
+        Self::start_with(data_dir, "127.0.0.1:0", args)
     }
 
-    fn start_with(data_dir: &Path, args: Vec<String>) -> Spoold {
+    fn start_with(data_dir: &Path, listen: &str, args: Vec<String>) -> Spoold {
         let mut child = Command::new(binary("spoold"))
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(&args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -107,7 +107,15 @@ impl Spoold {
     /// Starts a new process on the same data directory and settings.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let next = Self::start_with(&self.data_dir, self.args.clone());
+        let next = Self::start_with(&self.data_dir, "127.0.0.1:0", self.args.clone());
+        *self = next;
+    }
+
+    /// Like [`restart`](Self::restart), on the address the server had, so
+    /// clients connected before can reconnect.
+    pub fn restart_on_same_address(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        let next = Self::start_with(&self.data_dir, &self.addr.to_string(), self.args.clone());
         *self = next;
     }
 

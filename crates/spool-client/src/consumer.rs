@@ -6,9 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use spool_proto::v1;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt, StreamMap};
 
 use crate::client::{Client, Durability, OffsetSpec};
 use crate::error::{Error, Result};
@@ -191,8 +189,7 @@ impl ConsumerBuilder {
             starts.push((partition, offset, end));
         }
 
-        let (sender, receiver) = mpsc::channel((2 * partitions.len()).max(4));
-        let mut tasks = JoinSet::new();
+        let mut subscriptions = StreamMap::with_capacity(starts.len());
         for &(partition, offset, end) in &starts {
             let subscription = Subscription {
                 client: client.clone(),
@@ -202,9 +199,12 @@ impl ConsumerBuilder {
                 end_offset: end,
                 chunk_bytes_max: self.chunk_bytes_max,
                 retries_max: self.retries_max,
-                sender: sender.clone(),
+                stream: None,
+                failures: 0,
+                backoff: Subscription::BACKOFF_START,
+                finished: false,
             };
-            tasks.spawn(subscription.run());
+            subscriptions.insert(partition, subscription.into_stream());
         }
         let mut positions = vec![None; partition_count as usize];
         for &(partition, offset, _) in &starts {
@@ -222,19 +222,20 @@ impl ConsumerBuilder {
                 .collect(),
             follow: self.follow,
             positions,
-            receiver,
+            subscriptions: Subscriptions(subscriptions),
             current: Vec::new().into_iter(),
-            _tasks: tasks,
         })
     }
 }
 
 /// A stream of the records of one or more partitions of a topic.
 ///
-/// Each partition is read by its own `Subscribe` stream, in a task of its
-/// own, asking for stored batches (`return_encoded_batches`) that are
-/// decoded here with the storage codec: records come out as slices of the
-/// received buffers, and the server never re-encodes them.
+/// Each partition is read by its own `Subscribe` stream, asking for stored
+/// batches (`return_encoded_batches`) that are decoded here with the storage
+/// codec: records come out as slices of the received buffers, and the server
+/// never re-encodes them. The streams are polled by whoever polls the
+/// consumer, with no task in between: a chunk that arrives wakes the
+/// consumer's task directly.
 ///
 /// Why Subscribe rather than Fetch long polling: a subscription is one call
 /// per partition for its whole life, and the server sends a chunk as soon as
@@ -282,10 +283,20 @@ pub struct Consumer {
     /// Per partition number: the next offset to hand out, for the
     /// partitions read.
     positions: Vec<Option<u64>>,
-    receiver: mpsc::Receiver<Result<Chunk>>,
+    subscriptions: Subscriptions,
     current: std::vec::IntoIter<ConsumedRecord>,
-    /// Dropping the set aborts the subscriptions.
-    _tasks: JoinSet<()>,
+}
+
+/// The partitions' subscriptions as one stream of chunks. Dropping it
+/// cancels the calls.
+struct Subscriptions(StreamMap<u32, ChunkStream>);
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<Vec<ConsumedRecord>>> + Send>>;
+
+impl std::fmt::Debug for Subscriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 impl Consumer {
@@ -337,9 +348,9 @@ impl Consumer {
         let records: Vec<ConsumedRecord> = if self.current.len() > 0 {
             std::mem::take(&mut self.current).collect()
         } else {
-            match self.receiver.recv().await? {
-                Ok(chunk) => chunk.records,
-                Err(error) => return Some(Err(error)),
+            match self.subscriptions.0.next().await? {
+                (_, Ok(records)) => records,
+                (_, Err(error)) => return Some(Err(error)),
             }
         };
         if let Some(last) = records.last() {
@@ -382,20 +393,14 @@ impl Stream for Consumer {
                 this.positions[record.partition as usize] = Some(record.offset + 1);
                 return Poll::Ready(Some(Ok(record)));
             }
-            match this.receiver.poll_recv(cx) {
-                Poll::Ready(Some(Ok(chunk))) => this.current = chunk.records.into_iter(),
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+            match Pin::new(&mut this.subscriptions.0).poll_next(cx) {
+                Poll::Ready(Some((_, Ok(records)))) => this.current = records.into_iter(),
+                Poll::Ready(Some((_, Err(error)))) => return Poll::Ready(Some(Err(error))),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
         }
     }
-}
-
-/// Decoded records of one partition, as one streamed chunk brought them.
-#[derive(Debug)]
-struct Chunk {
-    records: Vec<ConsumedRecord>,
 }
 
 /// One partition's subscription, resubscribing after failures that are
@@ -408,66 +413,101 @@ struct Subscription {
     end_offset: Option<u64>,
     chunk_bytes_max: u32,
     retries_max: u32,
-    sender: mpsc::Sender<Result<Chunk>>,
+    /// The current call, once subscribed.
+    stream: Option<tonic::Streaming<v1::SubscribeResponse>>,
+    /// Failures since the last chunk.
+    failures: u32,
+    backoff: Duration,
+    /// Set after an error that is not retried: the stream ends with it.
+    finished: bool,
 }
 
 impl Subscription {
+    const BACKOFF_START: Duration = Duration::from_millis(50);
+    const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
     fn reached_end(&self) -> bool {
         self.end_offset.is_some_and(|end| self.next_offset >= end)
     }
 
-    async fn run(mut self) {
-        let mut failures = 0u32;
-        let mut backoff = Duration::from_millis(50);
-        while !self.reached_end() {
-            let error = match self.stream_until_error(&mut failures).await {
-                Ok(()) => return,
-                Err(error) => error,
-            };
-            // A stream that ends without a status is resubscribed too.
-            let retryable = error.as_ref().is_none_or(Error::is_retryable);
-            if !retryable || failures >= self.retries_max {
-                let error = error.unwrap_or_else(|| Error::protocol("the subscription ended"));
-                let _ = self.sender.send(Err(error)).await;
-                return;
+    fn into_stream(self) -> ChunkStream {
+        Box::pin(futures_util::stream::unfold(
+            self,
+            |mut subscription| async move {
+                let chunk = subscription.next_chunk().await?;
+                Some((chunk, subscription))
+            },
+        ))
+    }
+
+    /// The next non-empty chunk; `None` once the end offset is reached or
+    /// after an error that was not retried.
+    async fn next_chunk(&mut self) -> Option<Result<Vec<ConsumedRecord>>> {
+        loop {
+            if self.finished || self.reached_end() {
+                return None;
             }
-            failures += 1;
-            tracing::debug!(
-                topic = %self.topic, partition = self.partition, offset = self.next_offset, failures,
-                error = ?error, "resubscribing"
-            );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let stream = match &mut self.stream {
+                Some(stream) => stream,
+                None => {
+                    let request = v1::SubscribeRequest {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                        offset: self.next_offset,
+                        max_bytes: self.chunk_bytes_max,
+                        return_encoded_batches: true,
+                    };
+                    match self.client.subscribe(request).await {
+                        Ok(stream) => self.stream.insert(stream),
+                        Err(error) => {
+                            if let Err(error) = self.retry(Some(error)).await {
+                                return Some(Err(error));
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let failure = match stream.message().await {
+                Ok(Some(response)) => {
+                    self.failures = 0;
+                    self.backoff = Self::BACKOFF_START;
+                    match self.decode(response) {
+                        Ok(records) if records.is_empty() => continue,
+                        Ok(records) => return Some(Ok(records)),
+                        Err(error) => {
+                            self.finished = true;
+                            return Some(Err(error));
+                        }
+                    }
+                }
+                // A stream that ends without a status is resubscribed too.
+                Ok(None) => None,
+                Err(status) => Some(Error::from(status)),
+            };
+            self.stream = None;
+            if let Err(error) = self.retry(failure).await {
+                return Some(Err(error));
+            }
         }
     }
 
-    /// Streams until the end offset (`Ok`), the consumer going away (`Ok`),
-    /// or a failure (`Err(Some)`), or the server ending the stream
-    /// (`Err(None)`).
-    async fn stream_until_error(&mut self, failures: &mut u32) -> std::result::Result<(), Option<Error>> {
-        let request = v1::SubscribeRequest {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset: self.next_offset,
-            max_bytes: self.chunk_bytes_max,
-            return_encoded_batches: true,
-        };
-        let mut stream = self.client.subscribe(request).await.map_err(Some)?;
-        loop {
-            let response = match stream.message().await {
-                Ok(Some(response)) => response,
-                Ok(None) => return Err(None),
-                Err(status) => return Err(Some(Error::from(status))),
-            };
-            *failures = 0;
-            let records = self.decode(response).map_err(Some)?;
-            if !records.is_empty() && self.sender.send(Ok(Chunk { records })).await.is_err() {
-                return Ok(());
-            }
-            if self.reached_end() {
-                return Ok(());
-            }
+    /// Waits out the backoff before resubscribing, or gives the error back
+    /// when it is not worth retrying (the subscription then ends with it).
+    async fn retry(&mut self, error: Option<Error>) -> Result<()> {
+        let retryable = error.as_ref().is_none_or(Error::is_retryable);
+        if !retryable || self.failures >= self.retries_max {
+            self.finished = true;
+            return Err(error.unwrap_or_else(|| Error::protocol("the subscription ended")));
         }
+        self.failures += 1;
+        tracing::debug!(
+            topic = %self.topic, partition = self.partition, offset = self.next_offset,
+            failures = self.failures, error = ?error, "resubscribing"
+        );
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Self::BACKOFF_MAX);
+        Ok(())
     }
 
     fn decode(&mut self, mut response: v1::SubscribeResponse) -> Result<Vec<ConsumedRecord>> {

@@ -50,12 +50,9 @@ pub struct Config {
     pub fetch_bytes_max: u64,
     /// Longest long poll a fetch may ask for.
     pub fetch_wait_ms_max: u64,
-    /// Chunks a subscription may have ready beyond what HTTP/2 flow control
-    /// has accepted: bounds server memory per slow subscriber.
-    pub subscribe_buffer_chunks: usize,
     /// Largest chunk a subscription sends at once. Smaller than fetches:
     /// what a stalled subscriber pins in server memory is about a chunk
-    /// being encoded plus the chunks buffered, per subscribed partition.
+    /// being encoded plus one read ahead, per subscribed partition.
     pub subscribe_bytes_max: u64,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace_ms: u64,
@@ -82,7 +79,6 @@ impl Default for Config {
             fetch_bytes_default: 1 << 20,
             fetch_bytes_max: 3 << 20,
             fetch_wait_ms_max: 60_000,
-            subscribe_buffer_chunks: 1,
             subscribe_bytes_max: 1 << 20,
             shutdown_grace_ms: 10_000,
             default_partitions: 1,
@@ -106,7 +102,6 @@ pub const KEYS: &[&str] = &[
     "fetch_bytes_default",
     "fetch_bytes_max",
     "fetch_wait_ms_max",
-    "subscribe_buffer_chunks",
     "subscribe_bytes_max",
     "shutdown_grace_ms",
     "default_partitions",
@@ -186,7 +181,6 @@ impl Config {
             "fetch_bytes_default" => self.fetch_bytes_default = bytes()?,
             "fetch_bytes_max" => self.fetch_bytes_max = bytes()?,
             "fetch_wait_ms_max" => self.fetch_wait_ms_max = ms()?,
-            "subscribe_buffer_chunks" => self.subscribe_buffer_chunks = count()? as usize,
             "subscribe_bytes_max" => self.subscribe_bytes_max = bytes()?,
             "shutdown_grace_ms" => self.shutdown_grace_ms = ms()?,
             "default_partitions" => {
@@ -323,9 +317,6 @@ impl Config {
         }
         if self.subscribe_bytes_max == 0 {
             return Err(fail("subscribe_bytes_max", "must be above zero".into()));
-        }
-        if self.subscribe_buffer_chunks == 0 {
-            return Err(fail("subscribe_buffer_chunks", "must be at least 1".into()));
         }
         let jobs = &self.jobs;
         if jobs.attempts_max_default == 0 || jobs.attempts_max_default > jobs.attempts_max_limit {

@@ -5,6 +5,7 @@
 //! pages in from disk, topic creation) runs on tokio's blocking pool;
 //! waiting for a flush or for new data is a future that holds no thread.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -12,8 +13,8 @@ use std::time::Duration;
 use spool_log::{Durability, Partition, Record, Store, is_internal_topic, validate_topic_name};
 use spool_proto::partitioner::partition_for_key;
 use spool_proto::v1::{self, log_server::Log, produce_request};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::checkpoints::Checkpoints;
@@ -132,6 +133,66 @@ fn check_offset(partition: &Partition, offset: u64) -> Result<(), Status> {
 /// returns is not `Send`, so it must not live across the caller's awaits.)
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+/// One subscription's position, read by the response stream as HTTP/2 asks
+/// for more.
+struct Follower {
+    partition: Partition,
+    id: u32,
+    offset: u64,
+    max_bytes: u64,
+    encoded: bool,
+    shutdown: watch::Receiver<bool>,
+    /// While catching up: the next chunk, already being read on the blocking
+    /// pool while the one before is encoded and sent.
+    read_ahead: Option<tokio::task::JoinHandle<Result<Chunk, Status>>>,
+    /// Set after an error was sent: the stream ends with it.
+    failed: bool,
+}
+
+impl Follower {
+    async fn next(&mut self) -> Result<v1::SubscribeResponse, Status> {
+        let chunk = match self.read_ahead.take() {
+            Some(reading) => reading.await.map_err(join_error)??,
+            None => self.read_next().await?,
+        };
+        self.offset = chunk.next_offset;
+        if self.offset < chunk.high_watermark {
+            let (partition, offset, max_bytes, encoded) =
+                (self.partition.clone(), self.offset, self.max_bytes, self.encoded);
+            self.read_ahead = Some(tokio::task::spawn_blocking(move || {
+                read_chunk_now(&partition, offset, max_bytes, encoded)
+            }));
+        }
+        Ok(v1::SubscribeResponse {
+            partition: self.id,
+            records: chunk.records,
+            encoded_batches: chunk.encoded_batches,
+            next_offset: chunk.next_offset,
+            high_watermark: chunk.high_watermark,
+            log_start_offset: chunk.log_start_offset,
+        })
+    }
+
+    /// The chunk at `offset`, waiting at the tail for it when needed.
+    ///
+    /// Catching up reads on the blocking pool. A read right after waiting at
+    /// the tail is done here, on the runtime worker: those batches were
+    /// just written, so the read touches only pages in memory (two thread
+    /// hops fewer for every batch a following subscriber sees).
+    async fn read_next(&mut self) -> Result<Chunk, Status> {
+        if self.offset < self.partition.high_watermark() {
+            return read_chunk(self.partition.clone(), self.offset, self.max_bytes, self.encoded).await;
+        }
+        tokio::select! {
+            result = self.partition.wait_readable(self.offset) => { result.map_err(status)?; }
+            _ = stopping(&mut self.shutdown) => {
+                return Err(Status::unavailable("the server is shutting down"));
+            }
+        }
+        read_chunk_now(&self.partition, self.offset, self.max_bytes, self.encoded)
+    }
 }
 
 fn now_ms() -> i64 {
@@ -433,7 +494,7 @@ impl Log for LogService {
         }))
     }
 
-    type SubscribeStream = ReceiverStream<Result<v1::SubscribeResponse, Status>>;
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<v1::SubscribeResponse, Status>> + Send>>;
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
     async fn subscribe(
@@ -446,67 +507,29 @@ impl Log for LogService {
         let max_bytes = self
             .fetch_bytes(request.max_bytes)
             .min(self.state.config.subscribe_bytes_max);
-        // A bounded channel: when the client stops reading, HTTP/2 flow
-        // control stops the response body, the channel fills, and this task
-        // waits instead of reading further.
-        let (tx, rx) = mpsc::channel(self.state.config.subscribe_buffer_chunks);
-        let mut shutdown = self.state.shutdown.clone();
-        let id = request.partition;
-        let encoded = request.return_encoded_batches;
-        tokio::spawn(async move {
-            let mut offset = request.offset;
-            // Set when the subscription waited at the tail and new batches
-            // came: those were just written, so reading them touches only
-            // pages in memory and is done here instead of on the blocking
-            // pool (two thread hops fewer for every batch a following
-            // subscriber sees). Catching up reads on the blocking pool.
-            let mut woken_at_tail = false;
-            loop {
-                if offset >= partition.high_watermark() {
-                    tokio::select! {
-                        result = partition.wait_readable(offset) => {
-                            if let Err(error) = result {
-                                let _ = tx.send(Err(status(error))).await;
-                                return;
-                            }
-                            woken_at_tail = true;
-                        }
-                        _ = tx.closed() => return,
-                        _ = stopping(&mut shutdown) => {
-                            let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
-                            return;
-                        }
-                    }
-                    continue;
-                }
-                let chunk = if std::mem::take(&mut woken_at_tail) {
-                    read_chunk_now(&partition, offset, max_bytes, encoded)
-                } else {
-                    read_chunk(partition.clone(), offset, max_bytes, encoded).await
-                };
-                match chunk {
-                    Ok(chunk) => {
-                        offset = chunk.next_offset;
-                        let response = v1::SubscribeResponse {
-                            partition: id,
-                            records: chunk.records,
-                            encoded_batches: chunk.encoded_batches,
-                            next_offset: chunk.next_offset,
-                            high_watermark: chunk.high_watermark,
-                            log_start_offset: chunk.log_start_offset,
-                        };
-                        if tx.send(Ok(response)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(error) => {
-                        let _ = tx.send(Err(error)).await;
-                        return;
-                    }
-                }
+        let follower = Follower {
+            partition,
+            id: request.partition,
+            offset: request.offset,
+            max_bytes,
+            encoded: request.return_encoded_batches,
+            shutdown: self.state.shutdown.clone(),
+            read_ahead: None,
+            failed: false,
+        };
+        // The response stream is the subscription itself: tonic polls it
+        // when HTTP/2 flow control lets it send, so a client that stops
+        // reading stops the reads, and no task or channel sits between an
+        // append and the response body.
+        let stream = futures_util::stream::unfold(follower, |mut follower| async move {
+            if follower.failed {
+                return None;
             }
+            let item = follower.next().await;
+            follower.failed = item.is_err();
+            Some((item, follower))
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_offsets(
