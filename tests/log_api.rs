@@ -787,6 +787,62 @@ async fn a_slow_subscriber_does_not_grow_server_memory() {
     drop(stream);
 }
 
+/// Produce requests waiting for in-flight room wait before the server reads
+/// them: 64 requests of 4 MiB at once on one connection, against an 8 MiB
+/// in-flight limit, all answered, while the server's memory grows by far
+/// less than the 256 MiB they carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_requests_waiting_for_room_are_not_read_into_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Spoold::start(
+        dir.path(),
+        &[
+            "batch_bytes_max=4MiB",
+            "inflight_bytes_max=8MiB",
+            "connection_inflight_bytes_max=8MiB",
+            "inflight_wait_ms=120000",
+        ],
+    );
+    let mut client = connect(&server).await;
+    create(&mut client, "t", 1).await;
+    let before = server.anonymous_rss_bytes();
+    let pid = server.pid();
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = std::sync::Arc::clone(&sampling);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(common::anonymous_rss_bytes(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let value = Bytes::from(vec![b'x'; (1 << 20) - 64]);
+    let requests = (0..64).map(|_| {
+        let mut client = client.clone();
+        let record = v1::Record {
+            value: Some(value.clone()),
+            ..Default::default()
+        };
+        let records = vec![record; 4];
+        tokio::spawn(async move { client.produce(produce_request("t", Some(0), records, true)).await })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        request.await.unwrap().expect("every request is admitted in time");
+    }
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    assert_eq!(latest(&mut client, "t").await, vec![256]);
+    assert!(
+        peak < before + (64 << 20),
+        "server memory went from {} MiB to {} MiB with 256 MiB of requests waiting",
+        before >> 20,
+        peak >> 20
+    );
+}
+
 #[tokio::test]
 async fn a_full_disk_is_resource_exhausted_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -122,18 +122,7 @@ impl Spoold {
     /// Anonymous resident memory of the process (heap and stacks, not the
     /// page-cache pages of mapped segment files), from /proc.
     pub fn anonymous_rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("RssAnon:"))
-            .expect("RssAnon line");
-        let kib: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .expect("value")
-            .parse()
-            .expect("number");
-        kib * 1024
+        anonymous_rss_bytes(self.pid())
     }
 }
 
@@ -141,4 +130,20 @@ impl Drop for Spoold {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Anonymous resident memory of process `pid`, from /proc.
+pub fn anonymous_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))
+        .expect("RssAnon line");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .expect("value")
+        .parse()
+        .expect("number");
+    kib * 1024
 }

@@ -44,6 +44,11 @@ pub struct Config {
     /// How long a produce request waits for in-flight room before it is
     /// answered RESOURCE_EXHAUSTED.
     pub inflight_wait_ms: u64,
+    /// HTTP/2 window of each call: what a client may send before the server
+    /// reads, so the most a produce request waiting for in-flight room holds
+    /// in memory. The connection's window is this times the calls a
+    /// connection may have open.
+    pub stream_window_bytes: u64,
     /// Response size of a fetch that asks for 0 bytes.
     pub fetch_bytes_default: u64,
     /// Largest fetch or subscribe chunk; larger requests are capped.
@@ -76,6 +81,7 @@ impl Default for Config {
             inflight_bytes_max: 64 << 20,
             connection_inflight_bytes_max: 32 << 20,
             inflight_wait_ms: 5_000,
+            stream_window_bytes: 256 << 10,
             fetch_bytes_default: 1 << 20,
             fetch_bytes_max: 3 << 20,
             fetch_wait_ms_max: 60_000,
@@ -99,6 +105,7 @@ pub const KEYS: &[&str] = &[
     "inflight_bytes_max",
     "connection_inflight_bytes_max",
     "inflight_wait_ms",
+    "stream_window_bytes",
     "fetch_bytes_default",
     "fetch_bytes_max",
     "fetch_wait_ms_max",
@@ -178,6 +185,7 @@ impl Config {
             "inflight_bytes_max" => self.inflight_bytes_max = bytes()?,
             "connection_inflight_bytes_max" => self.connection_inflight_bytes_max = bytes()?,
             "inflight_wait_ms" => self.inflight_wait_ms = ms()?,
+            "stream_window_bytes" => self.stream_window_bytes = bytes()?,
             "fetch_bytes_default" => self.fetch_bytes_default = bytes()?,
             "fetch_bytes_max" => self.fetch_bytes_max = bytes()?,
             "fetch_wait_ms_max" => self.fetch_wait_ms_max = ms()?,
@@ -315,6 +323,14 @@ impl Config {
                 "must be at least batch_bytes_max, or a full batch could never be admitted".into(),
             ));
         }
+        // HTTP/2 windows are at least 65,535 bytes (RFC 9113) and fit in 31
+        // bits together: 200 calls per connection.
+        if !(65_535..=8 << 20).contains(&self.stream_window_bytes) {
+            return Err(fail(
+                "stream_window_bytes",
+                "must be between 64KiB and 8MiB".into(),
+            ));
+        }
         if self.subscribe_bytes_max == 0 {
             return Err(fail("subscribe_bytes_max", "must be above zero".into()));
         }
@@ -387,5 +403,20 @@ mod tests {
         assert!(err.reason.contains("segment_bytes"), "{err}");
         config.set("segment_bytes", "16GiB", "flag").unwrap();
         assert_eq!(config.validate().unwrap_err().key, "segment_bytes");
+    }
+
+    #[test]
+    fn stream_windows_stay_within_what_http2_allows() {
+        for (window, valid) in [("1KiB", false), ("64KiB", true), ("8MiB", true), ("16MiB", false)] {
+            let mut config = Config::default();
+            config.set("stream_window_bytes", window, "flag").unwrap();
+            match config.validate() {
+                Ok(()) => assert!(valid, "{window} was accepted"),
+                Err(err) => {
+                    assert!(!valid, "{window}: {err}");
+                    assert_eq!(err.key, "stream_window_bytes");
+                }
+            }
+        }
     }
 }

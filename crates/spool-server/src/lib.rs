@@ -14,10 +14,11 @@
 
 #![deny(unsafe_code)]
 
+pub mod admission;
 pub mod checkpoints;
 pub mod config;
 mod convert;
-mod inflight;
+pub mod inflight;
 pub mod jobs_service;
 pub mod log_service;
 pub mod status;

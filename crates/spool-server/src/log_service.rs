@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::admission::Admitted;
 use crate::checkpoints::Checkpoints;
 use crate::config::Config;
 use crate::convert::{self, Chunk};
@@ -29,7 +30,7 @@ pub struct ServerState {
     pub store: Arc<Store>,
     pub config: Config,
     pub checkpoints: Checkpoints,
-    pub inflight: InflightLimiter,
+    pub inflight: Arc<InflightLimiter>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     /// Spreads unkeyed records without an explicit partition.
@@ -43,11 +44,11 @@ impl ServerState {
         shutdown: watch::Receiver<bool>,
     ) -> spool_log::Result<Self> {
         let checkpoints = Checkpoints::open(&store)?;
-        let inflight = InflightLimiter::new(
+        let inflight = Arc::new(InflightLimiter::new(
             config.inflight_bytes_max,
             config.connection_inflight_bytes_max,
             Duration::from_millis(config.inflight_wait_ms),
-        );
+        ));
         Ok(ServerState {
             store,
             config,
@@ -359,9 +360,10 @@ impl Log for LogService {
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]
     async fn produce(
         &self,
-        request: Request<v1::ProduceRequest>,
+        mut request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
         let peer = request.remote_addr();
+        let admitted = request.extensions_mut().remove::<Admitted>();
         let request = request.into_inner();
         Self::client_topic_name(&request.topic)?;
         let durability =
@@ -402,7 +404,11 @@ impl Log for LogService {
                 batch.len() as u64
             }
         };
-        let _permit = self.state.inflight.acquire(peer, size).await?;
+        // Normally taken before tonic read the request (admission.rs).
+        let _permit = match admitted {
+            Some(Admitted(permit)) => permit,
+            None => Arc::new(self.state.inflight.acquire(peer, size).await?),
+        };
         if *self.state.shutdown.borrow() {
             return Err(Status::unavailable("the server is shutting down"));
         }

@@ -15,8 +15,12 @@ use spool_jobs::{JobsRuntime, RuntimeConfig};
 use spool_log::Store;
 use spool_proto::v1::jobs_server::JobsServer;
 use spool_proto::v1::log_server::LogServer;
+use spool_server::admission::AdmissionLayer;
 use spool_server::{Config, JobsService, LogFormat, LogService, ServerState};
 use tokio::sync::watch;
+
+/// HTTP/2 streams (calls) a connection may have open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -204,8 +208,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let stream_window = config.stream_window_bytes as u32; // checked: at most 8 MiB
     let serve = tonic::transport::Server::builder()
-        .concurrency_limit_per_connection(256)
+        // Produce requests wait for in-flight room before tonic reads them
+        // (admission.rs); meanwhile each holds at most its stream window.
+        // The connection window covers every stream's window, so streams
+        // waiting for room can never use it up and stall the streams
+        // already admitted on the same connection.
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(stream_window)
+        .initial_connection_window_size(stream_window * MAX_STREAMS_PER_CONNECTION)
+        .layer(AdmissionLayer::new(
+            Arc::clone(&state.inflight),
+            config.request_bytes_max,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(log)
