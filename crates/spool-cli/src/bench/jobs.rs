@@ -344,8 +344,12 @@ async fn run_worker_runtime(
     use spool_client::worker::{Job, Outcome, Worker, WorkerConfig};
     let latencies = Arc::new(std::sync::Mutex::new(latency_histogram()));
     let shared = Arc::clone(&consumer.shared);
+    // The clock stops when run_until returns, after the shutdown waited for
+    // the worker's parked long polls: with the default two-second claim
+    // wait that alone was seconds of a short run.
     let config = WorkerConfig {
         concurrency: consumer.claim_batch as usize,
+        claim_wait: Duration::from_millis(u64::from(CLAIM_WAIT_MS)),
         ..WorkerConfig::default()
     };
     let handler = {
