@@ -11,6 +11,9 @@
 #           spool bench produce --duration 10s --json
 #      b. one consumer reading a backlog (preloaded first, not timed):
 #           spool bench consume --count 10000000 --json
+#      c0. how late a thread wakes from a 1 ms sleep on the idle machine
+#         (scripts/lib/wake_probe.py, as long as one latency run): the floor
+#         under any latency figure here;
 #      c. end-to-end latency at a steady 10,000 records/s, three runs, each
 #         after bench_quiet (sync, writeback settled); the median of each
 #         percentile is the figure:
@@ -148,6 +151,17 @@ report_latency_medians() {
       "$command (median of runs: ${values[*]})" "median of the runs above"
   done
 }
+
+bench_section "c0. machine: how late a thread wakes from a 1 ms sleep (no load but the idle server)"
+# The floor under end-to-end latency on this machine: every record crosses
+# several thread wake-ups, and each can be this late.
+bench_quiet
+if run_json machine.wake "$PYTHON" scripts/lib/wake_probe.py "$latency_s"; then
+  for q in p50 p99 p99_9; do
+    report "machine.wake.${q}_ms" "$(jq -r ".${q}_ms" <<<"$RUN_JSON")" ms "" "$RUN_COMMAND" \
+      "lateness of a 1 ms sleep on an idle machine; $(jq -r .samples <<<"$RUN_JSON") samples"
+  done
+fi
 
 bench_section "c. end-to-end latency at ${rate} records/s"
 # Three runs, each after the writeback of the phases before it has settled:
