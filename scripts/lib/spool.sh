@@ -11,7 +11,8 @@
 #                                    RUN_JSON (its last stdout line starting
 #                                    with "{"), records the output with
 #                                    report_raw; on failure or no JSON records
-#                                    "skipped" for KEY and returns 1
+#                                    "skipped" for KEY and returns 1; prints
+#                                    the CPU time the host stole meanwhile
 #   spool_bench KEY ARGS...          run_json KEY $SPOOL --server $SPOOLD_URL ARGS...
 
 spool_has_package() {
@@ -32,14 +33,16 @@ spool_build() {
 }
 
 run_json() {
-  local key="$1" rc=0 out
+  local key="$1" rc=0 out ticks
   shift
   RUN_COMMAND="$(printf '%q ' "$@")"
   RUN_COMMAND="${RUN_COMMAND% }"
   RUN_JSON=""
   echo "\$ $RUN_COMMAND"
+  ticks="$(bench_cpu_ticks)"
   out="$("$@")" || rc=$?
   [ -n "$out" ] && echo "$out"
+  echo "steal:       $(bench_steal_since "$ticks") of the CPU time taken by the host during this command"
   RUN_JSON="$(grep '^{' <<<"$out" | tail -1 || true)"
   report_raw "$key" "$RUN_COMMAND" "${out:-}"
   if [ "$rc" != 0 ] || [ -z "$RUN_JSON" ]; then
