@@ -16,7 +16,8 @@
 #         under any latency figure here;
 #      c. end-to-end latency at a steady 10,000 records/s, three runs, each
 #         after bench_quiet (sync, writeback settled); the median of each
-#         percentile is the figure:
+#         percentile is the figure, and each run's CPU steal (the share of
+#         CPU time the host took from this virtual machine) is reported:
 #           spool bench latency --rate 10000 --duration 30s --json
 #      d. 16 producers with FSYNC vs the same with NONE, on 16 partitions
 #         (as in the CLI's example) and on 1 partition (all 16 producers
@@ -180,6 +181,8 @@ for run in 1 2 3; do
       report "spool.latency.run$run.${q}_ms" "$(jq -r ".latency_us.$q / 1000" <<<"$RUN_JSON")" ms "" "$RUN_COMMAND" \
         "from scheduled send to consumer; $received of $expected records"
     done
+    report "spool.latency.run$run.steal_pct" "$RUN_STEAL" % "" "$RUN_COMMAND" \
+      "CPU time the host took from this virtual machine during the run (/proc/stat steal)"
   fi
 done
 report_latency_medians spool.latency "<= 5" spool_latency \
@@ -283,6 +286,8 @@ for run in 1 2 3; do
       report "redis.latency.run$run.${q}_ms" "$(jq -r ".latency_ms.$q" <<<"$RUN_JSON")" ms "" "$RUN_COMMAND" \
         "XADD (paced, due entries pipelined) -> XREADGROUP BLOCK + XACK; $(jq -r .records <<<"$RUN_JSON") of $(jq -r .expected <<<"$RUN_JSON") records"
     done
+    report "redis.latency.run$run.steal_pct" "$RUN_STEAL" % "" "$RUN_COMMAND" \
+      "CPU time the host took from this virtual machine during the run (/proc/stat steal)"
   fi
 done
 report_latency_medians redis.latency "" redis_latency \

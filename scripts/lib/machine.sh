@@ -37,13 +37,13 @@ bench_load() { echo "$(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"; }
 # bench_cpu_ticks: "TOTAL STEAL" CPU ticks since boot, from /proc/stat.
 bench_cpu_ticks() { awk '/^cpu / {total = 0; for (i = 2; i <= NF; i++) total += $i; print total, $9}' /proc/stat; }
 
-# bench_steal_since "TOTAL STEAL": the share of CPU time the host took from
-# this virtual machine since that reading, as "N.N%".
+# bench_steal_since "TOTAL STEAL": the percentage of CPU time the host took
+# from this virtual machine since that reading, as "N.N".
 bench_steal_since() {
   local before="$1"
   awk -v b="$before" -v n="$(bench_cpu_ticks)" 'BEGIN {
     split(b, x, " "); split(n, y, " ");
-    printf "%.1f%%", (y[1] > x[1]) ? 100 * (y[2] - x[2]) / (y[1] - x[1]) : 0 }'
+    printf "%.1f", (y[1] > x[1]) ? 100 * (y[2] - x[2]) / (y[1] - x[1]) : 0 }'
 }
 
 _bench_dirty_kib() { awk '/^(Dirty|Writeback):/ {kib += $2} END {print kib + 0}' /proc/meminfo; }

@@ -12,7 +12,8 @@
 #                                    with "{"), records the output with
 #                                    report_raw; on failure or no JSON records
 #                                    "skipped" for KEY and returns 1; prints
-#                                    the CPU time the host stole meanwhile
+#                                    and sets RUN_STEAL, the percentage of CPU
+#                                    time the host stole meanwhile
 #   spool_bench KEY ARGS...          run_json KEY $SPOOL --server $SPOOLD_URL ARGS...
 
 spool_has_package() {
@@ -42,7 +43,8 @@ run_json() {
   ticks="$(bench_cpu_ticks)"
   out="$("$@")" || rc=$?
   [ -n "$out" ] && echo "$out"
-  echo "steal:       $(bench_steal_since "$ticks") of the CPU time taken by the host during this command"
+  RUN_STEAL="$(bench_steal_since "$ticks")"
+  echo "steal:       $RUN_STEAL% of the CPU time taken by the host during this command"
   RUN_JSON="$(grep '^{' <<<"$out" | tail -1 || true)"
   report_raw "$key" "$RUN_COMMAND" "${out:-}"
   if [ "$rc" != 0 ] || [ -z "$RUN_JSON" ]; then
