@@ -843,6 +843,49 @@ async fn produce_requests_waiting_for_room_are_not_read_into_memory() {
     );
 }
 
+/// A producer faster than the server's in-flight limit hears
+/// RESOURCE_EXHAUSTED once its wait for room runs out, and a refused request
+/// appends nothing: the log holds exactly the records of the answered ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_in_flight_room_are_refused_and_append_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Spoold::start(
+        dir.path(),
+        &[
+            "batch_bytes_max=1MiB",
+            "inflight_bytes_max=1MiB",
+            "connection_inflight_bytes_max=1MiB",
+            "inflight_wait_ms=1ms",
+        ],
+    );
+    let mut client = connect(&server).await;
+    create(&mut client, "t", 1).await;
+    let value = Bytes::from(vec![b'x'; 200 << 10]);
+    let requests = (0..32).map(|_| {
+        let mut client = client.clone();
+        let record = v1::Record {
+            value: Some(value.clone()),
+            ..Default::default()
+        };
+        let records = vec![record; 4];
+        tokio::spawn(async move { client.produce(produce_request("t", Some(0), records, true)).await })
+    });
+    let (mut answered, mut refused) = (0u64, 0u64);
+    for request in requests.collect::<Vec<_>>() {
+        match request.await.unwrap() {
+            Ok(_) => answered += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("no room"), "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "32 requests of 800 KiB at once fit a 1 MiB limit");
+    assert!(answered > 0);
+    assert_eq!(latest(&mut client, "t").await, vec![answered * 4]);
+}
+
 #[tokio::test]
 async fn a_full_disk_is_resource_exhausted_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
