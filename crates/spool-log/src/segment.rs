@@ -22,8 +22,12 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A scratch buffer grown past this by a large batch is given back.
-const SCRATCH_KEEP_BYTES: usize = 4 << 20;
+/// A scratch buffer grown past this by a large batch is given back. Each
+/// appending thread keeps its own, and a server's blocking pool can hold
+/// dozens of threads: with 1 MiB batches, kept buffers were the largest part
+/// of the server's heap under a producer flood. Batches larger than this
+/// allocate per append, within the server's in-flight limit.
+const SCRATCH_KEEP_BYTES: usize = 256 << 10;
 
 /// Index files grow this much at a time.
 const INDEX_PREALLOCATE_BYTES: u64 = 64 * 1024;
