@@ -787,6 +787,46 @@ async fn a_slow_subscriber_does_not_grow_server_memory() {
     drop(stream);
 }
 
+/// A server whose batches may be `batch` large, with `inflight` bytes of
+/// produce room in total and per connection, waited for at most `wait`.
+fn server_with_inflight(dir: &std::path::Path, batch: &str, inflight: &str, wait: &str) -> Spoold {
+    Spoold::start(
+        dir,
+        &[
+            &format!("batch_bytes_max={batch}"),
+            &format!("inflight_bytes_max={inflight}"),
+            &format!("connection_inflight_bytes_max={inflight}"),
+            &format!("inflight_wait_ms={wait}"),
+        ],
+    )
+}
+
+/// Sends `count` FSYNC produce requests of four records of `value_bytes` to
+/// partition 0 of "t" at once on one connection; their answers.
+async fn produce_at_once(
+    client: &LogClient<Channel>,
+    count: usize,
+    value_bytes: usize,
+) -> Vec<Result<tonic::Response<v1::ProduceResponse>, tonic::Status>> {
+    let value = Bytes::from(vec![b'x'; value_bytes]);
+    let requests: Vec<_> = (0..count)
+        .map(|_| {
+            let mut client = client.clone();
+            let record = v1::Record {
+                value: Some(value.clone()),
+                ..Default::default()
+            };
+            let records = vec![record; 4];
+            tokio::spawn(async move { client.produce(produce_request("t", Some(0), records, true)).await })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(count);
+    for request in requests {
+        answers.push(request.await.unwrap());
+    }
+    answers
+}
+
 /// Produce requests waiting for in-flight room wait before the server reads
 /// them: 64 requests of 4 MiB at once on one connection, against an 8 MiB
 /// in-flight limit, all answered, while the server's memory grows by far
@@ -794,15 +834,7 @@ async fn a_slow_subscriber_does_not_grow_server_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_requests_waiting_for_room_are_not_read_into_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Spoold::start(
-        dir.path(),
-        &[
-            "batch_bytes_max=4MiB",
-            "inflight_bytes_max=8MiB",
-            "connection_inflight_bytes_max=8MiB",
-            "inflight_wait_ms=120000",
-        ],
-    );
+    let server = server_with_inflight(dir.path(), "4MiB", "8MiB", "120s");
     let mut client = connect(&server).await;
     create(&mut client, "t", 1).await;
     let before = server.anonymous_rss_bytes();
@@ -819,18 +851,8 @@ async fn produce_requests_waiting_for_room_are_not_read_into_memory() {
             peak
         })
     };
-    let value = Bytes::from(vec![b'x'; (1 << 20) - 64]);
-    let requests = (0..64).map(|_| {
-        let mut client = client.clone();
-        let record = v1::Record {
-            value: Some(value.clone()),
-            ..Default::default()
-        };
-        let records = vec![record; 4];
-        tokio::spawn(async move { client.produce(produce_request("t", Some(0), records, true)).await })
-    });
-    for request in requests.collect::<Vec<_>>() {
-        request.await.unwrap().expect("every request is admitted in time");
+    for answer in produce_at_once(&client, 64, (1 << 20) - 64).await {
+        answer.expect("every request is admitted in time");
     }
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.join().unwrap();
@@ -849,30 +871,12 @@ async fn produce_requests_waiting_for_room_are_not_read_into_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_in_flight_room_are_refused_and_append_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Spoold::start(
-        dir.path(),
-        &[
-            "batch_bytes_max=1MiB",
-            "inflight_bytes_max=1MiB",
-            "connection_inflight_bytes_max=1MiB",
-            "inflight_wait_ms=1ms",
-        ],
-    );
+    let server = server_with_inflight(dir.path(), "1MiB", "1MiB", "1ms");
     let mut client = connect(&server).await;
     create(&mut client, "t", 1).await;
-    let value = Bytes::from(vec![b'x'; 200 << 10]);
-    let requests = (0..32).map(|_| {
-        let mut client = client.clone();
-        let record = v1::Record {
-            value: Some(value.clone()),
-            ..Default::default()
-        };
-        let records = vec![record; 4];
-        tokio::spawn(async move { client.produce(produce_request("t", Some(0), records, true)).await })
-    });
     let (mut answered, mut refused) = (0u64, 0u64);
-    for request in requests.collect::<Vec<_>>() {
-        match request.await.unwrap() {
+    for answer in produce_at_once(&client, 32, 200 << 10).await {
+        match answer {
             Ok(_) => answered += 1,
             Err(status) => {
                 assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
