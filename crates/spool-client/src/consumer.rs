@@ -189,9 +189,9 @@ impl ConsumerBuilder {
             starts.push((partition, offset, end));
         }
 
-        let mut subscriptions = StreamMap::with_capacity(starts.len());
+        let mut subscriptions = Vec::with_capacity(starts.len());
         for &(partition, offset, end) in &starts {
-            let subscription = Subscription {
+            subscriptions.push(Subscription {
                 client: client.clone(),
                 topic: topic.clone(),
                 partition,
@@ -203,9 +203,16 @@ impl ConsumerBuilder {
                 failures: 0,
                 backoff: Subscription::BACKOFF_START,
                 finished: false,
-            };
-            subscriptions.insert(partition, subscription.into_stream());
+            });
         }
+        // Open the calls now, all at once, so the server follows every
+        // partition from here on even before the first poll. A call that
+        // fails is opened again (or its error given) when polled.
+        futures_util::future::join_all(subscriptions.iter_mut().map(Subscription::open)).await;
+        let subscriptions = subscriptions
+            .into_iter()
+            .map(|subscription| (subscription.partition, subscription.into_stream()))
+            .collect();
         let mut positions = vec![None; partition_count as usize];
         for &(partition, offset, _) in &starts {
             positions[partition as usize] = Some(offset);
@@ -430,6 +437,24 @@ impl Subscription {
         self.end_offset.is_some_and(|end| self.next_offset >= end)
     }
 
+    fn request(&self) -> v1::SubscribeRequest {
+        v1::SubscribeRequest {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.next_offset,
+            max_bytes: self.chunk_bytes_max,
+            return_encoded_batches: true,
+        }
+    }
+
+    /// Opens the call ahead of the first poll; a failure is left for
+    /// [`next_chunk`](Self::next_chunk) to retry or report.
+    async fn open(&mut self) {
+        if self.stream.is_none() && !self.reached_end() {
+            self.stream = self.client.subscribe(self.request()).await.ok();
+        }
+    }
+
     fn into_stream(self) -> ChunkStream {
         Box::pin(futures_util::stream::unfold(
             self,
@@ -449,24 +474,15 @@ impl Subscription {
             }
             let stream = match &mut self.stream {
                 Some(stream) => stream,
-                None => {
-                    let request = v1::SubscribeRequest {
-                        topic: self.topic.clone(),
-                        partition: self.partition,
-                        offset: self.next_offset,
-                        max_bytes: self.chunk_bytes_max,
-                        return_encoded_batches: true,
-                    };
-                    match self.client.subscribe(request).await {
-                        Ok(stream) => self.stream.insert(stream),
-                        Err(error) => {
-                            if let Err(error) = self.retry(Some(error)).await {
-                                return Some(Err(error));
-                            }
-                            continue;
+                None => match self.client.subscribe(self.request()).await {
+                    Ok(stream) => self.stream.insert(stream),
+                    Err(error) => {
+                        if let Err(error) = self.retry(Some(error)).await {
+                            return Some(Err(error));
                         }
+                        continue;
                     }
-                }
+                },
             };
             let failure = match stream.message().await {
                 Ok(Some(response)) => {
