@@ -196,6 +196,28 @@ impl Follower {
     }
 }
 
+/// What a produce request's data counts against the in-flight limit when it
+/// was not admitted before being read: an encoded batch's length, or each
+/// record's key, value and header bytes plus 16.
+fn data_size(data: &produce_request::Data) -> u64 {
+    match data {
+        produce_request::Data::Records(list) => list
+            .records
+            .iter()
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len())
+                    + r.value.as_ref().map_or(0, |v| v.len())
+                    + r.headers
+                        .iter()
+                        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+                        .sum::<usize>()
+                    + 16
+            })
+            .sum::<usize>() as u64,
+        produce_request::Data::EncodedBatch(batch) => batch.len() as u64,
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -375,39 +397,24 @@ impl Log for LogService {
         let data = request.data.ok_or_else(|| {
             Status::invalid_argument("a produce request needs `records` or `encoded_batch`")
         })?;
-        let size = match &data {
-            produce_request::Data::Records(list) => {
-                if list.records.is_empty() {
-                    return Err(Status::invalid_argument(
-                        "a produce request needs at least one record",
-                    ));
-                }
-                list.records
-                    .iter()
-                    .map(|r| {
-                        r.key.as_ref().map_or(0, |k| k.len())
-                            + r.value.as_ref().map_or(0, |v| v.len())
-                            + r.headers
-                                .iter()
-                                .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
-                                .sum::<usize>()
-                            + 16
-                    })
-                    .sum::<usize>() as u64
+        match &data {
+            produce_request::Data::Records(list) if list.records.is_empty() => {
+                return Err(Status::invalid_argument(
+                    "a produce request needs at least one record",
+                ));
             }
-            produce_request::Data::EncodedBatch(batch) => {
-                if request.partition.is_none() {
-                    return Err(Status::invalid_argument(
-                        "an `encoded_batch` needs an explicit `partition`",
-                    ));
-                }
-                batch.len() as u64
+            produce_request::Data::EncodedBatch(_) if request.partition.is_none() => {
+                return Err(Status::invalid_argument(
+                    "an `encoded_batch` needs an explicit `partition`",
+                ));
             }
-        };
-        // Normally taken before tonic read the request (admission.rs).
+            _ => {}
+        }
+        // Normally taken before tonic read the request (admission.rs); a
+        // request that came without one is sized here.
         let _permit = match admitted {
             Some(Admitted(permit)) => permit,
-            None => Arc::new(self.state.inflight.acquire(peer, size).await?),
+            None => Arc::new(self.state.inflight.acquire(peer, data_size(&data)).await?),
         };
         if *self.state.shutdown.borrow() {
             return Err(Status::unavailable("the server is shutting down"));
