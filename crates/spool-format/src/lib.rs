@@ -6,3 +6,5 @@
 //! client links it without linking the storage engine, `memmap2` or `libc`.
 
 #![deny(unsafe_code)]
+
+pub mod units;

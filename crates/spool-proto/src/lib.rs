@@ -34,7 +34,6 @@ pub mod spool {
 }
 
 pub mod partitioner;
-pub mod units;
 
 pub use spool::v1;
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use spool_jobs::JobsConfig;
 use spool_log::{Durability, StoreConfig, TopicConfig};
-use spool_proto::units::{parse_bytes, parse_duration_ms};
+use spool_format::units::{parse_bytes, parse_duration_ms};
 
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -95,45 +95,118 @@ impl Default for Config {
     }
 }
 
-/// The keys accepted in every layer, in the order `--help` lists them.
-pub const KEYS: &[&str] = &[
-    "listen",
-    "data_dir",
-    "log_format",
-    "default_durability",
-    "request_bytes_max",
-    "inflight_bytes_max",
-    "connection_inflight_bytes_max",
-    "inflight_wait_ms",
-    "stream_window_bytes",
-    "fetch_bytes_default",
-    "fetch_bytes_max",
-    "fetch_wait_ms_max",
-    "subscribe_bytes_max",
-    "shutdown_grace_ms",
-    "default_partitions",
-    "record_bytes_max",
-    "batch_bytes_max",
-    "partitions_max",
-    "open_segments_max",
-    "preallocate_bytes",
-    "index_interval_bytes",
-    "flush_threads",
-    "checkpoint_interval_ms",
-    "retention_check_interval_ms",
-    "segment_bytes",
-    "segment_ms",
-    "retention_ms",
-    "retention_bytes",
-    "job_attempts_max",
-    "job_lease_ms",
-    "job_dedup_window_ms",
-    "job_finished_retention_ms",
-    "job_dead_retention_ms",
-    "jobs_in_memory_max",
-    "job_payload_bytes_max",
-    "job_snapshot_events",
+/// The kind of value a key takes, which decides how it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A socket address: `127.0.0.1:7070`.
+    Address,
+    /// A file system path.
+    Path,
+    /// One of a few words.
+    Choice,
+    /// A size (`spool_format::units`): `64MiB`, `4096`.
+    Size,
+    /// A duration (`spool_format::units`): `500ms`, `7d`. A TOML integer
+    /// for such a key is milliseconds, since every duration key ends in
+    /// `_ms`.
+    Duration,
+    /// A whole number.
+    Count,
+}
+
+/// The keys accepted in every layer, in the order `--help` lists them,
+/// with the kind of value each takes.
+pub const KEYS: &[(&str, ValueKind)] = &[
+    ("listen", ValueKind::Address),
+    ("data_dir", ValueKind::Path),
+    ("log_format", ValueKind::Choice),
+    ("default_durability", ValueKind::Choice),
+    ("request_bytes_max", ValueKind::Size),
+    ("inflight_bytes_max", ValueKind::Size),
+    ("connection_inflight_bytes_max", ValueKind::Size),
+    ("inflight_wait_ms", ValueKind::Duration),
+    ("stream_window_bytes", ValueKind::Size),
+    ("fetch_bytes_default", ValueKind::Size),
+    ("fetch_bytes_max", ValueKind::Size),
+    ("fetch_wait_ms_max", ValueKind::Duration),
+    ("subscribe_bytes_max", ValueKind::Size),
+    ("shutdown_grace_ms", ValueKind::Duration),
+    ("default_partitions", ValueKind::Count),
+    ("record_bytes_max", ValueKind::Size),
+    ("batch_bytes_max", ValueKind::Size),
+    ("partitions_max", ValueKind::Count),
+    ("open_segments_max", ValueKind::Count),
+    ("preallocate_bytes", ValueKind::Size),
+    ("index_interval_bytes", ValueKind::Size),
+    ("flush_threads", ValueKind::Count),
+    ("checkpoint_interval_ms", ValueKind::Duration),
+    ("retention_check_interval_ms", ValueKind::Duration),
+    ("segment_bytes", ValueKind::Size),
+    ("segment_ms", ValueKind::Duration),
+    ("retention_ms", ValueKind::Duration),
+    ("retention_bytes", ValueKind::Size),
+    ("job_attempts_max", ValueKind::Count),
+    ("job_lease_ms", ValueKind::Duration),
+    ("job_dedup_window_ms", ValueKind::Duration),
+    ("job_finished_retention_ms", ValueKind::Duration),
+    ("job_dead_retention_ms", ValueKind::Duration),
+    ("jobs_in_memory_max", ValueKind::Count),
+    ("job_payload_bytes_max", ValueKind::Size),
+    ("job_snapshot_events", ValueKind::Count),
 ];
+
+/// `SPOOL_*` environment variables that other Spool programs read: the
+/// CLI and the worker (`SPOOL_SERVER`), a job handler's environment as
+/// `spool-worker` sets it, and the repository's tests and scripts. `spoold`
+/// leaves these alone; any other `SPOOL_*` name is refused as a likely typo
+/// of a key. A trailing `*` matches any rest of the name.
+pub const OTHER_PROGRAMS_VARIABLES: &[&str] = &[
+    "SPOOL_SERVER",
+    "SPOOL_JOB_ID",
+    "SPOOL_QUEUE",
+    "SPOOL_ATTEMPT",
+    "SPOOL_ATTEMPTS_MAX",
+    "SPOOL_CONTENT_TYPE",
+    "SPOOL_HEADER_*",
+    "SPOOL_SCRATCH_DIR",
+    "SPOOL_CRASH_*",
+];
+
+fn is_other_programs_variable(name: &str) -> bool {
+    OTHER_PROGRAMS_VARIABLES.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *pattern,
+    })
+}
+
+/// The key nearest to a misspelt one, if any is near enough to suggest.
+fn nearest_key(key: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .map(|&(name, _)| (edit_distance(key, name), name))
+        .filter(|&(distance, _)| distance <= 3)
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance over bytes (keys are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.as_bytes().iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// The kind of value `key` takes, or `None` for an unknown key.
+pub fn value_kind(key: &str) -> Option<ValueKind> {
+    KEYS.iter().find(|&&(name, _)| name == key).map(|&(_, kind)| kind)
+}
 
 impl Config {
     /// Sets one key from its text form. Sizes take units (`64MiB`),
@@ -144,8 +217,8 @@ impl Config {
             origin: origin.to_owned(),
             reason,
         };
-        let bytes = || parse_bytes(value).map_err(error);
-        let ms = || parse_duration_ms(value).map_err(error);
+        let bytes = || parse_bytes(value).map_err(|e| error(e.into()));
+        let ms = || parse_duration_ms(value).map_err(|e| error(e.into()));
         let count = || {
             value
                 .trim()
@@ -219,7 +292,14 @@ impl Config {
             "jobs_in_memory_max" => self.jobs.jobs_in_memory_max = count()? as usize,
             "job_payload_bytes_max" => self.jobs.payload_bytes_max = bytes()?,
             "job_snapshot_events" => self.job_snapshot_events = count()?,
-            _ => return Err(error(format!("unknown key; known keys are: {}", KEYS.join(", ")))),
+            _ => {
+                let known: Vec<&str> = KEYS.iter().map(|&(name, _)| name).collect();
+                let reason = match nearest_key(key) {
+                    Some(near) => format!("unknown key; did you mean {near}? Known keys are: {}", known.join(", ")),
+                    None => format!("unknown key; known keys are: {}", known.join(", ")),
+                };
+                return Err(error(reason));
+            }
         }
         Ok(())
     }
@@ -234,6 +314,9 @@ impl Config {
         for (key, value) in table {
             let text = match value {
                 toml::Value::String(s) => s,
+                // An integer for a duration key is milliseconds, as the
+                // key's name says (`checkpoint_interval_ms = 500`).
+                toml::Value::Integer(i) if value_kind(&key) == Some(ValueKind::Duration) => format!("{i}ms"),
                 toml::Value::Integer(i) => i.to_string(),
                 other => {
                     return Err(ConfigError {
@@ -248,19 +331,34 @@ impl Config {
         Ok(())
     }
 
-    /// Applies every `SPOOL_<KEY>` variable present in `vars`.
+    /// Applies every `SPOOL_<KEY>` variable present in `vars`. A `SPOOL_*`
+    /// variable that names no key and that no other Spool program reads
+    /// (`OTHER_PROGRAMS_VARIABLES`) is an error: a typo in a setting must
+    /// not pass silently.
     pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
         for (name, value) in vars {
             let Some(key) = name.strip_prefix("SPOOL_") else {
                 continue;
             };
             let key = key.to_ascii_lowercase();
-            // Other tools share the SPOOL_ prefix (SPOOL_SERVER is the CLI's,
-            // SPOOL_CRASH_* the crash test's): only known keys are ours.
-            if !KEYS.contains(&key.as_str()) {
-                continue;
+            let origin = format!("environment variable {name}");
+            if value_kind(&key).is_none() {
+                if is_other_programs_variable(&name) {
+                    continue;
+                }
+                let hint = match nearest_key(&key) {
+                    Some(near) => format!("did you mean SPOOL_{}?", near.to_ascii_uppercase()),
+                    None => "see docs/operations.md for the keys".to_owned(),
+                };
+                return Err(ConfigError {
+                    key,
+                    origin,
+                    reason: format!(
+                        "{name} is not a spoold setting ({hint}); unset it, or, if another program needs it, start spoold without it"
+                    ),
+                });
             }
-            self.set(&key, &value, &format!("environment variable {name}"))?;
+            self.set(&key, &value, &origin)?;
         }
         Ok(())
     }
@@ -403,6 +501,63 @@ mod tests {
         assert!(err.reason.contains("segment_bytes"), "{err}");
         config.set("segment_bytes", "16GiB", "flag").unwrap();
         assert_eq!(config.validate().unwrap_err().key, "segment_bytes");
+    }
+
+    #[test]
+    fn unknown_spool_variables_are_refused_with_the_nearest_key() {
+        let mut config = Config::default();
+        let err = config
+            .apply_env([("SPOOL_FETCH_BYTES_MAXX".to_owned(), "2MiB".to_owned())])
+            .unwrap_err();
+        assert_eq!(err.key, "fetch_bytes_maxx");
+        assert!(err.reason.contains("did you mean SPOOL_FETCH_BYTES_MAX?"), "{err}");
+        let err = config
+            .apply_env([("SPOOL_NOTHING_LIKE_IT".to_owned(), "1".to_owned())])
+            .unwrap_err();
+        assert!(err.reason.contains("not a spoold setting"), "{err}");
+        for other in ["SPOOL_SERVER", "SPOOL_JOB_ID", "SPOOL_HEADER_TRACEPARENT", "SPOOL_SCRATCH_DIR"] {
+            config
+                .apply_env([(other.to_owned(), "x".to_owned())])
+                .unwrap_or_else(|err| panic!("{other} belongs to another program: {err}"));
+        }
+    }
+
+    #[test]
+    fn durations_follow_the_shared_grammar_in_every_layer() {
+        let mut config = Config::default();
+        config
+            .apply_toml("checkpoint_interval_ms = 500\nsegment_bytes = 1048576\n", "f")
+            .unwrap();
+        assert_eq!(config.store.checkpoint_interval_ms, 500);
+        assert_eq!(config.store.topic_defaults.segment_bytes_max, 1 << 20);
+        let err = config
+            .apply_env([("SPOOL_INFLIGHT_WAIT_MS".to_owned(), "250".to_owned())])
+            .unwrap_err();
+        assert!(err.reason.contains("250ms"), "a bare number names the unit to add: {err}");
+        let err = config.set("request_bytes_max", "16M", "flag").unwrap_err();
+        assert!(err.reason.contains("16MiB") && err.reason.contains("16MB"), "{err}");
+    }
+
+    #[test]
+    fn every_key_takes_a_value_of_its_kind() {
+        for &(key, kind) in KEYS {
+            let value = match kind {
+                ValueKind::Address => "127.0.0.1:0",
+                ValueKind::Path => "data",
+                ValueKind::Choice if key == "log_format" => "json",
+                ValueKind::Choice => "none",
+                ValueKind::Size => "1MiB",
+                ValueKind::Duration => "2s",
+                ValueKind::Count => "3",
+            };
+            let mut config = Config::default();
+            config
+                .set(key, value, "test")
+                .unwrap_or_else(|err| panic!("{key} ({kind:?}) refused {value}: {err}"));
+            if kind == ValueKind::Duration {
+                assert!(config.set(key, "2", "test").is_err(), "{key} took a bare number");
+            }
+        }
     }
 
     #[test]

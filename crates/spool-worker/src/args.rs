@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
 
-use crate::units::{parse_bytes, parse_duration};
+use spool_format::units::{parse_bytes, parse_duration};
 
 /// Exit code with which an `--exec` command fails its job for good: no
 /// retry, the job goes DEAD.
@@ -85,7 +85,7 @@ pub struct Cli {
     /// Most bytes of stdout or response body kept as a job's result (the
     /// server refuses results above its job_payload_bytes_max, 512 KiB by
     /// default).
-    #[arg(long, default_value = "512KiB", value_name = "BYTES", value_parser = parse_bytes)]
+    #[arg(long, default_value = "512KiB", value_name = "BYTES", value_parser = result_bytes)]
     pub result_bytes_max: usize,
 
     /// Server address.
@@ -104,6 +104,11 @@ pub struct Cli {
     /// POSTs each job to this http:// URL.
     #[arg(long, value_name = "URL", value_parser = http_url)]
     pub http: Option<http::Uri>,
+}
+
+fn result_bytes(text: &str) -> Result<usize, String> {
+    let bytes = parse_bytes(text)?;
+    usize::try_from(bytes).map_err(|_| format!("{text:?} is too large"))
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {

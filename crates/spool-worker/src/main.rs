@@ -10,7 +10,7 @@
 //! Layout: `args.rs` (the clap command line and its help), `exec.rs` (the
 //! command handler), `process_group.rs` (killing a command with its
 //! children; the crate's only `unsafe`, one `kill(2)` call), `http.rs` (the
-//! HTTP handler, hyper 1), `units.rs` (durations and sizes).
+//! HTTP handler, hyper 1).
 //!
 //! What it is not: no TLS for `--http`, no configuration file, no
 //! scheduling of its own (delays, retries and dead jobs are the server's).
@@ -24,7 +24,6 @@ mod args;
 mod exec;
 mod http;
 mod process_group;
-mod units;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
