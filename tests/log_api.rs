@@ -124,13 +124,13 @@ async fn encoded_batches_go_in_and_come_out_untouched() {
     let server = Spoold::start(dir.path(), &[]);
     let mut client = connect(&server).await;
     create(&mut client, "raw", 1).await;
-    let limits = spool_log::batch::BatchLimits {
+    let limits = spool_format::batch::BatchLimits {
         record_bytes_max: 1 << 20,
         batch_bytes_max: 1 << 20,
     };
     let values: Vec<Vec<u8>> = (0..100).map(|i| format!("value-{i}").into_bytes()).collect();
-    let records: Vec<_> = values.iter().map(|v| spool_log::Record::value(v)).collect();
-    let encoded = spool_log::batch::encode_to_vec(&records, 1_700_000_000_000, limits).unwrap();
+    let records: Vec<_> = values.iter().map(|v| spool_format::Record::value(v)).collect();
+    let encoded = spool_format::batch::encode_to_vec(&records, 1_700_000_000_000, limits).unwrap();
     for round in 0..2u64 {
         let response = client
             .produce(v1::ProduceRequest {
@@ -159,7 +159,7 @@ async fn encoded_batches_go_in_and_come_out_untouched() {
         .unwrap()
         .into_inner();
     assert!(response.records.is_empty());
-    let batch = spool_log::Batch::new(response.encoded_batches[0].clone()).unwrap();
+    let batch = spool_format::Batch::new(response.encoded_batches[0].clone()).unwrap();
     assert_eq!(batch.base_offset(), 100, "whole batches come back");
     assert_eq!(
         &batch.bytes()[12..],

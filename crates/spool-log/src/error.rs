@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use spool_format::FormatError;
+
 /// Everything that can go wrong in the storage engine.
 ///
 /// Variants carry the values a caller needs to act on them (which limit,
@@ -70,9 +72,13 @@ pub enum Error {
         latest: u64,
     },
 
-    /// A batch handed to the engine that is not well formed.
-    #[error("invalid batch: {reason}")]
-    InvalidBatch { reason: String },
+    /// A batch handed to the engine that is not well formed, or records
+    /// that cannot be encoded into one.
+    #[error("invalid batch: {source}")]
+    InvalidBatch {
+        #[source]
+        source: FormatError,
+    },
 
     /// Bytes on disk that fail their checks. Never served to a reader.
     #[error("corrupt data in segment {segment_base} at position {position}: {reason}")]
@@ -115,10 +121,16 @@ impl Error {
             Error::Io { op, path, source }
         }
     }
+}
 
-    pub(crate) fn invalid_batch(reason: impl Into<String>) -> Self {
-        Error::InvalidBatch {
-            reason: reason.into(),
+/// A batch the codec refused. A limit keeps its own variant, so that every
+/// limit the engine enforces is reported the same way; everything else
+/// is an invalid batch.
+impl From<FormatError> for Error {
+    fn from(error: FormatError) -> Self {
+        match error {
+            FormatError::LimitExceeded { limit, actual, max } => Error::LimitExceeded { limit, actual, max },
+            source => Error::InvalidBatch { source },
         }
     }
 }

@@ -312,7 +312,7 @@ impl Partition {
             now,
             |buffer, base_offset| {
                 batch::encode(buffer, base_offset, records, &plan, now);
-                BatchHeader::parse(buffer).map_err(Error::invalid_batch)
+                Ok(BatchHeader::parse(buffer)?)
             },
         )?;
         self.finish(header, now, durability)
@@ -472,7 +472,11 @@ impl Partition {
             let read = self.read(offset, 4 << 20)?;
             for batch in &read.batches {
                 for record in batch.records() {
-                    let record = record?;
+                    let record = record.map_err(|error| Error::Corrupt {
+                        segment_base: batch.base_offset(),
+                        position: 0,
+                        reason: error.to_string(),
+                    })?;
                     if record.offset < offset {
                         continue;
                     }

@@ -105,11 +105,11 @@ impl Segment {
         file_path(&self.dir, self.base_offset, kind)
     }
 
-    fn corrupt(&self, position: u64, reason: impl Into<String>) -> Error {
+    fn corrupt(&self, position: u64, reason: impl std::fmt::Display) -> Error {
         Error::Corrupt {
             segment_base: self.base_offset,
             position,
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 
@@ -231,7 +231,7 @@ impl Segment {
                 let bytes = self.log.bytes(position..position + size).expect("published");
                 let batch = Batch::new(bytes).map_err(|reason| self.corrupt(position, reason))?;
                 for record in batch.records() {
-                    let record = record?;
+                    let record = record.map_err(|error| self.corrupt(position, error))?;
                     if record.timestamp_ms >= timestamp_ms {
                         return Ok(Some(record.offset));
                     }
@@ -434,7 +434,7 @@ fn scan(log: &[u8], start: ScanStart, mut on_batch: impl FnMut(&BatchHeader, u64
             }
             Ok(header) => header,
             Err(reason) => {
-                damage = Some(reason);
+                damage = Some(reason.to_string());
                 break;
             }
         };

@@ -40,7 +40,13 @@ pub fn chunk(read: ReadResult, offset: u64, encoded: bool) -> Result<Chunk, Stat
 fn decode_into(batch: &Batch, offset: u64, out: &mut Vec<v1::FetchedRecord>) -> Result<(), Status> {
     out.reserve(batch.record_count() as usize);
     for record in batch.records() {
-        let record = record.map_err(status)?;
+        let record = record.map_err(|error| {
+            status(spool_log::Error::Corrupt {
+                segment_base: batch.base_offset(),
+                position: 0,
+                reason: error.to_string(),
+            })
+        })?;
         if record.offset < offset {
             continue;
         }
