@@ -25,6 +25,7 @@
 
 mod checkpoint;
 pub mod config;
+mod context;
 pub mod error;
 mod flusher;
 pub mod fsutil;
@@ -32,6 +33,8 @@ pub mod index;
 mod mmap;
 pub mod names;
 pub mod partition;
+mod recovery;
+mod retention;
 pub mod segment;
 pub mod store;
 pub mod topic;
@@ -40,7 +43,8 @@ pub mod watch;
 pub use config::{FaultInjector, StoreConfig, TopicConfig};
 pub use error::{Error, Result};
 pub use names::{is_internal_topic, validate_topic_name};
-pub use partition::{AppendOutcome, Durability, Partition, PartitionInfo, PartitionRecovery, ReadResult};
+pub use partition::{AppendOutcome, Durability, Partition, PartitionInfo, ReadResult};
+pub use recovery::PartitionRecovery;
 pub use segment::ScanReport;
 /// The batch codec, which lives in `spool-format` so that clients can use
 /// it without linking the engine; re-exported under its old path.

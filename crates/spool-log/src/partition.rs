@@ -12,13 +12,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use crate::batch::{self, Batch, BatchHeader, BatchLimits, Record};
+use spool_format::batch::{self, Batch, BatchHeader, BatchLimits, Record, RecordView};
+
 use crate::checkpoint::RecoveryPoint;
 use crate::config::TopicConfig;
-use crate::error::{Error, IoContext, Result};
-use crate::names::{SegmentFile, parse_segment_file_name};
-use crate::segment::{OpenMode, ScanReport, ScanStart, Segment, SegmentSettings, SegmentWriter};
-use crate::store::StoreContext;
+use crate::context::StoreContext;
+use crate::error::{Error, Result};
+use crate::flusher::FlushTarget;
+pub use crate::recovery::PartitionRecovery;
+use crate::recovery::{self, Recovered};
+use crate::retention::{Retention, SegmentSummary};
+use crate::segment::{Segment, SegmentSettings, SegmentWriter};
 use crate::watch::{OffsetWatch, WaitFor, WatchEnd};
 
 /// How durable an append must be before it is acknowledged.
@@ -63,26 +67,6 @@ pub struct PartitionInfo {
     pub segment_count: u64,
 }
 
-/// What opening a partition had to repair.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionRecovery {
-    pub topic: String,
-    pub partition: u32,
-    /// Segments scanned, with what each scan found.
-    pub scans: Vec<ScanReport>,
-    /// Segments deleted because an earlier one was cut.
-    pub segments_dropped: Vec<u64>,
-    /// Index files rebuilt from the log.
-    pub indexes_rebuilt: Vec<u64>,
-}
-
-impl PartitionRecovery {
-    /// True if any bytes were cut or any segment dropped.
-    pub fn lost_data(&self) -> bool {
-        !self.segments_dropped.is_empty() || self.scans.iter().any(|s| s.damage.is_some())
-    }
-}
-
 /// A handle to one partition. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Partition {
@@ -96,8 +80,7 @@ pub(crate) struct PartitionShared {
     dir: PathBuf,
     settings: SegmentSettings,
     segment_ms_max: u64,
-    retention_ms: Option<u64>,
-    retention_bytes: Option<u64>,
+    retention: Retention,
     context: Arc<StoreContext>,
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     /// `None` once the partition is closed.
@@ -106,7 +89,7 @@ pub(crate) struct PartitionShared {
     durable: Arc<OffsetWatch>,
     log_start: AtomicU64,
     poisoned: AtomicBool,
-    pub(crate) flush_queued: AtomicBool,
+    flush_queued: AtomicBool,
     /// Serializes flushes and checkpoints of this partition.
     flush_lock: Mutex<Option<RecoveryPoint>>,
 }
@@ -137,113 +120,12 @@ impl Partition {
             preallocate_bytes: context.config.preallocate_bytes,
             faults: context.config.faults.clone(),
         };
-        let mut recovery = PartitionRecovery {
-            topic: topic.to_owned(),
-            partition: id,
-            scans: Vec::new(),
-            segments_dropped: Vec::new(),
-            indexes_rebuilt: Vec::new(),
-        };
-        let bases = list_segments(dir)?;
-        let point = RecoveryPoint::load(dir)?;
-        let mut segments: Vec<Arc<Segment>> = Vec::new();
-        let mut writer = None;
-
-        if bases.is_empty() {
-            writer = Some(SegmentWriter::create(dir, 0, &settings)?);
-        }
-        let mut i = 0;
-        while i < bases.len() {
-            let base = bases[i];
-            let next_base = bases.get(i + 1).copied();
-            let trusted = match point {
-                Some(p) => base < p.segment_base,
-                None => clean,
-            };
-            if let (true, Some(next_base)) = (trusted, next_base) {
-                if let Some(segment) = Segment::open_sealed(dir, base, next_base)? {
-                    segments.push(segment);
-                    i += 1;
-                    continue;
-                }
-                // Flushed bytes with a missing or damaged index: rebuild the
-                // index without cutting anything.
-                let start = ScanStart::segment_start(base);
-                let mode = OpenMode::Rebuild {
-                    next_offset: next_base,
-                };
-                let (rebuilt, report) = SegmentWriter::open(dir, base, start, &settings, mode)?;
-                if let Some(damage) = &report.damage {
-                    tracing::warn!(
-                        topic,
-                        partition = id,
-                        segment = base,
-                        damage,
-                        "damaged batch below the recovery point; it will not be served"
-                    );
-                }
-                let segment = rebuilt.seal()?;
-                segment.sync_indexes(settings.faults.as_deref())?;
-                recovery.indexes_rebuilt.push(base);
-                if report.damage.is_some() {
-                    recovery.scans.push(report);
-                }
-                segments.push(segment);
-                i += 1;
-                continue;
-            }
-            let start = match point {
-                Some(p) if p.segment_base == base => ScanStart {
-                    position: p.position,
-                    offset: p.next_offset,
-                    max_timestamp_ms: p.max_timestamp_ms,
-                },
-                _ => ScanStart::segment_start(base),
-            };
-            let (segment_writer, report) =
-                SegmentWriter::open(dir, base, start, &settings, OpenMode::Recover)?;
-            if report.scanned_bytes > 0 || report.damage.is_some() {
-                if let Some(damage) = &report.damage {
-                    tracing::warn!(
-                        topic,
-                        partition = id,
-                        segment = base,
-                        valid_bytes = report.valid_bytes,
-                        next_offset = report.next_offset,
-                        cut_bytes = report.cut_bytes,
-                        damage,
-                        "recovery cut a damaged log tail"
-                    );
-                }
-                recovery.scans.push(report.clone());
-            }
-            let cut_short = next_base.is_some_and(|next| report.next_offset != next);
-            if next_base.is_none() || cut_short {
-                for &later in &bases[i + 1..] {
-                    tracing::warn!(
-                        topic,
-                        partition = id,
-                        segment = later,
-                        "dropping a segment after a cut one"
-                    );
-                    delete_segment_files(dir, later)?;
-                    recovery.segments_dropped.push(later);
-                }
-                writer = Some(segment_writer);
-                break;
-            }
-            segments.push(segment_writer.seal()?);
-            i += 1;
-        }
-        let writer = writer.expect("an active segment");
-        segments.push(Arc::clone(writer.segment()));
-        let mut point = point;
-        if point.is_some_and(|p| p.next_offset > writer.segment().next_offset()) {
-            // The recovery point is ahead of the data: files were lost or
-            // cut. Forget it so the next checkpoint is written fresh.
-            RecoveryPoint::remove(dir)?;
-            point = None;
-        }
+        let Recovered {
+            segments,
+            writer,
+            point,
+            report,
+        } = recovery::recover(topic, id, dir, &settings, clean)?;
 
         let high_watermark = writer.segment().next_offset();
         let log_start = segments[0].base_offset();
@@ -256,8 +138,10 @@ impl Partition {
             dir: dir.to_owned(),
             settings,
             segment_ms_max: config.segment_ms_max,
-            retention_ms: config.retention_ms,
-            retention_bytes: config.retention_bytes,
+            retention: Retention {
+                ms: config.retention_ms,
+                bytes: config.retention_bytes,
+            },
             context: Arc::clone(context),
             segments: RwLock::new(Arc::new(segments)),
             writer: Mutex::new(Some(writer)),
@@ -269,7 +153,7 @@ impl Partition {
             flush_queued: AtomicBool::new(false),
             flush_lock: Mutex::new(point),
         });
-        Ok((Partition { shared }, recovery))
+        Ok((Partition { shared }, report))
     }
 
     pub fn topic(&self) -> &str {
@@ -464,7 +348,7 @@ impl Partition {
     pub fn scan(
         &self,
         from: u64,
-        mut visit: impl FnMut(&Batch, &crate::batch::RecordView<'_>) -> std::ops::ControlFlow<()>,
+        mut visit: impl FnMut(&Batch, &RecordView<'_>) -> std::ops::ControlFlow<()>,
     ) -> Result<u64> {
         let end = self.high_watermark();
         let mut offset = from.max(self.log_start_offset());
@@ -643,7 +527,7 @@ impl PartitionShared {
     /// failure the partition is poisoned: after a failed fsync the kernel
     /// may have dropped the dirty pages, so retrying could report success
     /// for data that is gone.
-    pub(crate) fn flush(&self) -> Result<()> {
+    fn flush(&self) -> Result<()> {
         let _serial = self.flush_lock.lock().expect("flush lock");
         self.flush_locked()
     }
@@ -702,26 +586,19 @@ impl PartitionShared {
     }
 
     fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        if self.retention_ms.is_none() && self.retention_bytes.is_none() {
+        if self.retention.keeps_everything() {
             return Ok(0);
         }
         let _writer = self.lock_writer();
         let segments = self.segments();
-        let closed = &segments[..segments.len() - 1];
-        let mut remove = 0;
-        if let Some(ms) = self.retention_ms {
-            let cutoff = now_ms.saturating_sub(ms.min(i64::MAX as u64) as i64);
-            while remove < closed.len() && closed[remove].max_timestamp_ms() < cutoff {
-                remove += 1;
-            }
-        }
-        if let Some(bytes_max) = self.retention_bytes {
-            let mut total: u64 = segments[remove..].iter().map(|s| s.size_bytes()).sum();
-            while remove < closed.len() && total - closed[remove].size_bytes() >= bytes_max {
-                total -= closed[remove].size_bytes();
-                remove += 1;
-            }
-        }
+        let summaries: Vec<SegmentSummary> = segments
+            .iter()
+            .map(|segment| SegmentSummary {
+                max_timestamp_ms: segment.max_timestamp_ms(),
+                size_bytes: segment.size_bytes(),
+            })
+            .collect();
+        let remove = self.retention.segments_to_delete(&summaries, now_ms);
         if remove == 0 {
             return Ok(0);
         }
@@ -790,46 +667,12 @@ impl PartitionShared {
     }
 }
 
-/// Base offsets of the segments in `dir`, sorted. Index files without a log
-/// file, and temporary files of an interrupted atomic write, are removed.
-fn list_segments(dir: &Path) -> Result<Vec<u64>> {
-    let mut logs = Vec::new();
-    let mut indexes = Vec::new();
-    for entry in std::fs::read_dir(dir).ctx("list", dir)? {
-        let entry = entry.ctx("list", dir)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        match parse_segment_file_name(name) {
-            Some(Ok((base, SegmentFile::Log))) => logs.push(base),
-            Some(Ok((base, _))) => indexes.push((base, entry.path())),
-            Some(Err(reason)) => {
-                return Err(Error::BadFile {
-                    path: entry.path(),
-                    reason,
-                });
-            }
-            None if name.ends_with(".tmp") => {
-                std::fs::remove_file(entry.path()).ctx("remove", &entry.path())?;
-            }
-            None => {}
-        }
+impl FlushTarget for PartitionShared {
+    fn flush_queued(&self) -> &AtomicBool {
+        &self.flush_queued
     }
-    logs.sort_unstable();
-    for (base, path) in indexes {
-        if logs.binary_search(&base).is_err() {
-            std::fs::remove_file(&path).ctx("remove", &path)?;
-        }
-    }
-    Ok(logs)
-}
 
-fn delete_segment_files(dir: &Path, base: u64) -> Result<()> {
-    for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
-        let path = crate::segment::file_path(dir, base, kind);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", path, e)),
-            _ => {}
-        }
+    fn flush(&self) -> Result<()> {
+        PartitionShared::flush(self)
     }
-    Ok(())
 }

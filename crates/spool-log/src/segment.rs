@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use crate::batch::{self, Batch, BatchHeader, HEADER_BYTES};
+use spool_format::batch::{self, Batch, BatchHeader, HEADER_BYTES};
+
 use crate::config::FaultInjector;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Entry, IndexWriter, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
