@@ -81,10 +81,30 @@ pub enum Error {
     },
 
     /// Bytes on disk that fail their checks. Never served to a reader.
-    #[error("corrupt data in segment {segment_base} at position {position}: {reason}")]
+    ///
+    /// Names everything an operator needs to find the damage and judge what
+    /// was lost: the partition, the segment file, the byte position in it,
+    /// and the offsets affected.
+    #[error(
+        "corrupt data in {topic}/{partition}, segment {} at byte {position}: offsets {first_offset} to {last_offset} cannot be read: {reason}",
+        segment.display()
+    )]
     Corrupt {
-        segment_base: u64,
+        topic: String,
+        partition: u32,
+        /// The segment's log file.
+        segment: PathBuf,
+        /// Byte position in that file of the damaged batch (or of the
+        /// record that does not decode).
         position: u64,
+        /// The offset the damaged batch should start at.
+        first_offset: u64,
+        /// The last offset the damage can make unreadable: the damaged
+        /// batch's own last offset when its header checks out, else the
+        /// segment's last offset, since a reader cannot walk past a header
+        /// it cannot trust (offsets past the next offset-index entry may
+        /// still be readable).
+        last_offset: u64,
         reason: String,
     },
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use spool_format::FormatError;
 use spool_format::batch::{self, Batch, BatchHeader, BatchLimits, Record, RecordView};
 
 use crate::checkpoint::RecoveryPoint;
@@ -22,7 +23,7 @@ use crate::flusher::FlushTarget;
 pub use crate::recovery::PartitionRecovery;
 use crate::recovery::{self, Recovered};
 use crate::retention::{Retention, SegmentSummary};
-use crate::segment::{Segment, SegmentSettings, SegmentWriter};
+use crate::segment::{Damage, Segment, SegmentSettings, SegmentWriter, record_position};
 use crate::watch::{OffsetWatch, WaitFor, WatchEnd};
 
 /// How durable an append must be before it is acknowledged.
@@ -318,7 +319,9 @@ impl Partition {
             .saturating_sub(1);
         while next_offset < high_watermark && i < segments.len() {
             let segment = &segments[i];
-            let mut used = segment.read(next_offset, budget, &mut batches)?;
+            let mut used = segment
+                .read(next_offset, budget, &mut batches)
+                .map_err(|damage| self.shared.corrupt(segment, damage))?;
             // The writer publishes a batch's bytes just before it raises the
             // high watermark; serve nothing past the watermark read above.
             while batches.last().is_some_and(|b| b.base_offset() >= high_watermark) {
@@ -355,12 +358,8 @@ impl Partition {
         while offset < end {
             let read = self.read(offset, 4 << 20)?;
             for batch in &read.batches {
-                for record in batch.records() {
-                    let record = record.map_err(|error| Error::Corrupt {
-                        segment_base: batch.base_offset(),
-                        position: 0,
-                        reason: error.to_string(),
-                    })?;
+                for record in self.records(batch) {
+                    let record = record?;
                     if record.offset < offset {
                         continue;
                     }
@@ -381,11 +380,24 @@ impl Partition {
         Ok(offset.min(end))
     }
 
+    /// The records of `batch`, a batch read from this partition. A record
+    /// that does not decode ends the iteration with [`Error::Corrupt`]
+    /// naming where it lies (behind a matching CRC that means the batch was
+    /// encoded wrongly, since batches are validated before they are stored).
+    pub fn records<'a>(&'a self, batch: &'a Batch) -> impl Iterator<Item = Result<RecordView<'a>>> + 'a {
+        batch
+            .records()
+            .map(move |record| record.map_err(|error| self.shared.corrupt_batch(batch, error)))
+    }
+
     /// The first offset whose record timestamp is at least `timestamp_ms`,
     /// or `None` if every record is older.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
         for segment in self.segments().iter() {
-            if let Some(offset) = segment.offset_for_timestamp(timestamp_ms)? {
+            let found = segment
+                .offset_for_timestamp(timestamp_ms)
+                .map_err(|damage| self.shared.corrupt(segment, damage))?;
+            if let Some(offset) = found {
                 return Ok(Some(offset.max(self.log_start_offset())));
             }
         }
@@ -421,6 +433,49 @@ impl Partition {
 impl PartitionShared {
     fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
         Arc::clone(&self.segments.read().expect("segment list lock"))
+    }
+
+    /// The error for damage found in `segment` of this partition.
+    fn corrupt(&self, segment: &Segment, damage: Damage) -> Error {
+        segment.corrupt(&self.topic, self.id, damage)
+    }
+
+    /// The error for a batch read from this partition whose records do not
+    /// decode: [`Error::Corrupt`] at the record's place in its segment.
+    fn corrupt_batch(&self, batch: &Batch, error: FormatError) -> Error {
+        let base_offset = batch.base_offset();
+        let segments = self.segments();
+        let holder = segments
+            .iter()
+            .rev()
+            .find(|segment| segment.base_offset() <= base_offset && base_offset < segment.next_offset());
+        let Some(segment) = holder else {
+            // Retention deleted the batch's segment after the read: its
+            // offsets are gone from the log, which is what a reader asking
+            // again would hear.
+            tracing::warn!(topic = %self.topic, partition = self.id, base_offset, %error, "a batch that does not decode was deleted by retention");
+            return Error::OffsetOutOfRange {
+                requested: base_offset,
+                earliest: self.log_start.load(Ordering::Acquire),
+                latest: self.high_watermark.get(),
+            };
+        };
+        let damage = match segment.position_of(base_offset) {
+            Ok(Some(position)) => Damage {
+                position: position + record_position(&error),
+                first_offset: base_offset,
+                last_offset: batch.last_offset(),
+                reason: error.to_string(),
+            },
+            Ok(None) => Damage {
+                position: 0,
+                first_offset: base_offset,
+                last_offset: batch.last_offset(),
+                reason: format!("{error} (the batch is no longer where it was read)"),
+            },
+            Err(damage) => damage,
+        };
+        self.corrupt(segment, damage)
     }
 
     fn end_error(&self, end: WatchEnd) -> Error {
