@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::Spoold;
+use common::small_fs::SmallFs;
 use spool_proto::v1::{self, log_client::LogClient};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -890,31 +891,12 @@ async fn requests_without_in_flight_room_are_refused_and_append_nothing() {
     assert_eq!(latest(&mut client, "t").await, vec![answered * 4]);
 }
 
+/// Needs root, to mount a small file system to fill (CI runs as root);
+/// without it the test fails and says so.
 #[tokio::test]
 async fn a_full_disk_is_resource_exhausted_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("small");
-    std::fs::create_dir(&data).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&data)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("skipping: cannot mount a small tmpfs here (needs root)");
-        return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(data.clone());
+    let small = SmallFs::mount(24);
+    let data = small.path().to_owned();
     let server = Spoold::start(&data, &["segment_bytes=4MiB", "preallocate_bytes=1MiB"]);
     let mut client = connect(&server).await;
     create(&mut client, "t", 1).await;
