@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::Spoold;
+use common::small_fs::SmallFs;
 use spool_proto::v1::{self, log_client::LogClient};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -124,13 +125,13 @@ async fn encoded_batches_go_in_and_come_out_untouched() {
     let server = Spoold::start(dir.path(), &[]);
     let mut client = connect(&server).await;
     create(&mut client, "raw", 1).await;
-    let limits = spool_log::batch::BatchLimits {
+    let limits = spool_format::batch::BatchLimits {
         record_bytes_max: 1 << 20,
         batch_bytes_max: 1 << 20,
     };
     let values: Vec<Vec<u8>> = (0..100).map(|i| format!("value-{i}").into_bytes()).collect();
-    let records: Vec<_> = values.iter().map(|v| spool_log::Record::value(v)).collect();
-    let encoded = spool_log::batch::encode_to_vec(&records, 1_700_000_000_000, limits).unwrap();
+    let records: Vec<_> = values.iter().map(|v| spool_format::Record::value(v)).collect();
+    let encoded = spool_format::batch::encode_to_vec(&records, 1_700_000_000_000, limits).unwrap();
     for round in 0..2u64 {
         let response = client
             .produce(v1::ProduceRequest {
@@ -159,7 +160,7 @@ async fn encoded_batches_go_in_and_come_out_untouched() {
         .unwrap()
         .into_inner();
     assert!(response.records.is_empty());
-    let batch = spool_log::Batch::new(response.encoded_batches[0].clone()).unwrap();
+    let batch = spool_format::Batch::new(response.encoded_batches[0].clone()).unwrap();
     assert_eq!(batch.base_offset(), 100, "whole batches come back");
     assert_eq!(
         &batch.bytes()[12..],
@@ -890,31 +891,12 @@ async fn requests_without_in_flight_room_are_refused_and_append_nothing() {
     assert_eq!(latest(&mut client, "t").await, vec![answered * 4]);
 }
 
+/// Needs root, to mount a small file system to fill (CI runs as root);
+/// without it the test fails and says so.
 #[tokio::test]
 async fn a_full_disk_is_resource_exhausted_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("small");
-    std::fs::create_dir(&data).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&data)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("skipping: cannot mount a small tmpfs here (needs root)");
-        return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(data.clone());
+    let small = SmallFs::mount(24);
+    let data = small.path().to_owned();
     let server = Spoold::start(&data, &["segment_bytes=4MiB", "preallocate_bytes=1MiB"]);
     let mut client = connect(&server).await;
     create(&mut client, "t", 1).await;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use spool_log::batch::{self, BatchLimits};
+use spool_format::batch::{self, BatchLimits};
 use spool_log::{Partition, Record, Store, StoreConfig, TopicConfig};
 use tempfile::TempDir;
 

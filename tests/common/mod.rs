@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod small_fs;
+
 /// Path of a workspace binary built by `cargo test --workspace` (or
 /// `cargo build`), next to the test executable's `deps` directory.
 pub fn binary(name: &str) -> PathBuf {

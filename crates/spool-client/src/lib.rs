@@ -23,7 +23,7 @@
 //! `accumulator.rs` holds its batching decisions, free of I/O and clock so
 //! they are unit tested; `delivery.rs` the acknowledgements), `consumer.rs`,
 //! `record.rs` (record types and the batch codec glue over
-//! `spool_log::batch`), `error.rs`, `worker/` (the job worker runtime).
+//! `spool_format::batch`), `error.rs`, `worker/` (the job worker runtime).
 //!
 //! What it is not: no server, no TLS, no consumer groups (offsets are the
 //! consumer's, checkpoints optional), no idempotent producer (a retry can

@@ -2,7 +2,7 @@
 //! read back, and the conversions to and from the storage batch format.
 
 use bytes::Bytes;
-use spool_log::batch::{self, Batch, BatchLimits};
+use spool_format::batch::{self, Batch, BatchLimits};
 use spool_proto::v1;
 
 use crate::error::{Error, Result};
@@ -196,7 +196,7 @@ pub fn decode_batches(
         let batch = Batch::new(bytes).map_err(|reason| Error::Corrupt {
             partition,
             offset: from_offset,
-            reason,
+            reason: reason.to_string(),
         })?;
         if batch.last_offset() < from_offset {
             continue;

@@ -13,7 +13,7 @@ use spool_client::proto::{self as v1};
 use spool_client::{
     Client, ConsumedRecord, Durability, Error, ProducerConfig, Record, StartPosition, Target, decode_batches,
 };
-use spool_log::batch::{self, BatchLimits};
+use spool_format::batch::{self, BatchLimits};
 use spool_proto::partitioner::partition_for_key;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;

@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use spool_format::FormatError;
+
 /// Everything that can go wrong in the storage engine.
 ///
 /// Variants carry the values a caller needs to act on them (which limit,
@@ -70,15 +72,39 @@ pub enum Error {
         latest: u64,
     },
 
-    /// A batch handed to the engine that is not well formed.
-    #[error("invalid batch: {reason}")]
-    InvalidBatch { reason: String },
+    /// A batch handed to the engine that is not well formed, or records
+    /// that cannot be encoded into one.
+    #[error("invalid batch: {source}")]
+    InvalidBatch {
+        #[source]
+        source: FormatError,
+    },
 
     /// Bytes on disk that fail their checks. Never served to a reader.
-    #[error("corrupt data in segment {segment_base} at position {position}: {reason}")]
+    ///
+    /// Names everything an operator needs to find the damage and judge what
+    /// was lost: the partition, the segment file, the byte position in it,
+    /// and the offsets affected.
+    #[error(
+        "corrupt data in {topic}/{partition}, segment {} at byte {position}: offsets {first_offset} to {last_offset} cannot be read: {reason}",
+        segment.display()
+    )]
     Corrupt {
-        segment_base: u64,
+        topic: String,
+        partition: u32,
+        /// The segment's log file.
+        segment: PathBuf,
+        /// Byte position in that file of the damaged batch (or of the
+        /// record that does not decode).
         position: u64,
+        /// The offset the damaged batch should start at.
+        first_offset: u64,
+        /// The last offset the damage can make unreadable: the damaged
+        /// batch's own last offset when its header checks out, else the
+        /// segment's last offset, since a reader cannot walk past a header
+        /// it cannot trust (offsets past the next offset-index entry may
+        /// still be readable).
+        last_offset: u64,
         reason: String,
     },
 
@@ -115,10 +141,16 @@ impl Error {
             Error::Io { op, path, source }
         }
     }
+}
 
-    pub(crate) fn invalid_batch(reason: impl Into<String>) -> Self {
-        Error::InvalidBatch {
-            reason: reason.into(),
+/// A batch the codec refused. A limit keeps its own variant, so that every
+/// limit the engine enforces is reported the same way; everything else
+/// is an invalid batch.
+impl From<FormatError> for Error {
+    fn from(error: FormatError) -> Self {
+        match error {
+            FormatError::LimitExceeded { limit, actual, max } => Error::LimitExceeded { limit, actual, max },
+            source => Error::InvalidBatch { source },
         }
     }
 }

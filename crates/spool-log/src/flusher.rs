@@ -9,15 +9,26 @@
 //! next sync, together with everything else that arrived meanwhile.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use crate::partition::PartitionShared;
+use crate::error::Result;
+
+/// What the flusher flushes: a partition, seen through this trait so that
+/// the flusher does not depend on the partition that depends on it.
+pub(crate) trait FlushTarget: std::fmt::Debug + Send + Sync {
+    /// The flag that keeps the target from being queued twice.
+    fn flush_queued(&self) -> &AtomicBool;
+
+    /// Syncs everything published so far. A failure is the target's to
+    /// handle (a partition poisons itself); the flusher moves on.
+    fn flush(&self) -> Result<()>;
+}
 
 #[derive(Debug, Default)]
 struct Queue {
-    partitions: VecDeque<Arc<PartitionShared>>,
+    partitions: VecDeque<Arc<dyn FlushTarget>>,
     stopped: bool,
 }
 
@@ -43,16 +54,18 @@ impl Flusher {
 
     /// Queues `partition` for a flush unless it is queued already. Returns
     /// false if the flusher has stopped.
-    pub fn request(&self, partition: &Arc<PartitionShared>) -> bool {
-        if partition.flush_queued.swap(true, Ordering::SeqCst) {
+    pub fn request<T: FlushTarget + 'static>(&self, partition: &Arc<T>) -> bool {
+        if partition.flush_queued().swap(true, Ordering::SeqCst) {
             return true;
         }
         let mut queue = self.queue.lock().expect("flush queue lock");
         if queue.stopped {
-            partition.flush_queued.store(false, Ordering::SeqCst);
+            partition.flush_queued().store(false, Ordering::SeqCst);
             return false;
         }
-        queue.partitions.push_back(Arc::clone(partition));
+        queue
+            .partitions
+            .push_back(Arc::clone(partition) as Arc<dyn FlushTarget>);
         drop(queue);
         self.ready.notify_one();
         true
@@ -80,7 +93,7 @@ impl Flusher {
             };
             // Clear before reading the high watermark, so an append that
             // lands after the read queues the partition again.
-            partition.flush_queued.store(false, Ordering::SeqCst);
+            partition.flush_queued().store(false, Ordering::SeqCst);
             // A failure poisons the partition and wakes its waiters with
             // the error; the flusher itself carries on with other partitions.
             let _ = partition.flush();

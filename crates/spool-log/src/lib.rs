@@ -14,15 +14,18 @@
 //! offered as plain `std::future::Future`s and blocking calls, so any
 //! runtime can drive it.
 //!
+//! The batch format itself (encoding, validation, record decoding) is the
+//! `spool-format` crate's, re-exported here as [`batch`].
+//!
 //! `docs/storage-format.md` describes the files byte by byte and
 //! `docs/SAFETY.md` the memory-mapping invariants; all `unsafe` code lives
 //! in the `mmap` module.
 
 #![deny(unsafe_code)]
 
-pub mod batch;
 mod checkpoint;
 pub mod config;
+mod context;
 pub mod error;
 mod flusher;
 pub mod fsutil;
@@ -30,18 +33,24 @@ pub mod index;
 mod mmap;
 pub mod names;
 pub mod partition;
+mod recovery;
+mod retention;
 pub mod segment;
 pub mod store;
 pub mod topic;
-mod varint;
 pub mod watch;
 
-pub use batch::{Batch, Header, Record, RecordView};
 pub use config::{FaultInjector, StoreConfig, TopicConfig};
 pub use error::{Error, Result};
 pub use names::{is_internal_topic, validate_topic_name};
-pub use partition::{AppendOutcome, Durability, Partition, PartitionInfo, PartitionRecovery, ReadResult};
+pub use partition::{AppendOutcome, Durability, Partition, PartitionInfo, ReadResult};
+pub use recovery::PartitionRecovery;
 pub use segment::ScanReport;
+/// The batch codec, which lives in `spool-format` so that clients can use
+/// it without linking the engine; re-exported under its old path.
+pub use spool_format::batch;
+pub use spool_format::batch::{Batch, Header, Record, RecordView};
+pub use spool_format::{FormatError, RecordProblem};
 pub use store::{RecoveryReport, Store, StoreStats};
 pub use topic::Topic;
 pub use watch::WaitFor;

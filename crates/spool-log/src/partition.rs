@@ -12,13 +12,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use crate::batch::{self, Batch, BatchHeader, BatchLimits, Record};
+use spool_format::FormatError;
+use spool_format::batch::{self, Batch, BatchHeader, BatchLimits, Record, RecordView};
+
 use crate::checkpoint::RecoveryPoint;
 use crate::config::TopicConfig;
-use crate::error::{Error, IoContext, Result};
-use crate::names::{SegmentFile, parse_segment_file_name};
-use crate::segment::{OpenMode, ScanReport, ScanStart, Segment, SegmentSettings, SegmentWriter};
-use crate::store::StoreContext;
+use crate::context::StoreContext;
+use crate::error::{Error, Result};
+use crate::flusher::FlushTarget;
+pub use crate::recovery::PartitionRecovery;
+use crate::recovery::{self, Recovered};
+use crate::retention::{Retention, SegmentSummary};
+use crate::segment::{Damage, Segment, SegmentSettings, SegmentWriter, record_position};
 use crate::watch::{OffsetWatch, WaitFor, WatchEnd};
 
 /// How durable an append must be before it is acknowledged.
@@ -63,26 +68,6 @@ pub struct PartitionInfo {
     pub segment_count: u64,
 }
 
-/// What opening a partition had to repair.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionRecovery {
-    pub topic: String,
-    pub partition: u32,
-    /// Segments scanned, with what each scan found.
-    pub scans: Vec<ScanReport>,
-    /// Segments deleted because an earlier one was cut.
-    pub segments_dropped: Vec<u64>,
-    /// Index files rebuilt from the log.
-    pub indexes_rebuilt: Vec<u64>,
-}
-
-impl PartitionRecovery {
-    /// True if any bytes were cut or any segment dropped.
-    pub fn lost_data(&self) -> bool {
-        !self.segments_dropped.is_empty() || self.scans.iter().any(|s| s.damage.is_some())
-    }
-}
-
 /// A handle to one partition. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Partition {
@@ -96,8 +81,7 @@ pub(crate) struct PartitionShared {
     dir: PathBuf,
     settings: SegmentSettings,
     segment_ms_max: u64,
-    retention_ms: Option<u64>,
-    retention_bytes: Option<u64>,
+    retention: Retention,
     context: Arc<StoreContext>,
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     /// `None` once the partition is closed.
@@ -106,7 +90,7 @@ pub(crate) struct PartitionShared {
     durable: Arc<OffsetWatch>,
     log_start: AtomicU64,
     poisoned: AtomicBool,
-    pub(crate) flush_queued: AtomicBool,
+    flush_queued: AtomicBool,
     /// Serializes flushes and checkpoints of this partition.
     flush_lock: Mutex<Option<RecoveryPoint>>,
 }
@@ -137,113 +121,12 @@ impl Partition {
             preallocate_bytes: context.config.preallocate_bytes,
             faults: context.config.faults.clone(),
         };
-        let mut recovery = PartitionRecovery {
-            topic: topic.to_owned(),
-            partition: id,
-            scans: Vec::new(),
-            segments_dropped: Vec::new(),
-            indexes_rebuilt: Vec::new(),
-        };
-        let bases = list_segments(dir)?;
-        let point = RecoveryPoint::load(dir)?;
-        let mut segments: Vec<Arc<Segment>> = Vec::new();
-        let mut writer = None;
-
-        if bases.is_empty() {
-            writer = Some(SegmentWriter::create(dir, 0, &settings)?);
-        }
-        let mut i = 0;
-        while i < bases.len() {
-            let base = bases[i];
-            let next_base = bases.get(i + 1).copied();
-            let trusted = match point {
-                Some(p) => base < p.segment_base,
-                None => clean,
-            };
-            if let (true, Some(next_base)) = (trusted, next_base) {
-                if let Some(segment) = Segment::open_sealed(dir, base, next_base)? {
-                    segments.push(segment);
-                    i += 1;
-                    continue;
-                }
-                // Flushed bytes with a missing or damaged index: rebuild the
-                // index without cutting anything.
-                let start = ScanStart::segment_start(base);
-                let mode = OpenMode::Rebuild {
-                    next_offset: next_base,
-                };
-                let (rebuilt, report) = SegmentWriter::open(dir, base, start, &settings, mode)?;
-                if let Some(damage) = &report.damage {
-                    tracing::warn!(
-                        topic,
-                        partition = id,
-                        segment = base,
-                        damage,
-                        "damaged batch below the recovery point; it will not be served"
-                    );
-                }
-                let segment = rebuilt.seal()?;
-                segment.sync_indexes(settings.faults.as_deref())?;
-                recovery.indexes_rebuilt.push(base);
-                if report.damage.is_some() {
-                    recovery.scans.push(report);
-                }
-                segments.push(segment);
-                i += 1;
-                continue;
-            }
-            let start = match point {
-                Some(p) if p.segment_base == base => ScanStart {
-                    position: p.position,
-                    offset: p.next_offset,
-                    max_timestamp_ms: p.max_timestamp_ms,
-                },
-                _ => ScanStart::segment_start(base),
-            };
-            let (segment_writer, report) =
-                SegmentWriter::open(dir, base, start, &settings, OpenMode::Recover)?;
-            if report.scanned_bytes > 0 || report.damage.is_some() {
-                if let Some(damage) = &report.damage {
-                    tracing::warn!(
-                        topic,
-                        partition = id,
-                        segment = base,
-                        valid_bytes = report.valid_bytes,
-                        next_offset = report.next_offset,
-                        cut_bytes = report.cut_bytes,
-                        damage,
-                        "recovery cut a damaged log tail"
-                    );
-                }
-                recovery.scans.push(report.clone());
-            }
-            let cut_short = next_base.is_some_and(|next| report.next_offset != next);
-            if next_base.is_none() || cut_short {
-                for &later in &bases[i + 1..] {
-                    tracing::warn!(
-                        topic,
-                        partition = id,
-                        segment = later,
-                        "dropping a segment after a cut one"
-                    );
-                    delete_segment_files(dir, later)?;
-                    recovery.segments_dropped.push(later);
-                }
-                writer = Some(segment_writer);
-                break;
-            }
-            segments.push(segment_writer.seal()?);
-            i += 1;
-        }
-        let writer = writer.expect("an active segment");
-        segments.push(Arc::clone(writer.segment()));
-        let mut point = point;
-        if point.is_some_and(|p| p.next_offset > writer.segment().next_offset()) {
-            // The recovery point is ahead of the data: files were lost or
-            // cut. Forget it so the next checkpoint is written fresh.
-            RecoveryPoint::remove(dir)?;
-            point = None;
-        }
+        let Recovered {
+            segments,
+            writer,
+            point,
+            report,
+        } = recovery::recover(topic, id, dir, &settings, clean)?;
 
         let high_watermark = writer.segment().next_offset();
         let log_start = segments[0].base_offset();
@@ -256,8 +139,10 @@ impl Partition {
             dir: dir.to_owned(),
             settings,
             segment_ms_max: config.segment_ms_max,
-            retention_ms: config.retention_ms,
-            retention_bytes: config.retention_bytes,
+            retention: Retention {
+                ms: config.retention_ms,
+                bytes: config.retention_bytes,
+            },
             context: Arc::clone(context),
             segments: RwLock::new(Arc::new(segments)),
             writer: Mutex::new(Some(writer)),
@@ -269,7 +154,7 @@ impl Partition {
             flush_queued: AtomicBool::new(false),
             flush_lock: Mutex::new(point),
         });
-        Ok((Partition { shared }, recovery))
+        Ok((Partition { shared }, report))
     }
 
     pub fn topic(&self) -> &str {
@@ -312,7 +197,7 @@ impl Partition {
             now,
             |buffer, base_offset| {
                 batch::encode(buffer, base_offset, records, &plan, now);
-                BatchHeader::parse(buffer).map_err(Error::invalid_batch)
+                Ok(BatchHeader::parse(buffer)?)
             },
         )?;
         self.finish(header, now, durability)
@@ -434,7 +319,9 @@ impl Partition {
             .saturating_sub(1);
         while next_offset < high_watermark && i < segments.len() {
             let segment = &segments[i];
-            let mut used = segment.read(next_offset, budget, &mut batches)?;
+            let mut used = segment
+                .read(next_offset, budget, &mut batches)
+                .map_err(|damage| self.shared.corrupt(segment, damage))?;
             // The writer publishes a batch's bytes just before it raises the
             // high watermark; serve nothing past the watermark read above.
             while batches.last().is_some_and(|b| b.base_offset() >= high_watermark) {
@@ -464,14 +351,14 @@ impl Partition {
     pub fn scan(
         &self,
         from: u64,
-        mut visit: impl FnMut(&Batch, &crate::batch::RecordView<'_>) -> std::ops::ControlFlow<()>,
+        mut visit: impl FnMut(&Batch, &RecordView<'_>) -> std::ops::ControlFlow<()>,
     ) -> Result<u64> {
         let end = self.high_watermark();
         let mut offset = from.max(self.log_start_offset());
         while offset < end {
             let read = self.read(offset, 4 << 20)?;
             for batch in &read.batches {
-                for record in batch.records() {
+                for record in self.records(batch) {
                     let record = record?;
                     if record.offset < offset {
                         continue;
@@ -493,11 +380,24 @@ impl Partition {
         Ok(offset.min(end))
     }
 
+    /// The records of `batch`, a batch read from this partition. A record
+    /// that does not decode ends the iteration with [`Error::Corrupt`]
+    /// naming where it lies (behind a matching CRC that means the batch was
+    /// encoded wrongly, since batches are validated before they are stored).
+    pub fn records<'a>(&'a self, batch: &'a Batch) -> impl Iterator<Item = Result<RecordView<'a>>> + 'a {
+        batch
+            .records()
+            .map(move |record| record.map_err(|error| self.shared.corrupt_batch(batch, error)))
+    }
+
     /// The first offset whose record timestamp is at least `timestamp_ms`,
     /// or `None` if every record is older.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
         for segment in self.segments().iter() {
-            if let Some(offset) = segment.offset_for_timestamp(timestamp_ms)? {
+            let found = segment
+                .offset_for_timestamp(timestamp_ms)
+                .map_err(|damage| self.shared.corrupt(segment, damage))?;
+            if let Some(offset) = found {
                 return Ok(Some(offset.max(self.log_start_offset())));
             }
         }
@@ -533,6 +433,49 @@ impl Partition {
 impl PartitionShared {
     fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
         Arc::clone(&self.segments.read().expect("segment list lock"))
+    }
+
+    /// The error for damage found in `segment` of this partition.
+    fn corrupt(&self, segment: &Segment, damage: Damage) -> Error {
+        segment.corrupt(&self.topic, self.id, damage)
+    }
+
+    /// The error for a batch read from this partition whose records do not
+    /// decode: [`Error::Corrupt`] at the record's place in its segment.
+    fn corrupt_batch(&self, batch: &Batch, error: FormatError) -> Error {
+        let base_offset = batch.base_offset();
+        let segments = self.segments();
+        let holder = segments
+            .iter()
+            .rev()
+            .find(|segment| segment.base_offset() <= base_offset && base_offset < segment.next_offset());
+        let Some(segment) = holder else {
+            // Retention deleted the batch's segment after the read: its
+            // offsets are gone from the log, which is what a reader asking
+            // again would hear.
+            tracing::warn!(topic = %self.topic, partition = self.id, base_offset, %error, "a batch that does not decode was deleted by retention");
+            return Error::OffsetOutOfRange {
+                requested: base_offset,
+                earliest: self.log_start.load(Ordering::Acquire),
+                latest: self.high_watermark.get(),
+            };
+        };
+        let damage = match segment.position_of(base_offset) {
+            Ok(Some(position)) => Damage {
+                position: position + record_position(&error),
+                first_offset: base_offset,
+                last_offset: batch.last_offset(),
+                reason: error.to_string(),
+            },
+            Ok(None) => Damage {
+                position: 0,
+                first_offset: base_offset,
+                last_offset: batch.last_offset(),
+                reason: format!("{error} (the batch is no longer where it was read)"),
+            },
+            Err(damage) => damage,
+        };
+        self.corrupt(segment, damage)
     }
 
     fn end_error(&self, end: WatchEnd) -> Error {
@@ -639,7 +582,7 @@ impl PartitionShared {
     /// failure the partition is poisoned: after a failed fsync the kernel
     /// may have dropped the dirty pages, so retrying could report success
     /// for data that is gone.
-    pub(crate) fn flush(&self) -> Result<()> {
+    fn flush(&self) -> Result<()> {
         let _serial = self.flush_lock.lock().expect("flush lock");
         self.flush_locked()
     }
@@ -698,26 +641,19 @@ impl PartitionShared {
     }
 
     fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        if self.retention_ms.is_none() && self.retention_bytes.is_none() {
+        if self.retention.keeps_everything() {
             return Ok(0);
         }
         let _writer = self.lock_writer();
         let segments = self.segments();
-        let closed = &segments[..segments.len() - 1];
-        let mut remove = 0;
-        if let Some(ms) = self.retention_ms {
-            let cutoff = now_ms.saturating_sub(ms.min(i64::MAX as u64) as i64);
-            while remove < closed.len() && closed[remove].max_timestamp_ms() < cutoff {
-                remove += 1;
-            }
-        }
-        if let Some(bytes_max) = self.retention_bytes {
-            let mut total: u64 = segments[remove..].iter().map(|s| s.size_bytes()).sum();
-            while remove < closed.len() && total - closed[remove].size_bytes() >= bytes_max {
-                total -= closed[remove].size_bytes();
-                remove += 1;
-            }
-        }
+        let summaries: Vec<SegmentSummary> = segments
+            .iter()
+            .map(|segment| SegmentSummary {
+                max_timestamp_ms: segment.max_timestamp_ms(),
+                size_bytes: segment.size_bytes(),
+            })
+            .collect();
+        let remove = self.retention.segments_to_delete(&summaries, now_ms);
         if remove == 0 {
             return Ok(0);
         }
@@ -786,46 +722,12 @@ impl PartitionShared {
     }
 }
 
-/// Base offsets of the segments in `dir`, sorted. Index files without a log
-/// file, and temporary files of an interrupted atomic write, are removed.
-fn list_segments(dir: &Path) -> Result<Vec<u64>> {
-    let mut logs = Vec::new();
-    let mut indexes = Vec::new();
-    for entry in std::fs::read_dir(dir).ctx("list", dir)? {
-        let entry = entry.ctx("list", dir)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        match parse_segment_file_name(name) {
-            Some(Ok((base, SegmentFile::Log))) => logs.push(base),
-            Some(Ok((base, _))) => indexes.push((base, entry.path())),
-            Some(Err(reason)) => {
-                return Err(Error::BadFile {
-                    path: entry.path(),
-                    reason,
-                });
-            }
-            None if name.ends_with(".tmp") => {
-                std::fs::remove_file(entry.path()).ctx("remove", &entry.path())?;
-            }
-            None => {}
-        }
+impl FlushTarget for PartitionShared {
+    fn flush_queued(&self) -> &AtomicBool {
+        &self.flush_queued
     }
-    logs.sort_unstable();
-    for (base, path) in indexes {
-        if logs.binary_search(&base).is_err() {
-            std::fs::remove_file(&path).ctx("remove", &path)?;
-        }
-    }
-    Ok(logs)
-}
 
-fn delete_segment_files(dir: &Path, base: u64) -> Result<()> {
-    for kind in [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex] {
-        let path = crate::segment::file_path(dir, base, kind);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", path, e)),
-            _ => {}
-        }
+    fn flush(&self) -> Result<()> {
+        PartitionShared::flush(self)
     }
-    Ok(())
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use crate::batch::{self, Batch, BatchHeader, HEADER_BYTES};
+use spool_format::FormatError;
+use spool_format::batch::{self, Batch, BatchHeader, HEADER_BYTES};
+
 use crate::config::FaultInjector;
 use crate::error::{Error, IoContext, Result};
 use crate::index::{Entry, IndexWriter, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
@@ -52,6 +54,28 @@ impl SegmentSettings {
 
 pub(crate) fn file_path(dir: &Path, base_offset: u64, kind: SegmentFile) -> PathBuf {
     dir.join(segment_file_name(base_offset, kind))
+}
+
+/// Bytes of a segment that fail their checks, as the segment sees them. The
+/// partition, which knows its topic and id, turns this into
+/// [`Error::Corrupt`] with [`Segment::corrupt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// Byte position in the log file of the damaged batch (or record).
+    pub position: u64,
+    /// First and last offset the damage can make unreadable.
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub reason: String,
+}
+
+/// Position within its batch of the record a format error names, or 0
+/// for an error about the batch as a whole.
+pub(crate) fn record_position(error: &FormatError) -> u64 {
+    match error {
+        FormatError::Record { position, .. } => *position as u64,
+        _ => 0,
+    }
 }
 
 /// Read side of a segment.
@@ -105,41 +129,69 @@ impl Segment {
         file_path(&self.dir, self.base_offset, kind)
     }
 
-    fn corrupt(&self, position: u64, reason: impl Into<String>) -> Error {
-        Error::Corrupt {
-            segment_base: self.base_offset,
+    /// Damage found at `position`, where a batch starting at
+    /// `expected_offset` should be but whose header cannot be trusted: the
+    /// reader cannot walk past it, so every later offset of the segment may
+    /// be affected.
+    fn damaged_header(&self, position: u64, expected_offset: u64, reason: impl std::fmt::Display) -> Damage {
+        Damage {
             position,
-            reason: reason.into(),
+            first_offset: expected_offset,
+            last_offset: self.next_offset().saturating_sub(1).max(expected_offset),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Damage in the batch at `position` whose header checked out: its own
+    /// offsets are affected.
+    fn damaged_batch(&self, position: u64, header: &BatchHeader, reason: impl std::fmt::Display) -> Damage {
+        Damage {
+            position,
+            first_offset: header.base_offset,
+            last_offset: header.last_offset(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The error for `damage` in this segment, which belongs to partition
+    /// `partition` of `topic`.
+    pub(crate) fn corrupt(&self, topic: &str, partition: u32, damage: Damage) -> Error {
+        Error::Corrupt {
+            topic: topic.to_owned(),
+            partition,
+            segment: self.path(SegmentFile::Log),
+            position: damage.position,
+            first_offset: damage.first_offset,
+            last_offset: damage.last_offset,
+            reason: damage.reason,
         }
     }
 
     /// The header of the batch at `position`, which must start with
     /// `expected_offset` and end by `end`.
-    fn header_at(&self, position: u64, end: u64, expected_offset: u64) -> Result<BatchHeader> {
+    fn header_at(&self, position: u64, end: u64, expected_offset: u64) -> Result<BatchHeader, Damage> {
+        let damaged = |reason: &dyn std::fmt::Display| self.damaged_header(position, expected_offset, reason);
         let bytes = self
             .log
             .slice(position..position + HEADER_BYTES as u64)
             .filter(|_| position + HEADER_BYTES as u64 <= end)
-            .ok_or_else(|| self.corrupt(position, "batch header runs past the end of the log"))?;
-        let header = BatchHeader::parse(bytes).map_err(|reason| self.corrupt(position, reason))?;
+            .ok_or_else(|| damaged(&"batch header runs past the end of the log"))?;
+        let header = BatchHeader::parse(bytes).map_err(|reason| damaged(&reason))?;
         if header.base_offset != expected_offset {
-            return Err(self.corrupt(
-                position,
-                format!(
-                    "batch starts at offset {} instead of {expected_offset}",
-                    header.base_offset
-                ),
-            ));
+            return Err(damaged(&format_args!(
+                "batch starts at offset {} instead of {expected_offset}",
+                header.base_offset
+            )));
         }
         if position + header.total_bytes() as u64 > end {
-            return Err(self.corrupt(position, "batch runs past the end of the log"));
+            return Err(damaged(&"batch runs past the end of the log"));
         }
         Ok(header)
     }
 
     /// Position and first offset of the batch holding `offset`, or `None`
     /// if the published log ends before it.
-    fn seek(&self, offset: u64, end: u64) -> Result<Option<(u64, u64)>> {
+    fn seek(&self, offset: u64, end: u64) -> Result<Option<(u64, u64)>, Damage> {
         let relative = u32::try_from(offset.saturating_sub(self.base_offset)).unwrap_or(u32::MAX);
         let (mut position, mut batch_offset) = match self.index.lookup(relative) {
             Some(entry) if u64::from(entry.position) < end => (
@@ -159,19 +211,26 @@ impl Segment {
         Ok(None)
     }
 
+    /// Byte position of the batch holding `offset`, if it is published.
+    pub(crate) fn position_of(&self, offset: u64) -> Result<Option<u64>, Damage> {
+        Ok(self
+            .seek(offset, self.log.published_len())?
+            .map(|(position, _)| position))
+    }
+
     /// Appends to `out` the batches from the one holding `offset` on, while
     /// their total stays within `budget_bytes`; the first batch is returned
     /// even if larger, so a reader always makes progress. Returns the bytes
     /// added. A batch that fails its CRC is never returned: it is an error
     /// if it would come first, otherwise the read stops before it.
-    pub fn read(&self, offset: u64, budget_bytes: u64, out: &mut Vec<Batch>) -> Result<u64> {
+    pub(crate) fn read(&self, offset: u64, budget_bytes: u64, out: &mut Vec<Batch>) -> Result<u64, Damage> {
         let end = self.log.published_len();
         let sought = match self.seek(offset, end) {
             Ok(sought) => sought,
             // Batches from an earlier segment are already in hand: return
             // them, and let the next read meet the damage first.
             Err(_) if !out.is_empty() => return Ok(0),
-            Err(error) => return Err(error),
+            Err(damage) => return Err(damage),
         };
         let Some((start, mut batch_offset)) = sought else {
             return Ok(0);
@@ -181,7 +240,7 @@ impl Segment {
         while stop < end {
             let header = match self.header_at(stop, end, batch_offset) {
                 Ok(header) => header,
-                Err(error) if spans.is_empty() && out.is_empty() => return Err(error),
+                Err(damage) if spans.is_empty() && out.is_empty() => return Err(damage),
                 Err(_) => break,
             };
             let size = header.total_bytes() as u64;
@@ -189,7 +248,7 @@ impl Segment {
             if !first && stop - start + size > budget_bytes {
                 break;
             }
-            spans.push((stop - start, size));
+            spans.push((stop - start, header));
             stop += size;
             batch_offset = header.next_offset();
             if stop - start >= budget_bytes {
@@ -198,11 +257,14 @@ impl Segment {
         }
         let all = self.log.bytes(start..stop).expect("range is published");
         let mut used = 0;
-        for (relative, size) in spans {
+        for (relative, header) in spans {
+            let size = header.total_bytes() as u64;
             let bytes = all.slice(relative as usize..(relative + size) as usize);
             match Batch::new(bytes) {
                 Ok(batch) => out.push(batch),
-                Err(reason) if out.is_empty() => return Err(self.corrupt(start + relative, reason)),
+                Err(reason) if out.is_empty() => {
+                    return Err(self.damaged_batch(start + relative, &header, reason));
+                }
                 Err(_) => break,
             }
             used += size;
@@ -212,7 +274,7 @@ impl Segment {
 
     /// The first offset in this segment whose record timestamp is at least
     /// `timestamp_ms`, or `None` if every record is older.
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+    pub(crate) fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>, Damage> {
         if self.max_timestamp_ms() < timestamp_ms {
             return Ok(None);
         }
@@ -229,9 +291,13 @@ impl Segment {
             let size = header.total_bytes() as u64;
             if header.max_timestamp_ms >= timestamp_ms {
                 let bytes = self.log.bytes(position..position + size).expect("published");
-                let batch = Batch::new(bytes).map_err(|reason| self.corrupt(position, reason))?;
+                let batch =
+                    Batch::new(bytes).map_err(|reason| self.damaged_batch(position, &header, reason))?;
                 for record in batch.records() {
-                    let record = record?;
+                    let record = record.map_err(|error| {
+                        let at = position + record_position(&error);
+                        self.damaged_batch(at, &header, error)
+                    })?;
                     if record.timestamp_ms >= timestamp_ms {
                         return Ok(Some(record.offset));
                     }
@@ -434,7 +500,7 @@ fn scan(log: &[u8], start: ScanStart, mut on_batch: impl FnMut(&BatchHeader, u64
             }
             Ok(header) => header,
             Err(reason) => {
-                damage = Some(reason);
+                damage = Some(reason.to_string());
                 break;
             }
         };

@@ -20,26 +20,19 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{StoreConfig, TopicConfig};
+use crate::context::StoreContext;
 use crate::error::{Error, IoContext, Result};
 use crate::flusher::Flusher;
 use crate::fsutil;
 use crate::names::validate_topic_name;
-use crate::partition::{Partition, PartitionRecovery, now_ms};
+use crate::partition::{Partition, now_ms};
+use crate::recovery::PartitionRecovery;
 use crate::topic::Topic;
 
 const LOCK_FILE: &str = "spool.lock";
 const CLEAN_MARKER: &str = "clean-shutdown";
 const TOPICS_DIR: &str = "topics";
 const TRASH_DIR: &str = "trash";
-
-/// State every partition of a store shares.
-#[derive(Debug)]
-pub(crate) struct StoreContext {
-    pub config: StoreConfig,
-    pub flusher: Arc<Flusher>,
-    pub open_segments: AtomicU64,
-    pub flushes: AtomicU64,
-}
 
 /// What opening the store found and repaired.
 #[derive(Debug, Clone, Default)]

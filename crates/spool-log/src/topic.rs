@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::TopicConfig;
+use crate::context::StoreContext;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::partition::{Partition, PartitionRecovery};
-use crate::store::StoreContext;
+use crate::partition::Partition;
+use crate::recovery::PartitionRecovery;
 
 pub const META_FILE: &str = "topic.meta";
 const META_VERSION: &str = "1";
@@ -64,10 +65,7 @@ impl Topic {
             let (partition, recovery) =
                 Partition::open(name, id, &dir.join(id.to_string()), &config, context, clean)?;
             partitions.push(partition);
-            if !recovery.scans.is_empty()
-                || !recovery.segments_dropped.is_empty()
-                || !recovery.indexes_rebuilt.is_empty()
-            {
+            if recovery.is_eventful() {
                 recoveries.push(recovery);
             }
         }

@@ -447,6 +447,146 @@ fn a_flipped_bit_in_an_old_batch_is_never_served() {
     assert_eq!(served, 99);
 }
 
+/// Byte positions of the batches of a segment's log file, in order.
+fn batch_positions(log: &Path) -> Vec<usize> {
+    let bytes = fs::read(log).unwrap();
+    let mut positions = Vec::new();
+    let mut at = 0;
+    while let Ok(header) = batch::BatchHeader::parse(&bytes[at.min(bytes.len())..]) {
+        positions.push(at);
+        at += header.total_bytes();
+    }
+    positions
+}
+
+/// A closed store with 60 single-record batches in partition 1 of
+/// `orders`, over several segments; returns the first segment's log file.
+fn orders_with_closed_segments(dir: &Path) -> PathBuf {
+    let (store, _) = Store::open(dir, config()).unwrap();
+    let topic = store.create_topic("orders", topic_config(2, 4096)).unwrap();
+    append_values(&topic.partitions()[1], 0, 60, Durability::None);
+    store.close().unwrap();
+    let logs = segment_logs(&partition_dir(dir, "orders", 1));
+    assert!(logs.len() > 1, "the partition rolled");
+    logs[0].clone()
+}
+
+#[test]
+fn corrupt_names_the_partition_the_segment_file_and_the_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = orders_with_closed_segments(dir.path());
+    let positions = batch_positions(&log);
+    let next_segment_base: u64 = segment_logs(&partition_dir(dir.path(), "orders", 1))[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut bytes = fs::read(&log).unwrap();
+    // Batch 5: a flipped bit in its record, which only the CRC sees.
+    bytes[positions[5] + batch::HEADER_BYTES + 2] ^= 0x01;
+    // Batch 9: a flipped magic byte, so its header cannot be trusted.
+    bytes[positions[9] + batch::field::MAGIC] ^= 0xff;
+    fs::write(&log, bytes).unwrap();
+
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store.partition("orders", 1).unwrap();
+    let error = partition.read(5, 1 << 20).unwrap_err();
+    match &error {
+        Error::Corrupt {
+            topic,
+            partition,
+            segment,
+            position,
+            first_offset,
+            last_offset,
+            reason,
+        } => {
+            assert_eq!((topic.as_str(), *partition), ("orders", 1));
+            assert_eq!(segment, &log);
+            assert_eq!(*position, positions[5] as u64);
+            assert_eq!((*first_offset, *last_offset), (5, 5), "the batch's own offsets");
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    let message = error.to_string();
+    for part in [
+        "orders/1".to_owned(),
+        log.display().to_string(),
+        format!("at byte {}", positions[5]),
+        "offsets 5 to 5".to_owned(),
+    ] {
+        assert!(message.contains(&part), "{part:?} missing from {message:?}");
+    }
+
+    // Past a damaged header a reader cannot walk: every later offset of the
+    // segment is named.
+    match partition.read(9, 1 << 20).unwrap_err() {
+        Error::Corrupt {
+            position,
+            first_offset,
+            last_offset,
+            reason,
+            ..
+        } => {
+            assert_eq!(position, positions[9] as u64);
+            assert_eq!((first_offset, last_offset), (9, next_segment_base - 1));
+            assert!(reason.contains("magic"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+}
+
+#[test]
+fn a_record_that_does_not_decode_behind_a_good_crc_is_corrupt_where_it_lies() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = orders_with_closed_segments(dir.path());
+    let positions = batch_positions(&log);
+    // Batch 3's record gets offset delta 1 (zigzag 0x02) instead of 0, and
+    // the CRC is recomputed: only the record decoder can notice. The
+    // record's length, attributes and timestamp delta take one byte each.
+    let mut bytes = fs::read(&log).unwrap();
+    let batch_at = positions[3];
+    let record_at = batch_at + batch::HEADER_BYTES;
+    assert_eq!(bytes[record_at + 3], 0x00, "offset delta of the record");
+    bytes[record_at + 3] = 0x02;
+    let end = positions[4];
+    let crc = batch::compute_crc(&bytes[batch_at..end]);
+    bytes[batch_at + batch::field::CRC..][..4].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&log, bytes).unwrap();
+
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store.partition("orders", 1).unwrap();
+    let read = partition.read(3, 1).unwrap();
+    let error = partition.records(&read.batches[0]).next().unwrap().unwrap_err();
+    match error {
+        Error::Corrupt {
+            topic,
+            partition: id,
+            segment,
+            position,
+            first_offset,
+            last_offset,
+            reason,
+        } => {
+            assert_eq!((topic.as_str(), id), ("orders", 1));
+            assert_eq!(segment, log);
+            assert_eq!(position, record_at as u64, "the record's own byte");
+            assert_eq!((first_offset, last_offset), (3, 3));
+            assert!(reason.contains("offset delta"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    // Partition::scan meets it the same way.
+    let scanned = partition.scan(0, |_, _| std::ops::ControlFlow::Continue(()));
+    assert!(
+        matches!(scanned, Err(Error::Corrupt { first_offset: 3, .. })),
+        "{scanned:?}"
+    );
+}
+
 #[test]
 fn missing_or_truncated_index_files_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! Conversions between the engine's types and the protobuf messages.
 
 use bytes::Bytes;
-use spool_log::{Batch, Durability, ReadResult};
+use spool_log::{Batch, Durability, Partition, ReadResult};
 use spool_proto::v1;
 use tonic::Status;
 
@@ -16,16 +16,17 @@ pub struct Chunk {
     pub log_start_offset: u64,
 }
 
-/// Turns a read into response parts. Decoded records are zero-copy slices
-/// of the segment mapping; encoded batches are the stored bytes as they are.
-pub fn chunk(read: ReadResult, offset: u64, encoded: bool) -> Result<Chunk, Status> {
+/// Turns a read of `partition` into response parts. Decoded records are
+/// zero-copy slices of the segment mapping; encoded batches are the stored
+/// bytes as they are.
+pub fn chunk(partition: &Partition, read: ReadResult, offset: u64, encoded: bool) -> Result<Chunk, Status> {
     let mut records = Vec::new();
     let mut encoded_batches = Vec::new();
     for batch in &read.batches {
         if encoded {
             encoded_batches.push(batch.bytes().clone());
         } else {
-            decode_into(batch, offset, &mut records)?;
+            decode_into(partition, batch, offset, &mut records)?;
         }
     }
     Ok(Chunk {
@@ -37,9 +38,14 @@ pub fn chunk(read: ReadResult, offset: u64, encoded: bool) -> Result<Chunk, Stat
     })
 }
 
-fn decode_into(batch: &Batch, offset: u64, out: &mut Vec<v1::FetchedRecord>) -> Result<(), Status> {
+fn decode_into(
+    partition: &Partition,
+    batch: &Batch,
+    offset: u64,
+    out: &mut Vec<v1::FetchedRecord>,
+) -> Result<(), Status> {
     out.reserve(batch.record_count() as usize);
-    for record in batch.records() {
+    for record in partition.records(batch) {
         let record = record.map_err(status)?;
         if record.offset < offset {
             continue;

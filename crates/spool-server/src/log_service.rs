@@ -115,7 +115,7 @@ fn read_chunk_now(
     encoded: bool,
 ) -> Result<Chunk, Status> {
     let read = partition.read(offset, max_bytes).map_err(status)?;
-    convert::chunk(read, offset, encoded)
+    convert::chunk(partition, read, offset, encoded)
 }
 
 fn check_offset(partition: &Partition, offset: u64) -> Result<(), Status> {

@@ -11,12 +11,24 @@ pub const HIGH_WATERMARK_KEY: &str = "spool-high-watermark";
 /// Maps an engine error to the status code a client can act on.
 pub fn status(error: Error) -> Status {
     let message = error.to_string();
-    if matches!(
-        error,
-        Error::Corrupt { .. } | Error::Io { .. } | Error::Poisoned { .. } | Error::BadFile { .. }
-    ) {
-        // The client sees the status; the operator needs the log line.
-        tracing::error!(%error, "request failed on a storage fault");
+    // The client sees the status; the operator needs the log line.
+    match &error {
+        Error::Corrupt {
+            topic,
+            partition,
+            segment,
+            position,
+            first_offset,
+            last_offset,
+            ..
+        } => tracing::error!(
+            topic, partition, segment = %segment.display(), position, first_offset, last_offset,
+            %error, "request failed on corrupt data"
+        ),
+        Error::Io { .. } | Error::Poisoned { .. } | Error::BadFile { .. } => {
+            tracing::error!(%error, "request failed on a storage fault");
+        }
+        _ => {}
     }
     match error {
         Error::InvalidTopicName { .. } | Error::InvalidConfig { .. } | Error::InvalidBatch { .. } => {
@@ -92,5 +104,32 @@ mod tests {
         assert_eq!(status.metadata().get(LOG_START_OFFSET_KEY).unwrap(), "2");
         assert_eq!(status.metadata().get(HIGH_WATERMARK_KEY).unwrap(), "5");
         assert!(status.message().contains("[2, 5)"));
+    }
+
+    #[test]
+    fn data_loss_names_the_partition_the_segment_and_the_offsets() {
+        let status = status(Error::Corrupt {
+            topic: "orders".into(),
+            partition: 3,
+            segment: "/data/topics/orders/3/00000000000000000100.log".into(),
+            position: 4096,
+            first_offset: 140,
+            last_offset: 149,
+            reason: "checksum 0x00000001 does not match stored 0x00000002".into(),
+        });
+        assert_eq!(status.code(), Code::DataLoss);
+        for part in [
+            "orders/3",
+            "/data/topics/orders/3/00000000000000000100.log",
+            "byte 4096",
+            "offsets 140 to 149",
+            "checksum",
+        ] {
+            assert!(
+                status.message().contains(part),
+                "{part:?} missing: {}",
+                status.message()
+            );
+        }
     }
 }

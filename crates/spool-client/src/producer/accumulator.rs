@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spool_log::batch::HEADER_BYTES;
+use spool_format::batch::HEADER_BYTES;
 
 use super::delivery::{BatchDelivery, CompleteOnDrop};
 use crate::record::Record;
