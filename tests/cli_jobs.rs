@@ -1,128 +1,12 @@
 //! `spool job`, `spool queue` and `spool bench jobs` against a real
-//! `spoold`, with a worker played by the raw Jobs client.
-//!
-//! `spoold` is taken from the same target directory as this test
-//! (`cargo build -p spool-server` or a workspace build puts it there); when
-//! it has not been built the tests say so and pass without running.
+//! `spoold`, with a worker played by the Jobs client of `spool-client`.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::Spoold;
 use serde_json::Value;
 use spool_client::Client;
 use spool_client::proto as v1;
-
-/// A `spoold` on a port of its own, killed when dropped.
-struct Spoold {
-    child: Child,
-    url: String,
-    _data_dir: tempfile::TempDir,
-}
-
-impl Spoold {
-    /// Starts `spoold`, or returns `None` (after saying why) when the
-    /// binary is not built.
-    fn start() -> Option<Spoold> {
-        let binary = spoold_path();
-        if !binary.exists() {
-            eprintln!(
-                "skipping: {} is not built; run `cargo build -p spool-server` to run this test",
-                binary.display()
-            );
-            return None;
-        }
-        let data_dir = tempfile::tempdir().expect("temporary directory");
-        let mut child = Command::new(&binary)
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn spoold");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let address = loop {
-            assert!(Instant::now() < deadline, "spoold did not start in time");
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(address) = line.strip_prefix("listening on ") {
-                        break address.to_owned();
-                    }
-                }
-                _ => panic!("spoold exited before listening: {:?}", child.wait()),
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Some(Spoold {
-            child,
-            url: format!("http://{address}"),
-            _data_dir: data_dir,
-        })
-    }
-
-    fn spool(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spool"))
-            .arg("--server")
-            .arg(&self.url)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn spool");
-        let mut input = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).expect("write stdin");
-        }
-        drop(input);
-        child.wait_with_output().expect("wait for spool")
-    }
-
-    /// Runs `spool` and returns its stdout, failing the test on a non-zero
-    /// exit.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.spool(args, None);
-        assert!(
-            output.status.success(),
-            "spool {args:?} failed ({:?}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("utf-8 output")
-    }
-
-    /// Runs `spool` expecting exit code 1; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let output = self.spool(args, None);
-        assert_eq!(output.status.code(), Some(1), "spool {args:?}: {output:?}");
-        String::from_utf8(output.stderr).expect("utf-8 output")
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(self.ok(args).trim()).expect("one JSON document")
-    }
-}
-
-impl Drop for Spoold {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spoold_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/jobs-<hash> -> target/<profile>/spoold
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("spoold"))
-        .expect("target profile directory")
-}
 
 /// A worker's side: claims up to `count` jobs and fails each as
 /// non-retryable with `error`, or completes them when `error` is `None`.
@@ -194,7 +78,7 @@ fn claim_and_hold(url: &str, queue: &str, count: u32) -> Vec<v1::ClaimedJob> {
 
 #[test]
 fn enqueue_inspect_and_dedup() {
-    let Some(server) = Spoold::start() else { return };
+    let server = Spoold::start_temp(&[]);
     let id = server.ok(&[
         "job",
         "enqueue",
@@ -207,20 +91,21 @@ fn enqueue_inspect_and_dedup() {
     assert!(id.parse::<u64>().is_ok(), "{id}");
 
     // The payload from stdin, `-` or absent.
-    let output = server.spool(
-        &["job", "enqueue", "emails", "-", "--header", "trace=t1"],
-        Some("from stdin"),
-    );
-    assert!(output.status.success());
-    let stdin_id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-    let job = server.json(&["job", "get", &stdin_id, "--format", "json"]);
+    let stdin_id = server
+        .spool(&["job", "enqueue", "emails", "-", "--header", "trace=t1"])
+        .stdin("from stdin")
+        .ok();
+    let stdin_id = stdin_id.trim();
+    let job = server.json(&["job", "get", stdin_id, "--format", "json"]);
     assert_eq!(job["payload"], "from stdin");
     assert_eq!(job["headers"]["trace"], "t1");
     assert_eq!(job["state"], "available");
 
     // An idempotency key: the second enqueue returns the first job.
     let first = server.ok(&["job", "enqueue", "emails", "x", "--key", "welcome-1"]);
-    let output = server.spool(&["job", "enqueue", "emails", "y", "--key", "welcome-1"], None);
+    let output = server
+        .spool(&["job", "enqueue", "emails", "y", "--key", "welcome-1"])
+        .output();
     assert!(output.status.success());
     assert_eq!(String::from_utf8_lossy(&output.stdout), first);
     assert!(String::from_utf8_lossy(&output.stderr).contains("deduplicated"));
@@ -292,7 +177,7 @@ fn enqueue_inspect_and_dedup() {
 
 #[test]
 fn dead_jobs_history_retry_purge_and_cancel() {
-    let Some(server) = Spoold::start() else { return };
+    let server = Spoold::start_temp(&[]);
     for i in 0..3 {
         server.ok(&[
             "job",
@@ -303,7 +188,7 @@ fn dead_jobs_history_retry_purge_and_cancel() {
             "1",
         ]);
     }
-    let failed = work(&server.url, "billing", 2, Some("smtp: connection refused"));
+    let failed = work(&server.url(), "billing", 2, Some("smtp: connection refused"));
     assert_eq!(failed.len(), 2);
     let failed_id = failed[0].job_id.as_str();
     let dead = server.ok(&["job", "list", "billing", "--state", "dead"]);
@@ -333,7 +218,7 @@ fn dead_jobs_history_retry_purge_and_cancel() {
         server.json(&["job", "get", failed_id, "--format", "json"])["state"],
         "available"
     );
-    let again = work(&server.url, "billing", 3, Some("smtp: timeout"));
+    let again = work(&server.url(), "billing", 3, Some("smtp: timeout"));
     assert_eq!(again.len(), 2, "the re-driven job and the third one");
     let redriven = again.iter().find(|job| job.job_id == failed_id).unwrap();
     assert_eq!(
@@ -363,11 +248,11 @@ fn dead_jobs_history_retry_purge_and_cancel() {
     let out = server.ok(&["job", "cancel", waiting.trim()]);
     assert!(out.contains("cancelled job"), "{out}");
     server.ok(&["job", "enqueue", "reports", "r2"]);
-    let running = claim_and_hold(&server.url, "reports", 1);
+    let running = claim_and_hold(&server.url(), "reports", 1);
     let out = server.ok(&["job", "cancel", &running[0].job_id]);
     assert!(out.contains("next heartbeat"), "{out}");
     let done = server.ok(&["job", "enqueue", "reports", "r3"]);
-    work(&server.url, "reports", 1, None);
+    work(&server.url(), "reports", 1, None);
     let message = server.fails(&["job", "cancel", done.trim()]);
     assert!(message.contains("succeeded"), "{message}");
     let job = server.json(&["job", "get", done.trim(), "--format", "json"]);
@@ -379,7 +264,7 @@ fn dead_jobs_history_retry_purge_and_cancel() {
 
 #[test]
 fn bench_jobs_completes_every_job() {
-    let Some(server) = Spoold::start() else { return };
+    let server = Spoold::start_temp(&[]);
     let report = server.json(&[
         "bench",
         "jobs",
