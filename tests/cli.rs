@@ -6,6 +6,7 @@
 mod common;
 
 use common::Spoold;
+use common::cli::Finished;
 
 #[test]
 fn topics_produce_consume_replay_offsets_and_checkpoints() {
@@ -123,4 +124,60 @@ fn errors_exit_1_with_a_hint_and_usage_errors_exit_2() {
         "{}",
         String::from_utf8_lossy(&bad_flag.stderr)
     );
+}
+
+/// A command whose reader went away ends at once, with status 0 and
+/// nothing on stderr: no panic, no backtrace, no message.
+fn assert_quiet(args: &[&str], finished: &Finished) {
+    assert!(
+        finished.status.success() && finished.stderr.is_empty(),
+        "spool {args:?} with its stdout closed: {} and stderr {:?}",
+        finished.status,
+        finished.stderr
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let server = Spoold::start_temp(&[]);
+    server.create_topic("orders", 2);
+    server.produce("orders", "a\nb\nc\n");
+    server.ok(&["checkpoint", "set", "billing", "orders", "0=1"]);
+    let job = server.enqueue("emails", "{}", &[]);
+    let commands: &[&[&str]] = &[
+        &["topic", "list"],
+        &["topic", "describe", "orders"],
+        &["offsets", "orders"],
+        &["checkpoint", "get", "billing", "orders"],
+        &["consume", "orders"],
+        &["consume", "orders", "--format", "json"],
+        &["replay", "orders"],
+        &["job", "get", &job],
+        &["job", "get", &job, "--format", "json"],
+        &["job", "history", &job],
+        &["job", "list", "emails"],
+        &["queue", "stats", "emails"],
+        &["queue", "stats", "emails", "--format", "json"],
+        &["topic", "create", "more"],
+        &["job", "enqueue", "emails", "{}"],
+    ];
+    for args in commands {
+        assert_quiet(args, &server.spool(args).with_stdout_closed());
+    }
+}
+
+#[test]
+fn head_of_a_long_output_ends_quietly() {
+    let server = Spoold::start_temp(&[]);
+    server.create_topic("orders", 1);
+    let lines: String = (0..20_000).map(|i| format!("order-{i}\n")).collect();
+    server.produce("orders", &lines);
+    for args in [
+        &["consume", "orders"][..],
+        &["replay", "orders", "--format", "json"],
+    ] {
+        let (read, finished) = server.spool(args).head(1);
+        assert_eq!(read.len(), 1, "{args:?}");
+        assert_quiet(args, &finished);
+    }
 }

@@ -8,6 +8,7 @@ use spool_client::{OffsetSpec, ProducerConfig, Record, StartPosition, Target};
 
 use super::{BenchTopic, Report, connect, latency_histogram, payloads};
 use crate::args::BenchConsumeArgs;
+use crate::output::errln;
 use crate::units::group_thousands;
 use crate::{Context, Explain};
 
@@ -88,7 +89,7 @@ async fn preload(
     count: u64,
 ) -> anyhow::Result<()> {
     if !args.common.json {
-        eprintln!(
+        errln!(
             "preloading {} records into '{}'...",
             group_thousands(count),
             topic.name

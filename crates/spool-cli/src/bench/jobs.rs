@@ -20,6 +20,7 @@ use super::{connect, format_micros, latency_histogram, round3};
 use crate::args::BenchJobsArgs;
 use crate::commands::job::answer;
 use crate::commands::queue::fetch_stats;
+use crate::output::{out, outln};
 use crate::units::group_thousands;
 use crate::{Context, Explain};
 
@@ -190,9 +191,9 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
         ],
     };
     if args.json {
-        println!("{}", report.to_json());
+        outln!("{}", report.to_json())?;
     } else {
-        print!("{}", report.to_text());
+        out!("{}", report.to_text())?;
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::commands::job_view::{
     event_json, event_row, format_time, job_json, job_text, shorten, state_name,
 };
 use crate::commands::queue::fetch_stats;
+use crate::output::{errln, out, outln};
 use crate::table::Table;
 use crate::units::group_thousands;
 use crate::{Context, Explain};
@@ -78,14 +79,14 @@ async fn enqueue(context: &Context, args: EnqueueArgs) -> anyhow::Result<()> {
     // A deduplicated job that already left memory has no state to report.
     let state = (response.state() != v1::JobState::Unspecified).then(|| state_name(response.state()));
     match args.format {
-        OutputFormat::Json => println!(
+        OutputFormat::Json => outln!(
             "{}",
             json!({"job_id": response.job_id, "deduplicated": response.deduplicated, "state": state})
-        ),
+        )?,
         OutputFormat::Human => {
-            println!("{}", response.job_id);
+            outln!("{}", response.job_id)?;
             if response.deduplicated {
-                eprintln!(
+                errln!(
                     "deduplicated: key {:?} already enqueued job {} to '{}' within the dedup window; \
                      nothing new was enqueued (the job is {})",
                     args.key.unwrap_or_default(),
@@ -101,7 +102,7 @@ async fn enqueue(context: &Context, args: EnqueueArgs) -> anyhow::Result<()> {
 
 async fn read_stdin() -> anyhow::Result<Bytes> {
     if std::io::stdin().is_terminal() {
-        eprintln!("reading the payload from stdin (end it with Ctrl-D; or give it as an argument)");
+        errln!("reading the payload from stdin (end it with Ctrl-D; or give it as an argument)");
     }
     let mut payload = Vec::new();
     tokio::io::stdin()
@@ -122,8 +123,8 @@ async fn get(context: &Context, id: u64, format: OutputFormat) -> anyhow::Result
         .job
         .ok_or_else(|| anyhow::anyhow!("the server answered GetJob without a job"))?;
     match format {
-        OutputFormat::Json => println!("{}", job_json(&job)),
-        OutputFormat::Human => print!("{}", job_text(&job, now_ms())),
+        OutputFormat::Json => outln!("{}", job_json(&job))?,
+        OutputFormat::Human => out!("{}", job_text(&job, now_ms()))?,
     }
     Ok(())
 }
@@ -151,7 +152,7 @@ async fn history(context: &Context, id: u64, format: OutputFormat) -> anyhow::Re
         };
         for event in &page.events {
             match format {
-                OutputFormat::Json => println!("{}", event_json(event)),
+                OutputFormat::Json => outln!("{}", event_json(event))?,
                 OutputFormat::Human => table.row(event_row(event)),
             }
         }
@@ -161,7 +162,7 @@ async fn history(context: &Context, id: u64, format: OutputFormat) -> anyhow::Re
         page_token = page.next_page_token;
     }
     if format == OutputFormat::Human {
-        print!("{}", table.render());
+        out!("{}", table.render())?;
     }
     Ok(())
 }
@@ -191,7 +192,7 @@ async fn list(context: &Context, args: ListArgs) -> anyhow::Result<()> {
             }
             shown += 1;
             match args.format {
-                OutputFormat::Json => println!("{}", job_json(job)),
+                OutputFormat::Json => outln!("{}", job_json(job))?,
                 OutputFormat::Human => table.row(vec![
                     job.job_id.clone(),
                     state_name(job.state()).to_owned(),
@@ -211,15 +212,15 @@ async fn list(context: &Context, args: ListArgs) -> anyhow::Result<()> {
         .state
         .map_or_else(String::new, |s| format!(" {}", state_name(state_from_arg(s))));
     if shown == 0 {
-        eprintln!(
+        errln!(
             "no{which} jobs in queue '{}' (finished jobs leave memory after their retention time)",
             args.queue
         );
     } else if args.format == OutputFormat::Human {
-        print!("{}", table.render());
+        out!("{}", table.render())?;
     }
     if more {
-        eprintln!(
+        errln!(
             "more{which} jobs than the {} shown; raise --limit to see more",
             group_thousands(shown)
         );
@@ -244,14 +245,14 @@ async fn dead(context: &Context, args: DeadArgs, action: DeadAction) -> anyhow::
                     target: Some(v1::retry_dead_request::Target::JobId(id_text.clone())),
                 };
                 answer(client.retry_dead(request).await).explain(subject)?;
-                println!("re-drove job {id}: it is available again with a fresh budget of attempts");
+                outln!("re-drove job {id}: it is available again with a fresh budget of attempts")?;
             }
             DeadAction::Purge => {
                 let request = v1::PurgeDeadRequest {
                     target: Some(v1::purge_dead_request::Target::JobId(id_text.clone())),
                 };
                 answer(client.purge_dead(request).await).explain(subject)?;
-                println!("purged job {id}; its history stays in the log (`spool job history {id}`)");
+                outln!("purged job {id}; its history stays in the log (`spool job history {id}`)")?;
             }
         }
         return Ok(());
@@ -302,10 +303,8 @@ async fn dead(context: &Context, args: DeadArgs, action: DeadAction) -> anyhow::
     }
     let count = group_thousands(done);
     match action {
-        DeadAction::Retry => println!("re-drove {count} dead jobs of '{queue}'"),
-        DeadAction::Purge => {
-            println!("purged {count} dead jobs of '{queue}'; their history stays in the log")
-        }
+        DeadAction::Retry => outln!("re-drove {count} dead jobs of '{queue}'")?,
+        DeadAction::Purge => outln!("purged {count} dead jobs of '{queue}'; their history stays in the log")?,
     }
     Ok(())
 }
@@ -318,12 +317,12 @@ async fn cancel(context: &Context, id: u64) -> anyhow::Result<()> {
     let response =
         answer(context.client.jobs_client().cancel(request).await).explain(context.about_job(&id_text))?;
     if response.cancel_requested {
-        println!(
+        outln!(
             "job {id} is running: cancellation requested; its worker is told to stop on its next \
              heartbeat, and the job then ends cancelled"
-        );
+        )?;
     } else {
-        println!("cancelled job {id}");
+        outln!("cancelled job {id}")?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::args::ProduceArgs;
 use crate::json::parse_record_line;
+use crate::output::errln;
 use crate::{Context, Explain};
 
 /// Acknowledgements waited for at once: the stdin reader runs this far ahead
@@ -63,7 +64,7 @@ pub async fn run(context: &Context, args: ProduceArgs) -> anyhow::Result<()> {
         let read = tokio::select! {
             read = reader.read_until(b'\n', &mut line) => read.context("cannot read stdin")?,
             _ = &mut interrupted => {
-                eprintln!("interrupted: sending the records read so far");
+                errln!("interrupted: sending the records read so far");
                 break;
             }
         };
@@ -114,7 +115,7 @@ pub async fn run(context: &Context, args: ProduceArgs) -> anyhow::Result<()> {
         .explain(context.about(topic))?;
     closed.explain(context.about(topic))?;
     let elapsed = started.elapsed().as_secs_f64();
-    eprintln!(
+    errln!(
         "produced {} record{} to '{topic}' in {elapsed:.2}s ({}){}",
         summary.records,
         if summary.records == 1 { "" } else { "s" },

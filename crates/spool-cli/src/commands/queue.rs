@@ -5,6 +5,7 @@ use spool_client::proto as v1;
 
 use crate::args::jobs::{OutputFormat, QueueCommand};
 use crate::commands::job::answer;
+use crate::output::{out, outln};
 use crate::units::{format_age_ms, format_duration_ms, group_thousands};
 use crate::{Context, Explain};
 
@@ -13,8 +14,8 @@ pub async fn run(context: &Context, command: QueueCommand) -> anyhow::Result<()>
         QueueCommand::Stats { queue, format } => {
             let stats = fetch_stats(context, &queue).await?;
             match format {
-                OutputFormat::Json => println!("{}", stats_json(&stats)),
-                OutputFormat::Human => print!("{}", stats_text(&stats)),
+                OutputFormat::Json => outln!("{}", stats_json(&stats))?,
+                OutputFormat::Human => out!("{}", stats_text(&stats))?,
             }
             Ok(())
         }

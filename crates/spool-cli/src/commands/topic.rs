@@ -4,6 +4,7 @@ use spool_client::NewTopic;
 use spool_client::proto::TopicConfig;
 
 use crate::args::TopicCommand;
+use crate::output::{errln, out, outln};
 use crate::table::Table;
 use crate::units::{format_bytes, format_bytes_approx, format_duration_ms, group_thousands};
 use crate::{Context, Explain};
@@ -26,7 +27,7 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
                 segment_bytes: segment_bytes.unwrap_or(0),
             };
             let config = client.create_topic(topic).await.explain(context.about(&name))?;
-            println!(
+            outln!(
                 "created topic '{}': {} partition{}, retention {}, retention bytes {}, segment bytes {}",
                 config.name,
                 config.partitions,
@@ -34,31 +35,31 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
                 retention_text(config.retention_ms),
                 retention_bytes_text(config.retention_bytes),
                 format_bytes(config.segment_bytes),
-            );
+            )?;
         }
         TopicCommand::List { internal } => {
             let topics = client.list_topics(internal).await.explain(context.subject())?;
             if topics.is_empty() {
-                eprintln!("no topics; create one with `spool topic create NAME --partitions N`");
+                errln!("no topics; create one with `spool topic create NAME --partitions N`");
                 return Ok(());
             }
-            print!("{}", topics_table(&topics).render());
+            out!("{}", topics_table(&topics).render())?;
         }
         TopicCommand::Describe { name } => {
             let description = client.describe_topic(&name).await.explain(context.about(&name))?;
             let config = &description.config;
-            println!("topic            {}", config.name);
-            println!("partitions       {}", config.partitions);
-            println!("retention        {}", retention_text(config.retention_ms));
-            println!(
+            outln!("topic            {}", config.name)?;
+            outln!("partitions       {}", config.partitions)?;
+            outln!("retention        {}", retention_text(config.retention_ms))?;
+            outln!(
                 "retention bytes  {} per partition",
                 retention_bytes_text(config.retention_bytes)
-            );
-            println!("segment bytes    {}", format_bytes(config.segment_bytes));
+            )?;
+            outln!("segment bytes    {}", format_bytes(config.segment_bytes))?;
             if config.internal {
-                println!("internal         yes");
+                outln!("internal         yes")?;
             }
-            println!();
+            outln!()?;
             let mut table = Table::new(&[
                 "PARTITION>",
                 "START>",
@@ -81,11 +82,11 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
                     partition.segment_count.to_string(),
                 ]);
             }
-            print!("{}", table.render());
+            out!("{}", table.render())?;
         }
         TopicCommand::Delete { name } => {
             client.delete_topic(&name).await.explain(context.about(&name))?;
-            println!("deleted topic '{name}'");
+            outln!("deleted topic '{name}'")?;
         }
     }
     Ok(())
