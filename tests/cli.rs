@@ -5,6 +5,9 @@
 
 mod common;
 
+use std::process::Command;
+use std::time::{Duration, Instant};
+
 use common::Spoold;
 use common::cli::Finished;
 
@@ -180,4 +183,79 @@ fn head_of_a_long_output_ends_quietly() {
         assert_eq!(read.len(), 1, "{args:?}");
         assert_quiet(args, &finished);
     }
+}
+
+/// Polls `spool offsets` until `topic` holds `records`, for up to 10 s.
+fn wait_for_records(server: &Spoold, topic: &str, records: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = server.ok(&["offsets", topic]);
+        let held: u64 = table
+            .lines()
+            .skip(1)
+            .filter_map(|row| row.split_whitespace().nth(2)?.parse::<u64>().ok())
+            .sum();
+        if held >= records {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic} never held {records} records: {table}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_error_is_printed_once_and_plainly() {
+    let server = Spoold::start_temp(&[]);
+    server.create_topic("orders", 1);
+    // The topic goes away while `spool produce` is running: its next
+    // batch is refused by the server.
+    let mut produce = Command::new(common::binary("spool"))
+        .args(["--server", &server.url(), "produce", "orders", "--linger-ms", "0"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn spool produce");
+    let mut stdin = produce.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, b"one\n").unwrap();
+    wait_for_records(&server, "orders", 1);
+    server.ok(&["topic", "delete", "orders"]);
+    std::io::Write::write_all(&mut stdin, b"two\n").unwrap();
+    drop(stdin);
+    let output = produce.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes on a stderr that is no terminal: {stderr:?}"
+    );
+    assert!(!stderr.contains("WARN"), "a log line besides the error: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.contains("orders")).collect();
+    assert_eq!(errors.len(), 1, "the error once: {stderr}");
+    assert!(
+        errors[0].starts_with("error: topic 'orders' does not exist"),
+        "{stderr}"
+    );
+
+    // A warning of the client library reaches stderr as plain text too: a
+    // checkpoint past the end of a topic deleted and created again.
+    server.create_topic("orders", 1);
+    server.produce("orders", "a\nb\n");
+    server.ok(&["checkpoint", "set", "billing", "orders", "0=2"]);
+    server.ok(&["topic", "delete", "orders"]);
+    server.create_topic("orders", 1);
+    let output = server
+        .spool(&["consume", "orders", "--consumer", "billing"])
+        .output();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("checkpoint outside the log"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes on a stderr that is no terminal: {stderr:?}"
+    );
 }

@@ -34,6 +34,7 @@ mod table;
 mod time;
 mod units;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -45,12 +46,16 @@ use crate::output::{errln, stdout_error};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Warnings of the client library (a checkpoint clamped into the log,
+    // a worker retrying) reach the user; failures do not come this way but
+    // as the command's one `error:` line. Colour only on a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

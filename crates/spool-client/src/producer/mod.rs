@@ -398,7 +398,10 @@ impl Core {
             Err(error) => Err(error),
         };
         if let Err(error) = &outcome {
-            tracing::warn!(topic = %self.topic, partition = batch.partition, %error, "produce failed");
+            // The error reaches the caller through every record's
+            // acknowledgement and `flush`: logging it louder would say it
+            // twice.
+            tracing::debug!(topic = %self.topic, partition = batch.partition, %error, "produce failed");
         }
         batch.delivery.0.complete(outcome);
     }
