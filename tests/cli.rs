@@ -259,3 +259,20 @@ fn an_error_is_printed_once_and_plainly() {
         "colour codes on a stderr that is no terminal: {stderr:?}"
     );
 }
+
+#[test]
+fn produce_waits_for_fsync_unless_told_otherwise() {
+    let server = Spoold::start_temp(&["default_durability=none"]);
+    server.create_topic("orders", 1);
+    let output = server.spool(&["produce", "orders"]).stdin("a\n").output();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("(fsync)"), "{stderr}");
+    let output = server
+        .spool(&["produce", "orders", "--durability", "none"])
+        .stdin("b\n")
+        .output();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("(no fsync)"), "{stderr}");
+}

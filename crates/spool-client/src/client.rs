@@ -46,13 +46,16 @@ impl Default for ClientOptions {
 }
 
 /// Durability a write must reach before the server answers.
+///
+/// The default is [`Durability::Fsync`], as on the server: an acknowledged
+/// record survives a power cut unless the writer asked for less.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Durability {
     /// In the server's page cache: survives a crash of the server process,
-    /// not of the machine.
-    #[default]
+    /// not of the machine. Faster; a power cut can lose acknowledged records.
     None,
     /// Fsynced to disk (group-committed with other writers).
+    #[default]
     Fsync,
 }
 

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use serde_json::json;
-use spool_client::{OffsetSpec, ProducerConfig, Record, StartPosition, Target};
+use spool_client::{Durability, OffsetSpec, ProducerConfig, Record, StartPosition, Target};
 
 use super::{BenchTopic, Report, connect, latency_histogram, payloads};
 use crate::args::BenchConsumeArgs;
@@ -105,8 +105,13 @@ async fn preload(
         })
         .collect();
     let client = connect(context).await?;
+    // The backlog only sets the stage for the consume being measured.
+    let config = ProducerConfig {
+        durability: Durability::None,
+        ..ProducerConfig::default()
+    };
     let producer = client
-        .producer(&topic.name, ProducerConfig::default())
+        .producer(&topic.name, config)
         .await
         .explain(context.about(&topic.name))?;
     let batches = count.div_ceil(per_batch);

@@ -119,10 +119,7 @@ pub async fn run(context: &Context, args: ProduceArgs) -> anyhow::Result<()> {
         "produced {} record{} to '{topic}' in {elapsed:.2}s ({}){}",
         summary.records,
         if summary.records == 1 { "" } else { "s" },
-        match durability {
-            Durability::Fsync => "fsync",
-            _ => "no fsync",
-        },
+        summary.durability_text(durability),
         summary.describe()
     );
     input_error.map_or(Ok(()), Err)
@@ -134,17 +131,33 @@ struct Summary {
     records: u64,
     /// partition -> (first offset, last offset)
     ranges: BTreeMap<u32, (u64, u64)>,
+    /// Records acknowledged as fsynced by the server.
+    fsynced: u64,
 }
 
 impl Summary {
     fn add(&mut self, ack: RecordAck) {
         self.records += 1;
+        if ack.durability == Durability::Fsync {
+            self.fsynced += 1;
+        }
         let range = self
             .ranges
             .entry(ack.partition)
             .or_insert((ack.offset, ack.offset));
         range.0 = range.0.min(ack.offset);
         range.1 = range.1.max(ack.offset);
+    }
+
+    /// The durability the server reports having reached (the one asked
+    /// for when nothing was produced).
+    fn durability_text(&self, requested: Durability) -> String {
+        match self.fsynced {
+            _ if self.records == 0 && requested == Durability::Fsync => "fsync".into(),
+            0 => "no fsync".into(),
+            fsynced if fsynced == self.records => "fsync".into(),
+            fsynced => format!("{fsynced} fsynced"),
+        }
     }
 
     fn describe(&self) -> String {

@@ -37,7 +37,7 @@ pub struct ProducerConfig {
     /// past that, `send` waits. Bounds memory at about
     /// `partitions * (queued_batches_max + 2) * batch_bytes_max`.
     pub queued_batches_max: usize,
-    /// Durability every request asks for.
+    /// Durability every request asks for (default [`Durability::Fsync`]).
     pub durability: Durability,
     /// Retries of a request that failed with `UNAVAILABLE` or
     /// `RESOURCE_EXHAUSTED`, after the first attempt. 0 never retries.
@@ -55,7 +55,7 @@ impl Default for ProducerConfig {
             linger_ms: 5,
             in_flight_max: 16,
             queued_batches_max: 2,
-            durability: Durability::None,
+            durability: Durability::Fsync,
             retries_max: 10,
             retry_backoff_ms: 50,
             retry_backoff_max_ms: 5_000,
@@ -513,6 +513,12 @@ fn jittered(backoff_ms: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_fsynced_unless_asked_otherwise() {
+        assert_eq!(ProducerConfig::default().durability, Durability::Fsync);
+        assert_eq!(Durability::default(), Durability::Fsync);
+    }
 
     #[test]
     fn jitter_stays_within_half_and_full_backoff() {
