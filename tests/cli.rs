@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -275,4 +276,78 @@ fn produce_waits_for_fsync_unless_told_otherwise() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("(no fsync)"), "{stderr}");
+}
+
+/// The `spool` command lines of the README's `sh` blocks, in order: lines
+/// that start with `spool ` or pipe into it. `spool bench` is left out (it
+/// runs for seconds and has its own tests).
+fn readme_commands() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README.md");
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in readme.lines() {
+        match line.trim() {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            command if in_sh && (command.starts_with("spool ") || command.contains("| spool ")) => {
+                if !command.starts_with("spool bench ") {
+                    commands.push(command.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    commands
+}
+
+#[test]
+fn the_readme_commands_run_as_written() {
+    let server = Spoold::start_temp(&[]);
+    let spool = common::binary("spool");
+    let bin_dir = spool.parent().expect("binary directory");
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir.to_path_buf()).chain(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )),
+    )
+    .unwrap();
+    let work_dir = tempfile::tempdir().unwrap();
+    let commands = readme_commands();
+    assert!(commands.len() >= 8, "found only {commands:?}");
+    // The README shows an example job id; the real one replaces it.
+    let example_id = "117690760285585408";
+    let mut job_id: Option<String> = None;
+    for command in &commands {
+        let command = match &job_id {
+            Some(id) => command.replace(example_id, id),
+            None => command.clone(),
+        };
+        let output = Command::new("sh")
+            .args(["-c", &command])
+            .current_dir(work_dir.path())
+            .env("PATH", &path)
+            .env("SPOOL_SERVER", server.url())
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run sh");
+        assert!(
+            output.status.success(),
+            "README command `{command}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if command.starts_with("spool job enqueue ") {
+            job_id = Some(String::from_utf8(output.stdout).unwrap().trim().to_owned());
+        }
+    }
+    assert!(job_id.is_some(), "the README enqueues a job");
+    // What the README writes to a .jsonl file is JSON lines.
+    let rebuilt = std::fs::read_to_string(work_dir.path().join("rebuilt.jsonl")).expect("rebuilt.jsonl");
+    assert_eq!(rebuilt.lines().count(), 5, "{rebuilt}");
+    for line in rebuilt.lines() {
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("{line:?} is not JSON: {error}"));
+        assert!(record["value"].as_str().unwrap().starts_with("order-"), "{line}");
+    }
 }

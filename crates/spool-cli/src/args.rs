@@ -246,7 +246,7 @@ pub struct ConsumeArgs {
 
 const REPLAY_EXAMPLES: &str = "\
 Examples:
-  spool replay orders --from earliest > orders.jsonl --format json
+  spool replay orders --from earliest --format json > orders.jsonl
   spool replay orders --from 2026-11-27T00:00:00Z | ./rebuild-state
 
 Records of different partitions interleave; each partition's come in offset order. A progress
