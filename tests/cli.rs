@@ -186,6 +186,48 @@ fn head_of_a_long_output_ends_quietly() {
     }
 }
 
+#[test]
+fn an_oversized_line_is_refused_naming_the_limit_and_how_to_raise_it() {
+    let server = Spoold::start_temp(&[]);
+    server.create_topic("orders", 1);
+    let mut input = b"first\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 100 << 20));
+    input.extend_from_slice(b"\nthird\n");
+    let message = server.spool(&["produce", "orders"]).stdin(input).fails();
+    for needle in [
+        "stdin line 2",
+        "104857600 bytes",
+        "record_bytes_max",
+        "--set record_bytes_max=",
+        "SPOOL_RECORD_BYTES_MAX",
+        "1 line before it was produced",
+    ] {
+        assert!(message.contains(needle), "{needle:?} missing from: {message}");
+    }
+    assert!(!message.contains("h2 protocol error"), "{message}");
+    // The line before the oversized one went out; it and the lines after
+    // it did not.
+    let consumed = server.ok(&["consume", "orders"]);
+    assert_eq!(consumed, "first\n");
+}
+
+#[test]
+fn a_batch_limit_below_a_record_is_named_too() {
+    let server = Spoold::start_temp(&["batch_bytes_max=64KiB", "record_bytes_max=64KiB"]);
+    server.create_topic("orders", 1);
+    let line = format!("{}\n", "y".repeat(100 << 10));
+    let message = server.spool(&["produce", "orders"]).stdin(line).fails();
+    for needle in [
+        "stdin line 1",
+        "record_bytes_max",
+        "batch_bytes_max",
+        "0 lines before it",
+    ] {
+        assert!(message.contains(needle), "{needle:?} missing from: {message}");
+    }
+    assert_eq!(server.ok(&["consume", "orders"]), "");
+}
+
 /// Polls `spool offsets` until `topic` holds `records`, for up to 10 s.
 fn wait_for_records(server: &Spoold, topic: &str, records: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -290,10 +332,12 @@ fn readme_commands() -> Vec<String> {
         match line.trim() {
             "```sh" => in_sh = true,
             "```" => in_sh = false,
-            command if in_sh && (command.starts_with("spool ") || command.contains("| spool ")) => {
-                if !command.starts_with("spool bench ") {
-                    commands.push(command.to_owned());
-                }
+            command
+                if in_sh
+                    && (command.starts_with("spool ") || command.contains("| spool "))
+                    && !command.starts_with("spool bench ") =>
+            {
+                commands.push(command.to_owned());
             }
             _ => {}
         }

@@ -120,6 +120,34 @@ pub struct TopicDescription {
     pub partitions: Vec<v1::PartitionInfo>,
 }
 
+/// What a server says about itself ([`Client::server_info`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The server's version, for example `0.1.0`.
+    pub version: String,
+    pub limits: ServerLimits,
+    /// Durability of produce and checkpoint requests that leave it
+    /// unspecified (the server's `default_durability`).
+    pub default_durability: Durability,
+}
+
+/// The server's size limits, in bytes, each named after the `spoold`
+/// configuration key that sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Largest request message the server decodes.
+    pub request_bytes_max: u64,
+    /// Largest record as stored (see [`Record::stored_bytes`]).
+    pub record_bytes_max: u64,
+    /// Largest batch, header included.
+    pub batch_bytes_max: u64,
+    /// Largest fetch or subscribe chunk (one whole batch is returned even
+    /// when larger).
+    pub fetch_bytes_max: u64,
+    /// Largest job payload or result.
+    pub job_payload_bytes_max: u64,
+}
+
 /// A consumer position stored on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -155,6 +183,7 @@ pub struct Client {
     jobs: JobsClient<Channel>,
     url: String,
     request_timeout: Option<Duration>,
+    message_bytes_max: usize,
 }
 
 impl Client {
@@ -212,12 +241,19 @@ impl Client {
             jobs,
             url: url.into(),
             request_timeout: options.request_timeout,
+            message_bytes_max: options.message_bytes_max,
         }
     }
 
     /// The address this client was connected to.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Largest gRPC message this client sends or accepts
+    /// ([`ClientOptions::message_bytes_max`]).
+    pub fn message_bytes_max(&self) -> usize {
+        self.message_bytes_max
     }
 
     /// The generated tonic client, for calls this type does not wrap.
@@ -443,6 +479,31 @@ impl Client {
                 commit_time_ms: checkpoint.commit_time_ms,
             })
             .collect())
+    }
+
+    /// The server's version, size limits and default durability. A server
+    /// older than this call answers [`Error::Other`] with
+    /// [`Code::Unimplemented`](tonic::Code::Unimplemented).
+    pub async fn server_info(&self) -> Result<ServerInfo> {
+        let request = v1::GetServerInfoRequest {};
+        let response = self
+            .inner
+            .clone()
+            .get_server_info(self.request(request))
+            .await?
+            .into_inner();
+        Ok(ServerInfo {
+            version: response.version,
+            limits: ServerLimits {
+                request_bytes_max: response.request_bytes_max,
+                record_bytes_max: response.record_bytes_max,
+                batch_bytes_max: response.batch_bytes_max,
+                fetch_bytes_max: response.fetch_bytes_max,
+                job_payload_bytes_max: response.job_payload_bytes_max,
+            },
+            default_durability: Durability::from_proto(response.default_durability)
+                .ok_or_else(|| Error::protocol("GetServerInfo answered without a default durability"))?,
+        })
     }
 
     /// A batching producer for `topic` (see [`Producer`]).

@@ -61,11 +61,13 @@ pub mod worker;
 
 pub use client::{
     Checkpoint, Client, ClientOptions, Durability, MESSAGE_BYTES_MAX_DEFAULT, NewTopic, OffsetSpec,
-    TopicDescription,
+    ServerInfo, ServerLimits, TopicDescription,
 };
 pub use consumer::{CheckpointFallback, Consumer, ConsumerBuilder, StartPosition};
-pub use error::{Error, HIGH_WATERMARK_METADATA, LOG_START_OFFSET_METADATA, Result};
-pub use producer::{BatchAck, DeliveryFuture, Producer, ProducerConfig, RecordAck, Target};
+pub use error::{
+    Error, ExceededLimit, HIGH_WATERMARK_METADATA, LOG_START_OFFSET_METADATA, Result, SizeLimit,
+};
+pub use producer::{BatchAck, DeliveryFuture, ProduceLimits, Producer, ProducerConfig, RecordAck, Target};
 pub use record::{ConsumedRecord, Header, Record, decode_batches, encode_batch};
 /// The generated protobuf types and tonic clients (`spool_proto::v1`).
 pub use spool_proto::v1 as proto;
