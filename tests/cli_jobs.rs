@@ -3,77 +3,64 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::Spoold;
 use serde_json::Value;
 use spool_client::Client;
-use spool_client::proto as v1;
+use spool_client::jobs::{Claim, ClaimedJob, JobState};
+
+/// Claims up to `count` jobs of `queue` as worker `worker_id`, with leases
+/// of a minute.
+fn claim(
+    server: &Spoold,
+    queue: &str,
+    count: u32,
+    worker_id: &str,
+) -> (tokio::runtime::Runtime, Client, Vec<ClaimedJob>) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, claimed) = runtime.block_on(async {
+        let client = Client::connect(server.url()).await.expect("connect");
+        let claim = Claim {
+            queues: vec![queue.to_owned()],
+            max_jobs: count,
+            lease: Duration::from_secs(60),
+            max_wait: Duration::from_secs(2),
+            worker_id: worker_id.to_owned(),
+        };
+        let claimed = client.jobs().claim(&claim).await.expect("claim");
+        (client, claimed)
+    });
+    (runtime, client, claimed)
+}
 
 /// A worker's side: claims up to `count` jobs and fails each as
 /// non-retryable with `error`, or completes them when `error` is `None`.
-fn work(url: &str, queue: &str, count: u32, error: Option<&str>) -> Vec<v1::ClaimedJob> {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let client = Client::connect(url.to_owned()).await.expect("connect");
-        let mut jobs = client.jobs_client();
-        let claimed = jobs
-            .claim(v1::ClaimRequest {
-                queues: vec![queue.to_owned()],
-                max_jobs: count,
-                lease_ms: 60_000,
-                max_wait_ms: 2_000,
-                worker_id: "test-worker".into(),
-            })
-            .await
-            .expect("claim")
-            .into_inner()
-            .jobs;
-        for job in &claimed {
-            match error {
-                Some(error) => {
-                    jobs.fail(v1::FailRequest {
-                        job_id: job.job_id.clone(),
-                        lease_token: job.lease_token.clone(),
-                        error: error.to_owned(),
-                        retryable: Some(false),
-                        retry_delay_ms: None,
-                    })
-                    .await
-                    .expect("fail");
-                }
-                None => {
-                    jobs.complete(v1::CompleteRequest {
-                        job_id: job.job_id.clone(),
-                        lease_token: job.lease_token.clone(),
-                        result: "done".into(),
-                    })
-                    .await
-                    .expect("complete");
-                }
-            }
-        }
-        claimed
-    })
+fn work(server: &Spoold, queue: &str, count: u32, error: Option<&str>) -> Vec<ClaimedJob> {
+    let (runtime, client, claimed) = claim(server, queue, count, "test-worker");
+    let outcomes = claimed
+        .iter()
+        .map(|job| match error {
+            Some(error) => job.fail(error, false),
+            None => job.complete("done"),
+        })
+        .collect();
+    let results = runtime.block_on(client.jobs().finish(outcomes)).expect("finish");
+    for result in results {
+        let state = result.expect("each outcome is recorded");
+        let expected = if error.is_some() {
+            JobState::Dead
+        } else {
+            JobState::Succeeded
+        };
+        assert_eq!(state, Some(expected));
+    }
+    claimed
 }
 
 /// Claims up to `count` jobs and holds them (leases of a minute).
-fn claim_and_hold(url: &str, queue: &str, count: u32) -> Vec<v1::ClaimedJob> {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let client = Client::connect(url.to_owned()).await.expect("connect");
-        client
-            .jobs_client()
-            .claim(v1::ClaimRequest {
-                queues: vec![queue.to_owned()],
-                max_jobs: count,
-                lease_ms: 60_000,
-                max_wait_ms: 2_000,
-                worker_id: "holder".into(),
-            })
-            .await
-            .expect("claim")
-            .into_inner()
-            .jobs
-    })
+fn claim_and_hold(server: &Spoold, queue: &str, count: u32) -> Vec<ClaimedJob> {
+    claim(server, queue, count, "holder").2
 }
 
 #[test]
@@ -188,9 +175,9 @@ fn dead_jobs_history_retry_purge_and_cancel() {
             "1",
         ]);
     }
-    let failed = work(&server.url(), "billing", 2, Some("smtp: connection refused"));
+    let failed = work(&server, "billing", 2, Some("smtp: connection refused"));
     assert_eq!(failed.len(), 2);
-    let failed_id = failed[0].job_id.as_str();
+    let failed_id = failed[0].id.as_str();
     let dead = server.ok(&["job", "list", "billing", "--state", "dead"]);
     assert_eq!(dead.lines().count(), 3, "{dead}");
     assert!(dead.contains("smtp: connection refused"), "{dead}");
@@ -218,9 +205,9 @@ fn dead_jobs_history_retry_purge_and_cancel() {
         server.json(&["job", "get", failed_id, "--format", "json"])["state"],
         "available"
     );
-    let again = work(&server.url(), "billing", 3, Some("smtp: timeout"));
+    let again = work(&server, "billing", 3, Some("smtp: timeout"));
     assert_eq!(again.len(), 2, "the re-driven job and the third one");
-    let redriven = again.iter().find(|job| job.job_id == failed_id).unwrap();
+    let redriven = again.iter().find(|job| job.id == failed_id).unwrap();
     assert_eq!(
         redriven.attempt, 2,
         "attempt numbers keep counting across re-drives"
@@ -248,11 +235,11 @@ fn dead_jobs_history_retry_purge_and_cancel() {
     let out = server.ok(&["job", "cancel", waiting.trim()]);
     assert!(out.contains("cancelled job"), "{out}");
     server.ok(&["job", "enqueue", "reports", "r2"]);
-    let running = claim_and_hold(&server.url(), "reports", 1);
-    let out = server.ok(&["job", "cancel", &running[0].job_id]);
+    let running = claim_and_hold(&server, "reports", 1);
+    let out = server.ok(&["job", "cancel", &running[0].id]);
     assert!(out.contains("next heartbeat"), "{out}");
     let done = server.ok(&["job", "enqueue", "reports", "r3"]);
-    work(&server.url(), "reports", 1, None);
+    work(&server, "reports", 1, None);
     let message = server.fails(&["job", "cancel", done.trim()]);
     assert!(message.contains("succeeded"), "{message}");
     let job = server.json(&["job", "get", done.trim(), "--format", "json"]);

@@ -1,7 +1,8 @@
 //! `spool topic create|list|describe|delete`.
 
-use spool_client::NewTopic;
-use spool_client::proto::TopicConfig;
+use std::time::Duration;
+
+use spool_client::{NewTopic, TopicConfig};
 
 use crate::args::TopicCommand;
 use crate::output::{errln, out, outln};
@@ -32,7 +33,7 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
                 config.name,
                 config.partitions,
                 if config.partitions == 1 { "" } else { "s" },
-                retention_text(config.retention_ms),
+                retention_text(config.retention),
                 retention_bytes_text(config.retention_bytes),
                 format_bytes(config.segment_bytes),
             )?;
@@ -50,7 +51,7 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
             let config = &description.config;
             outln!("topic            {}", config.name)?;
             outln!("partitions       {}", config.partitions)?;
-            outln!("retention        {}", retention_text(config.retention_ms))?;
+            outln!("retention        {}", retention_text(config.retention))?;
             outln!(
                 "retention bytes  {} per partition",
                 retention_bytes_text(config.retention_bytes)
@@ -109,7 +110,7 @@ fn topics_table(topics: &[TopicConfig]) -> Table {
         table.row(vec![
             name,
             topic.partitions.to_string(),
-            retention_text(topic.retention_ms),
+            retention_text(topic.retention),
             retention_bytes_text(topic.retention_bytes),
             format_bytes(topic.segment_bytes),
         ]);
@@ -117,10 +118,13 @@ fn topics_table(topics: &[TopicConfig]) -> Table {
     table
 }
 
-fn retention_text(retention_ms: i64) -> String {
-    u64::try_from(retention_ms).map_or_else(|_| "forever".into(), format_duration_ms)
+fn retention_text(retention: Option<Duration>) -> String {
+    retention.map_or_else(
+        || "forever".into(),
+        |retention| format_duration_ms(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
+    )
 }
 
-fn retention_bytes_text(retention_bytes: i64) -> String {
-    u64::try_from(retention_bytes).map_or_else(|_| "unlimited".into(), format_bytes)
+fn retention_bytes_text(retention_bytes: Option<u64>) -> String {
+    retention_bytes.map_or_else(|| "unlimited".into(), format_bytes)
 }
