@@ -139,7 +139,11 @@ JSON lines: key, value and header values are strings, null, or {\"base64\": \"..
 timestamp_ms is optional. The output of `spool consume --format json` is valid input.
 
 Each record is acknowledged once fsynced on the server; --durability none acknowledges it once in
-the server's page cache: faster, but a power cut can lose what was acknowledged.";
+the server's page cache: faster, but a power cut can lose what was acknowledged.
+
+A line that cannot be produced (not a JSON record with --json, or larger than the server's size
+limits, which the error names with the setting to raise) stops the command with exit status 1: the
+lines before it are produced, it and the lines after it are not.";
 
 #[derive(Debug, Args)]
 #[command(after_help = PRODUCE_EXAMPLES)]
