@@ -1,5 +1,12 @@
-//! Starting and stopping real `spoold` processes for end-to-end tests.
+//! Starting and stopping real `spoold` processes for end-to-end tests, and
+//! (in `cli.rs`) running the `spool` command against them.
+//!
+//! The binaries come from the target directory of the test executable:
+//! `cargo test --workspace` builds them; a test run without them fails
+//! with the command that builds them, it never passes without running.
 #![allow(dead_code)] // each test binary uses a different part
+
+pub mod cli;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,7 +17,8 @@ use std::time::{Duration, Instant};
 pub mod small_fs;
 
 /// Path of a workspace binary built by `cargo test --workspace` (or
-/// `cargo build`), next to the test executable's `deps` directory.
+/// `cargo build`), next to the test executable's `deps` directory. Panics
+/// with the command that builds it when it is missing.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -18,9 +26,16 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("target profile directory");
     let path = dir.join(name);
+    let package = match name {
+        "spoold" => "spool-server",
+        "spool" => "spool-cli",
+        "spool-worker" => "spool-worker",
+        other => other,
+    };
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --workspace` (or `cargo test --workspace`) first",
+        "{} is missing: build it with `cargo build -p {package}` (or run `cargo test --workspace`, \
+         which builds every binary before the tests), then run the test again",
         path.display()
     );
     path
@@ -32,6 +47,8 @@ pub struct Spoold {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    /// The data directory, when the server made its own: deleted with it.
+    scratch: Option<tempfile::TempDir>,
 }
 
 impl Spoold {
@@ -42,6 +59,15 @@ impl Spoold {
             .flat_map(|s| ["--set".to_owned(), (*s).to_owned()])
             .collect();
         Self::start_with(data_dir, "127.0.0.1:0", args)
+    }
+
+    /// Starts `spoold` on a temporary data directory of its own, deleted
+    /// when the server is dropped, with extra `--set` pairs.
+    pub fn start_temp(settings: &[&str]) -> Spoold {
+        let scratch = tempfile::tempdir().expect("temporary data directory");
+        let mut server = Self::start(scratch.path(), settings);
+        server.scratch = Some(scratch);
+        server
     }
 
     fn start_with(data_dir: &Path, listen: &str, args: Vec<String>) -> Spoold {
@@ -76,6 +102,7 @@ impl Spoold {
             addr,
             data_dir: data_dir.to_owned(),
             args,
+            scratch: None,
         }
     }
 
@@ -109,7 +136,8 @@ impl Spoold {
     /// Starts a new process on the same data directory and settings.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let next = Self::start_with(&self.data_dir, "127.0.0.1:0", self.args.clone());
+        let mut next = Self::start_with(&self.data_dir, "127.0.0.1:0", self.args.clone());
+        next.scratch = self.scratch.take();
         *self = next;
     }
 
@@ -117,7 +145,8 @@ impl Spoold {
     /// clients connected before can reconnect.
     pub fn restart_on_same_address(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let next = Self::start_with(&self.data_dir, &self.addr.to_string(), self.args.clone());
+        let mut next = Self::start_with(&self.data_dir, &self.addr.to_string(), self.args.clone());
+        next.scratch = self.scratch.take();
         *self = next;
     }
 

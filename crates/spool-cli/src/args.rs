@@ -112,7 +112,8 @@ pub enum TopicCommand {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityArg {
-    /// Answer once in the server's page cache.
+    /// Answer once in the server's page cache: faster, but a power cut can
+    /// lose acknowledged records.
     None,
     /// Answer once fsynced to disk.
     Fsync,
@@ -130,12 +131,19 @@ impl From<DurabilityArg> for spool_client::Durability {
 const PRODUCE_EXAMPLES: &str = "\
 Examples:
   echo hello | spool produce orders
-  seq 1 100000 | spool produce orders --durability fsync
+  seq 1 100000 | spool produce orders --durability none
   spool produce orders --key customer-1 < events.txt
   echo '{\"key\":\"k1\",\"value\":\"v\",\"headers\":{\"trace\":\"abc\"}}' | spool produce orders --json
 
 JSON lines: key, value and header values are strings, null, or {\"base64\": \"...\"} for binary;
-timestamp_ms is optional. The output of `spool consume --format json` is valid input.";
+timestamp_ms is optional. The output of `spool consume --format json` is valid input.
+
+Each record is acknowledged once fsynced on the server; --durability none acknowledges it once in
+the server's page cache: faster, but a power cut can lose what was acknowledged.
+
+A line that cannot be produced (not a JSON record with --json, or larger than the server's size
+limits, which the error names with the setting to raise) stops the command with exit status 1: the
+lines before it are produced, it and the lines after it are not.";
 
 #[derive(Debug, Args)]
 #[command(after_help = PRODUCE_EXAMPLES)]
@@ -148,7 +156,7 @@ pub struct ProduceArgs {
     #[arg(long, short)]
     pub partition: Option<u32>,
     /// How far a write must reach before the server acknowledges it.
-    #[arg(long, value_enum, default_value_t = DurabilityArg::None)]
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
     pub durability: DurabilityArg,
     /// Read JSON lines with key, value, headers instead of plain values.
     #[arg(long)]
@@ -242,7 +250,7 @@ pub struct ConsumeArgs {
 
 const REPLAY_EXAMPLES: &str = "\
 Examples:
-  spool replay orders --from earliest > orders.jsonl --format json
+  spool replay orders --from earliest --format json > orders.jsonl
   spool replay orders --from 2026-11-27T00:00:00Z | ./rebuild-state
 
 Records of different partitions interleave; each partition's come in offset order. A progress
@@ -365,7 +373,9 @@ pub struct BenchProducerOptions {
     /// Produce requests in flight per producer (at most one per partition).
     #[arg(long, default_value_t = 16)]
     pub in_flight: usize,
-    /// Durability of every produce.
+    /// Durability of every produce. Unlike `spool produce`, the bench
+    /// defaults to none: it measures the server's pipeline on a topic it
+    /// deletes afterwards, and says which durability it measured.
     #[arg(long, value_enum, default_value_t = DurabilityArg::None)]
     pub durability: DurabilityArg,
 }
@@ -488,5 +498,13 @@ mod tests {
         assert_eq!(error.exit_code(), 2);
         let cli = Cli::try_parse_from(["spool", "--server", "http://h:1", "offsets", "t"]).unwrap();
         assert_eq!(cli.server, "http://h:1");
+    }
+
+    #[test]
+    fn produce_waits_for_fsync_by_default() {
+        let Command::Produce(args) = Cli::try_parse_from(["spool", "produce", "t"]).unwrap().command else {
+            panic!("not a produce");
+        };
+        assert_eq!(args.durability, DurabilityArg::Fsync);
     }
 }

@@ -1,6 +1,8 @@
 //! Turns client errors into messages that say what was wrong and what to do.
 
-use spool_client::{Code, Error};
+use spool_client::{Code, Error, ExceededLimit, SizeLimit};
+
+use crate::units::format_bytes;
 
 /// What the failing call was about, for the hint.
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,7 +68,16 @@ pub fn explain(error: &Error, subject: Subject<'_>) -> String {
             ),
             None => format!("already exists: {message}"),
         },
-        Error::InvalidArgument { .. } => format!("the server refused the request: {message}"),
+        Error::InvalidArgument { .. } => match server_limit_in(&message) {
+            Some(key) => format!(
+                "the server refused the request: {message}; {}",
+                raise_hint(&[key])
+            ),
+            None => format!("the server refused the request: {message}"),
+        },
+        Error::RecordTooLarge { exceeded } => {
+            format!("a record is too large: {}", too_large(exceeded))
+        }
         Error::OutOfRange {
             earliest: Some(earliest),
             latest: Some(latest),
@@ -79,7 +90,9 @@ pub fn explain(error: &Error, subject: Subject<'_>) -> String {
             format!("{error}; use --from earliest, --from latest or an offset in that range")
         }
         Error::OutOfRange { .. } => format!(
-            "{message}; a message exceeded a size limit (the server's request limit or the client's 64 MiB)"
+            "{message}; a message exceeded a size limit: the server's request_bytes_max ({}) or the client's \
+             message_bytes_max (64MiB)",
+            raise_hint(&["request_bytes_max"])
         ),
         Error::ResourceExhausted { .. } => {
             format!("the server is overloaded or out of disk space ({message}); try again later or slower")
@@ -105,6 +118,66 @@ pub fn explain(error: &Error, subject: Subject<'_>) -> String {
     }
 }
 
+/// Which limits a record exceeds and what to do about each:
+/// `the server's record_bytes_max (1MiB) and ...; raise ...`.
+pub fn too_large(exceeded: &[ExceededLimit]) -> String {
+    let limits: Vec<String> = exceeded
+        .iter()
+        .map(|e| format!("{} ({})", e.limit, format_bytes(e.max_bytes)))
+        .collect();
+    let mut text = format!("it exceeds {}", join_and(&limits));
+    let server_keys: Vec<&str> = exceeded.iter().filter_map(|e| e.limit.server_key()).collect();
+    if !server_keys.is_empty() {
+        text.push_str(&format!("; {}", raise_hint(&server_keys)));
+    }
+    if exceeded.iter().any(|e| e.limit == SizeLimit::SegmentBytes) {
+        text.push_str(
+            "; a topic's segment size is fixed when it is created: produce to a topic created with a larger \
+             --segment-bytes",
+        );
+    }
+    if exceeded
+        .iter()
+        .any(|e| e.limit == SizeLimit::ClientMessageBytesMax)
+    {
+        text.push_str("; spool sends no message larger than 64MiB");
+    }
+    text.push_str("; or split the record");
+    text
+}
+
+/// How to raise the server's limits `keys` (configuration keys).
+fn raise_hint(keys: &[&str]) -> String {
+    let flags: Vec<String> = keys.iter().map(|key| format!("--set {key}=SIZE")).collect();
+    let variables: Vec<String> = keys
+        .iter()
+        .map(|key| format!("SPOOL_{}", key.to_ascii_uppercase()))
+        .collect();
+    let plural = if keys.len() == 1 { "" } else { "s" };
+    format!(
+        "raise the server's limit{plural} with `spoold {}` (or {}, or the same key{plural} in its configuration \
+         file)",
+        flags.join(" "),
+        join_and(&variables),
+    )
+}
+
+/// The server limit a refusal names (`record_bytes_max exceeded: ...`).
+fn server_limit_in(message: &str) -> Option<&'static str> {
+    ["record_bytes_max", "batch_bytes_max", "request_bytes_max"]
+        .into_iter()
+        .find(|key| message.contains(&format!("{key} exceeded")))
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_and(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
 fn mentions_partition(message: &str) -> bool {
     message.contains("partition")
 }
@@ -115,4 +188,57 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         cause = source;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use spool_client::Status;
+
+    use super::*;
+
+    #[test]
+    fn a_record_over_the_limits_is_explained_with_the_keys_to_raise() {
+        let exceeded = [
+            ExceededLimit {
+                limit: SizeLimit::RecordBytesMax,
+                actual_bytes: 100 << 20,
+                max_bytes: 1 << 20,
+            },
+            ExceededLimit {
+                limit: SizeLimit::BatchBytesMax,
+                actual_bytes: (100 << 20) + 70,
+                max_bytes: 8 << 20,
+            },
+            ExceededLimit {
+                limit: SizeLimit::ClientMessageBytesMax,
+                actual_bytes: (100 << 20) + 90,
+                max_bytes: 64 << 20,
+            },
+        ];
+        let text = too_large(&exceeded);
+        for needle in [
+            "the server's record_bytes_max (1MiB), the server's batch_bytes_max (8MiB) and the client's \
+             message_bytes_max (64MiB)",
+            "`spoold --set record_bytes_max=SIZE --set batch_bytes_max=SIZE`",
+            "SPOOL_RECORD_BYTES_MAX and SPOOL_BATCH_BYTES_MAX",
+            "no message larger than 64MiB",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn a_server_refusal_naming_a_limit_says_how_to_raise_it() {
+        let error = Error::from(Status::invalid_argument(
+            "record_bytes_max exceeded: 2097161 > 1048576",
+        ));
+        let text = explain(&error, Subject::default());
+        assert!(text.contains("`spoold --set record_bytes_max=SIZE`"), "{text}");
+        assert!(text.contains("SPOOL_RECORD_BYTES_MAX"), "{text}");
+        let other = Error::from(Status::invalid_argument("bad topic name"));
+        assert_eq!(
+            explain(&other, Subject::default()),
+            "the server refused the request: bad topic name"
+        );
+    }
 }

@@ -7,27 +7,34 @@
 //! `SPOOL_SERVER`, default `http://127.0.0.1:7070`) through `spool-client`.
 //!
 //! Layout: `args.rs` (the clap command line; `args/jobs.rs` for the job
-//! commands), `commands/` (one module per command family), `bench/` (the benchmarks), `units.rs` (durations and
-//! sizes), `time.rs` (RFC 3339 timestamps), `json.rs` (records as JSON
-//! lines), `table.rs` and `progress.rs` (terminal output), `errors.rs`
-//! (messages that say what to do).
+//! commands), `commands/` (one module per command family), `bench/` (the
+//! benchmarks), `units.rs` (durations and sizes), `time.rs` (RFC 3339
+//! timestamps), `json.rs` (records as JSON lines), `output.rs` (every write
+//! to stdout and stderr), `table.rs` and `progress.rs` (terminal output),
+//! `errors.rs` (messages that say what to do).
 //!
 //! What it is not: no server, no configuration file, no interactive mode.
-//! Exit codes: 0 success, 1 an error reported on stderr, 2 a usage error
-//! (clap's).
+//! Exit codes: 0 success (also when the reader of stdout went away, as in
+//! `spool consume orders | head -1`), 1 an error reported on stderr, 2 a
+//! usage error (clap's).
 
 #![deny(unsafe_code)]
+// Writes go through `output.rs`, which turns a closed stdout into a quiet
+// exit instead of the panic of `println!`.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
 mod bench;
 mod commands;
 mod errors;
 mod json;
+mod output;
 mod progress;
 mod table;
 mod time;
 mod units;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -35,20 +42,25 @@ use spool_client::Client;
 
 use crate::args::{Cli, Command};
 use crate::errors::{Reported, Subject, explain};
+use crate::output::{errln, stdout_error};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Warnings of the client library (a checkpoint clamped into the log,
+    // a worker retrying) reach the user; failures do not come this way but
+    // as the command's one `error:` line. Colour only on a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            errln!("error: cannot start the async runtime: {error}");
             return ExitCode::from(1);
         }
     };
@@ -58,10 +70,11 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // `spool consume ... | head` closes our stdout: that is success.
-        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        // `spool topic list | head -1` closes our stdout: the reader has
+        // what it wanted, which is success.
+        Err(error) if stdout_error(&error).is_some_and(|e| e.is_closed()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", render(&error, &server));
+            errln!("error: {}", render(&error, &server));
             ExitCode::from(1)
         }
     }
@@ -156,14 +169,6 @@ fn render(error: &anyhow::Error, server: &str) -> String {
         );
     }
     format!("{error:#}")
-}
-
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 #[cfg(test)]

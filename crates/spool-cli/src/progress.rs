@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use crate::output::errln;
 use crate::units::group_thousands;
 
 const REDRAW_INTERVAL: Duration = Duration::from_millis(200);
@@ -85,7 +86,7 @@ impl Progress {
             self.erase();
         }
         let elapsed = self.started.elapsed();
-        eprintln!(
+        errln!(
             "{verb} {} records ({:.1} MB) in {:.2}s, {:.1} MB/s",
             group_thousands(self.records),
             self.bytes as f64 / 1e6,

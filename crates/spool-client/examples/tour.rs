@@ -1,11 +1,12 @@
 //! A tour of the client against a running server, printing what each call
 //! returns: `cargo run -p spool-client --example tour -- http://127.0.0.1:7070`.
 //!
-//! It creates a topic named `tour-<time>`, exercises every RPC and deletes
-//! the topic at the end.
+//! It creates a topic named `tour-<time>`, exercises every Log RPC, deletes
+//! the topic at the end, and runs one job through the typed job client.
 
 use std::time::{Duration, Instant};
 
+use spool_client::jobs::{Claim, NewJob};
 use spool_client::{
     Client, Durability, Error, NewTopic, OffsetSpec, ProducerConfig, Record, StartPosition, Target,
 };
@@ -17,6 +18,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:7070".into());
     let client = Client::connect(url).await?;
+    let info = client.server_info().await?;
+    println!("server {} with limits {:?}", info.version, info.limits);
     let topic = format!(
         "tour-{}",
         std::time::SystemTime::now()
@@ -121,5 +124,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(Error::NotFound { status }) => println!("deleted: {}", status.message()),
         other => println!("expected NOT_FOUND, got {other:?}"),
     }
+
+    // Jobs: enqueue, claim and finish by hand, then look at what happened.
+    let jobs = client.jobs();
+    let queue = format!("{topic}-jobs");
+    let enqueued = jobs.enqueue(NewJob::new(queue.clone(), "hello")).await?;
+    println!("enqueued {enqueued:?}");
+    let claim = Claim {
+        queues: vec![queue.clone()],
+        max_jobs: 10,
+        lease: Duration::from_secs(30),
+        max_wait: Duration::from_secs(1),
+        worker_id: "tour".into(),
+    };
+    let claimed = jobs.claim(&claim).await?;
+    let outcomes = claimed.iter().map(|job| job.complete("done")).collect();
+    println!("finished: {:?}", jobs.finish(outcomes).await?);
+    println!("job: {:?}", jobs.get(&enqueued.job_id).await?.state);
+    let history = jobs.history(&enqueued.job_id, None, 0).await?;
+    let kinds: Vec<&str> = history.items.iter().map(|event| event.kind.as_str()).collect();
+    println!("history: {kinds:?}");
+    println!("stats: {:?}", jobs.stats(&queue).await?);
     Ok(())
 }

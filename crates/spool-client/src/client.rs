@@ -9,6 +9,7 @@ use tonic::{Request, Streaming};
 
 use crate::consumer::ConsumerBuilder;
 use crate::error::{Error, Result};
+use crate::jobs::Jobs;
 use crate::producer::{Producer, ProducerConfig};
 use crate::record::{ConsumedRecord, Record, decode_batches};
 
@@ -46,13 +47,16 @@ impl Default for ClientOptions {
 }
 
 /// Durability a write must reach before the server answers.
+///
+/// The default is [`Durability::Fsync`], as on the server: an acknowledged
+/// record survives a power cut unless the writer asked for less.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Durability {
     /// In the server's page cache: survives a crash of the server process,
-    /// not of the machine.
-    #[default]
+    /// not of the machine. Faster; a power cut can lose acknowledged records.
     None,
     /// Fsynced to disk (group-committed with other writers).
+    #[default]
     Fsync,
 }
 
@@ -109,12 +113,97 @@ impl NewTopic {
     }
 }
 
+/// A topic's configuration, with the server's defaults resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub name: String,
+    /// Partitions, numbered 0 to `partitions - 1`.
+    pub partitions: u32,
+    /// Closed segments whose newest record is older are deleted; `None`
+    /// keeps them forever.
+    pub retention: Option<Duration>,
+    /// Per partition, the oldest closed segments are deleted while it holds
+    /// more; `None` for no size limit.
+    pub retention_bytes: Option<u64>,
+    /// A partition's active segment is closed at this size.
+    pub segment_bytes: u64,
+    /// One of the server's own topics (names starting with `__`).
+    pub internal: bool,
+}
+
+impl TopicConfig {
+    fn from_proto(config: v1::TopicConfig) -> Self {
+        TopicConfig {
+            name: config.name,
+            partitions: config.partitions,
+            // The wire's -1 (or any negative value) is "no limit".
+            retention: u64::try_from(config.retention_ms).ok().map(Duration::from_millis),
+            retention_bytes: u64::try_from(config.retention_bytes).ok(),
+            segment_bytes: config.segment_bytes,
+            internal: config.internal,
+        }
+    }
+}
+
+/// The state of one partition when it was described.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// The first offset still kept.
+    pub log_start_offset: u64,
+    /// The offset the next record will get.
+    pub high_watermark: u64,
+    /// Bytes of the partition's segments (indexes excluded).
+    pub size_bytes: u64,
+    /// Segments, the active one included.
+    pub segment_count: u32,
+}
+
 /// A topic's configuration and the state of each of its partitions.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicDescription {
-    pub config: v1::TopicConfig,
+    pub config: TopicConfig,
     /// Sorted by partition number.
-    pub partitions: Vec<v1::PartitionInfo>,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// An offset [`Client::list_offsets`] resolved in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffset {
+    pub partition: u32,
+    /// For a timestamp past every record, the high watermark.
+    pub offset: u64,
+    /// For [`OffsetSpec::Timestamp`], the timestamp of the record at
+    /// `offset`, when there is one.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// What a server says about itself ([`Client::server_info`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The server's version, for example `0.1.0`.
+    pub version: String,
+    pub limits: ServerLimits,
+    /// Durability of produce and checkpoint requests that leave it
+    /// unspecified (the server's `default_durability`).
+    pub default_durability: Durability,
+}
+
+/// The server's size limits, in bytes, each named after the `spoold`
+/// configuration key that sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Largest request message the server decodes.
+    pub request_bytes_max: u64,
+    /// Largest record as stored (see [`Record::stored_bytes`]).
+    pub record_bytes_max: u64,
+    /// Largest batch, header included.
+    pub batch_bytes_max: u64,
+    /// Largest fetch or subscribe chunk (one whole batch is returned even
+    /// when larger).
+    pub fetch_bytes_max: u64,
+    /// Largest job payload or result.
+    pub job_payload_bytes_max: u64,
 }
 
 /// A consumer position stored on the server.
@@ -152,6 +241,7 @@ pub struct Client {
     jobs: JobsClient<Channel>,
     url: String,
     request_timeout: Option<Duration>,
+    message_bytes_max: usize,
 }
 
 impl Client {
@@ -209,6 +299,7 @@ impl Client {
             jobs,
             url: url.into(),
             request_timeout: options.request_timeout,
+            message_bytes_max: options.message_bytes_max,
         }
     }
 
@@ -217,13 +308,25 @@ impl Client {
         &self.url
     }
 
+    /// Largest gRPC message this client sends or accepts
+    /// ([`ClientOptions::message_bytes_max`]).
+    pub fn message_bytes_max(&self) -> usize {
+        self.message_bytes_max
+    }
+
     /// The generated tonic client, for calls this type does not wrap.
     pub fn log_client(&self) -> LogClient<Channel> {
         self.inner.clone()
     }
 
+    /// The typed client of the `spool.v1.Jobs` service, on the same
+    /// connection (see [`Jobs`]).
+    pub fn jobs(&self) -> Jobs {
+        Jobs::new(self.jobs.clone(), self.request_timeout)
+    }
+
     /// The generated tonic client of the `spool.v1.Jobs` service, on the
-    /// same connection.
+    /// same connection, for calls [`Jobs`] does not wrap.
     pub fn jobs_client(&self) -> JobsClient<Channel> {
         self.jobs.clone()
     }
@@ -237,7 +340,7 @@ impl Client {
     }
 
     /// Creates a topic; returns its configuration with defaults resolved.
-    pub async fn create_topic(&self, topic: NewTopic) -> Result<v1::TopicConfig> {
+    pub async fn create_topic(&self, topic: NewTopic) -> Result<TopicConfig> {
         let request = v1::CreateTopicRequest {
             name: topic.name,
             partitions: topic.partitions,
@@ -249,6 +352,7 @@ impl Client {
         response
             .into_inner()
             .topic
+            .map(TopicConfig::from_proto)
             .ok_or_else(|| Error::protocol("CreateTopic answered without a topic"))
     }
 
@@ -262,10 +366,15 @@ impl Client {
     }
 
     /// Lists topics sorted by name, internal ones too if asked.
-    pub async fn list_topics(&self, include_internal: bool) -> Result<Vec<v1::TopicConfig>> {
+    pub async fn list_topics(&self, include_internal: bool) -> Result<Vec<TopicConfig>> {
         let request = v1::ListTopicsRequest { include_internal };
         let response = self.inner.clone().list_topics(self.request(request)).await?;
-        Ok(response.into_inner().topics)
+        Ok(response
+            .into_inner()
+            .topics
+            .into_iter()
+            .map(TopicConfig::from_proto)
+            .collect())
     }
 
     /// Describes a topic: configuration and per-partition state.
@@ -279,8 +388,18 @@ impl Client {
             .topic
             .ok_or_else(|| Error::protocol("DescribeTopic answered without a topic"))?;
         Ok(TopicDescription {
-            config,
-            partitions: response.partitions,
+            config: TopicConfig::from_proto(config),
+            partitions: response
+                .partitions
+                .into_iter()
+                .map(|partition| PartitionInfo {
+                    partition: partition.partition,
+                    log_start_offset: partition.log_start_offset,
+                    high_watermark: partition.high_watermark,
+                    size_bytes: partition.size_bytes,
+                    segment_count: partition.segment_count,
+                })
+                .collect(),
         })
     }
 
@@ -375,7 +494,7 @@ impl Client {
         topic: &str,
         partition: Option<u32>,
         spec: OffsetSpec,
-    ) -> Result<Vec<v1::PartitionOffset>> {
+    ) -> Result<Vec<PartitionOffset>> {
         let (spec, timestamp_ms) = match spec {
             OffsetSpec::Earliest => (v1::OffsetSpec::Earliest, None),
             OffsetSpec::Latest => (v1::OffsetSpec::Latest, None),
@@ -388,7 +507,16 @@ impl Client {
             timestamp_ms,
         };
         let response = self.inner.clone().list_offsets(self.request(request)).await?;
-        Ok(response.into_inner().offsets)
+        Ok(response
+            .into_inner()
+            .offsets
+            .into_iter()
+            .map(|offset| PartitionOffset {
+                partition: offset.partition,
+                offset: offset.offset,
+                timestamp_ms: offset.timestamp_ms,
+            })
+            .collect())
     }
 
     /// Stores a named consumer's positions (`(partition, next offset)`) in a
@@ -440,6 +568,31 @@ impl Client {
                 commit_time_ms: checkpoint.commit_time_ms,
             })
             .collect())
+    }
+
+    /// The server's version, size limits and default durability. A server
+    /// older than this call answers [`Error::Other`] with
+    /// [`Code::Unimplemented`](tonic::Code::Unimplemented).
+    pub async fn server_info(&self) -> Result<ServerInfo> {
+        let request = v1::GetServerInfoRequest {};
+        let response = self
+            .inner
+            .clone()
+            .get_server_info(self.request(request))
+            .await?
+            .into_inner();
+        Ok(ServerInfo {
+            version: response.version,
+            limits: ServerLimits {
+                request_bytes_max: response.request_bytes_max,
+                record_bytes_max: response.record_bytes_max,
+                batch_bytes_max: response.batch_bytes_max,
+                fetch_bytes_max: response.fetch_bytes_max,
+                job_payload_bytes_max: response.job_payload_bytes_max,
+            },
+            default_durability: Durability::from_proto(response.default_durability)
+                .ok_or_else(|| Error::protocol("GetServerInfo answered without a default durability"))?,
+        })
     }
 
     /// A batching producer for `topic` (see [`Producer`]).

@@ -552,7 +552,7 @@ impl Subscription {
     }
 }
 
-fn offsets_map(offsets: Vec<v1::PartitionOffset>) -> BTreeMap<u32, u64> {
+fn offsets_map(offsets: Vec<crate::client::PartitionOffset>) -> BTreeMap<u32, u64> {
     offsets
         .into_iter()
         .map(|offset| (offset.partition, offset.offset))

@@ -96,6 +96,20 @@ pub enum Error {
     #[error("cannot encode records: {reason}")]
     Encode { reason: String },
 
+    /// A record is larger than a size limit of the server, of its topic or
+    /// of this client, found before it was sent: nothing was sent. The
+    /// server's limits are the ones it reported when the producer was
+    /// created (`GetServerInfo`).
+    ///
+    /// The check sizes a record as the first of its batch. A record within
+    /// a few bytes of `record_bytes_max` that lands behind others in a batch
+    /// can still be refused by the server (`INVALID_ARGUMENT`).
+    #[error("{}", describe_exceeded(.exceeded))]
+    RecordTooLarge {
+        /// Every limit the record exceeds, tightest first.
+        exceeded: Vec<ExceededLimit>,
+    },
+
     /// A partition outside the topic's range was given to the producer or
     /// the consumer.
     #[error("topic {topic:?} has no partition {partition} (it has {partitions})")]
@@ -131,6 +145,78 @@ pub enum Error {
     /// field, a count that does not add up).
     #[error("unexpected response from the server: {reason}")]
     Protocol { reason: String },
+}
+
+/// A size limit a record can exceed. [`SizeLimit::server_key`] names the
+/// server's configuration key for the limits that are the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SizeLimit {
+    /// The server's `record_bytes_max`: the largest record as stored.
+    RecordBytesMax,
+    /// The server's `batch_bytes_max`: a record travels in a batch, whose
+    /// header it adds to.
+    BatchBytesMax,
+    /// The server's `request_bytes_max`: the largest request message.
+    RequestBytesMax,
+    /// The topic's `segment_bytes`, chosen when the topic was created: no
+    /// batch may be larger than a segment.
+    SegmentBytes,
+    /// This client's [`ClientOptions::message_bytes_max`](crate::ClientOptions).
+    ClientMessageBytesMax,
+}
+
+impl SizeLimit {
+    /// The limit's name: its server configuration key, the topic setting
+    /// or the client option.
+    pub fn name(self) -> &'static str {
+        match self {
+            SizeLimit::RecordBytesMax => "record_bytes_max",
+            SizeLimit::BatchBytesMax => "batch_bytes_max",
+            SizeLimit::RequestBytesMax => "request_bytes_max",
+            SizeLimit::SegmentBytes => "segment_bytes",
+            SizeLimit::ClientMessageBytesMax => "message_bytes_max",
+        }
+    }
+
+    /// The `spoold` configuration key that sets this limit, for the
+    /// server's limits (`spoold --set KEY=SIZE`, `SPOOL_KEY`).
+    pub fn server_key(self) -> Option<&'static str> {
+        match self {
+            SizeLimit::RecordBytesMax | SizeLimit::BatchBytesMax | SizeLimit::RequestBytesMax => {
+                Some(self.name())
+            }
+            SizeLimit::SegmentBytes | SizeLimit::ClientMessageBytesMax => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SizeLimit::SegmentBytes => write!(f, "the topic's segment_bytes"),
+            SizeLimit::ClientMessageBytesMax => write!(f, "the client's message_bytes_max"),
+            server => write!(f, "the server's {}", server.name()),
+        }
+    }
+}
+
+/// One limit a record exceeds, and by how much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExceededLimit {
+    pub limit: SizeLimit,
+    /// What the limit measures for this record: the record as stored, its
+    /// batch, or the request carrying it.
+    pub actual_bytes: u64,
+    pub max_bytes: u64,
+}
+
+fn describe_exceeded(exceeded: &[ExceededLimit]) -> String {
+    let parts: Vec<String> = exceeded
+        .iter()
+        .map(|e| format!("{} ({} > {} bytes)", e.limit, e.actual_bytes, e.max_bytes))
+        .collect();
+    format!("a record is too large for {}", parts.join(", "))
 }
 
 impl Error {

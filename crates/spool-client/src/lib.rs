@@ -2,28 +2,38 @@
 //!
 //! - [`Client`]: a connection (one HTTP/2 channel, cheap to clone) with a
 //!   thin async method per RPC: topics, produce, fetch, subscribe, offsets,
-//!   checkpoints; [`Client::log_client`] gives the generated tonic client.
+//!   checkpoints, the server's version and limits; answers are Rust types
+//!   ([`TopicConfig`], [`PartitionOffset`], ...), and [`Client::log_client`]
+//!   gives the generated tonic client for the rest.
 //! - [`Producer`]: batches records per partition by size and linger time,
 //!   sends each batch already encoded in the storage format (the server's
 //!   fast path), partitions keys with the server's own function, bounds the
-//!   requests in flight (backpressure reaches the caller), and acknowledges
-//!   each record with its offset. Retries on `UNAVAILABLE` may duplicate
+//!   requests in flight (backpressure reaches the caller), refuses a record
+//!   over the server's size limits before sending it
+//!   ([`Error::RecordTooLarge`]), and acknowledges each record with its
+//!   offset, fsynced by default. Retries on `UNAVAILABLE` may duplicate
 //!   records: see [`Producer`].
 //! - [`Consumer`]: an async [`Stream`](tokio_stream::Stream) of
 //!   [`ConsumedRecord`]s from one or all partitions, starting at the earliest
 //!   or latest offset, an offset, a timestamp or a named checkpoint, and
 //!   committing checkpoints.
+//! - [`jobs::Jobs`] ([`Client::jobs`]): the typed job client: enqueue (one
+//!   or a batch), get, list, history, re-drive and purge dead jobs, cancel,
+//!   queue statistics, bare claims and outcomes, with states as enums and
+//!   durations as [`Duration`](std::time::Duration).
 //! - [`worker`]: the job worker runtime: handlers per queue, bounded
 //!   concurrency, batched claims and acknowledgements, heartbeats,
 //!   cancellation, graceful shutdown; [`Client::jobs_client`] gives the
 //!   generated Jobs client for everything else.
 //! - [`Error`]: gRPC statuses mapped into variants that keep the status.
 //!
-//! Layout: `client.rs` (connection and RPCs), `producer/` (the `Producer`;
-//! `accumulator.rs` holds its batching decisions, free of I/O and clock so
-//! they are unit tested; `delivery.rs` the acknowledgements), `consumer.rs`,
-//! `record.rs` (record types and the batch codec glue over
-//! `spool_format::batch`), `error.rs`, `worker/` (the job worker runtime).
+//! Layout: `client.rs` (connection, log RPCs and their types), `producer/`
+//! (the `Producer`; `accumulator.rs` holds its batching decisions, free of
+//! I/O and clock so they are unit tested; `limits.rs` the size limits it
+//! checks; `delivery.rs` the acknowledgements), `consumer.rs`, `record.rs`
+//! (record types, their sizes and the batch codec glue over
+//! `spool_format::batch`), `error.rs`, `jobs/` (the typed job client; its
+//! types in `types.rs`), `worker/` (the job worker runtime).
 //!
 //! What it is not: no server, no TLS, no consumer groups (offsets are the
 //! consumer's, checkpoints optional), no idempotent producer (a retry can
@@ -55,17 +65,20 @@
 mod client;
 mod consumer;
 mod error;
+pub mod jobs;
 mod producer;
 mod record;
 pub mod worker;
 
 pub use client::{
     Checkpoint, Client, ClientOptions, Durability, MESSAGE_BYTES_MAX_DEFAULT, NewTopic, OffsetSpec,
-    TopicDescription,
+    PartitionInfo, PartitionOffset, ServerInfo, ServerLimits, TopicConfig, TopicDescription,
 };
 pub use consumer::{CheckpointFallback, Consumer, ConsumerBuilder, StartPosition};
-pub use error::{Error, HIGH_WATERMARK_METADATA, LOG_START_OFFSET_METADATA, Result};
-pub use producer::{BatchAck, DeliveryFuture, Producer, ProducerConfig, RecordAck, Target};
+pub use error::{
+    Error, ExceededLimit, HIGH_WATERMARK_METADATA, LOG_START_OFFSET_METADATA, Result, SizeLimit,
+};
+pub use producer::{BatchAck, DeliveryFuture, ProduceLimits, Producer, ProducerConfig, RecordAck, Target};
 pub use record::{ConsumedRecord, Header, Record, decode_batches, encode_batch};
 /// The generated protobuf types and tonic clients (`spool_proto::v1`).
 pub use spool_proto::v1 as proto;

@@ -64,6 +64,20 @@ impl Record {
         self
     }
 
+    /// Bytes this record takes as stored when it is the first of its batch:
+    /// key, value, headers and their framing, what the server's
+    /// `record_bytes_max` measures. Later records of a batch take a byte or
+    /// two more for their offset and timestamp deltas.
+    pub fn stored_bytes(&self) -> u64 {
+        stored_bytes(
+            self.key.as_ref().map(Bytes::len),
+            self.value.as_ref().map(Bytes::len),
+            self.headers
+                .iter()
+                .map(|header| (header.key.len(), header.value.as_ref().map(Bytes::len))),
+        )
+    }
+
     /// Bytes this record adds to an encoded batch, a close upper bound used
     /// for batching decisions (varint lengths counted at their maximum).
     pub fn encoded_bytes_estimate(&self) -> usize {
@@ -240,6 +254,47 @@ pub fn decode_batches(
     Ok(())
 }
 
+/// Bytes of a record as stored when it is first in its batch (offset and
+/// timestamp deltas 0), from the lengths of its fields: `None` is a null
+/// key or value. Mirrors the record layout of docs/storage-format.md; a
+/// test checks it against the codec.
+pub(crate) fn stored_bytes(
+    key_bytes: Option<usize>,
+    value_bytes: Option<usize>,
+    headers: impl ExactSizeIterator<Item = (usize, Option<usize>)>,
+) -> u64 {
+    let nullable = |bytes: Option<usize>| match bytes {
+        // A null field is its length -1, one byte as a zigzag varint.
+        None => 1,
+        Some(bytes) => zigzag_varint_bytes(bytes as u64) + bytes as u64,
+    };
+    // Attributes, then the offset and timestamp deltas (one byte each at 0).
+    let mut bytes =
+        3 + nullable(key_bytes) + nullable(value_bytes) + zigzag_varint_bytes(headers.len() as u64);
+    for (key_bytes, value_bytes) in headers {
+        bytes += nullable(Some(key_bytes)) + nullable(value_bytes);
+    }
+    bytes
+}
+
+/// Bytes of a batch holding one record of `stored_bytes`: the header, the
+/// record's length and the record.
+pub(crate) fn single_record_batch_bytes(stored_bytes: u64) -> u64 {
+    batch::HEADER_BYTES as u64 + zigzag_varint_bytes(stored_bytes) + stored_bytes
+}
+
+/// Bytes of the zigzag varint of a non-negative `value` (the format's
+/// lengths and deltas).
+fn zigzag_varint_bytes(value: u64) -> u64 {
+    varint_bytes(value << 1)
+}
+
+/// Bytes of the unsigned LEB128 varint of `value`, as protobuf and the batch
+/// format write them.
+pub(crate) fn varint_bytes(value: u64) -> u64 {
+    u64::from((64 - (value | 1).leading_zeros()).div_ceil(7))
+}
+
 /// The current time in Unix epoch milliseconds.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -317,6 +372,64 @@ mod tests {
         encoded[last] ^= 0xff;
         let error = decode_batches(3, [Bytes::from(encoded)], 0, None, &mut Vec::new()).unwrap_err();
         assert!(matches!(error, Error::Corrupt { partition: 3, .. }), "{error:?}");
+    }
+
+    #[test]
+    fn stored_sizes_match_the_codec() {
+        let value_sizes = [0usize, 1, 63, 64, 8_191, 8_192, 1 << 20, (1 << 20) + 3];
+        let records = value_sizes.iter().flat_map(|&size| {
+            let value = Bytes::from(vec![b'v'; size]);
+            [
+                Record::new(value.clone()),
+                Record::new(value.clone()).with_key("customer-1"),
+                Record {
+                    key: Some(Bytes::new()),
+                    value: None,
+                    headers: vec![
+                        Header::new("trace", value.clone()),
+                        Header {
+                            key: "null".into(),
+                            value: None,
+                        },
+                    ],
+                    timestamp_ms: Some(5),
+                },
+            ]
+        });
+        for record in records {
+            let encoded = encode_batch(std::slice::from_ref(&record), 5).unwrap();
+            assert_eq!(
+                single_record_batch_bytes(record.stored_bytes()),
+                encoded.len() as u64,
+                "{} value bytes",
+                record.value.as_ref().map_or(0, Bytes::len)
+            );
+            let limits = BatchLimits {
+                record_bytes_max: record.stored_bytes(),
+                batch_bytes_max: u64::MAX,
+            };
+            let views = [batch::Record {
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+                headers: &record
+                    .headers
+                    .iter()
+                    .map(|header| batch::Header {
+                        key: &header.key,
+                        value: header.value.as_deref(),
+                    })
+                    .collect::<Vec<_>>(),
+                timestamp_ms: record.timestamp_ms,
+            }];
+            assert!(batch::plan(&views, 5, limits).is_ok(), "exactly at the limit");
+            let below = BatchLimits {
+                record_bytes_max: record.stored_bytes() - 1,
+                ..limits
+            };
+            assert!(batch::plan(&views, 5, below).is_err(), "a byte over the limit");
+        }
+        assert_eq!((varint_bytes(0), varint_bytes(127), varint_bytes(128)), (1, 1, 2));
+        assert_eq!(varint_bytes(u64::MAX), 10);
     }
 
     #[test]

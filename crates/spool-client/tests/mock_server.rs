@@ -11,7 +11,8 @@ use bytes::Bytes;
 use spool_client::proto::log_server::{Log, LogServer};
 use spool_client::proto::{self as v1};
 use spool_client::{
-    Client, ConsumedRecord, Durability, Error, ProducerConfig, Record, StartPosition, Target, decode_batches,
+    Client, ConsumedRecord, Durability, Error, ProducerConfig, Record, SizeLimit, StartPosition, Target,
+    decode_batches,
 };
 use spool_format::batch::{self, BatchLimits};
 use spool_proto::partitioner::partition_for_key;
@@ -30,6 +31,9 @@ struct State {
     unavailable_next: u32,
     /// Every produce call answers INVALID_ARGUMENT.
     refuse_all: bool,
+    /// What GetServerInfo answers; `None` answers UNIMPLEMENTED, as a
+    /// server older than the call does.
+    server_info: Option<v1::GetServerInfoResponse>,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +205,16 @@ impl Log for Mock {
         _: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
         unimplemented()
+    }
+
+    async fn get_server_info(
+        &self,
+        _: Request<v1::GetServerInfoRequest>,
+    ) -> Result<Response<v1::GetServerInfoResponse>, Status> {
+        match self.state.lock().unwrap().server_info.clone() {
+            Some(info) => Ok(Response::new(info)),
+            None => unimplemented(),
+        }
     }
 }
 
@@ -452,4 +466,65 @@ async fn the_consumer_decodes_batches_from_an_offset_to_the_end() {
         ),
         "{out_of_range:?}"
     );
+}
+
+#[tokio::test]
+async fn a_record_over_the_server_s_limits_is_refused_before_it_is_sent() {
+    let (client, state) = start(1, None).await;
+    state.lock().unwrap().server_info = Some(v1::GetServerInfoResponse {
+        version: "mock".into(),
+        request_bytes_max: 16 << 20,
+        record_bytes_max: 1 << 10,
+        batch_bytes_max: 8 << 10,
+        fetch_bytes_max: 3 << 20,
+        job_payload_bytes_max: 512,
+        default_durability: v1::Durability::Fsync as i32,
+    });
+    let config = ProducerConfig {
+        batch_bytes_max: 1 << 20,
+        linger_ms: 0,
+        ..ProducerConfig::default()
+    };
+    let producer = client.producer("orders", config).await.unwrap();
+    assert_eq!(
+        producer.limits().batch_bytes_max(),
+        8 << 10,
+        "batches held to the server's limit"
+    );
+
+    let error = producer
+        .enqueue(Record::new(vec![0u8; 2 << 10]))
+        .await
+        .unwrap_err();
+    match &error {
+        Error::RecordTooLarge { exceeded } => {
+            assert_eq!(exceeded.len(), 1, "{error}");
+            assert_eq!(exceeded[0].limit, SizeLimit::RecordBytesMax);
+            assert_eq!(exceeded[0].limit.server_key(), Some("record_bytes_max"));
+            assert_eq!(exceeded[0].max_bytes, 1 << 10);
+        }
+        other => panic!("expected RecordTooLarge, got {other:?}"),
+    }
+    assert!(
+        error.to_string().contains("the server's record_bytes_max"),
+        "{error}"
+    );
+    let too_many = vec![Record::new(vec![0u8; 900]); 10];
+    assert!(matches!(
+        producer.send_batch(Target::Partition(0), &too_many).await,
+        Err(Error::Encode { .. })
+    ));
+
+    // Records within the limits still go, in batches the server takes.
+    let mut deliveries = Vec::new();
+    for _ in 0..50 {
+        deliveries.push(producer.enqueue(Record::new(vec![1u8; 900])).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    producer.close().await.unwrap();
+    let state = state.lock().unwrap();
+    assert!(state.logs[0].iter().all(|batch| batch.len() <= 8 << 10));
+    assert_eq!(state.high_watermarks[0], 50, "the refused record was never sent");
 }

@@ -681,6 +681,22 @@ impl Log for LogService {
             .collect();
         Ok(Response::new(v1::GetCheckpointResponse { partitions }))
     }
+
+    async fn get_server_info(
+        &self,
+        _request: Request<v1::GetServerInfoRequest>,
+    ) -> Result<Response<v1::GetServerInfoResponse>, Status> {
+        let config = &self.state.config;
+        Ok(Response::new(v1::GetServerInfoResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            request_bytes_max: config.request_bytes_max,
+            record_bytes_max: config.store.record_bytes_max,
+            batch_bytes_max: config.store.batch_bytes_max,
+            fetch_bytes_max: config.fetch_bytes_max,
+            job_payload_bytes_max: config.effective_jobs().payload_bytes_max,
+            default_durability: convert::durability_to_proto(config.default_durability),
+        }))
+    }
 }
 
 /// Timestamp of the record at `offset`, if it can be read.

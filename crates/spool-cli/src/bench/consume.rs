@@ -4,10 +4,11 @@
 use std::time::Instant;
 
 use serde_json::json;
-use spool_client::{OffsetSpec, ProducerConfig, Record, StartPosition, Target};
+use spool_client::{Durability, OffsetSpec, ProducerConfig, Record, StartPosition, Target};
 
 use super::{BenchTopic, Report, connect, latency_histogram, payloads};
 use crate::args::BenchConsumeArgs;
+use crate::output::errln;
 use crate::units::group_thousands;
 use crate::{Context, Explain};
 
@@ -88,7 +89,7 @@ async fn preload(
     count: u64,
 ) -> anyhow::Result<()> {
     if !args.common.json {
-        eprintln!(
+        errln!(
             "preloading {} records into '{}'...",
             group_thousands(count),
             topic.name
@@ -104,8 +105,13 @@ async fn preload(
         })
         .collect();
     let client = connect(context).await?;
+    // The backlog only sets the stage for the consume being measured.
+    let config = ProducerConfig {
+        durability: Durability::None,
+        ..ProducerConfig::default()
+    };
     let producer = client
-        .producer(&topic.name, ProducerConfig::default())
+        .producer(&topic.name, config)
         .await
         .explain(context.about(&topic.name))?;
     let batches = count.div_ceil(per_batch);

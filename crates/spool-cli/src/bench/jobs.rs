@@ -14,19 +14,18 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use spool_client::proto as v1;
+use spool_client::jobs::{Claim, Jobs, NewJob};
 
 use super::{connect, format_micros, latency_histogram, round3};
 use crate::args::BenchJobsArgs;
-use crate::commands::job::answer;
-use crate::commands::queue::fetch_stats;
+use crate::output::{out, outln};
 use crate::units::group_thousands;
 use crate::{Context, Explain};
 
 /// Lease of the bench's claims: far longer than a batch takes to finish.
-const LEASE_MS: u64 = 60_000;
+const LEASE: Duration = Duration::from_secs(60);
 /// Long poll of a claim; bounds how long a consumer takes to notice the end.
-const CLAIM_WAIT_MS: u32 = 200;
+const CLAIM_WAIT: Duration = Duration::from_millis(200);
 /// The bench fails if no job completes for this long.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -75,8 +74,13 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
             .unwrap_or_default();
         format!("bench-jobs-{}", now.as_millis())
     });
-    let stats = fetch_stats(context, &queue).await?;
-    let waiting = stats.scheduled_count + stats.available_count + stats.running_count;
+    let stats = context
+        .client
+        .jobs()
+        .stats(&queue)
+        .await
+        .explain(context.subject())?;
+    let waiting = stats.waiting_count();
     if waiting > 0 {
         anyhow::bail!(
             "queue '{queue}' holds {waiting} scheduled, available or running jobs, which the bench would \
@@ -103,7 +107,7 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
     for index in 0..args.consumers {
         let client = connect(context).await?;
         let consumer = Consumer {
-            client: client.jobs_client(),
+            jobs: client.jobs(),
             queue: queue.clone(),
             worker_id: format!("bench-{}-{index}", std::process::id()),
             claim_batch: args.claim_batch,
@@ -121,7 +125,7 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
     for _ in 0..args.enqueuers {
         let client = connect(context).await?;
         let enqueuer = Enqueuer {
-            client: client.jobs_client(),
+            jobs: client.jobs(),
             queue: queue.clone(),
             batch: u64::from(args.enqueue_batch),
             padding: Bytes::from(vec![0x5a; payload_bytes - 8]),
@@ -186,13 +190,13 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
             ("consumers", json!(args.consumers)),
             ("worker_runtime", json!(args.worker_runtime)),
             ("claim_batch", json!(args.claim_batch)),
-            ("claim_wait_ms", json!(CLAIM_WAIT_MS)),
+            ("claim_wait_ms", json!(CLAIM_WAIT.as_millis() as u64)),
         ],
     };
     if args.json {
-        println!("{}", report.to_json());
+        outln!("{}", report.to_json())?;
     } else {
-        print!("{}", report.to_text());
+        out!("{}", report.to_text())?;
     }
     Ok(())
 }
@@ -214,7 +218,7 @@ async fn watch_for_stalls(shared: Arc<Shared>) -> bool {
 }
 
 struct Enqueuer {
-    client: v1::jobs_client::JobsClient<tonic::transport::Channel>,
+    jobs: Jobs,
     queue: String,
     batch: u64,
     padding: Bytes,
@@ -226,7 +230,7 @@ struct Enqueuer {
 impl Enqueuer {
     /// Enqueues batches until the count is handed out or the deadline
     /// passed; returns the round trips of its requests.
-    async fn run(mut self) -> spool_client::Result<Histogram<u64>> {
+    async fn run(self) -> spool_client::Result<Histogram<u64>> {
         let mut round_trips = latency_histogram();
         loop {
             if self.shared.stop.load(Ordering::Relaxed) {
@@ -245,10 +249,9 @@ impl Enqueuer {
             };
             let sent = Instant::now();
             let sent_ns = self.shared.elapsed_ns();
-            let request = v1::EnqueueBatchRequest {
-                jobs: (0..jobs).map(|_| self.job(sent_ns)).collect(),
-            };
-            answer(self.client.enqueue_batch(request).await)?;
+            self.jobs
+                .enqueue_batch((0..jobs).map(|_| self.job(sent_ns)).collect())
+                .await?;
             round_trips.saturating_record(sent.elapsed().as_micros() as u64);
             self.shared.enqueued.fetch_add(jobs, Ordering::AcqRel);
             self.shared
@@ -258,20 +261,16 @@ impl Enqueuer {
         Ok(round_trips)
     }
 
-    fn job(&self, sent_ns: u64) -> v1::EnqueueRequest {
+    fn job(&self, sent_ns: u64) -> NewJob {
         let mut payload = BytesMut::with_capacity(8 + self.padding.len());
         payload.put_u64_le(sent_ns);
         payload.put_slice(&self.padding);
-        v1::EnqueueRequest {
-            queue: self.queue.clone(),
-            payload: payload.freeze(),
-            ..v1::EnqueueRequest::default()
-        }
+        NewJob::new(self.queue.clone(), payload.freeze())
     }
 }
 
 struct Consumer {
-    client: v1::jobs_client::JobsClient<tonic::transport::Channel>,
+    jobs: Jobs,
     queue: String,
     worker_id: String,
     claim_batch: u32,
@@ -282,17 +281,17 @@ struct Consumer {
 impl Consumer {
     /// Claims and completes batches until every job is done; returns the
     /// enqueue-to-completion latencies of the jobs it completed.
-    async fn run(mut self) -> spool_client::Result<Histogram<u64>> {
+    async fn run(self) -> spool_client::Result<Histogram<u64>> {
         let mut latencies = latency_histogram();
+        let claim = Claim {
+            queues: vec![self.queue.clone()],
+            max_jobs: self.claim_batch,
+            lease: LEASE,
+            max_wait: CLAIM_WAIT,
+            worker_id: self.worker_id.clone(),
+        };
         while !self.shared.finished(self.target) {
-            let claim = v1::ClaimRequest {
-                queues: vec![self.queue.clone()],
-                max_jobs: self.claim_batch,
-                lease_ms: LEASE_MS,
-                max_wait_ms: CLAIM_WAIT_MS,
-                worker_id: self.worker_id.clone(),
-            };
-            let jobs = answer(self.client.claim(claim).await)?.jobs;
+            let jobs = self.jobs.claim(&claim).await?;
             if jobs.is_empty() {
                 continue;
             }
@@ -302,21 +301,12 @@ impl Consumer {
                 .iter()
                 .map(|job| Some(u64::from_le_bytes(job.payload.get(..8)?.try_into().ok()?)))
                 .collect();
-            let items = jobs
-                .into_iter()
-                .map(|job| v1::FinishItem {
-                    outcome: Some(v1::finish_item::Outcome::Complete(v1::CompleteRequest {
-                        job_id: job.job_id,
-                        lease_token: job.lease_token,
-                        result: Bytes::new(),
-                    })),
-                })
-                .collect();
-            let results = answer(self.client.finish_batch(v1::FinishBatchRequest { items }).await)?.results;
+            let outcomes = jobs.iter().map(|job| job.complete(Bytes::new())).collect();
+            let results = self.jobs.finish(outcomes).await?;
             let now_ns = self.shared.elapsed_ns();
             let mut completed = 0;
             for (result, sent) in results.iter().zip(sent_ns) {
-                if result.code != 0 {
+                if result.is_err() {
                     self.shared.finish_failures.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -349,7 +339,7 @@ async fn run_worker_runtime(
     // wait that alone was seconds of a short run.
     let config = WorkerConfig {
         concurrency: consumer.claim_batch as usize,
-        claim_wait: Duration::from_millis(u64::from(CLAIM_WAIT_MS)),
+        claim_wait: CLAIM_WAIT,
         ..WorkerConfig::default()
     };
     let handler = {

@@ -21,6 +21,7 @@ use spool_client::{Durability, Record, StartPosition};
 use super::produce::producer_config;
 use super::{BenchTopic, Report, connect, latency_histogram};
 use crate::args::BenchLatencyArgs;
+use crate::output::errln;
 use crate::{Context, Explain};
 
 /// How long the consumer waits for the last records after the producer
@@ -105,7 +106,7 @@ pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchLatencyArgs)
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
     produced.explain(context.about(&topic.name))?;
     if received < total {
-        eprintln!("warning: {received} of {total} records arrived within {DRAIN_TIMEOUT:?} of the last send");
+        errln!("warning: {received} of {total} records arrived within {DRAIN_TIMEOUT:?} of the last send");
     }
 
     let mut report = Report {

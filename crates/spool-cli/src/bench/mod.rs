@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use spool_client::{Client, ClientOptions, Error, NewTopic};
 
 use crate::args::{BenchCommand, BenchCommon};
+use crate::output::{StdoutError, out, outln};
 use crate::units::{format_bytes_approx, group_thousands};
 use crate::{Context, Explain};
 
@@ -47,7 +48,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
     cleaned?;
     report.setting("topic", json!(topic.name));
     report.setting("partitions", json!(topic.partitions));
-    report.print(common.json);
+    report.print(common.json)?;
     Ok(())
 }
 
@@ -156,11 +157,11 @@ impl Report {
         self.value_bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn print(&self, as_json: bool) {
+    fn print(&self, as_json: bool) -> Result<(), StdoutError> {
         if as_json {
-            println!("{}", self.to_json());
+            outln!("{}", self.to_json())
         } else {
-            print!("{}", self.to_text());
+            out!("{}", self.to_text())
         }
     }
 

@@ -7,6 +7,7 @@ use spool_client::{CheckpointFallback, ConsumedRecord, Durability, StartPosition
 
 use crate::args::{ConsumeArgs, Format, ReplayArgs, StartFrom};
 use crate::json::write_record_line;
+use crate::output::{RecordsOut, errln};
 use crate::progress::Progress;
 use crate::{Context, Explain};
 
@@ -41,8 +42,7 @@ pub async fn run(context: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
     }
     let mut consumer = builder.build().await.explain(context.about(topic))?;
 
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let mut out = RecordsOut::new(256 * 1024);
     let mut remaining = args.count.unwrap_or(u64::MAX);
     // Next offset per partition, counting only records printed.
     let mut positions = BTreeMap::new();
@@ -60,7 +60,7 @@ pub async fn run(context: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
                 .iter()
                 .take(usize::try_from(remaining).unwrap_or(usize::MAX))
             {
-                write_record(&mut out, record, args.format)?;
+                out.write(|out| write_record(out, record, args.format))?;
                 positions.insert(record.partition, record.offset + 1);
                 remaining -= 1;
             }
@@ -84,7 +84,7 @@ pub async fn run(context: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
             .iter()
             .map(|(p, offset)| format!("{p}={offset}"))
             .collect();
-        eprintln!("stored checkpoint of '{name}' in '{topic}': {}", listed.join(" "));
+        errln!("stored checkpoint of '{name}' in '{topic}': {}", listed.join(" "));
     }
     outcome
 }
@@ -105,14 +105,13 @@ pub async fn replay(context: &Context, args: ReplayArgs) -> anyhow::Result<()> {
         .explain(context.about(topic))?;
     let mut progress = Progress::new(consumer.remaining().unwrap_or(0));
 
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1024 * 1024, stdout.lock());
+    let mut out = RecordsOut::new(1024 * 1024);
     while let Some(chunk) = consumer.next_chunk().await {
         let records = chunk.explain(context.about(topic))?;
         progress.before_output();
         let mut bytes = 0;
         for record in &records {
-            write_record(&mut out, record, args.format)?;
+            out.write(|out| write_record(out, record, args.format))?;
             bytes += record.payload_bytes() as u64;
         }
         out.flush()?;

@@ -1,19 +1,18 @@
 //! `spool job enqueue|get|history|list|retry|purge|cancel`, through the
-//! generated `spool.v1.Jobs` client; `job_view.rs` renders what they get.
+//! typed Jobs client of `spool-client`; `job_view.rs` renders what they get.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use serde_json::json;
-use spool_client::proto::{self as v1, enqueue_request::Schedule};
+use spool_client::jobs::{CancelOutcome, DeadFilter, JobQuery, JobState, NewJob, Schedule};
 use tokio::io::AsyncReadExt;
 
 use crate::args::jobs::{DeadArgs, EnqueueArgs, JobCommand, ListArgs, OutputFormat, StateArg};
-use crate::commands::job_view::{
-    event_json, event_row, format_time, job_json, job_text, shorten, state_name,
-};
-use crate::commands::queue::fetch_stats;
+use crate::commands::job_view::{event_json, event_row, format_time, job_json, job_text, shorten};
+use crate::output::{errln, out, outln};
 use crate::table::Table;
 use crate::units::group_thousands;
 use crate::{Context, Explain};
@@ -33,63 +32,56 @@ pub async fn run(context: &Context, command: JobCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The message of a generated client's answer, or its status as a
-/// `spool_client::Error`.
-pub fn answer<T>(result: Result<tonic::Response<T>, tonic::Status>) -> spool_client::Result<T> {
-    result
-        .map(tonic::Response::into_inner)
-        .map_err(spool_client::Error::from)
-}
-
 async fn enqueue(context: &Context, args: EnqueueArgs) -> anyhow::Result<()> {
     let payload = match args.payload.as_deref() {
         Some("-") | None => read_stdin().await?,
         Some(text) => Bytes::from(text.to_owned()),
     };
     let schedule = match (args.delay, args.at) {
-        (Some(delay_ms), _) => Some(Schedule::DelayMs(delay_ms)),
+        (Some(delay_ms), _) => Some(Schedule::Delay(Duration::from_millis(delay_ms))),
         (None, Some(at_ms)) => Some(Schedule::NotBeforeMs(at_ms)),
         (None, None) => None,
     };
-    let request = v1::EnqueueRequest {
+    let payload_bytes = payload.len();
+    let job = NewJob {
         queue: args.queue.clone(),
         payload,
-        content_type: args.content_type.unwrap_or_default(),
+        content_type: args.content_type,
         headers: args.headers.into_iter().collect(),
         priority: args.priority.unwrap_or(0),
         attempts_max: args.attempts,
-        timeout_ms: args.timeout,
+        timeout: args.timeout.map(Duration::from_millis),
         schedule,
         idempotency_key: args.key.clone(),
     };
-    let payload_bytes = request.payload.len();
-    let response = match answer(context.client.jobs_client().enqueue(request).await) {
+    let enqueued = match context.client.jobs().enqueue(job).await {
         Err(spool_client::Error::InvalidArgument { status })
             if status.message().contains("payload_bytes_max") =>
         {
             anyhow::bail!(
                 "the payload is {payload_bytes} bytes, more than the server accepts ({}); store large inputs \
-                 elsewhere and enqueue a reference to them",
+                 elsewhere and enqueue a reference to them, or raise the server's job_payload_bytes_max \
+                 (held to half of its record_bytes_max)",
                 status.message()
             )
         }
         other => other.explain(context.subject())?,
     };
     // A deduplicated job that already left memory has no state to report.
-    let state = (response.state() != v1::JobState::Unspecified).then(|| state_name(response.state()));
+    let state = enqueued.state.map(JobState::as_str);
     match args.format {
-        OutputFormat::Json => println!(
+        OutputFormat::Json => outln!(
             "{}",
-            json!({"job_id": response.job_id, "deduplicated": response.deduplicated, "state": state})
-        ),
+            json!({"job_id": enqueued.job_id, "deduplicated": enqueued.deduplicated, "state": state})
+        )?,
         OutputFormat::Human => {
-            println!("{}", response.job_id);
-            if response.deduplicated {
-                eprintln!(
+            outln!("{}", enqueued.job_id)?;
+            if enqueued.deduplicated {
+                errln!(
                     "deduplicated: key {:?} already enqueued job {} to '{}' within the dedup window; \
                      nothing new was enqueued (the job is {})",
                     args.key.unwrap_or_default(),
-                    response.job_id,
+                    enqueued.job_id,
                     args.queue,
                     state.unwrap_or("finished and gone from memory"),
                 );
@@ -101,7 +93,7 @@ async fn enqueue(context: &Context, args: EnqueueArgs) -> anyhow::Result<()> {
 
 async fn read_stdin() -> anyhow::Result<Bytes> {
     if std::io::stdin().is_terminal() {
-        eprintln!("reading the payload from stdin (end it with Ctrl-D; or give it as an argument)");
+        errln!("reading the payload from stdin (end it with Ctrl-D; or give it as an argument)");
     }
     let mut payload = Vec::new();
     tokio::io::stdin()
@@ -113,35 +105,28 @@ async fn read_stdin() -> anyhow::Result<Bytes> {
 
 async fn get(context: &Context, id: u64, format: OutputFormat) -> anyhow::Result<()> {
     let id_text = id.to_string();
-    let request = v1::GetJobRequest {
-        job_id: id_text.clone(),
-    };
-    let response =
-        answer(context.client.jobs_client().get_job(request).await).explain(context.about_job(&id_text))?;
-    let job = response
-        .job
-        .ok_or_else(|| anyhow::anyhow!("the server answered GetJob without a job"))?;
+    let job = context
+        .client
+        .jobs()
+        .get(&id_text)
+        .await
+        .explain(context.about_job(&id_text))?;
     match format {
-        OutputFormat::Json => println!("{}", job_json(&job)),
-        OutputFormat::Human => print!("{}", job_text(&job, now_ms())),
+        OutputFormat::Json => outln!("{}", job_json(&job))?,
+        OutputFormat::Human => out!("{}", job_text(&job, now_ms()))?,
     }
     Ok(())
 }
 
 async fn history(context: &Context, id: u64, format: OutputFormat) -> anyhow::Result<()> {
     let id_text = id.to_string();
-    let mut client = context.client.jobs_client();
-    let mut page_token = String::new();
+    let jobs = context.client.jobs();
+    let mut page_token: Option<String> = None;
     let mut table = Table::new(&[
         "TIME", "EVENT", "ATTEMPT>", "WORKER", "LEASE>", "DELAY>", "DETAIL",
     ]);
     loop {
-        let request = v1::HistoryRequest {
-            job_id: id_text.clone(),
-            page_token: page_token.clone(),
-            limit: 0,
-        };
-        let page = match answer(client.history(request).await) {
+        let page = match jobs.history(&id_text, page_token.as_deref(), 0).await {
             Err(spool_client::Error::NotFound { status }) => anyhow::bail!(
                 "the log holds no events of job {id}: no job has that id, or the log's retention removed \
                  its events (server said: {})",
@@ -149,52 +134,53 @@ async fn history(context: &Context, id: u64, format: OutputFormat) -> anyhow::Re
             ),
             other => other.explain(context.about_job(&id_text))?,
         };
-        for event in &page.events {
+        for event in &page.items {
             match format {
-                OutputFormat::Json => println!("{}", event_json(event)),
+                OutputFormat::Json => outln!("{}", event_json(event))?,
                 OutputFormat::Human => table.row(event_row(event)),
             }
         }
-        if page.next_page_token.is_empty() {
-            break;
+        match page.next_page_token {
+            Some(next) => page_token = Some(next),
+            None => break,
         }
-        page_token = page.next_page_token;
     }
     if format == OutputFormat::Human {
-        print!("{}", table.render());
+        out!("{}", table.render())?;
     }
     Ok(())
 }
 
 async fn list(context: &Context, args: ListArgs) -> anyhow::Result<()> {
-    let mut client = context.client.jobs_client();
-    let state = args.state.map_or(v1::JobState::Unspecified, state_from_arg);
-    let mut page_token = String::new();
+    let jobs = context.client.jobs();
+    let query = JobQuery {
+        queue: args.queue.clone(),
+        state: args.state.map(state_from_arg),
+        include_payload: args.format == OutputFormat::Json,
+    };
+    let mut page_token: Option<String> = None;
     let mut shown = 0u64;
     let mut more = false;
     let now = now_ms();
     let mut table = Table::new(&["ID", "STATE", "ATTEMPT>", "PRIORITY>", "CREATED", "LAST ERROR"]);
     while shown < args.limit && !more {
         // One job more than is left to show tells whether more exist.
-        let request = v1::ListJobsRequest {
-            queue: args.queue.clone(),
-            state: state as i32,
-            page_token: page_token.clone(),
-            limit: (args.limit - shown + 1).min(PAGE_JOBS_MAX) as u32,
-            include_payload: args.format == OutputFormat::Json,
-        };
-        let page = answer(client.list_jobs(request).await).explain(context.subject())?;
-        for job in &page.jobs {
+        let limit = (args.limit - shown + 1).min(PAGE_JOBS_MAX) as u32;
+        let page = jobs
+            .list(&query, page_token.as_deref(), limit)
+            .await
+            .explain(context.subject())?;
+        for job in &page.items {
             if shown == args.limit {
                 more = true;
                 break;
             }
             shown += 1;
             match args.format {
-                OutputFormat::Json => println!("{}", job_json(job)),
+                OutputFormat::Json => outln!("{}", job_json(job))?,
                 OutputFormat::Human => table.row(vec![
-                    job.job_id.clone(),
-                    state_name(job.state()).to_owned(),
+                    job.id.clone(),
+                    job.state.to_string(),
                     format!("{}/{}", job.attempt, job.attempts_max),
                     job.priority.to_string(),
                     format_time(job.created_at_ms, now),
@@ -202,24 +188,22 @@ async fn list(context: &Context, args: ListArgs) -> anyhow::Result<()> {
                 ]),
             }
         }
-        if page.next_page_token.is_empty() {
-            break;
+        match page.next_page_token {
+            Some(next) => page_token = Some(next),
+            None => break,
         }
-        page_token = page.next_page_token;
     }
-    let which = args
-        .state
-        .map_or_else(String::new, |s| format!(" {}", state_name(state_from_arg(s))));
+    let which = query.state.map_or_else(String::new, |state| format!(" {state}"));
     if shown == 0 {
-        eprintln!(
+        errln!(
             "no{which} jobs in queue '{}' (finished jobs leave memory after their retention time)",
             args.queue
         );
     } else if args.format == OutputFormat::Human {
-        print!("{}", table.render());
+        out!("{}", table.render())?;
     }
     if more {
-        eprintln!(
+        errln!(
             "more{which} jobs than the {} shown; raise --limit to see more",
             group_thousands(shown)
         );
@@ -234,33 +218,27 @@ enum DeadAction {
 }
 
 async fn dead(context: &Context, args: DeadArgs, action: DeadAction) -> anyhow::Result<()> {
-    let mut client = context.client.jobs_client();
+    let jobs = context.client.jobs();
     if let Some(id) = args.id {
         let id_text = id.to_string();
         let subject = context.about_job(&id_text);
         match action {
             DeadAction::Retry => {
-                let request = v1::RetryDeadRequest {
-                    target: Some(v1::retry_dead_request::Target::JobId(id_text.clone())),
-                };
-                answer(client.retry_dead(request).await).explain(subject)?;
-                println!("re-drove job {id}: it is available again with a fresh budget of attempts");
+                jobs.retry_dead(&id_text).await.explain(subject)?;
+                outln!("re-drove job {id}: it is available again with a fresh budget of attempts")?;
             }
             DeadAction::Purge => {
-                let request = v1::PurgeDeadRequest {
-                    target: Some(v1::purge_dead_request::Target::JobId(id_text.clone())),
-                };
-                answer(client.purge_dead(request).await).explain(subject)?;
-                println!("purged job {id}; its history stays in the log (`spool job history {id}`)");
+                jobs.purge_dead(&id_text).await.explain(subject)?;
+                outln!("purged job {id}; its history stays in the log (`spool job history {id}`)")?;
             }
         }
         return Ok(());
     }
     let queue = args.dead.expect("clap requires an id or --dead");
     let now = now_ms();
-    let filter = v1::DeadJobFilter {
+    let filter = DeadFilter {
         queue: queue.clone(),
-        error_contains: args.error_contains.unwrap_or_default(),
+        error_contains: args.error_contains,
         dead_since_ms: args.since.map(|t| t.resolve(now)),
         dead_before_ms: args.before.map(|t| t.resolve(now)),
         limit: 0,
@@ -268,33 +246,20 @@ async fn dead(context: &Context, args: DeadArgs, action: DeadAction) -> anyhow::
     // Each call acts on at most a page of jobs; acted-on jobs stop being
     // dead, so the next call finds the next ones. The dead count at the
     // start bounds the loop, in case re-driven jobs die again meanwhile.
-    let dead_at_start = fetch_stats(context, &queue).await?.dead_count;
+    let dead_at_start = jobs.stats(&queue).await.explain(context.subject())?.dead_count;
     let budget = args.limit.unwrap_or(u64::MAX).min(dead_at_start);
     let mut done = 0u64;
     while done < budget {
         let page = (budget - done).min(PAGE_JOBS_MAX);
-        let filter = v1::DeadJobFilter {
+        let filter = DeadFilter {
             limit: page as u32,
             ..filter.clone()
         };
         let count = match action {
-            DeadAction::Retry => {
-                let request = v1::RetryDeadRequest {
-                    target: Some(v1::retry_dead_request::Target::Filter(filter)),
-                };
-                answer(client.retry_dead(request).await)
-                    .explain(context.subject())?
-                    .retried_count
-            }
-            DeadAction::Purge => {
-                let request = v1::PurgeDeadRequest {
-                    target: Some(v1::purge_dead_request::Target::Filter(filter)),
-                };
-                answer(client.purge_dead(request).await)
-                    .explain(context.subject())?
-                    .purged_count
-            }
-        };
+            DeadAction::Retry => jobs.retry_dead_matching(&filter).await,
+            DeadAction::Purge => jobs.purge_dead_matching(&filter).await,
+        }
+        .explain(context.subject())?;
         done += count;
         if count < page {
             break;
@@ -302,40 +267,38 @@ async fn dead(context: &Context, args: DeadArgs, action: DeadAction) -> anyhow::
     }
     let count = group_thousands(done);
     match action {
-        DeadAction::Retry => println!("re-drove {count} dead jobs of '{queue}'"),
-        DeadAction::Purge => {
-            println!("purged {count} dead jobs of '{queue}'; their history stays in the log")
-        }
+        DeadAction::Retry => outln!("re-drove {count} dead jobs of '{queue}'")?,
+        DeadAction::Purge => outln!("purged {count} dead jobs of '{queue}'; their history stays in the log")?,
     }
     Ok(())
 }
 
 async fn cancel(context: &Context, id: u64) -> anyhow::Result<()> {
     let id_text = id.to_string();
-    let request = v1::CancelRequest {
-        job_id: id_text.clone(),
-    };
-    let response =
-        answer(context.client.jobs_client().cancel(request).await).explain(context.about_job(&id_text))?;
-    if response.cancel_requested {
-        println!(
+    let outcome = context
+        .client
+        .jobs()
+        .cancel(&id_text)
+        .await
+        .explain(context.about_job(&id_text))?;
+    match outcome {
+        CancelOutcome::Requested => outln!(
             "job {id} is running: cancellation requested; its worker is told to stop on its next \
              heartbeat, and the job then ends cancelled"
-        );
-    } else {
-        println!("cancelled job {id}");
+        )?,
+        CancelOutcome::Cancelled => outln!("cancelled job {id}")?,
     }
     Ok(())
 }
 
-fn state_from_arg(state: StateArg) -> v1::JobState {
+fn state_from_arg(state: StateArg) -> JobState {
     match state {
-        StateArg::Scheduled => v1::JobState::Scheduled,
-        StateArg::Available => v1::JobState::Available,
-        StateArg::Running => v1::JobState::Running,
-        StateArg::Succeeded => v1::JobState::Succeeded,
-        StateArg::Dead => v1::JobState::Dead,
-        StateArg::Cancelled => v1::JobState::Cancelled,
+        StateArg::Scheduled => JobState::Scheduled,
+        StateArg::Available => JobState::Available,
+        StateArg::Running => JobState::Running,
+        StateArg::Succeeded => JobState::Succeeded,
+        StateArg::Dead => JobState::Dead,
+        StateArg::Cancelled => JobState::Cancelled,
     }
 }
 

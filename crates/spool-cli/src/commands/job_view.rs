@@ -1,8 +1,11 @@
 //! How `spool job` prints jobs and their events: aligned text for people,
 //! one JSON object per line for scripts.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use serde_json::{Value, json};
-use spool_client::proto as v1;
+use spool_client::jobs::{JobEvent, JobInfo};
 
 use crate::json::JsonBytes;
 use crate::time::format_timestamp_ms;
@@ -13,19 +16,19 @@ use crate::units::{format_age_ms, format_duration_ms};
 const TEXT_CHARS_SHOWN_MAX: usize = 300;
 
 /// A job as one JSON object: the proto's fields, states in lower case,
-/// bytes as strings or `{"base64": ...}`.
-pub fn job_json(job: &v1::Job) -> Value {
+/// durations in milliseconds, bytes as strings or `{"base64": ...}`.
+pub fn job_json(job: &JobInfo) -> Value {
     json!({
-        "job_id": job.job_id,
+        "job_id": job.id,
         "queue": job.queue,
-        "state": state_name(job.state()),
+        "state": job.state.as_str(),
         "attempt": job.attempt,
         "attempts_max": job.attempts_max,
         "priority": job.priority,
-        "timeout_ms": job.timeout_ms,
+        "timeout_ms": job.timeout.map_or(0, millis),
         "idempotency_key": job.idempotency_key,
-        "content_type": job.content_type,
-        "headers": sorted_headers(job),
+        "content_type": job.content_type.as_deref().unwrap_or_default(),
+        "headers": headers_json(&job.headers),
         "created_at_ms": job.created_at_ms,
         "available_at_ms": job.available_at_ms,
         "started_at_ms": job.started_at_ms,
@@ -43,21 +46,19 @@ pub fn job_json(job: &v1::Job) -> Value {
     })
 }
 
-fn sorted_headers(job: &v1::Job) -> serde_json::Map<String, Value> {
-    let mut headers: Vec<(&String, &String)> = job.headers.iter().collect();
-    headers.sort();
+fn headers_json(headers: &BTreeMap<String, String>) -> serde_json::Map<String, Value> {
     headers
-        .into_iter()
+        .iter()
         .map(|(name, value)| (name.clone(), json!(value)))
         .collect()
 }
 
 /// A job as aligned `label  value` lines.
-pub fn job_text(job: &v1::Job, now_ms: i64) -> String {
+pub fn job_text(job: &JobInfo, now_ms: i64) -> String {
     let mut lines: Vec<(&str, String)> = vec![
-        ("job", job.job_id.clone()),
+        ("job", job.id.clone()),
         ("queue", job.queue.clone()),
-        ("state", state_name(job.state()).to_owned()),
+        ("state", job.state.to_string()),
         (
             "attempt",
             format!(
@@ -68,20 +69,20 @@ pub fn job_text(job: &v1::Job, now_ms: i64) -> String {
         ("priority", job.priority.to_string()),
         (
             "timeout",
-            match job.timeout_ms {
-                0 => "none (only the lease bounds an attempt)".into(),
-                ms => format_duration_ms(ms),
-            },
+            job.timeout.map_or_else(
+                || "none (only the lease bounds an attempt)".into(),
+                |timeout| format_duration_ms(millis(timeout)),
+            ),
         ),
     ];
     if let Some(key) = &job.idempotency_key {
         lines.push(("key", key.clone()));
     }
-    if !job.content_type.is_empty() {
-        lines.push(("content type", job.content_type.clone()));
+    if let Some(content_type) = &job.content_type {
+        lines.push(("content type", content_type.clone()));
     }
-    for (name, value) in sorted_headers(job) {
-        lines.push(("header", format!("{name}={}", value.as_str().unwrap_or_default())));
+    for (name, value) in &job.headers {
+        lines.push(("header", format!("{name}={value}")));
     }
     lines.push(("created", format_time(job.created_at_ms, now_ms)));
     if let Some(at) = job.available_at_ms {
@@ -130,21 +131,21 @@ pub fn job_text(job: &v1::Job, now_ms: i64) -> String {
     out
 }
 
-pub fn event_json(event: &v1::JobEvent) -> Value {
+pub fn event_json(event: &JobEvent) -> Value {
     json!({
         "time_ms": event.time_ms,
-        "kind": kind_name(event.kind()),
+        "kind": event.kind.as_str(),
         "attempt": event.attempt,
         "worker_id": event.worker_id,
-        "lease_ms": event.lease_ms,
-        "delay_ms": event.delay_ms,
+        "lease_ms": event.lease.map(millis),
+        "delay_ms": event.delay.map(millis),
         "error": event.error,
         "progress": event.progress,
         "detail": event.detail,
     })
 }
 
-pub fn event_row(event: &v1::JobEvent) -> Vec<String> {
+pub fn event_row(event: &JobEvent) -> Vec<String> {
     let dash = || "-".to_owned();
     let mut detail = Vec::new();
     if let Some(error) = &event.error {
@@ -158,7 +159,7 @@ pub fn event_row(event: &v1::JobEvent) -> Vec<String> {
     }
     vec![
         format_timestamp_ms(event.time_ms),
-        kind_name(event.kind()).to_owned(),
+        event.kind.to_string(),
         if event.attempt == 0 {
             dash()
         } else {
@@ -169,30 +170,19 @@ pub fn event_row(event: &v1::JobEvent) -> Vec<String> {
             .clone()
             .filter(|w| !w.is_empty())
             .unwrap_or_else(dash),
-        event.lease_ms.map_or_else(dash, format_age_ms),
-        event.delay_ms.map_or_else(dash, format_age_ms),
+        event
+            .lease
+            .map_or_else(dash, |lease| format_age_ms(millis(lease))),
+        event
+            .delay
+            .map_or_else(dash, |delay| format_age_ms(millis(delay))),
         detail.join("; "),
     ]
 }
 
-/// `dead` for `JOB_STATE_DEAD`.
-pub fn state_name(state: v1::JobState) -> &'static str {
-    match state {
-        v1::JobState::Unspecified => "unknown",
-        v1::JobState::Scheduled => "scheduled",
-        v1::JobState::Available => "available",
-        v1::JobState::Running => "running",
-        v1::JobState::Succeeded => "succeeded",
-        v1::JobState::Dead => "dead",
-        v1::JobState::Cancelled => "cancelled",
-    }
-}
-
-/// `retry_scheduled` for `JOB_EVENT_KIND_RETRY_SCHEDULED`.
-fn kind_name(kind: v1::JobEventKind) -> String {
-    kind.as_str_name()
-        .trim_start_matches("JOB_EVENT_KIND_")
-        .to_ascii_lowercase()
+/// Whole milliseconds, saturating.
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A time as RFC 3339 with how long ago (or ahead) it is.
@@ -233,33 +223,43 @@ pub fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use spool_client::jobs::{AttemptError, JobEventKind, JobState};
 
     use super::*;
 
-    fn dead_job() -> v1::Job {
-        v1::Job {
-            job_id: "42".into(),
+    fn dead_job() -> JobInfo {
+        JobInfo {
+            id: "42".into(),
             queue: "emails".into(),
-            state: v1::JobState::Dead as i32,
+            state: JobState::Dead,
             payload: Bytes::from_static(b"{\"to\":\"a@example.com\"}"),
+            content_type: None,
+            headers: [("traceparent".to_owned(), "00-1-2-01".to_owned())].into(),
+            priority: 0,
             attempt: 2,
             attempts_max: 2,
+            timeout: None,
+            idempotency_key: None,
             created_at_ms: 1_000,
+            available_at_ms: None,
+            started_at_ms: None,
             finished_at_ms: Some(5_000),
             errors: vec![
-                v1::AttemptError {
+                AttemptError {
                     attempt: 1,
                     error: "smtp: connection refused".into(),
                     failed_at_ms: 2_000,
                 },
-                v1::AttemptError {
+                AttemptError {
                     attempt: 2,
                     error: "line 1\nline 2".into(),
                     failed_at_ms: 5_000,
                 },
             ],
-            headers: [("traceparent".to_owned(), "00-1-2-01".to_owned())].into(),
-            ..v1::Job::default()
+            result: None,
+            progress: None,
+            cancel_requested: false,
+            worker_id: None,
         }
     }
 
@@ -299,6 +299,6 @@ mod tests {
         assert!(shorten(&long).ends_with("(1000 characters; --format json shows all)"));
         assert_eq!(bytes_text(&[0xff, 0xfe]).chars().next(), Some('('));
         assert_eq!(bytes_text(b""), "(empty)");
-        assert_eq!(kind_name(v1::JobEventKind::RetryScheduled), "retry_scheduled");
+        assert_eq!(JobEventKind::RetryScheduled.as_str(), "retry_scheduled");
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use spool_client::{Durability, OffsetSpec};
 
 use crate::args::{CheckpointCommand, OffsetsArgs};
+use crate::output::{errln, out, outln};
 use crate::table::Table;
 use crate::time::format_timestamp_ms;
 use crate::units::group_thousands;
@@ -34,7 +35,7 @@ pub async fn offsets(context: &Context, args: OffsetsArgs) -> anyhow::Result<()>
             group_thousands(latest.saturating_sub(offset.offset)),
         ]);
     }
-    print!("{}", table.render());
+    out!("{}", table.render())?;
     Ok(())
 }
 
@@ -47,7 +48,7 @@ pub async fn checkpoint(context: &Context, command: CheckpointCommand) -> anyhow
                 .await
                 .explain(context.about(&topic))?;
             if stored.is_empty() {
-                eprintln!(
+                errln!(
                     "consumer '{consumer}' has no checkpoint in '{topic}'; store one with \
                      `spool checkpoint set {consumer} {topic} 0=OFFSET`"
                 );
@@ -78,7 +79,7 @@ pub async fn checkpoint(context: &Context, command: CheckpointCommand) -> anyhow
                     committed,
                 ]);
             }
-            print!("{}", table.render());
+            out!("{}", table.render())?;
         }
         CheckpointCommand::Set {
             consumer,
@@ -94,7 +95,7 @@ pub async fn checkpoint(context: &Context, command: CheckpointCommand) -> anyhow
                 .iter()
                 .map(|(p, offset)| format!("{p}={offset}"))
                 .collect();
-            println!(
+            outln!(
                 "stored checkpoint of '{consumer}' in '{topic}': {} ({})",
                 listed.join(" "),
                 if reached == Durability::Fsync {
@@ -102,7 +103,7 @@ pub async fn checkpoint(context: &Context, command: CheckpointCommand) -> anyhow
                 } else {
                     "not fsynced"
                 }
-            );
+            )?;
         }
     }
     Ok(())

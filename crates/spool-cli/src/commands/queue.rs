@@ -1,35 +1,33 @@
 //! `spool queue stats`.
 
 use serde_json::json;
-use spool_client::proto as v1;
+use spool_client::jobs::QueueStats;
 
 use crate::args::jobs::{OutputFormat, QueueCommand};
-use crate::commands::job::answer;
+use crate::commands::job_view::millis;
+use crate::output::{out, outln};
 use crate::units::{format_age_ms, format_duration_ms, group_thousands};
 use crate::{Context, Explain};
 
 pub async fn run(context: &Context, command: QueueCommand) -> anyhow::Result<()> {
     match command {
         QueueCommand::Stats { queue, format } => {
-            let stats = fetch_stats(context, &queue).await?;
+            let stats = context
+                .client
+                .jobs()
+                .stats(&queue)
+                .await
+                .explain(context.subject())?;
             match format {
-                OutputFormat::Json => println!("{}", stats_json(&stats)),
-                OutputFormat::Human => print!("{}", stats_text(&stats)),
+                OutputFormat::Json => outln!("{}", stats_json(&stats))?,
+                OutputFormat::Human => out!("{}", stats_text(&stats))?,
             }
             Ok(())
         }
     }
 }
 
-/// The server's counts and rates for `queue`.
-pub async fn fetch_stats(context: &Context, queue: &str) -> anyhow::Result<v1::QueueStatsResponse> {
-    let request = v1::QueueStatsRequest {
-        queue: queue.to_owned(),
-    };
-    answer(context.client.jobs_client().queue_stats(request).await).explain(context.subject())
-}
-
-fn stats_json(stats: &v1::QueueStatsResponse) -> serde_json::Value {
+fn stats_json(stats: &QueueStats) -> serde_json::Value {
     json!({
         "queue": stats.queue,
         "scheduled": stats.scheduled_count,
@@ -38,15 +36,15 @@ fn stats_json(stats: &v1::QueueStatsResponse) -> serde_json::Value {
         "succeeded": stats.succeeded_count,
         "dead": stats.dead_count,
         "cancelled": stats.cancelled_count,
-        "oldest_available_age_ms": stats.oldest_available_age_ms,
-        "rate_window_ms": stats.rate_window_ms,
+        "oldest_available_age_ms": stats.oldest_available_age.map(millis),
+        "rate_window_ms": millis(stats.rate_window),
         "enqueued_per_second": stats.enqueued_per_second,
         "completed_per_second": stats.completed_per_second,
         "failed_per_second": stats.failed_per_second,
     })
 }
 
-fn stats_text(stats: &v1::QueueStatsResponse) -> String {
+fn stats_text(stats: &QueueStats) -> String {
     let count = |n: u64| group_thousands(n);
     let lines = [
         ("queue", stats.queue.clone()),
@@ -64,9 +62,9 @@ fn stats_text(stats: &v1::QueueStatsResponse) -> String {
         ),
         (
             "oldest available",
-            stats.oldest_available_age_ms.map_or_else(
+            stats.oldest_available_age.map_or_else(
                 || "none available".into(),
-                |age| format!("waiting {}", format_age_ms(age)),
+                |age| format!("waiting {}", format_age_ms(millis(age))),
             ),
         ),
         (
@@ -76,7 +74,7 @@ fn stats_text(stats: &v1::QueueStatsResponse) -> String {
                 format_rate(stats.enqueued_per_second),
                 format_rate(stats.completed_per_second),
                 format_rate(stats.failed_per_second),
-                format_duration_ms(stats.rate_window_ms)
+                format_duration_ms(millis(stats.rate_window))
             ),
         ),
     ];
@@ -98,19 +96,25 @@ fn format_rate(per_second: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
     fn stats_read_as_text_and_json() {
-        let stats = v1::QueueStatsResponse {
+        let stats = QueueStats {
             queue: "emails".into(),
+            scheduled_count: 0,
             available_count: 1_200,
+            running_count: 0,
+            succeeded_count: 0,
             dead_count: 2,
-            oldest_available_age_ms: Some(12_300),
-            rate_window_ms: 60_000,
+            cancelled_count: 0,
+            oldest_available_age: Some(Duration::from_millis(12_300)),
+            rate_window: Duration::from_secs(60),
             enqueued_per_second: 20.0,
             completed_per_second: 19.5,
-            ..v1::QueueStatsResponse::default()
+            failed_per_second: 0.0,
         };
         let text = stats_text(&stats);
         assert!(text.contains("available         1,200\n"), "{text}");

@@ -1,9 +1,11 @@
 //! `spool topic create|list|describe|delete`.
 
-use spool_client::NewTopic;
-use spool_client::proto::TopicConfig;
+use std::time::Duration;
+
+use spool_client::{NewTopic, TopicConfig};
 
 use crate::args::TopicCommand;
+use crate::output::{errln, out, outln};
 use crate::table::Table;
 use crate::units::{format_bytes, format_bytes_approx, format_duration_ms, group_thousands};
 use crate::{Context, Explain};
@@ -26,39 +28,39 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
                 segment_bytes: segment_bytes.unwrap_or(0),
             };
             let config = client.create_topic(topic).await.explain(context.about(&name))?;
-            println!(
+            outln!(
                 "created topic '{}': {} partition{}, retention {}, retention bytes {}, segment bytes {}",
                 config.name,
                 config.partitions,
                 if config.partitions == 1 { "" } else { "s" },
-                retention_text(config.retention_ms),
+                retention_text(config.retention),
                 retention_bytes_text(config.retention_bytes),
                 format_bytes(config.segment_bytes),
-            );
+            )?;
         }
         TopicCommand::List { internal } => {
             let topics = client.list_topics(internal).await.explain(context.subject())?;
             if topics.is_empty() {
-                eprintln!("no topics; create one with `spool topic create NAME --partitions N`");
+                errln!("no topics; create one with `spool topic create NAME --partitions N`");
                 return Ok(());
             }
-            print!("{}", topics_table(&topics).render());
+            out!("{}", topics_table(&topics).render())?;
         }
         TopicCommand::Describe { name } => {
             let description = client.describe_topic(&name).await.explain(context.about(&name))?;
             let config = &description.config;
-            println!("topic            {}", config.name);
-            println!("partitions       {}", config.partitions);
-            println!("retention        {}", retention_text(config.retention_ms));
-            println!(
+            outln!("topic            {}", config.name)?;
+            outln!("partitions       {}", config.partitions)?;
+            outln!("retention        {}", retention_text(config.retention))?;
+            outln!(
                 "retention bytes  {} per partition",
                 retention_bytes_text(config.retention_bytes)
-            );
-            println!("segment bytes    {}", format_bytes(config.segment_bytes));
+            )?;
+            outln!("segment bytes    {}", format_bytes(config.segment_bytes))?;
             if config.internal {
-                println!("internal         yes");
+                outln!("internal         yes")?;
             }
-            println!();
+            outln!()?;
             let mut table = Table::new(&[
                 "PARTITION>",
                 "START>",
@@ -81,11 +83,11 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
                     partition.segment_count.to_string(),
                 ]);
             }
-            print!("{}", table.render());
+            out!("{}", table.render())?;
         }
         TopicCommand::Delete { name } => {
             client.delete_topic(&name).await.explain(context.about(&name))?;
-            println!("deleted topic '{name}'");
+            outln!("deleted topic '{name}'")?;
         }
     }
     Ok(())
@@ -108,7 +110,7 @@ fn topics_table(topics: &[TopicConfig]) -> Table {
         table.row(vec![
             name,
             topic.partitions.to_string(),
-            retention_text(topic.retention_ms),
+            retention_text(topic.retention),
             retention_bytes_text(topic.retention_bytes),
             format_bytes(topic.segment_bytes),
         ]);
@@ -116,10 +118,13 @@ fn topics_table(topics: &[TopicConfig]) -> Table {
     table
 }
 
-fn retention_text(retention_ms: i64) -> String {
-    u64::try_from(retention_ms).map_or_else(|_| "forever".into(), format_duration_ms)
+fn retention_text(retention: Option<Duration>) -> String {
+    retention.map_or_else(
+        || "forever".into(),
+        |retention| format_duration_ms(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
+    )
 }
 
-fn retention_bytes_text(retention_bytes: i64) -> String {
-    u64::try_from(retention_bytes).map_or_else(|_| "unlimited".into(), format_bytes)
+fn retention_bytes_text(retention_bytes: Option<u64>) -> String {
+    retention_bytes.map_or_else(|| "unlimited".into(), format_bytes)
 }

@@ -14,11 +14,13 @@ use std::task::{Context, Poll, Waker};
 use crate::client::Durability;
 use crate::error::{Error, Result};
 
-/// Where a record was appended.
+/// Where a record was appended, and how durably.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RecordAck {
     pub partition: u32,
     pub offset: u64,
+    /// Durability the server reached for the record's batch.
+    pub durability: Durability,
 }
 
 /// Where a batch was appended: its records hold every offset from
@@ -106,6 +108,7 @@ impl Future for DeliveryFuture {
             Ok(ack) => Ok(RecordAck {
                 partition: ack.partition,
                 offset: ack.base_offset + u64::from(index),
+                durability: ack.durability,
             }),
             Err(error) => Err(error.clone()),
         })

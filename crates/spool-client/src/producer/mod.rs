@@ -2,6 +2,7 @@
 
 mod accumulator;
 mod delivery;
+mod limits;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -13,9 +14,11 @@ use spool_proto::partitioner::partition_for_key;
 use spool_proto::v1;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
+use tonic::Code;
 
 use self::accumulator::{Accumulator, Next, PendingBatch};
 pub use self::delivery::{BatchAck, DeliveryFuture, RecordAck};
+pub use self::limits::ProduceLimits;
 use crate::client::{Client, Durability};
 use crate::error::{Error, Result};
 use crate::record::{Record, encode_batch, now_ms};
@@ -24,7 +27,8 @@ use crate::record::{Record, encode_batch, now_ms};
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     /// A partition's batch is sent once it holds about this many encoded
-    /// bytes (keep it under the server's batch limit, 8 MiB by default).
+    /// bytes. Held to the server's limits and the topic's segment size
+    /// (see [`Producer::limits`]), so a full batch is never refused.
     pub batch_bytes_max: usize,
     /// A batch that is not full is sent this long after its first record.
     /// 0 sends as soon as the partition has no request in flight, which
@@ -37,7 +41,7 @@ pub struct ProducerConfig {
     /// past that, `send` waits. Bounds memory at about
     /// `partitions * (queued_batches_max + 2) * batch_bytes_max`.
     pub queued_batches_max: usize,
-    /// Durability every request asks for.
+    /// Durability every request asks for (default [`Durability::Fsync`]).
     pub durability: Durability,
     /// Retries of a request that failed with `UNAVAILABLE` or
     /// `RESOURCE_EXHAUSTED`, after the first attempt. 0 never retries.
@@ -55,7 +59,7 @@ impl Default for ProducerConfig {
             linger_ms: 5,
             in_flight_max: 16,
             queued_batches_max: 2,
-            durability: Durability::None,
+            durability: Durability::Fsync,
             retries_max: 10,
             retry_backoff_ms: 50,
             retry_backoff_max_ms: 5_000,
@@ -146,6 +150,7 @@ struct Core {
     topic: String,
     partitions: u32,
     config: ProducerConfig,
+    limits: ProduceLimits,
     accumulator: Mutex<Accumulator>,
     /// Per partition: wakes its sender (new batch, full batch, closing).
     wake: Vec<Notify>,
@@ -172,22 +177,44 @@ impl Drop for Senders {
 }
 
 impl Producer {
-    /// Creates a producer for `topic`, reading its partition count with
-    /// DescribeTopic. Must be called inside a tokio runtime: it spawns one
-    /// sender task per partition.
+    /// Creates a producer for `topic`, reading its partition count and
+    /// segment size with DescribeTopic and the server's size limits with
+    /// GetServerInfo (a server without that call leaves them to the
+    /// server). Must be called inside a tokio runtime: it spawns one sender
+    /// task per partition.
     pub async fn new(client: Client, topic: &str, config: ProducerConfig) -> Result<Self> {
-        let description = client.describe_topic(topic).await?;
+        let (description, info) = tokio::join!(client.describe_topic(topic), client.server_info());
+        let description = description?;
+        let server = match info {
+            Ok(info) => Some(info.limits),
+            Err(error) if error.code() == Some(Code::Unimplemented) => None,
+            Err(error) => return Err(error),
+        };
         let partitions = description.config.partitions;
         if partitions == 0 {
             return Err(Error::protocol(format!("topic {topic:?} has no partitions")));
         }
+        let limits = ProduceLimits {
+            server,
+            // 0 would be a server that does not say: no limit known.
+            segment_bytes: match description.config.segment_bytes {
+                0 => u64::MAX,
+                bytes => bytes,
+            },
+            client_message_bytes_max: client.message_bytes_max() as u64,
+            topic_bytes: topic.len() as u64,
+        };
+        let batch_bytes_max = config
+            .batch_bytes_max
+            .min(usize::try_from(limits.batch_bytes_max()).unwrap_or(usize::MAX));
         let core = Arc::new(Core {
             client,
             topic: topic.to_owned(),
             partitions,
+            limits,
             accumulator: Mutex::new(Accumulator::new(
                 partitions,
-                config.batch_bytes_max,
+                batch_bytes_max,
                 Duration::from_millis(config.linger_ms),
                 config.queued_batches_max,
             )),
@@ -223,6 +250,12 @@ impl Producer {
         &self.core.config
     }
 
+    /// The size limits every record is checked against before it is
+    /// batched.
+    pub fn limits(&self) -> &ProduceLimits {
+        &self.core.limits
+    }
+
     /// The partition a record with this key goes to.
     pub fn partition_for_key(&self, key: &[u8]) -> u32 {
         partition_for_key(key, self.core.partitions)
@@ -243,6 +276,9 @@ impl Producer {
     /// partition's queue is full, and returns a future of its
     /// acknowledgement. The record is sent whether or not the future is
     /// awaited.
+    ///
+    /// A record over a size limit (see [`limits`](Self::limits)) is refused
+    /// at once with [`Error::RecordTooLarge`], and nothing is sent.
     pub async fn enqueue(&self, record: Record) -> Result<DeliveryFuture> {
         let partition = route(record.key.as_deref(), self.core.partitions);
         self.enqueue_inner(partition, record).await
@@ -256,6 +292,7 @@ impl Producer {
 
     async fn enqueue_inner(&self, partition: Option<u32>, mut record: Record) -> Result<DeliveryFuture> {
         let core = &self.core;
+        core.limits.check(record.stored_bytes())?;
         loop {
             if core.closing.load(Ordering::Acquire) {
                 return Err(Error::ProducerClosed);
@@ -308,6 +345,9 @@ impl Producer {
                 reason: "a batch needs at least one record".into(),
             });
         }
+        for record in records {
+            self.core.limits.check(record.stored_bytes())?;
+        }
         let partition = match target {
             Target::Partition(partition) => {
                 self.check_partition(partition)?;
@@ -319,6 +359,16 @@ impl Producer {
             }
         };
         let encoded = encode_batch(records, now_ms())?;
+        let batch_bytes_max = self.core.limits.batch_bytes_max();
+        if encoded.len() as u64 > batch_bytes_max {
+            return Err(Error::Encode {
+                reason: format!(
+                    "the batch is {} bytes, more than the {batch_bytes_max} bytes the server and the topic take \
+                     in one batch; send fewer records at once",
+                    encoded.len()
+                ),
+            });
+        }
         self.core
             .send_encoded(partition, encoded, records.len() as u64)
             .await
@@ -398,7 +448,10 @@ impl Core {
             Err(error) => Err(error),
         };
         if let Err(error) = &outcome {
-            tracing::warn!(topic = %self.topic, partition = batch.partition, %error, "produce failed");
+            // The error reaches the caller through every record's
+            // acknowledgement and `flush`: logging it louder would say it
+            // twice.
+            tracing::debug!(topic = %self.topic, partition = batch.partition, %error, "produce failed");
         }
         batch.delivery.0.complete(outcome);
     }
@@ -510,6 +563,12 @@ fn jittered(backoff_ms: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_fsynced_unless_asked_otherwise() {
+        assert_eq!(ProducerConfig::default().durability, Durability::Fsync);
+        assert_eq!(Durability::default(), Durability::Fsync);
+    }
 
     #[test]
     fn jitter_stays_within_half_and_full_backoff() {

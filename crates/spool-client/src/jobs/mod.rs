@@ -1,0 +1,358 @@
+//! [`Jobs`]: the typed client of `spool.v1.Jobs`, for producers of jobs
+//! and the tools that inspect them (enqueue, get, list, history, re-drive,
+//! purge, cancel, queue statistics), and bare claims for callers that run
+//! jobs themselves. A worker that runs handlers wants [`crate::worker`].
+//!
+//! Every call answers Rust values (`types.rs`) and fails with the crate's
+//! [`Error`], built from the gRPC status as for the log calls.
+//!
+//! ```no_run
+//! # async fn example() -> spool_client::Result<()> {
+//! use std::time::Duration;
+//!
+//! use spool_client::Client;
+//! use spool_client::jobs::{JobState, NewJob, Schedule};
+//!
+//! let client = Client::connect("http://127.0.0.1:7070").await?;
+//! let jobs = client.jobs();
+//! let enqueued = jobs
+//!     .enqueue(NewJob {
+//!         schedule: Some(Schedule::Delay(Duration::from_secs(60))),
+//!         idempotency_key: Some("welcome-7".into()),
+//!         ..NewJob::new("emails", r#"{"to":"a@example.com"}"#)
+//!     })
+//!     .await?;
+//! let job = jobs.get(&enqueued.job_id).await?;
+//! assert_eq!(job.state, JobState::Scheduled);
+//! let stats = jobs.stats("emails").await?;
+//! println!("{} scheduled, {} dead", stats.scheduled_count, stats.dead_count);
+//! # Ok(())
+//! # }
+//! ```
+
+mod types;
+
+use std::time::Duration;
+
+use spool_proto::v1::{self, jobs_client::JobsClient};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+pub use self::types::{
+    AttemptError, CancelOutcome, Claim, ClaimedJob, DeadFilter, Enqueued, Finish, JobEvent, JobEventKind,
+    JobInfo, JobQuery, JobState, NewJob, Page, QueueStats, Schedule,
+};
+use crate::error::{Error, Result};
+
+/// The typed client of the Jobs service, on a [`Client`](crate::Client)'s
+/// connection ([`Client::jobs`](crate::Client::jobs)). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Jobs {
+    inner: JobsClient<Channel>,
+    request_timeout: Option<Duration>,
+}
+
+impl Jobs {
+    pub(crate) fn new(inner: JobsClient<Channel>, request_timeout: Option<Duration>) -> Self {
+        Jobs {
+            inner,
+            request_timeout,
+        }
+    }
+
+    /// A request with the client's deadline, plus `wait` for a long poll.
+    fn request<T>(&self, message: T, wait: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(timeout) = self.request_timeout {
+            request.set_timeout(timeout + wait);
+        }
+        request
+    }
+
+    /// Enqueues one job. With an idempotency key seen in the queue's dedup
+    /// window, returns the earlier job instead (`deduplicated`).
+    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
+        let request = self.request(job.into_proto(), Duration::ZERO);
+        let response = self.inner.clone().enqueue(request).await?.into_inner();
+        Ok(Enqueued::from_proto(response))
+    }
+
+    /// Enqueues several jobs in one request, all or none: an invalid job
+    /// fails the call (`INVALID_ARGUMENT` naming its index). Answers one
+    /// result per job, in order.
+    pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        let count = jobs.len();
+        let request = v1::EnqueueBatchRequest {
+            jobs: jobs.into_iter().map(NewJob::into_proto).collect(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .enqueue_batch(self.request(request, Duration::ZERO))
+            .await?
+            .into_inner();
+        if response.results.len() != count {
+            return Err(Error::protocol(format!(
+                "EnqueueBatch of {count} jobs answered {} results",
+                response.results.len()
+            )));
+        }
+        Ok(response.results.into_iter().map(Enqueued::from_proto).collect())
+    }
+
+    /// One job with its payload, result and errors. `NOT_FOUND` for an id
+    /// no job has, or a job that left memory after its retention time (its
+    /// [`history`](Self::history) is still in the log).
+    pub async fn get(&self, job_id: &str) -> Result<JobInfo> {
+        let request = v1::GetJobRequest {
+            job_id: job_id.to_owned(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .get_job(self.request(request, Duration::ZERO))
+            .await?
+            .into_inner();
+        let job = response
+            .job
+            .ok_or_else(|| Error::protocol("GetJob answered without a job"))?;
+        JobInfo::from_proto(job)
+    }
+
+    /// One page of a queue's jobs, oldest first: `limit` jobs at most (0 is
+    /// the server's default), from `page_token` (`None` for the first
+    /// page).
+    pub async fn list(
+        &self,
+        query: &JobQuery,
+        page_token: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<JobInfo>> {
+        let request = v1::ListJobsRequest {
+            queue: query.queue.clone(),
+            state: query.state.map_or(v1::JobState::Unspecified, JobState::to_proto) as i32,
+            page_token: page_token.unwrap_or_default().to_owned(),
+            limit,
+            include_payload: query.include_payload,
+        };
+        let response = self
+            .inner
+            .clone()
+            .list_jobs(self.request(request, Duration::ZERO))
+            .await?
+            .into_inner();
+        Ok(Page {
+            items: response
+                .jobs
+                .into_iter()
+                .map(JobInfo::from_proto)
+                .collect::<Result<_>>()?,
+            next_page_token: non_empty(response.next_page_token),
+        })
+    }
+
+    /// One page of a job's events, oldest first, read from the log (also
+    /// for a job that has left memory): `limit` events at most (0 is the
+    /// server's default), from `page_token` (`None` for the first page).
+    pub async fn history(
+        &self,
+        job_id: &str,
+        page_token: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<JobEvent>> {
+        let request = v1::HistoryRequest {
+            job_id: job_id.to_owned(),
+            page_token: page_token.unwrap_or_default().to_owned(),
+            limit,
+        };
+        let response = self
+            .inner
+            .clone()
+            .history(self.request(request, Duration::ZERO))
+            .await?
+            .into_inner();
+        Ok(Page {
+            items: response.events.into_iter().map(JobEvent::from_proto).collect(),
+            next_page_token: non_empty(response.next_page_token),
+        })
+    }
+
+    /// Makes one dead job available again, with a fresh budget of attempts.
+    /// `FAILED_PRECONDITION` if it is not dead.
+    pub async fn retry_dead(&self, job_id: &str) -> Result<()> {
+        self.retry_dead_target(v1::retry_dead_request::Target::JobId(job_id.to_owned()))
+            .await
+            .map(drop)
+    }
+
+    /// Makes the dead jobs matching `filter` available again, at most
+    /// `filter.limit` of them; returns how many.
+    pub async fn retry_dead_matching(&self, filter: &DeadFilter) -> Result<u64> {
+        self.retry_dead_target(v1::retry_dead_request::Target::Filter(filter.to_proto()))
+            .await
+    }
+
+    async fn retry_dead_target(&self, target: v1::retry_dead_request::Target) -> Result<u64> {
+        let request = v1::RetryDeadRequest { target: Some(target) };
+        let response = self
+            .inner
+            .clone()
+            .retry_dead(self.request(request, Duration::ZERO))
+            .await?;
+        Ok(response.into_inner().retried_count)
+    }
+
+    /// Removes one dead job from the job table (its history stays in the
+    /// log). `FAILED_PRECONDITION` if it is not dead.
+    pub async fn purge_dead(&self, job_id: &str) -> Result<()> {
+        self.purge_dead_target(v1::purge_dead_request::Target::JobId(job_id.to_owned()))
+            .await
+            .map(drop)
+    }
+
+    /// Removes the dead jobs matching `filter`, at most `filter.limit` of
+    /// them; returns how many.
+    pub async fn purge_dead_matching(&self, filter: &DeadFilter) -> Result<u64> {
+        self.purge_dead_target(v1::purge_dead_request::Target::Filter(filter.to_proto()))
+            .await
+    }
+
+    async fn purge_dead_target(&self, target: v1::purge_dead_request::Target) -> Result<u64> {
+        let request = v1::PurgeDeadRequest { target: Some(target) };
+        let response = self
+            .inner
+            .clone()
+            .purge_dead(self.request(request, Duration::ZERO))
+            .await?;
+        Ok(response.into_inner().purged_count)
+    }
+
+    /// Cancels a job: at once if it is waiting; if it is running, its
+    /// worker is told on its next heartbeat. `FAILED_PRECONDITION` for a
+    /// job that succeeded or is dead.
+    pub async fn cancel(&self, job_id: &str) -> Result<CancelOutcome> {
+        let request = v1::CancelRequest {
+            job_id: job_id.to_owned(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .cancel(self.request(request, Duration::ZERO))
+            .await?
+            .into_inner();
+        Ok(if response.cancel_requested {
+            CancelOutcome::Requested
+        } else {
+            CancelOutcome::Cancelled
+        })
+    }
+
+    /// Counts per state and rates of `queue` (zeros for a queue the server
+    /// holds no job of).
+    pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let request = v1::QueueStatsRequest {
+            queue: queue.to_owned(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .queue_stats(self.request(request, Duration::ZERO))
+            .await?;
+        Ok(QueueStats::from_proto(response.into_inner()))
+    }
+
+    /// Claims up to `claim.max_jobs` jobs, waiting up to `claim.max_wait`
+    /// when none is available; possibly none.
+    pub async fn claim(&self, claim: &Claim) -> Result<Vec<ClaimedJob>> {
+        let request = v1::ClaimRequest {
+            queues: claim.queues.clone(),
+            max_jobs: claim.max_jobs,
+            lease_ms: millis(claim.lease),
+            max_wait_ms: u32::try_from(claim.max_wait.as_millis()).unwrap_or(u32::MAX),
+            worker_id: claim.worker_id.clone(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .claim(self.request(request, claim.max_wait))
+            .await?
+            .into_inner();
+        Ok(response.jobs.into_iter().map(ClaimedJob::from_proto).collect())
+    }
+
+    /// Records the outcomes of claimed jobs in one request. Each item
+    /// succeeds or fails on its own: one result per item, in order, with the
+    /// state the job went to (`succeeded`; for a failure `scheduled` or
+    /// `available` for a retry, `dead`, or `cancelled` when cancellation was
+    /// requested), or the error the same single call would have got (a
+    /// stale lease token is `FAILED_PRECONDITION`).
+    pub async fn finish(&self, outcomes: Vec<Finish>) -> Result<Vec<Result<Option<JobState>>>> {
+        let count = outcomes.len();
+        let request = v1::FinishBatchRequest {
+            items: outcomes.into_iter().map(Finish::into_proto).collect(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .finish_batch(self.request(request, Duration::ZERO))
+            .await?
+            .into_inner();
+        if response.results.len() != count {
+            return Err(Error::protocol(format!(
+                "FinishBatch of {count} outcomes answered {} results",
+                response.results.len()
+            )));
+        }
+        Ok(response.results.into_iter().map(finish_result).collect())
+    }
+}
+
+/// One item's result of a FinishBatch.
+fn finish_result(result: v1::FinishResult) -> Result<Option<JobState>> {
+    let code = Code::from(i32::try_from(result.code).unwrap_or(i32::MAX));
+    if code == Code::Ok {
+        Ok(JobState::from_proto(result.state))
+    } else {
+        Err(Error::from(Status::new(code, result.message)))
+    }
+}
+
+fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+/// Whole milliseconds, saturating.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_results_map_to_the_client_s_errors() {
+        let ok = finish_result(v1::FinishResult {
+            job_id: "1".into(),
+            code: 0,
+            message: String::new(),
+            state: v1::JobState::Dead as i32,
+        });
+        assert_eq!(ok.unwrap(), Some(JobState::Dead));
+        let stale = finish_result(v1::FinishResult {
+            job_id: "1".into(),
+            code: Code::FailedPrecondition as u32,
+            message: "stale lease token".into(),
+            state: 0,
+        })
+        .unwrap_err();
+        assert_eq!(stale.code(), Some(Code::FailedPrecondition));
+        let missing = finish_result(v1::FinishResult {
+            job_id: "2".into(),
+            code: Code::NotFound as u32,
+            message: "no job 2".into(),
+            state: 0,
+        });
+        assert!(matches!(missing, Err(Error::NotFound { .. })));
+    }
+}

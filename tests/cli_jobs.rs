@@ -1,0 +1,271 @@
+//! `spool job`, `spool queue` and `spool bench jobs` against a real
+//! `spoold`, with a worker played by the Jobs client of `spool-client`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Spoold;
+use serde_json::Value;
+use spool_client::Client;
+use spool_client::jobs::{Claim, ClaimedJob, JobState};
+
+/// Claims up to `count` jobs of `queue` as worker `worker_id`, with leases
+/// of a minute.
+fn claim(
+    server: &Spoold,
+    queue: &str,
+    count: u32,
+    worker_id: &str,
+) -> (tokio::runtime::Runtime, Client, Vec<ClaimedJob>) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (client, claimed) = runtime.block_on(async {
+        let client = Client::connect(server.url()).await.expect("connect");
+        let claim = Claim {
+            queues: vec![queue.to_owned()],
+            max_jobs: count,
+            lease: Duration::from_secs(60),
+            max_wait: Duration::from_secs(2),
+            worker_id: worker_id.to_owned(),
+        };
+        let claimed = client.jobs().claim(&claim).await.expect("claim");
+        (client, claimed)
+    });
+    (runtime, client, claimed)
+}
+
+/// A worker's side: claims up to `count` jobs and fails each as
+/// non-retryable with `error`, or completes them when `error` is `None`.
+fn work(server: &Spoold, queue: &str, count: u32, error: Option<&str>) -> Vec<ClaimedJob> {
+    let (runtime, client, claimed) = claim(server, queue, count, "test-worker");
+    let outcomes = claimed
+        .iter()
+        .map(|job| match error {
+            Some(error) => job.fail(error, false),
+            None => job.complete("done"),
+        })
+        .collect();
+    let results = runtime.block_on(client.jobs().finish(outcomes)).expect("finish");
+    for result in results {
+        let state = result.expect("each outcome is recorded");
+        let expected = if error.is_some() {
+            JobState::Dead
+        } else {
+            JobState::Succeeded
+        };
+        assert_eq!(state, Some(expected));
+    }
+    claimed
+}
+
+/// Claims up to `count` jobs and holds them (leases of a minute).
+fn claim_and_hold(server: &Spoold, queue: &str, count: u32) -> Vec<ClaimedJob> {
+    claim(server, queue, count, "holder").2
+}
+
+#[test]
+fn enqueue_inspect_and_dedup() {
+    let server = Spoold::start_temp(&[]);
+    let id = server.ok(&[
+        "job",
+        "enqueue",
+        "emails",
+        "{\"to\":\"a@example.com\"}",
+        "--content-type",
+        "application/json",
+    ]);
+    let id = id.trim();
+    assert!(id.parse::<u64>().is_ok(), "{id}");
+
+    // The payload from stdin, `-` or absent.
+    let stdin_id = server
+        .spool(&["job", "enqueue", "emails", "-", "--header", "trace=t1"])
+        .stdin("from stdin")
+        .ok();
+    let stdin_id = stdin_id.trim();
+    let job = server.json(&["job", "get", stdin_id, "--format", "json"]);
+    assert_eq!(job["payload"], "from stdin");
+    assert_eq!(job["headers"]["trace"], "t1");
+    assert_eq!(job["state"], "available");
+
+    // An idempotency key: the second enqueue returns the first job.
+    let first = server.ok(&["job", "enqueue", "emails", "x", "--key", "welcome-1"]);
+    let output = server
+        .spool(&["job", "enqueue", "emails", "y", "--key", "welcome-1"])
+        .output();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout), first);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("deduplicated"));
+    let again = server.json(&[
+        "job",
+        "enqueue",
+        "emails",
+        "y",
+        "--key",
+        "welcome-1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(again["deduplicated"], true);
+
+    // Delay, priority, attempts, timeout.
+    let delayed = server.json(&[
+        "job",
+        "enqueue",
+        "emails",
+        "later",
+        "--delay",
+        "1h",
+        "--priority",
+        "-2",
+        "--attempts",
+        "3",
+        "--timeout",
+        "30s",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(delayed["state"], "scheduled");
+    let job = server.json(&[
+        "job",
+        "get",
+        delayed["job_id"].as_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        (job["priority"].as_i64(), job["attempts_max"].as_u64()),
+        (Some(-2), Some(3))
+    );
+    assert_eq!(job["timeout_ms"], 30_000);
+
+    let text = server.ok(&["job", "get", id]);
+    assert!(text.contains("state         available"), "{text}");
+    assert!(text.contains("content type  application/json"), "{text}");
+
+    let stats = server.json(&["queue", "stats", "emails", "--format", "json"]);
+    assert_eq!(
+        (stats["available"].as_u64(), stats["scheduled"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let listed = server.ok(&["job", "list", "emails", "--state", "scheduled"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let listed = server.ok(&["job", "list", "emails", "--format", "json", "--limit", "2"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+
+    // Server refusals exit 1 and say what to do.
+    let message = server.fails(&["job", "get", "12345"]);
+    assert!(message.contains("spool job history 12345"), "{message}");
+    let message = server.fails(&["job", "enqueue", "emails", "x", "--delay", "400d"]);
+    assert!(message.contains("delay_ms"), "{message}");
+    let message = server.fails(&["job", "retry", id]);
+    assert!(message.contains("not dead"), "{message}");
+}
+
+#[test]
+fn dead_jobs_history_retry_purge_and_cancel() {
+    let server = Spoold::start_temp(&[]);
+    for i in 0..3 {
+        server.ok(&[
+            "job",
+            "enqueue",
+            "billing",
+            &format!("invoice-{i}"),
+            "--attempts",
+            "1",
+        ]);
+    }
+    let failed = work(&server, "billing", 2, Some("smtp: connection refused"));
+    assert_eq!(failed.len(), 2);
+    let failed_id = failed[0].id.as_str();
+    let dead = server.ok(&["job", "list", "billing", "--state", "dead"]);
+    assert_eq!(dead.lines().count(), 3, "{dead}");
+    assert!(dead.contains("smtp: connection refused"), "{dead}");
+
+    let history = server.ok(&["job", "history", failed_id]);
+    let kinds: Vec<&str> = history
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(kinds, ["enqueued", "claimed", "dead"], "{history}");
+    assert!(history.contains("test-worker"), "{history}");
+    let events: Vec<Value> = server
+        .ok(&["job", "history", failed_id, "--format", "json"])
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events[2]["error"], "smtp: connection refused");
+    assert_eq!(events[1]["lease_ms"], 60_000);
+
+    // One by id, then in bulk by error text.
+    let out = server.ok(&["job", "retry", failed_id]);
+    assert!(out.contains("re-drove job"), "{out}");
+    assert_eq!(
+        server.json(&["job", "get", failed_id, "--format", "json"])["state"],
+        "available"
+    );
+    let again = work(&server, "billing", 3, Some("smtp: timeout"));
+    assert_eq!(again.len(), 2, "the re-driven job and the third one");
+    let redriven = again.iter().find(|job| job.id == failed_id).unwrap();
+    assert_eq!(
+        redriven.attempt, 2,
+        "attempt numbers keep counting across re-drives"
+    );
+    let out = server.ok(&[
+        "job",
+        "retry",
+        "--dead",
+        "billing",
+        "--error-contains",
+        "timeout",
+        "--since",
+        "1h",
+    ]);
+    assert!(out.contains("re-drove 2 dead jobs"), "{out}");
+    let out = server.ok(&["job", "purge", "--dead", "billing", "--before", "@1"]);
+    assert!(out.contains("purged 0 dead jobs"), "{out}");
+    let out = server.ok(&["job", "purge", "--dead", "billing"]);
+    assert!(out.contains("purged 1 dead jobs"), "{out}");
+    let message = server.fails(&["job", "purge", failed_id]);
+    assert!(message.contains("not dead"), "{message}");
+
+    // Cancel: at once when waiting, on the next heartbeat when running.
+    let waiting = server.ok(&["job", "enqueue", "reports", "r1", "--delay", "1h"]);
+    let out = server.ok(&["job", "cancel", waiting.trim()]);
+    assert!(out.contains("cancelled job"), "{out}");
+    server.ok(&["job", "enqueue", "reports", "r2"]);
+    let running = claim_and_hold(&server, "reports", 1);
+    let out = server.ok(&["job", "cancel", &running[0].id]);
+    assert!(out.contains("next heartbeat"), "{out}");
+    let done = server.ok(&["job", "enqueue", "reports", "r3"]);
+    work(&server, "reports", 1, None);
+    let message = server.fails(&["job", "cancel", done.trim()]);
+    assert!(message.contains("succeeded"), "{message}");
+    let job = server.json(&["job", "get", done.trim(), "--format", "json"]);
+    assert_eq!(
+        (job["state"].as_str(), job["result"].as_str()),
+        (Some("succeeded"), Some("done"))
+    );
+}
+
+#[test]
+fn bench_jobs_completes_every_job() {
+    let server = Spoold::start_temp(&[]);
+    let report = server.json(&[
+        "bench",
+        "jobs",
+        "--count",
+        "3000",
+        "--enqueue-batch",
+        "250",
+        "--claim-batch",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(report["jobs"], 3000);
+    assert_eq!(report["enqueued"], 3000);
+    assert_eq!(report["finish_failures"], 0);
+    assert_eq!(report["latency_us"]["samples"], 3000);
+    assert!(report["completed_per_s"].as_f64().unwrap() > 0.0);
+}
