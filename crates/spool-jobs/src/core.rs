@@ -3,9 +3,9 @@
 //! clock, sleeps or does I/O, so retries, leases, fencing and retention are
 //! tested by passing times in.
 //!
-//! Every state change goes through [`JobsCore::apply`], both when a request
-//! is decided and when the log is replayed at start, so the state rebuilt
-//! from the log is the state that was served.
+//! Every state change goes through [`JobsCore::apply`] (in `apply.rs`),
+//! both when a request is decided and when the log is replayed at start, so
+//! the state rebuilt from the log is the state that was served.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,9 +16,7 @@ use crate::config::JobsConfig;
 use crate::event::{Event, PurgeReason};
 pub use crate::indexes::RATE_WINDOW_MS;
 use crate::indexes::{Indexes, RATE_COMPLETED, RATE_ENQUEUED, RATE_FAILED};
-use crate::job::{
-    AttemptError, ERRORS_KEPT_MAX, Job, JobId, JobSpec, JobState, Lease, Schedule, first_id_at,
-};
+use crate::job::{Job, JobId, JobSpec, JobState, Schedule, first_id_at};
 use crate::request::invalid;
 pub use crate::request::{
     ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, Reply, Request, RequestId, Step, Target,
@@ -56,7 +54,7 @@ pub struct JobsCore {
     pub(crate) indexes: Indexes,
     /// (queue, key) -> (job, end of the dedup window).
     pub(crate) keys: HashMap<(Arc<str>, String), (JobId, i64)>,
-    key_expiry: BTreeSet<(i64, Arc<str>, String)>,
+    pub(crate) key_expiry: BTreeSet<(i64, Arc<str>, String)>,
     parked: VecDeque<Parked>,
     pub(crate) last_id: JobId,
     rng: u64,
@@ -189,168 +187,6 @@ impl JobsCore {
     fn emit(&mut self, step: &mut Step, event: Event) {
         self.apply(&event);
         step.events.push(event);
-    }
-
-    /// Applies one event to the state. The only place state changes.
-    pub fn apply(&mut self, event: &Event) {
-        if let Event::Enqueued {
-            id,
-            at_ms,
-            queue,
-            payload,
-            content_type,
-            headers,
-            priority,
-            attempts_max,
-            timeout_ms,
-            run_at_ms,
-            idempotency_key,
-            dedup_until_ms,
-        } = event
-        {
-            let queue: Arc<str> = match self.indexes.queues.get_key_value(queue.as_str()) {
-                Some((name, _)) => Arc::clone(name),
-                None => Arc::from(queue.as_str()),
-            };
-            let job = Job {
-                id: *id,
-                queue: Arc::clone(&queue),
-                state: if *run_at_ms > *at_ms {
-                    JobState::Scheduled
-                } else {
-                    JobState::Available
-                },
-                payload: payload.clone(),
-                content_type: content_type.clone(),
-                headers: headers.clone(),
-                priority: *priority,
-                attempt: 0,
-                attempts_max: *attempts_max,
-                attempts_forgiven: 0,
-                timeout_ms: *timeout_ms,
-                idempotency_key: idempotency_key.clone(),
-                created_ms: *at_ms,
-                run_at_ms: *run_at_ms,
-                started_ms: None,
-                finished_ms: None,
-                errors: Vec::new(),
-                result: None,
-                progress: None,
-                cancel_requested: false,
-                lease: None,
-                completed_token: None,
-            };
-            if let Some(old) = self.jobs.remove(id) {
-                self.indexes.remove(&old);
-            }
-            self.indexes.insert(&job);
-            self.indexes.queue(&queue).rates.add(*at_ms, RATE_ENQUEUED);
-            if let (Some(key), Some(until)) = (idempotency_key, dedup_until_ms) {
-                self.keys.insert((Arc::clone(&queue), key.clone()), (*id, *until));
-                self.key_expiry.insert((*until, queue, key.clone()));
-            }
-            self.jobs.insert(*id, job);
-            self.last_id = self.last_id.max(*id);
-            return;
-        }
-        let id = event.id();
-        let Some(job) = self.jobs.get_mut(&id) else {
-            tracing::debug!(id, kind = event.kind(), "event for a job no longer in memory");
-            return;
-        };
-        self.indexes.remove(job);
-        let at = event.at_ms();
-        match event {
-            Event::Enqueued { .. } => unreachable!("handled above"),
-            Event::Claimed {
-                attempt,
-                token,
-                lease_until_ms,
-                worker,
-                ..
-            } => {
-                job.state = JobState::Running;
-                job.attempt = *attempt;
-                job.started_ms = Some(at);
-                job.progress = None;
-                job.lease = Some(Lease {
-                    token: *token,
-                    until_ms: *lease_until_ms,
-                    lease_ms: lease_until_ms.saturating_sub(at).max(0) as u64,
-                    worker: worker.clone(),
-                });
-            }
-            Event::LeaseExtended {
-                lease_until_ms,
-                progress,
-                ..
-            } => {
-                if let Some(lease) = job.lease.as_mut() {
-                    lease.until_ms = *lease_until_ms;
-                }
-                if progress.is_some() {
-                    job.progress.clone_from(progress);
-                }
-            }
-            Event::Completed { result, .. } => {
-                job.state = JobState::Succeeded;
-                job.finished_ms = Some(at);
-                job.result = Some(result.clone());
-                job.completed_token = job.lease.take().map(|l| l.token);
-                self.indexes.queue(&job.queue).rates.add(at, RATE_COMPLETED);
-            }
-            Event::Failed {
-                attempt,
-                error,
-                retry_at_ms,
-                ..
-            } => {
-                if job.errors.len() >= ERRORS_KEPT_MAX {
-                    job.errors.remove(0);
-                }
-                job.errors.push(AttemptError {
-                    attempt: *attempt,
-                    error: error.clone(),
-                    failed_at_ms: at,
-                });
-                job.lease = None;
-                match retry_at_ms {
-                    Some(retry_at) => {
-                        job.state = JobState::Scheduled;
-                        job.run_at_ms = *retry_at;
-                    }
-                    None => {
-                        job.state = JobState::Dead;
-                        job.finished_ms = Some(at);
-                    }
-                }
-                self.indexes.queue(&job.queue).rates.add(at, RATE_FAILED);
-            }
-            Event::Released { .. } => {
-                job.lease = None;
-                job.state = JobState::Available;
-                job.run_at_ms = at;
-                job.attempts_forgiven += 1;
-            }
-            Event::CancelRequested { .. } => job.cancel_requested = true,
-            Event::Cancelled { .. } => {
-                job.state = JobState::Cancelled;
-                job.lease = None;
-                job.finished_ms = Some(at);
-            }
-            Event::Redriven { .. } => {
-                job.state = JobState::Available;
-                job.run_at_ms = at;
-                job.finished_ms = None;
-                job.attempts_forgiven = job.attempt;
-                job.cancel_requested = false;
-            }
-            Event::Purged { .. } => {
-                self.jobs.remove(&id);
-                return;
-            }
-        }
-        self.indexes.insert(job);
     }
 
     /// Handles one request at time `now_ms`.

@@ -6,8 +6,9 @@
 //! lives only in memory and its whole history can be read back.
 //!
 //! Layout: [`core`] is the pure state machine (requests and the time in,
-//! events and replies out), with its requests and replies in `request` and
-//! its ordering sets and counters in `indexes`; [`event`] and [`codec`] encode events;
+//! events and replies out), with its requests and replies in `request`,
+//! its ordering sets and counters in `indexes`, and in `apply` the one
+//! function through which events change jobs; [`event`] and [`codec`] encode events;
 //! [`job`] and [`config`] hold the data and its limits; [`runtime`] runs
 //! the state machine on a thread, appends its events with group-committed
 //! fsync, arms its timers and takes snapshots; [`snapshot`] encodes the
@@ -18,6 +19,7 @@
 
 #![deny(unsafe_code)]
 
+mod apply;
 pub mod codec;
 pub mod config;
 pub mod core;
