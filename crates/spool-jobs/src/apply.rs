@@ -65,6 +65,38 @@ impl JobsCore {
     }
 }
 
+/// A job rebuilt from its own events as read back from the log, for a job
+/// that has left memory: the events go through the same transitions as in
+/// the table, so the job is the one that was served when it left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFromLog {
+    pub job: Job,
+    /// When the job was purged (it was dead), if it was.
+    pub purged_at_ms: Option<i64>,
+}
+
+impl JobFromLog {
+    /// Starts from the job's `Enqueued` event; `None` for any other event.
+    pub fn enqueued(event: &Event) -> Option<JobFromLog> {
+        let Event::Enqueued { queue, .. } = event else {
+            return None;
+        };
+        Some(JobFromLog {
+            job: enqueued(event, Arc::from(queue.as_str()))?,
+            purged_at_ms: None,
+        })
+    }
+
+    /// Applies the job's next event, in log order.
+    pub fn apply(&mut self, event: &Event) {
+        debug_assert_eq!(event.id(), self.job.id);
+        if let Event::Purged { at_ms, .. } = event {
+            self.purged_at_ms = Some(*at_ms);
+        }
+        transition(&mut self.job, event);
+    }
+}
+
 /// The job an `Enqueued` event creates, in `queue`; `None` for any other
 /// event.
 fn enqueued(event: &Event, queue: Arc<str>) -> Option<Job> {
@@ -172,6 +204,12 @@ fn transition(job: &mut Job, event: &Event) {
             });
             job.lease = None;
             match retry_at_ms {
+                // A retry without delay (a lost worker's job, or a Fail
+                // asking for none) is available at once.
+                Some(retry_at) if *retry_at <= at => {
+                    job.state = JobState::Available;
+                    job.run_at_ms = *retry_at;
+                }
                 Some(retry_at) => {
                     job.state = JobState::Scheduled;
                     job.run_at_ms = *retry_at;
