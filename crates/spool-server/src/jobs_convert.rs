@@ -4,7 +4,8 @@
 //! in `convert.rs`.
 
 use spool_jobs::{
-    ClaimSpec, ClaimedJob, DeadFilter, Event, Job, JobId, JobSpec, JobState, Request, Schedule, Target,
+    ClaimSpec, ClaimedJob, DeadFilter, Event, Job, JobFromLog, JobId, JobSpec, JobState, JobsConfig,
+    QueueStats, Request, Schedule, Target,
 };
 use spool_proto::v1;
 use tonic::Status;
@@ -108,6 +109,44 @@ pub(crate) fn job_to_proto(job: &Job, include_payload: bool) -> v1::Job {
         progress: job.progress.clone(),
         cancel_requested: job.cancel_requested,
         worker_id: job.lease.as_ref().map(|l| l.worker.clone()),
+        from_history: false,
+        purged_at_ms: None,
+    }
+}
+
+/// A job rebuilt from its events in the log, with its payload and result.
+pub(crate) fn job_from_log_to_proto(rebuilt: &JobFromLog) -> v1::Job {
+    v1::Job {
+        from_history: true,
+        purged_at_ms: rebuilt.purged_at_ms,
+        ..job_to_proto(&rebuilt.job, true)
+    }
+}
+
+pub(crate) fn stats_to_proto(
+    queue: String,
+    stats: &QueueStats,
+    config: &JobsConfig,
+) -> v1::QueueStatsResponse {
+    let count = |state: JobState| stats.counts[state.index()];
+    v1::QueueStatsResponse {
+        queue,
+        scheduled_count: count(JobState::Scheduled),
+        available_count: count(JobState::Available),
+        running_count: count(JobState::Running),
+        succeeded_count: count(JobState::Succeeded),
+        dead_count: count(JobState::Dead),
+        cancelled_count: count(JobState::Cancelled),
+        oldest_available_age_ms: stats.oldest_available_age_ms,
+        rate_window_ms: spool_jobs::core::RATE_WINDOW_MS,
+        enqueued_per_second: stats.enqueued_per_second,
+        completed_per_second: stats.completed_per_second,
+        failed_per_second: stats.failed_per_second,
+        finished_retention_ms: config.finished_retention_ms,
+        finished_in_memory_max: config.finished_in_memory_max as u64,
+        finished_in_memory_count: stats.finished_in_memory,
+        finished_evicted_early_count: stats.finished_evicted_early,
+        dead_retention_ms: config.dead_retention_ms,
     }
 }
 

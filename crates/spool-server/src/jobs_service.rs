@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
-use spool_jobs::{JobState, JobsRuntime, Reply, Request};
+use spool_jobs::{JobsRuntime, Reply, Request};
 use spool_proto::v1::{self, jobs_server::Jobs};
 use tokio::sync::watch;
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::jobs_convert::{
     claim_spec, claimed_to_proto, complete_request, enqueue_response, event_to_proto, fail_request,
-    job_to_proto, parse_job_id, parse_token, purge_target, retry_target, spec_from_proto, state_from_proto,
-    state_to_proto,
+    job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, retry_target,
+    spec_from_proto, state_from_proto, state_to_proto, stats_to_proto,
 };
 use crate::status::{job_status, join_error, status};
 
@@ -256,13 +256,28 @@ impl Jobs for JobsService {
         request: GrpcRequest<v1::GetJobRequest>,
     ) -> Result<Response<v1::GetJobResponse>, Status> {
         let id = parse_job_id(&request.into_inner().job_id)?;
-        let job = self
+        let in_memory = self
             .runtime
             .read(move |core, _| core.job(id).map(|job| job_to_proto(job, true)))
             .await
-            .map_err(job_status)?
-            .ok_or_else(|| job_status(spool_jobs::JobError::UnknownJob { id }))?;
-        Ok(Response::new(v1::GetJobResponse { job: Some(job) }))
+            .map_err(job_status)?;
+        if let Some(job) = in_memory {
+            return Ok(Response::new(v1::GetJobResponse { job: Some(job) }));
+        }
+        // Not in the table: the job left memory (or never was). Its events
+        // are folded into the job it was, on a blocking thread, since this
+        // reads the log from the job's enqueue on.
+        let runtime = Arc::clone(&self.runtime);
+        let rebuilt = tokio::task::spawn_blocking(move || runtime.job_from_log(id))
+            .await
+            .map_err(join_error)?
+            .map_err(status)?
+            .ok_or_else(|| {
+                Status::not_found(format!("job {id} does not exist: the log holds no enqueue of it"))
+            })?;
+        Ok(Response::new(v1::GetJobResponse {
+            job: Some(job_from_log_to_proto(&rebuilt)),
+        }))
     }
 
     async fn list_jobs(
@@ -284,12 +299,14 @@ impl Jobs for JobsService {
         let jobs = self
             .runtime
             .read(move |core, _| {
-                core.list(&queue, state, after, limit)
-                    .into_iter()
-                    .map(|job| job_to_proto(job, include_payload))
-                    .collect::<Vec<_>>()
+                core.list(&queue, state, after, limit).map(|jobs| {
+                    jobs.into_iter()
+                        .map(|job| job_to_proto(job, include_payload))
+                        .collect::<Vec<_>>()
+                })
             })
             .await
+            .and_then(|listed| listed)
             .map_err(job_status)?;
         let next_page_token = if jobs.len() == limit {
             jobs.last().map(|j| j.job_id.clone()).unwrap_or_default()
@@ -359,27 +376,14 @@ impl Jobs for JobsService {
         request: GrpcRequest<v1::QueueStatsRequest>,
     ) -> Result<Response<v1::QueueStatsResponse>, Status> {
         let queue = request.into_inner().queue;
-        spool_log::validate_topic_name(&queue).map_err(status)?;
         let name = queue.clone();
         let stats = self
             .runtime
             .read(move |core, now| core.stats(&name, now))
             .await
+            .and_then(|stats| stats)
             .map_err(job_status)?;
-        let count = |state: JobState| stats.counts[state.index()];
-        Ok(Response::new(v1::QueueStatsResponse {
-            queue,
-            scheduled_count: count(JobState::Scheduled),
-            available_count: count(JobState::Available),
-            running_count: count(JobState::Running),
-            succeeded_count: count(JobState::Succeeded),
-            dead_count: count(JobState::Dead),
-            cancelled_count: count(JobState::Cancelled),
-            oldest_available_age_ms: stats.oldest_available_age_ms,
-            rate_window_ms: spool_jobs::core::RATE_WINDOW_MS,
-            enqueued_per_second: stats.enqueued_per_second,
-            completed_per_second: stats.completed_per_second,
-            failed_per_second: stats.failed_per_second,
-        }))
+        let config = self.runtime.config();
+        Ok(Response::new(stats_to_proto(queue, &stats, config)))
     }
 }
