@@ -670,6 +670,70 @@ async fn queue_names_follow_the_topic_name_rule() {
     assert_eq!(code_of(ok.await), Code::NotFound);
 }
 
+#[tokio::test]
+async fn reflection_lists_the_services_through_v1alpha_and_v1() {
+    use tonic::codegen::tokio_stream::{self, StreamExt};
+    use tonic_reflection::pb::{v1 as r1, v1alpha as r1alpha};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Spoold::start(dir.path(), &[]);
+    let wanted = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "spool.v1.Jobs",
+        "spool.v1.Log",
+    ];
+
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut alpha = r1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = r1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(r1alpha::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = alpha
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1alpha reflection is served")
+        .into_inner();
+    let answer = answers.next().await.expect("an answer").unwrap();
+    let Some(r1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("not a service list: {answer:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, wanted);
+
+    let mut v1 = r1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = r1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(r1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = v1
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1 reflection is served")
+        .into_inner();
+    let answer = answers.next().await.expect("an answer").unwrap();
+    let Some(r1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("not a service list: {answer:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, wanted);
+}
+
 async fn complete_one(client: &mut JobsClient<Channel>, queue: &str, result: &str) -> String {
     let id = client.enqueue(job(queue, "p")).await.unwrap().into_inner().job_id;
     let claimed = client

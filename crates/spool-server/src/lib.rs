@@ -4,7 +4,8 @@
 //! Layout: [`config`] (layered configuration), [`log_service`] (the
 //! `spool.v1.Log` service), [`jobs_service`] (the `spool.v1.Jobs` service
 //! over `spool-jobs`), [`checkpoints`] (named consumer positions kept in
-//! the internal topic `__checkpoints`), [`status`] (the one mapping from
+//! the internal topic `__checkpoints`), [`reflection`] (gRPC server
+//! reflection, v1 and v1alpha), [`status`] (the one mapping from
 //! engine errors to gRPC status codes), `inflight` (bounds on produce bytes
 //! in flight), `convert` (engine types to protobuf messages) and
 //! `jobs_convert` (job-layer types to protobuf messages).
@@ -23,6 +24,7 @@ pub mod inflight;
 mod jobs_convert;
 pub mod jobs_service;
 pub mod log_service;
+pub mod reflection;
 pub mod status;
 
 pub use config::{Config, ConfigError, LogFormat};
