@@ -72,9 +72,14 @@ async fn a_job_runs_fails_retries_and_completes_with_its_history() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(failed.state, v1::JobState::Scheduled as i32);
+    assert_eq!(
+        failed.state,
+        v1::JobState::Available as i32,
+        "a retry without delay is available at once"
+    );
+    assert_eq!(failed.retry_delay_ms, Some(0));
     let again = client
-        .claim(claim("emails", 10, 30_000, 5_000))
+        .claim(claim("emails", 10, 30_000, 0))
         .await
         .unwrap()
         .into_inner()
@@ -384,4 +389,470 @@ async fn kill_9_under_load_keeps_every_acknowledged_enqueue_and_completion() {
             );
         }
     }
+}
+
+/// Enqueues a job to `queue` that goes dead on its first failure, and
+/// fails it; returns its id.
+async fn dead_job(client: &mut JobsClient<Channel>, queue: &str, error: &str) -> String {
+    let id = client
+        .enqueue(v1::EnqueueRequest {
+            attempts_max: Some(1),
+            ..job(queue, "p")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let claimed = client
+        .claim(claim(queue, 1, 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(claimed[0].job_id, id);
+    let failed = client
+        .fail(v1::FailRequest {
+            job_id: id.clone(),
+            lease_token: claimed[0].lease_token.clone(),
+            error: error.into(),
+            retryable: Some(false),
+            retry_delay_ms: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.state, v1::JobState::Dead as i32);
+    id
+}
+
+async fn state_of(client: &mut JobsClient<Channel>, id: &str) -> v1::JobState {
+    let job = client
+        .get_job(v1::GetJobRequest { job_id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    job.state()
+}
+
+fn dead_filter(queue: &str) -> v1::DeadJobFilter {
+    v1::DeadJobFilter {
+        queue: queue.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn bulk_dead_job_calls_must_name_their_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Spoold::start(dir.path(), &[]);
+    let mut client = connect(&server).await;
+    let a = dead_job(&mut client, "billing", "card declined").await;
+    let b = dead_job(&mut client, "emails", "card declined").await;
+    use v1::{purge_dead_request as purge, retry_dead_request as retry};
+    let retry_all = client
+        .retry_dead(v1::RetryDeadRequest {
+            target: Some(retry::Target::Filter(dead_filter(""))),
+        })
+        .await;
+    let status = retry_all.expect_err("a filter without a queue");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("queue"), "{status:?}");
+    let purge_all = client
+        .purge_dead(v1::PurgeDeadRequest {
+            target: Some(purge::Target::Filter(v1::DeadJobFilter {
+                error_contains: "declined".into(),
+                ..dead_filter("")
+            })),
+        })
+        .await;
+    assert_eq!(code_of(purge_all), Code::InvalidArgument);
+    for id in [&a, &b] {
+        assert_eq!(
+            state_of(&mut client, id).await,
+            v1::JobState::Dead,
+            "nothing was touched"
+        );
+    }
+    let unknown = client
+        .purge_dead(v1::PurgeDeadRequest {
+            target: Some(purge::Target::Filter(dead_filter("never-used"))),
+        })
+        .await;
+    assert_eq!(code_of(unknown), Code::NotFound);
+    let neither = client.retry_dead(v1::RetryDeadRequest { target: None }).await;
+    assert_eq!(code_of(neither), Code::InvalidArgument);
+    // Named, the scope is one queue only.
+    let retried = client
+        .retry_dead(v1::RetryDeadRequest {
+            target: Some(retry::Target::Filter(dead_filter("billing"))),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .retried_count;
+    assert_eq!(retried, 1);
+    assert_eq!(state_of(&mut client, &a).await, v1::JobState::Available);
+    assert_eq!(state_of(&mut client, &b).await, v1::JobState::Dead);
+}
+
+#[tokio::test]
+async fn out_of_range_claim_and_heartbeat_limits_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Spoold::start(dir.path(), &[]);
+    let mut client = connect(&server).await;
+    client.enqueue(job("q", "p")).await.unwrap();
+    for (request, limit) in [
+        (claim("q", 1, u64::MAX, 0), "lease_ms"),
+        (claim("q", 1_000_000, 30_000, 0), "max_jobs"),
+    ] {
+        let status = client.claim(request).await.expect_err(limit);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(limit), "{status:?}");
+    }
+    let claimed = client
+        .claim(claim("q", 1_000, 43_200_000, 0))
+        .await
+        .expect("the limits themselves are accepted")
+        .into_inner()
+        .jobs;
+    assert_eq!(claimed[0].lease_ms, 43_200_000);
+    let status = client
+        .heartbeat(v1::HeartbeatRequest {
+            job_id: claimed[0].job_id.clone(),
+            lease_token: claimed[0].lease_token.clone(),
+            extend_ms: u64::MAX,
+            progress: None,
+        })
+        .await
+        .expect_err("an extension past lease_ms_max");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("lease_ms_max"), "{status:?}");
+}
+
+// Multi-threaded so that the client's connection task answers the server's
+// GOAWAY while this thread blocks in `terminate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_queues_are_not_found_and_a_used_queue_stays_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Spoold::start(dir.path(), &["job_finished_retention_ms=1ms"]);
+    let mut client = connect(&server).await;
+    let stats = client
+        .queue_stats(v1::QueueStatsRequest {
+            queue: "never-used".into(),
+        })
+        .await;
+    assert_eq!(code_of(stats), Code::NotFound);
+    let listed = client
+        .list_jobs(v1::ListJobsRequest {
+            queue: "never-used".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code_of(listed), Code::NotFound);
+    let everything = client.list_jobs(v1::ListJobsRequest::default()).await;
+    assert_eq!(
+        code_of(everything),
+        Code::InvalidArgument,
+        "a listing names its queue"
+    );
+    // A claim on a queue nobody used yet waits like on an empty one.
+    let claimed = client.claim(claim("later", 1, 30_000, 0)).await.unwrap();
+    assert!(claimed.into_inner().jobs.is_empty());
+
+    // A queue whose every job has left memory is still known, also after
+    // a restart from a snapshot and after a crash.
+    let id = client
+        .enqueue(job("short", "p"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let claimed = client
+        .claim(claim("short", 1, 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    client
+        .complete(v1::CompleteRequest {
+            job_id: id,
+            lease_token: claimed[0].lease_token.clone(),
+            result: Bytes::new(),
+        })
+        .await
+        .unwrap();
+    let stats_of = |client: &mut JobsClient<Channel>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .queue_stats(v1::QueueStatsRequest {
+                    queue: "short".into(),
+                })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stats_of(&mut client).await.unwrap().succeeded_count > 0 {
+        assert!(std::time::Instant::now() < deadline, "the job never left memory");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for crash in [false, true] {
+        if crash {
+            server.kill9();
+        } else {
+            assert!(server.terminate().success());
+        }
+        server.restart();
+        client = connect(&server).await;
+        let stats = stats_of(&mut client).await.expect("a used queue stays known");
+        assert_eq!(stats.succeeded_count, 0);
+        let listed = client
+            .list_jobs(v1::ListJobsRequest {
+                queue: "short".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("a used queue stays known");
+        assert!(listed.into_inner().jobs.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn queue_names_follow_the_topic_name_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Spoold::start(dir.path(), &[]);
+    let mut client = connect(&server).await;
+    for name in ["__jobs", "__mine", "", "a/b", &"x".repeat(250)] {
+        let status = client.enqueue(job(name, "p")).await.expect_err(name);
+        assert_eq!(status.code(), Code::InvalidArgument, "{name:?}: {status:?}");
+        assert!(status.message().contains("queue"), "{name:?}: {status:?}");
+    }
+    let status = client.enqueue(job("__mine", "p")).await.unwrap_err();
+    assert!(
+        status.message().contains("\"__\""),
+        "the rule is named: {status:?}"
+    );
+    let batch = client
+        .enqueue_batch(v1::EnqueueBatchRequest {
+            jobs: vec![job("ok", "p"), job("__mine", "p")],
+        })
+        .await;
+    assert_eq!(code_of(batch), Code::InvalidArgument);
+    let claimed = client.claim(claim("__jobs", 1, 30_000, 0)).await;
+    assert_eq!(code_of(claimed), Code::InvalidArgument);
+    let stats = client
+        .queue_stats(v1::QueueStatsRequest {
+            queue: "__jobs".into(),
+        })
+        .await;
+    assert_eq!(code_of(stats), Code::InvalidArgument);
+    let listed = client
+        .list_jobs(v1::ListJobsRequest {
+            queue: "__jobs".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code_of(listed), Code::InvalidArgument);
+    let retried = client
+        .retry_dead(v1::RetryDeadRequest {
+            target: Some(v1::retry_dead_request::Target::Filter(dead_filter("__jobs"))),
+        })
+        .await;
+    assert_eq!(code_of(retried), Code::InvalidArgument);
+    // Nothing was enqueued by the refused batch.
+    let ok = client.list_jobs(v1::ListJobsRequest {
+        queue: "ok".into(),
+        ..Default::default()
+    });
+    assert_eq!(code_of(ok.await), Code::NotFound);
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services_through_v1alpha_and_v1() {
+    use tonic::codegen::tokio_stream::{self, StreamExt};
+    use tonic_reflection::pb::{v1 as r1, v1alpha as r1alpha};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Spoold::start(dir.path(), &[]);
+    let wanted = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "spool.v1.Jobs",
+        "spool.v1.Log",
+    ];
+
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut alpha = r1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = r1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(r1alpha::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = alpha
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1alpha reflection is served")
+        .into_inner();
+    let answer = answers.next().await.expect("an answer").unwrap();
+    let Some(r1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("not a service list: {answer:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, wanted);
+
+    let mut v1 = r1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = r1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(r1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = v1
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1 reflection is served")
+        .into_inner();
+    let answer = answers.next().await.expect("an answer").unwrap();
+    let Some(r1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("not a service list: {answer:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(names, wanted);
+}
+
+async fn complete_one(client: &mut JobsClient<Channel>, queue: &str, result: &str) -> String {
+    let id = client.enqueue(job(queue, "p")).await.unwrap().into_inner().job_id;
+    let claimed = client
+        .claim(claim(queue, 1, 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(claimed[0].job_id, id);
+    client
+        .complete(v1::CompleteRequest {
+            job_id: id.clone(),
+            lease_token: claimed[0].lease_token.clone(),
+            result: Bytes::copy_from_slice(result.as_bytes()),
+        })
+        .await
+        .unwrap();
+    id
+}
+
+async fn get(client: &mut JobsClient<Channel>, id: &str) -> v1::Job {
+    client
+        .get_job(v1::GetJobRequest { job_id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap()
+}
+
+#[tokio::test]
+async fn get_job_answers_from_the_log_once_a_job_left_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Spoold::start(
+        dir.path(),
+        &["job_finished_in_memory_max=2", "job_dead_retention_ms=1h"],
+    );
+    let mut client = connect(&server).await;
+    let first = complete_one(&mut client, "reports", "first").await;
+    let in_memory = get(&mut client, &first).await;
+    assert!(!in_memory.from_history);
+    for n in 0..3 {
+        complete_one(&mut client, "reports", &format!("later {n}")).await;
+    }
+    let stats = |client: &mut JobsClient<Channel>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .queue_stats(v1::QueueStatsRequest {
+                    queue: "reports".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    // The count rule: only the two newest stay; the eviction runs on the
+    // job thread's next turn.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut now = stats(&mut client).await;
+    while now.succeeded_count > 2 {
+        assert!(std::time::Instant::now() < deadline, "{now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        now = stats(&mut client).await;
+    }
+    assert_eq!(now.finished_in_memory_max, 2);
+    assert_eq!(now.finished_in_memory_count, 2);
+    assert_eq!(now.finished_evicted_early_count, 2);
+    assert_eq!(now.finished_retention_ms, 3_600_000);
+    assert_eq!(now.dead_retention_ms, 3_600_000);
+
+    let listed = client
+        .list_jobs(v1::ListJobsRequest {
+            queue: "reports".into(),
+            state: v1::JobState::Succeeded as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert!(listed.iter().all(|j| j.job_id != first), "no longer listed");
+    let rebuilt = get(&mut client, &first).await;
+    assert!(rebuilt.from_history);
+    assert_eq!(
+        v1::Job {
+            from_history: false,
+            ..rebuilt.clone()
+        },
+        in_memory,
+        "the job as it was served"
+    );
+    assert_eq!(rebuilt.result.as_deref(), Some(&b"first"[..]));
+
+    // A purged dead job answers as dead, with its purge time.
+    let dead = dead_job(&mut client, "reports", "no such report").await;
+    client
+        .purge_dead(v1::PurgeDeadRequest {
+            target: Some(v1::purge_dead_request::Target::JobId(dead.clone())),
+        })
+        .await
+        .unwrap();
+    let purged = get(&mut client, &dead).await;
+    assert!(purged.from_history);
+    assert_eq!(purged.state(), v1::JobState::Dead);
+    assert!(purged.purged_at_ms.is_some());
+    assert_eq!(purged.errors[0].error, "no such report");
+    // Calls that change jobs still answer NOT_FOUND for it.
+    let retried = client
+        .retry_dead(v1::RetryDeadRequest {
+            target: Some(v1::retry_dead_request::Target::JobId(dead)),
+        })
+        .await;
+    assert_eq!(code_of(retried), Code::NotFound);
+    // An id the server never gave out.
+    let never = client
+        .get_job(v1::GetJobRequest {
+            job_id: "12345".into(),
+        })
+        .await;
+    assert_eq!(code_of(never), Code::NotFound);
 }

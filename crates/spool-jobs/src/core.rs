@@ -3,9 +3,9 @@
 //! clock, sleeps or does I/O, so retries, leases, fencing and retention are
 //! tested by passing times in.
 //!
-//! Every state change goes through [`JobsCore::apply`], both when a request
-//! is decided and when the log is replayed at start, so the state rebuilt
-//! from the log is the state that was served.
+//! Every state change goes through [`JobsCore::apply`] (in `apply.rs`),
+//! both when a request is decided and when the log is replayed at start, so
+//! the state rebuilt from the log is the state that was served.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,9 +16,8 @@ use crate::config::JobsConfig;
 use crate::event::{Event, PurgeReason};
 pub use crate::indexes::RATE_WINDOW_MS;
 use crate::indexes::{Indexes, RATE_COMPLETED, RATE_ENQUEUED, RATE_FAILED};
-use crate::job::{
-    AttemptError, ERRORS_KEPT_MAX, Job, JobId, JobSpec, JobState, Lease, Schedule, first_id_at,
-};
+use crate::job::{Job, JobId, JobSpec, JobState, Schedule, first_id_at};
+use crate::queue::validate_queue_name;
 use crate::request::invalid;
 pub use crate::request::{
     ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, Reply, Request, RequestId, Step, Target,
@@ -30,6 +29,9 @@ const QUEUES_PER_CLAIM_MAX: usize = 32;
 /// Most jobs in one enqueue request.
 pub const ENQUEUE_BATCH_MAX: usize = 10_000;
 const PROGRESS_BYTES_MAX: usize = 1024;
+/// Most dead jobs one RetryDead or PurgeDead by filter acts on: a call's
+/// events are one append, so a call is kept bounded.
+pub const DEAD_JOBS_PER_CALL_MAX: usize = 1_000;
 
 #[derive(Debug)]
 struct Parked {
@@ -41,11 +43,19 @@ struct Parked {
 /// Counts and rates of one queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueStats {
+    /// Jobs of the queue in memory per state, indexed by `JobState::index`.
     pub counts: [u64; 6],
     pub oldest_available_age_ms: Option<u64>,
     pub enqueued_per_second: f64,
     pub completed_per_second: f64,
     pub failed_per_second: f64,
+    /// Succeeded and cancelled jobs of every queue in memory now, which
+    /// `finished_in_memory_max` bounds.
+    pub finished_in_memory: u64,
+    /// Succeeded and cancelled jobs of this queue that left memory before
+    /// their retention time because that cap was reached, since the table
+    /// was built (the server's start).
+    pub finished_evicted_early: u64,
 }
 
 /// See the module documentation.
@@ -56,7 +66,7 @@ pub struct JobsCore {
     pub(crate) indexes: Indexes,
     /// (queue, key) -> (job, end of the dedup window).
     pub(crate) keys: HashMap<(Arc<str>, String), (JobId, i64)>,
-    key_expiry: BTreeSet<(i64, Arc<str>, String)>,
+    pub(crate) key_expiry: BTreeSet<(i64, Arc<str>, String)>,
     parked: VecDeque<Parked>,
     pub(crate) last_id: JobId,
     rng: u64,
@@ -105,40 +115,78 @@ impl JobsCore {
         self.jobs.len()
     }
 
-    /// Jobs of `queue` (all queues if empty) in `state` (any if `None`),
-    /// with ids above `after`, oldest first.
-    pub fn list(&self, queue: &str, state: Option<JobState>, after: JobId, limit: usize) -> Vec<&Job> {
-        use std::ops::Bound::{Excluded, Unbounded};
-        self.jobs
-            .range((Excluded(after), Unbounded))
-            .map(|(_, job)| job)
-            .filter(|job| (queue.is_empty() || &*job.queue == queue) && state.is_none_or(|s| job.state == s))
-            .take(limit)
-            .collect()
+    /// Every job in memory, of every queue, in id order.
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
     }
 
-    pub fn stats(&self, queue: &str, now_ms: i64) -> QueueStats {
-        let Some(q) = self.indexes.queues.get(queue) else {
-            return QueueStats {
-                counts: [0; 6],
-                oldest_available_age_ms: None,
-                enqueued_per_second: 0.0,
-                completed_per_second: 0.0,
-                failed_per_second: 0.0,
-            };
-        };
+    /// True once a job was ever enqueued to `queue` (see `queue.rs`).
+    pub fn queue_known(&self, queue: &str) -> bool {
+        self.indexes.queues.contains_key(queue)
+    }
+
+    /// Every known queue, in no particular order.
+    pub fn queues(&self) -> impl Iterator<Item = &str> {
+        self.indexes.queues.keys().map(|name| &**name)
+    }
+
+    /// Checks that `queue` is a valid name of a known queue.
+    fn known_queue(&self, field: &'static str, queue: &str) -> Result<(), JobError> {
+        validate_queue_name(field, queue)?;
+        if !self.queue_known(queue) {
+            return Err(JobError::UnknownQueue {
+                queue: queue.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Jobs of `queue` held in memory, in `state` (any if `None`), with ids
+    /// above `after`, oldest first. Jobs that left memory are not listed.
+    pub fn list(
+        &self,
+        queue: &str,
+        state: Option<JobState>,
+        after: JobId,
+        limit: usize,
+    ) -> Result<Vec<&Job>, JobError> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.known_queue("queue", queue)?;
+        Ok(self
+            .jobs
+            .range((Excluded(after), Unbounded))
+            .map(|(_, job)| job)
+            .filter(|job| &*job.queue == queue && state.is_none_or(|s| job.state == s))
+            .take(limit)
+            .collect())
+    }
+
+    pub fn stats(&self, queue: &str, now_ms: i64) -> Result<QueueStats, JobError> {
+        self.known_queue("queue", queue)?;
+        let q = &self.indexes.queues[queue];
         let oldest = q
             .ready
             .iter()
             .filter_map(|(_, id)| self.jobs.get(id).map(|j| j.run_at_ms))
             .min();
-        QueueStats {
+        Ok(QueueStats {
             counts: q.counts,
             oldest_available_age_ms: oldest.map(|t| now_ms.saturating_sub(t).max(0) as u64),
             enqueued_per_second: q.rates.per_second(now_ms, RATE_ENQUEUED),
             completed_per_second: q.rates.per_second(now_ms, RATE_COMPLETED),
             failed_per_second: q.rates.per_second(now_ms, RATE_FAILED),
-        }
+            finished_in_memory: self.finished_in_memory(),
+            finished_evicted_early: q.finished_evicted_early,
+        })
+    }
+
+    /// Succeeded and cancelled jobs in memory, of every queue.
+    fn finished_in_memory(&self) -> u64 {
+        self.indexes
+            .queues
+            .values()
+            .map(|q| q.counts[JobState::Succeeded.index()] + q.counts[JobState::Cancelled.index()])
+            .sum()
     }
 
     /// The earliest time at which [`JobsCore::tick`] has work to do.
@@ -173,6 +221,13 @@ impl JobsCore {
         self.jobs.insert(job.id, job);
     }
 
+    /// Makes a queue known again as a snapshot recorded it.
+    pub(crate) fn restore_queue(&mut self, queue: &str) {
+        if !self.queue_known(queue) {
+            self.indexes.queue(&Arc::from(queue));
+        }
+    }
+
     /// Puts an idempotency key back as a snapshot recorded it.
     pub(crate) fn restore_key(&mut self, queue: &str, key: String, id: JobId, until_ms: i64) {
         let queue: Arc<str> = Arc::from(queue);
@@ -189,168 +244,6 @@ impl JobsCore {
     fn emit(&mut self, step: &mut Step, event: Event) {
         self.apply(&event);
         step.events.push(event);
-    }
-
-    /// Applies one event to the state. The only place state changes.
-    pub fn apply(&mut self, event: &Event) {
-        if let Event::Enqueued {
-            id,
-            at_ms,
-            queue,
-            payload,
-            content_type,
-            headers,
-            priority,
-            attempts_max,
-            timeout_ms,
-            run_at_ms,
-            idempotency_key,
-            dedup_until_ms,
-        } = event
-        {
-            let queue: Arc<str> = match self.indexes.queues.get_key_value(queue.as_str()) {
-                Some((name, _)) => Arc::clone(name),
-                None => Arc::from(queue.as_str()),
-            };
-            let job = Job {
-                id: *id,
-                queue: Arc::clone(&queue),
-                state: if *run_at_ms > *at_ms {
-                    JobState::Scheduled
-                } else {
-                    JobState::Available
-                },
-                payload: payload.clone(),
-                content_type: content_type.clone(),
-                headers: headers.clone(),
-                priority: *priority,
-                attempt: 0,
-                attempts_max: *attempts_max,
-                attempts_forgiven: 0,
-                timeout_ms: *timeout_ms,
-                idempotency_key: idempotency_key.clone(),
-                created_ms: *at_ms,
-                run_at_ms: *run_at_ms,
-                started_ms: None,
-                finished_ms: None,
-                errors: Vec::new(),
-                result: None,
-                progress: None,
-                cancel_requested: false,
-                lease: None,
-                completed_token: None,
-            };
-            if let Some(old) = self.jobs.remove(id) {
-                self.indexes.remove(&old);
-            }
-            self.indexes.insert(&job);
-            self.indexes.queue(&queue).rates.add(*at_ms, RATE_ENQUEUED);
-            if let (Some(key), Some(until)) = (idempotency_key, dedup_until_ms) {
-                self.keys.insert((Arc::clone(&queue), key.clone()), (*id, *until));
-                self.key_expiry.insert((*until, queue, key.clone()));
-            }
-            self.jobs.insert(*id, job);
-            self.last_id = self.last_id.max(*id);
-            return;
-        }
-        let id = event.id();
-        let Some(job) = self.jobs.get_mut(&id) else {
-            tracing::debug!(id, kind = event.kind(), "event for a job no longer in memory");
-            return;
-        };
-        self.indexes.remove(job);
-        let at = event.at_ms();
-        match event {
-            Event::Enqueued { .. } => unreachable!("handled above"),
-            Event::Claimed {
-                attempt,
-                token,
-                lease_until_ms,
-                worker,
-                ..
-            } => {
-                job.state = JobState::Running;
-                job.attempt = *attempt;
-                job.started_ms = Some(at);
-                job.progress = None;
-                job.lease = Some(Lease {
-                    token: *token,
-                    until_ms: *lease_until_ms,
-                    lease_ms: lease_until_ms.saturating_sub(at).max(0) as u64,
-                    worker: worker.clone(),
-                });
-            }
-            Event::LeaseExtended {
-                lease_until_ms,
-                progress,
-                ..
-            } => {
-                if let Some(lease) = job.lease.as_mut() {
-                    lease.until_ms = *lease_until_ms;
-                }
-                if progress.is_some() {
-                    job.progress.clone_from(progress);
-                }
-            }
-            Event::Completed { result, .. } => {
-                job.state = JobState::Succeeded;
-                job.finished_ms = Some(at);
-                job.result = Some(result.clone());
-                job.completed_token = job.lease.take().map(|l| l.token);
-                self.indexes.queue(&job.queue).rates.add(at, RATE_COMPLETED);
-            }
-            Event::Failed {
-                attempt,
-                error,
-                retry_at_ms,
-                ..
-            } => {
-                if job.errors.len() >= ERRORS_KEPT_MAX {
-                    job.errors.remove(0);
-                }
-                job.errors.push(AttemptError {
-                    attempt: *attempt,
-                    error: error.clone(),
-                    failed_at_ms: at,
-                });
-                job.lease = None;
-                match retry_at_ms {
-                    Some(retry_at) => {
-                        job.state = JobState::Scheduled;
-                        job.run_at_ms = *retry_at;
-                    }
-                    None => {
-                        job.state = JobState::Dead;
-                        job.finished_ms = Some(at);
-                    }
-                }
-                self.indexes.queue(&job.queue).rates.add(at, RATE_FAILED);
-            }
-            Event::Released { .. } => {
-                job.lease = None;
-                job.state = JobState::Available;
-                job.run_at_ms = at;
-                job.attempts_forgiven += 1;
-            }
-            Event::CancelRequested { .. } => job.cancel_requested = true,
-            Event::Cancelled { .. } => {
-                job.state = JobState::Cancelled;
-                job.lease = None;
-                job.finished_ms = Some(at);
-            }
-            Event::Redriven { .. } => {
-                job.state = JobState::Available;
-                job.run_at_ms = at;
-                job.finished_ms = None;
-                job.attempts_forgiven = job.attempt;
-                job.cancel_requested = false;
-            }
-            Event::Purged { .. } => {
-                self.jobs.remove(&id);
-                return;
-            }
-        }
-        self.indexes.insert(job);
     }
 
     /// Handles one request at time `now_ms`.
@@ -560,13 +453,7 @@ impl JobsCore {
                 self.indexes.remove(&job);
             }
         }
-        let kept: u64 = self
-            .indexes
-            .queues
-            .values()
-            .map(|q| q.counts[JobState::Succeeded.index()] + q.counts[JobState::Cancelled.index()])
-            .sum();
-        let excess = (kept as usize).saturating_sub(self.config.finished_in_memory_max);
+        let excess = (self.finished_in_memory() as usize).saturating_sub(self.config.finished_in_memory_max);
         if excess > 0 {
             let oldest: Vec<JobId> = self
                 .indexes
@@ -579,12 +466,13 @@ impl JobsCore {
             for id in oldest {
                 let job = self.jobs.remove(&id).expect("indexed job exists");
                 self.indexes.remove(&job);
+                self.indexes.queue(&job.queue).finished_evicted_early += 1;
             }
         }
     }
 
     fn validate_spec(&self, spec: &JobSpec, now_ms: i64) -> Result<(), JobError> {
-        spool_log::validate_topic_name(&spec.queue).map_err(|e| invalid("queue", e.to_string()))?;
+        validate_queue_name("queue", &spec.queue)?;
         if spec.payload.len() as u64 > self.config.payload_bytes_max {
             return Err(JobError::LimitExceeded {
                 limit: "payload_bytes_max",
@@ -721,16 +609,34 @@ impl JobsCore {
             ));
         }
         for queue in &spec.queues {
-            spool_log::validate_topic_name(queue).map_err(|e| invalid("queues", e.to_string()))?;
+            validate_queue_name("queues", queue)?;
         }
-        // Larger asks are capped, not refused: a worker asking for more
-        // than the server gives simply gets less.
-        let lease_ms = if spec.lease_ms == 0 {
-            self.config.lease_ms_default
-        } else {
-            spec.lease_ms.min(self.config.lease_ms_max)
+        // Asks beyond the limits are refused, not quietly shortened: a
+        // worker that believes it holds a 24-hour lease would otherwise
+        // lose its job at the twelfth hour without knowing why.
+        if spec.lease_ms > self.config.lease_ms_max {
+            return Err(invalid(
+                "lease_ms",
+                format!(
+                    "{} ms is above lease_ms_max ({} ms)",
+                    spec.lease_ms, self.config.lease_ms_max
+                ),
+            ));
+        }
+        if spec.max_jobs > self.config.claim_jobs_max {
+            return Err(invalid(
+                "max_jobs",
+                format!(
+                    "{} is above claim_jobs_max ({})",
+                    spec.max_jobs, self.config.claim_jobs_max
+                ),
+            ));
+        }
+        let lease_ms = match spec.lease_ms {
+            0 => self.config.lease_ms_default,
+            n => n,
         };
-        let max_jobs = spec.max_jobs.clamp(1, self.config.claim_jobs_max) as usize;
+        let max_jobs = spec.max_jobs.max(1) as usize;
         let mut claimed = Vec::new();
         while claimed.len() < max_jobs {
             let best = spec
@@ -807,12 +713,21 @@ impl JobsCore {
         now_ms: i64,
     ) -> Result<Reply, JobError> {
         let job = self.leased(id, token)?;
+        if extend_ms > self.config.lease_ms_max {
+            return Err(invalid(
+                "extend_ms",
+                format!(
+                    "{extend_ms} ms is above lease_ms_max ({} ms)",
+                    self.config.lease_ms_max
+                ),
+            ));
+        }
         let extend = match extend_ms {
             0 => job
                 .lease
                 .as_ref()
                 .map_or(self.config.lease_ms_default, |l| l.lease_ms),
-            n => n.min(self.config.lease_ms_max),
+            n => n,
         };
         let mut until = now_ms.saturating_add(extend as i64);
         if job.timeout_ms > 0
@@ -963,21 +878,25 @@ impl JobsCore {
                 vec![id]
             }
             Target::Filter(filter) => {
-                if !filter.queue.is_empty() {
-                    spool_log::validate_topic_name(&filter.queue)
-                        .map_err(|e| invalid("queue", e.to_string()))?;
+                // A bulk change names its scope: an empty queue is refused
+                // rather than read as "every queue".
+                if filter.queue.is_empty() {
+                    return Err(invalid(
+                        "filter.queue",
+                        "a filter must name its queue: bulk re-drives and purges act on one queue",
+                    ));
                 }
-                let limit = if filter.limit == 0 {
-                    1_000
-                } else {
-                    filter.limit as usize
+                self.known_queue("filter.queue", &filter.queue)?;
+                let limit = match filter.limit as usize {
+                    0 => DEAD_JOBS_PER_CALL_MAX,
+                    n => n.min(DEAD_JOBS_PER_CALL_MAX),
                 };
                 self.jobs
                     .values()
                     .filter(|job| {
                         let finished = job.finished_ms.unwrap_or(0);
                         job.state == JobState::Dead
-                            && (filter.queue.is_empty() || *job.queue == *filter.queue)
+                            && *job.queue == *filter.queue
                             && (filter.error_contains.is_empty()
                                 || job
                                     .last_error()

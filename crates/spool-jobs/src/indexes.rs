@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::job::{Job, JobId, JobState};
+use crate::queue::Queue;
 
 /// Per-second counters over the last minute, for rates.
 #[derive(Debug, Clone)]
@@ -48,24 +49,19 @@ impl Rates {
     }
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct QueueState {
-    pub(crate) ready: BTreeSet<(Reverse<i32>, JobId)>,
-    pub(crate) counts: [u64; 6],
-    pub(crate) rates: Rates,
-}
-
 /// The sets that order jobs by what happens to them next.
 #[derive(Debug, Default)]
 pub(crate) struct Indexes {
-    pub(crate) queues: HashMap<Arc<str>, QueueState>,
+    /// Every known queue (see `queue.rs`); an entry is never removed.
+    pub(crate) queues: HashMap<Arc<str>, Queue>,
     pub(crate) scheduled: BTreeSet<(i64, JobId)>,
     pub(crate) leases: BTreeSet<(i64, JobId)>,
     pub(crate) finished: BTreeSet<(i64, JobId)>,
 }
 
 impl Indexes {
-    pub(crate) fn queue(&mut self, name: &Arc<str>) -> &mut QueueState {
+    /// The queue named `name`, which becomes known if it was not.
+    pub(crate) fn queue(&mut self, name: &Arc<str>) -> &mut Queue {
         self.queues.entry(Arc::clone(name)).or_default()
     }
 

@@ -6,9 +6,11 @@
 //! lives only in memory and its whole history can be read back.
 //!
 //! Layout: [`core`] is the pure state machine (requests and the time in,
-//! events and replies out), with its requests and replies in `request` and
-//! its ordering sets and counters in `indexes`; [`event`] and [`codec`] encode events;
-//! [`job`] and [`config`] hold the data and its limits; [`runtime`] runs
+//! events and replies out), with its requests and replies in `request`,
+//! its ordering sets and counters in `indexes`, and in `apply` the one
+//! function through which events change jobs; [`event`] and [`codec`] encode events;
+//! [`job`] and [`config`] hold the data and its limits, [`queue`] the
+//! rule for queue names and what is kept per known queue; [`runtime`] runs
 //! the state machine on a thread, appends its events with group-committed
 //! fsync, arms its timers and takes snapshots; [`snapshot`] encodes the
 //! table.
@@ -18,16 +20,19 @@
 
 #![deny(unsafe_code)]
 
+mod apply;
 pub mod codec;
 pub mod config;
 pub mod core;
 pub mod event;
 mod indexes;
 pub mod job;
+pub mod queue;
 mod request;
 pub mod runtime;
 pub mod snapshot;
 
+pub use crate::apply::JobFromLog;
 pub use crate::config::JobsConfig;
 pub use crate::core::{
     ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, JobsCore, QueueStats, Reply, Request,
@@ -35,4 +40,5 @@ pub use crate::core::{
 };
 pub use crate::event::Event;
 pub use crate::job::{AttemptError, Job, JobId, JobSpec, JobState, Schedule};
+pub use crate::queue::validate_queue_name;
 pub use crate::runtime::{JobsRuntime, RuntimeConfig, Startup};

@@ -12,21 +12,24 @@ pub type RequestId = u64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimSpec {
     pub queues: Vec<String>,
+    /// 0 means 1; above `claim_jobs_max` is refused.
     pub max_jobs: u32,
-    /// 0 takes the default lease.
+    /// 0 takes the default lease; above `lease_ms_max` is refused.
     pub lease_ms: u64,
     /// How long to wait when no job is available (long poll).
     pub wait_ms: u64,
     pub worker: String,
 }
 
+/// Selects dead jobs of one queue; the queue is required.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadFilter {
     pub queue: String,
     pub error_contains: String,
     pub dead_since_ms: Option<i64>,
     pub dead_before_ms: Option<i64>,
-    /// 0 means 1,000.
+    /// Most jobs to act on; 0 means, and larger values are capped at,
+    /// `DEAD_JOBS_PER_CALL_MAX`.
     pub limit: u32,
 }
 
@@ -117,9 +120,11 @@ pub enum Reply {
 #[non_exhaustive]
 pub enum JobError {
     #[error(
-        "job {id} does not exist (or has left memory after its retention time; its history is still in the log)"
+        "job {id} is not in the job table: it never existed, or it finished and left memory (GetJob and History still read it from the log)"
     )]
     UnknownJob { id: JobId },
+    #[error("queue {queue:?} does not exist: no job was ever enqueued to it")]
+    UnknownQueue { queue: String },
     #[error(
         "job {id} is not held under this lease (it is {state}; the lease may have expired and the job gone to another worker)",
         state = state.name()

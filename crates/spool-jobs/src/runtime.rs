@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use spool_log::{Durability, Partition, Record, Store};
 use tokio::sync::oneshot;
 
+use crate::apply::JobFromLog;
 use crate::config::JobsConfig;
 use crate::core::{JobError, JobsCore, Reply, Request, RequestId, Step};
 use crate::event::Event;
@@ -116,6 +117,8 @@ pub struct JobsRuntime {
     sender: mpsc::Sender<Message>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     partition: Partition,
+    /// The limits the core runs with (they never change while it runs).
+    jobs: JobsConfig,
 }
 
 fn unavailable(reason: &str) -> JobError {
@@ -163,6 +166,7 @@ impl JobsRuntime {
             "job table rebuilt"
         );
         let (sender, receiver) = mpsc::channel();
+        let jobs = config.jobs.clone();
         let worker = Worker {
             core,
             partition: partition.clone(),
@@ -188,9 +192,15 @@ impl JobsRuntime {
                 sender,
                 thread: std::sync::Mutex::new(Some(thread)),
                 partition,
+                jobs,
             },
             startup,
         ))
+    }
+
+    /// The limits and retention times the job table runs with.
+    pub fn config(&self) -> &JobsConfig {
+        &self.jobs
     }
 
     /// Sends a request; the reply arrives once its events, and every event
@@ -236,23 +246,75 @@ impl JobsRuntime {
     /// their offsets and where to continue, if anything may follow.
     /// Blocking: reads the log.
     pub fn history(&self, id: JobId, from: u64, limit: usize) -> spool_log::Result<HistoryPage> {
+        let mut events = Vec::new();
+        let mut more = None;
+        self.scan_job(id, from, |offset, event| {
+            events.push((offset, event));
+            if events.len() >= limit {
+                more = Some(offset + 1);
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        })?;
+        if events.last().is_some_and(|(_, event)| event.is_terminal()) {
+            more = None;
+        }
+        Ok((events, more))
+    }
+
+    /// Job `id` rebuilt from its events in the log, for a job no longer in
+    /// memory; `None` if the log holds no enqueue of it. Reads the log from
+    /// the job's enqueue to its last event (the scan skips other jobs'
+    /// records by their key, without decoding them). Blocking.
+    pub fn job_from_log(&self, id: JobId) -> spool_log::Result<Option<JobFromLog>> {
+        let mut job: Option<JobFromLog> = None;
+        self.scan_job(id, 0, |_, event| {
+            match job.as_mut() {
+                Some(job) => job.apply(&event),
+                None => job = JobFromLog::enqueued(&event),
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(job)
+    }
+
+    /// Hands `each` the events of job `id` in log order, from log offset
+    /// `from` (0: from the job's enqueue), until its terminal event or
+    /// until `each` breaks.
+    fn scan_job(
+        &self,
+        id: JobId,
+        from: u64,
+        mut each: impl FnMut(u64, Event) -> ControlFlow<()>,
+    ) -> spool_log::Result<()> {
         let partition = &self.partition;
         let offset = if from > 0 {
             from
         } else {
             // The enqueue's record carries the enqueue time, which the id
             // encodes; a second of margin covers ids assigned ahead of the
-            // clock.
+            // clock. An id from the future finds nothing to read.
             partition
                 .offset_for_timestamp(id_time_ms(id).saturating_sub(1_000))?
                 .unwrap_or(partition.high_watermark())
         };
         let key = id.to_be_bytes();
-        let mut events = Vec::new();
-        let mut more = None;
+        // Ids are assigned in the order their enqueues are appended. So a
+        // record of a later job met before this job's enqueue means the
+        // enqueue is not in the log from here on: an unknown id costs a
+        // short read, not a scan to the end of the log.
+        let mut found = from > 0;
         partition.scan(offset, |batch, record| {
             if record.key != Some(&key[..]) {
-                return ControlFlow::Continue(());
+                let later = record
+                    .key
+                    .and_then(|k| <[u8; 8]>::try_from(k).ok())
+                    .is_some_and(|k| JobId::from_be_bytes(k) > id);
+                return if !found && later {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                };
             }
             let Some(event) = record
                 .value
@@ -260,18 +322,14 @@ impl JobsRuntime {
             else {
                 return ControlFlow::Continue(());
             };
+            found = true;
             let terminal = event.is_terminal();
-            events.push((record.offset, event));
-            if terminal {
-                return ControlFlow::Break(());
-            }
-            if events.len() >= limit {
-                more = Some(record.offset + 1);
+            if each(record.offset, event).is_break() || terminal {
                 return ControlFlow::Break(());
             }
             ControlFlow::Continue(())
         })?;
-        Ok((events, more))
+        Ok(())
     }
 
     /// Stops the thread after a last snapshot. Requests after this fail.

@@ -2,10 +2,14 @@
 //! appended since the last one instead of the whole history.
 //!
 //! File `jobs.snapshot` (written atomically), little-endian: magic `SPJS`,
-//! version u32 (1), the log offset the snapshot covers up to (exclusive)
+//! version u32 (2), the log offset the snapshot covers up to (exclusive)
 //! u64, body length u64, CRC-32 of the body u32, then the body in the
 //! [`crate::codec`] encoding: last job id, the jobs, the live idempotency
-//! keys.
+//! keys, the names of every known queue (version 2 added them, so that a
+//! queue stays known after all its jobs have left memory).
+//!
+//! A snapshot of another version is not read: the table is then rebuilt
+//! from the whole log, which holds everything a snapshot does.
 
 use std::path::Path;
 
@@ -18,7 +22,7 @@ use crate::job::{AttemptError, Job, JobState, Lease};
 
 pub const FILE_NAME: &str = "jobs.snapshot";
 const MAGIC: &[u8; 4] = b"SPJS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 28;
 
 fn state_code(state: JobState) -> u8 {
@@ -165,6 +169,11 @@ pub fn encode(core: &JobsCore, offset: u64) -> Vec<u8> {
         w.u64(*id);
         w.i64(*until);
     }
+    let queues: Vec<&str> = core.queues().collect();
+    w.u64(queues.len() as u64);
+    for queue in queues {
+        w.str(queue);
+    }
     let body = w.buf;
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(MAGIC);
@@ -205,6 +214,9 @@ pub fn decode(bytes: Bytes, config: JobsConfig, seed: u64) -> Option<(JobsCore, 
         let until = r.i64()?;
         core.restore_key(&queue, key, id, until);
     }
+    for _ in 0..r.u64()? {
+        core.restore_queue(&r.string()?);
+    }
     core.last_id = core.last_id.max(last_id);
     r.is_empty().then_some((core, offset))
 }
@@ -213,9 +225,22 @@ pub fn decode(bytes: Bytes, config: JobsConfig, seed: u64) -> Option<(JobsCore, 
 pub fn load(dir: &Path, config: &JobsConfig, seed: u64) -> Option<(JobsCore, u64)> {
     let path = dir.join(FILE_NAME);
     let bytes = std::fs::read(&path).ok()?;
+    let version = bytes
+        .get(4..8)
+        .filter(|_| bytes.starts_with(MAGIC))
+        .map(|v| u32::from_le_bytes(v.try_into().expect("4 bytes")));
     let decoded = decode(Bytes::from(bytes), config.clone(), seed);
     if decoded.is_none() {
-        tracing::warn!(path = %path.display(), "ignoring a damaged jobs snapshot; replaying the whole log");
+        match version {
+            Some(version) if version != VERSION => tracing::warn!(
+                path = %path.display(),
+                version,
+                "ignoring a jobs snapshot of another format version; replaying the whole log"
+            ),
+            _ => {
+                tracing::warn!(path = %path.display(), "ignoring a damaged jobs snapshot; replaying the whole log")
+            }
+        }
     }
     decoded
 }

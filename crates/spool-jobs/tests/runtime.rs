@@ -116,7 +116,7 @@ async fn the_table_survives_a_clean_restart_and_a_crash() {
         assert!(startup.snapshot_offset.is_some());
         assert_eq!(startup.replayed_events, 0);
         let counts = runtime
-            .read(|core, now| core.stats("q", now).counts)
+            .read(|core, now| core.stats("q", now).unwrap().counts)
             .await
             .unwrap();
         assert_eq!(counts[JobState::Succeeded.index()], 5);
@@ -149,7 +149,7 @@ async fn the_table_survives_a_clean_restart_and_a_crash() {
     let (_store, runtime, startup) = fixture.open(1_000_000);
     assert!(startup.replayed_events >= 6, "{startup:?}");
     let counts = runtime
-        .read(|core, now| core.stats("q", now).counts)
+        .read(|core, now| core.stats("q", now).unwrap().counts)
         .await
         .unwrap();
     assert_eq!(counts[JobState::Dead.index()], 3);
@@ -289,4 +289,52 @@ async fn a_failed_fsync_is_never_answered_as_done() {
     );
     let read = runtime.read(|core, _| core.job_count()).await;
     assert!(read.is_err(), "{read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_left_memory_is_rebuilt_from_the_log() {
+    let fixture = Fixture::new();
+    let (store, _) = Store::open(fixture.dir.path().join("data"), store_config()).unwrap();
+    let mut config = fixture.config(1_000_000);
+    config.jobs.finished_retention_ms = 1_000;
+    let (runtime, _) = JobsRuntime::start(&store, config).unwrap();
+    let ids = enqueue_all(&runtime, 3).await;
+    let claimed = claim(&runtime, 1).await;
+    let (id, token) = claimed[0];
+    let complete = Request::Complete {
+        id,
+        token,
+        result: Bytes::from_static(b"done"),
+    };
+    runtime.call(complete).await.unwrap();
+    let served = runtime
+        .read(move |core, _| core.job(id).cloned())
+        .await
+        .unwrap()
+        .unwrap();
+    fixture.clock.fetch_add(2_000, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while runtime.read(move |core, _| core.job(id).is_some()).await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the job never left memory");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let rebuilt = runtime.job_from_log(id).unwrap().expect("rebuilt from the log");
+    assert_eq!(rebuilt.job, served);
+    assert_eq!(rebuilt.job.state, JobState::Succeeded);
+    // A job still in memory reads the same from the log.
+    let second = ids[1];
+    let waiting = runtime
+        .read(move |core, _| core.job(second).cloned())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(runtime.job_from_log(second).unwrap().unwrap().job, waiting);
+    // Ids that were never assigned: before the first job (its read stops
+    // at the first later job), after the last.
+    for unknown in [1, ids[2] + 1, u64::MAX] {
+        assert_eq!(runtime.job_from_log(unknown).unwrap(), None, "{unknown}");
+        assert_eq!(runtime.history(unknown, 0, 10).unwrap(), (vec![], None));
+    }
+    runtime.stop();
+    store.close().unwrap();
 }

@@ -1,133 +1,12 @@
 //! The job state machine with an injected clock: no test here sleeps.
 
+mod common;
+
 use bytes::Bytes;
+use common::{Harness, T0, claim_spec, spec};
 use spool_jobs::{
-    ClaimSpec, DeadFilter, Event, JobError, JobId, JobSpec, JobState, JobsConfig, JobsCore, Reply, Request,
-    Schedule, Step, Target,
+    ClaimSpec, DeadFilter, Event, JobError, JobSpec, JobState, JobsConfig, Reply, Request, Schedule, Target,
 };
-
-const T0: i64 = 1_800_000_000_000;
-
-fn spec(queue: &str) -> JobSpec {
-    JobSpec {
-        queue: queue.into(),
-        payload: Bytes::from_static(b"{}"),
-        content_type: "application/json".into(),
-        headers: vec![],
-        priority: 0,
-        attempts_max: None,
-        timeout_ms: None,
-        schedule: Schedule::Now,
-        idempotency_key: None,
-    }
-}
-
-fn claim_spec(queue: &str, max_jobs: u32, lease_ms: u64) -> ClaimSpec {
-    ClaimSpec {
-        queues: vec![queue.into()],
-        max_jobs,
-        lease_ms,
-        wait_ms: 0,
-        worker: "w".into(),
-    }
-}
-
-/// A core plus every event it emitted, to check replay against.
-struct Harness {
-    core: JobsCore,
-    log: Vec<Event>,
-    next_request: u64,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self::with(JobsConfig::default())
-    }
-
-    fn with(config: JobsConfig) -> Self {
-        Harness {
-            core: JobsCore::new(config, 42),
-            log: Vec::new(),
-            next_request: 0,
-        }
-    }
-
-    fn record(&mut self, step: Step) -> Step {
-        self.log.extend(step.events.iter().cloned());
-        step
-    }
-
-    fn request(&mut self, request: Request, now: i64) -> Result<Reply, JobError> {
-        self.next_request += 1;
-        let id = self.next_request;
-        let step = self.core.handle(id, request, now);
-        let step = self.record(step);
-        step.replies
-            .into_iter()
-            .find(|(r, _)| *r == id)
-            .map(|(_, reply)| reply)
-            .expect("a reply")
-    }
-
-    fn tick(&mut self, now: i64) -> Step {
-        let step = self.core.tick(now);
-        self.record(step)
-    }
-
-    fn enqueue(&mut self, spec: JobSpec, now: i64) -> JobId {
-        match self.request(Request::Enqueue(vec![spec]), now).unwrap() {
-            Reply::Enqueued(results) => results[0].id,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn claim(&mut self, queue: &str, max: u32, lease_ms: u64, now: i64) -> Vec<(JobId, u64, u32)> {
-        match self
-            .request(Request::Claim(claim_spec(queue, max, lease_ms)), now)
-            .unwrap()
-        {
-            Reply::Claimed(jobs) => jobs.iter().map(|c| (c.job.id, c.token, c.job.attempt)).collect(),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn state(&self, id: JobId) -> JobState {
-        self.core.job(id).expect("job in memory").state
-    }
-
-    /// Replaying the log into a fresh core gives the same jobs.
-    fn assert_replay_matches(&self, now: i64) {
-        let mut replayed = JobsCore::new(self.core.config().clone(), 7);
-        for event in &self.log {
-            replayed.apply(event);
-        }
-        replayed.tick(now);
-        let mut original = JobsCore::new(self.core.config().clone(), 7);
-        for event in &self.log {
-            original.apply(event);
-        }
-        original.tick(now);
-        let ids: Vec<_> = self
-            .core
-            .list("", None, 0, usize::MAX)
-            .iter()
-            .map(|j| j.id)
-            .collect();
-        let replayed_ids: Vec<_> = replayed
-            .list("", None, 0, usize::MAX)
-            .iter()
-            .map(|j| j.id)
-            .collect();
-        assert_eq!(ids, replayed_ids);
-        for id in ids {
-            assert_eq!(
-                self.core.job(id),
-                replayed.job(id),
-                "job {id} differs after replay"
-            );
-        }
-    }
-}
 
 #[test]
 fn enqueue_claim_complete() {
@@ -810,11 +689,121 @@ fn stats_count_states_and_rates() {
         T0 + 2_000,
     )
     .unwrap();
-    let stats = h.core.stats("q", T0 + 3_000);
+    let stats = h.core.stats("q", T0 + 3_000).unwrap();
     assert_eq!(stats.counts[JobState::Available.index()], 4);
     assert_eq!(stats.counts[JobState::Running.index()], 1);
     assert_eq!(stats.counts[JobState::Succeeded.index()], 1);
     assert_eq!(stats.oldest_available_age_ms, Some(3_000));
     assert!((stats.enqueued_per_second - 0.1).abs() < 1e-9);
-    assert_eq!(h.core.stats("none", T0).counts, [0; 6]);
+    assert_eq!(
+        h.core.stats("none", T0),
+        Err(JobError::UnknownQueue { queue: "none".into() })
+    );
+}
+
+#[test]
+fn claim_and_heartbeat_limits_are_refused_not_capped() {
+    let mut h = Harness::new();
+    let config = JobsConfig::default();
+    let id = h.enqueue(spec("q"), T0);
+    for (spec, field) in [
+        (claim_spec("q", 1, u64::MAX), "lease_ms"),
+        (claim_spec("q", 1, config.lease_ms_max + 1), "lease_ms"),
+        (claim_spec("q", config.claim_jobs_max + 1, 0), "max_jobs"),
+        (claim_spec("q", 1_000_000, 0), "max_jobs"),
+    ] {
+        match h.request(Request::Claim(spec), T0) {
+            Err(JobError::Invalid { field: f, reason }) => {
+                assert_eq!(f, field);
+                assert!(reason.contains(&format!("{field}_max")) || reason.contains("claim_jobs_max"));
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert_eq!(h.state(id), JobState::Available, "a refused claim takes nothing");
+    // The limits themselves are granted in full.
+    let Ok(Reply::Claimed(jobs)) = h.request(
+        Request::Claim(claim_spec("q", config.claim_jobs_max, config.lease_ms_max)),
+        T0,
+    ) else {
+        panic!()
+    };
+    assert_eq!(jobs[0].lease_ms, config.lease_ms_max);
+    let beat = |extend_ms| Request::Heartbeat {
+        id,
+        token: jobs[0].token,
+        extend_ms,
+        progress: None,
+    };
+    assert!(matches!(
+        h.request(beat(config.lease_ms_max + 1), T0 + 1),
+        Err(JobError::Invalid {
+            field: "extend_ms",
+            ..
+        })
+    ));
+    assert_eq!(
+        h.request(beat(config.lease_ms_max), T0 + 1),
+        Ok(Reply::Heartbeat {
+            cancel_requested: false,
+            lease_ms: config.lease_ms_max
+        })
+    );
+}
+
+#[test]
+fn a_retry_without_delay_is_available_at_once_and_served_to_a_waiting_claim() {
+    let mut h = Harness::new();
+    let id = h.enqueue(spec("q"), T0);
+    let claimed = h.claim("q", 1, 0, T0);
+    let waiting = ClaimSpec {
+        wait_ms: 10_000,
+        ..claim_spec("q", 1, 0)
+    };
+    let step = h.core.handle(500, Request::Claim(waiting), T0 + 1);
+    assert!(step.replies.is_empty(), "parked: nothing available");
+    let step = h.core.handle(
+        501,
+        Request::Fail {
+            id,
+            token: claimed[0].1,
+            error: "flaky".into(),
+            retryable: true,
+            retry_delay_ms: Some(0),
+        },
+        T0 + 2,
+    );
+    h.log.extend(step.events.iter().cloned());
+    let reply = |request| {
+        step.replies
+            .iter()
+            .find(|(r, _)| *r == request)
+            .map(|(_, reply)| reply)
+    };
+    assert_eq!(
+        reply(501),
+        Some(&Ok(Reply::Failed {
+            state: JobState::Available,
+            retry_delay_ms: Some(0)
+        }))
+    );
+    let Some(Ok(Reply::Claimed(jobs))) = reply(500) else {
+        panic!("the waiting claim is served in the same step: {:?}", step.replies)
+    };
+    assert_eq!((jobs[0].job.id, jobs[0].job.attempt), (id, 2));
+    // With a delay, the job is scheduled.
+    let Ok(Reply::Failed { state, .. }) = h.request(
+        Request::Fail {
+            id,
+            token: jobs[0].token,
+            error: "flaky".into(),
+            retryable: true,
+            retry_delay_ms: Some(1),
+        },
+        T0 + 3,
+    ) else {
+        panic!()
+    };
+    assert_eq!(state, JobState::Scheduled);
+    h.assert_replay_matches(T0 + 10);
 }

@@ -5,14 +5,16 @@
 
 use std::sync::Arc;
 
-use spool_jobs::{
-    ClaimSpec, DeadFilter, Event, Job, JobId, JobSpec, JobState, JobsRuntime, Reply, Request, Schedule,
-    Target,
-};
+use spool_jobs::{JobsRuntime, Reply, Request};
 use spool_proto::v1::{self, jobs_server::Jobs};
 use tokio::sync::watch;
 use tonic::{Request as GrpcRequest, Response, Status};
 
+use crate::jobs_convert::{
+    claim_spec, claimed_to_proto, complete_request, enqueue_response, event_to_proto, fail_request,
+    job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, retry_target,
+    spec_from_proto, state_from_proto, state_to_proto, stats_to_proto,
+};
 use crate::status::{job_status, join_error, status};
 
 #[derive(Debug, Clone)]
@@ -31,210 +33,6 @@ impl JobsService {
     }
 }
 
-pub fn parse_job_id(text: &str) -> Result<JobId, Status> {
-    text.parse()
-        .map_err(|_| Status::invalid_argument(format!("job id {text:?} is not a job id (a decimal number)")))
-}
-
-pub fn format_token(token: u64) -> String {
-    format!("{token:016x}")
-}
-
-fn parse_token(text: &str) -> Result<u64, Status> {
-    if text.len() != 16 {
-        return Err(Status::invalid_argument(
-            "a lease token is 16 hexadecimal digits, as Claim returned it",
-        ));
-    }
-    u64::from_str_radix(text, 16)
-        .map_err(|_| Status::invalid_argument("a lease token is 16 hexadecimal digits, as Claim returned it"))
-}
-
-pub fn state_to_proto(state: JobState) -> v1::JobState {
-    match state {
-        JobState::Scheduled => v1::JobState::Scheduled,
-        JobState::Available => v1::JobState::Available,
-        JobState::Running => v1::JobState::Running,
-        JobState::Succeeded => v1::JobState::Succeeded,
-        JobState::Dead => v1::JobState::Dead,
-        JobState::Cancelled => v1::JobState::Cancelled,
-    }
-}
-
-fn state_from_proto(value: i32) -> Result<Option<JobState>, Status> {
-    Ok(match v1::JobState::try_from(value) {
-        Ok(v1::JobState::Unspecified) => None,
-        Ok(v1::JobState::Scheduled) => Some(JobState::Scheduled),
-        Ok(v1::JobState::Available) => Some(JobState::Available),
-        Ok(v1::JobState::Running) => Some(JobState::Running),
-        Ok(v1::JobState::Succeeded) => Some(JobState::Succeeded),
-        Ok(v1::JobState::Dead) => Some(JobState::Dead),
-        Ok(v1::JobState::Cancelled) => Some(JobState::Cancelled),
-        Err(_) => return Err(Status::invalid_argument(format!("unknown job state {value}"))),
-    })
-}
-
-fn spec_from_proto(request: v1::EnqueueRequest) -> Result<JobSpec, Status> {
-    let schedule = match request.schedule {
-        None => Schedule::Now,
-        Some(v1::enqueue_request::Schedule::DelayMs(delay)) => Schedule::DelayMs(delay),
-        Some(v1::enqueue_request::Schedule::NotBeforeMs(at)) => Schedule::NotBeforeMs(at),
-    };
-    let mut headers: Vec<(String, String)> = request.headers.into_iter().collect();
-    headers.sort();
-    Ok(JobSpec {
-        queue: request.queue,
-        payload: request.payload,
-        content_type: request.content_type,
-        headers,
-        priority: request.priority,
-        attempts_max: request.attempts_max,
-        timeout_ms: request.timeout_ms,
-        schedule,
-        idempotency_key: request.idempotency_key,
-    })
-}
-
-pub fn job_to_proto(job: &Job, include_payload: bool) -> v1::Job {
-    v1::Job {
-        job_id: job.id.to_string(),
-        queue: job.queue.to_string(),
-        state: state_to_proto(job.state) as i32,
-        payload: if include_payload {
-            job.payload.clone()
-        } else {
-            Default::default()
-        },
-        content_type: job.content_type.clone(),
-        headers: job.headers.iter().cloned().collect(),
-        priority: job.priority,
-        attempt: job.attempt,
-        attempts_max: job.attempts_max,
-        timeout_ms: job.timeout_ms,
-        idempotency_key: job.idempotency_key.clone(),
-        created_at_ms: job.created_ms,
-        available_at_ms: matches!(job.state, JobState::Scheduled | JobState::Available)
-            .then_some(job.run_at_ms),
-        started_at_ms: job.started_ms,
-        finished_at_ms: job.finished_ms,
-        errors: job
-            .errors
-            .iter()
-            .map(|e| v1::AttemptError {
-                attempt: e.attempt,
-                error: e.error.clone(),
-                failed_at_ms: e.failed_at_ms,
-            })
-            .collect(),
-        result: job.result.clone(),
-        progress: job.progress.clone(),
-        cancel_requested: job.cancel_requested,
-        worker_id: job.lease.as_ref().map(|l| l.worker.clone()),
-    }
-}
-
-fn event_to_proto(event: &Event) -> v1::JobEvent {
-    let mut out = v1::JobEvent {
-        time_ms: event.at_ms(),
-        ..Default::default()
-    };
-    let kind = match event {
-        Event::Enqueued {
-            queue,
-            run_at_ms,
-            at_ms,
-            priority,
-            attempts_max,
-            ..
-        } => {
-            if run_at_ms > at_ms {
-                out.delay_ms = Some((run_at_ms - at_ms) as u64);
-            }
-            out.detail = format!("queue {queue}, priority {priority}, attempts_max {attempts_max}");
-            v1::JobEventKind::Enqueued
-        }
-        Event::Claimed {
-            attempt,
-            worker,
-            lease_until_ms,
-            at_ms,
-            ..
-        } => {
-            out.attempt = *attempt;
-            out.worker_id = Some(worker.clone());
-            out.lease_ms = Some(lease_until_ms.saturating_sub(*at_ms).max(0) as u64);
-            v1::JobEventKind::Claimed
-        }
-        Event::LeaseExtended {
-            lease_until_ms,
-            at_ms,
-            progress,
-            ..
-        } => {
-            out.lease_ms = Some(lease_until_ms.saturating_sub(*at_ms).max(0) as u64);
-            out.progress.clone_from(progress);
-            v1::JobEventKind::LeaseExtended
-        }
-        Event::Completed { result, .. } => {
-            out.detail = format!("result of {} bytes", result.len());
-            v1::JobEventKind::Completed
-        }
-        Event::Failed {
-            attempt,
-            error,
-            retry_at_ms,
-            at_ms,
-            lease_expired,
-            ..
-        } => {
-            out.attempt = *attempt;
-            out.error = Some(error.clone());
-            if *lease_expired {
-                out.detail = "the lease expired".into();
-            }
-            match retry_at_ms {
-                Some(at) => {
-                    out.delay_ms = Some(at.saturating_sub(*at_ms).max(0) as u64);
-                    v1::JobEventKind::RetryScheduled
-                }
-                None => v1::JobEventKind::Dead,
-            }
-        }
-        Event::Released { .. } => {
-            out.detail = "released by the worker unrun; the attempt does not count".into();
-            v1::JobEventKind::Available
-        }
-        Event::CancelRequested { .. } => v1::JobEventKind::CancelRequested,
-        Event::Cancelled { .. } => v1::JobEventKind::Cancelled,
-        Event::Redriven { .. } => v1::JobEventKind::Redriven,
-        Event::Purged { reason, .. } => {
-            out.detail = format!("{reason:?}").to_lowercase();
-            v1::JobEventKind::Purged
-        }
-    };
-    out.kind = kind as i32;
-    out
-}
-
-fn target_from_proto(target: Option<TargetProto>) -> Result<Target, Status> {
-    match target {
-        Some(TargetProto::Id(id)) => Ok(Target::Job(parse_job_id(&id)?)),
-        Some(TargetProto::Filter(filter)) => Ok(Target::Filter(DeadFilter {
-            queue: filter.queue,
-            error_contains: filter.error_contains,
-            dead_since_ms: filter.dead_since_ms,
-            dead_before_ms: filter.dead_before_ms,
-            limit: filter.limit,
-        })),
-        None => Err(Status::invalid_argument("name a job id or a filter")),
-    }
-}
-
-enum TargetProto {
-    Id(String),
-    Filter(v1::DeadJobFilter),
-}
-
 fn count(reply: Reply) -> u64 {
     match reply {
         Reply::Count(n) => n,
@@ -244,14 +42,6 @@ fn count(reply: Reply) -> u64 {
 
 fn unexpected(reply: &Reply) -> Status {
     Status::internal(format!("unexpected reply from the job runtime: {reply:?}"))
-}
-
-fn enqueue_response(result: &spool_jobs::EnqueueResult) -> v1::EnqueueResponse {
-    v1::EnqueueResponse {
-        job_id: result.id.to_string(),
-        deduplicated: result.deduplicated,
-        state: result.state.map_or(v1::JobState::Unspecified, state_to_proto) as i32,
-    }
 }
 
 #[tonic::async_trait]
@@ -289,14 +79,7 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::ClaimRequest>,
     ) -> Result<Response<v1::ClaimResponse>, Status> {
-        let request = request.into_inner();
-        let spec = ClaimSpec {
-            queues: request.queues,
-            max_jobs: request.max_jobs,
-            lease_ms: request.lease_ms,
-            wait_ms: u64::from(request.max_wait_ms),
-            worker: request.worker_id,
-        };
+        let spec = claim_spec(request.into_inner());
         let mut shutdown = self.shutdown.clone();
         let reply = tokio::select! {
             reply = self.call(Request::Claim(spec)) => reply?,
@@ -309,23 +92,7 @@ impl Jobs for JobsService {
         let Reply::Claimed(claimed) = reply else {
             return Err(unexpected(&reply));
         };
-        let jobs = claimed
-            .iter()
-            .map(|c| v1::ClaimedJob {
-                job_id: c.job.id.to_string(),
-                queue: c.job.queue.to_string(),
-                payload: c.job.payload.clone(),
-                content_type: c.job.content_type.clone(),
-                headers: c.job.headers.iter().cloned().collect(),
-                attempt: c.job.attempt,
-                attempts_max: c.job.attempts_max,
-                lease_token: format_token(c.token),
-                lease_ms: c.lease_ms,
-                timeout_ms: c.job.timeout_ms,
-                priority: c.job.priority,
-                enqueued_at_ms: c.job.created_ms,
-            })
-            .collect();
+        let jobs = claimed.iter().map(claimed_to_proto).collect();
         Ok(Response::new(v1::ClaimResponse { jobs }))
     }
 
@@ -489,13 +256,28 @@ impl Jobs for JobsService {
         request: GrpcRequest<v1::GetJobRequest>,
     ) -> Result<Response<v1::GetJobResponse>, Status> {
         let id = parse_job_id(&request.into_inner().job_id)?;
-        let job = self
+        let in_memory = self
             .runtime
             .read(move |core, _| core.job(id).map(|job| job_to_proto(job, true)))
             .await
-            .map_err(job_status)?
-            .ok_or_else(|| job_status(spool_jobs::JobError::UnknownJob { id }))?;
-        Ok(Response::new(v1::GetJobResponse { job: Some(job) }))
+            .map_err(job_status)?;
+        if let Some(job) = in_memory {
+            return Ok(Response::new(v1::GetJobResponse { job: Some(job) }));
+        }
+        // Not in the table: the job left memory (or never was). Its events
+        // are folded into the job it was, on a blocking thread, since this
+        // reads the log from the job's enqueue on.
+        let runtime = Arc::clone(&self.runtime);
+        let rebuilt = tokio::task::spawn_blocking(move || runtime.job_from_log(id))
+            .await
+            .map_err(join_error)?
+            .map_err(status)?
+            .ok_or_else(|| {
+                Status::not_found(format!("job {id} does not exist: the log holds no enqueue of it"))
+            })?;
+        Ok(Response::new(v1::GetJobResponse {
+            job: Some(job_from_log_to_proto(&rebuilt)),
+        }))
     }
 
     async fn list_jobs(
@@ -517,12 +299,14 @@ impl Jobs for JobsService {
         let jobs = self
             .runtime
             .read(move |core, _| {
-                core.list(&queue, state, after, limit)
-                    .into_iter()
-                    .map(|job| job_to_proto(job, include_payload))
-                    .collect::<Vec<_>>()
+                core.list(&queue, state, after, limit).map(|jobs| {
+                    jobs.into_iter()
+                        .map(|job| job_to_proto(job, include_payload))
+                        .collect::<Vec<_>>()
+                })
             })
             .await
+            .and_then(|listed| listed)
             .map_err(job_status)?;
         let next_page_token = if jobs.len() == limit {
             jobs.last().map(|j| j.job_id.clone()).unwrap_or_default()
@@ -569,10 +353,7 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::RetryDeadRequest>,
     ) -> Result<Response<v1::RetryDeadResponse>, Status> {
-        let target = target_from_proto(request.into_inner().target.map(|t| match t {
-            v1::retry_dead_request::Target::JobId(id) => TargetProto::Id(id),
-            v1::retry_dead_request::Target::Filter(f) => TargetProto::Filter(f),
-        }))?;
+        let target = retry_target(request.into_inner())?;
         let reply = self.call(Request::RetryDead(target)).await?;
         Ok(Response::new(v1::RetryDeadResponse {
             retried_count: count(reply),
@@ -583,10 +364,7 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::PurgeDeadRequest>,
     ) -> Result<Response<v1::PurgeDeadResponse>, Status> {
-        let target = target_from_proto(request.into_inner().target.map(|t| match t {
-            v1::purge_dead_request::Target::JobId(id) => TargetProto::Id(id),
-            v1::purge_dead_request::Target::Filter(f) => TargetProto::Filter(f),
-        }))?;
+        let target = purge_target(request.into_inner())?;
         let reply = self.call(Request::PurgeDead(target)).await?;
         Ok(Response::new(v1::PurgeDeadResponse {
             purged_count: count(reply),
@@ -598,45 +376,14 @@ impl Jobs for JobsService {
         request: GrpcRequest<v1::QueueStatsRequest>,
     ) -> Result<Response<v1::QueueStatsResponse>, Status> {
         let queue = request.into_inner().queue;
-        spool_log::validate_topic_name(&queue).map_err(status)?;
         let name = queue.clone();
         let stats = self
             .runtime
             .read(move |core, now| core.stats(&name, now))
             .await
+            .and_then(|stats| stats)
             .map_err(job_status)?;
-        let count = |state: JobState| stats.counts[state.index()];
-        Ok(Response::new(v1::QueueStatsResponse {
-            queue,
-            scheduled_count: count(JobState::Scheduled),
-            available_count: count(JobState::Available),
-            running_count: count(JobState::Running),
-            succeeded_count: count(JobState::Succeeded),
-            dead_count: count(JobState::Dead),
-            cancelled_count: count(JobState::Cancelled),
-            oldest_available_age_ms: stats.oldest_available_age_ms,
-            rate_window_ms: spool_jobs::core::RATE_WINDOW_MS,
-            enqueued_per_second: stats.enqueued_per_second,
-            completed_per_second: stats.completed_per_second,
-            failed_per_second: stats.failed_per_second,
-        }))
+        let config = self.runtime.config();
+        Ok(Response::new(stats_to_proto(queue, &stats, config)))
     }
-}
-
-fn complete_request(request: v1::CompleteRequest) -> Result<Request, Status> {
-    Ok(Request::Complete {
-        id: parse_job_id(&request.job_id)?,
-        token: parse_token(&request.lease_token)?,
-        result: request.result,
-    })
-}
-
-fn fail_request(request: v1::FailRequest) -> Result<Request, Status> {
-    Ok(Request::Fail {
-        id: parse_job_id(&request.job_id)?,
-        token: parse_token(&request.lease_token)?,
-        error: request.error,
-        retryable: request.retryable.unwrap_or(true),
-        retry_delay_ms: request.retry_delay_ms,
-    })
 }

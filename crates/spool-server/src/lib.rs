@@ -4,9 +4,11 @@
 //! Layout: [`config`] (layered configuration), [`log_service`] (the
 //! `spool.v1.Log` service), [`jobs_service`] (the `spool.v1.Jobs` service
 //! over `spool-jobs`), [`checkpoints`] (named consumer positions kept in
-//! the internal topic `__checkpoints`), [`status`] (the one mapping from
+//! the internal topic `__checkpoints`), [`reflection`] (gRPC server
+//! reflection, v1 and v1alpha), [`status`] (the one mapping from
 //! engine errors to gRPC status codes), `inflight` (bounds on produce bytes
-//! in flight) and `convert` (engine types to protobuf messages).
+//! in flight), `convert` (engine types to protobuf messages) and
+//! `jobs_convert` (job-layer types to protobuf messages).
 //!
 //! What it is not: it stores nothing itself (that is `spool-log`) and has
 //! no client logic (that is `spool-client`). File work never runs on the
@@ -19,8 +21,10 @@ pub mod checkpoints;
 pub mod config;
 mod convert;
 pub mod inflight;
+mod jobs_convert;
 pub mod jobs_service;
 pub mod log_service;
+pub mod reflection;
 pub mod status;
 
 pub use config::{Config, ConfigError, LogFormat};

@@ -188,10 +188,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<LogServer<LogService>>().await;
     health_reporter.set_serving::<JobsServer<JobsService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(spool_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = spool_server::reflection::v1_service()?;
+    let reflection_v1alpha = spool_server::reflection::v1alpha_service()?;
     // A fetch returns at least one whole batch even past its byte budget,
     // so a response can reach fetch_bytes_max plus one largest batch.
     let encode_max = (config.fetch_bytes_max + config.store.batch_bytes_max) as usize + (1 << 20);
@@ -224,6 +222,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(log)
         .add_service(jobs_service)
         .serve_with_incoming_shutdown(

@@ -70,7 +70,7 @@ pub fn job_status(error: spool_jobs::JobError) -> Status {
     use spool_jobs::JobError;
     let message = error.to_string();
     match error {
-        JobError::UnknownJob { .. } => Status::not_found(message),
+        JobError::UnknownJob { .. } | JobError::UnknownQueue { .. } => Status::not_found(message),
         JobError::StaleLease { .. } | JobError::NotDead { .. } | JobError::Finished { .. } => {
             Status::failed_precondition(message)
         }

@@ -1,0 +1,239 @@
+//! Queues: one rule for their names, known from their first enqueue on
+//! (also across snapshots and replay), bulk changes that must name one,
+//! and the cap on finished jobs in memory, counted per queue.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Harness, T0, claim_spec, spec};
+use spool_jobs::core::DEAD_JOBS_PER_CALL_MAX;
+use spool_jobs::{
+    DeadFilter, JobError, JobFromLog, JobId, JobSpec, JobState, JobsConfig, JobsCore, Reply, Request, Target,
+    snapshot,
+};
+
+fn filter(queue: &str) -> Target {
+    Target::Filter(DeadFilter {
+        queue: queue.into(),
+        error_contains: String::new(),
+        dead_since_ms: None,
+        dead_before_ms: None,
+        limit: 0,
+    })
+}
+
+/// Enqueues `count` jobs to `queue` that die on their first failure, and
+/// fails them all at `now`.
+fn dead_jobs(h: &mut Harness, queue: &str, count: usize, now: i64) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        ids.push(h.enqueue(
+            JobSpec {
+                attempts_max: Some(1),
+                ..spec(queue)
+            },
+            now,
+        ));
+    }
+    let mut claimed = Vec::new();
+    while claimed.len() < count {
+        claimed.extend(h.claim(queue, 1_000, 0, now));
+    }
+    for (id, token, _) in claimed {
+        let fail = Request::Fail {
+            id,
+            token,
+            error: "boom".into(),
+            retryable: false,
+            retry_delay_ms: None,
+        };
+        h.request(fail, now).unwrap();
+    }
+    ids
+}
+
+fn invalid_field(result: Result<impl std::fmt::Debug, JobError>) -> &'static str {
+    match result {
+        Err(JobError::Invalid { field, .. }) => field,
+        other => panic!("not refused as invalid: {other:?}"),
+    }
+}
+
+#[test]
+fn bulk_dead_calls_must_name_one_known_queue() {
+    let mut h = Harness::new();
+    let billing = dead_jobs(&mut h, "billing", 2, T0);
+    let emails = dead_jobs(&mut h, "emails", 1, T0);
+    for request in [Request::RetryDead(filter("")), Request::PurgeDead(filter(""))] {
+        assert_eq!(invalid_field(h.request(request, T0 + 1)), "filter.queue");
+    }
+    assert_eq!(
+        invalid_field(h.request(Request::PurgeDead(filter("__jobs")), T0 + 1)),
+        "filter.queue"
+    );
+    assert_eq!(
+        h.request(Request::PurgeDead(filter("never-used")), T0 + 1),
+        Err(JobError::UnknownQueue {
+            queue: "never-used".into()
+        })
+    );
+    for id in billing.iter().chain(&emails) {
+        assert_eq!(h.state(*id), JobState::Dead, "refused calls change nothing");
+    }
+    assert_eq!(
+        h.request(Request::RetryDead(filter("billing")), T0 + 2),
+        Ok(Reply::Count(2))
+    );
+    assert_eq!(h.state(emails[0]), JobState::Dead, "the other queue is untouched");
+}
+
+#[test]
+fn a_bulk_dead_call_acts_on_at_most_its_cap() {
+    let mut h = Harness::new();
+    dead_jobs(&mut h, "q", DEAD_JOBS_PER_CALL_MAX + 5, T0);
+    let asked_for_more = Target::Filter(DeadFilter {
+        limit: u32::MAX,
+        ..match filter("q") {
+            Target::Filter(f) => f,
+            Target::Job(_) => unreachable!(),
+        }
+    });
+    assert_eq!(
+        h.request(Request::PurgeDead(asked_for_more), T0 + 1),
+        Ok(Reply::Count(DEAD_JOBS_PER_CALL_MAX as u64))
+    );
+    assert_eq!(
+        h.request(Request::PurgeDead(filter("q")), T0 + 2),
+        Ok(Reply::Count(5))
+    );
+}
+
+#[test]
+fn queue_names_with_the_internal_prefix_are_refused_everywhere() {
+    let mut h = Harness::new();
+    assert_eq!(
+        invalid_field(h.request(Request::Enqueue(vec![spec("__mine")]), T0)),
+        "queue"
+    );
+    assert_eq!(
+        invalid_field(h.request(Request::Enqueue(vec![spec("ok"), spec("__jobs")]), T0)),
+        "queue"
+    );
+    assert_eq!(h.core.job_count(), 0, "a refused batch enqueues nothing");
+    assert_eq!(
+        invalid_field(h.request(Request::Claim(claim_spec("__jobs", 1, 0)), T0)),
+        "queues"
+    );
+    assert_eq!(invalid_field(h.core.stats("__jobs", T0)), "queue");
+    assert_eq!(invalid_field(h.core.list("__jobs", None, 0, 10)), "queue");
+    assert_eq!(invalid_field(h.core.list("", None, 0, 10)), "queue");
+}
+
+#[test]
+fn a_queue_is_known_from_its_first_enqueue_and_stays_known() {
+    let config = JobsConfig {
+        finished_retention_ms: 1_000,
+        ..JobsConfig::default()
+    };
+    let mut h = Harness::with(config.clone());
+    let unknown = Err(JobError::UnknownQueue { queue: "q".into() });
+    assert_eq!(h.core.stats("q", T0), unknown);
+    assert_eq!(
+        h.core.list("q", None, 0, 10).map(|jobs| jobs.len()),
+        unknown.map(|_| 0)
+    );
+    // A claim on a queue nobody used yet is not an error: it finds nothing.
+    assert!(h.claim("q", 1, 0, T0).is_empty());
+    assert!(!h.core.queue_known("q"), "a claim does not make a queue known");
+
+    let id = h.enqueue(spec("q"), T0);
+    let claimed = h.claim("q", 1, 0, T0);
+    let complete = Request::Complete {
+        id,
+        token: claimed[0].1,
+        result: Bytes::new(),
+    };
+    h.request(complete, T0 + 1).unwrap();
+    h.tick(T0 + 2_000);
+    assert!(h.core.job(id).is_none(), "the job left memory");
+    assert_eq!(h.core.stats("q", T0 + 2_000).unwrap().counts, [0; 6]);
+
+    // Through a snapshot...
+    let encoded = snapshot::encode(&h.core, 0);
+    let (restored, _) = snapshot::decode(Bytes::from(encoded), config.clone(), 1).expect("a snapshot");
+    assert!(restored.queue_known("q"));
+    assert_eq!(restored.list("q", None, 0, 10).unwrap().len(), 0);
+    // ... and through a replay of the events.
+    let mut replayed = JobsCore::new(config, 1);
+    for event in &h.log {
+        replayed.apply(event);
+    }
+    replayed.tick(T0 + 2_000);
+    assert!(replayed.queue_known("q"));
+}
+
+#[test]
+fn the_finished_cap_evicts_the_oldest_early_and_counts_them_per_queue() {
+    let config = JobsConfig {
+        finished_in_memory_max: 2,
+        ..JobsConfig::default()
+    };
+    let mut h = Harness::with(config);
+    let mut finished = Vec::new();
+    for (i, queue) in ["a", "a", "b", "a", "b"].into_iter().enumerate() {
+        let now = T0 + i as i64;
+        let id = h.enqueue(spec(queue), now);
+        let claimed = h.claim(queue, 1, 0, now);
+        let complete = Request::Complete {
+            id,
+            token: claimed[0].1,
+            result: Bytes::from(format!("result {i}")),
+        };
+        h.request(complete, now).unwrap();
+        finished.push((id, h.core.job(id).unwrap().clone()));
+    }
+    h.tick(T0 + 10);
+    let a = h.core.stats("a", T0 + 10).unwrap();
+    let b = h.core.stats("b", T0 + 10).unwrap();
+    assert_eq!(a.finished_in_memory, 2, "the cap holds across queues");
+    assert_eq!((a.finished_evicted_early, b.finished_evicted_early), (2, 1));
+    assert_eq!(
+        finished
+            .iter()
+            .filter(|(id, _)| h.core.job(*id).is_some())
+            .count(),
+        2
+    );
+    assert!(h.core.job(finished[4].0).is_some(), "the newest stay");
+
+    // A job that left memory is rebuilt from its events as it was.
+    for (id, before) in &finished[..3] {
+        assert!(h.core.job(*id).is_none());
+        let mut events = h.log.iter().filter(|e| e.id() == *id);
+        let mut rebuilt = JobFromLog::enqueued(events.next().unwrap()).expect("starts with its enqueue");
+        for event in events {
+            rebuilt.apply(event);
+        }
+        assert_eq!(&rebuilt.job, before);
+        assert_eq!(rebuilt.purged_at_ms, None);
+    }
+}
+
+#[test]
+fn a_purged_dead_job_is_rebuilt_as_dead_with_its_purge_time() {
+    let mut h = Harness::new();
+    let id = dead_jobs(&mut h, "q", 1, T0)[0];
+    let before = h.core.job(id).unwrap().clone();
+    assert_eq!(
+        h.request(Request::PurgeDead(Target::Job(id)), T0 + 5),
+        Ok(Reply::Count(1))
+    );
+    assert!(h.core.job(id).is_none());
+    let mut events = h.log.iter().filter(|e| e.id() == id);
+    let mut rebuilt = JobFromLog::enqueued(events.next().unwrap()).unwrap();
+    for event in events {
+        rebuilt.apply(event);
+    }
+    assert_eq!(rebuilt.job, before);
+    assert_eq!(rebuilt.purged_at_ms, Some(T0 + 5));
+}

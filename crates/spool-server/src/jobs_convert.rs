@@ -1,0 +1,318 @@
+//! Conversions between the job layer's types and the `spool.v1.Jobs`
+//! protobuf messages: ids and lease tokens as text, states, specs, jobs,
+//! history events and dead-job targets. The log service's conversions are
+//! in `convert.rs`.
+
+use spool_jobs::{
+    ClaimSpec, ClaimedJob, DeadFilter, Event, Job, JobFromLog, JobId, JobSpec, JobState, JobsConfig,
+    QueueStats, Request, Schedule, Target,
+};
+use spool_proto::v1;
+use tonic::Status;
+
+pub(crate) fn parse_job_id(text: &str) -> Result<JobId, Status> {
+    text.parse()
+        .map_err(|_| Status::invalid_argument(format!("job id {text:?} is not a job id (a decimal number)")))
+}
+
+pub(crate) fn format_token(token: u64) -> String {
+    format!("{token:016x}")
+}
+
+pub(crate) fn parse_token(text: &str) -> Result<u64, Status> {
+    if text.len() != 16 {
+        return Err(Status::invalid_argument(
+            "a lease token is 16 hexadecimal digits, as Claim returned it",
+        ));
+    }
+    u64::from_str_radix(text, 16)
+        .map_err(|_| Status::invalid_argument("a lease token is 16 hexadecimal digits, as Claim returned it"))
+}
+
+pub(crate) fn state_to_proto(state: JobState) -> v1::JobState {
+    match state {
+        JobState::Scheduled => v1::JobState::Scheduled,
+        JobState::Available => v1::JobState::Available,
+        JobState::Running => v1::JobState::Running,
+        JobState::Succeeded => v1::JobState::Succeeded,
+        JobState::Dead => v1::JobState::Dead,
+        JobState::Cancelled => v1::JobState::Cancelled,
+    }
+}
+
+pub(crate) fn state_from_proto(value: i32) -> Result<Option<JobState>, Status> {
+    Ok(match v1::JobState::try_from(value) {
+        Ok(v1::JobState::Unspecified) => None,
+        Ok(v1::JobState::Scheduled) => Some(JobState::Scheduled),
+        Ok(v1::JobState::Available) => Some(JobState::Available),
+        Ok(v1::JobState::Running) => Some(JobState::Running),
+        Ok(v1::JobState::Succeeded) => Some(JobState::Succeeded),
+        Ok(v1::JobState::Dead) => Some(JobState::Dead),
+        Ok(v1::JobState::Cancelled) => Some(JobState::Cancelled),
+        Err(_) => return Err(Status::invalid_argument(format!("unknown job state {value}"))),
+    })
+}
+
+pub(crate) fn spec_from_proto(request: v1::EnqueueRequest) -> Result<JobSpec, Status> {
+    let schedule = match request.schedule {
+        None => Schedule::Now,
+        Some(v1::enqueue_request::Schedule::DelayMs(delay)) => Schedule::DelayMs(delay),
+        Some(v1::enqueue_request::Schedule::NotBeforeMs(at)) => Schedule::NotBeforeMs(at),
+    };
+    let mut headers: Vec<(String, String)> = request.headers.into_iter().collect();
+    headers.sort();
+    Ok(JobSpec {
+        queue: request.queue,
+        payload: request.payload,
+        content_type: request.content_type,
+        headers,
+        priority: request.priority,
+        attempts_max: request.attempts_max,
+        timeout_ms: request.timeout_ms,
+        schedule,
+        idempotency_key: request.idempotency_key,
+    })
+}
+
+pub(crate) fn job_to_proto(job: &Job, include_payload: bool) -> v1::Job {
+    v1::Job {
+        job_id: job.id.to_string(),
+        queue: job.queue.to_string(),
+        state: state_to_proto(job.state) as i32,
+        payload: if include_payload {
+            job.payload.clone()
+        } else {
+            Default::default()
+        },
+        content_type: job.content_type.clone(),
+        headers: job.headers.iter().cloned().collect(),
+        priority: job.priority,
+        attempt: job.attempt,
+        attempts_max: job.attempts_max,
+        timeout_ms: job.timeout_ms,
+        idempotency_key: job.idempotency_key.clone(),
+        created_at_ms: job.created_ms,
+        available_at_ms: matches!(job.state, JobState::Scheduled | JobState::Available)
+            .then_some(job.run_at_ms),
+        started_at_ms: job.started_ms,
+        finished_at_ms: job.finished_ms,
+        errors: job
+            .errors
+            .iter()
+            .map(|e| v1::AttemptError {
+                attempt: e.attempt,
+                error: e.error.clone(),
+                failed_at_ms: e.failed_at_ms,
+            })
+            .collect(),
+        result: job.result.clone(),
+        progress: job.progress.clone(),
+        cancel_requested: job.cancel_requested,
+        worker_id: job.lease.as_ref().map(|l| l.worker.clone()),
+        from_history: false,
+        purged_at_ms: None,
+    }
+}
+
+/// A job rebuilt from its events in the log, with its payload and result.
+pub(crate) fn job_from_log_to_proto(rebuilt: &JobFromLog) -> v1::Job {
+    v1::Job {
+        from_history: true,
+        purged_at_ms: rebuilt.purged_at_ms,
+        ..job_to_proto(&rebuilt.job, true)
+    }
+}
+
+pub(crate) fn stats_to_proto(
+    queue: String,
+    stats: &QueueStats,
+    config: &JobsConfig,
+) -> v1::QueueStatsResponse {
+    let count = |state: JobState| stats.counts[state.index()];
+    v1::QueueStatsResponse {
+        queue,
+        scheduled_count: count(JobState::Scheduled),
+        available_count: count(JobState::Available),
+        running_count: count(JobState::Running),
+        succeeded_count: count(JobState::Succeeded),
+        dead_count: count(JobState::Dead),
+        cancelled_count: count(JobState::Cancelled),
+        oldest_available_age_ms: stats.oldest_available_age_ms,
+        rate_window_ms: spool_jobs::core::RATE_WINDOW_MS,
+        enqueued_per_second: stats.enqueued_per_second,
+        completed_per_second: stats.completed_per_second,
+        failed_per_second: stats.failed_per_second,
+        finished_retention_ms: config.finished_retention_ms,
+        finished_in_memory_max: config.finished_in_memory_max as u64,
+        finished_in_memory_count: stats.finished_in_memory,
+        finished_evicted_early_count: stats.finished_evicted_early,
+        dead_retention_ms: config.dead_retention_ms,
+    }
+}
+
+pub(crate) fn event_to_proto(event: &Event) -> v1::JobEvent {
+    let mut out = v1::JobEvent {
+        time_ms: event.at_ms(),
+        ..Default::default()
+    };
+    let kind = match event {
+        Event::Enqueued {
+            queue,
+            run_at_ms,
+            at_ms,
+            priority,
+            attempts_max,
+            ..
+        } => {
+            if run_at_ms > at_ms {
+                out.delay_ms = Some((run_at_ms - at_ms) as u64);
+            }
+            out.detail = format!("queue {queue}, priority {priority}, attempts_max {attempts_max}");
+            v1::JobEventKind::Enqueued
+        }
+        Event::Claimed {
+            attempt,
+            worker,
+            lease_until_ms,
+            at_ms,
+            ..
+        } => {
+            out.attempt = *attempt;
+            out.worker_id = Some(worker.clone());
+            out.lease_ms = Some(lease_until_ms.saturating_sub(*at_ms).max(0) as u64);
+            v1::JobEventKind::Claimed
+        }
+        Event::LeaseExtended {
+            lease_until_ms,
+            at_ms,
+            progress,
+            ..
+        } => {
+            out.lease_ms = Some(lease_until_ms.saturating_sub(*at_ms).max(0) as u64);
+            out.progress.clone_from(progress);
+            v1::JobEventKind::LeaseExtended
+        }
+        Event::Completed { result, .. } => {
+            out.detail = format!("result of {} bytes", result.len());
+            v1::JobEventKind::Completed
+        }
+        Event::Failed {
+            attempt,
+            error,
+            retry_at_ms,
+            at_ms,
+            lease_expired,
+            ..
+        } => {
+            out.attempt = *attempt;
+            out.error = Some(error.clone());
+            if *lease_expired {
+                out.detail = "the lease expired".into();
+            }
+            match retry_at_ms {
+                Some(at) => {
+                    out.delay_ms = Some(at.saturating_sub(*at_ms).max(0) as u64);
+                    v1::JobEventKind::RetryScheduled
+                }
+                None => v1::JobEventKind::Dead,
+            }
+        }
+        Event::Released { .. } => {
+            out.detail = "released by the worker unrun; the attempt does not count".into();
+            v1::JobEventKind::Available
+        }
+        Event::CancelRequested { .. } => v1::JobEventKind::CancelRequested,
+        Event::Cancelled { .. } => v1::JobEventKind::Cancelled,
+        Event::Redriven { .. } => v1::JobEventKind::Redriven,
+        Event::Purged { reason, .. } => {
+            out.detail = format!("{reason:?}").to_lowercase();
+            v1::JobEventKind::Purged
+        }
+    };
+    out.kind = kind as i32;
+    out
+}
+
+fn filter_from_proto(filter: v1::DeadJobFilter) -> Target {
+    Target::Filter(DeadFilter {
+        queue: filter.queue,
+        error_contains: filter.error_contains,
+        dead_since_ms: filter.dead_since_ms,
+        dead_before_ms: filter.dead_before_ms,
+        limit: filter.limit,
+    })
+}
+
+/// The dead jobs a RetryDead names.
+pub(crate) fn retry_target(request: v1::RetryDeadRequest) -> Result<Target, Status> {
+    use v1::retry_dead_request::Target as T;
+    match request.target {
+        Some(T::JobId(id)) => Ok(Target::Job(parse_job_id(&id)?)),
+        Some(T::Filter(filter)) => Ok(filter_from_proto(filter)),
+        None => Err(Status::invalid_argument("name a job id or a filter")),
+    }
+}
+
+/// The dead jobs a PurgeDead names.
+pub(crate) fn purge_target(request: v1::PurgeDeadRequest) -> Result<Target, Status> {
+    use v1::purge_dead_request::Target as T;
+    match request.target {
+        Some(T::JobId(id)) => Ok(Target::Job(parse_job_id(&id)?)),
+        Some(T::Filter(filter)) => Ok(filter_from_proto(filter)),
+        None => Err(Status::invalid_argument("name a job id or a filter")),
+    }
+}
+
+pub(crate) fn claim_spec(request: v1::ClaimRequest) -> ClaimSpec {
+    ClaimSpec {
+        queues: request.queues,
+        max_jobs: request.max_jobs,
+        lease_ms: request.lease_ms,
+        wait_ms: u64::from(request.max_wait_ms),
+        worker: request.worker_id,
+    }
+}
+
+pub(crate) fn claimed_to_proto(claimed: &ClaimedJob) -> v1::ClaimedJob {
+    let job = &claimed.job;
+    v1::ClaimedJob {
+        job_id: job.id.to_string(),
+        queue: job.queue.to_string(),
+        payload: job.payload.clone(),
+        content_type: job.content_type.clone(),
+        headers: job.headers.iter().cloned().collect(),
+        attempt: job.attempt,
+        attempts_max: job.attempts_max,
+        lease_token: format_token(claimed.token),
+        lease_ms: claimed.lease_ms,
+        timeout_ms: job.timeout_ms,
+        priority: job.priority,
+        enqueued_at_ms: job.created_ms,
+    }
+}
+
+pub(crate) fn enqueue_response(result: &spool_jobs::EnqueueResult) -> v1::EnqueueResponse {
+    v1::EnqueueResponse {
+        job_id: result.id.to_string(),
+        deduplicated: result.deduplicated,
+        state: result.state.map_or(v1::JobState::Unspecified, state_to_proto) as i32,
+    }
+}
+
+pub(crate) fn complete_request(request: v1::CompleteRequest) -> Result<Request, Status> {
+    Ok(Request::Complete {
+        id: parse_job_id(&request.job_id)?,
+        token: parse_token(&request.lease_token)?,
+        result: request.result,
+    })
+}
+
+pub(crate) fn fail_request(request: v1::FailRequest) -> Result<Request, Status> {
+    Ok(Request::Fail {
+        id: parse_job_id(&request.job_id)?,
+        token: parse_token(&request.lease_token)?,
+        error: request.error,
+        retryable: request.retryable.unwrap_or(true),
+        retry_delay_ms: request.retry_delay_ms,
+    })
+}
