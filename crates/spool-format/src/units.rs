@@ -93,7 +93,8 @@ impl From<UnitError> for String {
     }
 }
 
-const DURATION_HINT: &str = "write a whole number and a unit (ms, s, m, h, d, w), for example 500ms, 30s, 1h30m or 7d";
+const DURATION_HINT: &str =
+    "write a whole number and a unit (ms, s, m, h, d, w), for example 500ms, 30s, 1h30m or 7d";
 const SIZE_HINT: &str =
     "write a whole number of bytes with an optional unit (B, KiB, MiB, GiB, TiB, or decimal KB, MB, GB, TB)";
 
@@ -148,7 +149,9 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, UnitError> {
 
 fn unknown_duration_unit(original: &str, number: &str, unit: &str) -> String {
     if unit == "M" {
-        return format!("{original:?}: \"M\" is ambiguous; write {number}m for minutes (months are not a unit)");
+        return format!(
+            "{original:?}: \"M\" is ambiguous; write {number}m for minutes (months are not a unit)"
+        );
     }
     if let Some((_, ours)) = DURATION_ALIASES.iter().find(|(alias, _)| *alias == unit) {
         return format!("{original:?}: write {number}{ours} (the unit is {ours:?}, not {unit:?})");
@@ -272,12 +275,27 @@ mod tests {
         assert!(upper.contains("30ms") && upper.contains("lower case"), "{upper}");
         let fraction = parse_duration_ms("1.5s").unwrap_err().to_string();
         assert!(fraction.contains("1s500ms"), "{fraction}");
-        assert!(parse_duration_ms("5y").unwrap_err().to_string().contains("unknown duration unit"));
+        assert!(
+            parse_duration_ms("5y")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown duration unit")
+        );
         assert!(parse_duration_ms("").is_err());
         assert!(parse_duration_ms("ms").is_err());
         assert!(parse_duration_ms("-5s").is_err());
-        assert!(parse_duration_ms("99999999999999999999d").unwrap_err().to_string().contains("too long"));
-        assert!(parse_duration_ms("9999999999999999d").unwrap_err().to_string().contains("too long"));
+        assert!(
+            parse_duration_ms("99999999999999999999d")
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
+        assert!(
+            parse_duration_ms("9999999999999999d")
+                .unwrap_err()
+                .to_string()
+                .contains("too long")
+        );
     }
 
     #[test]
@@ -297,14 +315,27 @@ mod tests {
     #[test]
     fn ambiguous_and_wrong_sizes_name_ours() {
         let letter = parse_bytes("1M").unwrap_err().to_string();
-        assert!(letter.contains("1MiB") && letter.contains("1MB") && letter.contains("ambiguous"), "{letter}");
+        assert!(
+            letter.contains("1MiB") && letter.contains("1MB") && letter.contains("ambiguous"),
+            "{letter}"
+        );
         let k = parse_bytes("64k").unwrap_err().to_string();
         assert!(k.contains("64KiB") && k.contains("64KB"), "{k}");
         assert!(parse_bytes("1.5GiB").unwrap_err().to_string().contains("1536MiB"));
         assert!(parse_bytes("GiB").is_err());
         assert!(parse_bytes("-1").is_err());
-        assert!(parse_bytes("10XB").unwrap_err().to_string().contains("unknown size unit"));
-        assert!(parse_bytes("99999999999TiB").unwrap_err().to_string().contains("too large"));
+        assert!(
+            parse_bytes("10XB")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown size unit")
+        );
+        assert!(
+            parse_bytes("99999999999TiB")
+                .unwrap_err()
+                .to_string()
+                .contains("too large")
+        );
     }
 
     #[test]

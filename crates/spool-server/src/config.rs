@@ -7,9 +7,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use spool_format::units::{parse_bytes, parse_duration_ms};
 use spool_jobs::JobsConfig;
 use spool_log::{Durability, StoreConfig, TopicConfig};
-use spool_format::units::{parse_bytes, parse_duration_ms};
 
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -174,10 +174,12 @@ pub const OTHER_PROGRAMS_VARIABLES: &[&str] = &[
 ];
 
 fn is_other_programs_variable(name: &str) -> bool {
-    OTHER_PROGRAMS_VARIABLES.iter().any(|pattern| match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => name == *pattern,
-    })
+    OTHER_PROGRAMS_VARIABLES
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *pattern,
+        })
 }
 
 /// The key nearest to a misspelt one, if any is near enough to suggest.
@@ -297,7 +299,10 @@ impl Config {
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|&(name, _)| name).collect();
                 let reason = match nearest_key(key) {
-                    Some(near) => format!("unknown key; did you mean {near}? Known keys are: {}", known.join(", ")),
+                    Some(near) => format!(
+                        "unknown key; did you mean {near}? Known keys are: {}",
+                        known.join(", ")
+                    ),
                     None => format!("unknown key; known keys are: {}", known.join(", ")),
                 };
                 return Err(error(reason));
@@ -512,12 +517,20 @@ mod tests {
             .apply_env([("SPOOL_FETCH_BYTES_MAXX".to_owned(), "2MiB".to_owned())])
             .unwrap_err();
         assert_eq!(err.key, "fetch_bytes_maxx");
-        assert!(err.reason.contains("did you mean SPOOL_FETCH_BYTES_MAX?"), "{err}");
+        assert!(
+            err.reason.contains("did you mean SPOOL_FETCH_BYTES_MAX?"),
+            "{err}"
+        );
         let err = config
             .apply_env([("SPOOL_NOTHING_LIKE_IT".to_owned(), "1".to_owned())])
             .unwrap_err();
         assert!(err.reason.contains("not a spoold setting"), "{err}");
-        for other in ["SPOOL_SERVER", "SPOOL_JOB_ID", "SPOOL_HEADER_TRACEPARENT", "SPOOL_SCRATCH_DIR"] {
+        for other in [
+            "SPOOL_SERVER",
+            "SPOOL_JOB_ID",
+            "SPOOL_HEADER_TRACEPARENT",
+            "SPOOL_SCRATCH_DIR",
+        ] {
             config
                 .apply_env([(other.to_owned(), "x".to_owned())])
                 .unwrap_or_else(|err| panic!("{other} belongs to another program: {err}"));
@@ -535,9 +548,15 @@ mod tests {
         let err = config
             .apply_env([("SPOOL_INFLIGHT_WAIT_MS".to_owned(), "250".to_owned())])
             .unwrap_err();
-        assert!(err.reason.contains("250ms"), "a bare number names the unit to add: {err}");
+        assert!(
+            err.reason.contains("250ms"),
+            "a bare number names the unit to add: {err}"
+        );
         let err = config.set("request_bytes_max", "16M", "flag").unwrap_err();
-        assert!(err.reason.contains("16MiB") && err.reason.contains("16MB"), "{err}");
+        assert!(
+            err.reason.contains("16MiB") && err.reason.contains("16MB"),
+            "{err}"
+        );
     }
 
     #[test]

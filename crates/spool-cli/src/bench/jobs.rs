@@ -74,13 +74,12 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
             .unwrap_or_default();
         format!("bench-jobs-{}", now.as_millis())
     });
-    let stats = context
-        .client
-        .jobs()
-        .stats(&queue)
-        .await
-        .explain(context.subject())?;
-    let waiting = stats.waiting_count();
+    // A queue the server has never seen answers NOT_FOUND: it holds no job.
+    let waiting = match context.client.jobs().stats(&queue).await {
+        Ok(stats) => stats.waiting_count(),
+        Err(spool_client::Error::NotFound { .. }) => 0,
+        Err(error) => return Err(error).explain(context.subject()),
+    };
     if waiting > 0 {
         anyhow::bail!(
             "queue '{queue}' holds {waiting} scheduled, available or running jobs, which the bench would \

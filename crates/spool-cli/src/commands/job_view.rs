@@ -35,6 +35,8 @@ pub fn job_json(job: &JobInfo) -> Value {
         "finished_at_ms": job.finished_at_ms,
         "worker_id": job.worker_id,
         "cancel_requested": job.cancel_requested,
+        "from_history": job.from_history,
+        "purged_at_ms": job.purged_at_ms,
         "progress": job.progress,
         "errors": job.errors.iter().map(|e| json!({
             "attempt": e.attempt,
@@ -97,6 +99,15 @@ pub fn job_text(job: &JobInfo, now_ms: i64) -> String {
     if let Some(worker) = &job.worker_id {
         let worker = if worker.is_empty() { "(unnamed)" } else { worker };
         lines.push(("worker", format!("{worker}, holding the lease")));
+    }
+    if job.from_history {
+        lines.push((
+            "source",
+            "rebuilt from its history in the log (it has left the server's memory)".into(),
+        ));
+    }
+    if let Some(at) = job.purged_at_ms {
+        lines.push(("purged", format_time(at, now_ms)));
     }
     if job.cancel_requested {
         lines.push((
@@ -260,12 +271,19 @@ mod tests {
             progress: None,
             cancel_requested: false,
             worker_id: None,
+            from_history: true,
+            purged_at_ms: Some(6_000),
         }
     }
 
     #[test]
     fn a_job_reads_as_text() {
         let text = job_text(&dead_job(), 65_000);
+        assert!(
+            text.contains("source        rebuilt from its history in the log"),
+            "{text}"
+        );
+        assert!(text.contains("purged        "), "{text}");
         assert!(text.contains("state         dead\n"), "{text}");
         assert!(text.contains("attempt       2 (attempts_max 2"), "{text}");
         assert!(

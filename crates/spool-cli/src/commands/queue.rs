@@ -41,6 +41,13 @@ fn stats_json(stats: &QueueStats) -> serde_json::Value {
         "enqueued_per_second": stats.enqueued_per_second,
         "completed_per_second": stats.completed_per_second,
         "failed_per_second": stats.failed_per_second,
+        "eviction": {
+            "finished_retention_ms": millis(stats.eviction.finished_retention),
+            "finished_in_memory_max": stats.eviction.finished_in_memory_max,
+            "finished_in_memory_count": stats.eviction.finished_in_memory_count,
+            "finished_evicted_early": stats.eviction.finished_evicted_early_count,
+            "dead_retention_ms": millis(stats.eviction.dead_retention),
+        },
     })
 }
 
@@ -77,6 +84,24 @@ fn stats_text(stats: &QueueStats) -> String {
                 format_duration_ms(millis(stats.rate_window))
             ),
         ),
+        (
+            "finished jobs",
+            format!(
+                "leave memory {} after finishing, or sooner once {} are held (all queues; {} now); \
+                 {} of this queue left early; `job get` still answers from the log",
+                format_duration_ms(millis(stats.eviction.finished_retention)),
+                count(stats.eviction.finished_in_memory_max),
+                count(stats.eviction.finished_in_memory_count),
+                count(stats.eviction.finished_evicted_early_count),
+            ),
+        ),
+        (
+            "dead jobs",
+            format!(
+                "purged {} after going dead unless re-driven",
+                format_duration_ms(millis(stats.eviction.dead_retention))
+            ),
+        ),
     ];
     lines
         .iter()
@@ -98,6 +123,8 @@ fn format_rate(per_second: f64) -> String {
 mod tests {
     use std::time::Duration;
 
+    use spool_client::jobs::EvictionRule;
+
     use super::*;
 
     #[test]
@@ -115,15 +142,28 @@ mod tests {
             enqueued_per_second: 20.0,
             completed_per_second: 19.5,
             failed_per_second: 0.0,
+            eviction: EvictionRule {
+                finished_retention: Duration::from_secs(3600),
+                finished_in_memory_max: 100_000,
+                finished_in_memory_count: 100_000,
+                finished_evicted_early_count: 4_200,
+                dead_retention: Duration::from_secs(7 * 86_400),
+            },
         };
         let text = stats_text(&stats);
         assert!(text.contains("available         1,200\n"), "{text}");
         assert!(text.contains("waiting 12.3s"), "{text}");
         assert!(text.contains("completed 19.5/s"), "{text}");
         assert!(text.contains("over the last 1m"), "{text}");
+        assert!(
+            text.contains("leave memory 1h after finishing, or sooner once 100,000 are held (all queues; 100,000 now); 4,200 of this queue left early"),
+            "{text}"
+        );
+        assert!(text.contains("purged 7d after going dead"), "{text}");
         let value = stats_json(&stats);
         assert_eq!(value["dead"], json!(2));
         assert_eq!(value["oldest_available_age_ms"], json!(12_300));
+        assert_eq!(value["eviction"]["finished_in_memory_max"], json!(100_000));
         assert_eq!(format_rate(2.0 / 60.0), "0.033");
         assert_eq!(format_rate(0.0), "0");
         assert_eq!(format_rate(1_250.4), "1,250");

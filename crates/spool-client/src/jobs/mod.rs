@@ -39,8 +39,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 pub use self::types::{
-    AttemptError, CancelOutcome, Claim, ClaimedJob, DeadFilter, Enqueued, Finish, JobEvent, JobEventKind,
-    JobInfo, JobQuery, JobState, NewJob, Page, QueueStats, Schedule,
+    AttemptError, CancelOutcome, Claim, ClaimedJob, DeadFilter, Enqueued, EvictionRule, Finish, JobEvent,
+    JobEventKind, JobInfo, JobQuery, JobState, NewJob, Page, QueueStats, Schedule,
 };
 use crate::error::{Error, Result};
 

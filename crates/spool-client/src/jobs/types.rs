@@ -229,6 +229,11 @@ pub struct JobInfo {
     /// The worker holding the lease (its `worker_id`, possibly empty), for
     /// a running job.
     pub worker_id: Option<String>,
+    /// True when the job had left the server's memory and this view was
+    /// rebuilt from its events in the log; such a job can no longer change.
+    pub from_history: bool,
+    /// When a dead job was purged; set only with `from_history`.
+    pub purged_at_ms: Option<i64>,
 }
 
 impl JobInfo {
@@ -265,6 +270,8 @@ impl JobInfo {
             progress: job.progress,
             cancel_requested: job.cancel_requested,
             worker_id: job.worker_id,
+            from_history: job.from_history,
+            purged_at_ms: job.purged_at_ms,
         })
     }
 }
@@ -394,6 +401,27 @@ pub struct QueueStats {
     pub completed_per_second: f64,
     /// Failed attempts per second, retried or not.
     pub failed_per_second: f64,
+    /// How finished jobs leave the server's memory (their history stays in
+    /// the log, and `get` still answers for them).
+    pub eviction: EvictionRule,
+}
+
+/// How finished jobs leave the server's memory: by age, or earlier when
+/// too many are held. Dead jobs are purged by their own age only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvictionRule {
+    /// A succeeded or cancelled job leaves this long after it finished.
+    pub finished_retention: Duration,
+    /// At most this many succeeded and cancelled jobs, of all queues, are
+    /// held; beyond it the oldest leave before their retention time.
+    pub finished_in_memory_max: u64,
+    /// Succeeded and cancelled jobs of all queues held now.
+    pub finished_in_memory_count: u64,
+    /// Jobs of this queue that left early by the count rule since the
+    /// server started.
+    pub finished_evicted_early_count: u64,
+    /// A dead job is purged this long after it went dead, unless re-driven.
+    pub dead_retention: Duration,
 }
 
 impl QueueStats {
@@ -411,6 +439,13 @@ impl QueueStats {
             enqueued_per_second: stats.enqueued_per_second,
             completed_per_second: stats.completed_per_second,
             failed_per_second: stats.failed_per_second,
+            eviction: EvictionRule {
+                finished_retention: Duration::from_millis(stats.finished_retention_ms),
+                finished_in_memory_max: stats.finished_in_memory_max,
+                finished_in_memory_count: stats.finished_in_memory_count,
+                finished_evicted_early_count: stats.finished_evicted_early_count,
+                dead_retention: Duration::from_millis(stats.dead_retention_ms),
+            },
         }
     }
 
