@@ -221,6 +221,81 @@ async fn exec_completes_a_job_with_its_stdout() {
 }
 
 #[tokio::test]
+async fn exec_sees_the_job_headers_and_its_trace_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Spoold::start(dir.path(), &[]);
+    let mut client = connect(&server).await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let id = enqueue(
+        &mut client,
+        v1::EnqueueRequest {
+            headers: [
+                ("traceparent".to_owned(), traceparent.to_owned()),
+                ("x-tenant.id".to_owned(), "acme".to_owned()),
+            ]
+            .into(),
+            ..job("headers", "x")
+        },
+    )
+    .await;
+    let _worker = Worker::start(
+        &server,
+        dir.path(),
+        &[
+            "--queue",
+            "headers",
+            "--exec",
+            r#"printf '%s|%s|%s' "$TRACEPARENT" "$SPOOL_HEADER_TRACEPARENT" "$SPOOL_HEADER_X_TENANT_ID""#,
+        ],
+    );
+    let done = wait_state(&mut client, &id, JobState::Succeeded, Duration::from_secs(10)).await;
+    let result = String::from_utf8(done.result.unwrap().to_vec()).unwrap();
+    assert_eq!(result, format!("{traceparent}|{traceparent}|acme"));
+}
+
+#[tokio::test]
+async fn a_command_never_outlives_its_worker_killed_with_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Spoold::start(dir.path(), &[]);
+    let mut client = connect(&server).await;
+    let id = enqueue(&mut client, job("orphan", "x")).await;
+    let mut worker = Worker::start(
+        &server,
+        dir.path(),
+        &["--queue", "orphan", "--exec", "sleep 1011 & sleep 1011"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes(&["sleep", "1011"]).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the command did not start\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(&mut client, &id).await.state, JobState::Running as i32);
+    worker.kill9();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = processes(&["sleep", "1011"]);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the command outlived its worker: {left:?}\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        worker.log().contains("killed the process groups of its commands"),
+        "{}",
+        worker.log()
+    );
+}
+
+#[tokio::test]
 async fn exit_code_100_sends_the_job_dead_after_one_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let server = Spoold::start(dir.path(), &[]);

@@ -23,20 +23,24 @@ Examples:
 
 --exec: the command runs through `sh -c`, in a process group of its own, with the
 payload on stdin and SPOOL_JOB_ID, SPOOL_QUEUE, SPOOL_ATTEMPT, SPOOL_ATTEMPTS_MAX and
-SPOOL_CONTENT_TYPE in the environment.
+SPOOL_CONTENT_TYPE in the environment, each job header as SPOOL_HEADER_<NAME> (upper
+case, other characters than letters and digits as _), and a traceparent or tracestate
+header also as TRACEPARENT or TRACESTATE.
   exit 0     completes the job; stdout (the first --result-bytes-max bytes) is the result
   exit 100   fails the job without retry: it goes DEAD
   otherwise  (another code, a signal, command not found) the attempt fails and is
              retried; the end of stderr (4 KiB) is the error
 A timeout (the job's own, else --timeout) kills the whole process group. So does the end
 of the job: whatever the command left running in its group when it exited is killed.
+If the worker itself is killed (kill -9), its guard process kills the groups it left.
 
 --http: the payload is POSTed with the job's content type, the job's headers, and
 Spool-Job-Id, Spool-Queue, Spool-Attempt and Spool-Attempts-Max.
   2xx                       completes the job; the body (bounded) is the result
   4xx except 408 and 429    fails the job without retry: it goes DEAD
   anything else             (408, 429, 5xx, timeouts, refused connections) retries;
-                            a Retry-After in seconds sets the retry delay
+                            a Retry-After (seconds or an HTTP date, at most
+                            --retry-after-max) sets the retry delay
 
 SIGTERM or SIGINT: stop claiming, give back the jobs not started (they are offered again
 at once, the attempt not counted), let running jobs finish within --grace, then stop and
@@ -77,6 +81,11 @@ pub struct Cli {
     /// failure).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry_delay: Option<Duration>,
+
+    /// Longest retry delay an HTTP endpoint may ask for with Retry-After
+    /// (seconds or an HTTP date); a longer one is cut to this.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub retry_after_max: Duration,
 
     /// Jobs claimed ahead of a free slot, waiting to start.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]

@@ -2,7 +2,10 @@
 //!
 //! The payload goes to the command's stdin; `SPOOL_JOB_ID`, `SPOOL_QUEUE`,
 //! `SPOOL_ATTEMPT`, `SPOOL_ATTEMPTS_MAX` and `SPOOL_CONTENT_TYPE` to its
-//! environment. The command runs in a process group of its own, which is
+//! environment, with each job header as `SPOOL_HEADER_<NAME>` (see
+//! [`header_variable`]) and the W3C trace context headers `traceparent` and
+//! `tracestate` also as `TRACEPARENT` and `TRACESTATE`, the names
+//! OpenTelemetry SDKs read from the environment. The command runs in a process group of its own, which is
 //! killed (SIGKILL) when the attempt times out, when the job is cancelled or
 //! its lease lost, when the worker's grace period ends, and after the
 //! command exits, so no job leaves processes behind.
@@ -39,6 +42,43 @@ struct Settings {
     command: String,
     result_bytes_max: usize,
     retry_delay: Option<Duration>,
+}
+
+/// The environment variable that carries job header `name`:
+/// `SPOOL_HEADER_` and the name in upper case, each character other than an
+/// ASCII letter or digit written `_` (`x-tenant.id` is
+/// `SPOOL_HEADER_X_TENANT_ID`).
+pub fn header_variable(name: &str) -> String {
+    let mut variable = String::from("SPOOL_HEADER_");
+    variable.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    variable
+}
+
+/// The variables of a job's headers, in name order (of two names that map
+/// to one variable, the later wins). A value holding a NUL byte cannot be
+/// in an environment and is left out.
+fn header_variables(headers: &std::collections::HashMap<String, String>) -> Vec<(String, String)> {
+    let mut sorted: Vec<(&String, &String)> = headers.iter().collect();
+    sorted.sort();
+    let mut variables = Vec::with_capacity(sorted.len() + 2);
+    for (name, value) in sorted {
+        if value.contains('\0') || name.is_empty() {
+            tracing::debug!(header = %name, "skipping a job header that cannot be an environment variable");
+            continue;
+        }
+        variables.push((header_variable(name), value.clone()));
+        let lower = name.to_ascii_lowercase();
+        if lower == "traceparent" || lower == "tracestate" {
+            variables.push((lower.to_ascii_uppercase(), value.clone()));
+        }
+    }
+    variables
 }
 
 /// What a finished command left behind.
@@ -81,6 +121,7 @@ impl ExecHandler {
             .env("SPOOL_ATTEMPT", job.attempt().to_string())
             .env("SPOOL_ATTEMPTS_MAX", job.attempts_max().to_string())
             .env("SPOOL_CONTENT_TYPE", job.content_type())
+            .envs(header_variables(job.headers()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -252,6 +293,33 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
 
     use super::*;
+
+    #[test]
+    fn headers_become_variables_and_trace_context_keeps_its_own_name() {
+        let headers: std::collections::HashMap<String, String> = [
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("x-tenant.id", "acme"),
+            ("bad", "a\0b"),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+        let variables = header_variables(&headers);
+        let names: Vec<&str> = variables.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "SPOOL_HEADER_TRACEPARENT",
+                "TRACEPARENT",
+                "SPOOL_HEADER_X_TENANT_ID"
+            ]
+        );
+        assert_eq!(variables[1].1, headers["traceparent"]);
+        assert_eq!(variables[2].1, "acme");
+    }
 
     #[tokio::test]
     async fn the_head_is_kept_and_the_rest_counted() {

@@ -9,7 +9,7 @@
 //! attempt, retried. HTTP/1.1 over plain TCP; connections are kept alive
 //! between jobs.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
@@ -42,10 +42,16 @@ pub struct HttpHandler {
     url: Uri,
     result_bytes_max: usize,
     retry_delay: Option<Duration>,
+    retry_after_max: Duration,
 }
 
 impl HttpHandler {
-    pub fn new(url: Uri, result_bytes_max: usize, retry_delay: Option<Duration>) -> Self {
+    pub fn new(
+        url: Uri,
+        result_bytes_max: usize,
+        retry_delay: Option<Duration>,
+        retry_after_max: Duration,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -55,6 +61,7 @@ impl HttpHandler {
             url,
             result_bytes_max,
             retry_delay,
+            retry_after_max,
         }
     }
 
@@ -110,8 +117,16 @@ impl HttpHandler {
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
-            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|value| retry_after(value.to_str().ok()?, SystemTime::now()))
+            .map(|delay| {
+                if delay > self.retry_after_max {
+                    tracing::info!(
+                        asked_ms = delay.as_millis() as u64,
+                        "Retry-After is longer than --retry-after-max; waiting that long instead"
+                    );
+                }
+                delay.min(self.retry_after_max)
+            });
         let keep = if status.is_success() {
             self.result_bytes_max
         } else {
@@ -171,6 +186,17 @@ impl Verdict {
     }
 }
 
+/// The delay a Retry-After value asks for: whole seconds, or an HTTP date
+/// (one in the past asks for none). `None` for anything else.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 fn describe(status: StatusCode, body: &[u8]) -> String {
     let body = String::from_utf8_lossy(body);
     let body = body.trim();
@@ -215,6 +241,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
+    }
 
     #[test]
     fn status_codes_decide_the_outcome() {

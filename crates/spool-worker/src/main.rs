@@ -9,19 +9,22 @@
 //!
 //! Layout: `args.rs` (the clap command line and its help), `exec.rs` (the
 //! command handler), `process_group.rs` (killing a command with its
-//! children; the crate's only `unsafe`, one `kill(2)` call), `http.rs` (the
-//! HTTP handler, hyper 1).
+//! children; the crate's only `unsafe`, one `kill(2)` call), `guard.rs` (the
+//! process that kills the commands' groups when the worker dies without
+//! doing so), `http.rs` (the HTTP handler, hyper 1).
 //!
 //! What it is not: no TLS for `--http`, no configuration file, no
 //! scheduling of its own (delays, retries and dead jobs are the server's).
-//! A worker killed with SIGKILL cannot kill its commands' process groups:
-//! those finish on their own, and their jobs run again after the lease.
+//! A worker killed with SIGKILL cannot kill its commands' process groups
+//! itself; its guard does, so no command runs beside the re-delivery of its
+//! job after the lease.
 //! Exit codes: 0 after a clean shutdown, 1 on an error, 2 on a usage error.
 
 #![deny(unsafe_code)]
 
 mod args;
 mod exec;
+mod guard;
 mod http;
 mod process_group;
 
@@ -39,6 +42,13 @@ use crate::exec::ExecHandler;
 use crate::http::HttpHandler;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == guard::GUARD_ARG)
+    {
+        guard::run(std::io::stdin().lock());
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -98,13 +108,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut worker = Worker::new(&client, config);
     if let Some(command) = cli.exec {
         tracing::info!(%command, "running a command per job");
+        guard::Guard::start().context("cannot start the guard process of the commands")?;
         let handler = ExecHandler::new(command, cli.result_bytes_max, cli.retry_delay);
         for queue in &cli.queues {
             worker = worker.handle(queue.clone(), handler.clone());
         }
     } else if let Some(url) = cli.http {
         tracing::info!(%url, "posting each job");
-        let handler = HttpHandler::new(url, cli.result_bytes_max, cli.retry_delay);
+        let handler = HttpHandler::new(url, cli.result_bytes_max, cli.retry_delay, cli.retry_after_max);
         for queue in &cli.queues {
             worker = worker.handle(queue.clone(), handler.clone());
         }

@@ -1,5 +1,6 @@
 //! [`ProcessGroup`]: kills every process of a command's process group, the
-//! command's children and grandchildren included, not only the shell.
+//! command's children and grandchildren included, not only the shell. Each
+//! group is reported to the worker's guard (`guard.rs`) while it lives.
 
 use std::io;
 
@@ -19,6 +20,9 @@ impl ProcessGroup {
         let id = leader_pid
             .and_then(|pid| i32::try_from(pid).ok())
             .filter(|&pid| pid > 1);
+        if let Some(id) = id {
+            crate::guard::watch(id);
+        }
         ProcessGroup { id }
     }
 
@@ -34,6 +38,7 @@ impl ProcessGroup {
                 Err(error) if error.raw_os_error() == Some(libc::ESRCH) => {}
                 Err(error) => tracing::warn!(process_group = id, %error, "could not kill the process group"),
             }
+            crate::guard::release(id);
         }
     }
 }
@@ -46,7 +51,7 @@ impl Drop for ProcessGroup {
 
 /// Sends SIGKILL to every process of group `id` (`id > 1`).
 #[allow(unsafe_code)]
-fn kill_group(id: i32) -> io::Result<()> {
+pub(crate) fn kill_group(id: i32) -> io::Result<()> {
     assert!(
         id > 1,
         "process group {id} would name more than one command's processes"
