@@ -395,3 +395,29 @@ fn the_readme_commands_run_as_written() {
         assert!(record["value"].as_str().unwrap().starts_with("order-"), "{line}");
     }
 }
+
+#[test]
+fn a_checkpoint_past_the_end_is_refused_with_the_range_it_may_take() {
+    let server = Spoold::start_temp(&[]);
+    server.create_topic("orders", 1);
+    server.produce("orders", "a\n");
+    let stderr = server.fails(&["checkpoint", "set", "billing", "orders", "0=5"]);
+    assert!(
+        stderr.contains("a checkpoint stores the next offset to read, from 0 (the log start) to 1"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("--from"),
+        "a consume hint for a checkpoint: {stderr}"
+    );
+    let stored = server.ok(&["checkpoint", "get", "billing", "orders"]);
+    assert!(!stored.contains('5'), "nothing stored: {stored}");
+}
+
+#[test]
+fn a_job_id_that_never_existed_is_not_found_without_talk_of_history() {
+    let server = Spoold::start_temp(&[]);
+    let stderr = server.fails(&["job", "get", "123456789"]);
+    assert!(stderr.contains("the log holds no job with that id"), "{stderr}");
+    assert!(!stderr.contains("history"), "{stderr}");
+}

@@ -425,7 +425,7 @@ pub struct BenchLatencyArgs {
 
 fn parse_retention_ms(text: &str) -> Result<i64, String> {
     match text {
-        "forever" | "infinite" | "unlimited" | "-1" => Ok(-1),
+        "forever" | "infinite" | "unlimited" | "none" | "-1" => Ok(-1),
         _ => {
             let ms = parse_duration_ms(text)?;
             if ms == 0 {
@@ -485,6 +485,11 @@ mod tests {
     fn retention_values() {
         assert_eq!(parse_retention_ms("7d"), Ok(604_800_000));
         assert_eq!(parse_retention_ms("forever"), Ok(-1));
+        assert_eq!(
+            parse_retention_ms("none"),
+            Ok(-1),
+            "spoold's retention_ms spelling"
+        );
         assert!(parse_retention_ms("0s").is_err());
         assert_eq!(parse_retention_bytes("10GiB"), Ok(10 << 30));
         assert_eq!(parse_retention_bytes("unlimited"), Ok(-1));

@@ -11,6 +11,9 @@ pub struct Subject<'a> {
     pub topic: Option<&'a str>,
     /// A job id, for the job commands.
     pub job: Option<&'a str>,
+    /// True when the call stores a checkpoint (its offsets are positions
+    /// to store, not to read from).
+    pub checkpoint: bool,
 }
 
 /// An error already phrased for the user; printed as it is.
@@ -43,9 +46,8 @@ pub fn explain(error: &Error, subject: Subject<'_>) -> String {
         Error::NotFound { .. } if subject.job.is_some() => {
             let job = subject.job.unwrap_or_default();
             format!(
-                "job {job} was not found: no job has that id, or it finished and left the server's memory \
-                 after its retention time; its history may still be in the log: `spool job history {job}` \
-                 (server said: {message})"
+                "job {job} was not found: the log holds no job with that id; list a queue's jobs with \
+                 `spool job list --queue QUEUE` (server said: {message})"
             )
         }
         Error::NotFound { .. } => match subject.topic {
@@ -78,6 +80,15 @@ pub fn explain(error: &Error, subject: Subject<'_>) -> String {
         Error::RecordTooLarge { exceeded } => {
             format!("a record is too large: {}", too_large(exceeded))
         }
+        Error::OutOfRange {
+            earliest: Some(earliest),
+            latest: Some(latest),
+            ..
+        } if subject.checkpoint => format!(
+            "{message}; a checkpoint stores the next offset to read, from {earliest} (the log start) to \
+             {latest} (the high watermark); see them with `spool offsets {}`",
+            subject.topic.unwrap_or("TOPIC")
+        ),
         Error::OutOfRange {
             earliest: Some(earliest),
             latest: Some(latest),

@@ -121,6 +121,14 @@ impl Context {
         }
     }
 
+    /// The subject of errors about storing a checkpoint in `topic`.
+    pub fn about_checkpoint<'a>(&'a self, topic: &'a str) -> Subject<'a> {
+        Subject {
+            checkpoint: true,
+            ..self.about(topic)
+        }
+    }
+
     /// The subject of errors about job `id` (its decimal form).
     pub fn about_job<'a>(&'a self, id: &'a str) -> Subject<'a> {
         Subject {

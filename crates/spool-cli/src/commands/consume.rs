@@ -79,7 +79,7 @@ pub async fn run(context: &Context, args: ConsumeArgs) -> anyhow::Result<()> {
             .client
             .commit_checkpoint(name, topic, &positions, Durability::Fsync)
             .await
-            .explain(context.about(topic))?;
+            .explain(context.about_checkpoint(topic))?;
         let listed: Vec<String> = positions
             .iter()
             .map(|(p, offset)| format!("{p}={offset}"))

@@ -90,7 +90,7 @@ pub async fn checkpoint(context: &Context, command: CheckpointCommand) -> anyhow
             let reached = client
                 .commit_checkpoint(&consumer, &topic, &positions, durability.into())
                 .await
-                .explain(context.about(&topic))?;
+                .explain(context.about_checkpoint(&topic))?;
             let listed: Vec<String> = positions
                 .iter()
                 .map(|(p, offset)| format!("{p}={offset}"))
