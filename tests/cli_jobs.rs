@@ -155,7 +155,7 @@ fn enqueue_inspect_and_dedup() {
 
     // Server refusals exit 1 and say what to do.
     let message = server.fails(&["job", "get", "12345"]);
-    assert!(message.contains("spool job history 12345"), "{message}");
+    assert!(message.contains("the log holds no job with that id"), "{message}");
     let message = server.fails(&["job", "enqueue", "emails", "x", "--delay", "400d"]);
     assert!(message.contains("delay_ms"), "{message}");
     let message = server.fails(&["job", "retry", id]);

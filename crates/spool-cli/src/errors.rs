@@ -47,7 +47,7 @@ pub fn explain(error: &Error, subject: Subject<'_>) -> String {
             let job = subject.job.unwrap_or_default();
             format!(
                 "job {job} was not found: the log holds no job with that id; list a queue's jobs with \
-                 `spool job list --queue QUEUE` (server said: {message})"
+                 `spool job list QUEUE` (server said: {message})"
             )
         }
         Error::NotFound { .. } => match subject.topic {
