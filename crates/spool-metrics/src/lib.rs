@@ -19,4 +19,3 @@ pub mod http;
 
 pub use exposition::{ExemplarFamily, Exposition, Format, Series};
 pub use histogram::{Buckets, Exemplar, Histogram, HistogramSnapshot, TraceId};
-pub use prometheus_client;

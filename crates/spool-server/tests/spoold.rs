@@ -26,9 +26,10 @@ fn invalid_configuration_fails_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     // (arguments, environment, text the error must contain)
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         (&["--set", "fetch_bytes_max=lots"], &[], "fetch_bytes_max"),
         (&["--listen", "nowhere"], &[], "listen"),
+        (&["--admin-listen", "localhost:7071"], &[], "admin_listen"),
         (&[], &[("SPOOL_RETENTION_MS", "7 weeks")], "SPOOL_RETENTION_MS"),
         (&["--set", "segment_bytes=16GiB"], &[], "segment_bytes"),
     ];
@@ -61,7 +62,7 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let mut first = spoold()
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -74,7 +75,7 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     let output = spoold()
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -82,4 +83,24 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     assert!(stderr.contains("locked by another process"), "{stderr}");
     first.kill().unwrap();
     first.wait().unwrap();
+}
+
+#[test]
+fn an_admin_address_in_use_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = spoold()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", &address])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("cannot listen on {address} (admin_listen")),
+        "{stderr}"
+    );
 }
