@@ -376,3 +376,110 @@ async fn a_scrape_of_a_thousand_partitions_lists_them_all() {
     assert_eq!(partitions, 1000);
     assert!(elapsed < Duration::from_secs(2), "scrape took {elapsed:?}");
 }
+
+/// A `spool-worker` with `--metrics-listen`, after it ran jobs that
+/// completed, failed for good and failed with an exit code to retry.
+#[tokio::test]
+async fn a_worker_serves_its_own_metrics_after_running_jobs() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    use spool_proto::v1::jobs_client::JobsClient;
+
+    let server = Spoold::start_temp(&[]);
+    let mut jobs = JobsClient::connect(server.url()).await.unwrap();
+    let mut ids = Vec::new();
+    for payload in ["ok", "ok", "ok", "dead", "retry"] {
+        let request = v1::EnqueueRequest {
+            queue: "thumbnails".into(),
+            payload: Bytes::from(payload),
+            attempts_max: Some(1),
+            ..Default::default()
+        };
+        ids.push(jobs.enqueue(request).await.unwrap().into_inner().job_id);
+    }
+    let script = "read -r p; case \"$p\" in ok) echo done;; dead) exit 100;; *) exit 3;; esac";
+    let mut worker = Command::new(common::binary("spool-worker"))
+        .args([
+            "--server",
+            &server.url(),
+            "--queue",
+            "thumbnails",
+            "--concurrency",
+            "3",
+        ])
+        .args(["--metrics-listen", "127.0.0.1:0", "--exec", script])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(worker.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("metrics listening on ")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .parse()
+        .unwrap();
+
+    // Every job ends (one attempt each), then the metrics say how.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let job = jobs
+                .get_job(v1::GetJobRequest { job_id: id.clone() })
+                .await
+                .unwrap()
+                .into_inner()
+                .job
+                .unwrap();
+            if job.state == v1::JobState::Succeeded as i32 || job.state == v1::JobState::Dead as i32 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not end: {job:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    let answer = scrape::get(address, "/metrics");
+    assert_eq!(answer.status, 200);
+    let samples = parse(&answer.body);
+    let queue = |code| [("queue", "thumbnails"), ("code", code)];
+    assert_eq!(
+        value(&samples, "spool_worker_handler_outcomes_total", &queue("ok")),
+        3.0
+    );
+    assert_eq!(
+        value(&samples, "spool_worker_handler_outcomes_total", &queue("dead")),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "spool_worker_handler_outcomes_total", &queue("retry")),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "spool_worker_handler_outcomes_total", &queue("stopped")),
+        0.0
+    );
+    assert_eq!(value(&samples, "spool_worker_exit_codes_total", &queue("0")), 3.0);
+    assert_eq!(
+        value(&samples, "spool_worker_exit_codes_total", &queue("100")),
+        1.0
+    );
+    assert_eq!(value(&samples, "spool_worker_exit_codes_total", &queue("3")), 1.0);
+    assert_eq!(
+        check_histogram(
+            &samples,
+            "spool_worker_handler_duration_seconds",
+            &[("queue", "thumbnails")]
+        ),
+        5.0
+    );
+    assert_eq!(value(&samples, "spool_worker_slots", &[]), 3.0);
+    assert_eq!(value(&samples, "spool_worker_slots_busy", &[]), 0.0);
+    assert_eq!(scrape::get(address, "/other").status, 404);
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+}
