@@ -246,12 +246,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     tracing::info!(%address, admin_address = ?admin_address, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "spoold serving");
     // Machine-readable lines on stdout for scripts and tests: the gRPC
-    // address first, then the admin listener's when there is one.
-    println!("listening on {address}");
+    // address first, then the admin listener's when there is one. A reader
+    // that stopped reading (a closed pipe) must not stop the server, so
+    // write errors are ignored rather than panicking as `println!` does.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on {address}");
     if let Some(admin_address) = admin_address {
-        println!("admin listening on {admin_address}");
+        let _ = writeln!(stdout, "admin listening on {admin_address}");
     }
-    let _ = std::io::stdout().flush();
+    let _ = stdout.flush();
+    drop(stdout);
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let stream_window = config.stream_window_bytes as u32; // checked: at most 8 MiB

@@ -125,9 +125,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             std::future::pending(),
         ));
         tracing::info!(%address, "serving metrics");
-        // Machine-readable, for scripts and tests.
-        println!("metrics listening on {address}");
-        let _ = std::io::stdout().flush();
+        // Machine-readable, for scripts and tests; a closed stdout must not
+        // stop the worker, so write errors are ignored.
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "metrics listening on {address}");
+        let _ = stdout.flush();
     }
     let mut worker = Worker::new(&client, config);
     if let Some(command) = cli.exec {
