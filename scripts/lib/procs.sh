@@ -13,11 +13,13 @@
 #   stop_tracked                     SIGTERM each tracked process, SIGKILL after 5 s
 #   stop_pid PID [SIGNAL]            SIGNAL (default TERM), wait up to 10 s, then SIGKILL
 #   spoold_start NAME DATA_DIR [SPOOLD ARGS...]
-#       starts $SPOOLD with RUST_LOG=${RUST_LOG:-info} on 127.0.0.1 port 0,
-#       stdout to $LOG_DIR/NAME.out and stderr to $LOG_DIR/NAME.err, waits
-#       for its "listening on ADDR" line and sets SPOOLD_PID, SPOOLD_ADDR,
-#       SPOOLD_URL, SPOOLD_OUT, SPOOLD_ERR and SPOOLD_READY_S (seconds from
-#       exec to the line, polled every 10 ms)
+#       starts $SPOOLD with RUST_LOG=${RUST_LOG:-info} on 127.0.0.1 port 0
+#       (and its admin listener on another free port unless ARGS give
+#       --admin-listen), stdout to $LOG_DIR/NAME.out and stderr to
+#       $LOG_DIR/NAME.err, waits for its "listening on ADDR" line and sets
+#       SPOOLD_PID, SPOOLD_ADDR, SPOOLD_URL, SPOOLD_ADMIN_ADDR (empty when
+#       the admin listener is off), SPOOLD_OUT, SPOOLD_ERR and
+#       SPOOLD_READY_S (seconds from exec to the line, polled every 10 ms)
 #   spoold_stop [SIGNAL]             SIGNAL (default TERM) to the spoold started last;
 #                                    sets SPOOLD_STOP_S (seconds until it exited)
 #   redis_start NAME DIR [REDIS ARGS...]
@@ -99,13 +101,14 @@ stop_tracked() {
 }
 
 spoold_start() {
-  local name="$1" data_dir="$2" started line deadline
+  local name="$1" data_dir="$2" started line deadline admin=(--admin-listen 127.0.0.1:0)
   shift 2
+  [[ " $* " == *" --admin-listen "* ]] && admin=()
   SPOOLD_OUT="$LOG_DIR/$name.out"
   SPOOLD_ERR="$LOG_DIR/$name.err"
   : >"$SPOOLD_OUT"
   started="$(now_us)"
-  RUST_LOG="${RUST_LOG:-info}" "$SPOOLD" --data-dir "$data_dir" --listen 127.0.0.1:0 "$@" \
+  RUST_LOG="${RUST_LOG:-info}" "$SPOOLD" --data-dir "$data_dir" --listen 127.0.0.1:0 "${admin[@]}" "$@" \
     >"$SPOOLD_OUT" 2>"$SPOOLD_ERR" </dev/null &
   SPOOLD_PID=$!
   track "$SPOOLD_PID"
@@ -130,6 +133,8 @@ spoold_start() {
   done
   SPOOLD_READY_S="$(awk -v a="$started" -v b="$(now_us)" 'BEGIN {printf "%.3f", (b - a) / 1e6}')"
   SPOOLD_ADDR="${line#listening on }"
+  # The admin line follows the first at once (one flush), when there is one.
+  SPOOLD_ADMIN_ADDR="$(sed -n 's/^admin listening on //p' "$SPOOLD_OUT")"
   # shellcheck disable=SC2034 # for the caller
   SPOOLD_URL="http://$SPOOLD_ADDR"
   echo "spoold ($name) pid $SPOOLD_PID listening on $SPOOLD_ADDR after $SPOOLD_READY_S s; log $SPOOLD_ERR"

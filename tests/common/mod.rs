@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod cli;
+pub mod scrape;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -41,10 +42,13 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A running `spoold` on a loopback port of its own.
+/// A running `spoold` on a loopback port of its own, with its admin HTTP
+/// listener (metrics, health) on another, unless the test turned it off.
 pub struct Spoold {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The admin listener's address; `None` with `--admin-listen off`.
+    pub admin_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     args: Vec<String>,
     /// The data directory, when the server made its own: deleted with it.
@@ -71,10 +75,20 @@ impl Spoold {
     }
 
     fn start_with(data_dir: &Path, listen: &str, args: Vec<String>) -> Spoold {
-        let mut child = Command::new(binary("spoold"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", listen])
+        // The default admin port (7071) is one for the whole machine: tests
+        // take a free one unless they choose.
+        let chooses_admin = args
+            .iter()
+            .any(|arg| arg == "--admin-listen" || arg.starts_with("admin_listen="));
+        let admin_off = args
+            .windows(2)
+            .any(|pair| pair == ["--admin-listen", "off"] || pair == ["--set", "admin_listen=off"]);
+        let mut command = Command::new(binary("spoold"));
+        command.arg("--data-dir").arg(data_dir).args(["--listen", listen]);
+        if !chooses_admin {
+            command.args(["--admin-listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .args(&args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -84,22 +98,25 @@ impl Spoold {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
+        let mut next_address = |prefix: &str| loop {
             assert!(Instant::now() < deadline, "spoold did not start in time");
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        break addr.parse().expect("address");
+                    if let Some(addr) = line.strip_prefix(prefix) {
+                        break addr.parse::<SocketAddr>().expect("address");
                     }
                 }
                 _ => panic!("spoold exited before listening: {:?}", child.wait()),
             }
         };
+        let addr = next_address("listening on ");
+        let admin_addr = (!admin_off).then(|| next_address("admin listening on "));
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Spoold {
             child: Some(child),
             addr,
+            admin_addr,
             data_dir: data_dir.to_owned(),
             args,
             scratch: None,
@@ -108,6 +125,11 @@ impl Spoold {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://ADDR` of the admin listener; panics when it is off.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr.expect("the admin listener is on"))
     }
 
     pub fn pid(&self) -> u32 {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
+use crate::observer::StoreObserver;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -40,6 +41,8 @@ pub struct StoreConfig {
     pub topic_defaults: TopicConfig,
     /// Failure injection for tests of disk-full and fsync-failure handling.
     pub faults: Option<Arc<FaultInjector>>,
+    /// Told about flushes and poisoned partitions (metrics, health).
+    pub observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +59,7 @@ impl Default for StoreConfig {
             retention_check_interval_ms: 60_000,
             topic_defaults: TopicConfig::default(),
             faults: None,
+            observer: None,
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod fsutil;
 pub mod index;
 mod mmap;
 pub mod names;
+pub mod observer;
 pub mod partition;
 mod recovery;
 mod retention;
@@ -43,7 +44,8 @@ pub mod watch;
 pub use config::{FaultInjector, StoreConfig, TopicConfig};
 pub use error::{Error, Result};
 pub use names::{is_internal_topic, validate_topic_name};
-pub use partition::{AppendOutcome, Durability, Partition, PartitionInfo, ReadResult};
+pub use observer::{FlushReport, StoreObserver};
+pub use partition::{AppendOutcome, Durability, Partition, PartitionInfo, PartitionStats, ReadResult};
 pub use recovery::PartitionRecovery;
 pub use segment::ScanReport;
 /// The batch codec, which lives in `spool-format` so that clients can use

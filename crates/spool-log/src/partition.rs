@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use spool_format::FormatError;
 use spool_format::batch::{self, Batch, BatchHeader, BatchLimits, Record, RecordView};
@@ -20,6 +20,7 @@ use crate::config::TopicConfig;
 use crate::context::StoreContext;
 use crate::error::{Error, Result};
 use crate::flusher::FlushTarget;
+use crate::observer::FlushReport;
 pub use crate::recovery::PartitionRecovery;
 use crate::recovery::{self, Recovered};
 use crate::retention::{Retention, SegmentSummary};
@@ -68,6 +69,29 @@ pub struct PartitionInfo {
     pub segment_count: u64,
 }
 
+/// Counts of what went through a partition since it was opened, for
+/// metrics. Kept with relaxed atomic adds: a snapshot may be a moment
+/// behind the log, never ahead of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    pub appended_records: u64,
+    /// Encoded batch bytes appended, headers included.
+    pub appended_bytes: u64,
+    /// Records handed to consumers, as counted by
+    /// [`Partition::count_fetched`].
+    pub fetched_records: u64,
+    /// Stored batch bytes those records came from.
+    pub fetched_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct StatCounters {
+    appended_records: AtomicU64,
+    appended_bytes: AtomicU64,
+    fetched_records: AtomicU64,
+    fetched_bytes: AtomicU64,
+}
+
 /// A handle to one partition. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Partition {
@@ -91,6 +115,7 @@ pub(crate) struct PartitionShared {
     log_start: AtomicU64,
     poisoned: AtomicBool,
     flush_queued: AtomicBool,
+    stats: StatCounters,
     /// Serializes flushes and checkpoints of this partition.
     flush_lock: Mutex<Option<RecoveryPoint>>,
 }
@@ -152,6 +177,7 @@ impl Partition {
             log_start: AtomicU64::new(log_start),
             poisoned: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
+            stats: StatCounters::default(),
             flush_lock: Mutex::new(point),
         });
         Ok((Partition { shared }, report))
@@ -175,6 +201,33 @@ impl Partition {
 
     pub fn durable_offset(&self) -> u64 {
         self.shared.durable.get()
+    }
+
+    /// True once a failed write or fsync made the partition refuse appends
+    /// (until the store is reopened).
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Counts `records` handed to a consumer out of `bytes` of stored
+    /// batches. The engine's own reads (replay, lookups) are not fetches:
+    /// whoever serves consumers calls this, so that the counts say what
+    /// consumers received.
+    pub fn count_fetched(&self, records: u64, bytes: u64) {
+        let stats = &self.shared.stats;
+        stats.fetched_records.fetch_add(records, Ordering::Relaxed);
+        stats.fetched_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// What went through the partition since it was opened.
+    pub fn stats(&self) -> PartitionStats {
+        let stats = &self.shared.stats;
+        PartitionStats {
+            appended_records: stats.appended_records.load(Ordering::Relaxed),
+            appended_bytes: stats.appended_bytes.load(Ordering::Relaxed),
+            fetched_records: stats.fetched_records.load(Ordering::Relaxed),
+            fetched_bytes: stats.fetched_bytes.load(Ordering::Relaxed),
+        }
     }
 
     fn limits(&self) -> BatchLimits {
@@ -525,6 +578,10 @@ impl PartitionShared {
         let writer = slot.as_mut().expect("writer present");
         let header = writer.append(len, now, |buffer| encode(buffer, base_offset))?;
         self.high_watermark.advance(header.next_offset());
+        self.stats
+            .appended_records
+            .fetch_add(u64::from(header.record_count), Ordering::Relaxed);
+        self.stats.appended_bytes.fetch_add(len, Ordering::Relaxed);
         Ok(header)
     }
 
@@ -567,8 +624,11 @@ impl PartitionShared {
     }
 
     fn poison(&self) {
-        self.poisoned.store(true, Ordering::SeqCst);
+        let already = self.poisoned.swap(true, Ordering::SeqCst);
         self.durable.end(WatchEnd::Poisoned);
+        if !already && let Some(observer) = &self.context.config.observer {
+            observer.poisoned(&self.topic, self.id);
+        }
     }
 
     fn request_flush(self: &Arc<Self>) {
@@ -592,9 +652,11 @@ impl PartitionShared {
             return Err(self.poisoned_error());
         }
         let target = self.high_watermark.get();
-        if target <= self.durable.get() {
+        let durable = self.durable.get();
+        if target <= durable {
             return Ok(());
         }
+        let started = Instant::now();
         let segments = self.segments();
         let faults = self.context.config.faults.as_deref();
         for segment in segments.iter().rev() {
@@ -609,6 +671,14 @@ impl PartitionShared {
         }
         self.context.flushes.fetch_add(1, Ordering::Relaxed);
         self.durable.advance(target);
+        if let Some(observer) = &self.context.config.observer {
+            observer.flushed(&FlushReport {
+                topic: &self.topic,
+                partition: self.id,
+                records: target - durable,
+                elapsed: started.elapsed(),
+            });
+        }
         Ok(())
     }
 

@@ -1097,3 +1097,89 @@ fn a_topic_whose_creation_was_interrupted_does_not_block_startup() {
     assert!(matches!(store.topic("half"), Err(Error::UnknownTopic { .. })));
     assert!(!dir.path().join("topics/half").exists());
 }
+
+/// Records what the engine reports to its observer.
+#[derive(Debug, Default)]
+struct Recorder {
+    flushes: std::sync::Mutex<Vec<(String, u32, u64)>>,
+    poisoned: std::sync::Mutex<Vec<(String, u32)>>,
+}
+
+impl spool_log::StoreObserver for Recorder {
+    fn flushed(&self, report: &spool_log::FlushReport<'_>) {
+        self.flushes
+            .lock()
+            .unwrap()
+            .push((report.topic.to_owned(), report.partition, report.records));
+    }
+
+    fn poisoned(&self, topic: &str, partition: u32) {
+        self.poisoned.lock().unwrap().push((topic.to_owned(), partition));
+    }
+}
+
+#[test]
+fn the_observer_hears_each_group_commit_and_each_poisoning_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(FaultInjector::default());
+    let recorder = Arc::new(Recorder::default());
+    let config = StoreConfig {
+        faults: Some(Arc::clone(&faults)),
+        observer: Some(Arc::clone(&recorder) as Arc<dyn spool_log::StoreObserver>),
+        ..config()
+    };
+    let (store, _) = Store::open(dir.path(), config).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(2, 1 << 20))
+        .unwrap()
+        .partitions()[1]
+        .clone();
+    append_values(&partition, 0, 3, Durability::None);
+    partition.flush().unwrap();
+    // Nothing new: no flush, no report.
+    partition.flush().unwrap();
+    append_values(&partition, 3, 1, Durability::Fsync);
+    assert_eq!(
+        *recorder.flushes.lock().unwrap(),
+        [("t".to_owned(), 1, 3), ("t".to_owned(), 1, 1)]
+    );
+
+    faults.set_sync_fails(true);
+    let v = value(4);
+    partition
+        .append(&[Record::value(&v)], Durability::Fsync)
+        .unwrap_err();
+    partition.flush().unwrap_err();
+    assert!(partition.is_poisoned());
+    assert_eq!(*recorder.poisoned.lock().unwrap(), [("t".to_owned(), 1)]);
+    assert_eq!(recorder.flushes.lock().unwrap().len(), 2);
+    store.simulate_crash();
+}
+
+#[test]
+fn stats_count_appended_batches_and_reported_fetches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 1 << 20))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    let values: Vec<Vec<u8>> = (0..4).map(value).collect();
+    let records: Vec<Record<'_>> = values.iter().map(|v| Record::value(v)).collect();
+    partition.append(&records[..3], Durability::None).unwrap();
+    partition.append(&records[3..], Durability::None).unwrap();
+    let stats = partition.stats();
+    assert_eq!(stats.appended_records, 4);
+    // The appended bytes are the stored batches, all of the log.
+    assert_eq!(stats.appended_bytes, partition.info().size_bytes);
+    // Reads by the engine's own callers are not fetches until counted.
+    partition.read(0, 1 << 20).unwrap();
+    assert_eq!(partition.stats().fetched_records, 0);
+    partition.count_fetched(4, stats.appended_bytes);
+    let stats = partition.stats();
+    assert_eq!(
+        (stats.fetched_records, stats.fetched_bytes),
+        (4, stats.appended_bytes)
+    );
+}

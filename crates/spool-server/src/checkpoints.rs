@@ -126,6 +126,19 @@ impl Checkpoints {
         &self.partition
     }
 
+    /// Every stored position: (consumer, topic, positions by partition),
+    /// sorted by consumer and topic.
+    pub fn all(&self) -> Vec<(String, String, BTreeMap<u32, Position>)> {
+        let positions = self.positions.lock().expect("checkpoints lock");
+        let mut all: Vec<_> = positions
+            .iter()
+            .map(|((consumer, topic), partitions)| (consumer.clone(), topic.clone(), partitions.clone()))
+            .collect();
+        drop(positions);
+        all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        all
+    }
+
     /// Positions of `consumer` in `topic`, by partition.
     pub fn get(&self, consumer: &str, topic: &str) -> BTreeMap<u32, Position> {
         self.positions
@@ -167,5 +180,11 @@ mod tests {
         );
         assert_eq!(checkpoints.get("c2", "orders")[&0].offset, 1);
         assert!(checkpoints.get("c3", "orders").is_empty());
+        let all = checkpoints.all();
+        let names: Vec<(&str, &str, usize)> = all
+            .iter()
+            .map(|(consumer, topic, partitions)| (consumer.as_str(), topic.as_str(), partitions.len()))
+            .collect();
+        assert_eq!(names, [("c1", "orders", 2), ("c2", "orders", 1)]);
     }
 }

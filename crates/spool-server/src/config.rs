@@ -31,6 +31,9 @@ pub enum LogFormat {
 pub struct Config {
     /// Address to serve gRPC on. Port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Address of the admin HTTP listener (`/metrics`, `/healthz`,
+    /// `/readyz`); `None` (`off`) serves none.
+    pub admin_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     /// Durability for produce requests that leave it unspecified.
@@ -74,6 +77,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:7070".parse().expect("valid address"),
+            admin_listen: Some("127.0.0.1:7071".parse().expect("valid address")),
             data_dir: PathBuf::from("spool-data"),
             log_format: LogFormat::Human,
             default_durability: Durability::Fsync,
@@ -118,6 +122,7 @@ pub enum ValueKind {
 /// with the kind of value each takes.
 pub const KEYS: &[(&str, ValueKind)] = &[
     ("listen", ValueKind::Address),
+    ("admin_listen", ValueKind::Address),
     ("data_dir", ValueKind::Path),
     ("log_format", ValueKind::Choice),
     ("default_durability", ValueKind::Choice),
@@ -241,6 +246,16 @@ impl Config {
                 self.listen = value
                     .parse()
                     .map_err(|_| error(format!("{value:?} is not an address like 127.0.0.1:7070")))?;
+            }
+            "admin_listen" => {
+                self.admin_listen = match value.trim() {
+                    "off" => None,
+                    address => Some(address.parse().map_err(|_| {
+                        error(format!(
+                            "{value:?} is not an address like 127.0.0.1:7071, or \"off\" for no admin listener"
+                        ))
+                    })?),
+                };
             }
             "data_dir" => self.data_dir = PathBuf::from(value),
             "log_format" => {
@@ -579,6 +594,23 @@ mod tests {
                 assert!(config.set(key, "2", "test").is_err(), "{key} took a bare number");
             }
         }
+    }
+
+    #[test]
+    fn the_admin_listener_takes_an_address_or_off() {
+        let mut config = Config::default();
+        assert_eq!(config.admin_listen, Some("127.0.0.1:7071".parse().unwrap()));
+        config.set("admin_listen", "off", "test").unwrap();
+        assert_eq!(config.admin_listen, None);
+        config
+            .apply_env([("SPOOL_ADMIN_LISTEN".to_owned(), "0.0.0.0:9100".to_owned())])
+            .unwrap();
+        assert_eq!(config.admin_listen, Some("0.0.0.0:9100".parse().unwrap()));
+        let err = config
+            .set("admin_listen", "localhost", "flag --admin-listen")
+            .unwrap_err();
+        assert_eq!(err.key, "admin_listen");
+        assert!(err.reason.contains("\"off\""), "{err}");
     }
 
     #[test]

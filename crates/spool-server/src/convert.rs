@@ -14,6 +14,10 @@ pub struct Chunk {
     pub next_offset: u64,
     pub high_watermark: u64,
     pub log_start_offset: u64,
+    /// Records from `offset` on, in either form.
+    pub record_count: u64,
+    /// Stored bytes of the batches they came from.
+    pub batch_bytes: u64,
 }
 
 /// Turns a read of `partition` into response parts. Decoded records are
@@ -22,7 +26,11 @@ pub struct Chunk {
 pub fn chunk(partition: &Partition, read: ReadResult, offset: u64, encoded: bool) -> Result<Chunk, Status> {
     let mut records = Vec::new();
     let mut encoded_batches = Vec::new();
+    let mut record_count = 0;
+    let mut batch_bytes = 0;
     for batch in &read.batches {
+        record_count += (batch.last_offset() + 1).saturating_sub(batch.base_offset().max(offset));
+        batch_bytes += batch.bytes().len() as u64;
         if encoded {
             encoded_batches.push(batch.bytes().clone());
         } else {
@@ -35,6 +43,8 @@ pub fn chunk(partition: &Partition, read: ReadResult, offset: u64, encoded: bool
         next_offset: read.next_offset,
         high_watermark: read.high_watermark,
         log_start_offset: read.log_start_offset,
+        record_count,
+        batch_bytes,
     })
 }
 

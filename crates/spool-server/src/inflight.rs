@@ -10,12 +10,15 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
+use crate::metrics::refusals::{self, Reason};
+
 /// Permits are counted in KiB so that a `u32` of them covers terabytes.
 const UNIT_BYTES: u64 = 1024;
 
 #[derive(Debug)]
 pub struct InflightLimiter {
     total: Arc<Semaphore>,
+    total_units: u32,
     per_connection_units: u32,
     connections: Mutex<HashMap<SocketAddr, Arc<Semaphore>>>,
     wait: Duration,
@@ -36,6 +39,7 @@ impl InflightLimiter {
     pub fn new(total_bytes: u64, per_connection_bytes: u64, wait: Duration) -> Self {
         InflightLimiter {
             total: Arc::new(Semaphore::new(units(total_bytes) as usize)),
+            total_units: units(total_bytes),
             per_connection_units: units(per_connection_bytes),
             connections: Mutex::new(HashMap::new()),
             wait,
@@ -78,11 +82,20 @@ impl InflightLimiter {
             }
         };
         tokio::time::timeout(self.wait, acquire).await.map_err(|_| {
+            refusals::count(Reason::InflightBytes);
             Status::resource_exhausted(format!(
                 "the server has no room for {bytes} more bytes in flight; \
                  back off and retry, or produce with smaller batches"
             ))
         })
+    }
+}
+
+impl InflightLimiter {
+    /// Bytes held by requests now, in whole KiB as the permits count them.
+    pub fn inflight_bytes(&self) -> u64 {
+        let free = self.total.available_permits() as u64;
+        u64::from(self.total_units).saturating_sub(free) * UNIT_BYTES
     }
 }
 
@@ -95,8 +108,11 @@ mod tests {
         let limiter = InflightLimiter::new(8 * 1024, 4 * 1024, Duration::from_millis(50));
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let first = limiter.acquire(Some(peer), 4 * 1024).await.unwrap();
+        assert_eq!(limiter.inflight_bytes(), 4 * 1024);
+        let refused = refusals::refused(Reason::InflightBytes);
         let err = limiter.acquire(Some(peer), 1024).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(refusals::refused(Reason::InflightBytes) > refused);
         // Another connection still has room under the total.
         let other: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let _second = limiter.acquire(Some(other), 4 * 1024).await.unwrap();

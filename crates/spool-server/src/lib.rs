@@ -1,7 +1,10 @@
 //! `spool-server`: the gRPC front of Spool's storage engine, and the
 //! `spoold` binary that runs it.
 //!
-//! Layout: [`config`] (layered configuration), [`log_service`] (the
+//! Layout: [`config`] (layered configuration), [`admin`] (the admin HTTP
+//! listener: `/metrics`, `/healthz`, `/readyz`), [`metrics`] (what is
+//! counted and the scrape-time collectors), [`health`] (readiness, shared
+//! by `/readyz` and gRPC health), [`log_service`] (the
 //! `spool.v1.Log` service), [`jobs_service`] (the `spool.v1.Jobs` service
 //! over `spool-jobs`), [`checkpoints`] (named consumer positions kept in
 //! the internal topic `__checkpoints`), [`reflection`] (gRPC server
@@ -16,14 +19,17 @@
 
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod admission;
 pub mod checkpoints;
 pub mod config;
 mod convert;
+pub mod health;
 pub mod inflight;
 mod jobs_convert;
 pub mod jobs_service;
 pub mod log_service;
+pub mod metrics;
 pub mod reflection;
 pub mod status;
 

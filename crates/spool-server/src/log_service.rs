@@ -22,7 +22,7 @@ use crate::checkpoints::Checkpoints;
 use crate::config::Config;
 use crate::convert::{self, Chunk};
 use crate::inflight::InflightLimiter;
-use crate::status::{join_error, out_of_range, status};
+use crate::status::{join_error, out_of_range, shutting_down, status};
 
 /// Shared by every request.
 #[derive(Debug)]
@@ -107,7 +107,8 @@ async fn read_chunk(
 }
 
 /// Reads a chunk on the calling thread: only for batches just written
-/// (still in memory), see `subscribe`.
+/// (still in memory), see `subscribe`. Every read for a consumer comes
+/// through here, so this is where fetched records are counted.
 fn read_chunk_now(
     partition: &Partition,
     offset: u64,
@@ -115,7 +116,9 @@ fn read_chunk_now(
     encoded: bool,
 ) -> Result<Chunk, Status> {
     let read = partition.read(offset, max_bytes).map_err(status)?;
-    convert::chunk(partition, read, offset, encoded)
+    let chunk = convert::chunk(partition, read, offset, encoded)?;
+    partition.count_fetched(chunk.record_count, chunk.batch_bytes);
+    Ok(chunk)
 }
 
 fn check_offset(partition: &Partition, offset: u64) -> Result<(), Status> {
@@ -417,7 +420,7 @@ impl Log for LogService {
             None => Arc::new(self.state.inflight.acquire(peer, data_size(&data)).await?),
         };
         if *self.state.shutdown.borrow() {
-            return Err(Status::unavailable("the server is shutting down"));
+            return Err(shutting_down());
         }
 
         let sticky = self.state.next_partition.fetch_add(1, Ordering::Relaxed);
@@ -700,7 +703,7 @@ impl Log for LogService {
 }
 
 /// Timestamp of the record at `offset`, if it can be read.
-fn record_timestamp(partition: &Partition, offset: u64) -> Option<i64> {
+pub(crate) fn record_timestamp(partition: &Partition, offset: u64) -> Option<i64> {
     let read = partition.read(offset, 1).ok()?;
     let batch = read.batches.first()?;
     batch

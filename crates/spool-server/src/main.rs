@@ -1,6 +1,7 @@
 //! `spoold`: serves Spool's gRPC API over a data directory.
 //!
-//! With no arguments it serves on 127.0.0.1:7070 with data in
+//! With no arguments it serves gRPC on 127.0.0.1:7070 and its admin HTTP
+//! listener (metrics, health) on 127.0.0.1:7071, with data in
 //! ./spool-data. Configuration layers: defaults, `--config FILE` (TOML),
 //! `SPOOL_*` environment variables, then flags.
 
@@ -15,9 +16,12 @@ use spool_jobs::{JobsRuntime, RuntimeConfig};
 use spool_log::Store;
 use spool_proto::v1::jobs_server::JobsServer;
 use spool_proto::v1::log_server::LogServer;
+use spool_server::admin::Admin;
 use spool_server::admission::AdmissionLayer;
-use spool_server::{Config, JobsService, LogFormat, LogService, ServerState};
+use spool_server::metrics::{self, ServerMetrics, rpc::RpcLayer};
+use spool_server::{Config, JobsService, LogFormat, LogService, ServerState, health};
 use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
 
 /// HTTP/2 streams (calls) a connection may have open at once.
 const MAX_STREAMS_PER_CONNECTION: u32 = 200;
@@ -27,7 +31,7 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 200;
     name = "spoold",
     version,
     about = "Spool's server: partitioned, durable commit-log topics over gRPC",
-    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --data-dir /var/lib/spool --listen 0.0.0.0:7070\n  spoold --config spool.toml --set retention_ms=3d\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
+    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071       # metrics and health for Prometheus and probes\n  spoold --data-dir /var/lib/spool --listen 0.0.0.0:7070\n  spoold --config spool.toml --set retention_ms=3d\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
 )]
 struct Args {
     /// TOML file with configuration keys.
@@ -39,6 +43,10 @@ struct Args {
     /// Address to serve on (default 127.0.0.1:7070; port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Address of the admin HTTP listener with /metrics, /healthz and
+    /// /readyz (default 127.0.0.1:7071; `off` for none).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
     /// Log format: human or json. Filter with RUST_LOG (default info).
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -60,6 +68,9 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(listen) = &args.listen {
         config.set("listen", listen, "flag --listen")?;
+    }
+    if let Some(admin) = &args.admin_listen {
+        config.set("admin_listen", admin, "flag --admin-listen")?;
     }
     if let Some(format) = &args.log_format {
         config.set("log_format", format, "flag --log-format")?;
@@ -144,6 +155,9 @@ async fn main() -> std::process::ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     raise_open_files_limit();
     let started = Instant::now();
+    let metrics = Arc::new(ServerMetrics::new().context("cannot read the services' descriptors")?);
+    let mut config = config;
+    config.store.observer = Some(Arc::clone(&metrics.storage) as Arc<dyn spool_log::StoreObserver>);
     let data_dir = config.data_dir.clone();
     let store_config = config.store.clone();
     let (store, report) = tokio::task::spawn_blocking(move || Store::open(&data_dir, store_config))
@@ -184,10 +198,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
+    let admin_listener = match config.admin_listen {
+        Some(admin) => Some(
+            tokio::net::TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("cannot listen on {admin} (admin_listen; `off` turns it off)"))?,
+        ),
+        None => None,
+    };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<LogServer<LogService>>().await;
-    health_reporter.set_serving::<JobsServer<JobsService>>().await;
+    health::set_serving(&health_reporter).await;
+    tokio::spawn(health::follow_storage(
+        metrics.storage.poisoned(),
+        health_reporter.clone(),
+    ));
     let reflection = spool_server::reflection::v1_service()?;
     let reflection_v1alpha = spool_server::reflection::v1alpha_service()?;
     // A fetch returns at least one whole batch even past its byte budget,
@@ -200,13 +225,41 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .max_decoding_message_size(config.request_bytes_max as usize)
         .max_encoding_message_size(64 << 20);
 
-    tracing::info!(%address, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "spoold serving");
-    // One machine-readable line on stdout for scripts and tests.
-    println!("listening on {address}");
-    let _ = std::io::stdout().flush();
+    let admin_address = match admin_listener {
+        Some(admin_listener) => {
+            let admin_address = admin_listener.local_addr()?;
+            let admin = Arc::new(Admin::new(
+                metrics::exposition(&metrics, &state),
+                Arc::clone(&state),
+            ));
+            // Served until the process ends, so /readyz answers 503 through
+            // the shutdown grace period.
+            tokio::spawn(spool_metrics::http::serve(
+                admin_listener,
+                move |request| Arc::clone(&admin).handle(request),
+                std::future::pending(),
+            ));
+            Some(admin_address)
+        }
+        None => None,
+    };
+
+    tracing::info!(%address, admin_address = ?admin_address, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "spoold serving");
+    // Machine-readable lines on stdout for scripts and tests: the gRPC
+    // address first, then the admin listener's when there is one. A reader
+    // that stopped reading (a closed pipe) must not stop the server, so
+    // write errors are ignored rather than panicking as `println!` does.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening on {address}");
+    if let Some(admin_address) = admin_address {
+        let _ = writeln!(stdout, "admin listening on {admin_address}");
+    }
+    let _ = stdout.flush();
+    drop(stdout);
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let stream_window = config.stream_window_bytes as u32; // checked: at most 8 MiB
+    let connections = Arc::clone(&metrics.connections);
     let serve = tonic::transport::Server::builder()
         // Produce requests wait for in-flight room before tonic reads them
         // (admission.rs); meanwhile each holds at most its stream window.
@@ -216,6 +269,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .initial_stream_window_size(stream_window)
         .initial_connection_window_size(stream_window * MAX_STREAMS_PER_CONNECTION)
+        // Outermost, so a call's time includes its wait for admission.
+        .layer(RpcLayer::new(Arc::clone(&metrics.rpc)))
         .layer(AdmissionLayer::new(
             Arc::clone(&state.inflight),
             config.request_bytes_max,
@@ -228,14 +283,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY small responses and HTTP/2 window updates
             // wait on Nagle and delayed ACKs: 40 ms stalls.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .map(move |accepted| accepted.map(|stream| connections.track(stream))),
             async move {
                 shutdown_signal().await;
-                health_reporter.set_not_serving::<LogServer<LogService>>().await;
-                health_reporter.set_not_serving::<JobsServer<JobsService>>().await;
-                health_reporter
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
+                health::set_not_serving(&health_reporter).await;
                 let _ = shutdown_tx.send(true);
             },
         );

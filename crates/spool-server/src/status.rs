@@ -4,6 +4,8 @@ use spool_log::Error;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
+use crate::metrics::refusals::{self, Reason};
+
 /// Trailing metadata carrying the valid offset range with OUT_OF_RANGE.
 pub const LOG_START_OFFSET_KEY: &str = "spool-log-start-offset";
 pub const HIGH_WATERMARK_KEY: &str = "spool-high-watermark";
@@ -28,6 +30,15 @@ pub fn status(error: Error) -> Status {
         Error::Io { .. } | Error::Poisoned { .. } | Error::BadFile { .. } => {
             tracing::error!(%error, "request failed on a storage fault");
         }
+        _ => {}
+    }
+    match &error {
+        Error::DiskFull { .. } => refusals::count(Reason::DiskFull),
+        Error::Poisoned { .. } => refusals::count(Reason::StoragePoisoned),
+        Error::LimitExceeded {
+            limit: "open_segments_max",
+            ..
+        } => refusals::count(Reason::OpenSegments),
         _ => {}
     }
     match error {
@@ -76,12 +87,21 @@ pub fn job_status(error: spool_jobs::JobError) -> Status {
         }
         JobError::Invalid { .. } => Status::invalid_argument(message),
         JobError::LimitExceeded { limit, .. } => match limit {
-            "jobs_in_memory_max" => Status::resource_exhausted(message),
+            "jobs_in_memory_max" => {
+                refusals::count(Reason::JobsInMemory);
+                Status::resource_exhausted(message)
+            }
             _ => Status::invalid_argument(message),
         },
         JobError::Unavailable { .. } => Status::unavailable(message),
         _ => Status::internal(message),
     }
+}
+
+/// UNAVAILABLE for a request that arrives while the server shuts down.
+pub fn shutting_down() -> Status {
+    refusals::count(Reason::ShuttingDown);
+    Status::unavailable("the server is shutting down")
 }
 
 /// A blocking task that panicked or was cancelled.

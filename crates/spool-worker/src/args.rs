@@ -53,6 +53,13 @@ Exit codes: 0 after a clean shutdown, 1 on an error, 2 on a usage error.";
 #[command(name = "spool-worker", version, after_long_help = EXAMPLES, after_help = "Examples and exit codes: spool-worker --help")]
 #[command(group(ArgGroup::new("handler").required(true).args(["exec", "http"])))]
 pub struct Cli {
+    /// Serve the worker's Prometheus metrics at http://ADDR/metrics
+    /// (handler run time, outcomes, exit codes or HTTP statuses, busy
+    /// slots); port 0 picks a free port, printed on stdout as
+    /// `metrics listening on ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// Queue to take jobs from; repeat for several.
     #[arg(long = "queue", short = 'q', value_name = "QUEUE", required = true)]
     pub queues: Vec<String>,

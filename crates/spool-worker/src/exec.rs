@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use crate::args::EXIT_CODE_NO_RETRY;
+use crate::metrics::WorkerMetrics;
 use crate::process_group::ProcessGroup;
 
 /// Bytes of stderr kept for the error of a failed attempt (the end).
@@ -42,6 +43,8 @@ struct Settings {
     command: String,
     result_bytes_max: usize,
     retry_delay: Option<Duration>,
+    /// Where exit codes are counted, by the job's queue.
+    metrics: Arc<WorkerMetrics>,
 }
 
 /// The environment variable that carries job header `name`:
@@ -91,12 +94,18 @@ struct Finished {
 }
 
 impl ExecHandler {
-    pub fn new(command: String, result_bytes_max: usize, retry_delay: Option<Duration>) -> Self {
+    pub fn new(
+        command: String,
+        result_bytes_max: usize,
+        retry_delay: Option<Duration>,
+        metrics: Arc<WorkerMetrics>,
+    ) -> Self {
         ExecHandler {
             inner: Arc::new(Settings {
                 command,
                 result_bytes_max,
                 retry_delay,
+                metrics,
             }),
         }
     }
@@ -181,7 +190,13 @@ impl ExecHandler {
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match finished {
-            Ok(finished) => self.outcome(finished, elapsed_ms),
+            Ok(finished) => {
+                use std::os::unix::process::ExitStatusExt;
+                if let Some(queue) = settings.metrics.queue(job.queue()) {
+                    queue.count_exit(finished.status.code(), finished.status.signal());
+                }
+                self.outcome(finished, elapsed_ms)
+            }
             Err(error) => self.retry(format!("waiting for the command failed: {error}")),
         }
     }

@@ -9,6 +9,7 @@
 //! attempt, retried. HTTP/1.1 over plain TCP; connections are kept alive
 //! between jobs.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -19,6 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use spool_client::worker::{Handler, Job, Outcome, StopReason};
+
+use crate::metrics::WorkerMetrics;
 
 /// Bytes of an error response's body kept in the attempt's error.
 const ERROR_BODY_BYTES: usize = 1024;
@@ -43,6 +46,8 @@ pub struct HttpHandler {
     result_bytes_max: usize,
     retry_delay: Option<Duration>,
     retry_after_max: Duration,
+    /// Where statuses are counted, by the job's queue.
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl HttpHandler {
@@ -51,6 +56,7 @@ impl HttpHandler {
         result_bytes_max: usize,
         retry_delay: Option<Duration>,
         retry_after_max: Duration,
+        metrics: Arc<WorkerMetrics>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -62,6 +68,7 @@ impl HttpHandler {
             result_bytes_max,
             retry_delay,
             retry_after_max,
+            metrics,
         }
     }
 
@@ -114,6 +121,9 @@ impl HttpHandler {
             Err(error) => return self.retry(format!("POST {} failed: {}", self.url, chain(&error)), None),
         };
         let status = response.status();
+        if let Some(queue) = self.metrics.queue(job.queue()) {
+            queue.count_http_status(status);
+        }
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)

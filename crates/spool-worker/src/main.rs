@@ -5,7 +5,8 @@
 //! batches, bounds concurrency, heartbeats, batches acknowledgements,
 //! reconnects with backoff and shuts down gracefully on SIGTERM or SIGINT.
 //! What a job's exit code or HTTP status means is in `--help` and in the
-//! handler modules.
+//! handler modules. `metrics.rs` counts what the handlers do and serves
+//! it at `/metrics` with `--metrics-listen`.
 //!
 //! Layout: `args.rs` (the clap command line and its help), `exec.rs` (the
 //! command handler), `process_group.rs` (killing a command with its
@@ -26,10 +27,12 @@ mod args;
 mod exec;
 mod guard;
 mod http;
+mod metrics;
 mod process_group;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -40,6 +43,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::args::Cli;
 use crate::exec::ExecHandler;
 use crate::http::HttpHandler;
+use crate::metrics::WorkerMetrics;
 
 fn main() -> ExitCode {
     if std::env::args_os()
@@ -105,19 +109,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(worker_id) = cli.worker_id {
         config.worker_id = worker_id;
     }
+    let metrics = WorkerMetrics::new(&cli.queues, u64::from(cli.concurrency));
+    if let Some(address) = cli.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} (--metrics-listen)"))?;
+        let address = listener.local_addr()?;
+        let exposition = Arc::new(metrics.exposition());
+        tokio::spawn(spool_metrics::http::serve(
+            listener,
+            move |request| {
+                let exposition = Arc::clone(&exposition);
+                async move { metrics::answer(&exposition, &request) }
+            },
+            std::future::pending(),
+        ));
+        tracing::info!(%address, "serving metrics");
+        // Machine-readable, for scripts and tests; a closed stdout must not
+        // stop the worker, so write errors are ignored.
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "metrics listening on {address}");
+        let _ = stdout.flush();
+    }
     let mut worker = Worker::new(&client, config);
     if let Some(command) = cli.exec {
         tracing::info!(%command, "running a command per job");
         guard::Guard::start().context("cannot start the guard process of the commands")?;
-        let handler = ExecHandler::new(command, cli.result_bytes_max, cli.retry_delay);
+        let handler = ExecHandler::new(
+            command,
+            cli.result_bytes_max,
+            cli.retry_delay,
+            Arc::clone(&metrics),
+        );
         for queue in &cli.queues {
-            worker = worker.handle(queue.clone(), handler.clone());
+            worker = worker.handle(queue.clone(), metrics.meter(queue, handler.clone()));
         }
     } else if let Some(url) = cli.http {
         tracing::info!(%url, "posting each job");
-        let handler = HttpHandler::new(url, cli.result_bytes_max, cli.retry_delay, cli.retry_after_max);
+        let handler = HttpHandler::new(
+            url,
+            cli.result_bytes_max,
+            cli.retry_delay,
+            cli.retry_after_max,
+            Arc::clone(&metrics),
+        );
         for queue in &cli.queues {
-            worker = worker.handle(queue.clone(), handler.clone());
+            worker = worker.handle(queue.clone(), metrics.meter(queue, handler.clone()));
         }
     }
     tracing::info!(server = %cli.server, "connecting");
