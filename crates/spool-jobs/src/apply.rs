@@ -12,7 +12,9 @@ use std::sync::Arc;
 use crate::core::JobsCore;
 use crate::event::Event;
 use crate::indexes::{RATE_COMPLETED, RATE_ENQUEUED, RATE_FAILED};
-use crate::job::{AttemptError, ERRORS_KEPT_MAX, Job, JobState, Lease};
+use crate::job::{
+    ATTEMPTS_KEPT_MAX, Attempt, AttemptError, AttemptOutcome, ERRORS_KEPT_MAX, Job, JobState, Lease,
+};
 
 impl JobsCore {
     /// Applies one event to the state. The only place state changes.
@@ -138,6 +140,7 @@ fn enqueued(event: &Event, queue: Arc<str>) -> Option<Job> {
         started_ms: None,
         finished_ms: None,
         errors: Vec::new(),
+        attempts: Vec::new(),
         result: None,
         progress: None,
         cancel_requested: false,
@@ -159,6 +162,19 @@ fn transition(job: &mut Job, event: &Event) {
             worker,
             ..
         } => {
+            if job.attempts.len() >= ATTEMPTS_KEPT_MAX {
+                job.attempts.remove(0);
+            }
+            job.attempts.push(Attempt {
+                attempt: *attempt,
+                // A job is claimed only once available, so its not-before
+                // time has passed; the bound guards the arithmetic of
+                // stage durations against a clock that stepped back.
+                available_at_ms: job.run_at_ms.min(at),
+                claimed_at_ms: at,
+                finished_at_ms: None,
+                outcome: AttemptOutcome::Running,
+            });
             job.state = JobState::Running;
             job.attempt = *attempt;
             job.started_ms = Some(at);
@@ -183,6 +199,7 @@ fn transition(job: &mut Job, event: &Event) {
             }
         }
         Event::Completed { result, .. } => {
+            finish_attempt(job, at, AttemptOutcome::Succeeded);
             job.state = JobState::Succeeded;
             job.finished_ms = Some(at);
             job.result = Some(result.clone());
@@ -192,8 +209,15 @@ fn transition(job: &mut Job, event: &Event) {
             attempt,
             error,
             retry_at_ms,
+            lease_expired,
             ..
         } => {
+            let outcome = if *lease_expired {
+                AttemptOutcome::LeaseExpired
+            } else {
+                AttemptOutcome::Failed
+            };
+            finish_attempt(job, at, outcome);
             if job.errors.len() >= ERRORS_KEPT_MAX {
                 job.errors.remove(0);
             }
@@ -221,6 +245,7 @@ fn transition(job: &mut Job, event: &Event) {
             }
         }
         Event::Released { .. } => {
+            finish_attempt(job, at, AttemptOutcome::Released);
             job.lease = None;
             job.state = JobState::Available;
             job.run_at_ms = at;
@@ -228,6 +253,7 @@ fn transition(job: &mut Job, event: &Event) {
         }
         Event::CancelRequested { .. } => job.cancel_requested = true,
         Event::Cancelled { .. } => {
+            finish_attempt(job, at, AttemptOutcome::Cancelled);
             job.state = JobState::Cancelled;
             job.lease = None;
             job.finished_ms = Some(at);
@@ -239,5 +265,15 @@ fn transition(job: &mut Job, event: &Event) {
             job.attempts_forgiven = job.attempt;
             job.cancel_requested = false;
         }
+    }
+}
+
+/// Ends the job's running attempt, if one runs, at `at` with `outcome`.
+fn finish_attempt(job: &mut Job, at: i64, outcome: AttemptOutcome) {
+    if let Some(last) = job.attempts.last_mut()
+        && last.outcome == AttemptOutcome::Running
+    {
+        last.finished_at_ms = Some(at.max(last.claimed_at_ms));
+        last.outcome = outcome;
     }
 }

@@ -39,6 +39,6 @@ pub use crate::core::{
     RequestId, Step, Target,
 };
 pub use crate::event::Event;
-pub use crate::job::{AttemptError, Job, JobId, JobSpec, JobState, Schedule};
+pub use crate::job::{Attempt, AttemptError, AttemptOutcome, Job, JobId, JobSpec, JobState, Schedule};
 pub use crate::queue::validate_queue_name;
 pub use crate::runtime::{JobsRuntime, RuntimeConfig, Startup};
