@@ -128,7 +128,7 @@ pub(crate) fn stats_to_proto(
     stats: &QueueStats,
     config: &JobsConfig,
 ) -> v1::QueueStatsResponse {
-    let count = |state: JobState| stats.counts[state.index()];
+    let count = |state: JobState| stats.metrics.counts[state.index()];
     v1::QueueStatsResponse {
         queue,
         scheduled_count: count(JobState::Scheduled),
@@ -137,7 +137,7 @@ pub(crate) fn stats_to_proto(
         succeeded_count: count(JobState::Succeeded),
         dead_count: count(JobState::Dead),
         cancelled_count: count(JobState::Cancelled),
-        oldest_available_age_ms: stats.oldest_available_age_ms,
+        oldest_available_age_ms: stats.metrics.oldest_available_age_ms,
         rate_window_ms: spool_jobs::core::RATE_WINDOW_MS,
         enqueued_per_second: stats.enqueued_per_second,
         completed_per_second: stats.completed_per_second,
