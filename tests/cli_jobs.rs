@@ -269,3 +269,89 @@ fn bench_jobs_completes_every_job() {
     assert_eq!(report["latency_us"]["samples"], 3000);
     assert!(report["completed_per_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn job_get_shows_stages_and_queue_stats_show_totals_and_latencies() {
+    let server = Spoold::start_temp(&[]);
+    let id = server.ok(&["job", "enqueue", "staged", "x", "--attempts", "2"]);
+    let id = id.trim();
+    server.ok(&["job", "enqueue", "other", "y"]);
+    // Attempt 1 fails with a retry in 200 ms; attempt 2, claimed by a long
+    // poll when the backoff ends, completes.
+    let (runtime, client, claimed) = claim(&server, "staged", 1, "stager");
+    let retry = spool_client::jobs::Finish::Fail {
+        job_id: claimed[0].id.clone(),
+        lease_token: claimed[0].lease_token.clone(),
+        error: "flaky".into(),
+        retryable: true,
+        retry_delay: Some(Duration::from_millis(200)),
+    };
+    let results = runtime.block_on(client.jobs().finish(vec![retry])).unwrap();
+    assert_eq!(results[0].as_ref().unwrap(), &Some(JobState::Scheduled));
+    work(&server, "staged", 1, None);
+
+    let job = server.json(&["job", "get", id, "--format", "json"]);
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{job}");
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert_eq!(attempts[0]["backoff_after_ms"], 200);
+    assert_eq!(attempts[1]["outcome"], "succeeded");
+    assert_eq!(attempts[1]["backoff_after_ms"], Value::Null);
+    assert!(attempts[1]["run_ms"].as_u64().is_some(), "{job}");
+    assert_eq!(job["stages"]["initial_delay_ms"], 0);
+    let total = job["stages"]["total_ms"].as_u64().unwrap();
+    assert!(total >= 200, "{job}");
+    let text = server.ok(&["job", "get", id]);
+    assert!(
+        text.contains("stages        available at enqueue; total "),
+        "{text}"
+    );
+    assert!(text.contains("enqueued to succeeded\n"), "{text}");
+    assert!(text.contains("failed  then backoff 200ms\n"), "{text}");
+    assert!(text.contains("  attempt 2   wait "), "{text}");
+
+    let stats = server.json(&["queue", "stats", "staged", "--format", "json"]);
+    let totals = &stats["totals"];
+    assert_eq!(
+        [
+            &totals["enqueued"],
+            &totals["claimed"],
+            &totals["completed"],
+            &totals["failed"],
+            &totals["retried"],
+            &totals["dead"]
+        ],
+        [1, 2, 1, 1, 1, 0]
+    );
+    assert_eq!(stats["latency"]["run_time"]["last_minute"]["count"], 2);
+    assert_eq!(stats["latency"]["end_to_end"]["last_hour"]["count"], 1);
+    // One observation, the job's total, reported as the top of its
+    // HdrHistogram bucket.
+    let p50 = stats["latency"]["end_to_end"]["last_minute"]["p50_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(p50 >= total && p50 <= total + total / 128, "{p50} {total}");
+    assert_eq!(stats["workers_connected"], 2, "{stats}");
+    let text = server.ok(&["queue", "stats", "staged"]);
+    assert!(text.contains("end to end        p50 "), "{text}");
+    assert!(
+        text.contains("completed 1, failed 1 (retried 1, dead 0"),
+        "{text}"
+    );
+
+    let listed = server.ok(&["queue", "list"]);
+    let rows: Vec<&str> = listed.lines().collect();
+    assert_eq!(rows.len(), 3, "{listed}");
+    assert!(
+        rows[1].starts_with("other ") && rows[2].starts_with("staged "),
+        "{listed}"
+    );
+    let lines: Vec<Value> = server
+        .ok(&["queue", "list", "--format", "json"])
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["queue"], "other");
+    assert_eq!(lines[0]["available"], 1);
+    assert_eq!(lines[1]["succeeded"], 1);
+}

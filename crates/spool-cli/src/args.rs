@@ -61,7 +61,7 @@ pub enum Command {
     /// Enqueue, inspect, list, retry, purge and cancel background jobs.
     #[command(subcommand)]
     Job(JobCommand),
-    /// Counts and rates of a job queue.
+    /// Job queues: list them, and their counts, rates and latencies.
     #[command(subcommand)]
     Queue(QueueCommand),
     /// Measure throughput and latency against the server.

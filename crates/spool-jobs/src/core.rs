@@ -64,6 +64,16 @@ pub struct QueueStats {
     pub finished_evicted_early: u64,
 }
 
+/// One known queue in a listing: its jobs by state and its oldest
+/// available job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub queue: String,
+    /// Jobs of the queue in memory per state, indexed by `JobState::index`.
+    pub counts: [u64; 6],
+    pub oldest_available_age_ms: Option<u64>,
+}
+
 /// See the module documentation.
 #[derive(Debug)]
 pub struct JobsCore {
@@ -208,16 +218,38 @@ impl JobsCore {
         self.indexes.queues.values().map(|q| q.activity.bytes()).sum()
     }
 
-    fn queue_metrics(&self, name: &str, q: &Queue, now_ms: i64, workers: HashSet<u64>) -> QueueMetrics {
-        let oldest = q
-            .ready
+    /// Every known queue with its jobs by state, sorted by name: cheaper
+    /// than [`JobsCore::metrics_snapshot`], for listings.
+    pub fn queue_summaries(&self, now_ms: i64) -> Vec<QueueSummary> {
+        let mut all: Vec<QueueSummary> = self
+            .indexes
+            .queues
+            .iter()
+            .map(|(name, q)| QueueSummary {
+                queue: name.to_string(),
+                counts: q.counts,
+                oldest_available_age_ms: self.oldest_available_age_ms(q, now_ms),
+            })
+            .collect();
+        all.sort_unstable_by(|a, b| a.queue.cmp(&b.queue));
+        all
+    }
+
+    /// How long the queue's oldest available job has waited. A pass over
+    /// its available jobs: they are ordered by priority, not by age.
+    fn oldest_available_age_ms(&self, q: &Queue, now_ms: i64) -> Option<u64> {
+        q.ready
             .iter()
             .filter_map(|(_, id)| self.jobs.get(id).map(|j| j.run_at_ms))
-            .min();
+            .min()
+            .map(|t| now_ms.saturating_sub(t).max(0) as u64)
+    }
+
+    fn queue_metrics(&self, name: &str, q: &Queue, now_ms: i64, workers: HashSet<u64>) -> QueueMetrics {
         QueueMetrics {
             queue: name.to_owned(),
             counts: q.counts,
-            oldest_available_age_ms: oldest.map(|t| now_ms.saturating_sub(t).max(0) as u64),
+            oldest_available_age_ms: self.oldest_available_age_ms(q, now_ms),
             counters: q.activity.counters,
             leases_held: q.counts[JobState::Running.index()],
             workers_connected: workers.len() as u64,

@@ -41,8 +41,8 @@ pub use crate::activity::{CLAIMERS_TRACKED_MAX, QueueCounters, QueueMetrics};
 pub use crate::apply::JobFromLog;
 pub use crate::config::JobsConfig;
 pub use crate::core::{
-    ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, JobsCore, QueueStats, Reply, Request,
-    RequestId, Step, Target,
+    ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, JobsCore, QueueStats, QueueSummary, Reply,
+    Request, RequestId, Step, Target,
 };
 pub use crate::event::Event;
 pub use crate::job::{Attempt, AttemptError, AttemptOutcome, Job, JobId, JobSpec, JobState, Schedule};
