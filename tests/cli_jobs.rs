@@ -1,5 +1,6 @@
-//! `spool job`, `spool queue` and `spool bench jobs` against a real
-//! `spoold`, with a worker played by the Jobs client of `spool-client`.
+//! `spool job`, `spool queue`, `spool top` and `spool bench jobs` against
+//! a real `spoold`, with a worker played by the Jobs client of
+//! `spool-client`.
 
 mod common;
 
@@ -354,4 +355,178 @@ fn job_get_shows_stages_and_queue_stats_show_totals_and_latencies() {
     assert_eq!(lines[0]["queue"], "other");
     assert_eq!(lines[0]["available"], 1);
     assert_eq!(lines[1]["succeeded"], 1);
+}
+
+/// A workload whose every number `spool top` shows is known: topic
+/// `orders` with 3 partitions and 30 records, consumer `billing` 25 behind
+/// in it, queue `emails` with one job completed, one running, one
+/// available.
+fn known_workload(server: &Spoold) -> (tokio::runtime::Runtime, Client, Vec<ClaimedJob>) {
+    server.create_topic("orders", 3);
+    let lines: String = (0..30).map(|i| format!("order-{i}\n")).collect();
+    server
+        .spool(&["produce", "orders", "--partition", "1"])
+        .stdin(lines)
+        .ok();
+    server.ok(&["checkpoint", "set", "billing", "orders", "1=5"]);
+    for n in 0..3 {
+        server.ok(&["job", "enqueue", "emails", &format!("mail-{n}")]);
+    }
+    work(server, "emails", 1, None);
+    claim(server, "emails", 1, "holder")
+}
+
+/// The cells of the table row that starts with `first`.
+fn row<'a>(text: &'a str, first: &str) -> Vec<&'a str> {
+    text.lines()
+        .find(|line| line.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no row {first} in:\n{text}"))
+        .split_whitespace()
+        .collect()
+}
+
+#[test]
+fn top_once_prints_a_snapshot_of_a_known_workload() {
+    let server = Spoold::start_temp(&[]);
+    let _held = known_workload(&server);
+    // stdout is a pipe here, so `spool top` prints one snapshot even
+    // without --once.
+    let text = server.ok(&[
+        "top",
+        "--interval",
+        "200ms",
+        "--consumer",
+        "billing",
+        "--consumer",
+        "nobody",
+    ]);
+    assert!(
+        text.starts_with(&format!("spool top  {}  ", server.url())),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\x1b'),
+        "no escape sequences off a terminal: {text:?}"
+    );
+    let orders = row(&text, "orders");
+    assert_eq!(&orders[..4], ["orders", "3", "30", "0"], "{text}");
+    assert_eq!(row(&text, "billing"), ["billing", "orders", "25", "1"], "{text}");
+    assert!(
+        !text.contains("nobody"),
+        "a consumer without checkpoints has no row: {text}"
+    );
+    let emails = row(&text, "emails");
+    // QUEUE SCHED AVAIL RUN DEAD OLDEST ENQ/S DONE/S FAIL/S WAIT-P99 RUN-P99 WORKERS
+    assert_eq!(&emails[..5], ["emails", "0", "1", "1", "0"], "{text}");
+    assert!(emails[5].ends_with('s'), "an oldest age: {text}");
+    assert_eq!(
+        (emails[6], emails[7], emails[8]),
+        ("0.050", "0.017", "0"),
+        "{text}"
+    );
+    assert_ne!(emails[9], "-", "two claims gave queue waits: {text}");
+    assert_ne!(emails[10], "-", "one completion gave a run time: {text}");
+    assert_eq!(
+        emails[11], "2",
+        "test-worker claimed, holder holds a lease: {text}"
+    );
+    // The internal topics only when asked.
+    assert!(!text.contains("__jobs"), "{text}");
+    let internal = server.ok(&["top", "--once", "--internal", "--interval", "100ms"]);
+    assert!(row(&internal, "__jobs").len() > 3, "{internal}");
+}
+
+/// The lines `stty -g` printed (colon-separated hexadecimal settings).
+fn stty_lines(text: &str) -> Vec<String> {
+    text.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|line| {
+            line.len() > 20
+                && line
+                    .split(':')
+                    .all(|field| u64::from_str_radix(field, 16).is_ok())
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `shell` in a pseudo-terminal with `script` (util-linux, always
+/// present on Debian as part of bsdutils), writing `keys` to it after
+/// `delay`; returns everything the terminal showed.
+fn in_a_terminal(shell: &str, delay: Duration, keys: &[u8]) -> String {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("script")
+        .args(["-qfec", shell, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect(
+            "`script` runs commands in a pseudo-terminal; install util-linux's bsdutils to run this test",
+        );
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        stdout.read_to_end(&mut seen).unwrap();
+        seen
+    });
+    std::thread::sleep(delay);
+    stdin.write_all(keys).unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the terminal session did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    let seen = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(status.success(), "{status}: {seen}");
+    seen
+}
+
+#[test]
+fn top_in_a_terminal_refreshes_until_q_and_restores_the_terminal() {
+    let server = Spoold::start_temp(&[]);
+    let _held = known_workload(&server);
+    let spool = common::binary("spool");
+    let shell = format!(
+        "stty -g; {} --server {} top --interval 200ms; echo \"top exited $?\"; stty -g",
+        spool.display(),
+        server.url()
+    );
+    let seen = in_a_terminal(&shell, Duration::from_millis(1_500), b"q");
+    assert!(seen.contains("top exited 0"), "{seen}");
+    let enter = seen
+        .find("\x1b[?1049h")
+        .expect("the alternate screen was entered");
+    let leave = seen.rfind("\x1b[?1049l").expect("the alternate screen was left");
+    assert!(enter < leave);
+    let frames = seen.matches("\x1b[Hspool top  ").count();
+    assert!(frames >= 3, "refreshed every 200 ms for 1.5 s: {frames} frames");
+    assert!(seen.contains("(q quits)"), "{seen}");
+    assert!(seen[enter..leave].contains("emails"), "{seen}");
+    let stty = stty_lines(&seen);
+    assert_eq!(stty.len(), 2, "{seen:?}");
+    assert_eq!(stty[0], stty[1], "the terminal's settings are back as they were");
+
+    // SIGTERM ends the view the same way.
+    let shell = format!(
+        "stty -g; {} --server {} top --interval 200ms </dev/tty & pid=$!; sleep 1; kill -TERM $pid; \
+         wait $pid; echo \"top exited $?\"; stty -g",
+        spool.display(),
+        server.url()
+    );
+    let seen = in_a_terminal(&shell, Duration::from_millis(100), b"");
+    assert!(seen.contains("top exited 0"), "{seen}");
+    assert!(seen.contains("\x1b[?1049l"), "{seen}");
+    let stty = stty_lines(&seen);
+    assert_eq!(stty.len(), 2, "{seen:?}");
+    assert_eq!(stty[0], stty[1], "the terminal's settings are back as they were");
 }
