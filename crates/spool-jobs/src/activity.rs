@@ -107,7 +107,7 @@ impl QueueActivity {
     /// Counts `event`, just applied to `job` (the job as it is after it).
     pub(crate) fn record(&mut self, event: &Event, job: &Job) {
         let at = event.at_ms();
-        let last = job.attempts.last();
+        let last = job.attempts.latest();
         let run_time = |recorder: &mut LatencyRecorder| {
             if let Some(attempt) = last
                 && let Some(finished) = attempt.finished_at_ms

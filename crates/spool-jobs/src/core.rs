@@ -360,15 +360,11 @@ impl JobsCore {
     }
 
     /// Applies an event the core decided and counts it in its queue's
-    /// statistics. Replay calls `apply` alone: statistics are of what this
-    /// process served, not of history (see `activity.rs`).
+    /// statistics. Replay calls `apply`, which does not count: statistics
+    /// are of what this process served, not of history (see
+    /// `activity.rs`).
     fn emit(&mut self, step: &mut Step, event: Event) {
-        self.apply(&event);
-        if let Some(job) = self.jobs.get(&event.id())
-            && let Some(queue) = self.indexes.queues.get_mut(&*job.queue)
-        {
-            queue.activity.record(&event, job);
-        }
+        self.apply_event(&event, true);
         step.events.push(event);
     }
 

@@ -122,6 +122,72 @@ pub const ERRORS_KEPT_MAX: usize = 20;
 /// job retried that often, one record for most jobs. History has them all.
 pub const ATTEMPTS_KEPT_MAX: usize = ERRORS_KEPT_MAX;
 
+/// The attempt records of a job, oldest first, at most
+/// [`ATTEMPTS_KEPT_MAX`]. The latest is held inline and only earlier ones
+/// in a boxed vector: most jobs run once, and their stage times must not
+/// cost an allocation at each claim and each copy of the job (a plain
+/// vector did, measurably: `docs/performance.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attempts {
+    /// Boxed, so a job that never retried pays one word for it: the job
+    /// table moves jobs around, and every byte of a job is copied (a
+    /// boxed slice is two words, and measurably slower for it).
+    #[allow(clippy::box_collection)]
+    earlier: Option<Box<Vec<Attempt>>>,
+    latest: Option<Attempt>,
+}
+
+impl Attempts {
+    /// Adds a new latest attempt, forgetting the oldest beyond the bound.
+    pub fn push(&mut self, attempt: Attempt) {
+        if let Some(previous) = self.latest.replace(attempt) {
+            let earlier = self.earlier.get_or_insert_with(Box::default);
+            if earlier.len() + 1 >= ATTEMPTS_KEPT_MAX {
+                earlier.remove(0);
+            }
+            earlier.push(previous);
+        }
+    }
+
+    pub fn latest(&self) -> Option<&Attempt> {
+        self.latest.as_ref()
+    }
+
+    pub fn latest_mut(&mut self) -> Option<&mut Attempt> {
+        self.latest.as_mut()
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Attempt> {
+        self.earlier
+            .iter()
+            .flat_map(|earlier| earlier.iter())
+            .chain(self.latest.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.earlier.as_ref().map_or(0, |earlier| earlier.len()) + usize::from(self.latest.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_none()
+    }
+
+    pub fn to_vec(&self) -> Vec<Attempt> {
+        self.iter().copied().collect()
+    }
+}
+
+impl FromIterator<Attempt> for Attempts {
+    fn from_iter<I: IntoIterator<Item = Attempt>>(iter: I) -> Self {
+        let mut attempts = Attempts::default();
+        for attempt in iter {
+            attempts.push(attempt);
+        }
+        attempts
+    }
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AttemptOutcome {
@@ -212,7 +278,7 @@ pub struct Job {
     pub errors: Vec<AttemptError>,
     /// Stage times of the most recent attempts, oldest first, at most
     /// `ATTEMPTS_KEPT_MAX`.
-    pub attempts: Vec<Attempt>,
+    pub attempts: Attempts,
     pub result: Option<Bytes>,
     pub progress: Option<String>,
     pub cancel_requested: bool,

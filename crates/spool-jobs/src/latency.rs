@@ -4,11 +4,13 @@
 //!
 //! Windows: each is a ring of 12 HdrHistograms, one per time bucket (5 s
 //! for the minute, 5 min for the hour). An observation goes into the
-//! bucket of its event's time in both rings; a bucket whose turn comes
-//! round again is cleared before it takes the new observation. A window's
-//! percentiles merge the buckets of the last 12 bucket periods, the current
-//! one included: "the last minute" covers between 55 and 60 seconds of
-//! observations, "the last hour" between 55 and 60 minutes. Twelve buckets
+//! minute bucket of its event's time; a minute bucket whose turn comes
+//! round again (or that the periodic sweep frees) is first added to the
+//! hour bucket of its time, then cleared. A window's percentiles merge the
+//! buckets of the last 12 bucket periods, the current one included (for
+//! the hour, the minute buckets not yet folded too): "the last minute"
+//! covers between 55 and 60 seconds of observations, "the last hour"
+//! between 55 and 60 minutes. Twelve buckets
 //! rather than sixty keep the memory of a busy queue small (see
 //! `docs/jobs.md`) at the cost of that 5-second (5-minute) blur at the old
 //! edge of the window.
@@ -113,10 +115,13 @@ struct Bucket {
     histogram: Option<Histogram<u32>>,
 }
 
-/// A ring of `WINDOW_BUCKETS` buckets of one window.
+/// A ring of `WINDOW_BUCKETS` buckets of one window. The buckets are
+/// allocated at the first observation and freed when all have left the
+/// window, so a queue that is known but quiet costs only the empty ring.
 #[derive(Debug, Clone)]
 struct Ring {
     window: Window,
+    /// Empty, or `WINDOW_BUCKETS` long.
     buckets: Vec<Bucket>,
 }
 
@@ -124,86 +129,113 @@ impl Ring {
     fn new(window: Window) -> Self {
         Ring {
             window,
-            buckets: vec![
+            buckets: Vec::new(),
+        }
+    }
+
+    fn epoch_of(&self, at_ms: i64) -> i64 {
+        at_ms.div_euclid(self.window.bucket_ms())
+    }
+
+    /// The bucket for observations of `epoch`, cleared if it held an older
+    /// one; `None` when it holds a newer one (the clock stepped back past
+    /// a whole window: what arrives now is older than any window shows).
+    /// `evicted` gets the older contents and their epoch before the clear.
+    fn bucket_for(
+        &mut self,
+        epoch: i64,
+        evicted: impl FnOnce(i64, &Histogram<u32>),
+    ) -> Option<&mut Histogram<u32>> {
+        if self.buckets.is_empty() {
+            self.buckets = vec![
                 Bucket {
                     epoch: i64::MIN,
                     histogram: None,
                 };
                 WINDOW_BUCKETS
-            ],
+            ];
         }
-    }
-
-    fn record(&mut self, at_ms: i64, value_ms: u64) {
-        let epoch = at_ms.div_euclid(self.window.bucket_ms());
         let bucket = &mut self.buckets[epoch.rem_euclid(WINDOW_BUCKETS as i64) as usize];
         if bucket.epoch > epoch {
-            // The clock stepped back past a whole window: the bucket now
-            // holds later observations, and this one is older than any
-            // window will show.
-            return;
+            return None;
         }
         let histogram = bucket.histogram.get_or_insert_with(new_histogram);
         if bucket.epoch < epoch {
+            if !histogram.is_empty() {
+                evicted(bucket.epoch, histogram);
+            }
             histogram.reset();
             bucket.epoch = epoch;
         }
-        // Recording grows the counts array to the value (a saturating
-        // record would not); values are at most VALUE_MS_MAX, so growing
-        // cannot fail, and clamping is the answer should it ever.
-        if histogram.record(value_ms).is_err() {
-            histogram.saturating_record(value_ms);
-        }
+        Some(histogram)
     }
 
-    /// True for a bucket whose observations are inside the window at
-    /// `now_ms`.
-    fn live(&self, bucket: &Bucket, now_ms: i64) -> bool {
-        let now = now_ms.div_euclid(self.window.bucket_ms());
-        bucket.epoch <= now && bucket.epoch > now - WINDOW_BUCKETS as i64
+    /// True for a bucket of `epoch` whose observations are inside the
+    /// window at `now_ms`.
+    fn live(&self, epoch: i64, now_ms: i64) -> bool {
+        let now = self.epoch_of(now_ms);
+        epoch <= now && epoch > now - WINDOW_BUCKETS as i64
     }
 
-    fn percentiles(&self, now_ms: i64) -> Option<Percentiles> {
-        let mut merged: Option<Histogram<u32>> = None;
+    /// Adds the live buckets of this ring into `merged`; `live` says
+    /// which, by epoch.
+    fn merge_into(&self, merged: &mut Option<Histogram<u32>>, live: impl Fn(i64) -> bool) {
         for bucket in &self.buckets {
             let Some(histogram) = &bucket.histogram else {
                 continue;
             };
-            if histogram.is_empty() || !self.live(bucket, now_ms) {
+            if histogram.is_empty() || !live(bucket.epoch) {
                 continue;
             }
             match merged.as_mut() {
-                None => merged = Some(histogram.clone()),
+                None => *merged = Some(histogram.clone()),
                 Some(merged) => merged
                     .add(histogram)
                     .expect("an auto-resizing histogram takes any other"),
             }
         }
-        let merged = merged?;
-        Some(Percentiles {
-            count: merged.len(),
-            p50_ms: merged.value_at_quantile(0.5),
-            p99_ms: merged.value_at_quantile(0.99),
-            max_ms: merged.max(),
-        })
     }
 
-    /// Frees the counts of buckets no window shows any more.
-    fn release_expired(&mut self, now_ms: i64) {
-        let now = now_ms.div_euclid(self.window.bucket_ms());
+    /// Frees the counts of buckets no window shows any more (after handing
+    /// each to `evicted`), and the ring itself once none is left.
+    fn release_expired(&mut self, now_ms: i64, mut evicted: impl FnMut(i64, &Histogram<u32>)) {
+        let now = self.epoch_of(now_ms);
         for bucket in &mut self.buckets {
-            if bucket.histogram.is_some() && bucket.epoch <= now - WINDOW_BUCKETS as i64 {
+            if let Some(histogram) = &bucket.histogram
+                && bucket.epoch <= now - WINDOW_BUCKETS as i64
+            {
+                if !histogram.is_empty() {
+                    evicted(bucket.epoch, histogram);
+                }
                 bucket.histogram = None;
             }
         }
+        if self.buckets.iter().all(|bucket| bucket.histogram.is_none()) {
+            self.buckets = Vec::new();
+        }
     }
 
+    /// Bytes of the buckets and their counts arrays.
     fn bytes(&self) -> usize {
-        self.buckets
+        let counts: usize = self
+            .buckets
             .iter()
             .filter_map(|b| b.histogram.as_ref())
             .map(|h| h.distinct_values() * std::mem::size_of::<u32>())
-            .sum()
+            .sum();
+        counts + self.buckets.capacity() * std::mem::size_of::<Bucket>()
+    }
+}
+
+/// Adds a minute bucket of `minute_epoch` that leaves the minute ring to
+/// the hour ring's bucket of its time.
+fn fold(hour: &mut Ring, minute_epoch: i64, histogram: &Histogram<u32>) {
+    let at_ms = minute_epoch.saturating_mul(Window::LastMinute.bucket_ms());
+    let epoch = hour.epoch_of(at_ms);
+    if let Some(target) = hour.bucket_for(epoch, |_, _| {}) {
+        target
+            .add(histogram)
+            .expect("an auto-resizing histogram takes any other");
     }
 }
 
@@ -239,21 +271,55 @@ impl Default for LatencyRecorder {
 }
 
 impl LatencyRecorder {
-    /// Records a duration of `value_ms` observed at `at_ms`.
+    /// Records a duration of `value_ms` observed at `at_ms`: into the
+    /// minute ring only. A minute bucket is added to the hour ring when it
+    /// leaves the minute ring (reused or freed), so an observation costs
+    /// one HdrHistogram record, and a window of the hour is the hour
+    /// ring's buckets plus the minute buckets not yet folded.
     pub(crate) fn record(&mut self, at_ms: i64, value_ms: u64) {
         let value_ms = value_ms.min(VALUE_MS_MAX);
-        self.minute.record(at_ms, value_ms);
-        self.hour.record(at_ms, value_ms);
+        let epoch = self.minute.epoch_of(at_ms);
+        let hour = &mut self.hour;
+        if let Some(histogram) = self
+            .minute
+            .bucket_for(epoch, |old_epoch, old| fold(hour, old_epoch, old))
+        {
+            // Recording grows the counts array to the value (a saturating
+            // record would not); values are at most VALUE_MS_MAX, so
+            // growing cannot fail, and clamping is the answer should it
+            // ever.
+            if histogram.record(value_ms).is_err() {
+                histogram.saturating_record(value_ms);
+            }
+        }
         self.buckets[HISTOGRAM_BOUNDS_MS.partition_point(|&bound| bound < value_ms)] += 1;
         self.count += 1;
         self.sum_ms = self.sum_ms.saturating_add(value_ms);
     }
 
     pub(crate) fn percentiles(&self, now_ms: i64, window: Window) -> Option<Percentiles> {
+        let mut merged = None;
         match window {
-            Window::LastMinute => self.minute.percentiles(now_ms),
-            Window::LastHour => self.hour.percentiles(now_ms),
+            Window::LastMinute => self
+                .minute
+                .merge_into(&mut merged, |epoch| self.minute.live(epoch, now_ms)),
+            Window::LastHour => {
+                self.hour
+                    .merge_into(&mut merged, |epoch| self.hour.live(epoch, now_ms));
+                let minute_ms = Window::LastMinute.bucket_ms();
+                self.minute.merge_into(&mut merged, |epoch| {
+                    let hour_epoch = self.hour.epoch_of(epoch.saturating_mul(minute_ms));
+                    self.hour.live(hour_epoch, now_ms)
+                });
+            }
         }
+        let merged = merged?;
+        Some(Percentiles {
+            count: merged.len(),
+            p50_ms: merged.value_at_quantile(0.5),
+            p99_ms: merged.value_at_quantile(0.99),
+            max_ms: merged.max(),
+        })
     }
 
     pub(crate) fn histogram(&self) -> CumulativeHistogram {
@@ -281,13 +347,16 @@ impl LatencyRecorder {
         }
     }
 
-    /// Frees the buckets that left both windows (a queue gone quiet).
+    /// Folds the minute buckets that left the minute into the hour, and
+    /// frees the buckets that left both windows (a queue gone quiet).
     pub(crate) fn release_expired(&mut self, now_ms: i64) {
-        self.minute.release_expired(now_ms);
-        self.hour.release_expired(now_ms);
+        let hour = &mut self.hour;
+        self.minute
+            .release_expired(now_ms, |epoch, histogram| fold(hour, epoch, histogram));
+        self.hour.release_expired(now_ms, |_, _| {});
     }
 
-    /// Bytes held by the buckets' counts arrays.
+    /// Bytes held by the buckets and their counts arrays.
     pub(crate) fn bytes(&self) -> usize {
         self.minute.bytes() + self.hour.bytes()
     }
@@ -386,8 +455,11 @@ mod tests {
         recorder.release_expired(T0 + 120_000);
         assert!(recorder.bytes() > 0, "the hour still shows them");
         recorder.release_expired(T0 + 2 * 3_600_000);
-        assert_eq!(recorder.bytes(), 0);
+        assert_eq!(recorder.bytes(), 0, "the rings are freed too");
         assert_eq!(recorder.histogram().count, 60);
+        // What a known queue that never ran a job pays per distribution.
+        assert_eq!(LatencyRecorder::default().bytes(), 0);
+        assert!(std::mem::size_of::<LatencyRecorder>() <= 320);
     }
 
     #[test]
@@ -398,29 +470,40 @@ mod tests {
         recorder.record(T0, VALUE_MS_MAX);
         let large = recorder.bytes();
         // Two buckets (minute and hour) each: about 2 KiB under a second,
-        // about 15 KiB at the largest value.
-        assert!(small <= 2 * 2_048, "{small}");
-        assert!(large <= 2 * 15 * 1_024, "{large}");
+        // about 15 KiB at the largest value, besides the two rings of
+        // 12 empty buckets.
+        let rings = 2 * WINDOW_BUCKETS * std::mem::size_of::<Bucket>();
+        assert!(small <= rings + 2 * 2_048, "{small}");
+        assert!(large <= rings + 2 * 15 * 1_024, "{large}");
+        assert!(rings <= 6 * 1_024, "{rings}");
     }
 
     proptest! {
         /// Against a sorted-vector model: with times moving forward, a
         /// window's percentiles are those of exactly the observations in
-        /// its buckets, within HdrHistogram's precision.
+        /// its buckets, within HdrHistogram's precision, whenever the
+        /// sweep folds and frees buckets.
         #[test]
         fn windows_match_a_sorted_model(
-            steps in proptest::collection::vec((0i64..20_000, 0u64..5_000_000), 1..300),
+            steps in proptest::collection::vec((0i64..20_000, 0u64..5_000_000, proptest::bool::weighted(0.1)), 1..300),
             read_after_ms in 0i64..4_000_000,
+            sweep_before_read in proptest::bool::ANY,
         ) {
             let mut recorder = LatencyRecorder::default();
             let mut now = T0;
             let mut observed = Vec::new();
-            for (advance, value) in steps {
+            for (advance, value, sweep) in steps {
                 now += advance;
                 recorder.record(now, value);
                 observed.push((now, value));
+                if sweep {
+                    recorder.release_expired(now);
+                }
             }
             let read_at = now + read_after_ms;
+            if sweep_before_read {
+                recorder.release_expired(read_at);
+            }
             for window in [Window::LastMinute, Window::LastHour] {
                 let bucket = window.bucket_ms();
                 let current = read_at.div_euclid(bucket);

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crate::codec::{Reader, Writer};
 use crate::config::JobsConfig;
 use crate::core::JobsCore;
-use crate::job::{Attempt, AttemptError, AttemptOutcome, Job, JobState, Lease};
+use crate::job::{Attempt, AttemptError, AttemptOutcome, Attempts, Job, JobState, Lease};
 
 pub const FILE_NAME: &str = "jobs.snapshot";
 const MAGIC: &[u8; 4] = b"SPJS";
@@ -66,7 +66,7 @@ fn write_job(w: &mut Writer, job: &Job) {
         w.i64(e.failed_at_ms);
     }
     w.u64(job.attempts.len() as u64);
-    for a in &job.attempts {
+    for a in job.attempts.iter() {
         w.u64(u64::from(a.attempt));
         w.i64(a.available_at_ms);
         w.i64(a.claimed_at_ms);
@@ -123,7 +123,7 @@ fn read_job(r: &mut Reader) -> Option<Job> {
             failed_at_ms: r.i64()?,
         });
     }
-    let mut attempts = Vec::new();
+    let mut attempts = Attempts::default();
     for _ in 0..r.u64()? {
         attempts.push(Attempt {
             attempt: r.u32()?,

@@ -82,7 +82,7 @@ fn every_attempt_records_its_stage_times() {
         outcome,
     };
     assert_eq!(
-        job.attempts,
+        job.attempts.to_vec(),
         vec![
             attempt(1, T0 + 1_000, T0 + 1_500, T0 + 3_500, AttemptOutcome::Failed),
             attempt(
@@ -113,7 +113,7 @@ fn a_running_attempt_is_open_and_a_cancel_ends_it() {
     let mut h = Harness::new();
     let id = h.enqueue(spec("q"), T0);
     let claimed = h.claim("q", 1, 5_000, T0 + 10);
-    let running = h.core.job(id).unwrap().attempts.clone();
+    let running = h.core.job(id).unwrap().attempts.to_vec();
     assert_eq!(
         running,
         vec![Attempt {
@@ -130,8 +130,10 @@ fn a_running_attempt_is_open_and_a_cancel_ends_it() {
     fail(&mut h, id, claimed[0].1, None, T0 + 30);
     let job = h.core.job(id).unwrap();
     assert_eq!(job.state, JobState::Cancelled);
-    assert_eq!(job.attempts[0].outcome, AttemptOutcome::Cancelled);
-    assert_eq!(job.attempts[0].finished_at_ms, Some(T0 + 30));
+    let attempt = job.attempts.latest().unwrap();
+    assert_eq!(job.attempts.len(), 1);
+    assert_eq!(attempt.outcome, AttemptOutcome::Cancelled);
+    assert_eq!(attempt.finished_at_ms, Some(T0 + 30));
     // A job cancelled while waiting has no attempt.
     let waiting = h.enqueue(spec("q"), T0 + 40);
     h.request(Request::Cancel { id: waiting }, T0 + 50).unwrap();
@@ -159,9 +161,15 @@ fn attempt_records_are_bounded_like_errors() {
     let job = h.core.job(id).unwrap();
     assert_eq!(job.state, JobState::Dead);
     assert_eq!(job.attempts.len(), ATTEMPTS_KEPT_MAX);
-    assert_eq!(job.attempts[0].attempt, 6, "the most recent are kept");
-    assert_eq!(job.attempts.last().unwrap().attempt, attempts);
+    let kept = job.attempts.to_vec();
+    assert_eq!(kept.len(), ATTEMPTS_KEPT_MAX);
+    assert_eq!(kept[0].attempt, 6, "the most recent are kept");
+    assert_eq!(job.attempts.latest().unwrap().attempt, attempts);
+    assert!(kept.windows(2).all(|w| w[0].attempt + 1 == w[1].attempt));
     assert_eq!(std::mem::size_of::<Attempt>(), 40);
+    // What every job pays inline for its records: the latest attempt and a
+    // pointer to the earlier ones.
+    assert_eq!(std::mem::size_of::<spool_jobs::Attempts>(), 48);
     h.assert_replay_matches(now);
     assert_eq!(&rebuilt(&h, id).job, h.core.job(id).unwrap());
 }
