@@ -161,9 +161,9 @@ impl QueueActivity {
         }
     }
 
-    /// Notes a claim naming this queue from `worker` at `now_ms`.
-    pub(crate) fn saw_claimer(&mut self, worker: &str, now_ms: i64, live_ms: i64) {
-        let key = worker_key(worker);
+    /// Notes a claim naming this queue at `now_ms` from the worker whose
+    /// [`worker_key`] is `key`.
+    pub(crate) fn saw_claimer(&mut self, key: u64, now_ms: i64, live_ms: i64) {
         if let Some(seen) = self.claimers.get_mut(&key) {
             *seen = now_ms;
             return;

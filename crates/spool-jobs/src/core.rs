@@ -766,9 +766,10 @@ impl JobsCore {
             n => n,
         };
         let live_ms = self.config.lease_ms_default as i64;
+        let worker = worker_key(&spec.worker);
         for queue in &spec.queues {
             if let Some(q) = self.indexes.queues.get_mut(queue.as_str()) {
-                q.activity.saw_claimer(&spec.worker, now_ms, live_ms);
+                q.activity.saw_claimer(worker, now_ms, live_ms);
             }
         }
         let max_jobs = spec.max_jobs.max(1) as usize;
