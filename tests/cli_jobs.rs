@@ -1,5 +1,6 @@
-//! `spool job`, `spool queue` and `spool bench jobs` against a real
-//! `spoold`, with a worker played by the Jobs client of `spool-client`.
+//! `spool job`, `spool queue`, `spool top` and `spool bench jobs` against
+//! a real `spoold`, with a worker played by the Jobs client of
+//! `spool-client`.
 
 mod common;
 
@@ -268,4 +269,264 @@ fn bench_jobs_completes_every_job() {
     assert_eq!(report["finish_failures"], 0);
     assert_eq!(report["latency_us"]["samples"], 3000);
     assert!(report["completed_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn job_get_shows_stages_and_queue_stats_show_totals_and_latencies() {
+    let server = Spoold::start_temp(&[]);
+    let id = server.ok(&["job", "enqueue", "staged", "x", "--attempts", "2"]);
+    let id = id.trim();
+    server.ok(&["job", "enqueue", "other", "y"]);
+    // Attempt 1 fails with a retry in 200 ms; attempt 2, claimed by a long
+    // poll when the backoff ends, completes.
+    let (runtime, client, claimed) = claim(&server, "staged", 1, "stager");
+    let retry = spool_client::jobs::Finish::Fail {
+        job_id: claimed[0].id.clone(),
+        lease_token: claimed[0].lease_token.clone(),
+        error: "flaky".into(),
+        retryable: true,
+        retry_delay: Some(Duration::from_millis(200)),
+    };
+    let results = runtime.block_on(client.jobs().finish(vec![retry])).unwrap();
+    assert_eq!(results[0].as_ref().unwrap(), &Some(JobState::Scheduled));
+    work(&server, "staged", 1, None);
+
+    let job = server.json(&["job", "get", id, "--format", "json"]);
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{job}");
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert_eq!(attempts[0]["backoff_after_ms"], 200);
+    assert_eq!(attempts[1]["outcome"], "succeeded");
+    assert_eq!(attempts[1]["backoff_after_ms"], Value::Null);
+    assert!(attempts[1]["run_ms"].as_u64().is_some(), "{job}");
+    assert_eq!(job["stages"]["initial_delay_ms"], 0);
+    let total = job["stages"]["total_ms"].as_u64().unwrap();
+    assert!(total >= 200, "{job}");
+    let text = server.ok(&["job", "get", id]);
+    assert!(
+        text.contains("stages        available at enqueue; total "),
+        "{text}"
+    );
+    assert!(text.contains("enqueued to succeeded\n"), "{text}");
+    assert!(text.contains("failed  then backoff 200ms\n"), "{text}");
+    assert!(text.contains("  attempt 2   wait "), "{text}");
+
+    let stats = server.json(&["queue", "stats", "staged", "--format", "json"]);
+    let totals = &stats["totals"];
+    assert_eq!(
+        [
+            &totals["enqueued"],
+            &totals["claimed"],
+            &totals["completed"],
+            &totals["failed"],
+            &totals["retried"],
+            &totals["dead"]
+        ],
+        [1, 2, 1, 1, 1, 0]
+    );
+    assert_eq!(stats["latency"]["run_time"]["last_minute"]["count"], 2);
+    assert_eq!(stats["latency"]["end_to_end"]["last_hour"]["count"], 1);
+    // One observation, the job's total, reported as the top of its
+    // HdrHistogram bucket.
+    let p50 = stats["latency"]["end_to_end"]["last_minute"]["p50_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(p50 >= total && p50 <= total + total / 128, "{p50} {total}");
+    assert_eq!(stats["workers_connected"], 2, "{stats}");
+    let text = server.ok(&["queue", "stats", "staged"]);
+    assert!(text.contains("end to end        p50 "), "{text}");
+    assert!(
+        text.contains("completed 1, failed 1 (retried 1, dead 0"),
+        "{text}"
+    );
+
+    let listed = server.ok(&["queue", "list"]);
+    let rows: Vec<&str> = listed.lines().collect();
+    assert_eq!(rows.len(), 3, "{listed}");
+    assert!(
+        rows[1].starts_with("other ") && rows[2].starts_with("staged "),
+        "{listed}"
+    );
+    let lines: Vec<Value> = server
+        .ok(&["queue", "list", "--format", "json"])
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["queue"], "other");
+    assert_eq!(lines[0]["available"], 1);
+    assert_eq!(lines[1]["succeeded"], 1);
+}
+
+/// A workload whose every number `spool top` shows is known: topic
+/// `orders` with 3 partitions and 30 records, consumer `billing` 25 behind
+/// in it, queue `emails` with one job completed, one running, one
+/// available.
+fn known_workload(server: &Spoold) -> (tokio::runtime::Runtime, Client, Vec<ClaimedJob>) {
+    server.create_topic("orders", 3);
+    let lines: String = (0..30).map(|i| format!("order-{i}\n")).collect();
+    server
+        .spool(&["produce", "orders", "--partition", "1"])
+        .stdin(lines)
+        .ok();
+    server.ok(&["checkpoint", "set", "billing", "orders", "1=5"]);
+    for n in 0..3 {
+        server.ok(&["job", "enqueue", "emails", &format!("mail-{n}")]);
+    }
+    work(server, "emails", 1, None);
+    claim(server, "emails", 1, "holder")
+}
+
+/// The cells of the table row that starts with `first`.
+fn row<'a>(text: &'a str, first: &str) -> Vec<&'a str> {
+    text.lines()
+        .find(|line| line.split_whitespace().next() == Some(first))
+        .unwrap_or_else(|| panic!("no row {first} in:\n{text}"))
+        .split_whitespace()
+        .collect()
+}
+
+#[test]
+fn top_once_prints_a_snapshot_of_a_known_workload() {
+    let server = Spoold::start_temp(&[]);
+    let _held = known_workload(&server);
+    // stdout is a pipe here, so `spool top` prints one snapshot even
+    // without --once.
+    let text = server.ok(&[
+        "top",
+        "--interval",
+        "200ms",
+        "--consumer",
+        "billing",
+        "--consumer",
+        "nobody",
+    ]);
+    assert!(
+        text.starts_with(&format!("spool top  {}  ", server.url())),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\x1b'),
+        "no escape sequences off a terminal: {text:?}"
+    );
+    let orders = row(&text, "orders");
+    assert_eq!(&orders[..4], ["orders", "3", "30", "0"], "{text}");
+    assert_eq!(row(&text, "billing"), ["billing", "orders", "25", "1"], "{text}");
+    assert!(
+        !text.contains("nobody"),
+        "a consumer without checkpoints has no row: {text}"
+    );
+    let emails = row(&text, "emails");
+    // QUEUE SCHED AVAIL RUN DEAD OLDEST ENQ/S DONE/S FAIL/S WAIT-P99 RUN-P99 WORKERS
+    assert_eq!(&emails[..5], ["emails", "0", "1", "1", "0"], "{text}");
+    assert!(emails[5].ends_with('s'), "an oldest age: {text}");
+    assert_eq!(
+        (emails[6], emails[7], emails[8]),
+        ("0.050", "0.017", "0"),
+        "{text}"
+    );
+    assert_ne!(emails[9], "-", "two claims gave queue waits: {text}");
+    assert_ne!(emails[10], "-", "one completion gave a run time: {text}");
+    assert_eq!(
+        emails[11], "2",
+        "test-worker claimed, holder holds a lease: {text}"
+    );
+    // The internal topics only when asked.
+    assert!(!text.contains("__jobs"), "{text}");
+    let internal = server.ok(&["top", "--once", "--internal", "--interval", "100ms"]);
+    assert!(row(&internal, "__jobs").len() > 3, "{internal}");
+}
+
+/// The lines `stty -g` printed (colon-separated hexadecimal settings).
+fn stty_lines(text: &str) -> Vec<String> {
+    text.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|line| {
+            line.len() > 20
+                && line
+                    .split(':')
+                    .all(|field| u64::from_str_radix(field, 16).is_ok())
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `shell` in a pseudo-terminal with `script` (util-linux, always
+/// present on Debian as part of bsdutils), writing `keys` to it after
+/// `delay`; returns everything the terminal showed.
+fn in_a_terminal(shell: &str, delay: Duration, keys: &[u8]) -> String {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("script")
+        .args(["-qfec", shell, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect(
+            "`script` runs commands in a pseudo-terminal; install util-linux's bsdutils to run this test",
+        );
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        stdout.read_to_end(&mut seen).unwrap();
+        seen
+    });
+    std::thread::sleep(delay);
+    stdin.write_all(keys).unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the terminal session did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    let seen = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(status.success(), "{status}: {seen}");
+    seen
+}
+
+#[test]
+fn top_in_a_terminal_refreshes_until_q_and_restores_the_terminal() {
+    let server = Spoold::start_temp(&[]);
+    let _held = known_workload(&server);
+    let spool = common::binary("spool");
+    let shell = format!(
+        "stty -g; {} --server {} top --interval 200ms; echo \"top exited $?\"; stty -g",
+        spool.display(),
+        server.url()
+    );
+    let seen = in_a_terminal(&shell, Duration::from_millis(1_500), b"q");
+    assert!(seen.contains("top exited 0"), "{seen}");
+    let enter = seen
+        .find("\x1b[?1049h")
+        .expect("the alternate screen was entered");
+    let leave = seen.rfind("\x1b[?1049l").expect("the alternate screen was left");
+    assert!(enter < leave);
+    let frames = seen.matches("\x1b[Hspool top  ").count();
+    assert!(frames >= 3, "refreshed every 200 ms for 1.5 s: {frames} frames");
+    assert!(seen.contains("(q quits)"), "{seen}");
+    assert!(seen[enter..leave].contains("emails"), "{seen}");
+    let stty = stty_lines(&seen);
+    assert_eq!(stty.len(), 2, "{seen:?}");
+    assert_eq!(stty[0], stty[1], "the terminal's settings are back as they were");
+
+    // SIGTERM ends the view the same way.
+    let shell = format!(
+        "stty -g; {} --server {} top --interval 200ms </dev/tty & pid=$!; sleep 1; kill -TERM $pid; \
+         wait $pid; echo \"top exited $?\"; stty -g",
+        spool.display(),
+        server.url()
+    );
+    let seen = in_a_terminal(&shell, Duration::from_millis(100), b"");
+    assert!(seen.contains("top exited 0"), "{seen}");
+    assert!(seen.contains("\x1b[?1049l"), "{seen}");
+    let stty = stty_lines(&seen);
+    assert_eq!(stty.len(), 2, "{seen:?}");
+    assert_eq!(stty[0], stty[1], "the terminal's settings are back as they were");
 }

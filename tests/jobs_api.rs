@@ -856,3 +856,237 @@ async fn get_job_answers_from_the_log_once_a_job_left_memory() {
         .await;
     assert_eq!(code_of(never), Code::NotFound);
 }
+
+/// The server's millisecond clock floors: a duration it measured between
+/// two moments may be up to a millisecond off the client's view of them.
+const CLOCK_SLACK_MS: u64 = 1;
+
+/// True when `reported` is a percentile of durations each known to lie in
+/// `low..=high` milliseconds, within HdrHistogram's precision (the top of
+/// a bucket: at most 1/128 above).
+fn reported_within(reported: u64, low: u64, high: u64) -> bool {
+    reported + CLOCK_SLACK_MS >= low && reported <= high + high / 128 + CLOCK_SLACK_MS
+}
+
+#[tokio::test]
+async fn queue_stats_count_a_known_workload_and_time_its_stages() {
+    let server = Spoold::start_temp(&[]);
+    let mut client = connect(&server).await;
+    // Ten jobs; five are claimed after about 300 ms and run about 200 ms,
+    // five more are claimed after about 600 ms and run about 50 ms.
+    let enqueue_sent = std::time::Instant::now();
+    let batch = v1::EnqueueBatchRequest {
+        jobs: (0..10).map(|n| job("timed", &n.to_string())).collect(),
+    };
+    client.enqueue_batch(batch).await.unwrap();
+    let enqueue_acked = std::time::Instant::now();
+    let mut waits = Vec::new();
+    let mut runs = Vec::new();
+    for (pause_ms, run_ms) in [(300, 200), (300, 50)] {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        let claim_sent = std::time::Instant::now();
+        let claimed = client
+            .claim(claim("timed", 5, 30_000, 0))
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs;
+        let claim_acked = std::time::Instant::now();
+        assert_eq!(claimed.len(), 5);
+        // Server-side, each wait lies between these client-side bounds.
+        waits.push((
+            (claim_sent - enqueue_acked).as_millis() as u64,
+            (claim_acked - enqueue_sent).as_millis() as u64,
+        ));
+        tokio::time::sleep(Duration::from_millis(run_ms)).await;
+        let finish_sent = std::time::Instant::now();
+        let items = claimed
+            .iter()
+            .map(|c| v1::FinishItem {
+                outcome: Some(v1::finish_item::Outcome::Complete(v1::CompleteRequest {
+                    job_id: c.job_id.clone(),
+                    lease_token: c.lease_token.clone(),
+                    result: Bytes::new(),
+                })),
+            })
+            .collect();
+        let results = client
+            .finish_batch(v1::FinishBatchRequest { items })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert!(results.iter().all(|r| r.code == 0), "{results:?}");
+        let finish_acked = std::time::Instant::now();
+        runs.push((
+            (finish_sent - claim_acked).as_millis() as u64,
+            (finish_acked - claim_sent).as_millis() as u64,
+        ));
+    }
+    // One job fails once and is retried at once, then succeeds.
+    let flaky = client
+        .enqueue(job("timed", "flaky"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let claimed = client
+        .claim(claim("timed", 1, 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    client
+        .fail(v1::FailRequest {
+            job_id: flaky.clone(),
+            lease_token: claimed[0].lease_token.clone(),
+            error: "once".into(),
+            retryable: Some(true),
+            retry_delay_ms: Some(0),
+        })
+        .await
+        .unwrap();
+    let claimed = client
+        .claim(claim("timed", 1, 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    client
+        .complete(v1::CompleteRequest {
+            job_id: flaky,
+            lease_token: claimed[0].lease_token.clone(),
+            result: Bytes::new(),
+        })
+        .await
+        .unwrap();
+
+    let stats = client
+        .queue_stats(v1::QueueStatsRequest {
+            queue: "timed".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let totals = (
+        stats.enqueued_total,
+        stats.claimed_total,
+        stats.completed_total,
+        stats.failed_total,
+        stats.retried_total,
+        stats.dead_total,
+        stats.expired_lease_total,
+        stats.cancelled_total,
+    );
+    assert_eq!(totals, (11, 12, 11, 1, 1, 0, 0, 0));
+    assert_eq!(stats.succeeded_count, 11);
+    assert_eq!(stats.workers_connected, 1, "one worker id claimed just now");
+    // Queue wait: 12 observations; the five early ones are the median's
+    // side (p50 is the 6th smallest: the flaky job's two are the
+    // smallest), the five late ones give p99.
+    let wait = stats.queue_wait_last_minute.unwrap();
+    assert_eq!(wait.count, 12);
+    let (early, late) = (waits[0], waits[1]);
+    assert!(
+        reported_within(wait.p50_ms, early.0, early.1),
+        "{wait:?} {waits:?}"
+    );
+    assert!(reported_within(wait.p99_ms, late.0, late.1), "{wait:?} {waits:?}");
+    assert_eq!(stats.queue_wait_last_hour.unwrap().count, 12);
+    // Run time: 12 attempts; the five long runs are the top, the five
+    // short runs and the flaky job's two attempts the bottom, so p50 (6th
+    // smallest) is a short run.
+    let run = stats.run_time_last_minute.unwrap();
+    assert_eq!(run.count, 12);
+    let (long, short) = (runs[0], runs[1]);
+    assert!(reported_within(run.p50_ms, short.0, short.1), "{run:?} {runs:?}");
+    assert!(reported_within(run.p99_ms, long.0, long.1), "{run:?} {runs:?}");
+    // End to end: one per completed job.
+    assert_eq!(stats.end_to_end_last_minute.unwrap().count, 11);
+    let listed = client
+        .list_queues(v1::ListQueuesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .queues;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].queue.as_str(), listed[0].succeeded_count),
+        ("timed", 11)
+    );
+}
+
+#[tokio::test]
+async fn get_job_shows_the_stages_of_a_retried_job_also_once_rebuilt_from_the_log() {
+    let server = Spoold::start_temp(&["job_finished_in_memory_max=1"]);
+    let mut client = connect(&server).await;
+    let id = client
+        .enqueue(job("retried", "x"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let first = client
+        .claim(claim("retried", 1, 30_000, 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client
+        .fail(v1::FailRequest {
+            job_id: id.clone(),
+            lease_token: first[0].lease_token.clone(),
+            error: "try again".into(),
+            retryable: Some(true),
+            retry_delay_ms: Some(300),
+        })
+        .await
+        .unwrap();
+    // The retry is claimed by a long poll as soon as its backoff ends.
+    let second = client
+        .claim(claim("retried", 1, 30_000, 5_000))
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(second[0].attempt, 2);
+    client
+        .complete(v1::CompleteRequest {
+            job_id: id.clone(),
+            lease_token: second[0].lease_token.clone(),
+            result: Bytes::new(),
+        })
+        .await
+        .unwrap();
+    let served = get(&mut client, &id).await;
+    let attempts = &served.attempts;
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        attempts.iter().map(|a| a.outcome()).collect::<Vec<_>>(),
+        [v1::AttemptOutcome::Failed, v1::AttemptOutcome::Succeeded]
+    );
+    let first_end = attempts[0].finished_at_ms.unwrap();
+    assert!(first_end - attempts[0].claimed_at_ms >= 50, "{attempts:?}");
+    assert_eq!(
+        attempts[1].available_at_ms - first_end,
+        300,
+        "the backoff is the retry delay, exactly: {attempts:?}"
+    );
+    assert!(attempts[1].claimed_at_ms >= attempts[1].available_at_ms);
+    assert_eq!(attempts[0].available_at_ms, served.created_at_ms);
+    assert_eq!(served.finished_at_ms, attempts[1].finished_at_ms);
+    // Another job completes; the count rule (one finished job in memory)
+    // takes this one out, and GetJob rebuilds it from the log.
+    complete_one(&mut client, "retried", "next").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let rebuilt = loop {
+        let job = get(&mut client, &id).await;
+        if job.from_history {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "the job never left memory");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(rebuilt.attempts, served.attempts);
+}

@@ -61,12 +61,55 @@ pub enum Command {
     /// Enqueue, inspect, list, retry, purge and cancel background jobs.
     #[command(subcommand)]
     Job(JobCommand),
-    /// Counts and rates of a job queue.
+    /// Job queues: list them, and their counts, rates and latencies.
     #[command(subcommand)]
     Queue(QueueCommand),
     /// Measure throughput and latency against the server.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// A live view of topics and queues, refreshed every --interval; q
+    /// quits. Prints one plain snapshot when not on a terminal.
+    #[command(after_help = TOP_EXAMPLES)]
+    Top(TopArgs),
+}
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  spool top
+  spool top --interval 5s --consumer billing --consumer audit
+  spool top --once > snapshot.txt
+
+Topics: partitions, records held, records appended per second (between two refreshes), size.
+With --consumer NAME, the lag of that named consumer's checkpoints in each topic it has one in.
+Queues: jobs scheduled, available, running (leases held) and dead, the oldest available job's
+age, enqueued, completed and failed per second and the p99 of queue wait and run time over the
+last minute, and the workers connected. On a terminal the view refreshes until q, Esc or Ctrl-C;
+otherwise (or with --once) it prints one snapshot, taking two samples --interval apart for the
+rates.";
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Time between refreshes (and between the two samples of --once).
+    #[arg(long, default_value = "1s", value_parser = parse_interval_ms, value_name = "DURATION")]
+    pub interval: u64,
+    /// Print one plain-text snapshot and exit, even on a terminal.
+    #[arg(long)]
+    pub once: bool,
+    /// A named consumer (as in `spool checkpoint`) whose lag to show per
+    /// topic; repeatable.
+    #[arg(long = "consumer", value_name = "NAME")]
+    pub consumers: Vec<String>,
+    /// Show the server's internal topics too (`__jobs`, `__checkpoints`).
+    #[arg(long)]
+    pub internal: bool,
+}
+
+/// A refresh interval: 100 ms to a day.
+fn parse_interval_ms(text: &str) -> Result<u64, String> {
+    match parse_duration_ms(text)? {
+        ms @ 100..=86_400_000 => Ok(ms),
+        _ => Err(format!("{text:?}: an interval is between 100ms and 1d")),
+    }
 }
 
 const TOPIC_CREATE_EXAMPLES: &str = "\

@@ -2,8 +2,9 @@
 //!
 //! It manages topics, produces records from stdin, consumes and replays them
 //! to stdout, reads offsets, reads and stores checkpoints, enqueues and
-//! inspects background jobs (`spool job`, `spool queue`), and benchmarks a
-//! server (`spool bench`). Every command talks to one server (`--server`, env
+//! inspects background jobs (`spool job`, `spool queue`), shows a live view
+//! of topics and queues (`spool top`), and benchmarks a server (`spool
+//! bench`). Every command talks to one server (`--server`, env
 //! `SPOOL_SERVER`, default `http://127.0.0.1:7070`) through `spool-client`.
 //!
 //! Layout: `args.rs` (the clap command line; `args/jobs.rs` for the job
@@ -11,9 +12,11 @@
 //! benchmarks), `units.rs` (durations and sizes), `time.rs` (RFC 3339
 //! timestamps), `json.rs` (records as JSON lines), `output.rs` (every write
 //! to stdout and stderr), `table.rs` and `progress.rs` (terminal output),
+//! `terminal.rs` (raw mode and the alternate screen of `spool top`),
 //! `errors.rs` (messages that say what to do).
 //!
-//! What it is not: no server, no configuration file, no interactive mode.
+//! What it is not: no server, no configuration file, no interactive mode
+//! beyond `spool top`'s `q`.
 //! Exit codes: 0 success (also when the reader of stdout went away, as in
 //! `spool consume orders | head -1`), 1 an error reported on stderr, 2 a
 //! usage error (clap's).
@@ -31,6 +34,7 @@ mod json;
 mod output;
 mod progress;
 mod table;
+mod terminal;
 mod time;
 mod units;
 
@@ -92,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(command) => commands::job::run(&context, command).await,
         Command::Queue(command) => commands::queue::run(&context, command).await,
         Command::Bench(command) => bench::run(&context, command).await,
+        Command::Top(args) => commands::top::run(&context, args).await,
     }
 }
 

@@ -148,6 +148,14 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// The local clock in Unix epoch milliseconds (0 before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Unix epoch milliseconds as RFC 3339 in UTC with milliseconds:
 /// `2026-11-27T10:00:00.000Z`.
 pub fn format_timestamp_ms(ms: i64) -> String {

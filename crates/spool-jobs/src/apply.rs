@@ -12,11 +12,20 @@ use std::sync::Arc;
 use crate::core::JobsCore;
 use crate::event::Event;
 use crate::indexes::{RATE_COMPLETED, RATE_ENQUEUED, RATE_FAILED};
-use crate::job::{AttemptError, ERRORS_KEPT_MAX, Job, JobState, Lease};
+use crate::job::{Attempt, AttemptError, AttemptOutcome, Attempts, ERRORS_KEPT_MAX, Job, JobState, Lease};
 
 impl JobsCore {
-    /// Applies one event to the state. The only place state changes.
+    /// Applies one event to the state. The only place state changes; what
+    /// replay calls.
     pub fn apply(&mut self, event: &Event) {
+        self.apply_event(event, false);
+    }
+
+    /// Applies one event and, with `count`, counts it in its queue's
+    /// statistics (`activity.rs`): the core counts the events it decides,
+    /// replay does not. Counting here reuses the job and queue the change
+    /// looks up anyway.
+    pub(crate) fn apply_event(&mut self, event: &Event, count: bool) {
         if let Event::Enqueued {
             id,
             at_ms,
@@ -34,8 +43,11 @@ impl JobsCore {
             if let Some(old) = self.jobs.remove(id) {
                 self.indexes.remove(&old);
             }
-            self.indexes.insert(&job);
-            self.indexes.queue(&queue).rates.add(*at_ms, RATE_ENQUEUED);
+            let counted = self.indexes.insert(&job);
+            counted.rates.add(*at_ms, RATE_ENQUEUED);
+            if count {
+                counted.activity.record(event, &job);
+            }
             if let (Some(key), Some(until)) = (idempotency_key, dedup_until_ms) {
                 self.keys.insert((Arc::clone(&queue), key.clone()), (*id, *until));
                 self.key_expiry.insert((*until, queue, key.clone()));
@@ -51,17 +63,20 @@ impl JobsCore {
         };
         self.indexes.remove(job);
         transition(job, event);
+        if let Event::Purged { .. } = event {
+            self.jobs.remove(&id);
+            return;
+        }
+        let queue = self.indexes.insert(job);
         let at = event.at_ms();
         match event {
-            Event::Completed { .. } => self.indexes.queue(&job.queue).rates.add(at, RATE_COMPLETED),
-            Event::Failed { .. } => self.indexes.queue(&job.queue).rates.add(at, RATE_FAILED),
-            Event::Purged { .. } => {
-                self.jobs.remove(&id);
-                return;
-            }
+            Event::Completed { .. } => queue.rates.add(at, RATE_COMPLETED),
+            Event::Failed { .. } => queue.rates.add(at, RATE_FAILED),
             _ => {}
         }
-        self.indexes.insert(job);
+        if count {
+            queue.activity.record(event, job);
+        }
     }
 }
 
@@ -138,6 +153,7 @@ fn enqueued(event: &Event, queue: Arc<str>) -> Option<Job> {
         started_ms: None,
         finished_ms: None,
         errors: Vec::new(),
+        attempts: Attempts::default(),
         result: None,
         progress: None,
         cancel_requested: false,
@@ -159,6 +175,16 @@ fn transition(job: &mut Job, event: &Event) {
             worker,
             ..
         } => {
+            job.attempts.push(Attempt {
+                attempt: *attempt,
+                // A job is claimed only once available, so its not-before
+                // time has passed; the bound guards the arithmetic of
+                // stage durations against a clock that stepped back.
+                available_at_ms: job.run_at_ms.min(at),
+                claimed_at_ms: at,
+                finished_at_ms: None,
+                outcome: AttemptOutcome::Running,
+            });
             job.state = JobState::Running;
             job.attempt = *attempt;
             job.started_ms = Some(at);
@@ -183,6 +209,7 @@ fn transition(job: &mut Job, event: &Event) {
             }
         }
         Event::Completed { result, .. } => {
+            finish_attempt(job, at, AttemptOutcome::Succeeded);
             job.state = JobState::Succeeded;
             job.finished_ms = Some(at);
             job.result = Some(result.clone());
@@ -192,8 +219,15 @@ fn transition(job: &mut Job, event: &Event) {
             attempt,
             error,
             retry_at_ms,
+            lease_expired,
             ..
         } => {
+            let outcome = if *lease_expired {
+                AttemptOutcome::LeaseExpired
+            } else {
+                AttemptOutcome::Failed
+            };
+            finish_attempt(job, at, outcome);
             if job.errors.len() >= ERRORS_KEPT_MAX {
                 job.errors.remove(0);
             }
@@ -221,6 +255,7 @@ fn transition(job: &mut Job, event: &Event) {
             }
         }
         Event::Released { .. } => {
+            finish_attempt(job, at, AttemptOutcome::Released);
             job.lease = None;
             job.state = JobState::Available;
             job.run_at_ms = at;
@@ -228,6 +263,7 @@ fn transition(job: &mut Job, event: &Event) {
         }
         Event::CancelRequested { .. } => job.cancel_requested = true,
         Event::Cancelled { .. } => {
+            finish_attempt(job, at, AttemptOutcome::Cancelled);
             job.state = JobState::Cancelled;
             job.lease = None;
             job.finished_ms = Some(at);
@@ -239,5 +275,15 @@ fn transition(job: &mut Job, event: &Event) {
             job.attempts_forgiven = job.attempt;
             job.cancel_requested = false;
         }
+    }
+}
+
+/// Ends the job's running attempt, if one runs, at `at` with `outcome`.
+fn finish_attempt(job: &mut Job, at: i64, outcome: AttemptOutcome) {
+    if let Some(last) = job.attempts.latest_mut()
+        && last.outcome == AttemptOutcome::Running
+    {
+        last.finished_at_ms = Some(at.max(last.claimed_at_ms));
+        last.outcome = outcome;
     }
 }

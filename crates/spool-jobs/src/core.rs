@@ -7,17 +7,18 @@
 //! both when a request is decided and when the log is replayed at start, so
 //! the state rebuilt from the log is the state that was served.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::activity::{QueueMetrics, worker_key};
 use crate::config::JobsConfig;
 use crate::event::{Event, PurgeReason};
 pub use crate::indexes::RATE_WINDOW_MS;
 use crate::indexes::{Indexes, RATE_COMPLETED, RATE_ENQUEUED, RATE_FAILED};
 use crate::job::{Job, JobId, JobSpec, JobState, Schedule, first_id_at};
-use crate::queue::validate_queue_name;
+use crate::queue::{Queue, validate_queue_name};
 use crate::request::invalid;
 pub use crate::request::{
     ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, Reply, Request, RequestId, Step, Target,
@@ -40,12 +41,17 @@ struct Parked {
     deadline_ms: i64,
 }
 
-/// Counts and rates of one queue.
+/// How often quiet queues give back the memory of their latency buckets
+/// and forget claimers (see `JobsCore::tick`).
+const ACTIVITY_SWEEP_INTERVAL_MS: i64 = 60_000;
+
+/// Counts, rates and latencies of one queue: its [`QueueMetrics`], plus
+/// rates over the last minute and how finished jobs leave memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueStats {
-    /// Jobs of the queue in memory per state, indexed by `JobState::index`.
-    pub counts: [u64; 6],
-    pub oldest_available_age_ms: Option<u64>,
+    /// Jobs by state, the oldest available job, totals, leases, workers
+    /// and latency percentiles.
+    pub metrics: QueueMetrics,
     pub enqueued_per_second: f64,
     pub completed_per_second: f64,
     pub failed_per_second: f64,
@@ -56,6 +62,16 @@ pub struct QueueStats {
     /// their retention time because that cap was reached, since the table
     /// was built (the server's start).
     pub finished_evicted_early: u64,
+}
+
+/// One known queue in a listing: its jobs by state and its oldest
+/// available job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub queue: String,
+    /// Jobs of the queue in memory per state, indexed by `JobState::index`.
+    pub counts: [u64; 6],
+    pub oldest_available_age_ms: Option<u64>,
 }
 
 /// See the module documentation.
@@ -70,6 +86,8 @@ pub struct JobsCore {
     parked: VecDeque<Parked>,
     pub(crate) last_id: JobId,
     rng: u64,
+    /// When the last sweep of quiet queues' activity ran.
+    activity_swept_ms: i64,
 }
 
 impl JobsCore {
@@ -84,6 +102,7 @@ impl JobsCore {
             parked: VecDeque::new(),
             last_id: 0,
             rng: seed | 1,
+            activity_swept_ms: i64::MIN,
         }
     }
 
@@ -163,21 +182,120 @@ impl JobsCore {
 
     pub fn stats(&self, queue: &str, now_ms: i64) -> Result<QueueStats, JobError> {
         self.known_queue("queue", queue)?;
-        let q = &self.indexes.queues[queue];
-        let oldest = q
-            .ready
-            .iter()
-            .filter_map(|(_, id)| self.jobs.get(id).map(|j| j.run_at_ms))
-            .min();
+        let (name, q) = self.indexes.queues.get_key_value(queue).expect("a known queue");
+        let mut workers = self.connected_workers(now_ms, Some(queue));
+        let metrics = self.queue_metrics(name, q, now_ms, workers.remove(queue).unwrap_or_default());
         Ok(QueueStats {
-            counts: q.counts,
-            oldest_available_age_ms: oldest.map(|t| now_ms.saturating_sub(t).max(0) as u64),
+            metrics,
             enqueued_per_second: q.rates.per_second(now_ms, RATE_ENQUEUED),
             completed_per_second: q.rates.per_second(now_ms, RATE_COMPLETED),
             failed_per_second: q.rates.per_second(now_ms, RATE_FAILED),
             finished_in_memory: self.finished_in_memory(),
             finished_evicted_early: q.finished_evicted_early,
         })
+    }
+
+    /// The metrics of every known queue, sorted by name: jobs by state and
+    /// the oldest available job (from the table), totals, leases held,
+    /// connected workers and latencies (see `activity.rs`). One pass over
+    /// the running jobs, the waiting claims and each queue's available
+    /// jobs; for a metrics exporter.
+    pub fn metrics_snapshot(&self, now_ms: i64) -> Vec<QueueMetrics> {
+        let mut workers = self.connected_workers(now_ms, None);
+        let mut all: Vec<QueueMetrics> = self
+            .indexes
+            .queues
+            .iter()
+            .map(|(name, q)| self.queue_metrics(name, q, now_ms, workers.remove(name).unwrap_or_default()))
+            .collect();
+        all.sort_unstable_by(|a, b| a.queue.cmp(&b.queue));
+        all
+    }
+
+    /// Bytes the per-queue statistics hold beyond their fixed size (latency
+    /// buckets and claimers), all queues together.
+    pub fn activity_bytes(&self) -> usize {
+        self.indexes.queues.values().map(|q| q.activity.bytes()).sum()
+    }
+
+    /// Every known queue with its jobs by state, sorted by name: cheaper
+    /// than [`JobsCore::metrics_snapshot`], for listings.
+    pub fn queue_summaries(&self, now_ms: i64) -> Vec<QueueSummary> {
+        let mut all: Vec<QueueSummary> = self
+            .indexes
+            .queues
+            .iter()
+            .map(|(name, q)| QueueSummary {
+                queue: name.to_string(),
+                counts: q.counts,
+                oldest_available_age_ms: self.oldest_available_age_ms(q, now_ms),
+            })
+            .collect();
+        all.sort_unstable_by(|a, b| a.queue.cmp(&b.queue));
+        all
+    }
+
+    /// How long the queue's oldest available job has waited. A pass over
+    /// its available jobs: they are ordered by priority, not by age.
+    fn oldest_available_age_ms(&self, q: &Queue, now_ms: i64) -> Option<u64> {
+        q.ready
+            .iter()
+            .filter_map(|(_, id)| self.jobs.get(id).map(|j| j.run_at_ms))
+            .min()
+            .map(|t| now_ms.saturating_sub(t).max(0) as u64)
+    }
+
+    fn queue_metrics(&self, name: &str, q: &Queue, now_ms: i64, workers: HashSet<u64>) -> QueueMetrics {
+        QueueMetrics {
+            queue: name.to_owned(),
+            counts: q.counts,
+            oldest_available_age_ms: self.oldest_available_age_ms(q, now_ms),
+            counters: q.activity.counters,
+            leases_held: q.counts[JobState::Running.index()],
+            workers_connected: workers.len() as u64,
+            queue_wait: q.activity.queue_wait.snapshot(now_ms),
+            run_time: q.activity.run_time.snapshot(now_ms),
+            end_to_end: q.activity.end_to_end.snapshot(now_ms),
+        }
+    }
+
+    /// The workers connected to each queue (all, or `only`): holding a
+    /// lease on one of its jobs, waiting in a claim naming it, or having
+    /// claimed from it within the default lease length.
+    fn connected_workers(&self, now_ms: i64, only: Option<&str>) -> HashMap<Arc<str>, HashSet<u64>> {
+        let wanted = |queue: &str| only.is_none_or(|only| only == queue);
+        let mut workers: HashMap<Arc<str>, HashSet<u64>> = HashMap::new();
+        for (_, id) in &self.indexes.leases {
+            let Some(job) = self.jobs.get(id) else { continue };
+            if let Some(lease) = &job.lease
+                && wanted(&job.queue)
+            {
+                workers
+                    .entry(Arc::clone(&job.queue))
+                    .or_default()
+                    .insert(worker_key(&lease.worker));
+            }
+        }
+        for parked in &self.parked {
+            for queue in &parked.spec.queues {
+                if let Some((name, _)) = self.indexes.queues.get_key_value(queue.as_str())
+                    && wanted(name)
+                {
+                    workers
+                        .entry(Arc::clone(name))
+                        .or_default()
+                        .insert(worker_key(&parked.spec.worker));
+                }
+            }
+        }
+        let live_ms = self.config.lease_ms_default as i64;
+        for (name, q) in &self.indexes.queues {
+            if wanted(name) {
+                let recent = q.activity.recent_claimers(now_ms, live_ms);
+                workers.entry(Arc::clone(name)).or_default().extend(recent);
+            }
+        }
+        workers
     }
 
     /// Succeeded and cancelled jobs in memory, of every queue.
@@ -241,8 +359,12 @@ impl JobsCore {
         self.parked.retain(|p| p.request != request);
     }
 
+    /// Applies an event the core decided and counts it in its queue's
+    /// statistics. Replay calls `apply`, which does not count: statistics
+    /// are of what this process served, not of history (see
+    /// `activity.rs`).
     fn emit(&mut self, step: &mut Step, event: Event) {
-        self.apply(&event);
+        self.apply_event(&event, true);
         step.events.push(event);
     }
 
@@ -364,6 +486,13 @@ impl JobsCore {
         }
         self.parked = waiting;
         self.evict_finished(&mut step, now_ms);
+        if now_ms.saturating_sub(self.activity_swept_ms) >= ACTIVITY_SWEEP_INTERVAL_MS {
+            self.activity_swept_ms = now_ms;
+            let live_ms = self.config.lease_ms_default as i64;
+            for queue in self.indexes.queues.values_mut() {
+                queue.activity.release_expired(now_ms, live_ms);
+            }
+        }
         while let Some((until, _, _)) = self.key_expiry.first() {
             if *until > now_ms {
                 break;
@@ -636,6 +765,13 @@ impl JobsCore {
             0 => self.config.lease_ms_default,
             n => n,
         };
+        let live_ms = self.config.lease_ms_default as i64;
+        let worker = worker_key(&spec.worker);
+        for queue in &spec.queues {
+            if let Some(q) = self.indexes.queues.get_mut(queue.as_str()) {
+                q.activity.saw_claimer(worker, now_ms, live_ms);
+            }
+        }
         let max_jobs = spec.max_jobs.max(1) as usize;
         let mut claimed = Vec::new();
         while claimed.len() < max_jobs {

@@ -65,8 +65,9 @@ impl Indexes {
         self.queues.entry(Arc::clone(name)).or_default()
     }
 
-    pub(crate) fn insert(&mut self, job: &Job) {
-        let queue = self.queue(&job.queue);
+    /// Indexes `job` in its state; returns its queue.
+    pub(crate) fn insert(&mut self, job: &Job) -> &mut Queue {
+        let queue = self.queues.entry(Arc::clone(&job.queue)).or_default();
         queue.counts[job.state.index()] += 1;
         match job.state {
             JobState::Available => {
@@ -83,6 +84,7 @@ impl Indexes {
                 self.finished.insert((job.finished_ms.unwrap_or(0), job.id));
             }
         }
+        queue
     }
 
     pub(crate) fn remove(&mut self, job: &Job) {

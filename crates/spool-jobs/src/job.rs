@@ -117,6 +117,140 @@ pub struct Lease {
 /// would otherwise grow without bound). History keeps them all.
 pub const ERRORS_KEPT_MAX: usize = 20;
 
+/// Attempt records kept per job, the most recent ones, by the same reasoning
+/// and bound as errors: at most 20 records of 40 bytes (800 bytes) for a
+/// job retried that often, one record for most jobs. History has them all.
+pub const ATTEMPTS_KEPT_MAX: usize = ERRORS_KEPT_MAX;
+
+/// The attempt records of a job, oldest first, at most
+/// [`ATTEMPTS_KEPT_MAX`]. The latest is held inline and only earlier ones
+/// in a boxed vector: most jobs run once, and their stage times must not
+/// cost an allocation at each claim and each copy of the job (a plain
+/// vector did, measurably: `docs/performance.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attempts {
+    /// Boxed, so a job that never retried pays one word for it: the job
+    /// table moves jobs around, and every byte of a job is copied (a
+    /// boxed slice is two words, and measurably slower for it).
+    #[allow(clippy::box_collection)]
+    earlier: Option<Box<Vec<Attempt>>>,
+    latest: Option<Attempt>,
+}
+
+impl Attempts {
+    /// Adds a new latest attempt, forgetting the oldest beyond the bound.
+    pub fn push(&mut self, attempt: Attempt) {
+        if let Some(previous) = self.latest.replace(attempt) {
+            let earlier = self.earlier.get_or_insert_with(Box::default);
+            if earlier.len() + 1 >= ATTEMPTS_KEPT_MAX {
+                earlier.remove(0);
+            }
+            earlier.push(previous);
+        }
+    }
+
+    pub fn latest(&self) -> Option<&Attempt> {
+        self.latest.as_ref()
+    }
+
+    pub fn latest_mut(&mut self) -> Option<&mut Attempt> {
+        self.latest.as_mut()
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Attempt> {
+        self.earlier
+            .iter()
+            .flat_map(|earlier| earlier.iter())
+            .chain(self.latest.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.earlier.as_ref().map_or(0, |earlier| earlier.len()) + usize::from(self.latest.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_none()
+    }
+
+    pub fn to_vec(&self) -> Vec<Attempt> {
+        self.iter().copied().collect()
+    }
+}
+
+impl FromIterator<Attempt> for Attempts {
+    fn from_iter<I: IntoIterator<Item = Attempt>>(iter: I) -> Self {
+        let mut attempts = Attempts::default();
+        for attempt in iter {
+            attempts.push(attempt);
+        }
+        attempts
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    /// Not ended: the worker holds the lease.
+    Running,
+    /// The worker completed the job.
+    Succeeded,
+    /// The worker reported a failure.
+    Failed,
+    /// The lease ran out (the worker stopped heartbeating) or the attempt
+    /// reached its timeout.
+    LeaseExpired,
+    /// The worker gave the job back unrun (shutting down); the attempt does
+    /// not count against `attempts_max`.
+    Released,
+    /// The job was cancelled while this attempt ran.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 6] = [
+        AttemptOutcome::Running,
+        AttemptOutcome::Succeeded,
+        AttemptOutcome::Failed,
+        AttemptOutcome::LeaseExpired,
+        AttemptOutcome::Released,
+        AttemptOutcome::Cancelled,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::LeaseExpired => "lease_expired",
+            AttemptOutcome::Released => "released",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The stage times of one attempt: when the job became available for it,
+/// when a worker claimed it and when it ended. Queue wait is
+/// `claimed_at_ms - available_at_ms`, run time `finished_at_ms -
+/// claimed_at_ms`; the backoff before the next attempt is that attempt's
+/// `available_at_ms` minus this one's `finished_at_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    pub attempt: u32,
+    /// When the job became available for this attempt: its enqueue (or
+    /// not-before time), the end of a retry's backoff, a release or a
+    /// re-drive.
+    pub available_at_ms: i64,
+    pub claimed_at_ms: i64,
+    /// `None` while the attempt runs.
+    pub finished_at_ms: Option<i64>,
+    pub outcome: AttemptOutcome,
+}
+
 /// A job as the server holds it in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
@@ -142,6 +276,9 @@ pub struct Job {
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
     pub errors: Vec<AttemptError>,
+    /// Stage times of the most recent attempts, oldest first, at most
+    /// `ATTEMPTS_KEPT_MAX`.
+    pub attempts: Attempts,
     pub result: Option<Bytes>,
     pub progress: Option<String>,
     pub cancel_requested: bool,

@@ -8,7 +8,10 @@
 //! Layout: [`core`] is the pure state machine (requests and the time in,
 //! events and replies out), with its requests and replies in `request`,
 //! its ordering sets and counters in `indexes`, and in `apply` the one
-//! function through which events change jobs; [`event`] and [`codec`] encode events;
+//! function through which events change jobs; `activity` and [`latency`]
+//! count what happens per queue (totals, queue wait, run time and end to
+//! end latencies, connected workers) and hand it out as [`QueueMetrics`];
+//! [`event`] and [`codec`] encode events;
 //! [`job`] and [`config`] hold the data and its limits, [`queue`] the
 //! rule for queue names and what is kept per known queue; [`runtime`] runs
 //! the state machine on a thread, appends its events with group-committed
@@ -20,6 +23,7 @@
 
 #![deny(unsafe_code)]
 
+mod activity;
 mod apply;
 pub mod codec;
 pub mod config;
@@ -27,18 +31,23 @@ pub mod core;
 pub mod event;
 mod indexes;
 pub mod job;
+pub mod latency;
 pub mod queue;
 mod request;
 pub mod runtime;
 pub mod snapshot;
 
+pub use crate::activity::{CLAIMERS_TRACKED_MAX, QueueCounters, QueueMetrics};
 pub use crate::apply::JobFromLog;
 pub use crate::config::JobsConfig;
 pub use crate::core::{
-    ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, JobsCore, QueueStats, Reply, Request,
-    RequestId, Step, Target,
+    ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, JobsCore, QueueStats, QueueSummary, Reply,
+    Request, RequestId, Step, Target,
 };
 pub use crate::event::Event;
-pub use crate::job::{AttemptError, Job, JobId, JobSpec, JobState, Schedule};
+pub use crate::job::{
+    Attempt, AttemptError, AttemptOutcome, Attempts, Job, JobId, JobSpec, JobState, Schedule,
+};
+pub use crate::latency::{CumulativeHistogram, Latency, Percentiles, Window};
 pub use crate::queue::validate_queue_name;
 pub use crate::runtime::{JobsRuntime, RuntimeConfig, Startup};

@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use spool_log::names::TOPIC_NAME_BYTES_MAX;
 use spool_log::{is_internal_topic, validate_topic_name};
 
+use crate::activity::QueueActivity;
 use crate::indexes::Rates;
 use crate::job::JobId;
 use crate::request::JobError;
@@ -55,6 +56,9 @@ pub(crate) struct Queue {
     /// their retention time because `finished_in_memory_max` was reached,
     /// since the table was built.
     pub(crate) finished_evicted_early: u64,
+    /// Totals, latency distributions and claimers, since the table was
+    /// built.
+    pub(crate) activity: QueueActivity,
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use spool_log::{Durability, Partition, Record, Store};
 use tokio::sync::oneshot;
 
+use crate::activity::QueueMetrics;
 use crate::apply::JobFromLog;
 use crate::config::JobsConfig;
 use crate::core::{JobError, JobsCore, Reply, Request, RequestId, Step};
@@ -239,6 +240,23 @@ impl JobsRuntime {
         let (value, offset) = rx.await.map_err(|_| unavailable("the job service has stopped"))?;
         durable(&self.partition, offset).await?;
         Ok(value)
+    }
+
+    /// The metrics of every known queue, sorted by name (see
+    /// [`JobsCore::metrics_snapshot`]): what a metrics exporter renders.
+    /// Unlike [`read`](Self::read) it does not wait for the disk: a scrape
+    /// must not stall behind an fsync, and counting an event a crash could
+    /// still take back is harmless in statistics. It costs the job thread
+    /// one pass over the running jobs and each queue's available jobs.
+    pub async fn metrics_snapshot(&self) -> Result<Vec<QueueMetrics>, JobError> {
+        let (tx, rx) = oneshot::channel();
+        let message = Message::Read(Box::new(move |core, now, _| {
+            let _ = tx.send(core.metrics_snapshot(now));
+        }));
+        self.sender
+            .send(message)
+            .map_err(|_| unavailable("the job service has stopped"))?;
+        rx.await.map_err(|_| unavailable("the job service has stopped"))
     }
 
     /// Every event of job `id` from the log, starting at log offset `from`

@@ -2,11 +2,12 @@
 //! appended since the last one instead of the whole history.
 //!
 //! File `jobs.snapshot` (written atomically), little-endian: magic `SPJS`,
-//! version u32 (2), the log offset the snapshot covers up to (exclusive)
+//! version u32 (3), the log offset the snapshot covers up to (exclusive)
 //! u64, body length u64, CRC-32 of the body u32, then the body in the
 //! [`crate::codec`] encoding: last job id, the jobs, the live idempotency
 //! keys, the names of every known queue (version 2 added them, so that a
-//! queue stays known after all its jobs have left memory).
+//! queue stays known after all its jobs have left memory). Version 3 added
+//! each job's attempt records (stage times), written after its errors.
 //!
 //! A snapshot of another version is not read: the table is then rebuilt
 //! from the whole log, which holds everything a snapshot does.
@@ -18,11 +19,11 @@ use bytes::Bytes;
 use crate::codec::{Reader, Writer};
 use crate::config::JobsConfig;
 use crate::core::JobsCore;
-use crate::job::{AttemptError, Job, JobState, Lease};
+use crate::job::{Attempt, AttemptError, AttemptOutcome, Attempts, Job, JobState, Lease};
 
 pub const FILE_NAME: &str = "jobs.snapshot";
 const MAGIC: &[u8; 4] = b"SPJS";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const HEADER_BYTES: usize = 28;
 
 fn state_code(state: JobState) -> u8 {
@@ -31,6 +32,10 @@ fn state_code(state: JobState) -> u8 {
 
 fn state_from(code: u8) -> Option<JobState> {
     JobState::ALL.get(usize::from(code)).copied()
+}
+
+fn outcome_from(code: u8) -> Option<AttemptOutcome> {
+    AttemptOutcome::ALL.get(usize::from(code)).copied()
 }
 
 fn write_job(w: &mut Writer, job: &Job) {
@@ -59,6 +64,14 @@ fn write_job(w: &mut Writer, job: &Job) {
         w.u64(u64::from(e.attempt));
         w.str(&e.error);
         w.i64(e.failed_at_ms);
+    }
+    w.u64(job.attempts.len() as u64);
+    for a in job.attempts.iter() {
+        w.u64(u64::from(a.attempt));
+        w.i64(a.available_at_ms);
+        w.i64(a.claimed_at_ms);
+        w.opt_i64(a.finished_at_ms);
+        w.u8(a.outcome.index() as u8);
     }
     w.opt_bytes(job.result.as_deref());
     w.opt_str(job.progress.as_deref());
@@ -110,6 +123,16 @@ fn read_job(r: &mut Reader) -> Option<Job> {
             failed_at_ms: r.i64()?,
         });
     }
+    let mut attempts = Attempts::default();
+    for _ in 0..r.u64()? {
+        attempts.push(Attempt {
+            attempt: r.u32()?,
+            available_at_ms: r.i64()?,
+            claimed_at_ms: r.i64()?,
+            finished_at_ms: r.opt_i64()?,
+            outcome: outcome_from(r.u8()?)?,
+        });
+    }
     let result = r.opt_bytes()?;
     let progress = r.opt_string()?;
     let cancel_requested = r.u8()? != 0;
@@ -146,6 +169,7 @@ fn read_job(r: &mut Reader) -> Option<Job> {
         started_ms,
         finished_ms,
         errors,
+        attempts,
         result,
         progress,
         cancel_requested,

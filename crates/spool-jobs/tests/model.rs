@@ -697,7 +697,11 @@ impl Run {
                 "{name}"
             );
             if let Ok(stats) = self.core.stats(name, self.now) {
-                assert_eq!(stats.counts, self.model.counts(queue), "counts of queue {name}");
+                assert_eq!(
+                    stats.metrics.counts,
+                    self.model.counts(queue),
+                    "counts of queue {name}"
+                );
             }
         }
     }
@@ -716,8 +720,8 @@ impl Run {
         assert_eq!(jobs, rebuilt, "the table rebuilt from the events differs");
         for name in QUEUES {
             assert_eq!(
-                self.core.stats(name, self.now).map(|s| s.counts),
-                replayed.stats(name, self.now).map(|s| s.counts)
+                self.core.stats(name, self.now).map(|s| s.metrics.counts),
+                replayed.stats(name, self.now).map(|s| s.metrics.counts)
             );
         }
     }

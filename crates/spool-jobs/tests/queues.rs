@@ -156,7 +156,7 @@ fn a_queue_is_known_from_its_first_enqueue_and_stays_known() {
     h.request(complete, T0 + 1).unwrap();
     h.tick(T0 + 2_000);
     assert!(h.core.job(id).is_none(), "the job left memory");
-    assert_eq!(h.core.stats("q", T0 + 2_000).unwrap().counts, [0; 6]);
+    assert_eq!(h.core.stats("q", T0 + 2_000).unwrap().metrics.counts, [0; 6]);
 
     // Through a snapshot...
     let encoded = snapshot::encode(&h.core, 0);

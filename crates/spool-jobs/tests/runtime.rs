@@ -116,7 +116,7 @@ async fn the_table_survives_a_clean_restart_and_a_crash() {
         assert!(startup.snapshot_offset.is_some());
         assert_eq!(startup.replayed_events, 0);
         let counts = runtime
-            .read(|core, now| core.stats("q", now).unwrap().counts)
+            .read(|core, now| core.stats("q", now).unwrap().metrics.counts)
             .await
             .unwrap();
         assert_eq!(counts[JobState::Succeeded.index()], 5);
@@ -149,7 +149,7 @@ async fn the_table_survives_a_clean_restart_and_a_crash() {
     let (_store, runtime, startup) = fixture.open(1_000_000);
     assert!(startup.replayed_events >= 6, "{startup:?}");
     let counts = runtime
-        .read(|core, now| core.stats("q", now).unwrap().counts)
+        .read(|core, now| core.stats("q", now).unwrap().metrics.counts)
         .await
         .unwrap();
     assert_eq!(counts[JobState::Dead.index()], 3);
@@ -335,6 +335,50 @@ async fn a_job_that_left_memory_is_rebuilt_from_the_log() {
         assert_eq!(runtime.job_from_log(unknown).unwrap(), None, "{unknown}");
         assert_eq!(runtime.history(unknown, 0, 10).unwrap(), (vec![], None));
     }
+    runtime.stop();
+    store.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_snapshot_counts_what_this_process_served() {
+    let fixture = Fixture::new();
+    let (store, runtime, _) = fixture.open(1_000_000);
+    enqueue_all(&runtime, 4).await;
+    fixture.clock.fetch_add(250, Ordering::SeqCst);
+    let claimed = claim(&runtime, 3).await;
+    fixture.clock.fetch_add(1_000, Ordering::SeqCst);
+    let (id, token) = claimed[0];
+    let complete = Request::Complete {
+        id,
+        token,
+        result: Bytes::new(),
+    };
+    runtime.call(complete).await.unwrap();
+    let snapshot = runtime.metrics_snapshot().await.unwrap();
+    assert_eq!(snapshot.len(), 1);
+    let q = &snapshot[0];
+    assert_eq!(q.queue, "q");
+    assert_eq!(q.counts[JobState::Available.index()], 1);
+    assert_eq!(q.counts[JobState::Running.index()], 2);
+    assert_eq!((q.leases_held, q.workers_connected), (2, 1));
+    assert_eq!(
+        (q.counters.enqueued, q.counters.claimed, q.counters.completed),
+        (4, 3, 1)
+    );
+    let wait = q.queue_wait.last_minute.unwrap();
+    assert_eq!((wait.count, wait.p50_ms, wait.max_ms), (3, 250, 250));
+    let run = q.run_time.last_minute.unwrap();
+    // 1,000 ms, reported as the top of its HdrHistogram bucket.
+    assert_eq!((run.count, run.p99_ms), (1, 1_003));
+    assert_eq!(q.end_to_end.histogram.count, 1);
+    // After a restart the table comes back, the totals start again.
+    runtime.stop();
+    drop(runtime);
+    store.close().unwrap();
+    let (store, runtime, _) = fixture.open(1_000_000);
+    let snapshot = runtime.metrics_snapshot().await.unwrap();
+    assert_eq!(snapshot[0].counts, q.counts);
+    assert_eq!(snapshot[0].counters, spool_jobs::QueueCounters::default());
     runtime.stop();
     store.close().unwrap();
 }

@@ -690,10 +690,10 @@ fn stats_count_states_and_rates() {
     )
     .unwrap();
     let stats = h.core.stats("q", T0 + 3_000).unwrap();
-    assert_eq!(stats.counts[JobState::Available.index()], 4);
-    assert_eq!(stats.counts[JobState::Running.index()], 1);
-    assert_eq!(stats.counts[JobState::Succeeded.index()], 1);
-    assert_eq!(stats.oldest_available_age_ms, Some(3_000));
+    assert_eq!(stats.metrics.counts[JobState::Available.index()], 4);
+    assert_eq!(stats.metrics.counts[JobState::Running.index()], 1);
+    assert_eq!(stats.metrics.counts[JobState::Succeeded.index()], 1);
+    assert_eq!(stats.metrics.oldest_available_age_ms, Some(3_000));
     assert!((stats.enqueued_per_second - 0.1).abs() < 1e-9);
     assert_eq!(
         h.core.stats("none", T0),

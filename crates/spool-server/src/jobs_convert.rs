@@ -4,8 +4,8 @@
 //! in `convert.rs`.
 
 use spool_jobs::{
-    ClaimSpec, ClaimedJob, DeadFilter, Event, Job, JobFromLog, JobId, JobSpec, JobState, JobsConfig,
-    QueueStats, Request, Schedule, Target,
+    Attempt, AttemptOutcome, ClaimSpec, ClaimedJob, DeadFilter, Event, Job, JobFromLog, JobId, JobSpec,
+    JobState, JobsConfig, Percentiles, QueueStats, QueueSummary, Request, Schedule, Target, Window,
 };
 use spool_proto::v1;
 use tonic::Status;
@@ -111,6 +111,25 @@ pub(crate) fn job_to_proto(job: &Job, include_payload: bool) -> v1::Job {
         worker_id: job.lease.as_ref().map(|l| l.worker.clone()),
         from_history: false,
         purged_at_ms: None,
+        attempts: job.attempts.iter().map(attempt_to_proto).collect(),
+    }
+}
+
+fn attempt_to_proto(attempt: &Attempt) -> v1::JobAttempt {
+    let outcome = match attempt.outcome {
+        AttemptOutcome::Running => v1::AttemptOutcome::Running,
+        AttemptOutcome::Succeeded => v1::AttemptOutcome::Succeeded,
+        AttemptOutcome::Failed => v1::AttemptOutcome::Failed,
+        AttemptOutcome::LeaseExpired => v1::AttemptOutcome::LeaseExpired,
+        AttemptOutcome::Released => v1::AttemptOutcome::Released,
+        AttemptOutcome::Cancelled => v1::AttemptOutcome::Cancelled,
+    };
+    v1::JobAttempt {
+        attempt: attempt.attempt,
+        available_at_ms: attempt.available_at_ms,
+        claimed_at_ms: attempt.claimed_at_ms,
+        finished_at_ms: attempt.finished_at_ms,
+        outcome: outcome as i32,
     }
 }
 
@@ -128,7 +147,16 @@ pub(crate) fn stats_to_proto(
     stats: &QueueStats,
     config: &JobsConfig,
 ) -> v1::QueueStatsResponse {
-    let count = |state: JobState| stats.counts[state.index()];
+    let metrics = &stats.metrics;
+    let count = |state: JobState| metrics.counts[state.index()];
+    let totals = &metrics.counters;
+    let window = |latency: &spool_jobs::Latency, window: Window| {
+        match window {
+            Window::LastMinute => latency.last_minute,
+            Window::LastHour => latency.last_hour,
+        }
+        .map(percentiles_to_proto)
+    };
     v1::QueueStatsResponse {
         queue,
         scheduled_count: count(JobState::Scheduled),
@@ -137,7 +165,7 @@ pub(crate) fn stats_to_proto(
         succeeded_count: count(JobState::Succeeded),
         dead_count: count(JobState::Dead),
         cancelled_count: count(JobState::Cancelled),
-        oldest_available_age_ms: stats.oldest_available_age_ms,
+        oldest_available_age_ms: metrics.oldest_available_age_ms,
         rate_window_ms: spool_jobs::core::RATE_WINDOW_MS,
         enqueued_per_second: stats.enqueued_per_second,
         completed_per_second: stats.completed_per_second,
@@ -147,6 +175,46 @@ pub(crate) fn stats_to_proto(
         finished_in_memory_count: stats.finished_in_memory,
         finished_evicted_early_count: stats.finished_evicted_early,
         dead_retention_ms: config.dead_retention_ms,
+        queue_wait_last_minute: window(&metrics.queue_wait, Window::LastMinute),
+        queue_wait_last_hour: window(&metrics.queue_wait, Window::LastHour),
+        run_time_last_minute: window(&metrics.run_time, Window::LastMinute),
+        run_time_last_hour: window(&metrics.run_time, Window::LastHour),
+        end_to_end_last_minute: window(&metrics.end_to_end, Window::LastMinute),
+        end_to_end_last_hour: window(&metrics.end_to_end, Window::LastHour),
+        enqueued_total: totals.enqueued,
+        claimed_total: totals.claimed,
+        completed_total: totals.completed,
+        failed_total: totals.failed,
+        retried_total: totals.retried,
+        dead_total: totals.dead,
+        expired_lease_total: totals.expired_lease,
+        cancelled_total: totals.cancelled,
+        released_total: totals.released,
+        redriven_total: totals.redriven,
+        workers_connected: metrics.workers_connected,
+    }
+}
+
+fn percentiles_to_proto(percentiles: Percentiles) -> v1::LatencyPercentiles {
+    v1::LatencyPercentiles {
+        count: percentiles.count,
+        p50_ms: percentiles.p50_ms,
+        p99_ms: percentiles.p99_ms,
+        max_ms: percentiles.max_ms,
+    }
+}
+
+pub(crate) fn summary_to_proto(summary: QueueSummary) -> v1::QueueSummary {
+    let count = |state: JobState| summary.counts[state.index()];
+    v1::QueueSummary {
+        scheduled_count: count(JobState::Scheduled),
+        available_count: count(JobState::Available),
+        running_count: count(JobState::Running),
+        succeeded_count: count(JobState::Succeeded),
+        dead_count: count(JobState::Dead),
+        cancelled_count: count(JobState::Cancelled),
+        oldest_available_age_ms: summary.oldest_available_age_ms,
+        queue: summary.queue,
     }
 }
 

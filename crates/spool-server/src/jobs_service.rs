@@ -13,7 +13,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 use crate::jobs_convert::{
     claim_spec, claimed_to_proto, complete_request, enqueue_response, event_to_proto, fail_request,
     job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, retry_target,
-    spec_from_proto, state_from_proto, state_to_proto, stats_to_proto,
+    spec_from_proto, state_from_proto, state_to_proto, stats_to_proto, summary_to_proto,
 };
 use crate::status::{job_status, join_error, status};
 
@@ -385,5 +385,19 @@ impl Jobs for JobsService {
             .map_err(job_status)?;
         let config = self.runtime.config();
         Ok(Response::new(stats_to_proto(queue, &stats, config)))
+    }
+
+    async fn list_queues(
+        &self,
+        _request: GrpcRequest<v1::ListQueuesRequest>,
+    ) -> Result<Response<v1::ListQueuesResponse>, Status> {
+        let summaries = self
+            .runtime
+            .read(|core, now| core.queue_summaries(now))
+            .await
+            .map_err(job_status)?;
+        Ok(Response::new(v1::ListQueuesResponse {
+            queues: summaries.into_iter().map(summary_to_proto).collect(),
+        }))
     }
 }

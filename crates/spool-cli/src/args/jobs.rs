@@ -207,12 +207,22 @@ impl TimeOrAgo {
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// Counts per state, age of the oldest available job, and enqueue,
-    /// completion and failure rates over the last minute.
+    /// Counts per state, age of the oldest available job, rates over the
+    /// last minute, p50/p99 of queue wait, run time and end to end over the
+    /// last minute and hour, totals since the server started and connected
+    /// workers.
     #[command(after_help = "Examples:\n  spool queue stats emails\n  spool queue stats emails --format json")]
     Stats {
         queue: String,
         /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+        format: OutputFormat,
+    },
+    /// Every queue the server knows, with its jobs by state and the age of
+    /// its oldest available job.
+    #[command(after_help = "Examples:\n  spool queue list\n  spool queue list --format json")]
+    List {
+        /// Output format (json: one line per queue).
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },

@@ -14,6 +14,7 @@ use crate::args::jobs::{DeadArgs, EnqueueArgs, JobCommand, ListArgs, OutputForma
 use crate::commands::job_view::{event_json, event_row, format_time, job_json, job_text, shorten};
 use crate::output::{errln, out, outln};
 use crate::table::Table;
+use crate::time::now_ms;
 use crate::units::group_thousands;
 use crate::{Context, Explain};
 
@@ -300,11 +301,4 @@ fn state_from_arg(state: StateArg) -> JobState {
         StateArg::Dead => JobState::Dead,
         StateArg::Cancelled => JobState::Cancelled,
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -43,6 +43,20 @@ pub fn job_json(job: &JobInfo) -> Value {
             "error": e.error,
             "failed_at_ms": e.failed_at_ms,
         })).collect::<Vec<_>>(),
+        "attempts": job.attempts.iter().enumerate().map(|(index, a)| json!({
+            "attempt": a.attempt,
+            "available_at_ms": a.available_at_ms,
+            "claimed_at_ms": a.claimed_at_ms,
+            "finished_at_ms": a.finished_at_ms,
+            "outcome": a.outcome.as_str(),
+            "queue_wait_ms": millis(a.queue_wait()),
+            "run_ms": a.run_time().map(millis),
+            "backoff_after_ms": job.backoff_after(index).map(millis),
+        })).collect::<Vec<_>>(),
+        "stages": {
+            "initial_delay_ms": job.initial_delay().map(millis),
+            "total_ms": job.total().map(millis),
+        },
         "payload": JsonBytes(job.payload.clone()),
         "result": job.result.clone().map(JsonBytes),
     })
@@ -139,6 +153,62 @@ pub fn job_text(job: &JobInfo, now_ms: i64) -> String {
             ));
         }
     }
+    out.push_str(&stages_text(job, now_ms));
+    out
+}
+
+/// Where the job spent its time: the delay before it was first available,
+/// then per attempt the queue wait, the run and the backoff after it, and
+/// the total from enqueue to its end.
+pub fn stages_text(job: &JobInfo, now_ms: i64) -> String {
+    let age = |ms: i64| format_age_ms(ms.max(0) as u64);
+    let mut summary = Vec::new();
+    match job.initial_delay() {
+        Some(delay) if delay.is_zero() => summary.push("available at enqueue".to_owned()),
+        Some(delay) => summary.push(format!("delayed {} at enqueue", format_age_ms(millis(delay)))),
+        None => {}
+    }
+    match job.total() {
+        Some(total) => summary.push(format!(
+            "total {}, enqueued to {}",
+            format_age_ms(millis(total)),
+            job.state
+        )),
+        None => summary.push(format!(
+            "{} since enqueued, not finished",
+            age(now_ms - job.created_at_ms)
+        )),
+    }
+    if let Some(first) = job.attempts.first()
+        && first.attempt > 1
+    {
+        summary.push(format!(
+            "attempts before {} are not kept (`spool job history` has them)",
+            first.attempt
+        ));
+    }
+    let mut out = format!("stages        {}\n", summary.join("; "));
+    if job.attempts.is_empty() {
+        out.push_str("  no attempt yet\n");
+    }
+    for (index, attempt) in job.attempts.iter().enumerate() {
+        let run = match attempt.run_time() {
+            Some(run) => format_age_ms(millis(run)),
+            None => format!("{} so far", age(now_ms - attempt.claimed_at_ms)),
+        };
+        let backoff = job
+            .backoff_after(index)
+            .map(|backoff| format!("  then backoff {}", format_age_ms(millis(backoff))))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  attempt {:<3} wait {:<9} run {:<14} {}{}\n",
+            attempt.attempt,
+            format_age_ms(millis(attempt.queue_wait())),
+            run,
+            attempt.outcome,
+            backoff
+        ));
+    }
     out
 }
 
@@ -234,7 +304,7 @@ pub fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use spool_client::jobs::{AttemptError, JobEventKind, JobState};
+    use spool_client::jobs::{AttemptError, AttemptOutcome, JobAttempt, JobEventKind, JobState};
 
     use super::*;
 
@@ -273,6 +343,22 @@ mod tests {
             worker_id: None,
             from_history: true,
             purged_at_ms: Some(6_000),
+            attempts: vec![
+                JobAttempt {
+                    attempt: 1,
+                    available_at_ms: 1_000,
+                    claimed_at_ms: 1_012,
+                    finished_at_ms: Some(2_000),
+                    outcome: AttemptOutcome::Failed,
+                },
+                JobAttempt {
+                    attempt: 2,
+                    available_at_ms: 3_500,
+                    claimed_at_ms: 3_500,
+                    finished_at_ms: Some(5_000),
+                    outcome: AttemptOutcome::LeaseExpired,
+                },
+            ],
         }
     }
 
@@ -302,8 +388,59 @@ mod tests {
     }
 
     #[test]
+    fn stages_read_per_attempt() {
+        let text = stages_text(&dead_job(), 65_000);
+        assert_eq!(
+            text,
+            "stages        available at enqueue; total 4s, enqueued to dead\n  \
+             attempt 1   wait 12ms      run 988ms          failed  then backoff 1.5s\n  \
+             attempt 2   wait 0ms       run 1.5s           lease_expired\n"
+        );
+        // A running job that waited at enqueue; its early attempts are no
+        // longer kept.
+        let running = JobInfo {
+            state: JobState::Running,
+            finished_at_ms: None,
+            attempts: vec![JobAttempt {
+                attempt: 22,
+                available_at_ms: 10_000,
+                claimed_at_ms: 10_000,
+                finished_at_ms: None,
+                outcome: AttemptOutcome::Running,
+            }],
+            ..dead_job()
+        };
+        let text = stages_text(&running, 12_500);
+        assert!(
+            text.starts_with("stages        11.5s since enqueued, not finished; attempts before 22"),
+            "{text}"
+        );
+        assert!(text.contains("run 2.5s so far    running\n"), "{text}");
+        let waiting = JobInfo {
+            state: JobState::Scheduled,
+            available_at_ms: Some(61_000),
+            finished_at_ms: None,
+            attempts: vec![],
+            ..dead_job()
+        };
+        let text = stages_text(&waiting, 2_000);
+        assert!(
+            text.starts_with("stages        delayed 1m0s at enqueue; 1s since enqueued"),
+            "{text}"
+        );
+        assert!(text.ends_with("  no attempt yet\n"), "{text}");
+    }
+
+    #[test]
     fn a_job_reads_as_json() {
         let value = job_json(&dead_job());
+        assert_eq!(value["attempts"][0]["queue_wait_ms"], json!(12));
+        assert_eq!(value["attempts"][0]["run_ms"], json!(988));
+        assert_eq!(value["attempts"][0]["backoff_after_ms"], json!(1_500));
+        assert_eq!(value["attempts"][1]["outcome"], json!("lease_expired"));
+        assert_eq!(value["attempts"][1]["backoff_after_ms"], Value::Null);
+        assert_eq!(value["stages"]["total_ms"], json!(4_000));
+        assert_eq!(value["stages"]["initial_delay_ms"], json!(0));
         assert_eq!(value["state"], json!("dead"));
         assert_eq!(value["errors"][1]["attempt"], json!(2));
         assert_eq!(value["payload"], json!("{\"to\":\"a@example.com\"}"));

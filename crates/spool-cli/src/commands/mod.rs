@@ -6,4 +6,5 @@ pub mod job_view;
 pub mod offsets;
 pub mod produce;
 pub mod queue;
+pub mod top;
 pub mod topic;

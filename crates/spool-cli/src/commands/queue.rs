@@ -1,11 +1,12 @@
-//! `spool queue stats`.
+//! `spool queue stats` and `spool queue list`.
 
-use serde_json::json;
-use spool_client::jobs::QueueStats;
+use serde_json::{Value, json};
+use spool_client::jobs::{LatencyWindows, Percentiles, QueueStats, QueueSummary};
 
 use crate::args::jobs::{OutputFormat, QueueCommand};
 use crate::commands::job_view::millis;
 use crate::output::{out, outln};
+use crate::table::Table;
 use crate::units::{format_age_ms, format_duration_ms, group_thousands};
 use crate::{Context, Explain};
 
@@ -24,10 +25,31 @@ pub async fn run(context: &Context, command: QueueCommand) -> anyhow::Result<()>
             }
             Ok(())
         }
+        QueueCommand::List { format } => {
+            let queues = context
+                .client
+                .jobs()
+                .list_queues()
+                .await
+                .explain(context.subject())?;
+            match format {
+                OutputFormat::Json => {
+                    for queue in &queues {
+                        outln!("{}", summary_json(queue))?;
+                    }
+                }
+                OutputFormat::Human if queues.is_empty() => {
+                    outln!("no queues: no job was ever enqueued to this server")?
+                }
+                OutputFormat::Human => out!("{}", list_text(&queues))?,
+            }
+            Ok(())
+        }
     }
 }
 
-fn stats_json(stats: &QueueStats) -> serde_json::Value {
+fn stats_json(stats: &QueueStats) -> Value {
+    let totals = &stats.totals;
     json!({
         "queue": stats.queue,
         "scheduled": stats.scheduled_count,
@@ -37,10 +59,29 @@ fn stats_json(stats: &QueueStats) -> serde_json::Value {
         "dead": stats.dead_count,
         "cancelled": stats.cancelled_count,
         "oldest_available_age_ms": stats.oldest_available_age.map(millis),
+        "leases_held": stats.running_count,
+        "workers_connected": stats.workers_connected,
         "rate_window_ms": millis(stats.rate_window),
         "enqueued_per_second": stats.enqueued_per_second,
         "completed_per_second": stats.completed_per_second,
         "failed_per_second": stats.failed_per_second,
+        "latency": {
+            "queue_wait": windows_json(&stats.latency.queue_wait),
+            "run_time": windows_json(&stats.latency.run_time),
+            "end_to_end": windows_json(&stats.latency.end_to_end),
+        },
+        "totals": {
+            "enqueued": totals.enqueued,
+            "claimed": totals.claimed,
+            "completed": totals.completed,
+            "failed": totals.failed,
+            "retried": totals.retried,
+            "dead": totals.dead,
+            "expired_lease": totals.expired_lease,
+            "cancelled": totals.cancelled,
+            "released": totals.released,
+            "redriven": totals.redriven,
+        },
         "eviction": {
             "finished_retention_ms": millis(stats.eviction.finished_retention),
             "finished_in_memory_max": stats.eviction.finished_in_memory_max,
@@ -51,13 +92,57 @@ fn stats_json(stats: &QueueStats) -> serde_json::Value {
     })
 }
 
+fn windows_json(windows: &LatencyWindows) -> Value {
+    let one = |percentiles: Option<Percentiles>| {
+        percentiles.map(|p| {
+            json!({
+                "count": p.count,
+                "p50_ms": millis(p.p50),
+                "p99_ms": millis(p.p99),
+                "max_ms": millis(p.max),
+            })
+        })
+    };
+    json!({
+        "last_minute": one(windows.last_minute),
+        "last_hour": one(windows.last_hour),
+    })
+}
+
+/// `p50 12ms, p99 80ms of 1,170 in the last minute; p50 ... in the last
+/// hour`.
+fn windows_text(windows: &LatencyWindows) -> String {
+    let one = |percentiles: Option<Percentiles>, window: &str| match percentiles {
+        Some(p) => format!(
+            "p50 {}, p99 {} of {} in the last {window}",
+            format_age_ms(millis(p.p50)),
+            format_age_ms(millis(p.p99)),
+            group_thousands(p.count)
+        ),
+        None => format!("none in the last {window}"),
+    };
+    format!(
+        "{}; {}",
+        one(windows.last_minute, "minute"),
+        one(windows.last_hour, "hour")
+    )
+}
+
 fn stats_text(stats: &QueueStats) -> String {
     let count = |n: u64| group_thousands(n);
+    let totals = &stats.totals;
     let lines = [
         ("queue", stats.queue.clone()),
         ("scheduled", count(stats.scheduled_count)),
         ("available", count(stats.available_count)),
-        ("running", count(stats.running_count)),
+        (
+            "running",
+            format!(
+                "{} (leases held), {} workers connected",
+                count(stats.running_count),
+                count(stats.workers_connected)
+            ),
+        ),
         (
             "succeeded",
             format!("{} (still in memory)", count(stats.succeeded_count)),
@@ -82,6 +167,26 @@ fn stats_text(stats: &QueueStats) -> String {
                 format_rate(stats.completed_per_second),
                 format_rate(stats.failed_per_second),
                 format_duration_ms(millis(stats.rate_window))
+            ),
+        ),
+        ("queue wait", windows_text(&stats.latency.queue_wait)),
+        ("run time", windows_text(&stats.latency.run_time)),
+        ("end to end", windows_text(&stats.latency.end_to_end)),
+        (
+            "totals",
+            format!(
+                "since the server started: enqueued {}, claimed {}, completed {}, failed {} \
+                 (retried {}, dead {}, expired lease {}), cancelled {}, released {}, re-driven {}",
+                count(totals.enqueued),
+                count(totals.claimed),
+                count(totals.completed),
+                count(totals.failed),
+                count(totals.retried),
+                count(totals.dead),
+                count(totals.expired_lease),
+                count(totals.cancelled),
+                count(totals.released),
+                count(totals.redriven),
             ),
         ),
         (
@@ -109,8 +214,49 @@ fn stats_text(stats: &QueueStats) -> String {
         .collect()
 }
 
+fn summary_json(queue: &QueueSummary) -> Value {
+    json!({
+        "queue": queue.queue,
+        "scheduled": queue.scheduled_count,
+        "available": queue.available_count,
+        "running": queue.running_count,
+        "succeeded": queue.succeeded_count,
+        "dead": queue.dead_count,
+        "cancelled": queue.cancelled_count,
+        "oldest_available_age_ms": queue.oldest_available_age.map(millis),
+    })
+}
+
+fn list_text(queues: &[QueueSummary]) -> String {
+    let mut table = Table::new(&[
+        "QUEUE",
+        "SCHEDULED>",
+        "AVAILABLE>",
+        "RUNNING>",
+        "SUCCEEDED>",
+        "DEAD>",
+        "CANCELLED>",
+        "OLDEST AVAILABLE>",
+    ]);
+    for queue in queues {
+        table.row(vec![
+            queue.queue.clone(),
+            group_thousands(queue.scheduled_count),
+            group_thousands(queue.available_count),
+            group_thousands(queue.running_count),
+            group_thousands(queue.succeeded_count),
+            group_thousands(queue.dead_count),
+            group_thousands(queue.cancelled_count),
+            queue
+                .oldest_available_age
+                .map_or_else(|| "-".into(), |age| format_age_ms(millis(age))),
+        ]);
+    }
+    table.render()
+}
+
 /// A rate with the precision it needs: `0`, `0.033`, `19.5`, `1,250`.
-fn format_rate(per_second: f64) -> String {
+pub fn format_rate(per_second: f64) -> String {
     match per_second {
         r if r <= 0.0 => "0".into(),
         r if r < 1.0 => format!("{r:.3}"),
@@ -123,17 +269,22 @@ fn format_rate(per_second: f64) -> String {
 mod tests {
     use std::time::Duration;
 
-    use spool_client::jobs::EvictionRule;
+    use spool_client::jobs::{EvictionRule, QueueLatency, QueueTotals};
 
     use super::*;
 
-    #[test]
-    fn stats_read_as_text_and_json() {
-        let stats = QueueStats {
+    fn stats() -> QueueStats {
+        let percentiles = |p50_ms, p99_ms, count| Percentiles {
+            count,
+            p50: Duration::from_millis(p50_ms),
+            p99: Duration::from_millis(p99_ms),
+            max: Duration::from_millis(p99_ms + 1),
+        };
+        QueueStats {
             queue: "emails".into(),
             scheduled_count: 0,
             available_count: 1_200,
-            running_count: 0,
+            running_count: 3,
             succeeded_count: 0,
             dead_count: 2,
             cancelled_count: 0,
@@ -142,6 +293,31 @@ mod tests {
             enqueued_per_second: 20.0,
             completed_per_second: 19.5,
             failed_per_second: 0.0,
+            latency: QueueLatency {
+                queue_wait: LatencyWindows {
+                    last_minute: Some(percentiles(12, 80, 1_170)),
+                    last_hour: Some(percentiles(10, 95, 70_000)),
+                },
+                run_time: LatencyWindows {
+                    last_minute: None,
+                    last_hour: Some(percentiles(1_200, 3_400, 69_000)),
+                },
+                end_to_end: LatencyWindows {
+                    last_minute: None,
+                    last_hour: None,
+                },
+            },
+            totals: QueueTotals {
+                enqueued: 12_000,
+                claimed: 11_950,
+                completed: 11_900,
+                failed: 50,
+                retried: 45,
+                dead: 5,
+                expired_lease: 3,
+                ..QueueTotals::default()
+            },
+            workers_connected: 2,
             eviction: EvictionRule {
                 finished_retention: Duration::from_secs(3600),
                 finished_in_memory_max: 100_000,
@@ -149,12 +325,40 @@ mod tests {
                 finished_evicted_early_count: 4_200,
                 dead_retention: Duration::from_secs(7 * 86_400),
             },
-        };
+        }
+    }
+
+    #[test]
+    fn stats_read_as_text_and_json() {
+        let stats = stats();
         let text = stats_text(&stats);
         assert!(text.contains("available         1,200\n"), "{text}");
+        assert!(
+            text.contains("running           3 (leases held), 2 workers connected\n"),
+            "{text}"
+        );
         assert!(text.contains("waiting 12.3s"), "{text}");
         assert!(text.contains("completed 19.5/s"), "{text}");
         assert!(text.contains("over the last 1m"), "{text}");
+        assert!(
+            text.contains(
+                "queue wait        p50 12ms, p99 80ms of 1,170 in the last minute; \
+                 p50 10ms, p99 95ms of 70,000 in the last hour\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("run time          none in the last minute; p50 1.2s, p99 3.4s of 69,000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("end to end        none in the last minute; none in the last hour\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("failed 50 (retried 45, dead 5, expired lease 3), cancelled 0"),
+            "{text}"
+        );
         assert!(
             text.contains("leave memory 1h after finishing, or sooner once 100,000 are held (all queues; 100,000 now); 4,200 of this queue left early"),
             "{text}"
@@ -164,8 +368,59 @@ mod tests {
         assert_eq!(value["dead"], json!(2));
         assert_eq!(value["oldest_available_age_ms"], json!(12_300));
         assert_eq!(value["eviction"]["finished_in_memory_max"], json!(100_000));
+        assert_eq!(value["workers_connected"], json!(2));
+        assert_eq!(value["leases_held"], json!(3));
+        assert_eq!(
+            value["latency"]["queue_wait"]["last_minute"],
+            json!({"count": 1_170, "p50_ms": 12, "p99_ms": 80, "max_ms": 81})
+        );
+        assert_eq!(value["latency"]["run_time"]["last_minute"], Value::Null);
+        assert_eq!(value["totals"]["expired_lease"], json!(3));
         assert_eq!(format_rate(2.0 / 60.0), "0.033");
         assert_eq!(format_rate(0.0), "0");
         assert_eq!(format_rate(1_250.4), "1,250");
+    }
+
+    #[test]
+    fn queues_list_as_a_table_and_json_lines() {
+        let queues = vec![
+            QueueSummary {
+                queue: "emails".into(),
+                scheduled_count: 1,
+                available_count: 12_000,
+                running_count: 4,
+                succeeded_count: 0,
+                dead_count: 2,
+                cancelled_count: 0,
+                oldest_available_age: Some(Duration::from_millis(2_500)),
+            },
+            QueueSummary {
+                queue: "reports".into(),
+                scheduled_count: 0,
+                available_count: 0,
+                running_count: 0,
+                succeeded_count: 7,
+                dead_count: 0,
+                cancelled_count: 0,
+                oldest_available_age: None,
+            },
+        ];
+        let text = list_text(&queues);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("QUEUE    SCHEDULED  AVAILABLE"), "{text}");
+        assert!(
+            lines[1].starts_with("emails") && lines[1].contains("12,000"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("2.5s"), "{text}");
+        assert!(lines[2].ends_with('-'), "{text}");
+        assert_eq!(
+            summary_json(&queues[1]),
+            json!({
+                "queue": "reports", "scheduled": 0, "available": 0, "running": 0,
+                "succeeded": 7, "dead": 0, "cancelled": 0, "oldest_available_age_ms": null,
+            })
+        );
     }
 }

@@ -39,8 +39,9 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 pub use self::types::{
-    AttemptError, CancelOutcome, Claim, ClaimedJob, DeadFilter, Enqueued, EvictionRule, Finish, JobEvent,
-    JobEventKind, JobInfo, JobQuery, JobState, NewJob, Page, QueueStats, Schedule,
+    AttemptError, AttemptOutcome, CancelOutcome, Claim, ClaimedJob, DeadFilter, Enqueued, EvictionRule,
+    Finish, JobAttempt, JobEvent, JobEventKind, JobInfo, JobQuery, JobState, LatencyWindows, NewJob, Page,
+    Percentiles, QueueLatency, QueueStats, QueueSummary, QueueTotals, Schedule,
 };
 use crate::error::{Error, Result};
 
@@ -247,8 +248,10 @@ impl Jobs {
         })
     }
 
-    /// Counts per state and rates of `queue` (zeros for a queue the server
-    /// holds no job of).
+    /// Counts per state, rates, totals since the server started, latency
+    /// percentiles and connected workers of `queue` (zero counts for a
+    /// known queue the server holds no job of; `NOT_FOUND` for a queue no
+    /// job was ever enqueued to).
     pub async fn stats(&self, queue: &str) -> Result<QueueStats> {
         let request = v1::QueueStatsRequest {
             queue: queue.to_owned(),
@@ -259,6 +262,22 @@ impl Jobs {
             .queue_stats(self.request(request, Duration::ZERO))
             .await?;
         Ok(QueueStats::from_proto(response.into_inner()))
+    }
+
+    /// Every queue the server knows (one a job was ever enqueued to), with
+    /// its jobs by state, sorted by name.
+    pub async fn list_queues(&self) -> Result<Vec<QueueSummary>> {
+        let response = self
+            .inner
+            .clone()
+            .list_queues(self.request(v1::ListQueuesRequest {}, Duration::ZERO))
+            .await?;
+        Ok(response
+            .into_inner()
+            .queues
+            .into_iter()
+            .map(QueueSummary::from_proto)
+            .collect())
     }
 
     /// Claims up to `claim.max_jobs` jobs, waiting up to `claim.max_wait`

@@ -191,6 +191,103 @@ pub struct AttemptError {
     pub failed_at_ms: i64,
 }
 
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttemptOutcome {
+    /// Not ended: the worker holds the lease.
+    Running,
+    Succeeded,
+    /// The worker reported a failure.
+    Failed,
+    /// The lease ran out (the worker stopped heartbeating) or the attempt
+    /// reached its timeout.
+    LeaseExpired,
+    /// The worker gave the job back unrun; the attempt does not count.
+    Released,
+    /// The job was cancelled while the attempt ran.
+    Cancelled,
+    /// An outcome this client does not know (from a newer server), with
+    /// its wire value.
+    Unknown(i32),
+}
+
+impl AttemptOutcome {
+    /// The outcome's name in lower case: `lease_expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::LeaseExpired => "lease_expired",
+            AttemptOutcome::Released => "released",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Unknown(_) => "unknown",
+        }
+    }
+
+    fn from_proto(value: i32) -> Self {
+        match v1::AttemptOutcome::try_from(value) {
+            Ok(v1::AttemptOutcome::Running) => AttemptOutcome::Running,
+            Ok(v1::AttemptOutcome::Succeeded) => AttemptOutcome::Succeeded,
+            Ok(v1::AttemptOutcome::Failed) => AttemptOutcome::Failed,
+            Ok(v1::AttemptOutcome::LeaseExpired) => AttemptOutcome::LeaseExpired,
+            Ok(v1::AttemptOutcome::Released) => AttemptOutcome::Released,
+            Ok(v1::AttemptOutcome::Cancelled) => AttemptOutcome::Cancelled,
+            Ok(v1::AttemptOutcome::Unspecified) | Err(_) => AttemptOutcome::Unknown(value),
+        }
+    }
+}
+
+impl fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stage times of one attempt, Unix epoch milliseconds of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobAttempt {
+    pub attempt: u32,
+    /// When the job became available for this attempt: its enqueue (or
+    /// not-before time), the end of a retry's backoff, a release or a
+    /// re-drive.
+    pub available_at_ms: i64,
+    /// When a worker claimed it: the attempt's start.
+    pub claimed_at_ms: i64,
+    /// When the attempt ended; `None` while it runs.
+    pub finished_at_ms: Option<i64>,
+    pub outcome: AttemptOutcome,
+}
+
+impl JobAttempt {
+    fn from_proto(attempt: v1::JobAttempt) -> Self {
+        JobAttempt {
+            attempt: attempt.attempt,
+            available_at_ms: attempt.available_at_ms,
+            claimed_at_ms: attempt.claimed_at_ms,
+            finished_at_ms: attempt.finished_at_ms,
+            outcome: AttemptOutcome::from_proto(attempt.outcome),
+        }
+    }
+
+    /// From available to claimed: how long the job waited for a worker.
+    pub fn queue_wait(&self) -> Duration {
+        between(self.available_at_ms, self.claimed_at_ms)
+    }
+
+    /// From claimed to finished; `None` while the attempt runs.
+    pub fn run_time(&self) -> Option<Duration> {
+        self.finished_at_ms
+            .map(|finished| between(self.claimed_at_ms, finished))
+    }
+}
+
+/// The non-negative duration from `from_ms` to `to_ms`.
+fn between(from_ms: i64, to_ms: i64) -> Duration {
+    Duration::from_millis(to_ms.saturating_sub(from_ms).max(0) as u64)
+}
+
 /// A job as the server's job table holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
@@ -234,6 +331,9 @@ pub struct JobInfo {
     pub from_history: bool,
     /// When a dead job was purged; set only with `from_history`.
     pub purged_at_ms: Option<i64>,
+    /// Stage times of the most recent attempts (up to the server's limit,
+    /// 20), oldest first.
+    pub attempts: Vec<JobAttempt>,
 }
 
 impl JobInfo {
@@ -272,7 +372,40 @@ impl JobInfo {
             worker_id: job.worker_id,
             from_history: job.from_history,
             purged_at_ms: job.purged_at_ms,
+            attempts: job.attempts.into_iter().map(JobAttempt::from_proto).collect(),
         })
+    }
+
+    /// From the enqueue to the job's first availability: a delayed job's
+    /// delay. `None` when the first attempt's record is no longer kept.
+    pub fn initial_delay(&self) -> Option<Duration> {
+        let first_available_ms = match self.attempts.first() {
+            Some(first) if first.attempt == 1 => first.available_at_ms,
+            Some(_) => return None,
+            None => self.available_at_ms?,
+        };
+        Some(between(self.created_at_ms, first_available_ms))
+    }
+
+    /// From the end of `attempts[index]` to the job being available again:
+    /// a retry's backoff (zero for a retry at once or a release; for a dead
+    /// job re-driven, the time it stayed dead). `None` while the attempt
+    /// runs, and after the last attempt unless a retry is scheduled.
+    pub fn backoff_after(&self, index: usize) -> Option<Duration> {
+        let finished_ms = self.attempts.get(index)?.finished_at_ms?;
+        let next_available_ms = match self.attempts.get(index + 1) {
+            Some(next) => next.available_at_ms,
+            None if matches!(self.state, JobState::Scheduled | JobState::Available) => self.available_at_ms?,
+            None => return None,
+        };
+        Some(between(finished_ms, next_available_ms))
+    }
+
+    /// From the enqueue to the job's end (succeeded, dead or cancelled);
+    /// `None` until it ended.
+    pub fn total(&self) -> Option<Duration> {
+        self.finished_at_ms
+            .map(|finished| between(self.created_at_ms, finished))
     }
 }
 
@@ -380,12 +513,13 @@ impl JobEvent {
     }
 }
 
-/// Counts and rates of one queue.
+/// Counts, rates, totals and latencies of one queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueStats {
     pub queue: String,
     pub scheduled_count: u64,
     pub available_count: u64,
+    /// Running jobs: each holds a lease, so also the leases held.
     pub running_count: u64,
     /// Succeeded jobs still in the server's memory.
     pub succeeded_count: u64,
@@ -401,9 +535,92 @@ pub struct QueueStats {
     pub completed_per_second: f64,
     /// Failed attempts per second, retried or not.
     pub failed_per_second: f64,
+    /// Percentiles of queue wait, run time and end to end over the last
+    /// minute and hour.
+    pub latency: QueueLatency,
+    /// What happened since the server started.
+    pub totals: QueueTotals,
+    /// Distinct workers holding a lease, waiting in a claim or recently
+    /// claiming from the queue.
+    pub workers_connected: u64,
     /// How finished jobs leave the server's memory (their history stays in
     /// the log, and `get` still answers for them).
     pub eviction: EvictionRule,
+}
+
+/// The latency distributions of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLatency {
+    /// From a job becoming available to its claim.
+    pub queue_wait: LatencyWindows,
+    /// From a claim to the end of that attempt.
+    pub run_time: LatencyWindows,
+    /// From the enqueue to the job's success or death.
+    pub end_to_end: LatencyWindows,
+}
+
+/// One distribution over the server's two windows; `None` where the window
+/// holds no observation. Each window holds between 55 and 60 seconds
+/// (minutes) of observations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyWindows {
+    pub last_minute: Option<Percentiles>,
+    pub last_hour: Option<Percentiles>,
+}
+
+/// Percentiles of the observations in a window, each at most 0.8 % above
+/// the true value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Observations in the window.
+    pub count: u64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Percentiles {
+    fn from_proto(percentiles: v1::LatencyPercentiles) -> Self {
+        Percentiles {
+            count: percentiles.count,
+            p50: Duration::from_millis(percentiles.p50_ms),
+            p99: Duration::from_millis(percentiles.p99_ms),
+            max: Duration::from_millis(percentiles.max_ms),
+        }
+    }
+}
+
+fn windows(
+    last_minute: Option<v1::LatencyPercentiles>,
+    last_hour: Option<v1::LatencyPercentiles>,
+) -> LatencyWindows {
+    LatencyWindows {
+        last_minute: last_minute.map(Percentiles::from_proto),
+        last_hour: last_hour.map(Percentiles::from_proto),
+    }
+}
+
+/// What happened to a queue's jobs since the server started (the totals
+/// start from zero at each start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    pub enqueued: u64,
+    /// Attempts started by a claim.
+    pub claimed: u64,
+    pub completed: u64,
+    /// Failed attempts, by the worker or by an expired lease.
+    pub failed: u64,
+    /// Failed attempts followed by a retry.
+    pub retried: u64,
+    /// Failed attempts after which the job went dead.
+    pub dead: u64,
+    /// Attempts failed by an expired lease or a timeout.
+    pub expired_lease: u64,
+    pub cancelled: u64,
+    /// Attempts given back unrun by a worker shutting down.
+    pub released: u64,
+    /// Dead jobs made available again.
+    pub redriven: u64,
 }
 
 /// How finished jobs leave the server's memory: by age, or earlier when
@@ -439,6 +656,24 @@ impl QueueStats {
             enqueued_per_second: stats.enqueued_per_second,
             completed_per_second: stats.completed_per_second,
             failed_per_second: stats.failed_per_second,
+            latency: QueueLatency {
+                queue_wait: windows(stats.queue_wait_last_minute, stats.queue_wait_last_hour),
+                run_time: windows(stats.run_time_last_minute, stats.run_time_last_hour),
+                end_to_end: windows(stats.end_to_end_last_minute, stats.end_to_end_last_hour),
+            },
+            totals: QueueTotals {
+                enqueued: stats.enqueued_total,
+                claimed: stats.claimed_total,
+                completed: stats.completed_total,
+                failed: stats.failed_total,
+                retried: stats.retried_total,
+                dead: stats.dead_total,
+                expired_lease: stats.expired_lease_total,
+                cancelled: stats.cancelled_total,
+                released: stats.released_total,
+                redriven: stats.redriven_total,
+            },
+            workers_connected: stats.workers_connected,
             eviction: EvictionRule {
                 finished_retention: Duration::from_millis(stats.finished_retention_ms),
                 finished_in_memory_max: stats.finished_in_memory_max,
@@ -452,6 +687,37 @@ impl QueueStats {
     /// Jobs scheduled, available or running: not finished yet.
     pub fn waiting_count(&self) -> u64 {
         self.scheduled_count + self.available_count + self.running_count
+    }
+}
+
+/// One known queue in a listing: its jobs by state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub queue: String,
+    pub scheduled_count: u64,
+    pub available_count: u64,
+    pub running_count: u64,
+    /// Succeeded jobs still in the server's memory.
+    pub succeeded_count: u64,
+    pub dead_count: u64,
+    /// Cancelled jobs still in the server's memory.
+    pub cancelled_count: u64,
+    /// How long the oldest available job has waited; `None` when none is.
+    pub oldest_available_age: Option<Duration>,
+}
+
+impl QueueSummary {
+    pub(crate) fn from_proto(summary: v1::QueueSummary) -> Self {
+        QueueSummary {
+            queue: summary.queue,
+            scheduled_count: summary.scheduled_count,
+            available_count: summary.available_count,
+            running_count: summary.running_count,
+            succeeded_count: summary.succeeded_count,
+            dead_count: summary.dead_count,
+            cancelled_count: summary.cancelled_count,
+            oldest_available_age: summary.oldest_available_age_ms.map(Duration::from_millis),
+        }
     }
 }
 
@@ -711,5 +977,63 @@ mod tests {
             ..v1::Job::default()
         });
         assert!(matches!(unknown, Err(Error::Protocol { .. })));
+    }
+
+    #[test]
+    fn stage_durations_follow_the_attempt_records() {
+        let attempt = |attempt, available_at_ms, claimed_at_ms, finished_at_ms, outcome| v1::JobAttempt {
+            attempt,
+            available_at_ms,
+            claimed_at_ms,
+            finished_at_ms,
+            outcome: outcome as i32,
+        };
+        let job = JobInfo::from_proto(v1::Job {
+            job_id: "7".into(),
+            state: v1::JobState::Scheduled as i32,
+            created_at_ms: 1_000,
+            available_at_ms: Some(9_000),
+            attempts: vec![
+                attempt(1, 1_500, 1_600, Some(2_600), v1::AttemptOutcome::Failed),
+                attempt(2, 4_600, 4_600, Some(5_000), v1::AttemptOutcome::LeaseExpired),
+            ],
+            ..v1::Job::default()
+        })
+        .unwrap();
+        assert_eq!(job.initial_delay(), Some(Duration::from_millis(500)));
+        assert_eq!(job.attempts[0].queue_wait(), Duration::from_millis(100));
+        assert_eq!(job.attempts[0].run_time(), Some(Duration::from_secs(1)));
+        assert_eq!(job.attempts[1].outcome, AttemptOutcome::LeaseExpired);
+        assert_eq!(job.backoff_after(0), Some(Duration::from_secs(2)));
+        // The next retry is scheduled: its backoff runs to available_at.
+        assert_eq!(job.backoff_after(1), Some(Duration::from_secs(4)));
+        assert_eq!(job.backoff_after(2), None);
+        assert_eq!(job.total(), None, "not finished");
+        let running = JobInfo {
+            state: JobState::Running,
+            available_at_ms: None,
+            attempts: vec![JobAttempt {
+                finished_at_ms: None,
+                outcome: AttemptOutcome::Running,
+                ..job.attempts[0]
+            }],
+            ..job.clone()
+        };
+        assert_eq!(running.attempts[0].run_time(), None);
+        assert_eq!(running.backoff_after(0), None);
+        let finished = JobInfo {
+            state: JobState::Dead,
+            finished_at_ms: Some(5_000),
+            ..job.clone()
+        };
+        assert_eq!(finished.total(), Some(Duration::from_secs(4)));
+        assert_eq!(finished.backoff_after(1), None, "no retry after the end");
+        // When the first attempt's record is gone, the delay is unknown.
+        let trimmed = JobInfo {
+            attempts: job.attempts[1..].to_vec(),
+            ..job
+        };
+        assert_eq!(trimmed.initial_delay(), None);
+        assert_eq!(AttemptOutcome::from_proto(42), AttemptOutcome::Unknown(42));
     }
 }

@@ -268,6 +268,13 @@ impl Jobs for Fake {
     ) -> Result<Response<v1::QueueStatsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn list_queues(
+        &self,
+        _: Request<v1::ListQueuesRequest>,
+    ) -> Result<Response<v1::ListQueuesResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves `fake` over in-memory streams; returns a client connected to it.

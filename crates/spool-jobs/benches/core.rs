@@ -1,0 +1,110 @@
+//! Criterion benchmark of the job state machine alone: the cost per job of
+//! a full cycle through `JobsCore` (enqueue, claim, complete), without the
+//! log, the network or a clock. It is what the per-queue statistics and
+//! attempt records add to, so comparing it with a build without them
+//! measures their cost (`docs/performance.md`).
+//!
+//! Run with `cargo bench -p spool-jobs --bench core`. Under `cargo test
+//! --benches` (criterion's test mode) it runs once.
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use spool_jobs::{ClaimSpec, JobSpec, JobsConfig, JobsCore, Reply, Request, Schedule};
+
+const T0: i64 = 1_800_000_000_000;
+/// Jobs per enqueue, claim and acknowledgement: as `spool bench jobs`
+/// sends them (its default batches are 500).
+const BATCH: usize = 500;
+/// Batches run before measuring, so the table holds as many finished jobs
+/// as a busy server (up to `finished_in_memory_max`) and evicts as it
+/// goes.
+const WARM_BATCHES: usize = 40;
+
+fn spec() -> JobSpec {
+    JobSpec {
+        queue: "bench".into(),
+        payload: Bytes::from_static(&[0u8; 100]),
+        content_type: String::new(),
+        headers: vec![],
+        priority: 0,
+        attempts_max: None,
+        timeout_ms: None,
+        schedule: Schedule::Now,
+        idempotency_key: None,
+    }
+}
+
+/// A core and its clock.
+struct Rig {
+    core: JobsCore,
+    now: i64,
+    request: u64,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let config = JobsConfig {
+            finished_in_memory_max: 10_000,
+            ..JobsConfig::default()
+        };
+        let mut rig = Rig {
+            core: JobsCore::new(config, 7),
+            now: T0,
+            request: 0,
+        };
+        for _ in 0..WARM_BATCHES {
+            rig.cycle();
+        }
+        rig
+    }
+
+    fn handle(&mut self, request: Request) -> Reply {
+        self.request += 1;
+        let step = self.core.handle(self.request, request, self.now);
+        step.replies
+            .into_iter()
+            .next()
+            .expect("a reply")
+            .1
+            .expect("accepted")
+    }
+
+    /// One batch of jobs through their whole life, a millisecond per step.
+    fn cycle(&mut self) {
+        self.handle(Request::Enqueue((0..BATCH).map(|_| spec()).collect()));
+        self.now += 1;
+        let Reply::Claimed(claimed) = self.handle(Request::Claim(ClaimSpec {
+            queues: vec!["bench".into()],
+            max_jobs: BATCH as u32,
+            lease_ms: 30_000,
+            wait_ms: 0,
+            worker: "bench-worker".into(),
+        })) else {
+            panic!("a claim answers with jobs");
+        };
+        assert_eq!(claimed.len(), BATCH);
+        self.now += 1;
+        let completes = claimed
+            .iter()
+            .map(|c| Request::Complete {
+                id: c.job.id,
+                token: c.token,
+                result: Bytes::new(),
+            })
+            .collect();
+        self.handle(Request::Batch(completes));
+        self.now += 1;
+        self.core.tick(self.now);
+    }
+}
+
+fn job_cycle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("jobs_core");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let mut rig = Rig::new();
+    group.bench_function("enqueue_claim_complete", |b| b.iter(|| rig.cycle()));
+    group.finish();
+}
+
+criterion_group!(benches, job_cycle);
+criterion_main!(benches);
