@@ -483,3 +483,93 @@ async fn a_worker_serves_its_own_metrics_after_running_jobs() {
     worker.kill().unwrap();
     worker.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_known_job_workload_shows_in_the_queue_metrics() {
+    use spool_proto::v1::jobs_client::JobsClient;
+    let server = Spoold::start_temp(&[]);
+    let mut jobs = JobsClient::connect(server.url()).await.unwrap();
+    for payload in ["a", "b", "c"] {
+        jobs.enqueue(v1::EnqueueRequest {
+            queue: "mails".into(),
+            payload: Bytes::from_static(payload.as_bytes()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let claimed = jobs
+        .claim(v1::ClaimRequest {
+            queues: vec!["mails".into()],
+            max_jobs: 2,
+            lease_ms: 30_000,
+            max_wait_ms: 0,
+            worker_id: "w1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(claimed.len(), 2);
+    jobs.complete(v1::CompleteRequest {
+        job_id: claimed[0].job_id.clone(),
+        lease_token: claimed[0].lease_token.clone(),
+        result: Bytes::new(),
+    })
+    .await
+    .unwrap();
+    jobs.fail(v1::FailRequest {
+        job_id: claimed[1].job_id.clone(),
+        lease_token: claimed[1].lease_token.clone(),
+        error: "bad address".into(),
+        retryable: Some(false),
+        retry_delay_ms: None,
+    })
+    .await
+    .unwrap();
+    // The third job waits, available, long enough to have an age.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let samples = scrape_metrics(&server);
+    let queue = [("queue", "mails")];
+    for (name, expected) in [
+        ("spool_jobs_enqueued_total", 3.0),
+        ("spool_jobs_claimed_total", 2.0),
+        ("spool_jobs_completed_total", 1.0),
+        ("spool_jobs_failed_total", 1.0),
+        ("spool_jobs_dead_total", 1.0),
+        ("spool_jobs_retried_total", 0.0),
+        ("spool_jobs_expired_leases_total", 0.0),
+        ("spool_jobs_cancelled_total", 0.0),
+        ("spool_queue_leases_held", 0.0),
+        ("spool_queue_workers_connected", 1.0),
+    ] {
+        assert_eq!(value(&samples, name, &queue), expected, "{name}");
+    }
+    for (state, expected) in [
+        ("scheduled", 0.0),
+        ("available", 1.0),
+        ("running", 0.0),
+        ("succeeded", 1.0),
+        ("dead", 1.0),
+        ("cancelled", 0.0),
+    ] {
+        assert_eq!(
+            value(&samples, "spool_jobs", &[("queue", "mails"), ("state", state)]),
+            expected,
+            "{state}"
+        );
+    }
+    let age = value(&samples, "spool_queue_oldest_available_age_seconds", &queue);
+    assert!((0.05..60.0).contains(&age), "oldest available age {age}");
+    assert_eq!(
+        check_histogram(&samples, "spool_job_queue_wait_seconds", &queue),
+        2.0
+    );
+    assert_eq!(check_histogram(&samples, "spool_job_run_seconds", &queue), 2.0);
+    // Completed and dead jobs both reached their end.
+    assert_eq!(
+        check_histogram(&samples, "spool_job_end_to_end_seconds", &queue),
+        2.0
+    );
+}

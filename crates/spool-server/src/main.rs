@@ -229,7 +229,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(admin_listener) => {
             let admin_address = admin_listener.local_addr()?;
             let admin = Arc::new(Admin::new(
-                metrics::exposition(&metrics, &state),
+                metrics::exposition(&metrics, &state, Some(&jobs)),
                 Arc::clone(&state),
             ));
             // Served until the process ends, so /readyz answers 503 through

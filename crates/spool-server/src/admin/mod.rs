@@ -135,7 +135,7 @@ mod tests {
         let (shutdown, receiver) = watch::channel(false);
         let state = Arc::new(ServerState::new(Arc::new(store), Config::default(), receiver).unwrap());
         let admin = Arc::new(Admin::new(
-            metrics::exposition(&metrics, &state),
+            metrics::exposition(&metrics, &state, None),
             Arc::clone(&state),
         ));
         Fixture {

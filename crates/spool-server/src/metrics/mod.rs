@@ -5,21 +5,24 @@
 //! [`connections`] (open connections on the gRPC listener),
 //! [`refusals`] (refused requests by reason), [`log`] (topics and
 //! partitions, read from the store, and the group-commit histograms),
-//! [`consumers`] (lag per named checkpoint), [`server`] (uptime, build,
-//! poisoned storage, in-flight bytes). [`exposition`] puts them together
+//! [`consumers`] (lag per named checkpoint), [`jobs`] (per queue, from
+//! the job runtime's snapshot), [`server`] (uptime, build, poisoned
+//! storage, in-flight bytes). [`exposition`] puts them together
 //! for the admin listener's `/metrics`.
 //!
-//! Adding metrics of another layer (the job layer's queues) is one module:
+//! Adding metrics of another layer is one module, as [`jobs`] is:
 //! a `prometheus_client::collector::Collector` that reads that layer's
 //! snapshot when `encode` is called, registered in [`exposition`] with
 //! `registry.register_collector`. Collectors run on the blocking pool, so
-//! they may take the layer's locks briefly; they must not wait on the
-//! async runtime. Histograms a layer keeps (as [`spool_metrics::Histogram`]
+//! they may take the layer's locks briefly, or wait on the runtime with
+//! `Handle::block_on` under a timeout (as [`jobs`] does for the job
+//! thread's answer). Histograms a layer keeps (as [`spool_metrics::Histogram`]
 //! or its own bucket counts) are written with `encode_histogram` (see
 //! `log::encode_histogram`).
 
 pub mod connections;
 pub mod consumers;
+pub mod jobs;
 pub mod log;
 pub mod refusals;
 pub mod rpc;
@@ -95,8 +98,13 @@ impl StoreObserver for StorageMetrics {
     }
 }
 
-/// Every metric of the server, for `/metrics`.
-pub fn exposition(metrics: &Arc<ServerMetrics>, state: &Arc<ServerState>) -> Exposition {
+/// Every metric of the server, for `/metrics`; the job layer's when
+/// `jobs` is given.
+pub fn exposition(
+    metrics: &Arc<ServerMetrics>,
+    state: &Arc<ServerState>,
+    jobs: Option<&Arc<spool_jobs::JobsRuntime>>,
+) -> Exposition {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(server::ServerCollector {
         metrics: Arc::clone(metrics),
@@ -109,6 +117,11 @@ pub fn exposition(metrics: &Arc<ServerMetrics>, state: &Arc<ServerState>) -> Exp
     registry.register_collector(Box::new(consumers::ConsumerCollector {
         state: Arc::clone(state),
     }));
+    if let Some(jobs) = jobs {
+        registry.register_collector(Box::new(jobs::JobsCollector {
+            jobs: Arc::clone(jobs),
+        }));
+    }
     let mut exposition = Exposition::new(registry);
     exposition.add_exemplar_family(Box::new(RpcDurations(Arc::clone(&metrics.rpc))));
     exposition
