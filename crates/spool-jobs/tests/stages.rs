@@ -3,33 +3,9 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{Harness, T0, spec};
+use common::{Harness, T0, complete, fail, spec};
 use spool_jobs::job::ATTEMPTS_KEPT_MAX;
 use spool_jobs::{Attempt, AttemptOutcome, JobFromLog, JobId, JobSpec, JobState, Reply, Request, Schedule};
-
-fn complete(h: &mut Harness, id: JobId, token: u64, now: i64) {
-    let request = Request::Complete {
-        id,
-        token,
-        result: Bytes::new(),
-    };
-    assert_eq!(h.request(request, now), Ok(Reply::Completed));
-}
-
-fn fail(h: &mut Harness, id: JobId, token: u64, retry_delay_ms: Option<u64>, now: i64) -> Reply {
-    h.request(
-        Request::Fail {
-            id,
-            token,
-            error: "boom".into(),
-            retryable: true,
-            retry_delay_ms,
-        },
-        now,
-    )
-    .unwrap()
-}
 
 /// The job as `JobFromLog` folds its events from the harness's log.
 fn rebuilt(h: &Harness, id: JobId) -> JobFromLog {

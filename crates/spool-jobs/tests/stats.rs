@@ -3,32 +3,8 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{Harness, T0, claim_spec, spec};
-use spool_jobs::{ClaimSpec, JobId, JobSpec, JobState, JobsCore, QueueCounters, Reply, Request};
-
-fn complete(h: &mut Harness, id: JobId, token: u64, now: i64) {
-    let request = Request::Complete {
-        id,
-        token,
-        result: Bytes::new(),
-    };
-    assert_eq!(h.request(request, now), Ok(Reply::Completed));
-}
-
-fn fail(h: &mut Harness, id: JobId, token: u64, retry_delay_ms: Option<u64>, now: i64) -> Reply {
-    h.request(
-        Request::Fail {
-            id,
-            token,
-            error: "boom".into(),
-            retryable: true,
-            retry_delay_ms,
-        },
-        now,
-    )
-    .unwrap()
-}
+use common::{Harness, T0, claim_spec, complete, fail, spec};
+use spool_jobs::{ClaimSpec, JobId, JobSpec, JobState, JobsCore, QueueCounters, Request};
 
 /// True when a reported percentile is `truth` within HdrHistogram's two
 /// significant digits (it reports the top of the value's bucket).

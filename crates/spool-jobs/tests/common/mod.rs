@@ -118,3 +118,28 @@ impl Harness {
         }
     }
 }
+
+/// Completes the attempt holding `token`; it must succeed.
+pub fn complete(h: &mut Harness, id: JobId, token: u64, now: i64) {
+    let request = Request::Complete {
+        id,
+        token,
+        result: Bytes::new(),
+    };
+    assert_eq!(h.request(request, now), Ok(Reply::Completed));
+}
+
+/// Fails the attempt holding `token`, retryable, with the error `boom`.
+pub fn fail(h: &mut Harness, id: JobId, token: u64, retry_delay_ms: Option<u64>, now: i64) -> Reply {
+    h.request(
+        Request::Fail {
+            id,
+            token,
+            error: "boom".into(),
+            retryable: true,
+            retry_delay_ms,
+        },
+        now,
+    )
+    .unwrap()
+}
