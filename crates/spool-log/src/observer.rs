@@ -24,7 +24,8 @@ pub struct FlushReport<'a> {
 /// Receives reports of the engine's disk work. Every method has an empty
 /// default, so an observer implements only what it needs.
 pub trait StoreObserver: fmt::Debug + Send + Sync {
-    /// A flush synced data to disk.
+    /// A flush synced data to disk. Called on the flushing thread before
+    /// the appends it made durable are acknowledged, so it must be cheap.
     fn flushed(&self, _report: &FlushReport<'_>) {}
 
     /// A partition refuses appends from now on, after a failed write or

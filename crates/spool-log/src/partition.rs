@@ -670,7 +670,8 @@ impl PartitionShared {
             }
         }
         self.context.flushes.fetch_add(1, Ordering::Relaxed);
-        self.durable.advance(target);
+        // Reported before the waiters wake, so a flush is counted by the
+        // time any append it made durable is acknowledged.
         if let Some(observer) = &self.context.config.observer {
             observer.flushed(&FlushReport {
                 topic: &self.topic,
@@ -679,6 +680,7 @@ impl PartitionShared {
                 elapsed: started.elapsed(),
             });
         }
+        self.durable.advance(target);
         Ok(())
     }
 
