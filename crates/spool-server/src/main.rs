@@ -19,6 +19,7 @@ use spool_proto::v1::log_server::LogServer;
 use spool_server::admin::Admin;
 use spool_server::admission::AdmissionLayer;
 use spool_server::metrics::{self, ServerMetrics, rpc::RpcLayer};
+use spool_server::trace_context::TraceLayer;
 use spool_server::{Config, JobsService, LogFormat, LogService, ServerState, health};
 use spool_telemetry::otlp::{Exporter, OtlpSettings, init_subscriber};
 use tokio::sync::watch;
@@ -291,7 +292,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .initial_stream_window_size(stream_window)
         .initial_connection_window_size(stream_window * MAX_STREAMS_PER_CONNECTION)
-        // Outermost, so a call's time includes its wait for admission.
+        // Outermost, so a call's span and time include its wait for
+        // admission.
+        .layer(TraceLayer)
         .layer(RpcLayer::new(Arc::clone(&metrics.rpc)))
         .layer(AdmissionLayer::new(
             Arc::clone(&state.inflight),

@@ -107,12 +107,30 @@ pub fn traceparent_of(span: &Span) -> Option<String> {
     TraceParent::of(context.span().span_context()).map(|parent| parent.to_string())
 }
 
-/// The `traceparent` of the span the caller is in, when it is recorded
-/// by the OpenTelemetry layer: what a client stores in the headers of a
-/// record or job it sends. `None` when tracing is off, so no context is
-/// ever invented.
+/// The `traceparent` of the OpenTelemetry span the caller is in: what a
+/// client stores in the headers of a record or job it sends. `None` when
+/// tracing is off, so no context is ever invented.
+///
+/// This is OpenTelemetry's current context, which `tracing-opentelemetry`
+/// sets while one of its spans is entered, so log-only `tracing` spans
+/// nested inside do not hide it (the current `tracing` span may be one of
+/// those, with no context of its own). An application that uses the
+/// OpenTelemetry API directly is seen the same way.
 pub fn current_traceparent() -> Option<String> {
-    traceparent_of(&Span::current())
+    opentelemetry::Context::map_current(|context| {
+        TraceParent::of(context.span().span_context()).map(|parent| parent.to_string())
+    })
+}
+
+/// Adds a link from `span` to the remote span named by `traceparent`:
+/// for a span that serves several traces at once (a batch of records).
+pub fn add_link(span: &Span, traceparent: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(parent) = TraceParent::parse(traceparent) {
+        span.add_link(parent.remote_context(None));
+    }
 }
 
 /// Makes `span` a child of the remote span named by `traceparent` (and

@@ -25,7 +25,7 @@ pub mod endpoint;
 pub mod otlp;
 
 pub use context::{
-    TRACEPARENT, TRACESTATE, TraceParent, current_traceparent, set_remote_parent, traceparent_of,
+    TRACEPARENT, TRACESTATE, TraceParent, add_link, current_traceparent, set_remote_parent, traceparent_of,
 };
 pub use endpoint::{EndpointError, parse_endpoint};
 
