@@ -46,6 +46,9 @@ pub const HISTOGRAM_BOUNDS_SECONDS: [f64; 21] = [
 ];
 
 const SIGNIFICANT_DIGITS: u8 = 2;
+/// Observations a histogram needs before one can be called slow: below
+/// this a p99 says nothing.
+pub const SLOW_OBSERVATIONS_MIN: u64 = 100;
 /// Buckets per window.
 pub const WINDOW_BUCKETS: usize = 12;
 
@@ -276,7 +279,12 @@ impl LatencyRecorder {
     /// leaves the minute ring (reused or freed), so an observation costs
     /// one HdrHistogram record, and a window of the hour is the hour
     /// ring's buckets plus the minute buckets not yet folded.
-    pub(crate) fn record(&mut self, at_ms: i64, value_ms: u64) {
+    ///
+    /// Returns whether the observation is slow: it fell in a bucket of the
+    /// histogram since start that, with the buckets above it, holds at
+    /// most 1 % of at least [`SLOW_OBSERVATIONS_MIN`] observations, so at
+    /// or past the p99 bucket. A sum over the few buckets above it.
+    pub(crate) fn record(&mut self, at_ms: i64, value_ms: u64) -> bool {
         let value_ms = value_ms.min(VALUE_MS_MAX);
         let epoch = self.minute.epoch_of(at_ms);
         let hour = &mut self.hour;
@@ -292,9 +300,11 @@ impl LatencyRecorder {
                 histogram.saturating_record(value_ms);
             }
         }
-        self.buckets[HISTOGRAM_BOUNDS_MS.partition_point(|&bound| bound < value_ms)] += 1;
+        let bucket = HISTOGRAM_BOUNDS_MS.partition_point(|&bound| bound < value_ms);
+        self.buckets[bucket] += 1;
         self.count += 1;
         self.sum_ms = self.sum_ms.saturating_add(value_ms);
+        self.count >= SLOW_OBSERVATIONS_MIN && self.buckets[bucket..].iter().sum::<u64>() * 100 <= self.count
     }
 
     pub(crate) fn percentiles(&self, now_ms: i64, window: Window) -> Option<Percentiles> {
@@ -369,6 +379,24 @@ mod tests {
     use super::*;
 
     const T0: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn only_an_observation_past_the_p99_bucket_of_enough_is_slow() {
+        let mut recorder = LatencyRecorder::default();
+        // Too few observations: nothing is slow, however long.
+        for _ in 0..98 {
+            assert!(!recorder.record(T0, 3));
+        }
+        assert!(!recorder.record(T0, 60_000), "99 observations are too few");
+        // The 100th, alone in its bucket and above every other: slow.
+        assert!(recorder.record(T0, 120_000));
+        // A second one there is 2 % of the observations: not past the p99.
+        assert!(!recorder.record(T0, 120_000));
+        // The common bucket is never slow.
+        assert!(!recorder.record(T0, 3));
+        // Above the other slow ones: 1 of 103 at or above its bucket.
+        assert!(recorder.record(T0, 3_600_000));
+    }
 
     /// The value of rank `ceil(q * n)` of the sorted values, as
     /// HdrHistogram defines a quantile.
