@@ -177,11 +177,14 @@ impl Jobs for JobsService {
                 return Err(Status::unavailable("the server is shutting down"));
             }
         };
-        // Each claimed job's trace gets a `claim {queue}` span, open over
-        // the fsync that makes its claim durable.
+        // Each claimed job that carries a trace gets a `claim {queue}` span
+        // in it, open over the fsync that makes its claim durable. Jobs
+        // without one get none: hundreds of spans under one Claim call
+        // would cost a span per job and say nothing the call's does not.
         let claim_spans: Vec<Span> = match &reply {
             Ok(Reply::Claimed(claimed)) if tracing::enabled!(target: TARGET, tracing::Level::INFO) => claimed
                 .iter()
+                .filter(|claimed| claimed.job.headers.iter().any(|(name, _)| name == TRACEPARENT))
                 .map(|claimed| {
                     let job = &claimed.job;
                     let span = job_span("claim", &job.queue, &job.headers);
