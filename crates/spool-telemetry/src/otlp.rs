@@ -118,14 +118,20 @@ impl Exporter {
         self.provider.tracer("spool")
     }
 
-    /// A `tracing` layer that records Spool's trace spans (and only
-    /// those) into this exporter. For applications that build their own
-    /// subscriber; the binaries use [`init_subscriber`].
+    /// A `tracing` layer that records spans into this exporter: for
+    /// applications that build their own subscriber, so that their spans
+    /// and Spool's client spans (target [`crate::TARGET`]) make one trace.
+    /// It records every span it is shown; give it a filter
+    /// (`Layer::with_filter`) to keep some out. The binaries use
+    /// [`init_subscriber`], whose layer records Spool's spans only.
     pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync + 'static
     where
         S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
     {
-        spans_layer(self.tracer())
+        tracing_opentelemetry::layer()
+            .with_tracer(self.tracer())
+            .with_location(false)
+            .with_threads(false)
     }
 
     /// Exports what is buffered and stops. Blocks until the receiver
