@@ -103,17 +103,21 @@ pub(crate) struct QueueActivity {
     claimers: HashMap<u64, i64>,
 }
 
+/// The job's W3C `traceparent` header, as sent.
+fn traceparent(job: &Job) -> Option<&str> {
+    job.headers
+        .iter()
+        .find(|(name, _)| name == "traceparent")
+        .map(|(_, value)| value.as_str())
+}
+
 /// Logs an observation at or past the p99 bucket of its histogram, with
 /// the job's W3C `traceparent` header (its second field is the trace id),
 /// so a p99 spike leads to one job and its trace. At most one line per
 /// hundred observations of a histogram, by the rule of
 /// `LatencyRecorder::record`.
 fn log_slow(histogram: &'static str, job: &Job, value_ms: u64) {
-    let traceparent = job
-        .headers
-        .iter()
-        .find(|(name, _)| name == "traceparent")
-        .map_or("", |(_, value)| value.as_str());
+    let traceparent = traceparent(job).unwrap_or_default();
     tracing::info!(
         histogram,
         queue = %job.queue,
@@ -128,7 +132,7 @@ fn log_slow(histogram: &'static str, job: &Job, value_ms: u64) {
 impl QueueActivity {
     fn record_end_to_end(&mut self, job: &Job, at: i64) {
         let value_ms = elapsed_ms(job.created_ms, at);
-        if self.end_to_end.record(at, value_ms) {
+        if self.end_to_end.record(at, value_ms, traceparent(job)) {
             log_slow("spool_job_end_to_end_seconds", job, value_ms);
         }
     }
@@ -143,7 +147,7 @@ impl QueueActivity {
                 && finished == at
             {
                 let value_ms = elapsed_ms(attempt.claimed_at_ms, finished);
-                if recorder.record(at, value_ms) {
+                if recorder.record(at, value_ms, traceparent(job)) {
                     log_slow("spool_job_run_seconds", job, value_ms);
                 }
             }
@@ -155,7 +159,7 @@ impl QueueActivity {
                 counters.claimed += 1;
                 if let Some(attempt) = last {
                     let value_ms = elapsed_ms(attempt.available_at_ms, attempt.claimed_at_ms);
-                    if self.queue_wait.record(at, value_ms) {
+                    if self.queue_wait.record(at, value_ms, traceparent(job)) {
                         log_slow("spool_job_queue_wait_seconds", job, value_ms);
                     }
                 }
