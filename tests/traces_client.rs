@@ -106,6 +106,14 @@ async fn a_traced_application_s_record_and_job_continue_its_trace() {
         find(&spans, "spoold", "append orders").parent_span_id,
         produce.span_id
     );
+    for step in ["admission wait", "decode"] {
+        assert!(
+            spans
+                .iter()
+                .any(|span| span.name == step && span.parent_span_id == produce.span_id),
+            "{step}: {summary:#?}"
+        );
+    }
     assert!(
         spans
             .iter()

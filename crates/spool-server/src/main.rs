@@ -19,7 +19,7 @@ use spool_proto::v1::log_server::LogServer;
 use spool_server::admin::Admin;
 use spool_server::admission::AdmissionLayer;
 use spool_server::metrics::{self, ServerMetrics, rpc::RpcLayer};
-use spool_server::trace_context::TraceLayer;
+use spool_server::trace_context::{DecodeLayer, TraceLayer};
 use spool_server::{Config, JobsService, LogFormat, LogService, ServerState, health};
 use spool_telemetry::otlp::{Exporter, OtlpSettings, init_subscriber};
 use tokio::sync::watch;
@@ -300,6 +300,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Arc::clone(&state.inflight),
             config.request_bytes_max,
         ))
+        // Innermost: a call's `decode` span starts once it is admitted.
+        .layer(DecodeLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -10,8 +10,15 @@
 //! handler, so the handler's own spans (append, fsync wait, per-job spans)
 //! are its children. Health and reflection calls get none.
 //!
-//! With no OTLP export the span is disabled at its call site (no layer
-//! records the target `spool_otel`), and the layer costs a check of that.
+//! [`DecodeLayer`], the innermost layer, adds a `decode` span: from the
+//! moment tonic gets the call (after admission waited for in-flight room)
+//! until the handler takes the decoded message out of the request
+//! (`into_inner`), which drops the span kept in the request's extensions.
+//! That is reading the body and decoding the protobuf message.
+//!
+//! With no OTLP export the spans are disabled at their call sites (no
+//! layer records the target `spool_otel`), and the layers cost a check of
+//! that.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,10 +50,18 @@ pub struct Traced<S> {
     inner: S,
 }
 
+/// The traced service `path` belongs to.
+fn traced_service(path: &str) -> Option<&'static str> {
+    SERVICES
+        .iter()
+        .find(|service| path.starts_with(**service))
+        .copied()
+}
+
 /// The span of a call to `path`, a child of the caller's context when the
 /// headers carry one; a disabled span for other services.
 fn call_span(path: &str, headers: &http::HeaderMap) -> Span {
-    let Some(service) = SERVICES.iter().find(|service| path.starts_with(**service)) else {
+    let Some(service) = traced_service(path) else {
         return Span::none();
     };
     let span = tracing::info_span!(
@@ -145,6 +160,53 @@ fn is_server_error(code: tonic::Code) -> bool {
             | tonic::Code::Unavailable
             | tonic::Code::DataLoss
     )
+}
+
+/// The layer of the `decode` span; see the module documentation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecodeLayer;
+
+impl<S> Layer<S> for DecodeLayer {
+    type Service = Decode<S>;
+
+    fn layer(&self, inner: S) -> Decode<S> {
+        Decode { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Decode<S> {
+    inner: S,
+}
+
+/// The `decode` span, riding in the request's extensions until the
+/// handler consumes the request, which ends it.
+#[derive(Debug, Clone)]
+struct DecodeSpan {
+    _open: Span,
+}
+
+impl<S, B> Service<http::Request<B>> for Decode<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if traced_service(request.uri().path()).is_some() {
+            let span = tracing::info_span!(target: TARGET, "decode");
+            if !span.is_disabled() {
+                request.extensions_mut().insert(DecodeSpan { _open: span });
+            }
+        }
+        self.inner.call(request)
+    }
 }
 
 #[cfg(test)]
