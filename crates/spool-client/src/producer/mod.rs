@@ -371,7 +371,10 @@ impl Producer {
                 self.core.next_any_partition.fetch_add(1, Ordering::Relaxed) % self.core.partitions
             }
         };
-        let encoded = encode_batch(records, now_ms())?;
+        let count = records.len() as u64;
+        // The span covers the encoding as well as the request.
+        let span = crate::trace::send_batch_span(&self.core.topic, partition, count);
+        let encoded = span.in_scope(|| encode_batch(records, now_ms()))?;
         let batch_bytes_max = self.core.limits.batch_bytes_max();
         if encoded.len() as u64 > batch_bytes_max {
             return Err(Error::Encode {
@@ -382,10 +385,9 @@ impl Producer {
                 ),
             });
         }
-        let count = records.len() as u64;
         self.core
             .send_encoded(partition, encoded, count)
-            .instrument(crate::trace::send_batch_span(&self.core.topic, partition, count))
+            .instrument(span)
             .await
     }
 
@@ -459,7 +461,7 @@ impl Core {
         if !span.is_disabled() {
             follow_records(&span, &records);
         }
-        let outcome = match encode_batch(&records, now_ms()) {
+        let outcome = match span.in_scope(|| encode_batch(&records, now_ms())) {
             Ok(encoded) => {
                 drop(records);
                 self.send_encoded(batch.partition, encoded, count)
