@@ -489,10 +489,16 @@ async fn a_known_job_workload_shows_in_the_queue_metrics() {
     use spool_proto::v1::jobs_client::JobsClient;
     let server = Spoold::start_temp(&[]);
     let mut jobs = JobsClient::connect(server.url()).await.unwrap();
+    // The first job carries a trace: its observations become exemplars.
+    let traced = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     for payload in ["a", "b", "c"] {
         jobs.enqueue(v1::EnqueueRequest {
             queue: "mails".into(),
             payload: Bytes::from_static(payload.as_bytes()),
+            headers: match payload {
+                "a" => [("traceparent".to_owned(), traced.to_owned())].into(),
+                _ => Default::default(),
+            },
             ..Default::default()
         })
         .await
@@ -571,5 +577,38 @@ async fn a_known_job_workload_shows_in_the_queue_metrics() {
     assert_eq!(
         check_histogram(&samples, "spool_job_end_to_end_seconds", &queue),
         2.0
+    );
+
+    // In OpenMetrics each histogram has one exemplar: the traced job's
+    // observation, in its bucket, with the job's trace id.
+    let answer = scrape::request(
+        server.admin_addr.unwrap(),
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text;version=1.0.0")],
+    );
+    let open_metrics = parse(&answer.body);
+    for name in [
+        "spool_job_queue_wait_seconds_bucket",
+        "spool_job_run_seconds_bucket",
+        "spool_job_end_to_end_seconds_bucket",
+    ] {
+        let exemplars: Vec<&Sample> = matching(&open_metrics, name, &queue)
+            .filter(|sample| sample.exemplar.is_some())
+            .collect();
+        assert_eq!(exemplars.len(), 1, "{name}: {exemplars:?}");
+        assert!(
+            exemplars[0]
+                .exemplar
+                .as_deref()
+                .unwrap()
+                .starts_with("{trace_id=\"0af7651916cd43dd8448eb211c80319c\"} "),
+            "{name}: {exemplars:?}"
+        );
+    }
+    assert_eq!(
+        check_histogram(&open_metrics, "spool_job_run_seconds", &queue),
+        2.0,
+        "the same counts in OpenMetrics"
     );
 }

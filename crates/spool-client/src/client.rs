@@ -336,6 +336,7 @@ impl Client {
         if let Some(timeout) = self.request_timeout {
             request.set_timeout(timeout);
         }
+        crate::trace::inject(&mut request);
         request
     }
 
@@ -483,7 +484,9 @@ impl Client {
     /// Opens a raw Subscribe stream. [`crate::Consumer`] wraps this with
     /// decoding, several partitions and resubscription.
     pub async fn subscribe(&self, request: v1::SubscribeRequest) -> Result<Streaming<v1::SubscribeResponse>> {
-        let response = self.inner.clone().subscribe(Request::new(request)).await?;
+        let mut request = Request::new(request);
+        crate::trace::inject(&mut request);
+        let response = self.inner.clone().subscribe(request).await?;
         Ok(response.into_inner())
     }
 

@@ -26,6 +26,14 @@
 //!   cancellation, graceful shutdown; [`Client::jobs_client`] gives the
 //!   generated Jobs client for everything else.
 //! - [`Error`]: gRPC statuses mapped into variants that keep the status.
+//! - Traces: every call, produce and job emits a `tracing` span under the
+//!   target [`telemetry::TARGET`] with OpenTelemetry's messaging fields
+//!   (`send orders`, `process emails`), and carries the W3C `traceparent`
+//!   of the caller's span in gRPC metadata, record headers and job headers.
+//!   The application decides about export: install `tracing-opentelemetry`'s
+//!   layer (or, with the feature `otlp`, [`telemetry::otlp::Exporter`]'s)
+//!   and the spans join its traces; without it they cost a disabled span
+//!   each and no header is added.
 //!
 //! Layout: `client.rs` (connection, log RPCs and their types), `producer/`
 //! (the `Producer`; `accumulator.rs` holds its batching decisions, free of
@@ -68,6 +76,7 @@ mod error;
 pub mod jobs;
 mod producer;
 mod record;
+mod trace;
 pub mod worker;
 
 pub use client::{
@@ -78,9 +87,14 @@ pub use consumer::{CheckpointFallback, Consumer, ConsumerBuilder, StartPosition}
 pub use error::{
     Error, ExceededLimit, HIGH_WATERMARK_METADATA, LOG_START_OFFSET_METADATA, Result, SizeLimit,
 };
-pub use producer::{BatchAck, DeliveryFuture, ProduceLimits, Producer, ProducerConfig, RecordAck, Target};
+pub use producer::{
+    BatchAck, DeliveryFuture, ProduceLimits, Producer, ProducerConfig, RecordAck, TRACE_LINKS_MAX, Target,
+};
 pub use record::{ConsumedRecord, Header, Record, decode_batches, encode_batch};
 /// The generated protobuf types and tonic clients (`spool_proto::v1`).
 pub use spool_proto::v1 as proto;
+/// W3C trace context and, with the feature `otlp`, the OTLP exporter
+/// (`spool_telemetry`).
+pub use spool_telemetry as telemetry;
 /// gRPC status types that appear in [`Error`].
 pub use tonic::{Code, Status};

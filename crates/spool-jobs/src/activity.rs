@@ -103,7 +103,40 @@ pub(crate) struct QueueActivity {
     claimers: HashMap<u64, i64>,
 }
 
+/// The job's W3C `traceparent` header, as sent.
+fn traceparent(job: &Job) -> Option<&str> {
+    job.headers
+        .iter()
+        .find(|(name, _)| name == "traceparent")
+        .map(|(_, value)| value.as_str())
+}
+
+/// Logs an observation at or past the p99 bucket of its histogram, with
+/// the job's W3C `traceparent` header (its second field is the trace id),
+/// so a p99 spike leads to one job and its trace. At most one line per
+/// hundred observations of a histogram, by the rule of
+/// `LatencyRecorder::record`.
+fn log_slow(histogram: &'static str, job: &Job, value_ms: u64) {
+    let traceparent = traceparent(job).unwrap_or_default();
+    tracing::info!(
+        histogram,
+        queue = %job.queue,
+        job_id = %job.id,
+        attempt = job.attempt,
+        value_ms,
+        traceparent,
+        "slow job: an observation at or past the p99 bucket"
+    );
+}
+
 impl QueueActivity {
+    fn record_end_to_end(&mut self, job: &Job, at: i64) {
+        let value_ms = elapsed_ms(job.created_ms, at);
+        if self.end_to_end.record(at, value_ms, traceparent(job)) {
+            log_slow("spool_job_end_to_end_seconds", job, value_ms);
+        }
+    }
+
     /// Counts `event`, just applied to `job` (the job as it is after it).
     pub(crate) fn record(&mut self, event: &Event, job: &Job) {
         let at = event.at_ms();
@@ -113,7 +146,10 @@ impl QueueActivity {
                 && let Some(finished) = attempt.finished_at_ms
                 && finished == at
             {
-                recorder.record(at, elapsed_ms(attempt.claimed_at_ms, finished));
+                let value_ms = elapsed_ms(attempt.claimed_at_ms, finished);
+                if recorder.record(at, value_ms, traceparent(job)) {
+                    log_slow("spool_job_run_seconds", job, value_ms);
+                }
             }
         };
         let counters = &mut self.counters;
@@ -122,14 +158,16 @@ impl QueueActivity {
             Event::Claimed { .. } => {
                 counters.claimed += 1;
                 if let Some(attempt) = last {
-                    self.queue_wait
-                        .record(at, elapsed_ms(attempt.available_at_ms, attempt.claimed_at_ms));
+                    let value_ms = elapsed_ms(attempt.available_at_ms, attempt.claimed_at_ms);
+                    if self.queue_wait.record(at, value_ms, traceparent(job)) {
+                        log_slow("spool_job_queue_wait_seconds", job, value_ms);
+                    }
                 }
             }
             Event::Completed { .. } => {
                 counters.completed += 1;
                 run_time(&mut self.run_time);
-                self.end_to_end.record(at, elapsed_ms(job.created_ms, at));
+                self.record_end_to_end(job, at);
             }
             Event::Failed {
                 retry_at_ms,
@@ -143,7 +181,7 @@ impl QueueActivity {
                     counters.retried += 1;
                 } else {
                     counters.dead += 1;
-                    self.end_to_end.record(at, elapsed_ms(job.created_ms, at));
+                    self.record_end_to_end(job, at);
                 }
             }
             Event::Released { .. } => {

@@ -46,6 +46,9 @@ pub const HISTOGRAM_BOUNDS_SECONDS: [f64; 21] = [
 ];
 
 const SIGNIFICANT_DIGITS: u8 = 2;
+/// Observations a histogram needs before one can be called slow: below
+/// this a p99 says nothing.
+pub const SLOW_OBSERVATIONS_MIN: u64 = 100;
 /// Buckets per window.
 pub const WINDOW_BUCKETS: usize = 12;
 
@@ -85,6 +88,22 @@ pub struct Percentiles {
     pub max_ms: u64,
 }
 
+/// Bytes of a W3C `traceparent` of version 00, the only form an exemplar
+/// keeps.
+pub const TRACEPARENT_BYTES: usize = 55;
+
+/// The latest observation of a bucket made by a job that carries a trace:
+/// what a Prometheus exemplar shows, so a slow bucket leads to a trace.
+/// The `traceparent` is the job's header as sent (55 bytes); the exposition
+/// parses it and leaves out one that is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyExemplar {
+    pub traceparent: [u8; TRACEPARENT_BYTES],
+    pub value_ms: u64,
+    /// When it was observed, Unix epoch milliseconds.
+    pub at_ms: i64,
+}
+
 /// Observations since the table was built, counted in fixed buckets: the
 /// shape of a Prometheus histogram.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +117,9 @@ pub struct CumulativeHistogram {
     pub count: u64,
     /// Sum of the observations in seconds (`_sum`).
     pub sum_seconds: f64,
+    /// One per bucket, `+Inf` last, once a traced job was observed; else
+    /// empty.
+    pub exemplars: Vec<Option<LatencyExemplar>>,
 }
 
 /// One distribution of one queue, windowed and since start.
@@ -256,6 +278,9 @@ pub(crate) struct LatencyRecorder {
     buckets: [u64; HISTOGRAM_BOUNDS_MS.len() + 1],
     count: u64,
     sum_ms: u64,
+    /// Per bucket, the latest observation of a traced job; allocated at
+    /// the first (1.6 KiB), so untraced queues pay a pointer.
+    exemplars: Option<Box<[Option<LatencyExemplar>; HISTOGRAM_BOUNDS_MS.len() + 1]>>,
 }
 
 impl Default for LatencyRecorder {
@@ -266,6 +291,7 @@ impl Default for LatencyRecorder {
             buckets: [0; HISTOGRAM_BOUNDS_MS.len() + 1],
             count: 0,
             sum_ms: 0,
+            exemplars: None,
         }
     }
 }
@@ -276,7 +302,15 @@ impl LatencyRecorder {
     /// leaves the minute ring (reused or freed), so an observation costs
     /// one HdrHistogram record, and a window of the hour is the hour
     /// ring's buckets plus the minute buckets not yet folded.
-    pub(crate) fn record(&mut self, at_ms: i64, value_ms: u64) {
+    ///
+    /// Returns whether the observation is slow: it fell in a bucket of the
+    /// histogram since start that, with the buckets above it, holds at
+    /// most 1 % of at least [`SLOW_OBSERVATIONS_MIN`] observations, so at
+    /// or past the p99 bucket. A sum over the few buckets above it.
+    ///
+    /// A `traceparent` of the job (55 bytes, version 00) becomes its
+    /// bucket's exemplar.
+    pub(crate) fn record(&mut self, at_ms: i64, value_ms: u64, traceparent: Option<&str>) -> bool {
         let value_ms = value_ms.min(VALUE_MS_MAX);
         let epoch = self.minute.epoch_of(at_ms);
         let hour = &mut self.hour;
@@ -292,9 +326,22 @@ impl LatencyRecorder {
                 histogram.saturating_record(value_ms);
             }
         }
-        self.buckets[HISTOGRAM_BOUNDS_MS.partition_point(|&bound| bound < value_ms)] += 1;
+        let bucket = HISTOGRAM_BOUNDS_MS.partition_point(|&bound| bound < value_ms);
+        if let Some(traceparent) =
+            traceparent.and_then(|text| <[u8; TRACEPARENT_BYTES]>::try_from(text.as_bytes()).ok())
+        {
+            self.exemplars
+                .get_or_insert_with(|| Box::new([None; HISTOGRAM_BOUNDS_MS.len() + 1]))[bucket] =
+                Some(LatencyExemplar {
+                    traceparent,
+                    value_ms,
+                    at_ms,
+                });
+        }
+        self.buckets[bucket] += 1;
         self.count += 1;
         self.sum_ms = self.sum_ms.saturating_add(value_ms);
+        self.count >= SLOW_OBSERVATIONS_MIN && self.buckets[bucket..].iter().sum::<u64>() * 100 <= self.count
     }
 
     pub(crate) fn percentiles(&self, now_ms: i64, window: Window) -> Option<Percentiles> {
@@ -336,6 +383,10 @@ impl LatencyRecorder {
             cumulative_counts,
             count: self.count,
             sum_seconds: self.sum_ms as f64 / 1_000.0,
+            exemplars: self
+                .exemplars
+                .as_deref()
+                .map_or_else(Vec::new, |slots| slots.to_vec()),
         }
     }
 
@@ -356,9 +407,14 @@ impl LatencyRecorder {
         self.hour.release_expired(now_ms, |_, _| {});
     }
 
-    /// Bytes held by the buckets and their counts arrays.
+    /// Bytes held by the buckets, their counts arrays and the exemplar
+    /// slots.
     pub(crate) fn bytes(&self) -> usize {
-        self.minute.bytes() + self.hour.bytes()
+        let exemplars = self
+            .exemplars
+            .as_ref()
+            .map_or(0, |slots| std::mem::size_of_val(&**slots));
+        self.minute.bytes() + self.hour.bytes() + exemplars
     }
 }
 
@@ -369,6 +425,51 @@ mod tests {
     use super::*;
 
     const T0: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn a_traced_observation_is_its_bucket_s_exemplar_until_a_later_one() {
+        let first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let later = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut recorder = LatencyRecorder::default();
+        recorder.record(T0, 3, None);
+        assert!(recorder.histogram().exemplars.is_empty(), "untraced: no slots");
+        recorder.record(T0, 3, Some(first));
+        recorder.record(T0 + 1, 4, Some(later));
+        recorder.record(T0 + 2, 40_000, Some(first));
+        recorder.record(T0 + 3, 40_001, Some("not a traceparent"));
+        let exemplars = recorder.histogram().exemplars;
+        assert_eq!(exemplars.len(), HISTOGRAM_BOUNDS_MS.len() + 1);
+        let at = |ms: u64| exemplars[HISTOGRAM_BOUNDS_MS.partition_point(|&bound| bound < ms)];
+        let five = at(4).expect("the 1-5 ms bucket");
+        assert_eq!(
+            (&five.traceparent[..], five.value_ms, five.at_ms),
+            (later.as_bytes(), 4, T0 + 1)
+        );
+        assert_eq!(
+            at(40_000).unwrap().value_ms,
+            40_000,
+            "a malformed header leaves the last good one"
+        );
+        assert_eq!(at(1), None);
+    }
+
+    #[test]
+    fn only_an_observation_past_the_p99_bucket_of_enough_is_slow() {
+        let mut recorder = LatencyRecorder::default();
+        // Too few observations: nothing is slow, however long.
+        for _ in 0..98 {
+            assert!(!recorder.record(T0, 3, None));
+        }
+        assert!(!recorder.record(T0, 60_000, None), "99 observations are too few");
+        // The 100th, alone in its bucket and above every other: slow.
+        assert!(recorder.record(T0, 120_000, None));
+        // A second one there is 2 % of the observations: not past the p99.
+        assert!(!recorder.record(T0, 120_000, None));
+        // The common bucket is never slow.
+        assert!(!recorder.record(T0, 3, None));
+        // Above the other slow ones: 1 of 103 at or above its bucket.
+        assert!(recorder.record(T0, 3_600_000, None));
+    }
 
     /// The value of rank `ceil(q * n)` of the sorted values, as
     /// HdrHistogram defines a quantile.
@@ -386,8 +487,8 @@ mod tests {
     #[test]
     fn a_window_holds_the_last_twelve_buckets_only() {
         let mut recorder = LatencyRecorder::default();
-        recorder.record(T0, 100);
-        recorder.record(T0 + 1_000, 200);
+        recorder.record(T0, 100, None);
+        recorder.record(T0 + 1_000, 200, None);
         let minute = recorder.percentiles(T0 + 2_000, Window::LastMinute).unwrap();
         assert_eq!(
             minute,
@@ -404,7 +505,7 @@ mod tests {
         assert_eq!(recorder.percentiles(later, Window::LastMinute), None);
         assert_eq!(recorder.percentiles(later, Window::LastHour).unwrap().count, 2);
         // Recording a minute later reuses the ring slot of T0 and clears it.
-        recorder.record(later, 7);
+        recorder.record(later, 7, None);
         let minute = recorder.percentiles(later, Window::LastMinute).unwrap();
         assert_eq!((minute.count, minute.max_ms), (1, 7));
         assert_eq!(recorder.percentiles(later, Window::LastHour).unwrap().count, 3);
@@ -415,10 +516,10 @@ mod tests {
     #[test]
     fn an_observation_from_before_a_reused_bucket_is_kept_out_of_windows() {
         let mut recorder = LatencyRecorder::default();
-        recorder.record(T0 + 60_000, 10);
+        recorder.record(T0 + 60_000, 10, None);
         // The clock stepped back a whole minute: same ring slot, older
         // bucket. It is counted since start but shown in no minute.
-        recorder.record(T0, 999);
+        recorder.record(T0, 999, None);
         let minute = recorder.percentiles(T0 + 60_000, Window::LastMinute).unwrap();
         assert_eq!((minute.count, minute.max_ms), (1, 10));
         assert_eq!(recorder.histogram().count, 2);
@@ -428,7 +529,7 @@ mod tests {
     fn the_cumulative_histogram_counts_by_fixed_bounds() {
         let mut recorder = LatencyRecorder::default();
         for value in [0, 1, 2, 5, 6, 1_000, 90_000_000, u64::MAX] {
-            recorder.record(T0, value);
+            recorder.record(T0, value, None);
         }
         let histogram = recorder.histogram();
         assert_eq!(histogram.count, 8);
@@ -449,7 +550,7 @@ mod tests {
     fn quiet_buckets_are_freed() {
         let mut recorder = LatencyRecorder::default();
         for second in 0..60 {
-            recorder.record(T0 + second * 1_000, 40_000);
+            recorder.record(T0 + second * 1_000, 40_000, None);
         }
         assert!(recorder.bytes() > 0);
         recorder.release_expired(T0 + 120_000);
@@ -465,9 +566,9 @@ mod tests {
     #[test]
     fn a_bucket_s_memory_follows_its_largest_value() {
         let mut recorder = LatencyRecorder::default();
-        recorder.record(T0, 900);
+        recorder.record(T0, 900, None);
         let small = recorder.bytes();
-        recorder.record(T0, VALUE_MS_MAX);
+        recorder.record(T0, VALUE_MS_MAX, None);
         let large = recorder.bytes();
         // Two buckets (minute and hour) each: about 2 KiB under a second,
         // about 15 KiB at the largest value, besides the two rings of
@@ -494,7 +595,7 @@ mod tests {
             let mut observed = Vec::new();
             for (advance, value, sweep) in steps {
                 now += advance;
-                recorder.record(now, value);
+                recorder.record(now, value, None);
                 observed.push((now, value));
                 if sweep {
                     recorder.release_expired(now);

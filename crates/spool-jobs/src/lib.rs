@@ -48,6 +48,6 @@ pub use crate::event::Event;
 pub use crate::job::{
     Attempt, AttemptError, AttemptOutcome, Attempts, Job, JobId, JobSpec, JobState, Schedule,
 };
-pub use crate::latency::{CumulativeHistogram, Latency, Percentiles, Window};
+pub use crate::latency::{CumulativeHistogram, Latency, LatencyExemplar, Percentiles, Window};
 pub use crate::queue::validate_queue_name;
 pub use crate::runtime::{JobsRuntime, RuntimeConfig, Startup};

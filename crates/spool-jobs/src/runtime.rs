@@ -224,6 +224,25 @@ impl JobsRuntime {
         }
     }
 
+    /// The first half of [`call`](Self::call): the reply as decided and
+    /// the log offset its events reach, once they are appended (not yet
+    /// durable). The caller must [`wait_durable`](Self::wait_durable) for
+    /// that offset before it hands the reply out. For callers that time
+    /// the two halves apart (the server's trace spans).
+    pub async fn decide(&self, request: Request) -> Result<(Result<Reply, JobError>, u64), JobError> {
+        let (tx, rx) = oneshot::channel();
+        self.sender
+            .send(Message::Request(request, tx))
+            .map_err(|_| unavailable("the job service has stopped"))?;
+        rx.await.map_err(|_| unavailable("the job service has stopped"))
+    }
+
+    /// The second half of [`call`](Self::call): waits until the events up
+    /// to `offset` are on disk (the group commit of `__jobs`).
+    pub async fn wait_durable(&self, offset: u64) -> Result<(), JobError> {
+        durable(&self.partition, offset).await
+    }
+
     /// Runs `read` against the current job table and returns what it
     /// returns once every event the table reflected is durable.
     pub async fn read<T: Send + 'static>(

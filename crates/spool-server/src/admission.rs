@@ -109,7 +109,8 @@ where
             let (mut parts, body) = request.into_parts();
             let (length, body) = read_prefix(body).await;
             if let Some(length) = length.filter(|&length| length <= request_bytes_max) {
-                match limiter.acquire(peer, length).await {
+                let wait = tracing::info_span!(target: spool_telemetry::TARGET, "admission wait", spool.request_bytes = length);
+                match tracing::Instrument::instrument(limiter.acquire(peer, length), wait).await {
                     Ok(permit) => {
                         parts.extensions.insert(Admitted(Arc::new(permit)));
                     }

@@ -34,6 +34,10 @@ pub struct Config {
     /// Address of the admin HTTP listener (`/metrics`, `/healthz`,
     /// `/readyz`); `None` (`off`) serves none.
     pub admin_listen: Option<SocketAddr>,
+    /// OTLP gRPC receiver of the server's trace spans (`http://HOST:PORT`);
+    /// `None` leaves it to `OTEL_EXPORTER_OTLP_ENDPOINT`, and without that
+    /// no span is exported.
+    pub otlp_endpoint: Option<String>,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     /// Durability for produce requests that leave it unspecified.
@@ -78,6 +82,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:7070".parse().expect("valid address"),
             admin_listen: Some("127.0.0.1:7071".parse().expect("valid address")),
+            otlp_endpoint: None,
             data_dir: PathBuf::from("spool-data"),
             log_format: LogFormat::Human,
             default_durability: Durability::Fsync,
@@ -104,6 +109,8 @@ impl Default for Config {
 pub enum ValueKind {
     /// A socket address: `127.0.0.1:7070`.
     Address,
+    /// A URL: `http://127.0.0.1:4317`.
+    Url,
     /// A file system path.
     Path,
     /// One of a few words.
@@ -123,6 +130,7 @@ pub enum ValueKind {
 pub const KEYS: &[(&str, ValueKind)] = &[
     ("listen", ValueKind::Address),
     ("admin_listen", ValueKind::Address),
+    ("otlp_endpoint", ValueKind::Url),
     ("data_dir", ValueKind::Path),
     ("log_format", ValueKind::Choice),
     ("default_durability", ValueKind::Choice),
@@ -256,6 +264,10 @@ impl Config {
                         ))
                     })?),
                 };
+            }
+            "otlp_endpoint" => {
+                self.otlp_endpoint =
+                    Some(spool_telemetry::parse_endpoint(value).map_err(|e| error(e.to_string()))?);
             }
             "data_dir" => self.data_dir = PathBuf::from(value),
             "log_format" => {
@@ -579,6 +591,7 @@ mod tests {
         for &(key, kind) in KEYS {
             let value = match kind {
                 ValueKind::Address => "127.0.0.1:0",
+                ValueKind::Url => "http://127.0.0.1:4317",
                 ValueKind::Path => "data",
                 ValueKind::Choice if key == "log_format" => "json",
                 ValueKind::Choice => "none",
@@ -611,6 +624,31 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.key, "admin_listen");
         assert!(err.reason.contains("\"off\""), "{err}");
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_an_http_url_set_in_any_layer() {
+        let mut config = Config::default();
+        assert_eq!(config.otlp_endpoint, None, "no export unless asked");
+        config
+            .apply_env([(
+                "SPOOL_OTLP_ENDPOINT".to_owned(),
+                "http://collector:4317/".to_owned(),
+            )])
+            .unwrap();
+        assert_eq!(config.otlp_endpoint.as_deref(), Some("http://collector:4317"));
+        let err = config
+            .set("otlp_endpoint", "collector:4317", "flag --otlp-endpoint")
+            .unwrap_err();
+        assert_eq!(err.key, "otlp_endpoint");
+        assert!(err.reason.contains("http://"), "{err}");
+        // The standard OTEL_* variables are not spoold keys, and not typos.
+        config
+            .apply_env([(
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                "http://x:4317".to_owned(),
+            )])
+            .unwrap();
     }
 
     #[test]

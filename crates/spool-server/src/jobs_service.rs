@@ -2,13 +2,23 @@
 //! [`spool_jobs::Request`]s for the job runtime, which answers once their
 //! events are durable; reads go to the runtime's table or, for history, to
 //! the `__jobs` log itself.
+//!
+//! Traces: each call runs in the span of `trace_context`; inside it the
+//! job runtime's two halves are spans of their own, `append __jobs` (the
+//! decision and the append of its events; for a claim also its wait for a
+//! job) and `fsync wait` (the group commit). A job's own context (its
+//! `traceparent` header) gets `enqueue {queue}` and `claim {queue}` spans,
+//! and a failed attempt that is retried a `retry scheduled` span, so the
+//! job's trace shows where it went on the server.
 
 use std::sync::Arc;
 
 use spool_jobs::{JobsRuntime, Reply, Request};
 use spool_proto::v1::{self, jobs_server::Jobs};
+use spool_telemetry::{MESSAGING_SYSTEM, TARGET, TRACEPARENT, TRACESTATE};
 use tokio::sync::watch;
 use tonic::{Request as GrpcRequest, Response, Status};
+use tracing::{Instrument as _, Span};
 
 use crate::jobs_convert::{
     claim_spec, claimed_to_proto, complete_request, enqueue_response, event_to_proto, fail_request,
@@ -28,9 +38,78 @@ impl JobsService {
         JobsService { runtime, shutdown }
     }
 
+    /// Sends a request to the job runtime and answers once its events are
+    /// durable, each half in a span.
     async fn call(&self, request: Request) -> Result<Reply, Status> {
-        self.runtime.call(request).await.map_err(job_status)
+        let (reply, offset) = self.decide(request).await?;
+        self.wait_durable(offset).await?;
+        reply.map_err(job_status)
     }
+
+    async fn decide(&self, request: Request) -> Result<(Result<Reply, spool_jobs::JobError>, u64), Status> {
+        let span =
+            tracing::info_span!(target: TARGET, "append __jobs", spool.log.offset = tracing::field::Empty);
+        let (reply, offset) = self
+            .runtime
+            .decide(request)
+            .instrument(span.clone())
+            .await
+            .map_err(job_status)?;
+        span.record("spool.log.offset", offset);
+        Ok((reply, offset))
+    }
+
+    async fn wait_durable(&self, offset: u64) -> Result<(), Status> {
+        self.runtime
+            .wait_durable(offset)
+            .instrument(tracing::info_span!(target: TARGET, "fsync wait"))
+            .await
+            .map_err(job_status)
+    }
+}
+
+/// A span in the trace of a job: a child of the context in its
+/// `traceparent` header, or of the call's span when it has none.
+fn job_span(operation: &'static str, queue: &str, headers: &[(String, String)]) -> Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "job",
+        otel.name = format_args!("{operation} {queue}"),
+        messaging.system = MESSAGING_SYSTEM,
+        messaging.operation.name = operation,
+        messaging.destination.name = queue,
+        messaging.message.id = tracing::field::Empty,
+        spool.job.attempt = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        if let Some(traceparent) = header(TRACEPARENT) {
+            spool_telemetry::set_remote_parent(&span, traceparent, header(TRACESTATE));
+        }
+    }
+    span
+}
+
+/// Marks a failed attempt's fate in the call's trace.
+fn fate_span(job_id: &str, state: spool_jobs::JobState, retry_delay_ms: Option<u64>) {
+    let name = match state {
+        spool_jobs::JobState::Scheduled | spool_jobs::JobState::Available => "retry scheduled",
+        spool_jobs::JobState::Dead => "dead",
+        spool_jobs::JobState::Cancelled => "cancelled",
+        _ => "failed",
+    };
+    let _span = tracing::info_span!(
+        target: TARGET,
+        "fate",
+        otel.name = name,
+        messaging.message.id = job_id,
+        spool.job.retry_delay_ms = retry_delay_ms,
+    );
 }
 
 fn count(reply: Reply) -> u64 {
@@ -51,8 +130,17 @@ impl Jobs for JobsService {
         request: GrpcRequest<v1::EnqueueRequest>,
     ) -> Result<Response<v1::EnqueueResponse>, Status> {
         let spec = spec_from_proto(request.into_inner())?;
-        match self.call(Request::Enqueue(vec![spec])).await? {
-            Reply::Enqueued(results) => Ok(Response::new(enqueue_response(&results[0]))),
+        let span = job_span("enqueue", &spec.queue, &spec.headers);
+        let reply = self
+            .call(Request::Enqueue(vec![spec]))
+            .instrument(span.clone())
+            .await?;
+        match reply {
+            Reply::Enqueued(results) => {
+                let response = enqueue_response(&results[0]);
+                span.record("messaging.message.id", response.job_id.as_str());
+                Ok(Response::new(response))
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -81,14 +169,35 @@ impl Jobs for JobsService {
     ) -> Result<Response<v1::ClaimResponse>, Status> {
         let spec = claim_spec(request.into_inner());
         let mut shutdown = self.shutdown.clone();
-        let reply = tokio::select! {
-            reply = self.call(Request::Claim(spec)) => reply?,
+        let (reply, offset) = tokio::select! {
+            decided = self.decide(Request::Claim(spec)) => decided?,
             // A claim waiting for work does not hold the shutdown up; the
             // caller hears UNAVAILABLE and backs off instead of spinning.
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
                 return Err(Status::unavailable("the server is shutting down"));
             }
         };
+        // Each claimed job that carries a trace gets a `claim {queue}` span
+        // in it, open over the fsync that makes its claim durable. Jobs
+        // without one get none: hundreds of spans under one Claim call
+        // would cost a span per job and say nothing the call's does not.
+        let claim_spans: Vec<Span> = match &reply {
+            Ok(Reply::Claimed(claimed)) if tracing::enabled!(target: TARGET, tracing::Level::INFO) => claimed
+                .iter()
+                .filter(|claimed| claimed.job.headers.iter().any(|(name, _)| name == TRACEPARENT))
+                .map(|claimed| {
+                    let job = &claimed.job;
+                    let span = job_span("claim", &job.queue, &job.headers);
+                    span.record("messaging.message.id", job.id.to_string());
+                    span.record("spool.job.attempt", job.attempt);
+                    span
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.wait_durable(offset).await?;
+        drop(claim_spans);
+        let reply = reply.map_err(job_status)?;
         let Reply::Claimed(claimed) = reply else {
             return Err(unexpected(&reply));
         };
@@ -134,14 +243,19 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::FailRequest>,
     ) -> Result<Response<v1::FailResponse>, Status> {
-        match self.call(fail_request(request.into_inner())?).await? {
+        let request = request.into_inner();
+        let job_id = request.job_id.clone();
+        match self.call(fail_request(request)?).await? {
             Reply::Failed {
                 state,
                 retry_delay_ms,
-            } => Ok(Response::new(v1::FailResponse {
-                state: state_to_proto(state) as i32,
-                retry_delay_ms,
-            })),
+            } => {
+                fate_span(&job_id, state, retry_delay_ms);
+                Ok(Response::new(v1::FailResponse {
+                    state: state_to_proto(state) as i32,
+                    retry_delay_ms,
+                }))
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -201,14 +315,20 @@ impl Jobs for JobsService {
             };
             results.push(match outcome {
                 Ok(reply) => v1::FinishResult {
+                    state: match reply {
+                        Reply::Completed => v1::JobState::Succeeded,
+                        Reply::Failed {
+                            state,
+                            retry_delay_ms,
+                        } => {
+                            fate_span(&job_id, state, retry_delay_ms);
+                            state_to_proto(state)
+                        }
+                        _ => v1::JobState::Unspecified,
+                    } as i32,
                     job_id,
                     code: 0,
                     message: String::new(),
-                    state: match reply {
-                        Reply::Completed => v1::JobState::Succeeded,
-                        Reply::Failed { state, .. } => state_to_proto(state),
-                        _ => v1::JobState::Unspecified,
-                    } as i32,
                 },
                 Err(status) => v1::FinishResult {
                     job_id,

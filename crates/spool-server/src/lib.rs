@@ -9,7 +9,8 @@
 //! over `spool-jobs`), [`checkpoints`] (named consumer positions kept in
 //! the internal topic `__checkpoints`), [`reflection`] (gRPC server
 //! reflection, v1 and v1alpha), [`status`] (the one mapping from
-//! engine errors to gRPC status codes), `inflight` (bounds on produce bytes
+//! engine errors to gRPC status codes), [`trace_context`] (a trace span
+//! per call, continuing the caller's W3C trace context), `inflight` (bounds on produce bytes
 //! in flight), `convert` (engine types to protobuf messages) and
 //! `jobs_convert` (job-layer types to protobuf messages).
 //!
@@ -32,6 +33,7 @@ pub mod log_service;
 pub mod metrics;
 pub mod reflection;
 pub mod status;
+pub mod trace_context;
 
 pub use config::{Config, ConfigError, LogFormat};
 pub use jobs_service::JobsService;

@@ -13,9 +13,11 @@ use std::time::Duration;
 use spool_log::{Durability, Partition, Record, Store, is_internal_topic, validate_topic_name};
 use spool_proto::partitioner::partition_for_key;
 use spool_proto::v1::{self, log_server::Log, produce_request};
+use spool_telemetry::TARGET;
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::admission::Admitted;
 use crate::checkpoints::Checkpoints;
@@ -426,7 +428,17 @@ impl Log for LogService {
         let sticky = self.state.next_partition.fetch_add(1, Ordering::Relaxed);
         let explicit = request.partition;
         let topic_for_task = Arc::clone(&topic);
+        // Trace spans of the call's two stages (disabled without export):
+        // the append (checks of the batch, the copy into the segment) on
+        // the blocking pool, then the wait for the group commit's fsync.
+        let append_span = tracing::info_span!(
+            target: TARGET,
+            "append",
+            otel.name = format_args!("append {}", request.topic),
+            messaging.destination.name = request.topic.as_str(),
+        );
         let appended = tokio::task::spawn_blocking(move || -> Result<Vec<_>, Status> {
+            let _entered = append_span.enter();
             match data {
                 produce_request::Data::EncodedBatch(batch) => {
                     let id = explicit.expect("checked above");
@@ -462,6 +474,11 @@ impl Log for LogService {
             if durability == Durability::Fsync {
                 partition
                     .wait_durable(outcome.last_offset + 1)
+                    .instrument(tracing::info_span!(
+                        target: TARGET,
+                        "fsync wait",
+                        messaging.destination.partition.id = partition.id(),
+                    ))
                     .await
                     .map_err(status)?;
             }

@@ -19,7 +19,9 @@ use spool_proto::v1::log_server::LogServer;
 use spool_server::admin::Admin;
 use spool_server::admission::AdmissionLayer;
 use spool_server::metrics::{self, ServerMetrics, rpc::RpcLayer};
+use spool_server::trace_context::{DecodeLayer, TraceLayer};
 use spool_server::{Config, JobsService, LogFormat, LogService, ServerState, health};
+use spool_telemetry::otlp::{Exporter, OtlpSettings, init_subscriber};
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
@@ -31,7 +33,7 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 200;
     name = "spoold",
     version,
     about = "Spool's server: partitioned, durable commit-log topics over gRPC",
-    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071       # metrics and health for Prometheus and probes\n  spoold --data-dir /var/lib/spool --listen 0.0.0.0:7070\n  spoold --config spool.toml --set retention_ms=3d\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
+    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071       # metrics and health for Prometheus and probes\n  spoold --otlp-endpoint http://127.0.0.1:4317   # trace spans to an OTLP collector\n  spoold --data-dir /var/lib/spool --listen 0.0.0.0:7070\n  spoold --config spool.toml --set retention_ms=3d\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
 )]
 struct Args {
     /// TOML file with configuration keys.
@@ -47,6 +49,11 @@ struct Args {
     /// /readyz (default 127.0.0.1:7071; `off` for none).
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
+    /// Export trace spans over OTLP gRPC to this receiver, like
+    /// http://127.0.0.1:4317 (default: OTEL_EXPORTER_OTLP_ENDPOINT, else
+    /// no export). OTEL_SERVICE_NAME names the service (default spoold).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// Log format: human or json. Filter with RUST_LOG (default info).
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -72,6 +79,9 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     if let Some(admin) = &args.admin_listen {
         config.set("admin_listen", admin, "flag --admin-listen")?;
     }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        config.set("otlp_endpoint", endpoint, "flag --otlp-endpoint")?;
+    }
     if let Some(format) = &args.log_format {
         config.set("log_format", format, "flag --log-format")?;
     }
@@ -85,18 +95,20 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// Logs on stderr, and the trace spans' export when an endpoint is
+/// configured (the flag or key, else `OTEL_EXPORTER_OTLP_ENDPOINT`).
+fn init_tracing(config: &Config) -> anyhow::Result<Option<Exporter>> {
+    let otlp = OtlpSettings::resolve(
+        config.otlp_endpoint.as_deref(),
+        |name| std::env::var(name).ok(),
+        "spoold",
+    )
+    .context("invalid OTEL_EXPORTER_OTLP_ENDPOINT")?;
+    let exporter = init_subscriber(config.log_format == LogFormat::Json, otlp.as_ref())?;
+    if let Some(otlp) = &otlp {
+        tracing::info!(endpoint = %otlp.endpoint, service_name = %otlp.service_name, "exporting trace spans over OTLP");
     }
+    Ok(exporter)
 }
 
 /// Each segment keeps up to three files open; the default soft limit of
@@ -141,15 +153,26 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format);
-    match run(config).await {
+    let exporter = match init_tracing(&config) {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("spoold: {error:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("spoold: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    if let Some(exporter) = exporter {
+        // Blocks until the last spans are sent: off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
     }
+    code
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -269,12 +292,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .initial_stream_window_size(stream_window)
         .initial_connection_window_size(stream_window * MAX_STREAMS_PER_CONNECTION)
-        // Outermost, so a call's time includes its wait for admission.
+        // Outermost, so a call's span and time include its wait for
+        // admission.
+        .layer(TraceLayer)
         .layer(RpcLayer::new(Arc::clone(&metrics.rpc)))
         .layer(AdmissionLayer::new(
             Arc::clone(&state.inflight),
             config.request_bytes_max,
         ))
+        // Innermost: a call's `decode` span starts once it is admitted.
+        .layer(DecodeLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -60,6 +60,14 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
+    /// Export trace spans (one `process QUEUE` span per attempt, with the
+    /// run, heartbeats and the acknowledgement) over OTLP gRPC to this
+    /// receiver, like http://127.0.0.1:4317. Default:
+    /// OTEL_EXPORTER_OTLP_ENDPOINT, else no export. OTEL_SERVICE_NAME names
+    /// the service (default spool-worker).
+    #[arg(long, value_name = "URL", value_parser = otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
     /// Queue to take jobs from; repeat for several.
     #[arg(long = "queue", short = 'q', value_name = "QUEUE", required = true)]
     pub queues: Vec<String>,
@@ -133,6 +141,10 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         return Err("must be more than zero".into());
     }
     Ok(duration)
+}
+
+fn otlp_endpoint(text: &str) -> Result<String, String> {
+    spool_telemetry::parse_endpoint(text).map_err(|error| error.to_string())
 }
 
 fn lease(text: &str) -> Result<Duration, String> {

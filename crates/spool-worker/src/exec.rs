@@ -5,7 +5,9 @@
 //! environment, with each job header as `SPOOL_HEADER_<NAME>` (see
 //! [`header_variable`]) and the W3C trace context headers `traceparent` and
 //! `tracestate` also as `TRACEPARENT` and `TRACESTATE`, the names
-//! OpenTelemetry SDKs read from the environment. The command runs in a process group of its own, which is
+//! OpenTelemetry SDKs read from the environment. When the worker exports
+//! traces, `TRACEPARENT` names the attempt's `run {queue}` span instead,
+//! so the command's own spans are its children. The command runs in a process group of its own, which is
 //! killed (SIGKILL) when the attempt times out, when the job is cancelled or
 //! its lease lost, when the worker's grace period ends, and after the
 //! command exits, so no job leaves processes behind.
@@ -136,6 +138,9 @@ impl ExecHandler {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(traceparent) = spool_telemetry::current_traceparent() {
+            command.env("TRACEPARENT", traceparent);
+        }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(error) => {

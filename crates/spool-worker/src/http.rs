@@ -88,9 +88,15 @@ impl HttpHandler {
         let mut builder = Request::post(self.url.clone());
         let mut forwarded: Vec<(&String, &String)> = job.headers().iter().collect();
         forwarded.sort();
+        // When the worker exports traces the endpoint continues the
+        // attempt's `run {queue}` span, not the job's original context.
+        let traceparent = spool_telemetry::current_traceparent();
         for (name, value) in forwarded {
             let lower = name.to_ascii_lowercase();
             if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("spool-") {
+                continue;
+            }
+            if traceparent.is_some() && lower == spool_telemetry::TRACEPARENT {
                 continue;
             }
             match (
@@ -100,6 +106,9 @@ impl HttpHandler {
                 (Ok(name), Ok(value)) => builder = builder.header(name, value),
                 _ => tracing::debug!(header = %name, "skipping a job header that is not a valid HTTP header"),
             }
+        }
+        if let Some(traceparent) = traceparent {
+            builder = builder.header(spool_telemetry::TRACEPARENT, traceparent);
         }
         builder
             .header(CONTENT_TYPE, content_type)

@@ -30,7 +30,7 @@ mod http;
 mod metrics;
 mod process_group;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -38,6 +38,7 @@ use anyhow::Context;
 use clap::Parser;
 use spool_client::worker::{Worker, WorkerConfig};
 use spool_client::{Client, ClientOptions};
+use spool_telemetry::otlp::{Exporter, OtlpSettings, init_subscriber};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::args::Cli;
@@ -54,14 +55,6 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -69,7 +62,22 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The exporter's gRPC channel lives on the runtime.
+    let exporter = {
+        let _entered = runtime.enter();
+        match init_tracing(&cli) {
+            Ok(exporter) => exporter,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let result = runtime.block_on(run(cli));
+    if let Some(exporter) = exporter {
+        // Sends the last spans; the runtime is still there to carry them.
+        exporter.shutdown();
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +86,22 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Logs on stderr, and the trace spans' export when an endpoint is given
+/// (`--otlp-endpoint`, else `OTEL_EXPORTER_OTLP_ENDPOINT`).
+fn init_tracing(cli: &Cli) -> anyhow::Result<Option<Exporter>> {
+    let otlp = OtlpSettings::resolve(
+        cli.otlp_endpoint.as_deref(),
+        |name| std::env::var(name).ok(),
+        "spool-worker",
+    )
+    .context("invalid OTEL_EXPORTER_OTLP_ENDPOINT")?;
+    let exporter = init_subscriber(false, otlp.as_ref())?;
+    if let Some(otlp) = &otlp {
+        tracing::info!(endpoint = %otlp.endpoint, service_name = %otlp.service_name, "exporting trace spans over OTLP");
+    }
+    Ok(exporter)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -35,8 +35,10 @@ mod types;
 use std::time::Duration;
 
 use spool_proto::v1::{self, jobs_client::JobsClient};
+use spool_telemetry::{TRACEPARENT, TRACESTATE};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+use tracing::Instrument as _;
 
 pub use self::types::{
     AttemptError, AttemptOutcome, CancelOutcome, Claim, ClaimedJob, DeadFilter, Enqueued, EvictionRule,
@@ -67,22 +69,57 @@ impl Jobs {
         if let Some(timeout) = self.request_timeout {
             request.set_timeout(timeout + wait);
         }
+        crate::trace::inject(&mut request);
         request
     }
 
     /// Enqueues one job. With an idempotency key seen in the queue's dedup
     /// window, returns the earlier job instead (`deduplicated`).
-    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
-        let request = self.request(job.into_proto(), Duration::ZERO);
-        let response = self.inner.clone().enqueue(request).await?.into_inner();
-        Ok(Enqueued::from_proto(response))
+    ///
+    /// Traced as `send {queue}`: with an OpenTelemetry context, a job
+    /// without a `traceparent` header gets the send span's, so its
+    /// attempts continue the caller's trace; a job with one keeps it, and
+    /// the send span joins that trace.
+    pub async fn enqueue(&self, mut job: NewJob) -> Result<Enqueued> {
+        let span = crate::trace::enqueue_span(&job.queue, 1);
+        if let Some(traceparent) = job.headers.get(TRACEPARENT) {
+            spool_telemetry::set_remote_parent(
+                &span,
+                traceparent,
+                job.headers.get(TRACESTATE).map(String::as_str),
+            );
+        }
+        crate::trace::store_context(&span, job.headers.contains_key(TRACEPARENT), |traceparent| {
+            job.headers.insert(TRACEPARENT.to_owned(), traceparent);
+        });
+        async {
+            let request = self.request(job.into_proto(), Duration::ZERO);
+            let response = self.inner.clone().enqueue(request).await?.into_inner();
+            tracing::Span::current().record("messaging.message.id", response.job_id.as_str());
+            Ok(Enqueued::from_proto(response))
+        }
+        .instrument(span)
+        .await
     }
 
     /// Enqueues several jobs in one request, all or none: an invalid job
     /// fails the call (`INVALID_ARGUMENT` naming its index). Answers one
     /// result per job, in order.
-    pub async fn enqueue_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+    ///
+    /// Traced as one `send {queue}` span (the first job's queue) whose
+    /// context goes into the jobs without a `traceparent` header.
+    pub async fn enqueue_batch(&self, mut jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
         let count = jobs.len();
+        let span = crate::trace::enqueue_span(jobs.first().map_or("", |job| job.queue.as_str()), count);
+        for job in &mut jobs {
+            crate::trace::store_context(&span, job.headers.contains_key(TRACEPARENT), |traceparent| {
+                job.headers.insert(TRACEPARENT.to_owned(), traceparent);
+            });
+        }
+        self.enqueue_batch_traced(jobs, count).instrument(span).await
+    }
+
+    async fn enqueue_batch_traced(&self, jobs: Vec<NewJob>, count: usize) -> Result<Vec<Enqueued>> {
         let request = v1::EnqueueBatchRequest {
             jobs: jobs.into_iter().map(NewJob::into_proto).collect(),
         };

@@ -12,16 +12,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use spool_proto::partitioner::partition_for_key;
 use spool_proto::v1;
+use spool_telemetry::TRACEPARENT;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::Code;
+use tracing::Instrument as _;
 
 use self::accumulator::{Accumulator, Next, PendingBatch};
 pub use self::delivery::{BatchAck, DeliveryFuture, RecordAck};
 pub use self::limits::ProduceLimits;
 use crate::client::{Client, Durability};
 use crate::error::{Error, Result};
-use crate::record::{Record, encode_batch, now_ms};
+use crate::record::{Header, Record, encode_batch, now_ms};
 
 /// How a [`Producer`] batches, sends and retries.
 #[derive(Debug, Clone)]
@@ -110,6 +112,16 @@ pub enum Target {
 /// yourself.
 ///
 /// Records without a timestamp get the time their batch is encoded.
+///
+/// **Traces.** A record sent with [`send`](Producer::send) or
+/// [`enqueue`](Producer::enqueue) from inside an OpenTelemetry span, and
+/// without a `traceparent` header of its own, gets the span's
+/// `traceparent` header, so consumers continue the producer's trace. Each
+/// batch is sent in a `send {topic}` span: a child of its records' context
+/// when they share one, else linked to up to [`TRACE_LINKS_MAX`] of them.
+/// [`send_batch`](Producer::send_batch) stores no header (the records are
+/// the caller's; [`crate::telemetry::current_traceparent`] gives the value);
+/// its span is a child of the caller's. Without a context nothing is added.
 ///
 /// Cheap to clone; clones share the batches. Dropping the last clone sends
 /// what is buffered in the background; [`close`](Producer::close) does the
@@ -292,6 +304,7 @@ impl Producer {
 
     async fn enqueue_inner(&self, partition: Option<u32>, mut record: Record) -> Result<DeliveryFuture> {
         let core = &self.core;
+        store_current_context(&mut record);
         core.limits.check(record.stored_bytes())?;
         loop {
             if core.closing.load(Ordering::Acquire) {
@@ -358,7 +371,10 @@ impl Producer {
                 self.core.next_any_partition.fetch_add(1, Ordering::Relaxed) % self.core.partitions
             }
         };
-        let encoded = encode_batch(records, now_ms())?;
+        let count = records.len() as u64;
+        // The span covers the encoding as well as the request.
+        let span = crate::trace::send_batch_span(&self.core.topic, partition, count);
+        let encoded = span.in_scope(|| encode_batch(records, now_ms()))?;
         let batch_bytes_max = self.core.limits.batch_bytes_max();
         if encoded.len() as u64 > batch_bytes_max {
             return Err(Error::Encode {
@@ -370,7 +386,8 @@ impl Producer {
             });
         }
         self.core
-            .send_encoded(partition, encoded, records.len() as u64)
+            .send_encoded(partition, encoded, count)
+            .instrument(span)
             .await
     }
 
@@ -439,11 +456,17 @@ impl Core {
     /// the outcome for its records.
     async fn send_pending(&self, mut batch: PendingBatch) {
         let records = std::mem::take(&mut batch.records);
-        let outcome = match encode_batch(&records, now_ms()) {
+        let count = records.len() as u64;
+        let span = crate::trace::send_batch_span(&self.topic, batch.partition, count);
+        if !span.is_disabled() {
+            follow_records(&span, &records);
+        }
+        let outcome = match span.in_scope(|| encode_batch(&records, now_ms())) {
             Ok(encoded) => {
-                let count = records.len() as u64;
                 drop(records);
-                self.send_encoded(batch.partition, encoded, count).await
+                self.send_encoded(batch.partition, encoded, count)
+                    .instrument(span)
+                    .await
             }
             Err(error) => Err(error),
         };
@@ -485,6 +508,54 @@ impl Core {
                     backoff_ms = (backoff_ms * 2).min(self.config.retry_backoff_max_ms.max(1));
                 }
                 Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// Most links a batch's `send` span keeps to the contexts of its records.
+pub const TRACE_LINKS_MAX: usize = 32;
+
+/// Gives a record the current OpenTelemetry context as its `traceparent`
+/// header, unless it has one or there is none.
+fn store_current_context(record: &mut Record) {
+    if record.headers.iter().any(|header| header.key == TRACEPARENT) {
+        return;
+    }
+    if let Some(traceparent) = spool_telemetry::current_traceparent() {
+        record.headers.push(Header::new(TRACEPARENT, traceparent));
+    }
+}
+
+/// Ties a batch's `send` span to its records' traces: the child of their
+/// context when they all share one, else linked to the first
+/// [`TRACE_LINKS_MAX`] distinct ones.
+fn follow_records(span: &tracing::Span, records: &[Record]) {
+    let mut contexts: Vec<&str> = Vec::new();
+    for record in records {
+        let traceparent = record
+            .headers
+            .iter()
+            .find(|header| header.key == TRACEPARENT)
+            .and_then(|header| header.value.as_deref())
+            .and_then(|value| std::str::from_utf8(value).ok());
+        if let Some(traceparent) = traceparent
+            && !contexts.contains(&traceparent)
+        {
+            contexts.push(traceparent);
+            if contexts.len() > TRACE_LINKS_MAX {
+                break;
+            }
+        }
+    }
+    match contexts.as_slice() {
+        [] => {}
+        [only] => {
+            spool_telemetry::set_remote_parent(span, only, None);
+        }
+        many => {
+            for traceparent in many.iter().take(TRACE_LINKS_MAX) {
+                spool_telemetry::add_link(span, traceparent);
             }
         }
     }
@@ -563,6 +634,71 @@ fn jittered(backoff_ms: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `f` under a subscriber whose OpenTelemetry layer records the
+    /// caller's spans, except those of the target `logs_only` (no
+    /// exporter).
+    fn with_tracing<T>(f: impl FnOnce() -> T) -> T {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.target() != "logs_only"
+                })),
+        );
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    fn traceparent(record: &Record) -> Option<String> {
+        record
+            .headers
+            .iter()
+            .find(|header| header.key == TRACEPARENT)
+            .map(|header| String::from_utf8(header.value.clone().unwrap().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn a_record_sent_inside_a_traced_span_carries_its_context() {
+        with_tracing(|| {
+            let mut outside = Record::new("x");
+            store_current_context(&mut outside);
+            assert_eq!(traceparent(&outside), None, "no span, no context invented");
+
+            let span = tracing::info_span!("checkout");
+            let expected = spool_telemetry::traceparent_of(&span).unwrap();
+            let _entered = span.enter();
+            // A log-only span nested inside does not hide the context.
+            let _inner = tracing::info_span!(target: "logs_only", "inner").entered();
+            let mut record = Record::new("x");
+            store_current_context(&mut record);
+            assert_eq!(traceparent(&record), Some(expected));
+
+            let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let mut own = Record::new("x").with_header(TRACEPARENT, given);
+            store_current_context(&mut own);
+            assert_eq!(own.headers.len(), 1, "a record's own context is kept");
+        });
+    }
+
+    #[test]
+    fn a_batch_span_is_the_child_of_its_records_shared_context() {
+        with_tracing(|| {
+            let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            let records = vec![
+                Record::new("a").with_header(TRACEPARENT, given),
+                Record::new("b").with_header(TRACEPARENT, given),
+            ];
+            let span = crate::trace::send_batch_span("orders", 0, 2);
+            follow_records(&span, &records);
+            let own = spool_telemetry::traceparent_of(&span).unwrap();
+            assert!(own.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{own}");
+            assert!(!own.contains("00f067aa0ba902b7"), "a span of its own: {own}");
+        });
+    }
 
     #[test]
     fn records_are_fsynced_unless_asked_otherwise() {

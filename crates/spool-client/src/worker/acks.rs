@@ -10,6 +10,7 @@ use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 use super::backoff::Backoff;
 use super::handler::Outcome;
@@ -24,6 +25,9 @@ const ITEM_OVERHEAD_BYTES: usize = 64;
 pub(crate) struct Ack {
     pub(crate) job: Job,
     pub(crate) outcome: Outcome,
+    /// The attempt's `complete {queue}` or `fail {queue}` span, open until
+    /// the server has recorded (or refused) the outcome.
+    pub(crate) span: tracing::Span,
 }
 
 #[derive(Debug, Clone)]
@@ -122,9 +126,16 @@ impl Sender {
         let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
         while !pending.is_empty() {
             let items = pending.iter().map(item).collect();
+            // The call carries the first item's context: one batch, one
+            // parent; the other items' spans stay open until it answers.
+            let span = pending[0].span.clone();
             let mut request = tonic::Request::new(v1::FinishBatchRequest { items });
             request.set_timeout(self.settings.request_timeout);
-            let results = match self.jobs.clone().finish_batch(request).await {
+            let sent = async {
+                crate::trace::inject(&mut request);
+                self.jobs.clone().finish_batch(request).await
+            };
+            let results = match sent.instrument(span).await {
                 Ok(response) => {
                     self.stats.add_finish_batch();
                     response.into_inner().results
@@ -207,6 +218,7 @@ impl Sender {
                         result.message
                     )),
                     job: ack.job,
+                    span: ack.span,
                 })
             }
             Fate::Refused => {
@@ -297,6 +309,7 @@ mod tests {
         let complete = item(&Ack {
             job: job.clone(),
             outcome: Outcome::complete("ok"),
+            span: tracing::Span::none(),
         });
         let Some(ItemOutcome::Complete(c)) = complete.outcome else {
             panic!("expected a complete item")
@@ -309,6 +322,7 @@ mod tests {
         let fail = item(&Ack {
             job,
             outcome: Outcome::retry_after("busy", Duration::from_millis(1_500)),
+            span: tracing::Span::none(),
         });
         let Some(ItemOutcome::Fail(f)) = fail.outcome else {
             panic!("expected a fail item")

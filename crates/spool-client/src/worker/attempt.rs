@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spool_proto::v1;
+use spool_telemetry::{MESSAGING_SYSTEM, TARGET, TRACEPARENT, TRACESTATE};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::Code;
@@ -37,6 +38,13 @@ pub(crate) async fn run(
     ticket: Ticket,
 ) {
     let job = Job::new(claimed, claimed_at, shared.config.timeout);
+    let process = crate::trace::process_span(
+        job.queue(),
+        job.id(),
+        job.attempt(),
+        job.headers().get(TRACEPARENT).map(String::as_str),
+        job.headers().get(TRACESTATE).map(String::as_str),
+    );
     let span = tracing::info_span!("job", id = job.id(), queue = job.queue(), attempt = job.attempt());
     async move {
         if claim_slot.is_none() {
@@ -47,6 +55,7 @@ pub(crate) async fn run(
         drop(claim_slot);
     }
     .instrument(span)
+    .instrument(process)
     .await;
 }
 
@@ -90,7 +99,14 @@ async fn attempt(shared: &Shared, job: &Job, ticket: Ticket) {
     let started = Instant::now();
     // The handler runs inside this task (one task per job, not two); a
     // panic in it fails the attempt instead of unwinding through the worker.
-    let mut running = CatchUnwind(handler.call(job.clone()));
+    let run = tracing::info_span!(
+        target: TARGET,
+        "run",
+        otel.name = format_args!("run {}", job.queue()),
+        otel.status_code = tracing::field::Empty,
+    );
+    let handler = run.in_scope(|| handler.call(job.clone()));
+    let mut running = CatchUnwind { handler, span: run };
     let outcome = tokio::select! {
         joined = &mut running => Some(match joined {
             Ok(outcome) => outcome,
@@ -112,8 +128,13 @@ async fn attempt(shared: &Shared, job: &Job, ticket: Ticket) {
         () = reached(&mut phase, Phase::Aborting) => None,
         never = &mut heartbeat => match never {},
     };
-    // Stops the handler if it is still running (timeout, end of grace).
-    drop(running);
+    // Stops the handler if it is still running (timeout, end of grace);
+    // its span ends with the attempt's run.
+    let run = running.stop();
+    if !matches!(outcome, Some(Outcome::Complete { .. })) {
+        run.record("otel.status_code", "error");
+    }
+    drop(run);
     drop(run_slot);
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match outcome {
@@ -147,9 +168,24 @@ async fn attempt(shared: &Shared, job: &Job, ticket: Ticket) {
 
 /// Queues an outcome for the next `FinishBatch`.
 async fn acknowledge(shared: &Shared, job: &Job, outcome: Outcome) {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "settle",
+        otel.name = format_args!(
+            "{} {}",
+            if outcome.is_complete() { "complete" } else { "fail" },
+            job.queue()
+        ),
+        otel.kind = "client",
+        messaging.system = MESSAGING_SYSTEM,
+        messaging.operation.type = "settle",
+        messaging.destination.name = job.queue(),
+        messaging.message.id = job.id(),
+    );
     let ack = Ack {
         job: job.clone(),
         outcome,
+        span,
     };
     if shared.acks.send(ack).await.is_err() {
         tracing::error!("the acknowledgement task has stopped; the job runs again after its lease expires");
@@ -175,6 +211,14 @@ async fn heartbeats(shared: &Shared, job: &Job) -> Infallible {
             return std::future::pending().await;
         }
         let progress = job.take_progress();
+        let span = tracing::info_span!(
+            target: TARGET,
+            "heartbeat",
+            otel.name = format_args!("heartbeat {}", job.queue()),
+            otel.kind = "client",
+            spool.lease_ms = lease_ms,
+        );
+        let _entered = span.enter();
         let mut request = tonic::Request::new(v1::HeartbeatRequest {
             job_id: job.id().to_owned(),
             lease_token: job.lease_token().to_owned(),
@@ -184,7 +228,9 @@ async fn heartbeats(shared: &Shared, job: &Job) -> Infallible {
             progress: progress.clone(),
         });
         request.set_timeout(shared.config.request_timeout.min(job.lease()));
-        match shared.jobs.clone().heartbeat(request).await {
+        crate::trace::inject(&mut request);
+        drop(_entered);
+        match shared.jobs.clone().heartbeat(request).instrument(span).await {
             Ok(response) => {
                 let response = response.into_inner();
                 if response.cancel_requested && job.stop(StopReason::Cancelled) {
@@ -232,6 +278,7 @@ async fn release(shared: &Shared, job: &Job, why: &str) {
             lease_token: job.lease_token().to_owned(),
         });
         request.set_timeout(shared.config.request_timeout);
+        crate::trace::inject(&mut request);
         match shared.jobs.clone().release(request).await {
             Ok(_) => {
                 shared.stats.add_released();
@@ -270,7 +317,23 @@ async fn release(shared: &Shared, job: &Job, why: &str) {
 /// A handler task that is stopped when this is dropped.
 /// Polls a handler's future in place, turning a panic into an error.
 /// Dropping it stops the handler (timeout, end of the grace period).
-struct CatchUnwind(super::handler::BoxedOutcome);
+/// The handler runs inside the attempt's `run {queue}` span.
+struct CatchUnwind {
+    handler: super::handler::BoxedOutcome,
+    span: tracing::Span,
+}
+
+impl CatchUnwind {
+    /// Drops the handler (stopping it if it still runs) and hands back
+    /// its span, which the caller ends.
+    fn stop(self) -> tracing::Span {
+        let CatchUnwind { handler, span } = self;
+        let _entered = span.enter();
+        drop(handler);
+        drop(_entered);
+        span
+    }
+}
 
 impl std::future::Future for CatchUnwind {
     type Output = Result<Outcome, Box<dyn Any + Send>>;
@@ -279,7 +342,9 @@ impl std::future::Future for CatchUnwind {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        let inner = self.0.as_mut();
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        let inner = this.handler.as_mut();
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
             Ok(std::task::Poll::Ready(outcome)) => std::task::Poll::Ready(Ok(outcome)),

@@ -2,14 +2,21 @@
 //! snapshot at scrape time: jobs by state, the oldest available job's age,
 //! totals since start, leases held, workers connected, and the histograms
 //! of queue wait, run time and end to end.
+//!
+//! The histograms carry exemplars: each bucket's latest observation of a
+//! job with a `traceparent`, so a slow bucket leads to a trace. They are
+//! therefore written as [`ExemplarFamily`]s ([`JobHistograms`]), after the
+//! registry, from the snapshot the collector took for the same scrape
+//! ([`ScrapeSnapshot`]): one message to the job thread per scrape.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
-use spool_jobs::{CumulativeHistogram, JobState, JobsRuntime, QueueCounters, QueueMetrics};
+use spool_jobs::{CumulativeHistogram, JobState, JobsRuntime, LatencyExemplar, QueueCounters, QueueMetrics};
+use spool_metrics::{Exemplar, ExemplarFamily, HistogramSnapshot, Series, TraceId};
 
 /// How long a scrape waits for the job thread before it leaves the job
 /// metrics out (and logs why) rather than hang.
@@ -19,6 +26,24 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct JobsCollector {
     pub jobs: Arc<JobsRuntime>,
+    /// Where the snapshot goes for the histogram families.
+    pub scrape: Arc<ScrapeSnapshot>,
+}
+
+/// The job snapshot of the scrape in progress: the collector puts it here
+/// and the histogram families, written after the registry, read it. Of two
+/// scrapes at once, both may write the later one's: both are current.
+#[derive(Debug, Default)]
+pub struct ScrapeSnapshot(Mutex<Option<Arc<Vec<QueueMetrics>>>>);
+
+impl ScrapeSnapshot {
+    fn set(&self, queues: Option<Arc<Vec<QueueMetrics>>>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = queues;
+    }
+
+    fn get(&self) -> Option<Arc<Vec<QueueMetrics>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl JobsCollector {
@@ -105,6 +130,71 @@ const HISTOGRAMS: [(&str, &str, Distribution); 3] = [
 
 /// prometheus-client takes each bucket's own count, `+Inf` last; the job
 /// layer keeps cumulative counts.
+/// One of [`HISTOGRAMS`], by index, as an exemplar family.
+#[derive(Debug)]
+pub struct JobHistograms {
+    pub index: usize,
+    pub scrape: Arc<ScrapeSnapshot>,
+}
+
+impl JobHistograms {
+    /// The three families, reading `scrape`.
+    pub fn all(scrape: &Arc<ScrapeSnapshot>) -> Vec<JobHistograms> {
+        (0..HISTOGRAMS.len())
+            .map(|index| JobHistograms {
+                index,
+                scrape: Arc::clone(scrape),
+            })
+            .collect()
+    }
+}
+
+impl ExemplarFamily for JobHistograms {
+    fn name(&self) -> &str {
+        HISTOGRAMS[self.index].0
+    }
+
+    fn help(&self) -> &str {
+        HISTOGRAMS[self.index].1
+    }
+
+    fn each_series(&self, each: &mut dyn FnMut(Series<'_>)) {
+        let Some(queues) = self.scrape.get() else {
+            return;
+        };
+        let distribution = HISTOGRAMS[self.index].2;
+        for queue in queues.iter() {
+            each(Series {
+                labels: &[("queue", queue.queue.as_str())],
+                histogram: snapshot(distribution(queue)),
+            });
+        }
+    }
+}
+
+fn snapshot(histogram: &CumulativeHistogram) -> HistogramSnapshot {
+    HistogramSnapshot {
+        buckets: buckets(histogram),
+        sum: histogram.sum_seconds,
+        count: histogram.count,
+        exemplars: histogram
+            .exemplars
+            .iter()
+            .map(|slot| slot.as_ref().and_then(exemplar))
+            .collect(),
+    }
+}
+
+/// The exemplar of a job's observation; `None` when its `traceparent`
+/// header is not a valid one.
+fn exemplar(observed: &LatencyExemplar) -> Option<Exemplar> {
+    Some(Exemplar {
+        trace_id: TraceId::from_traceparent(&observed.traceparent)?,
+        value: observed.value_ms as f64 / 1_000.0,
+        timestamp: UNIX_EPOCH + Duration::from_millis(u64::try_from(observed.at_ms).unwrap_or(0)),
+    })
+}
+
 fn buckets(histogram: &CumulativeHistogram) -> Vec<(f64, u64)> {
     let mut previous = 0;
     let mut buckets: Vec<(f64, u64)> = histogram
@@ -124,15 +214,18 @@ fn buckets(histogram: &CumulativeHistogram) -> Vec<(f64, u64)> {
 impl Collector for JobsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(queues) = self.snapshot() else {
+            self.scrape.set(None);
             return Ok(());
         };
+        let queues = Arc::new(queues);
+        self.scrape.set(Some(Arc::clone(&queues)));
         let mut by_state = encoder.encode_descriptor(
             "spool_jobs",
             "Jobs of the queue in the server's memory, by state (succeeded and cancelled ones until they leave memory).",
             None,
             MetricType::Gauge,
         )?;
-        for queue in &queues {
+        for queue in queues.iter() {
             for state in JobState::ALL {
                 let labels = [("queue", queue.queue.as_str()), ("state", state.name())];
                 by_state
@@ -146,7 +239,7 @@ impl Collector for JobsCollector {
             None,
             MetricType::Gauge,
         )?;
-        for queue in &queues {
+        for queue in queues.iter() {
             let age = queue.oldest_available_age_ms.unwrap_or(0) as f64 / 1000.0;
             oldest
                 .encode_family(&[("queue", queue.queue.as_str())])?
@@ -154,7 +247,7 @@ impl Collector for JobsCollector {
         }
         for (name, help, value) in COUNTERS {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for queue in &queues {
+            for queue in queues.iter() {
                 metric
                     .encode_family(&[("queue", queue.queue.as_str())])?
                     .encode_counter::<NoLabelSet, _, u64>(&value(&queue.counters), None)?;
@@ -175,26 +268,13 @@ impl Collector for JobsCollector {
         ];
         for (name, help, value) in gauges {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            for queue in &queues {
+            for queue in queues.iter() {
                 metric
                     .encode_family(&[("queue", queue.queue.as_str())])?
                     .encode_gauge(&value(queue))?;
             }
         }
-        for (name, help, histogram) in HISTOGRAMS {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-            for queue in &queues {
-                let histogram = histogram(queue);
-                metric
-                    .encode_family(&[("queue", queue.queue.as_str())])?
-                    .encode_histogram::<NoLabelSet>(
-                        histogram.sum_seconds,
-                        histogram.count,
-                        &buckets(histogram),
-                        None,
-                    )?;
-            }
-        }
+        // The histograms follow as exemplar families (JobHistograms).
         Ok(())
     }
 }
@@ -211,6 +291,7 @@ mod tests {
             cumulative_counts: vec![2, 2, 5],
             count: 6,
             sum_seconds: 30.0,
+            exemplars: Vec::new(),
         };
         assert_eq!(
             buckets(&histogram),

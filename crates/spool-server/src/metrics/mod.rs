@@ -117,12 +117,19 @@ pub fn exposition(
     registry.register_collector(Box::new(consumers::ConsumerCollector {
         state: Arc::clone(state),
     }));
+    let scrape = Arc::new(jobs::ScrapeSnapshot::default());
     if let Some(jobs) = jobs {
         registry.register_collector(Box::new(jobs::JobsCollector {
             jobs: Arc::clone(jobs),
+            scrape: Arc::clone(&scrape),
         }));
     }
     let mut exposition = Exposition::new(registry);
     exposition.add_exemplar_family(Box::new(RpcDurations(Arc::clone(&metrics.rpc))));
+    if jobs.is_some() {
+        for family in jobs::JobHistograms::all(&scrape) {
+            exposition.add_exemplar_family(Box::new(family));
+        }
+    }
     exposition
 }
