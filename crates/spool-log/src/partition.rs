@@ -105,7 +105,10 @@ pub(crate) struct PartitionShared {
     dir: PathBuf,
     settings: SegmentSettings,
     segment_ms_max: u64,
-    retention: Retention,
+    /// The topic's retention, or what the server set for one of its
+    /// internal topics ([`Partition::set_retention`]). Read once per
+    /// retention pass.
+    retention: Mutex<Retention>,
     context: Arc<StoreContext>,
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     /// `None` once the partition is closed.
@@ -164,10 +167,10 @@ impl Partition {
             dir: dir.to_owned(),
             settings,
             segment_ms_max: config.segment_ms_max,
-            retention: Retention {
+            retention: Mutex::new(Retention {
                 ms: config.retention_ms,
                 bytes: config.retention_bytes,
-            },
+            }),
             context: Arc::clone(context),
             segments: RwLock::new(Arc::new(segments)),
             writer: Mutex::new(Some(writer)),
@@ -473,6 +476,17 @@ impl Partition {
         self.shared.enforce_retention(now_ms)
     }
 
+    /// Replaces the retention this partition enforces from now on, in
+    /// memory only: for the server's internal topics, whose retention is a
+    /// server setting applied at every start rather than the topic's stored
+    /// configuration. `None` keeps forever.
+    pub fn set_retention(&self, retention_ms: Option<u64>, retention_bytes: Option<u64>) {
+        *self.shared.retention.lock().expect("retention lock") = Retention {
+            ms: retention_ms,
+            bytes: retention_bytes,
+        };
+    }
+
     /// Flushes and records the recovery point.
     pub fn checkpoint(&self) -> Result<()> {
         self.shared.checkpoint()
@@ -713,7 +727,8 @@ impl PartitionShared {
     }
 
     fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        if self.retention.keeps_everything() {
+        let retention = *self.retention.lock().expect("retention lock");
+        if retention.keeps_everything() {
             return Ok(0);
         }
         let _writer = self.lock_writer();
@@ -725,7 +740,7 @@ impl PartitionShared {
                 size_bytes: segment.size_bytes(),
             })
             .collect();
-        let remove = self.retention.segments_to_delete(&summaries, now_ms);
+        let remove = retention.segments_to_delete(&summaries, now_ms);
         if remove == 0 {
             return Ok(0);
         }

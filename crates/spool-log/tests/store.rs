@@ -677,6 +677,59 @@ fn retention_by_size_and_time_deletes_whole_closed_segments() {
 }
 
 #[test]
+fn retention_set_at_run_time_applies_to_a_topic_stored_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let config = TopicConfig {
+        partitions: 1,
+        segment_bytes_max: 4096,
+        retention_ms: None,
+        retention_bytes: None,
+        ..TopicConfig::default()
+    };
+    let partition = store.create_topic("__metrics", config).unwrap().partitions()[0].clone();
+    let body = vec![0u8; 200];
+    for i in 0..100i64 {
+        let record = Record {
+            value: Some(&body),
+            timestamp_ms: Some(1_000_000 + i),
+            ..Record::default()
+        };
+        partition.append(&[record], Durability::None).unwrap();
+    }
+    let segments = partition.info().segment_count;
+    assert!(segments > 2, "{segments}");
+    assert_eq!(
+        store.enforce_retention(i64::MAX / 4).unwrap(),
+        0,
+        "stored: keep forever"
+    );
+
+    partition.set_retention(Some(60_000), None);
+    assert_eq!(
+        store.enforce_retention(1_000_050).unwrap(),
+        0,
+        "nothing is a minute old yet"
+    );
+    assert_eq!(
+        store.enforce_retention(1_000_000 + 120_000).unwrap() as u64,
+        segments - 1
+    );
+    assert_eq!(partition.info().segment_count, 1);
+
+    partition.set_retention(None, None);
+    for i in 0..100i64 {
+        let record = Record {
+            value: Some(&body),
+            timestamp_ms: Some(1_000_000 + i),
+            ..Record::default()
+        };
+        partition.append(&[record], Durability::None).unwrap();
+    }
+    assert_eq!(store.enforce_retention(i64::MAX / 4).unwrap(), 0, "cleared again");
+}
+
+#[test]
 fn segments_roll_by_age() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), config()).unwrap();
