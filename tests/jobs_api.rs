@@ -682,6 +682,7 @@ async fn reflection_lists_the_services_through_v1alpha_and_v1() {
         "grpc.reflection.v1alpha.ServerReflection",
         "spool.v1.Jobs",
         "spool.v1.Log",
+        "spool.v1.Metrics",
     ];
 
     let channel = Channel::from_shared(server.url())

@@ -5,7 +5,11 @@
 use std::env;
 use std::path::PathBuf;
 
-const PROTOS: [&str; 2] = ["spool/v1/log.proto", "spool/v1/jobs.proto"];
+const PROTOS: [&str; 3] = [
+    "spool/v1/log.proto",
+    "spool/v1/jobs.proto",
+    "spool/v1/metrics.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);

@@ -1,8 +1,9 @@
 //! Spool's gRPC API as Rust types: the `spool.v1` protobuf messages, the
-//! `Log` and `Jobs` service traits for servers, and their tonic clients.
+//! `Log`, `Jobs` and `Metrics` service traits for servers, and their tonic
+//! clients.
 //!
-//! Everything here is generated at build time from `proto/spool/v1/log.proto`
-//! and `proto/spool/v1/jobs.proto` (prost 0.14 and tonic 0.14, with a vendored
+//! Everything here is generated at build time from `proto/spool/v1/log.proto`,
+//! `proto/spool/v1/jobs.proto` and `proto/spool/v1/metrics.proto` (prost 0.14 and tonic 0.14, with a vendored
 //! protoc, so no system protoc is needed). Every protobuf `bytes` field is a
 //! [`bytes::Bytes`], so decoding a request slices the received buffer instead
 //! of copying record values and encoded batches.
@@ -10,8 +11,9 @@
 //! Layout:
 //! - [`spool::v1`] (also re-exported as [`v1`]): messages and enums;
 //!   `v1::log_server` / `v1::log_client` and `v1::jobs_server` /
-//!   `v1::jobs_client` for the services.
-//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of both files, for
+//!   `v1::jobs_client`, `v1::metrics_server` / `v1::metrics_client` for the
+//!   services.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of the files, for
 //!   `tonic-reflection`.
 //!
 //! What it is not: no service implementation, no validation of names, sizes
@@ -23,8 +25,8 @@
 
 /// Protobuf package `spool`.
 pub mod spool {
-    /// Protobuf package `spool.v1`: the messages and services of `log.proto`
-    /// and `jobs.proto`.
+    /// Protobuf package `spool.v1`: the messages and services of `log.proto`,
+    /// `jobs.proto` and `metrics.proto`.
     // Generated code: clippy's opinions apply to the protos' shape, not to
     // code we write, so they are silenced here and only here.
     #[allow(clippy::all, clippy::pedantic, clippy::nursery)]
@@ -37,8 +39,8 @@ pub mod partitioner;
 
 pub use spool::v1;
 
-/// Encoded `google.protobuf.FileDescriptorSet` of `spool/v1/log.proto` and
-/// `spool/v1/jobs.proto`, to register with `tonic-reflection` so that stock
+/// Encoded `google.protobuf.FileDescriptorSet` of `spool/v1/log.proto`,
+/// `spool/v1/jobs.proto` and `spool/v1/metrics.proto`, to register with `tonic-reflection` so that stock
 /// tools such as grpcurl can discover the services.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/spool_descriptor.bin"));
 
@@ -120,7 +122,7 @@ mod tests {
     }
 
     #[test]
-    fn descriptor_set_names_both_services() {
+    fn descriptor_set_names_every_service() {
         let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
         let mut services: Vec<String> = set
             .file
@@ -129,7 +131,7 @@ mod tests {
             .flat_map(|file| file.service.iter().map(|service| service.name().to_owned()))
             .collect();
         services.sort();
-        assert_eq!(services, ["Jobs", "Log"]);
+        assert_eq!(services, ["Jobs", "Log", "Metrics"]);
 
         let log = set
             .file

@@ -75,6 +75,13 @@ pub struct Config {
     /// A jobs snapshot is taken after this many job events, so a restart
     /// replays at most about this many.
     pub job_snapshot_events: u64,
+    /// Time between samples of the metrics history (`__metrics`); 0 keeps
+    /// no history.
+    pub metrics_history_interval_ms: u64,
+    /// Samples older than this are deleted, a whole segment at a time.
+    pub metrics_history_retention_ms: Option<u64>,
+    /// The oldest segments of the history go while it is larger.
+    pub metrics_history_retention_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -100,6 +107,9 @@ impl Default for Config {
             store: StoreConfig::default(),
             jobs: JobsConfig::default(),
             job_snapshot_events: 200_000,
+            metrics_history_interval_ms: 5_000,
+            metrics_history_retention_ms: Some(7 * 86_400_000),
+            metrics_history_retention_bytes: None,
         }
     }
 }
@@ -167,6 +177,9 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("jobs_in_memory_max", ValueKind::Count),
     ("job_payload_bytes_max", ValueKind::Size),
     ("job_snapshot_events", ValueKind::Count),
+    ("metrics_history_interval_ms", ValueKind::Duration),
+    ("metrics_history_retention_ms", ValueKind::Duration),
+    ("metrics_history_retention_bytes", ValueKind::Size),
 ];
 
 /// `SPOOL_*` environment variables that other Spool programs read: the
@@ -323,6 +336,9 @@ impl Config {
             "jobs_in_memory_max" => self.jobs.jobs_in_memory_max = count()? as usize,
             "job_payload_bytes_max" => self.jobs.payload_bytes_max = bytes()?,
             "job_snapshot_events" => self.job_snapshot_events = count()?,
+            "metrics_history_interval_ms" => self.metrics_history_interval_ms = ms()?,
+            "metrics_history_retention_ms" => self.metrics_history_retention_ms = optional(&ms)?,
+            "metrics_history_retention_bytes" => self.metrics_history_retention_bytes = optional(&bytes)?,
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|&(name, _)| name).collect();
                 let reason = match nearest_key(key) {
@@ -406,6 +422,15 @@ impl Config {
         jobs
     }
 
+    /// How the metrics history is kept; `None` when it is off.
+    pub fn metrics_history(&self) -> Option<crate::history::HistoryConfig> {
+        (self.metrics_history_interval_ms > 0).then_some(crate::history::HistoryConfig {
+            interval_ms: self.metrics_history_interval_ms,
+            retention_ms: self.metrics_history_retention_ms,
+            retention_bytes: self.metrics_history_retention_bytes,
+        })
+    }
+
     /// Checks the whole configuration, naming the key at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |key: &str, reason: String| ConfigError {
@@ -479,6 +504,12 @@ impl Config {
                 format!("must be between 1 ms and {} ms", jobs.lease_ms_max),
             ));
         }
+        if (1..100).contains(&self.metrics_history_interval_ms) {
+            return Err(fail(
+                "metrics_history_interval_ms",
+                "must be 0 (no history) or at least 100ms".into(),
+            ));
+        }
         if self.default_partitions == 0 || self.default_partitions > self.store.partitions_max {
             return Err(fail(
                 "default_partitions",
@@ -535,6 +566,31 @@ mod tests {
         assert!(err.reason.contains("segment_bytes"), "{err}");
         config.set("segment_bytes", "16GiB", "flag").unwrap();
         assert_eq!(config.validate().unwrap_err().key, "segment_bytes");
+    }
+
+    #[test]
+    fn the_metrics_history_is_on_by_default_and_each_key_sets_its_part() {
+        let mut config = Config::default();
+        let history = config.metrics_history().unwrap();
+        assert_eq!(history.interval_ms, 5_000);
+        assert_eq!(history.retention_ms, Some(7 * 86_400_000));
+        config
+            .set("metrics_history_retention_ms", "none", "flag")
+            .unwrap();
+        config
+            .set("metrics_history_retention_bytes", "1GiB", "flag")
+            .unwrap();
+        config.set("metrics_history_interval_ms", "1s", "flag").unwrap();
+        let history = config.metrics_history().unwrap();
+        assert_eq!(
+            (history.interval_ms, history.retention_ms, history.retention_bytes),
+            (1_000, None, Some(1 << 30))
+        );
+        config.set("metrics_history_interval_ms", "0", "flag").unwrap();
+        assert_eq!(config.metrics_history(), None);
+        config.validate().unwrap();
+        config.set("metrics_history_interval_ms", "10ms", "flag").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "metrics_history_interval_ms");
     }
 
     #[test]

@@ -12,12 +12,13 @@ use std::fmt;
 use spool_log::Store;
 use spool_proto::v1::jobs_server::JobsServer;
 use spool_proto::v1::log_server::LogServer;
+use spool_proto::v1::metrics_server::MetricsServer;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::log_service::ServerState;
-use crate::{JobsService, LogService};
+use crate::{JobsService, LogService, MetricsService};
 
 /// Why the server is not ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,7 @@ pub async fn follow_storage(mut poisoned: watch::Receiver<bool>, reporter: Healt
 pub async fn set_serving(reporter: &HealthReporter) {
     reporter.set_serving::<LogServer<LogService>>().await;
     reporter.set_serving::<JobsServer<JobsService>>().await;
+    reporter.set_serving::<MetricsServer<MetricsService>>().await;
     reporter.set_service_status("", ServingStatus::Serving).await;
 }
 
@@ -94,5 +96,6 @@ pub async fn set_serving(reporter: &HealthReporter) {
 pub async fn set_not_serving(reporter: &HealthReporter) {
     reporter.set_not_serving::<LogServer<LogService>>().await;
     reporter.set_not_serving::<JobsServer<JobsService>>().await;
+    reporter.set_not_serving::<MetricsServer<MetricsService>>().await;
     reporter.set_service_status("", ServingStatus::NotServing).await;
 }

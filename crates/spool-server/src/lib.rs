@@ -2,8 +2,10 @@
 //! `spoold` binary that runs it.
 //!
 //! Layout: [`config`] (layered configuration), [`admin`] (the admin HTTP
-//! listener: `/metrics`, `/healthz`, `/readyz`), [`metrics`] (what is
-//! counted and the scrape-time collectors), [`health`] (readiness, shared
+//! listener: `/metrics`, `/healthz`, `/readyz`, `/api/v1/history`),
+//! [`metrics`] (what is counted and the scrape-time collectors),
+//! [`history`] (the metrics history in `__metrics` and its reads),
+//! [`metrics_service`] (the `spool.v1.Metrics` service), [`health`] (readiness, shared
 //! by `/readyz` and gRPC health), [`log_service`] (the
 //! `spool.v1.Log` service), [`jobs_service`] (the `spool.v1.Jobs` service
 //! over `spool-jobs`), [`checkpoints`] (named consumer positions kept in
@@ -26,11 +28,13 @@ pub mod checkpoints;
 pub mod config;
 mod convert;
 pub mod health;
+pub mod history;
 pub mod inflight;
 mod jobs_convert;
 pub mod jobs_service;
 pub mod log_service;
 pub mod metrics;
+pub mod metrics_service;
 pub mod reflection;
 pub mod status;
 pub mod trace_context;
@@ -38,3 +42,4 @@ pub mod trace_context;
 pub use config::{Config, ConfigError, LogFormat};
 pub use jobs_service::JobsService;
 pub use log_service::{LogService, ServerState};
+pub use metrics_service::MetricsService;

@@ -16,11 +16,13 @@ use spool_jobs::{JobsRuntime, RuntimeConfig};
 use spool_log::Store;
 use spool_proto::v1::jobs_server::JobsServer;
 use spool_proto::v1::log_server::LogServer;
+use spool_proto::v1::metrics_server::MetricsServer;
 use spool_server::admin::Admin;
 use spool_server::admission::AdmissionLayer;
+use spool_server::history::{self, History};
 use spool_server::metrics::{self, ServerMetrics, rpc::RpcLayer};
 use spool_server::trace_context::{DecodeLayer, TraceLayer};
-use spool_server::{Config, JobsService, LogFormat, LogService, ServerState, health};
+use spool_server::{Config, JobsService, LogFormat, LogService, MetricsService, ServerState, health};
 use spool_telemetry::otlp::{Exporter, OtlpSettings, init_subscriber};
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
@@ -248,13 +250,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .max_decoding_message_size(config.request_bytes_max as usize)
         .max_encoding_message_size(64 << 20);
 
+    let exposition = Arc::new(metrics::exposition(&metrics, &state, Some(&jobs)));
+    let history = match config.metrics_history() {
+        Some(history_config) => {
+            let store = Arc::clone(&store);
+            let history = tokio::task::spawn_blocking(move || History::open(&store, history_config))
+                .await?
+                .with_context(|| format!("cannot open the metrics history ({})", history::TOPIC))?;
+            let history = Arc::new(history);
+            tokio::spawn(history::run_sampler(
+                Arc::clone(&history),
+                Arc::clone(&exposition),
+                state.shutdown.clone(),
+            ));
+            Some(history)
+        }
+        None => None,
+    };
+    let metrics_service =
+        MetricsServer::new(MetricsService::new(history.clone())).max_encoding_message_size(64 << 20);
+
     let admin_address = match admin_listener {
         Some(admin_listener) => {
             let admin_address = admin_listener.local_addr()?;
-            let admin = Arc::new(Admin::new(
-                metrics::exposition(&metrics, &state, Some(&jobs)),
-                Arc::clone(&state),
-            ));
+            let admin = Arc::new(Admin::new(Arc::clone(&exposition), Arc::clone(&state), history));
             // Served until the process ends, so /readyz answers 503 through
             // the shutdown grace period.
             tokio::spawn(spool_metrics::http::serve(
@@ -307,6 +326,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(reflection_v1alpha)
         .add_service(log)
         .add_service(jobs_service)
+        .add_service(metrics_service)
         .serve_with_incoming_shutdown(
             // Without TCP_NODELAY small responses and HTTP/2 window updates
             // wait on Nagle and delayed ACKs: 40 ms stalls.

@@ -6,10 +6,15 @@
 //!   the `Accept` header asks for `application/openmetrics-text`;
 //! - `/healthz`: liveness, always 200 `ok` while the process serves;
 //! - `/readyz`: readiness (`health::readiness`), 200 `ready` or 503 with
-//!   the reason.
+//!   the reason;
+//! - `/api/v1/history?series=EXPR&from=-1h&to=now&step=1m`: the metrics
+//!   history as JSON ([`history`]), the same read as the gRPC
+//!   `Metrics.GetMetricsHistory`.
 //!
 //! New pages go in [`ROUTES`] and [`Admin::route`]; each route's handler is
 //! a method of [`Admin`], which holds what the pages read.
+
+mod history;
 
 use std::sync::Arc;
 
@@ -26,24 +31,36 @@ enum Route {
     Metrics,
     Live,
     Ready,
+    History,
 }
 
-const ROUTES: [(&str, Route); 3] = [
+const ROUTES: [(&str, Route); 4] = [
     ("/metrics", Route::Metrics),
     ("/healthz", Route::Live),
     ("/readyz", Route::Ready),
+    ("/api/v1/history", Route::History),
 ];
 
 /// What the admin pages read.
 #[derive(Debug)]
 pub struct Admin {
-    exposition: spool_metrics::Exposition,
+    exposition: Arc<spool_metrics::Exposition>,
     state: Arc<ServerState>,
+    /// `None` when the server keeps no metrics history.
+    history: Option<Arc<crate::history::History>>,
 }
 
 impl Admin {
-    pub fn new(exposition: spool_metrics::Exposition, state: Arc<ServerState>) -> Self {
-        Admin { exposition, state }
+    pub fn new(
+        exposition: Arc<spool_metrics::Exposition>,
+        state: Arc<ServerState>,
+        history: Option<Arc<crate::history::History>>,
+    ) -> Self {
+        Admin {
+            exposition,
+            state,
+            history,
+        }
     }
 
     /// Answers one request. No page reads a request body.
@@ -80,6 +97,7 @@ impl Admin {
                 Ok(()) => plain(StatusCode::OK, "ready"),
                 Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, &reason.to_string()),
             },
+            Route::History => history::answer(self.history.clone(), request.uri().query()).await,
         }
     }
 
@@ -135,8 +153,9 @@ mod tests {
         let (shutdown, receiver) = watch::channel(false);
         let state = Arc::new(ServerState::new(Arc::new(store), Config::default(), receiver).unwrap());
         let admin = Arc::new(Admin::new(
-            metrics::exposition(&metrics, &state, None),
+            Arc::new(metrics::exposition(&metrics, &state, None)),
             Arc::clone(&state),
+            None,
         ));
         Fixture {
             admin,
@@ -191,7 +210,10 @@ mod tests {
         assert!(text.contains("spool_storage_poisoned 0\n"), "{text}");
         let (status, text) = get(admin, Method::GET, "/dashboard").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        assert!(text.contains("/metrics, /healthz, /readyz"), "{text}");
+        assert!(
+            text.contains("/metrics, /healthz, /readyz, /api/v1/history"),
+            "{text}"
+        );
         let (status, text) = get(admin, Method::POST, "/metrics").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert!(text.contains("use GET"), "{text}");
@@ -243,7 +265,7 @@ mod tests {
             "{metrics_text}"
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        for service in ["spool.v1.Log", "spool.v1.Jobs", ""] {
+        for service in ["spool.v1.Log", "spool.v1.Jobs", "spool.v1.Metrics", ""] {
             while status(service).await != not_serving {
                 assert!(
                     tokio::time::Instant::now() < deadline,
