@@ -164,6 +164,7 @@ fn a_closed_stdout_ends_every_command_quietly() {
         &["queue", "stats", "emails", "--format", "json"],
         &["topic", "create", "more"],
         &["job", "enqueue", "emails", "{}"],
+        &["metrics", "history", "spool_storage_poisoned", "--since", "1m"],
     ];
     for args in commands {
         assert_quiet(args, &server.spool(args).with_stdout_closed());

@@ -164,6 +164,26 @@ async fn a_known_workload_is_in_the_history_and_survives_a_kill_9() {
     let http_points = series["points"].as_array().unwrap();
     assert_eq!(http_points.last().unwrap()[1], 300.0, "{}", http.body);
 
+    // The same through the CLI: a table with a column per series, and JSON.
+    let text = server.ok(&[
+        "metrics", "history", counter, lag, "--since", "1m", "--step", "1s",
+    ]);
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.starts_with("TIME") && header.contains(counter) && header.contains(lag),
+        "{text}"
+    );
+    let last_row: Vec<&str> = text.lines().last().unwrap().split_whitespace().collect();
+    assert_eq!(last_row[1..], ["300", "200"], "{text}");
+    let lines = server.json_lines(&[
+        "metrics", "history", counter, "--since", "1m", "--step", "1s", "--format", "json",
+    ]);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["labels"]["topic"], TOPIC);
+    assert_eq!(lines[0]["points"].as_array().unwrap().last().unwrap()[1], 300.0);
+    let error = server.fails(&["metrics", "history", "rate(spool_log_appended_records_total"]);
+    assert!(error.contains("expected ')'"), "{error}");
+
     // Killed and restarted: what was sampled is still there, and the new
     // process's counts start from zero without breaking the increases.
     server.kill9();

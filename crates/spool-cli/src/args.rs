@@ -71,6 +71,52 @@ pub enum Command {
     /// quits. Prints one plain snapshot when not on a terminal.
     #[command(after_help = TOP_EXAMPLES)]
     Top(TopArgs),
+    /// The server's own metrics over time, from the history it keeps.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Points of series expressions over a time range, read from the
+    /// history the server samples into `__metrics`.
+    #[command(after_help = METRICS_HISTORY_EXAMPLES)]
+    History(MetricsHistoryArgs),
+}
+
+const METRICS_HISTORY_EXAMPLES: &str = "\
+Examples:
+  spool metrics history 'rate(spool_jobs_completed_total{queue=\"emails\"})'
+  spool metrics history 'quantile(0.99, spool_job_run_seconds{queue=\"emails\"})' --since 24h --step 10m
+  spool metrics history 'spool_jobs{state=\"available\"}' 'max(spool_consumer_lag_seconds)'
+  spool metrics history 'sum(rate(spool_log_appended_records_total))' --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z
+
+A series is a family as /metrics names it (counters end in _total), with optional label matches
+in braces; rate(...) and increase(...) take a counter or a histogram, quantile(q, ...) a histogram;
+sum, max, min and avg combine series. docs/observability.md (\"History\") lists the families.";
+
+#[derive(Debug, Args)]
+pub struct MetricsHistoryArgs {
+    /// Series expressions; one column each (one per label set when an
+    /// expression yields several).
+    #[arg(required = true, value_name = "SERIES")]
+    pub series: Vec<String>,
+    /// How far back the range starts, when --from is not given.
+    #[arg(long, default_value = "1h", value_parser = parse_duration_ms, value_name = "DURATION")]
+    pub since: u64,
+    /// Start of the range: an RFC 3339 time or @EPOCH_MS.
+    #[arg(long, value_parser = parse_timestamp_ms, value_name = "TIME")]
+    pub from: Option<i64>,
+    /// End of the range (default now): an RFC 3339 time or @EPOCH_MS.
+    #[arg(long, value_parser = parse_timestamp_ms, value_name = "TIME")]
+    pub to: Option<i64>,
+    /// Time between points (default: about 300 over the range; never
+    /// below the server's sampling interval).
+    #[arg(long, value_parser = parse_duration_ms, value_name = "DURATION")]
+    pub step: Option<u64>,
+    /// Output format (json: one line per series).
+    #[arg(long, value_enum, default_value_t = jobs::OutputFormat::Human)]
+    pub format: jobs::OutputFormat,
 }
 
 const TOP_EXAMPLES: &str = "\

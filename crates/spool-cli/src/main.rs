@@ -97,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(command) => commands::queue::run(&context, command).await,
         Command::Bench(command) => bench::run(&context, command).await,
         Command::Top(args) => commands::top::run(&context, args).await,
+        Command::Metrics(command) => commands::metrics::run(&context, command).await,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use spool_proto::v1::{self, jobs_client::JobsClient, log_client::LogClient};
+use spool_proto::v1::{self, jobs_client::JobsClient, log_client::LogClient, metrics_client::MetricsClient};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Streaming};
 
@@ -239,6 +239,7 @@ pub struct Checkpoint {
 pub struct Client {
     inner: LogClient<Channel>,
     jobs: JobsClient<Channel>,
+    metrics: MetricsClient<Channel>,
     url: String,
     request_timeout: Option<Duration>,
     message_bytes_max: usize,
@@ -291,12 +292,15 @@ impl Client {
         let jobs = JobsClient::new(channel.clone())
             .max_decoding_message_size(options.message_bytes_max)
             .max_encoding_message_size(options.message_bytes_max);
+        let metrics =
+            MetricsClient::new(channel.clone()).max_decoding_message_size(options.message_bytes_max);
         let inner = LogClient::new(channel)
             .max_decoding_message_size(options.message_bytes_max)
             .max_encoding_message_size(options.message_bytes_max);
         Client {
             inner,
             jobs,
+            metrics,
             url: url.into(),
             request_timeout: options.request_timeout,
             message_bytes_max: options.message_bytes_max,
@@ -598,6 +602,46 @@ impl Client {
         })
     }
 
+    /// Points of the server's metrics history (`spool.v1.Metrics`): one
+    /// result per expression of `query`, in order.
+    pub async fn metrics_history(&self, query: HistoryQuery) -> Result<History> {
+        let request = v1::GetMetricsHistoryRequest {
+            series: query.series,
+            from_time_ms: query.from_time_ms,
+            to_time_ms: query.to_time_ms,
+            step_ms: query.step_ms,
+        };
+        let response = self
+            .metrics
+            .clone()
+            .get_metrics_history(self.request(request))
+            .await?
+            .into_inner();
+        let results = response
+            .results
+            .into_iter()
+            .map(|result| HistoryResult {
+                expression: result.expression,
+                series: result
+                    .series
+                    .into_iter()
+                    .map(|series| HistorySeries {
+                        labels: series.labels.into_iter().map(|l| (l.name, l.value)).collect(),
+                        points: series.points.into_iter().map(|p| (p.time_ms, p.value)).collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(History {
+            results,
+            step_ms: response.step_ms,
+            interval_ms: response.interval_ms,
+            oldest_sample_time_ms: response.oldest_sample_time_ms,
+            from_time_ms: response.from_time_ms,
+            to_time_ms: response.to_time_ms,
+        })
+    }
+
     /// A batching producer for `topic` (see [`Producer`]).
     pub async fn producer(&self, topic: &str, config: ProducerConfig) -> Result<Producer> {
         Producer::new(self.clone(), topic, config).await
@@ -621,4 +665,44 @@ fn endpoint(url: &str, options: &ClientOptions) -> Result<Endpoint> {
         .initial_connection_window_size(options.connection_window_bytes)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(20)))
+}
+
+/// A read of the metrics history ([`Client::metrics_history`]). Times are
+/// Unix epoch milliseconds; 0 and negative values mean what
+/// `GetMetricsHistoryRequest` says (0: now, or an hour before `to`;
+/// negative: that long before now).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Series expressions, such as `rate(spool_jobs_completed_total{queue="emails"})`.
+    pub series: Vec<String>,
+    pub from_time_ms: i64,
+    pub to_time_ms: i64,
+    /// 0: about 300 points over the range.
+    pub step_ms: u64,
+}
+
+/// The answer to a [`HistoryQuery`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    pub results: Vec<HistoryResult>,
+    pub step_ms: u64,
+    pub interval_ms: u64,
+    /// 0 when the history holds no sample yet.
+    pub oldest_sample_time_ms: i64,
+    pub from_time_ms: i64,
+    pub to_time_ms: i64,
+}
+
+/// The series one expression yielded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryResult {
+    pub expression: String,
+    pub series: Vec<HistorySeries>,
+}
+
+/// One series: its labels (sorted by name) and `(time_ms, value)` points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySeries {
+    pub labels: Vec<(String, String)>,
+    pub points: Vec<(i64, f64)>,
 }

@@ -80,8 +80,9 @@ mod trace;
 pub mod worker;
 
 pub use client::{
-    Checkpoint, Client, ClientOptions, Durability, MESSAGE_BYTES_MAX_DEFAULT, NewTopic, OffsetSpec,
-    PartitionInfo, PartitionOffset, ServerInfo, ServerLimits, TopicConfig, TopicDescription,
+    Checkpoint, Client, ClientOptions, Durability, History, HistoryQuery, HistoryResult, HistorySeries,
+    MESSAGE_BYTES_MAX_DEFAULT, NewTopic, OffsetSpec, PartitionInfo, PartitionOffset, ServerInfo,
+    ServerLimits, TopicConfig, TopicDescription,
 };
 pub use consumer::{CheckpointFallback, Consumer, ConsumerBuilder, StartPosition};
 pub use error::{

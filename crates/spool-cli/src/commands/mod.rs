@@ -3,6 +3,7 @@
 pub mod consume;
 pub mod job;
 pub mod job_view;
+pub mod metrics;
 pub mod offsets;
 pub mod produce;
 pub mod queue;
