@@ -23,7 +23,7 @@ use spool_proto::v1::{MetricKind, MetricsSample};
 use tokio::sync::watch;
 
 use query::{Expr, Labels, Steps};
-use sample::Snapshot;
+use sample::{Families, Snapshot};
 
 /// The internal topic holding the samples.
 pub const TOPIC: &str = "__metrics";
@@ -33,6 +33,11 @@ pub const POINTS_MAX: u64 = 11_000;
 
 /// Expressions one read may ask for.
 pub const SERIES_MAX: usize = 64;
+
+/// A keyframe (every series) is written at start, after this many samples
+/// that hold only what changed since it, and when what changed is half of
+/// everything: a read of any sample costs at most two records.
+const KEYFRAME_EVERY: u32 = 60;
 
 /// Points a read gets when it names no step.
 const POINTS_DEFAULT: u64 = 300;
@@ -105,6 +110,15 @@ pub struct History {
     /// a read of one that has no samples yet (no consumer has committed)
     /// is empty, while a name the server never declares is a mistake.
     declared: Mutex<BTreeMap<String, MetricKind>>,
+    /// The keyframe later samples are written against.
+    keyframe: Mutex<Option<Keyframe>>,
+}
+
+#[derive(Debug)]
+struct Keyframe {
+    offset: u64,
+    snapshot: Snapshot,
+    samples_since: u32,
 }
 
 impl History {
@@ -132,6 +146,7 @@ impl History {
             config,
             start_time_ms: now_ms(),
             declared: Mutex::new(BTreeMap::new()),
+            keyframe: Mutex::new(None),
         })
     }
 
@@ -147,7 +162,38 @@ impl History {
             .map_err(|error| HistoryError::Invalid(format!("the server's own metrics page: {error}")))?;
         let sample = sample::from_page(&page, self.start_time_ms, self.config.interval_ms);
         self.declare(sample::declared_families(&page));
-        self.append(&sample, now_ms())
+        self.write(sample, now_ms())
+    }
+
+    /// Appends `full` as a keyframe, or only what changed since the
+    /// current one.
+    fn write(&self, full: MetricsSample, time_ms: i64) -> Result<usize, HistoryError> {
+        let mut keyframe = self.keyframe.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = Snapshot::decode(&full, time_ms, Families::All, None)
+            .ok_or_else(|| HistoryError::Invalid("a sample that does not read back".to_owned()))?;
+        if let Some(current) = keyframe.as_mut().filter(|k| k.samples_since < KEYFRAME_EVERY) {
+            let delta = snapshot.delta(&current.snapshot, current.offset);
+            // Once half of everything differs from the keyframe (queues and
+            // topics came since), a new keyframe is cheaper from here on.
+            if delta.encoded_len() <= full.encoded_len() / 2 {
+                current.samples_since += 1;
+                return self
+                    .append(&delta, time_ms)
+                    .map(|(_, bytes)| bytes)
+                    .inspect_err(|_| {
+                        // The next sample starts afresh.
+                        *keyframe = None;
+                    });
+            }
+        }
+        *keyframe = None;
+        let (offset, bytes) = self.append(&full, time_ms)?;
+        *keyframe = Some(Keyframe {
+            offset,
+            snapshot,
+            samples_since: 0,
+        });
+        Ok(bytes)
     }
 
     fn declare(&self, families: Vec<(String, MetricKind)>) {
@@ -155,7 +201,8 @@ impl History {
         declared.extend(families);
     }
 
-    fn append(&self, sample: &MetricsSample, time_ms: i64) -> Result<usize, HistoryError> {
+    /// Appends one sample; returns its offset and size.
+    fn append(&self, sample: &MetricsSample, time_ms: i64) -> Result<(u64, usize), HistoryError> {
         let value = sample.encode_to_vec();
         let record = Record {
             value: Some(&value),
@@ -164,8 +211,8 @@ impl History {
         };
         // Page cache is enough: a sample lost in a machine crash is a gap
         // in a chart, and the store's checkpoints flush it soon after.
-        self.partition.append(&[record], Durability::None)?;
-        Ok(value.len())
+        let appended = self.partition.append(&[record], Durability::None)?;
+        Ok((appended.base_offset, value.len()))
     }
 
     /// Evaluates the request's expressions. Blocking (reads segments): run
@@ -209,7 +256,8 @@ impl History {
         let times: Vec<i64> = std::iter::successors(Some(first - step as i64), |t| Some(t + step as i64))
             .take_while(|&t| t <= to)
             .collect();
-        let steps = self.steps(times)?;
+        let families: Vec<&str> = expressions.iter().map(Expr::family).collect();
+        let steps = self.steps(times, Families::Only(&families))?;
         let declared = self.declared.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut results = Vec::with_capacity(expressions.len());
         for (text, expr) in request.series.iter().zip(&expressions) {
@@ -220,8 +268,12 @@ impl History {
                 .flatten()
                 .find_map(|snapshot| snapshot.kind(family))
                 .or_else(|| declared.get(family).copied());
+            let latest = match kind {
+                Some(_) => None,
+                None => self.latest()?,
+            };
+            let kind = kind.or_else(|| latest.as_ref().and_then(|latest| latest.kind(family)));
             let Some(kind) = kind else {
-                let latest = self.latest()?;
                 let mut known: Vec<&str> = declared.keys().map(String::as_str).collect();
                 if let Some(latest) = &latest {
                     known.extend(latest.family_names());
@@ -270,7 +322,7 @@ impl History {
     /// The sample in force at each time: the latest taken at or before
     /// it, unless that is older than two of its intervals (the server was
     /// not sampling then).
-    fn steps(&self, times_ms: Vec<i64>) -> Result<Steps, HistoryError> {
+    fn steps(&self, times_ms: Vec<i64>, wanted: Families<'_>) -> Result<Steps, HistoryError> {
         let mut decoded: HashMap<u64, Option<Arc<Snapshot>>> = HashMap::new();
         let mut samples = Vec::with_capacity(times_ms.len());
         for &time in &times_ms {
@@ -278,14 +330,7 @@ impl History {
                 samples.push(None);
                 continue;
             };
-            let snapshot = match decoded.get(&offset) {
-                Some(snapshot) => snapshot.clone(),
-                None => {
-                    let snapshot = self.read(offset)?.map(Arc::new);
-                    decoded.insert(offset, snapshot.clone());
-                    snapshot
-                }
-            };
+            let snapshot = self.read_cached(offset, wanted, &mut decoded)?;
             samples.push(snapshot.filter(|s| time - s.time_ms <= 2 * s.interval_ms.max(1) as i64));
         }
         Ok(Steps { times_ms, samples })
@@ -300,9 +345,40 @@ impl History {
         Ok((after > self.partition.log_start_offset()).then(|| after - 1))
     }
 
-    /// The sample at `offset`; `None` when retention took it meanwhile or
-    /// it does not decode (logged: a chart gets a gap, not an error).
-    fn read(&self, offset: u64) -> Result<Option<Snapshot>, HistoryError> {
+    /// The sample at `offset`, through `cache` (keyframes are shared by
+    /// the samples after them).
+    fn read_cached(
+        &self,
+        offset: u64,
+        wanted: Families<'_>,
+        cache: &mut HashMap<u64, Option<Arc<Snapshot>>>,
+    ) -> Result<Option<Arc<Snapshot>>, HistoryError> {
+        if let Some(snapshot) = cache.get(&offset) {
+            return Ok(snapshot.clone());
+        }
+        let snapshot = match self.read_record(offset)? {
+            None => None,
+            Some((sample, time_ms)) => match sample.keyframe_offset {
+                None => Snapshot::decode(&sample, time_ms, wanted, None).map(Arc::new),
+                // A keyframe is never written against another one.
+                Some(keyframe) if keyframe < offset => match self.read_cached(keyframe, wanted, cache)? {
+                    Some(base) if base.time_ms <= time_ms => {
+                        Snapshot::decode(&sample, time_ms, wanted, Some(&base)).map(Arc::new)
+                    }
+                    // Retention took the keyframe: a gap at the oldest end.
+                    _ => None,
+                },
+                Some(_) => None,
+            },
+        };
+        cache.insert(offset, snapshot.clone());
+        Ok(snapshot)
+    }
+
+    /// The sample record at `offset` and its time; `None` when retention
+    /// took it meanwhile or it does not decode (logged: a chart gets a gap,
+    /// not an error).
+    fn read_record(&self, offset: u64) -> Result<Option<(MetricsSample, i64)>, HistoryError> {
         let read = match self.partition.read(offset, 1) {
             Ok(read) => read,
             Err(spool_log::Error::OffsetOutOfRange { .. }) => return Ok(None),
@@ -314,24 +390,24 @@ impl History {
                 if record.offset != offset {
                     continue;
                 }
-                let decoded = MetricsSample::decode(record.value.unwrap_or_default())
-                    .ok()
-                    .and_then(|sample| Snapshot::decode(sample, record.timestamp_ms));
-                if decoded.is_none() {
-                    tracing::warn!(offset, "a metrics history sample does not decode; left out");
-                }
-                return Ok(decoded);
+                return Ok(match MetricsSample::decode(record.value.unwrap_or_default()) {
+                    Ok(sample) => Some((sample, record.timestamp_ms)),
+                    Err(error) => {
+                        tracing::warn!(offset, %error, "a metrics history sample does not decode; left out");
+                        None
+                    }
+                });
             }
         }
         Ok(None)
     }
 
-    fn latest(&self) -> Result<Option<Snapshot>, HistoryError> {
+    fn latest(&self) -> Result<Option<Arc<Snapshot>>, HistoryError> {
         let end = self.partition.high_watermark();
         if end <= self.partition.log_start_offset() {
             return Ok(None);
         }
-        self.read(end - 1)
+        self.read_cached(end - 1, Families::All, &mut HashMap::new())
     }
 
     fn oldest_time(&self) -> Result<i64, HistoryError> {
@@ -339,7 +415,7 @@ impl History {
         if start >= self.partition.high_watermark() {
             return Ok(0);
         }
-        Ok(self.read(start)?.map_or(0, |snapshot| snapshot.time_ms))
+        Ok(self.read_record(start)?.map_or(0, |(_, time_ms)| time_ms))
     }
 }
 
@@ -438,7 +514,7 @@ mod tests {
 
     fn record(history: &History, time_ms: i64, start_ms: i64, page: &spool_metrics::parse::Page) {
         let sample = sample::from_page(page, start_ms, INTERVAL_MS);
-        history.append(&sample, time_ms).unwrap();
+        history.write(sample, time_ms).unwrap();
     }
 
     fn points(answer: &HistoryAnswer, result: usize) -> Vec<(Labels, Vec<(i64, f64)>)> {
@@ -543,6 +619,64 @@ mod tests {
                 5_000, 10_000, 15_000, 20_000, 25_000, 30_000, 45_000, 50_000, 55_000
             ]
         );
+    }
+
+    #[test]
+    fn keyframes_come_every_sixty_samples_and_the_rest_hold_what_changed() {
+        let fixture = fixture();
+        let base = 1_700_000_000_000;
+        for i in 0..130 {
+            // Only the counter of queue a moves (queue b's is twice a's).
+            record(
+                &fixture.history,
+                base + i * 5_000,
+                base,
+                &page(i as u64 / 10, 1, 0, 0),
+            );
+        }
+        let kinds: Vec<Option<u64>> = (0..130)
+            .map(|offset| {
+                fixture
+                    .history
+                    .read_record(offset)
+                    .unwrap()
+                    .unwrap()
+                    .0
+                    .keyframe_offset
+            })
+            .collect();
+        for (offset, keyframe) in kinds.iter().enumerate() {
+            let expected = match offset {
+                0 | 61 | 122 => None,
+                1..=60 => Some(0),
+                62..=121 => Some(61),
+                _ => Some(122),
+            };
+            assert_eq!(*keyframe, expected, "offset {offset}");
+        }
+        // A sample where nothing changed since its keyframe holds nothing.
+        let (quiet, _) = fixture.history.read_record(5).unwrap().unwrap();
+        assert!(quiet.families.is_empty(), "{quiet:?}");
+        let (moved, _) = fixture.history.read_record(10).unwrap().unwrap();
+        assert_eq!(moved.families.len(), 1);
+        assert_eq!(moved.families[0].series.len(), 2);
+        // And every sample reads back whole.
+        let answer = fixture
+            .history
+            .query(&HistoryRequest {
+                series: vec![
+                    r#"spool_jobs_completed_total{queue="b"}"#.into(),
+                    "spool_jobs".into(),
+                ],
+                from_time_ms: base,
+                to_time_ms: base + 129 * 5_000,
+                step_ms: 5_000,
+            })
+            .unwrap();
+        let counter: Vec<f64> = points(&answer, 0)[0].1.iter().map(|(_, v)| *v).collect();
+        let expected: Vec<f64> = (1..130).map(|i| (i / 10 * 2) as f64).collect();
+        assert_eq!(counter, expected);
+        assert_eq!(points(&answer, 1)[0].1.len(), 129);
     }
 
     #[test]

@@ -174,6 +174,7 @@ fn encode(families: BTreeMap<String, Family>, server_start_time_ms: i64, interva
         interval_ms,
         strings: strings.list,
         families,
+        keyframe_offset: None,
     }
 }
 
@@ -254,7 +255,7 @@ impl SampledPoint {
 }
 
 /// A decoded sample, by family.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub time_ms: i64,
     pub start_ms: i64,
@@ -262,13 +263,35 @@ pub struct Snapshot {
     families: HashMap<String, (MetricKind, Vec<(Labels, SampledPoint)>)>,
 }
 
+/// Which families a decode keeps: all, or those a read names.
+#[derive(Debug, Clone, Copy)]
+pub enum Families<'a> {
+    All,
+    Only(&'a [&'a str]),
+}
+
+impl Families<'_> {
+    fn keeps(&self, name: &str) -> bool {
+        match self {
+            Families::All => true,
+            Families::Only(names) => names.contains(&name),
+        }
+    }
+}
+
 impl Snapshot {
-    /// Reads a stored sample taken at `time_ms`; string indexes out of the
-    /// table make the sample unreadable (`None`), never a panic.
-    pub fn decode(sample: MetricsSample, time_ms: i64) -> Option<Snapshot> {
+    /// Reads a stored sample taken at `time_ms`: a keyframe, or with
+    /// `keyframe` the sample that differs from it. String indexes out of
+    /// the table make the sample unreadable (`None`), never a panic.
+    pub fn decode(
+        sample: &MetricsSample,
+        time_ms: i64,
+        wanted: Families<'_>,
+        keyframe: Option<&Snapshot>,
+    ) -> Option<Snapshot> {
         let string = |index: u32| sample.strings.get(index as usize).cloned();
-        let mut families = HashMap::with_capacity(sample.families.len());
-        for family in &sample.families {
+        let mut families = keyframe.map(|k| k.families.clone()).unwrap_or_default();
+        for family in sample.families.iter().filter(|f| wanted.keeps(&f.name)) {
             let kind = MetricKind::try_from(family.kind).unwrap_or(MetricKind::Unspecified);
             let names: Vec<String> = family
                 .label_names
@@ -276,7 +299,14 @@ impl Snapshot {
                 .map(|&i| string(i))
                 .collect::<Option<_>>()?;
             let bounds = Arc::new(family.bounds.clone());
-            let mut series = Vec::with_capacity(family.series.len());
+            let (_, series) = families
+                .entry(family.name.clone())
+                .or_insert_with(|| (kind, Vec::with_capacity(family.series.len())));
+            let mut positions: HashMap<Labels, usize> = series
+                .iter()
+                .enumerate()
+                .map(|(i, (labels, _))| (labels.clone(), i))
+                .collect();
             for stored in &family.series {
                 let values: Vec<String> = stored
                     .label_values
@@ -286,7 +316,7 @@ impl Snapshot {
                 if values.len() != names.len() {
                     return None;
                 }
-                let labels = names.iter().cloned().zip(values).collect();
+                let labels: Labels = names.iter().cloned().zip(values).collect();
                 let point = SampledPoint {
                     time_ms,
                     start_ms: sample.server_start_time_ms,
@@ -295,9 +325,23 @@ impl Snapshot {
                     sum: stored.sum,
                     bounds: Arc::clone(&bounds),
                 };
-                series.push((labels, point));
+                match positions.get(&labels) {
+                    Some(&at) => series[at].1 = point,
+                    None => {
+                        positions.insert(labels.clone(), series.len());
+                        series.push((labels, point));
+                    }
+                }
             }
-            families.insert(family.name.clone(), (kind, series));
+        }
+        // Series taken from the keyframe hold at this sample's time.
+        if keyframe.is_some() {
+            for (_, series) in families.values_mut() {
+                for (_, point) in series.iter_mut() {
+                    point.time_ms = time_ms;
+                    point.start_ms = sample.server_start_time_ms;
+                }
+            }
         }
         Some(Snapshot {
             time_ms,
@@ -326,6 +370,56 @@ impl Snapshot {
         names.sort_unstable();
         names
     }
+
+    /// This sample as stored after the keyframe `base` (at
+    /// `keyframe_offset`): only the series whose value, buckets or sum
+    /// differ from `base`'s.
+    pub fn delta(&self, base: &Snapshot, keyframe_offset: u64) -> MetricsSample {
+        let mut strings = Strings::default();
+        let mut families = Vec::new();
+        let mut names: Vec<&String> = self.families.keys().collect();
+        names.sort_unstable();
+        for name in names {
+            let (kind, series) = &self.families[name];
+            let before: HashMap<&Labels, &SampledPoint> = base.series(name).map(|(l, p)| (l, p)).collect();
+            let changed: Vec<&(Labels, SampledPoint)> = series
+                .iter()
+                .filter(|(labels, point)| before.get(labels).is_none_or(|old| !same_value(old, point)))
+                .collect();
+            let Some((first_labels, first_point)) = changed.first() else {
+                continue;
+            };
+            families.push(SampledFamily {
+                name: name.clone(),
+                kind: *kind as i32,
+                label_names: first_labels.iter().map(|(n, _)| strings.index(n)).collect(),
+                bounds: first_point.bounds.to_vec(),
+                series: changed
+                    .iter()
+                    .map(|(labels, point)| SampledSeries {
+                        label_values: labels.iter().map(|(_, v)| strings.index(v)).collect(),
+                        value: point.value,
+                        buckets: point.buckets.clone(),
+                        sum: point.sum,
+                    })
+                    .collect(),
+            });
+        }
+        MetricsSample {
+            server_start_time_ms: self.start_ms,
+            interval_ms: self.interval_ms,
+            strings: strings.list,
+            families,
+            keyframe_offset: Some(keyframe_offset),
+        }
+    }
+}
+
+fn same_value(a: &SampledPoint, b: &SampledPoint) -> bool {
+    a.value.to_bits() == b.value.to_bits()
+        && a.buckets == b.buckets
+        && a.sum.to_bits() == b.sum.to_bits()
+        && a.bounds == b.bounds
 }
 
 #[cfg(test)]
@@ -355,7 +449,7 @@ mod tests {
         let sample = from_page(&page, 1_000, 5_000);
         let bytes = prost::Message::encode_to_vec(&sample);
         let decoded = <MetricsSample as prost::Message>::decode(bytes.as_slice()).unwrap();
-        Snapshot::decode(decoded, 9_000).unwrap()
+        Snapshot::decode(&decoded, 9_000, Families::All, None).unwrap()
     }
 
     fn values(snapshot: &Snapshot, family: &str) -> Vec<(Labels, f64)> {
@@ -418,6 +512,44 @@ mod tests {
     fn a_sample_naming_strings_it_lacks_is_unreadable() {
         let mut sample = from_page(&spool_metrics::parse::parse(PAGE).unwrap(), 0, 1);
         sample.families[0].series[0].label_values[0] = 999;
-        assert!(Snapshot::decode(sample, 0).is_none());
+        assert!(Snapshot::decode(&sample, 0, Families::All, None).is_none());
+    }
+
+    #[test]
+    fn a_delta_holds_the_changed_series_and_reads_back_whole() {
+        let keyframe = snapshot();
+        let changed_page = PAGE
+            .replace("{topic=\"orders\"} 30", "{topic=\"orders\"} 31")
+            .replace("partition=\"1\"} 9", "partition=\"1\"} 10");
+        let page = spool_metrics::parse::parse(&changed_page).unwrap();
+        let now = Snapshot::decode(&from_page(&page, 1_000, 5_000), 14_000, Families::All, None).unwrap();
+        let delta = now.delta(&keyframe, 7);
+        assert_eq!(delta.keyframe_offset, Some(7));
+        let names: Vec<&str> = delta.families.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["spool_consumer_lag_seconds", "spool_log_appended_records_total"]
+        );
+        assert_eq!(delta.families[1].series.len(), 1, "audit did not change");
+        assert!(delta.strings.len() < 6, "{:?}", delta.strings);
+
+        let read = Snapshot::decode(&delta, 14_000, Families::All, Some(&keyframe)).unwrap();
+        assert_eq!(read.family_names(), now.family_names());
+        for name in now.family_names() {
+            let mut expected: Vec<_> = now.series(name).cloned().collect();
+            let mut got: Vec<_> = read.series(name).cloned().collect();
+            expected.sort_by(|a, b| a.0.cmp(&b.0));
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(got, expected, "{name}");
+        }
+        // Only the families a read names are decoded.
+        let only = Snapshot::decode(
+            &delta,
+            14_000,
+            Families::Only(&["spool_partition_size_bytes"]),
+            Some(&keyframe),
+        )
+        .unwrap();
+        assert!(only.series("spool_partition_size_bytes").next().is_some());
     }
 }
