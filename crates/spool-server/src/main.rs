@@ -219,6 +219,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(runtime)
     };
 
+    let exposition = Arc::new(metrics::exposition(&metrics, &state, Some(&jobs)));
+    let history = match config.metrics_history() {
+        Some(history_config) => {
+            let store = Arc::clone(&store);
+            let history = tokio::task::spawn_blocking(move || History::open(&store, history_config))
+                .await?
+                .with_context(|| format!("cannot open the metrics history ({})", history::TOPIC))?;
+            let history = Arc::new(history);
+            tokio::spawn(history::run_sampler(
+                Arc::clone(&history),
+                Arc::clone(&exposition),
+                state.shutdown.clone(),
+            ));
+            Some(history)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -250,23 +267,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .max_decoding_message_size(config.request_bytes_max as usize)
         .max_encoding_message_size(64 << 20);
 
-    let exposition = Arc::new(metrics::exposition(&metrics, &state, Some(&jobs)));
-    let history = match config.metrics_history() {
-        Some(history_config) => {
-            let store = Arc::clone(&store);
-            let history = tokio::task::spawn_blocking(move || History::open(&store, history_config))
-                .await?
-                .with_context(|| format!("cannot open the metrics history ({})", history::TOPIC))?;
-            let history = Arc::new(history);
-            tokio::spawn(history::run_sampler(
-                Arc::clone(&history),
-                Arc::clone(&exposition),
-                state.shutdown.clone(),
-            ));
-            Some(history)
-        }
-        None => None,
-    };
     let metrics_service =
         MetricsServer::new(MetricsService::new(history.clone())).max_encoding_message_size(64 << 20);
 
