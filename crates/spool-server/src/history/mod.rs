@@ -451,8 +451,12 @@ pub async fn run_sampler(
         }
         let history = Arc::clone(&history);
         let exposition = Arc::clone(&exposition);
+        let started = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || history.record(&exposition)).await {
-            Ok(Ok(bytes)) => tracing::trace!(bytes, "metrics history sampled"),
+            Ok(Ok(bytes)) => {
+                let elapsed_us = started.elapsed().as_micros() as u64;
+                tracing::debug!(bytes, elapsed_us, "metrics history sampled");
+            }
             Ok(Err(error)) => tracing::warn!(%error, "metrics history sample failed"),
             Err(error) => tracing::warn!(%error, "metrics history sample failed"),
         }
