@@ -5,15 +5,20 @@
 #   1. the machine (scripts/lib/machine.sh);
 #   2. cargo build --release -p spool-server -p spool-cli;
 #   3. ROUNDS rounds (5; 2 with --quick), each with a fresh data directory
-#      and server per setting, the settings alternating off, on, on, off,
-#      ... so neither always runs first. "off": --admin-listen off, no
-#      metrics history (metrics_history_interval_ms=0), no trace export.
-#      "on": the admin listener scraped every second by curl (Prometheus
-#      scrapes every 15 s by default), the metrics history at its default
-#      5 s, and --otlp-endpoint to a port where nothing listens (every span
-#      is recorded and queued; exports fail). Counting on request paths is
-#      always on; its cost is measured by the criterion benches
-#      (docs/performance.md). Each server runs, after bench_quiet:
+#      and server per setting, the order of the settings rotating from
+#      round to round so none always runs first. "off": --admin-listen off,
+#      no metrics history (metrics_history_interval_ms=0), no trace export.
+#      "metrics": the admin listener scraped every second by curl
+#      (Prometheus scrapes every 15 s by default) and the metrics history
+#      at its default 5 s. "traces": that, and --otlp-endpoint to a port
+#      where nothing listens (every span is recorded and queued; exports
+#      fail). Counting on request paths is always on; its cost is measured
+#      by the criterion benches (docs/performance.md). Besides each bench's
+#      own figures, spoold's CPU time (utime + stime of /proc/PID/stat)
+#      during the single-record and latency benches is divided by the
+#      records they moved: CPU per record resolves a cost that
+#      throughput on a shared 2-core host cannot. Each server runs, after
+#      bench_quiet:
 #        a. one 100-byte record per request, one in flight:
 #             spool bench produce --record-bytes 100 --batch-bytes 100 --linger-ms 0 --in-flight 1 --duration 10s --json
 #        b. 100-byte records in 256 KiB batches, 16 in flight:
@@ -70,25 +75,37 @@ scrape_loop() {
   done
 }
 
+# cpu_ticks PID: utime + stime of PID, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz="$(getconf CLK_TCK)"
+
+# cpu_us_per_record TICKS_BEFORE RECORDS: spoold's CPU microseconds per
+# record since TICKS_BEFORE.
+cpu_us_per_record() {
+  awk -v a="$1" -v b="$(cpu_ticks "$SPOOLD_PID")" -v n="$2" -v hz="$hz" 'BEGIN {printf "%.2f", (b - a) * 1e6 / hz / n}'
+}
+
 # one_setting SETTING ROUND: a fresh server in that setting and the four benches.
 one_setting() {
-  local setting="$1" round="$2" args=() scraper=""
-  if [ "$setting" = off ]; then
-    args=(--admin-listen off --set metrics_history_interval_ms=0)
-  else
-    args=(--otlp-endpoint "http://127.0.0.1:$(free_port)")
-  fi
+  local setting="$1" round="$2" args=() scraper="" ticks
+  case "$setting" in
+  off) args=(--admin-listen off --set metrics_history_interval_ms=0) ;;
+  metrics) args=() ;;
+  traces) args=(--otlp-endpoint "http://127.0.0.1:$(free_port)") ;;
+  esac
   rm -rf "$scratch/data"
   bench_quiet
   spoold_start "$setting-$round" "$scratch/data" "${args[@]}"
-  if [ "$setting" = on ]; then
+  if [ "$setting" != off ]; then
     scrape_loop "$SPOOLD_ADMIN_ADDR" &
     scraper=$!
     track "$scraper"
   fi
+  ticks="$(cpu_ticks "$SPOOLD_PID")"
   if spool_bench "$setting.$round.single" bench produce --record-bytes 100 --batch-bytes 100 --linger-ms 0 \
     --in-flight 1 --duration "${seconds}s" --json; then
     values[$setting.single]+="$(jq -r .records_per_s <<<"$RUN_JSON") "
+    values[$setting.single_cpu_us]+="$(cpu_us_per_record "$ticks" "$(jq -r .records <<<"$RUN_JSON")") "
   fi
   if spool_bench "$setting.$round.batched" bench produce --record-bytes 100 --duration "${seconds}s" --json; then
     values[$setting.batched]+="$(jq -r .records_per_s <<<"$RUN_JSON") "
@@ -96,7 +113,9 @@ one_setting() {
   if spool_bench "$setting.$round.jobs" bench jobs --duration "${seconds}s" --json; then
     values[$setting.jobs]+="$(jq -r .completed_per_s <<<"$RUN_JSON") "
   fi
+  ticks="$(cpu_ticks "$SPOOLD_PID")"
   if spool_bench "$setting.$round.latency" bench latency --rate 10000 --duration "${seconds}s" --json; then
+    values[$setting.latency_cpu_us]+="$(cpu_us_per_record "$ticks" "$(jq -r .records <<<"$RUN_JSON")") "
     values[$setting.p99_ms]+="$(jq -r '.latency_us.p99 / 1000' <<<"$RUN_JSON") "
     values[$setting.p50_ms]+="$(jq -r '.latency_us.p50 / 1000' <<<"$RUN_JSON") "
   fi
@@ -108,30 +127,40 @@ one_setting() {
   spoold_stop
 }
 
+settings=(off metrics traces)
 for round in $(seq 1 "$rounds"); do
   bench_section "round $round of $rounds"
-  if [ $((round % 2)) = 1 ]; then order=(off on); else order=(on off); fi
+  # Rotate the order: off, metrics, traces; then metrics, traces, off; ...
+  shift_by=$(((round - 1) % 3))
+  order=("${settings[@]:$shift_by}" "${settings[@]:0:$shift_by}")
   for setting in "${order[@]}"; do one_setting "$setting" "$round"; done
 done
 
-bench_section "off against on"
-for shape in single batched jobs p50_ms p99_ms; do
-  for setting in off on; do
+bench_section "off against metrics and traces"
+for shape in single batched jobs p50_ms p99_ms single_cpu_us latency_cpu_us; do
+  for setting in "${settings[@]}"; do
     # shellcheck disable=SC2086 # a list of numbers
     m="$(median ${values[$setting.$shape]:-})"
     echo "$shape $setting: ${values[$setting.$shape]:-} -> median $m"
     report "median.$setting.$shape" "$m" "" "" "scripts/bench-observability.sh ($rounds rounds)" "runs: ${values[$setting.$shape]:-}"
   done
 done
-for shape in single batched jobs; do
-  report_ratio "ratio.$shape" "median.on.$shape" "median.off.$shape" ">= 0.97" "throughput with observability on / off"
+for setting in metrics traces; do
+  for shape in single batched jobs; do
+    report_ratio "ratio.$setting.$shape" "median.$setting.$shape" "median.off.$shape" ">= 0.97" \
+      "throughput with $setting on / off"
+  done
+  for shape in single_cpu_us latency_cpu_us; do
+    report_ratio "ratio.$setting.$shape" "median.$setting.$shape" "median.off.$shape" "<= 1.03" \
+      "spoold CPU per record with $setting on / off"
+  done
+  off_p99="$(report_value median.off.p99_ms)"
+  on_p99="$(report_value "median.$setting.p99_ms")"
+  if [ -n "$off_p99" ] && [ -n "$on_p99" ]; then
+    report "p99_rise_ms.$setting" "$(awk -v a="$on_p99" -v b="$off_p99" 'BEGIN {printf "%.3f", a - b}')" ms "<= 0.1" \
+      "spool bench latency --rate 10000 (medians of $rounds runs per setting)"
+  fi
 done
-off_p99="$(report_value median.off.p99_ms)"
-on_p99="$(report_value median.on.p99_ms)"
-if [ -n "$off_p99" ] && [ -n "$on_p99" ]; then
-  report "p99_rise_ms" "$(awk -v a="$on_p99" -v b="$off_p99" 'BEGIN {printf "%.3f", a - b}')" ms "<= 0.1" \
-    "spool bench latency --rate 10000 (medians of $rounds runs per setting)"
-fi
 
 bench_section "a large server: 1,000 partitions, 100 queues"
 rm -rf "$scratch/data"

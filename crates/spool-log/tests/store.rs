@@ -621,6 +621,20 @@ fn missing_or_truncated_index_files_are_rebuilt() {
     assert_eq!(partition.offset_for_timestamp(0).unwrap(), Some(0));
 }
 
+/// `count` records of 200 bytes, one per append, timestamped 1,000,000 ms
+/// and one millisecond apart.
+fn append_timestamped(partition: &Partition, count: i64) {
+    let body = vec![0u8; 200];
+    for i in 0..count {
+        let record = Record {
+            value: Some(&body),
+            timestamp_ms: Some(1_000_000 + i),
+            ..Record::default()
+        };
+        partition.append(&[record], Durability::None).unwrap();
+    }
+}
+
 #[test]
 fn retention_by_size_and_time_deletes_whole_closed_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -633,15 +647,7 @@ fn retention_by_size_and_time_deletes_whole_closed_segments() {
         ..TopicConfig::default()
     };
     let partition = store.create_topic("t", config).unwrap().partitions()[0].clone();
-    let body = vec![0u8; 200];
-    for i in 0..200i64 {
-        let record = Record {
-            value: Some(&body),
-            timestamp_ms: Some(1_000_000 + i),
-            ..Record::default()
-        };
-        partition.append(&[record], Durability::None).unwrap();
-    }
+    append_timestamped(&partition, 200);
     let before = partition.info();
     let reader_holds = partition.read(0, 1 << 20).unwrap();
     // Size: keep at most three segments' worth.
@@ -688,15 +694,7 @@ fn retention_set_at_run_time_applies_to_a_topic_stored_without_one() {
         ..TopicConfig::default()
     };
     let partition = store.create_topic("__metrics", config).unwrap().partitions()[0].clone();
-    let body = vec![0u8; 200];
-    for i in 0..100i64 {
-        let record = Record {
-            value: Some(&body),
-            timestamp_ms: Some(1_000_000 + i),
-            ..Record::default()
-        };
-        partition.append(&[record], Durability::None).unwrap();
-    }
+    append_timestamped(&partition, 100);
     let segments = partition.info().segment_count;
     assert!(segments > 2, "{segments}");
     assert_eq!(
@@ -718,14 +716,7 @@ fn retention_set_at_run_time_applies_to_a_topic_stored_without_one() {
     assert_eq!(partition.info().segment_count, 1);
 
     partition.set_retention(None, None);
-    for i in 0..100i64 {
-        let record = Record {
-            value: Some(&body),
-            timestamp_ms: Some(1_000_000 + i),
-            ..Record::default()
-        };
-        partition.append(&[record], Durability::None).unwrap();
-    }
+    append_timestamped(&partition, 100);
     assert_eq!(store.enforce_retention(i64::MAX / 4).unwrap(), 0, "cleared again");
 }
 

@@ -465,6 +465,7 @@ pub async fn run_sampler(
 
 #[cfg(test)]
 mod tests {
+    use crate::history::query::labels;
     use spool_log::StoreConfig;
 
     use super::*;
@@ -523,13 +524,6 @@ mod tests {
 
     fn points(answer: &HistoryAnswer, result: usize) -> Vec<(Labels, Vec<(i64, f64)>)> {
         answer.results[result].series.clone()
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
     }
 
     #[test]

@@ -32,6 +32,15 @@ use super::sample::{SampledPoint, Snapshot};
 /// The labels of one series, sorted by name.
 pub type Labels = Vec<(String, String)>;
 
+/// Labels from pairs, for tests.
+#[cfg(test)]
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// A series expression that does not parse, or cannot apply to what it
 /// names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -474,10 +483,7 @@ mod tests {
     fn selector(name: &str, matchers: &[(&str, &str)]) -> Expr {
         Expr::Selector {
             name: name.to_owned(),
-            matchers: matchers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            matchers: labels(matchers),
         }
     }
 

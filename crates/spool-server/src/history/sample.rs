@@ -425,6 +425,7 @@ fn same_value(a: &SampledPoint, b: &SampledPoint) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::query::labels;
 
     const PAGE: &str = "# TYPE spool_log_appended_records counter\n\
         spool_log_appended_records_total{topic=\"orders\"} 30\n\
@@ -456,13 +457,6 @@ mod tests {
         snapshot
             .series(family)
             .map(|(labels, point)| (labels.clone(), point.value))
-            .collect()
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
     }
 
