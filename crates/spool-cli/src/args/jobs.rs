@@ -36,11 +36,14 @@ pub enum JobCommand {
         format: OutputFormat,
     },
     /// Show every event of a job, from the log (also after it left memory).
+    /// When the history retention of `__jobs` deleted its first events, says
+    /// from when its history is kept and shows the job table's view of it.
     #[command(after_help = JOB_EXAMPLES)]
     History {
         #[arg(value_parser = parse_job_id)]
         id: u64,
-        /// Output format (json: one line per event).
+        /// Output format (json: one line per event, after a line
+        /// {"trimmed_before_ms", "job"} when the start was trimmed).
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
