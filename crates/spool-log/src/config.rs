@@ -98,7 +98,7 @@ impl StoreConfig {
             return Err(invalid(
                 "internal_segment_bytes_max",
                 self.internal_segment_bytes_max,
-                "must be at least batch_bytes_max",
+                "below batch_bytes_max",
             ));
         }
         self.topic_defaults.validate()
