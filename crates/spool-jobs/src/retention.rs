@@ -8,14 +8,15 @@
 //! goes only when it lies wholly below both: below the offset where the
 //! retention would start the log and below the snapshot's offset. The log
 //! itself only deletes segments below an offset it is given
-//! ([`Partition::delete_segments_below`]); the rule is here.
+//! (`Partition::delete_segments_below`); the rule is here, and the runtime
+//! applies it.
 //!
 //! Since the snapshot's offset bounds what can go, a snapshot is also
 //! taken when the retention would let more go than the last one allows
 //! ([`RetentionStep::Snapshot`]), so the retention holds on a quiet server
 //! too, where the event count alone would rarely call for one.
 
-use spool_log::{Partition, Retention};
+use spool_log::Retention;
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1_000;
 const GIB: u64 = 1 << 30;
@@ -66,21 +67,6 @@ pub(crate) fn next_step(
 /// covers up to.
 pub(crate) fn trim_offset(retention_start: u64, snapshot_offset: u64) -> u64 {
     retention_start.min(snapshot_offset)
-}
-
-/// Deletes what `retention` lets go at `now_ms` of the log below the
-/// durable snapshot at `snapshot_offset`; returns how many segments went.
-pub(crate) fn trim(
-    partition: &Partition,
-    retention: &Retention,
-    snapshot_offset: u64,
-    now_ms: i64,
-) -> spool_log::Result<usize> {
-    if retention.keeps_everything() {
-        return Ok(0);
-    }
-    let below = trim_offset(partition.retention_start(retention, now_ms), snapshot_offset);
-    partition.delete_segments_below(below)
 }
 
 #[cfg(test)]

@@ -586,18 +586,9 @@ impl Worker {
         match step {
             RetentionStep::Nothing => {}
             RetentionStep::Snapshot => self.snapshot(false),
-            RetentionStep::Trim(_) => {
+            RetentionStep::Trim(below) => {
                 let partition = self.partition.clone();
-                let retention = *retention;
-                let snapshot_offset = Arc::clone(&self.snapshot_offset);
-                self.in_background(false, move || {
-                    trim(
-                        &partition,
-                        &retention,
-                        snapshot_offset.load(Ordering::Acquire),
-                        now,
-                    );
-                });
+                self.in_background(false, move || delete_below(&partition, below));
             }
         }
     }
@@ -668,7 +659,10 @@ impl Worker {
                 Ok(()) => {
                     tracing::debug!(offset, jobs, bytes = encoded.len(), "jobs snapshot written");
                     snapshot_offset.store(offset, Ordering::Release);
-                    trim(&partition, &retention, offset, clock());
+                    if !retention.keeps_everything() {
+                        let retention_start = partition.retention_start(&retention, clock());
+                        delete_below(&partition, retention::trim_offset(retention_start, offset));
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "writing the jobs snapshot failed; restarts replay more")
@@ -681,10 +675,11 @@ impl Worker {
     }
 }
 
-/// Deletes what the history retention lets go below the snapshot at
-/// `snapshot_offset`; a failure is logged and tried again at the next check.
-fn trim(partition: &Partition, retention: &Retention, snapshot_offset: u64, now_ms: i64) {
-    match retention::trim(partition, retention, snapshot_offset, now_ms) {
+/// Deletes the segments of `__jobs` wholly below `offset`, which the
+/// history retention and the latest snapshot both let go; a failure is
+/// logged and tried again at the next check.
+fn delete_below(partition: &Partition, offset: u64) {
+    match partition.delete_segments_below(offset) {
         Ok(0) => {}
         Ok(segments) => tracing::debug!(
             segments,
