@@ -272,6 +272,29 @@ fn bench_jobs_completes_every_job() {
 }
 
 #[test]
+fn bench_jobs_holds_the_rate_asked_for() {
+    let server = Spoold::start_temp(&[]);
+    let started = std::time::Instant::now();
+    let report = server.json(&[
+        "bench",
+        "jobs",
+        "--count",
+        "300",
+        "--rate",
+        "200",
+        "--enqueue-batch",
+        "10",
+        "--json",
+    ]);
+    // 300 jobs at 200 a second: the last batch leaves after about 1.45 s.
+    let elapsed = started.elapsed();
+    assert_eq!(report["jobs"], 300);
+    assert_eq!(report["rate"], 200);
+    assert!(elapsed >= Duration::from_millis(1_400), "{elapsed:?}");
+    assert!(report["enqueued_per_s"].as_f64().unwrap() <= 230.0, "{report}");
+}
+
+#[test]
 fn job_get_shows_stages_and_queue_stats_show_totals_and_latencies() {
     let server = Spoold::start_temp(&[]);
     let id = server.ok(&["job", "enqueue", "staged", "x", "--attempts", "2"]);

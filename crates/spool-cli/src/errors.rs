@@ -43,6 +43,12 @@ pub fn explain(error: &Error, subject: Subject<'_>) -> String {
         Error::InvalidUrl { url, reason } => {
             format!("invalid server address {url:?} ({reason}); write it like http://127.0.0.1:7070")
         }
+        Error::NotFound { .. } if subject.job.is_some() && message.contains("deleted by its retention") => {
+            // The job left the table and its enqueue left the log: not "no
+            // such job", but one that can no longer be shown.
+            let job = subject.job.unwrap_or_default();
+            format!("job {job} can no longer be shown: {message}")
+        }
         Error::NotFound { .. } if subject.job.is_some() => {
             let job = subject.job.unwrap_or_default();
             format!(
@@ -251,5 +257,25 @@ mod tests {
             explain(&other, Subject::default()),
             "the server refused the request: bad topic name"
         );
+    }
+
+    #[test]
+    fn a_job_whose_history_was_trimmed_is_not_called_unknown() {
+        let subject = Subject {
+            job: Some("42"),
+            ..Subject::default()
+        };
+        let trimmed = Error::from(Status::not_found(
+            "job 42 is not in the job table, and the history of __jobs before 1000 ms since the epoch was \
+             deleted by its retention (job_history_retention_ms, job_history_retention_bytes): ...",
+        ));
+        let text = explain(&trimmed, subject);
+        assert!(
+            text.starts_with("job 42 can no longer be shown: job 42 is not in"),
+            "{text}"
+        );
+        assert!(!text.contains("holds no job with that id"), "{text}");
+        let unknown = Error::from(Status::not_found("job 42 does not exist"));
+        assert!(explain(&unknown, subject).contains("holds no job with that id"));
     }
 }

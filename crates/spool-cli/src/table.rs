@@ -27,6 +27,11 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// True when no row was added (the header alone).
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     pub fn render(&self) -> String {
         let widths: Vec<usize> = (0..self.header.len())
             .map(|column| {

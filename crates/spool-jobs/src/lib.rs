@@ -16,7 +16,9 @@
 //! rule for queue names and what is kept per known queue; [`runtime`] runs
 //! the state machine on a thread, appends its events with group-committed
 //! fsync, arms its timers and takes snapshots; [`snapshot`] encodes the
-//! table.
+//! table; [`retention`] decides when events may leave `__jobs`, and
+//! [`history`] reads one job's events back, saying when its start was
+//! trimmed.
 //!
 //! What it is not: no network code (the gRPC service is in `spool-server`)
 //! and no worker (that is `spool-client`'s runtime and `spool-worker`).
@@ -29,11 +31,13 @@ pub mod codec;
 pub mod config;
 pub mod core;
 pub mod event;
+pub mod history;
 mod indexes;
 pub mod job;
 pub mod latency;
 pub mod queue;
 mod request;
+pub mod retention;
 pub mod runtime;
 pub mod snapshot;
 
@@ -45,9 +49,11 @@ pub use crate::core::{
     Request, RequestId, Step, Target,
 };
 pub use crate::event::Event;
+pub use crate::history::{HistoryPage, LoggedJob, Trimmed};
 pub use crate::job::{
     Attempt, AttemptError, AttemptOutcome, Attempts, Job, JobId, JobSpec, JobState, Schedule,
 };
 pub use crate::latency::{CumulativeHistogram, Latency, LatencyExemplar, Percentiles, Window};
 pub use crate::queue::validate_queue_name;
-pub use crate::runtime::{JobsRuntime, RuntimeConfig, Startup};
+pub use crate::retention::HISTORY_RETENTION_DEFAULT;
+pub use crate::runtime::{JobsRuntime, RuntimeConfig, StartError, Startup};

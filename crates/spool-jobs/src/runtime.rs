@@ -12,25 +12,31 @@
 //! ordered, so answers of later turns never overtake the disk.
 //!
 //! At start the thread loads the latest snapshot and replays the events
-//! after it. Snapshots are taken after enough events, and at a clean stop.
+//! after it. Snapshots are taken after enough events (right after a start
+//! that replayed that many too, so a server that keeps crashing does not
+//! replay an ever longer tail), when the history retention waits for one,
+//! and at a clean stop. Each snapshot written lets the history retention
+//! delete what it covers (`retention.rs`).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use spool_log::{Durability, Partition, Record, Store};
+use spool_log::{Durability, Partition, Record, Retention, Store};
 use tokio::sync::oneshot;
 
 use crate::activity::QueueMetrics;
-use crate::apply::JobFromLog;
 use crate::config::JobsConfig;
 use crate::core::{JobError, JobsCore, Reply, Request, RequestId, Step};
 use crate::event::Event;
-use crate::job::{JobId, id_time_ms};
+use crate::history::{HistoryPage, HistoryReader, LoggedJob};
+use crate::job::JobId;
+use crate::retention::{self, HISTORY_RETENTION_DEFAULT, RetentionStep};
 use crate::snapshot;
 
 /// The internal topic holding every job event.
@@ -53,12 +59,20 @@ pub struct RuntimeConfig {
     pub jobs: JobsConfig,
     /// Where snapshots are kept.
     pub snapshot_dir: PathBuf,
-    /// A snapshot is taken after this many events (and at least
-    /// `snapshot_interval_ms` apart), so a restart replays at most about
-    /// this many.
+    /// A snapshot is taken after this many events, or as many as there are
+    /// jobs in memory if more (so that encoding the table costs at most
+    /// about one job per event appended), so a restart replays at most
+    /// about this many.
     pub snapshot_events: u64,
-    pub snapshot_interval_ms: u64,
-    /// Largest batch of events appended at once.
+    /// How much history `__jobs` keeps, by time and size; events the job
+    /// table still needs (those after the latest snapshot) are kept
+    /// regardless.
+    pub history_retention: Retention,
+    /// How often the history retention is checked besides after each
+    /// snapshot. Zero checks only after snapshots.
+    pub retention_check_interval_ms: u64,
+    /// Largest batch of events appended at once (also held to the store's
+    /// `batch_bytes_max`).
     pub append_batch_bytes_max: usize,
     pub clock: Clock,
 }
@@ -69,6 +83,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("jobs", &self.jobs)
             .field("snapshot_dir", &self.snapshot_dir)
             .field("snapshot_events", &self.snapshot_events)
+            .field("history_retention", &self.history_retention)
             .finish_non_exhaustive()
     }
 }
@@ -79,7 +94,8 @@ impl RuntimeConfig {
             jobs: JobsConfig::default(),
             snapshot_dir,
             snapshot_events: 200_000,
-            snapshot_interval_ms: 30_000,
+            history_retention: HISTORY_RETENTION_DEFAULT,
+            retention_check_interval_ms: 60_000,
             append_batch_bytes_max: 4 << 20,
             clock: system_clock(),
         }
@@ -99,9 +115,28 @@ enum Message {
     Stop(mpsc::Sender<()>),
 }
 
-/// A page of a job's history: events with their log offsets, and the
-/// offset to continue from if more may follow.
-pub type HistoryPage = (Vec<(u64, Event)>, Option<u64>);
+/// Why the job layer did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(transparent)]
+    Log(#[from] spool_log::Error),
+    /// The history retention deleted events that only a snapshot covered,
+    /// and there is no usable snapshot: replaying what is left would
+    /// rebuild a table without the jobs enqueued before `log_start_offset`.
+    #[error(
+        "the job table cannot be rebuilt: __jobs starts at offset {log_start_offset} (older events were \
+         deleted by the history retention) and no usable snapshot in {} covers them \
+         (found: {})",
+        snapshot_dir.display(),
+        snapshot_offset.map_or_else(|| "none".to_owned(), |offset| format!("one up to offset {offset}"))
+    )]
+    SnapshotMissing {
+        snapshot_dir: PathBuf,
+        log_start_offset: u64,
+        snapshot_offset: Option<u64>,
+    },
+}
 
 /// What opening the job layer found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,15 +178,25 @@ async fn durable(partition: &Partition, offset: u64) -> Result<(), JobError> {
 impl JobsRuntime {
     /// Opens the events topic (creating it), restores the snapshot, replays
     /// the events after it and starts the thread.
-    pub fn start(store: &Store, config: RuntimeConfig) -> spool_log::Result<(JobsRuntime, Startup)> {
+    pub fn start(store: &Store, mut config: RuntimeConfig) -> Result<(JobsRuntime, Startup), StartError> {
         let started = Instant::now();
         let partition = store.internal_partition(TOPIC)?;
+        let batch_bytes_max = usize::try_from(store.config().batch_bytes_max).unwrap_or(usize::MAX);
+        config.append_batch_bytes_max = config.append_batch_bytes_max.min(batch_bytes_max);
         let seed = (config.clock)() as u64 ^ u64::from(std::process::id()).rotate_left(32);
         let (mut core, snapshot_offset) = match snapshot::load(&config.snapshot_dir, &config.jobs, seed) {
             Some((core, offset)) if offset <= partition.high_watermark() => (core, Some(offset)),
             _ => (JobsCore::new(config.jobs.clone(), seed), None),
         };
-        let from = snapshot_offset.unwrap_or(0).max(partition.log_start_offset());
+        let log_start_offset = partition.log_start_offset();
+        if log_start_offset > snapshot_offset.unwrap_or(0) {
+            return Err(StartError::SnapshotMissing {
+                snapshot_dir: config.snapshot_dir.clone(),
+                log_start_offset,
+                snapshot_offset,
+            });
+        }
+        let from = snapshot_offset.unwrap_or(0);
         let replayed_events = replay(&partition, &mut core, from)?;
         let startup = Startup {
             snapshot_offset,
@@ -174,10 +219,13 @@ impl JobsRuntime {
             config,
             pending: HashMap::new(),
             next_request: 0,
+            // A long replay calls for a snapshot at once, so the next start
+            // does not replay it again.
             events_since_snapshot: replayed_events,
-            last_snapshot: Instant::now(),
+            snapshot_offset: Arc::new(AtomicU64::new(snapshot_offset.unwrap_or(0))),
+            last_retention_check: Instant::now(),
             failed: None,
-            snapshot_writer: None,
+            background: None,
             encode_buffer: Vec::new(),
         };
         let thread = std::thread::Builder::new()
@@ -278,95 +326,36 @@ impl JobsRuntime {
         rx.await.map_err(|_| unavailable("the job service has stopped"))
     }
 
-    /// Every event of job `id` from the log, starting at log offset `from`
-    /// (0: from the job's enqueue), at most `limit`; returns the events with
-    /// their offsets and where to continue, if anything may follow.
-    /// Blocking: reads the log.
+    /// Up to `limit` events of job `id` from the log, from log offset
+    /// `from` (0: from the job's enqueue), where to continue, and whether
+    /// its start was trimmed (see [`HistoryPage`]). Blocking: reads the log,
+    /// and asks the job thread whether it holds the job when its start may
+    /// have been trimmed.
     pub fn history(&self, id: JobId, from: u64, limit: usize) -> spool_log::Result<HistoryPage> {
-        let mut events = Vec::new();
-        let mut more = None;
-        self.scan_job(id, from, |offset, event| {
-            events.push((offset, event));
-            if events.len() >= limit {
-                more = Some(offset + 1);
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        })?;
-        if events.last().is_some_and(|(_, event)| event.is_terminal()) {
-            more = None;
-        }
-        Ok((events, more))
+        let reader = HistoryReader {
+            partition: &self.partition,
+        };
+        reader.page(id, from, limit, || self.holds_blocking(id))
     }
 
     /// Job `id` rebuilt from its events in the log, for a job no longer in
-    /// memory; `None` if the log holds no enqueue of it. Reads the log from
-    /// the job's enqueue to its last event (the scan skips other jobs'
-    /// records by their key, without decoding them). Blocking.
-    pub fn job_from_log(&self, id: JobId) -> spool_log::Result<Option<JobFromLog>> {
-        let mut job: Option<JobFromLog> = None;
-        self.scan_job(id, 0, |_, event| {
-            match job.as_mut() {
-                Some(job) => job.apply(&event),
-                None => job = JobFromLog::enqueued(&event),
-            }
-            ControlFlow::Continue(())
-        })?;
-        Ok(job)
+    /// memory (see [`LoggedJob`]). Blocking: reads the log from the job's
+    /// enqueue to its last event.
+    pub fn job_from_log(&self, id: JobId) -> spool_log::Result<LoggedJob> {
+        HistoryReader {
+            partition: &self.partition,
+        }
+        .job(id)
     }
 
-    /// Hands `each` the events of job `id` in log order, from log offset
-    /// `from` (0: from the job's enqueue), until its terminal event or
-    /// until `each` breaks.
-    fn scan_job(
-        &self,
-        id: JobId,
-        from: u64,
-        mut each: impl FnMut(u64, Event) -> ControlFlow<()>,
-    ) -> spool_log::Result<()> {
-        let partition = &self.partition;
-        let offset = if from > 0 {
-            from
-        } else {
-            // The enqueue's record carries the enqueue time, which the id
-            // encodes; a second of margin covers ids assigned ahead of the
-            // clock. An id from the future finds nothing to read.
-            partition
-                .offset_for_timestamp(id_time_ms(id).saturating_sub(1_000))?
-                .unwrap_or(partition.high_watermark())
-        };
-        let key = id.to_be_bytes();
-        // Ids are assigned in the order their enqueues are appended. So a
-        // record of a later job met before this job's enqueue means the
-        // enqueue is not in the log from here on: an unknown id costs a
-        // short read, not a scan to the end of the log.
-        let mut found = from > 0;
-        partition.scan(offset, |batch, record| {
-            if record.key != Some(&key[..]) {
-                let later = record
-                    .key
-                    .and_then(|k| <[u8; 8]>::try_from(k).ok())
-                    .is_some_and(|k| JobId::from_be_bytes(k) > id);
-                return if !found && later {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                };
-            }
-            let Some(event) = record
-                .value
-                .and_then(|value| Event::decode(batch.slice_ref(value)))
-            else {
-                return ControlFlow::Continue(());
-            };
-            found = true;
-            let terminal = event.is_terminal();
-            if each(record.offset, event).is_break() || terminal {
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        })?;
-        Ok(())
+    /// Whether the job table holds job `id`, asked of the job thread from a
+    /// thread that may block. False if the job service has stopped.
+    fn holds_blocking(&self, id: JobId) -> bool {
+        let (tx, rx) = mpsc::channel();
+        let message = Message::Read(Box::new(move |core, _, _| {
+            let _ = tx.send(core.job(id).is_some());
+        }));
+        self.sender.send(message).is_ok() && rx.recv().unwrap_or(false)
     }
 
     /// Stops the thread after a last snapshot. Requests after this fail.
@@ -413,11 +402,16 @@ struct Worker {
     pending: HashMap<RequestId, Responder>,
     next_request: RequestId,
     events_since_snapshot: u64,
-    last_snapshot: Instant,
+    /// The offset the latest snapshot on disk covers up to (0 for none),
+    /// set by the thread that writes it once it is durable.
+    snapshot_offset: Arc<AtomicU64>,
+    last_retention_check: Instant,
     /// Set when an append failed: the table is then ahead of the log, so
     /// the service refuses everything until it is restarted and replays.
     failed: Option<String>,
-    snapshot_writer: Option<JoinHandle<()>>,
+    /// The thread writing a snapshot or deleting old segments, if any: one
+    /// at a time.
+    background: Option<JoinHandle<()>>,
     /// Reused to encode each turn's events.
     encode_buffer: Vec<u8>,
 }
@@ -494,10 +488,13 @@ impl Worker {
                 let _ = ack.send(());
                 break;
             }
-            if self.events_since_snapshot >= self.config.snapshot_events.max(self.core.job_count() as u64)
-                && self.last_snapshot.elapsed() >= Duration::from_millis(self.config.snapshot_interval_ms)
-            {
+            if self.events_since_snapshot >= self.config.snapshot_events.max(self.core.job_count() as u64) {
                 self.snapshot(false);
+            }
+            let check_every = Duration::from_millis(self.config.retention_check_interval_ms);
+            if !check_every.is_zero() && self.last_retention_check.elapsed() >= check_every {
+                self.last_retention_check = Instant::now();
+                self.check_retention(now);
             }
         }
         for (_, responder) in self.pending.drain() {
@@ -574,26 +571,83 @@ impl Worker {
         result
     }
 
+    /// Takes the step the history retention calls for now.
+    fn check_retention(&mut self, now: i64) {
+        let retention = &self.config.history_retention;
+        if retention.keeps_everything() || self.failed.is_some() {
+            return;
+        }
+        let step = retention::next_step(
+            self.partition.log_start_offset(),
+            self.partition.retention_start(retention, now),
+            self.snapshot_offset.load(Ordering::Acquire),
+            self.events_since_snapshot > 0,
+        );
+        match step {
+            RetentionStep::Nothing => {}
+            RetentionStep::Snapshot => self.snapshot(false),
+            RetentionStep::Trim(below) => {
+                let partition = self.partition.clone();
+                self.in_background(false, move || delete_below(&partition, below));
+            }
+        }
+    }
+
+    /// Runs `work` on a thread of its own, after the previous background
+    /// work. Unless `wait`, gives up (returning false) while that is still
+    /// running; with `wait`, runs `work` here once it is done.
+    fn in_background(&mut self, wait: bool, work: impl FnOnce() + Send + 'static) -> bool {
+        if let Some(running) = self.background.take() {
+            if !running.is_finished() && !wait {
+                self.background = Some(running);
+                return false;
+            }
+            let _ = running.join();
+        }
+        if wait {
+            work();
+            return true;
+        }
+        match std::thread::Builder::new()
+            .name("spool-jobs-snapshot".into())
+            .spawn(work)
+        {
+            Ok(handle) => {
+                self.background = Some(handle);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the snapshot thread");
+                false
+            }
+        }
+    }
+
     /// Encodes the table here (it must not change meanwhile) and writes it
-    /// on a thread of its own, so the disk work does not stall requests.
+    /// on a thread of its own, so the disk work does not stall requests;
+    /// once it is durable, the history retention may delete what it covers.
     /// At a stop (`wait`) the write is waited for.
     fn snapshot(&mut self, wait: bool) {
         if self.failed.is_some() {
             return;
         }
-        if let Some(writing) = self.snapshot_writer.take() {
-            if !writing.is_finished() && !wait {
-                // The previous one is still being written: try next turn.
-                self.snapshot_writer = Some(writing);
-                return;
-            }
-            let _ = writing.join();
+        if !wait
+            && self
+                .background
+                .as_ref()
+                .is_some_and(|running| !running.is_finished())
+        {
+            // The previous one is still being written: try next turn.
+            return;
         }
         let offset = self.partition.high_watermark();
         let encoded = snapshot::encode(&self.core, offset);
         let dir = self.config.snapshot_dir.clone();
         let jobs = self.core.job_count();
         let partition = self.partition.clone();
+        let retention = self.config.history_retention;
+        let clock = Arc::clone(&self.config.clock);
+        let snapshot_offset = Arc::clone(&self.snapshot_offset);
         // A snapshot must never reflect events a crash could still take
         // away: it is written once the log holds them durably.
         let write = move || {
@@ -602,24 +656,36 @@ impl Worker {
                 return;
             }
             match snapshot::write(&dir, &encoded) {
-                Ok(()) => tracing::debug!(offset, jobs, bytes = encoded.len(), "jobs snapshot written"),
+                Ok(()) => {
+                    tracing::debug!(offset, jobs, bytes = encoded.len(), "jobs snapshot written");
+                    snapshot_offset.store(offset, Ordering::Release);
+                    if !retention.keeps_everything() {
+                        let retention_start = partition.retention_start(&retention, clock());
+                        delete_below(&partition, retention::trim_offset(retention_start, offset));
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "writing the jobs snapshot failed; restarts replay more")
                 }
             }
         };
-        self.events_since_snapshot = 0;
-        self.last_snapshot = Instant::now();
-        if wait {
-            write();
-        } else {
-            match std::thread::Builder::new()
-                .name("spool-jobs-snapshot".into())
-                .spawn(write)
-            {
-                Ok(handle) => self.snapshot_writer = Some(handle),
-                Err(error) => tracing::warn!(%error, "cannot start the snapshot writer"),
-            }
+        if self.in_background(wait, write) {
+            self.events_since_snapshot = 0;
         }
+    }
+}
+
+/// Deletes the segments of `__jobs` wholly below `offset`, which the
+/// history retention and the latest snapshot both let go; a failure is
+/// logged and tried again at the next check.
+fn delete_below(partition: &Partition, offset: u64) {
+    match partition.delete_segments_below(offset) {
+        Ok(0) => {}
+        Ok(segments) => tracing::debug!(
+            segments,
+            log_start_offset = partition.log_start_offset(),
+            "history retention deleted job events"
+        ),
+        Err(error) => tracing::warn!(%error, "deleting old job events failed"),
     }
 }

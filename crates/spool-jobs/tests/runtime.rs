@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
-use spool_jobs::{ClaimSpec, JobSpec, JobState, JobsRuntime, Reply, Request, RuntimeConfig, Schedule};
+use spool_jobs::{
+    ClaimSpec, JobSpec, JobState, JobsRuntime, LoggedJob, Reply, Request, RuntimeConfig, Schedule,
+};
 use spool_log::{Store, StoreConfig};
 
 fn spec(queue: &str, n: u32) -> JobSpec {
@@ -48,7 +50,6 @@ impl Fixture {
         let clock = Arc::clone(&self.clock);
         RuntimeConfig {
             snapshot_events,
-            snapshot_interval_ms: 0,
             clock: Arc::new(move || clock.load(Ordering::SeqCst)),
             ..RuntimeConfig::new(self.dir.path().join("jobs"))
         }
@@ -154,9 +155,9 @@ async fn the_table_survives_a_clean_restart_and_a_crash() {
         .unwrap();
     assert_eq!(counts[JobState::Dead.index()], 3);
     assert_eq!(counts[JobState::Available.index()], 87);
-    let (events, more) = runtime.history(ids[0], 0, 100).unwrap();
-    assert_eq!(more, None);
-    let kinds: Vec<_> = events.iter().map(|(_, e)| e.kind()).collect();
+    let page = runtime.history(ids[0], 0, 100).unwrap();
+    assert_eq!((page.next, page.trimmed), (None, None));
+    let kinds: Vec<_> = page.events.iter().map(|(_, e)| e.kind()).collect();
     assert_eq!(kinds, vec!["enqueued", "claimed", "completed"]);
 }
 
@@ -318,7 +319,9 @@ async fn a_job_that_left_memory_is_rebuilt_from_the_log() {
         assert!(std::time::Instant::now() < deadline, "the job never left memory");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let rebuilt = runtime.job_from_log(id).unwrap().expect("rebuilt from the log");
+    let LoggedJob::Found(rebuilt) = runtime.job_from_log(id).unwrap() else {
+        panic!("not rebuilt from the log")
+    };
     assert_eq!(rebuilt.job, served);
     assert_eq!(rebuilt.job.state, JobState::Succeeded);
     // A job still in memory reads the same from the log.
@@ -328,12 +331,20 @@ async fn a_job_that_left_memory_is_rebuilt_from_the_log() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(runtime.job_from_log(second).unwrap().unwrap().job, waiting);
+    let LoggedJob::Found(rebuilt) = runtime.job_from_log(second).unwrap() else {
+        panic!("not rebuilt from the log")
+    };
+    assert_eq!(rebuilt.job, waiting);
     // Ids that were never assigned: before the first job (its read stops
     // at the first later job), after the last.
     for unknown in [1, ids[2] + 1, u64::MAX] {
-        assert_eq!(runtime.job_from_log(unknown).unwrap(), None, "{unknown}");
-        assert_eq!(runtime.history(unknown, 0, 10).unwrap(), (vec![], None));
+        assert_eq!(
+            runtime.job_from_log(unknown).unwrap(),
+            LoggedJob::Unknown,
+            "{unknown}"
+        );
+        let page = runtime.history(unknown, 0, 10).unwrap();
+        assert_eq!((page.events.len(), page.next, page.trimmed), (0, None, None));
     }
     runtime.stop();
     store.close().unwrap();

@@ -39,6 +39,12 @@ pub struct StoreConfig {
     pub retention_check_interval_ms: u64,
     /// Defaults for topics created without their own settings.
     pub topic_defaults: TopicConfig,
+    /// Segment size of the internal topics (`__jobs`, `__checkpoints`),
+    /// applied at every open, not only at creation. Their owners delete
+    /// whole segments once their records are no longer needed, so this is
+    /// the step by which they shrink. At least `batch_bytes_max`, so that
+    /// every batch fits in one.
+    pub internal_segment_bytes_max: u64,
     /// Failure injection for tests of disk-full and fsync-failure handling.
     pub faults: Option<Arc<FaultInjector>>,
     /// Told about flushes and poisoned partitions (metrics, health).
@@ -58,6 +64,7 @@ impl Default for StoreConfig {
             checkpoint_interval_ms: 10_000,
             retention_check_interval_ms: 60_000,
             topic_defaults: TopicConfig::default(),
+            internal_segment_bytes_max: 64 * MIB,
             faults: None,
             observer: None,
         }
@@ -81,6 +88,19 @@ impl StoreConfig {
         check_range("preallocate_bytes", self.preallocate_bytes, 4 * KIB, 4 * GIB)?;
         check_range("index_interval_bytes", self.index_interval_bytes, 1, 64 * MIB)?;
         check_range("flush_threads", self.flush_threads as u64, 1, 64)?;
+        check_range(
+            "internal_segment_bytes_max",
+            self.internal_segment_bytes_max,
+            4 * KIB,
+            u64::from(u32::MAX),
+        )?;
+        if self.internal_segment_bytes_max < self.batch_bytes_max {
+            return Err(invalid(
+                "internal_segment_bytes_max",
+                self.internal_segment_bytes_max,
+                "below batch_bytes_max",
+            ));
+        }
         self.topic_defaults.validate()
     }
 }

@@ -47,6 +47,7 @@ pub use names::{is_internal_topic, validate_topic_name};
 pub use observer::{FlushReport, StoreObserver};
 pub use partition::{AppendOutcome, Durability, Partition, PartitionInfo, PartitionStats, ReadResult};
 pub use recovery::PartitionRecovery;
+pub use retention::Retention;
 pub use segment::ScanReport;
 /// The batch codec, which lives in `spool-format` so that clients can use
 /// it without linking the engine; re-exported under its old path.

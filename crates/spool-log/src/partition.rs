@@ -23,7 +23,7 @@ use crate::flusher::FlushTarget;
 use crate::observer::FlushReport;
 pub use crate::recovery::PartitionRecovery;
 use crate::recovery::{self, Recovered};
-use crate::retention::{Retention, SegmentSummary};
+use crate::retention::{Retention, SegmentSummary, segments_below};
 use crate::segment::{Damage, Segment, SegmentSettings, SegmentWriter, record_position};
 use crate::watch::{OffsetWatch, WaitFor, WatchEnd};
 
@@ -121,6 +121,18 @@ pub(crate) struct PartitionShared {
     stats: StatCounters,
     /// Serializes flushes and checkpoints of this partition.
     flush_lock: Mutex<Option<RecoveryPoint>>,
+}
+
+fn summarize(segments: &[Arc<Segment>]) -> Vec<SegmentSummary> {
+    segments
+        .iter()
+        .map(|segment| SegmentSummary {
+            base_offset: segment.base_offset(),
+            next_offset: segment.next_offset(),
+            max_timestamp_ms: segment.max_timestamp_ms(),
+            size_bytes: segment.size_bytes(),
+        })
+        .collect()
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -473,7 +485,34 @@ impl Partition {
 
     /// Deletes closed segments past the topic's retention; returns how many.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        self.shared.enforce_retention(now_ms)
+        let retention = *self.shared.retention.lock().expect("retention lock");
+        if retention.keeps_everything() {
+            return Ok(0);
+        }
+        self.shared
+            .delete_oldest(|segments| retention.segments_to_delete(segments, now_ms))
+    }
+
+    /// The log start offset that `retention` would leave at `now_ms`: the
+    /// base offset of the oldest segment it would keep. Deletes nothing. For
+    /// an owner of the log that keeps records past a retention of its own
+    /// choosing: it bounds this by the offset it still needs and hands the
+    /// result to [`delete_segments_below`](Self::delete_segments_below).
+    pub fn retention_start(&self, retention: &Retention, now_ms: i64) -> u64 {
+        let segments = self.segments();
+        let summaries = summarize(&segments);
+        let remove = retention.segments_to_delete(&summaries, now_ms);
+        segments
+            .get(remove)
+            .map_or_else(|| self.log_start_offset(), |segment| segment.base_offset())
+    }
+
+    /// Deletes the closed segments whose records all lie below `offset`,
+    /// oldest first, and moves the log start to the first segment kept;
+    /// returns how many. The active segment is never deleted.
+    pub fn delete_segments_below(&self, offset: u64) -> Result<usize> {
+        self.shared
+            .delete_oldest(|segments| segments_below(segments, offset))
     }
 
     /// Replaces the retention this partition enforces from now on, in
@@ -726,21 +765,13 @@ impl PartitionShared {
         Ok(())
     }
 
-    fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        let retention = *self.retention.lock().expect("retention lock");
-        if retention.keeps_everything() {
-            return Ok(0);
-        }
+    /// Deletes the oldest segments, as many as `count` says of the
+    /// summaries of the current list (taken under the writer lock, so no
+    /// roll changes the list meanwhile).
+    fn delete_oldest(&self, count: impl FnOnce(&[SegmentSummary]) -> usize) -> Result<usize> {
         let _writer = self.lock_writer();
         let segments = self.segments();
-        let summaries: Vec<SegmentSummary> = segments
-            .iter()
-            .map(|segment| SegmentSummary {
-                max_timestamp_ms: segment.max_timestamp_ms(),
-                size_bytes: segment.size_bytes(),
-            })
-            .collect();
-        let remove = retention.segments_to_delete(&summaries, now_ms);
+        let remove = count(&summarize(&segments)).min(segments.len().saturating_sub(1));
         if remove == 0 {
             return Ok(0);
         }

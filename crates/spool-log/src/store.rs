@@ -207,7 +207,8 @@ impl Store {
 
     /// The single partition of an internal topic the server keeps for
     /// itself (`__checkpoints`, `__jobs`), created on first use with no
-    /// retention: its records are the server's state.
+    /// retention (its records are the server's state: its owner decides
+    /// when they may go) and segments of `internal_segment_bytes_max`.
     pub fn internal_partition(&self, name: &str) -> Result<Partition> {
         debug_assert!(crate::names::is_internal_topic(name));
         let topic = match self.topic(name) {
@@ -218,6 +219,7 @@ impl Store {
                     partitions: 1,
                     retention_ms: None,
                     retention_bytes: None,
+                    segment_bytes_max: self.config().internal_segment_bytes_max,
                     ..self.config().topic_defaults.clone()
                 },
             )?,

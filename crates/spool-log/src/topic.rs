@@ -48,7 +48,24 @@ impl Topic {
     ) -> Result<(Topic, Vec<PartitionRecovery>)> {
         let path = dir.join(META_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
-        let config = decode_meta(&text).map_err(|reason| Error::BadFile { path, reason })?;
+        let mut config = decode_meta(&text).map_err(|reason| Error::BadFile {
+            path: path.clone(),
+            reason,
+        })?;
+        let internal_segment_bytes_max = context.config.internal_segment_bytes_max;
+        if crate::names::is_internal_topic(name) && config.segment_bytes_max != internal_segment_bytes_max {
+            // The store's setting wins for internal topics, so that a data
+            // directory made before it (or with another value) follows it.
+            // It only governs segments created from now on.
+            tracing::info!(
+                topic = name,
+                from = config.segment_bytes_max,
+                to = internal_segment_bytes_max,
+                "internal topic takes the store's segment size"
+            );
+            config.segment_bytes_max = internal_segment_bytes_max;
+            fsutil::write_atomic(&path, encode_meta(&config).as_bytes())?;
+        }
         Topic::open_with(name, dir, config, context, clean)
     }
 

@@ -721,6 +721,110 @@ fn retention_set_at_run_time_applies_to_a_topic_stored_without_one() {
 }
 
 #[test]
+fn an_owner_bounds_retention_by_the_offset_it_still_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("t", topic_config(1, 4096))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    append_timestamped(&partition, 100);
+    let segments = partition.info().segment_count;
+    assert!(segments > 4, "{segments} segments");
+    // The topic keeps everything; a retention of the owner's choosing says
+    // where the log would start, without deleting anything.
+    let retention = spool_log::Retention {
+        ms: Some(10),
+        bytes: None,
+    };
+    let retention_start = partition.retention_start(&retention, 2_000_000);
+    assert!(retention_start > 0);
+    assert_eq!(partition.log_start_offset(), 0);
+    assert_eq!(
+        partition.retention_start(&spool_log::Retention::default(), 2_000_000),
+        0
+    );
+    // Offset 30 is still needed: only segments wholly below it go.
+    let deleted = partition.delete_segments_below(retention_start.min(30)).unwrap();
+    assert!(deleted > 0);
+    let start = partition.log_start_offset();
+    assert!(start <= 30 && start > 0, "log start {start}");
+    assert_values_from(&partition, start, 100, &[0u8; 200]);
+    // Asking for everything leaves the active segment.
+    partition.delete_segments_below(u64::MAX).unwrap();
+    assert_eq!(partition.info().segment_count, 1);
+    assert_eq!(partition.delete_segments_below(u64::MAX).unwrap(), 0);
+    let start = partition.log_start_offset();
+    drop(store);
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    assert_eq!(store.partition("t", 0).unwrap().log_start_offset(), start);
+}
+
+fn assert_values_from(partition: &Partition, from: u64, to: u64, body: &[u8]) {
+    let records = read_all(partition, from);
+    assert_eq!(records.len() as u64, to - from);
+    assert!(records.iter().all(|(_, value)| value == body));
+    assert_eq!(records[0].0, from);
+}
+
+#[test]
+fn internal_topics_take_the_store_segment_size_at_every_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = StoreConfig {
+        internal_segment_bytes_max: 64 * 1024,
+        batch_bytes_max: 64 * 1024,
+        record_bytes_max: 32 * 1024,
+        ..config()
+    };
+    {
+        // A directory made with the default segment size.
+        let (store, _) = Store::open(dir.path(), config()).unwrap();
+        let partition = store.internal_partition("__jobs").unwrap();
+        assert_eq!(
+            store.topic("__jobs").unwrap().config().segment_bytes_max,
+            StoreConfig::default().internal_segment_bytes_max
+        );
+        append_values(&partition, 0, 10, Durability::None);
+    }
+    let (store, _) = Store::open(dir.path(), small.clone()).unwrap();
+    assert_eq!(
+        store.topic("__jobs").unwrap().config().segment_bytes_max,
+        64 * 1024
+    );
+    let partition = store.internal_partition("__jobs").unwrap();
+    let body = vec![7u8; 16 * 1024];
+    for _ in 0..20 {
+        partition
+            .append(&[Record::value(&body)], Durability::None)
+            .unwrap();
+    }
+    assert!(partition.info().segment_count >= 4, "{:?}", partition.info());
+    drop(store);
+    // The rewritten topic.meta says so too.
+    let meta = fs::read_to_string(dir.path().join("topics/__jobs/topic.meta")).unwrap();
+    assert!(meta.contains("segment_bytes_max=65536"), "{meta}");
+    let err = Store::open(
+        dir.path(),
+        StoreConfig {
+            internal_segment_bytes_max: 8 * 1024,
+            ..small
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidConfig {
+                key: "internal_segment_bytes_max",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn segments_roll_by_age() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), config()).unwrap();

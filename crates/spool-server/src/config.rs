@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use spool_format::units::{parse_bytes, parse_duration_ms};
-use spool_jobs::JobsConfig;
-use spool_log::{Durability, StoreConfig, TopicConfig};
+use spool_jobs::{HISTORY_RETENTION_DEFAULT, JobsConfig};
+use spool_log::{Durability, Retention, StoreConfig, TopicConfig};
 
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,9 @@ pub struct Config {
     pub metrics_history_retention_ms: Option<u64>,
     /// The oldest segments of the history go while it is larger.
     pub metrics_history_retention_bytes: Option<u64>,
+    /// How much job history `__jobs` keeps, by time and size (events the
+    /// job table still needs are kept regardless).
+    pub job_history_retention: Retention,
 }
 
 impl Default for Config {
@@ -110,6 +113,7 @@ impl Default for Config {
             metrics_history_interval_ms: 5_000,
             metrics_history_retention_ms: Some(7 * 86_400_000),
             metrics_history_retention_bytes: None,
+            job_history_retention: HISTORY_RETENTION_DEFAULT,
         }
     }
 }
@@ -168,6 +172,7 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("segment_ms", ValueKind::Duration),
     ("retention_ms", ValueKind::Duration),
     ("retention_bytes", ValueKind::Size),
+    ("internal_segment_bytes", ValueKind::Size),
     ("job_attempts_max", ValueKind::Count),
     ("job_lease_ms", ValueKind::Duration),
     ("job_dedup_window_ms", ValueKind::Duration),
@@ -180,6 +185,8 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("metrics_history_interval_ms", ValueKind::Duration),
     ("metrics_history_retention_ms", ValueKind::Duration),
     ("metrics_history_retention_bytes", ValueKind::Size),
+    ("job_history_retention_ms", ValueKind::Duration),
+    ("job_history_retention_bytes", ValueKind::Size),
 ];
 
 /// `SPOOL_*` environment variables that other Spool programs read: the
@@ -239,7 +246,8 @@ pub fn value_kind(key: &str) -> Option<ValueKind> {
 
 impl Config {
     /// Sets one key from its text form. Sizes take units (`64MiB`),
-    /// durations take units (`30s`, `7d`), `retention_*` also take `none`.
+    /// durations take units (`30s`, `7d`), `retention_*` and
+    /// `job_history_retention_*` also take `none`.
     pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
         let error = |reason: String| ConfigError {
             key: key.to_owned(),
@@ -325,6 +333,7 @@ impl Config {
             "segment_ms" => topic.segment_ms_max = ms()?,
             "retention_ms" => topic.retention_ms = optional(&ms)?,
             "retention_bytes" => topic.retention_bytes = optional(&bytes)?,
+            "internal_segment_bytes" => self.store.internal_segment_bytes_max = bytes()?,
             "job_attempts_max" => {
                 self.jobs.attempts_max_default = u32::try_from(count()?).map_err(|e| error(e.to_string()))?;
             }
@@ -339,6 +348,8 @@ impl Config {
             "metrics_history_interval_ms" => self.metrics_history_interval_ms = ms()?,
             "metrics_history_retention_ms" => self.metrics_history_retention_ms = optional(&ms)?,
             "metrics_history_retention_bytes" => self.metrics_history_retention_bytes = optional(&bytes)?,
+            "job_history_retention_ms" => self.job_history_retention.ms = optional(&ms)?,
+            "job_history_retention_bytes" => self.job_history_retention.bytes = optional(&bytes)?,
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|&(name, _)| name).collect();
                 let reason = match nearest_key(key) {
@@ -444,6 +455,7 @@ impl Config {
                 let key = match key {
                     "segment_bytes_max" => "segment_bytes",
                     "segment_ms_max" => "segment_ms",
+                    "internal_segment_bytes_max" => "internal_segment_bytes",
                     other => other,
                 };
                 fail(key, format!("{value} is {reason}"))
@@ -508,6 +520,18 @@ impl Config {
             return Err(fail(
                 "metrics_history_interval_ms",
                 "must be 0 (no history) or at least 100ms".into(),
+            ));
+        }
+        if self.job_history_retention.ms == Some(0) {
+            return Err(fail(
+                "job_history_retention_ms",
+                "must be above zero, or none".into(),
+            ));
+        }
+        if self.job_history_retention.bytes == Some(0) {
+            return Err(fail(
+                "job_history_retention_bytes",
+                "must be above zero, or none".into(),
             ));
         }
         if self.default_partitions == 0 || self.default_partitions > self.store.partitions_max {
@@ -705,6 +729,36 @@ mod tests {
                 "http://x:4317".to_owned(),
             )])
             .unwrap();
+    }
+
+    #[test]
+    fn job_history_retention_takes_a_time_a_size_or_none() {
+        let mut config = Config::default();
+        assert_eq!(config.job_history_retention.ms, Some(7 * 86_400_000));
+        assert_eq!(config.job_history_retention.bytes, Some(16 << 30));
+        config
+            .apply_toml("job_history_retention_ms = \"1d\"\n", "f")
+            .unwrap();
+        config
+            .apply_env([("SPOOL_JOB_HISTORY_RETENTION_BYTES".to_owned(), "none".to_owned())])
+            .unwrap();
+        config
+            .set(
+                "internal_segment_bytes",
+                "16MiB",
+                "flag --set internal_segment_bytes",
+            )
+            .unwrap();
+        assert_eq!(config.job_history_retention.ms, Some(86_400_000));
+        assert_eq!(config.job_history_retention.bytes, None);
+        assert_eq!(config.store.internal_segment_bytes_max, 16 << 20);
+        config.validate().unwrap();
+        config.set("job_history_retention_ms", "0s", "flag").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "job_history_retention_ms");
+        let mut config = Config::default();
+        config.set("internal_segment_bytes", "4MiB", "flag").unwrap();
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key, "internal_segment_bytes", "below batch_bytes_max: {err}");
     }
 
     #[test]

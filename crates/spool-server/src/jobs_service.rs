@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use spool_jobs::{JobsRuntime, Reply, Request};
+use spool_jobs::{JobsRuntime, LoggedJob, Reply, Request, Trimmed};
 use spool_proto::v1::{self, jobs_server::Jobs};
 use spool_telemetry::{MESSAGING_SYSTEM, TARGET, TRACEPARENT, TRACESTATE};
 use tokio::sync::watch;
@@ -388,16 +388,19 @@ impl Jobs for JobsService {
         // are folded into the job it was, on a blocking thread, since this
         // reads the log from the job's enqueue on.
         let runtime = Arc::clone(&self.runtime);
-        let rebuilt = tokio::task::spawn_blocking(move || runtime.job_from_log(id))
+        let logged = tokio::task::spawn_blocking(move || runtime.job_from_log(id))
             .await
             .map_err(join_error)?
-            .map_err(status)?
-            .ok_or_else(|| {
-                Status::not_found(format!("job {id} does not exist: the log holds no enqueue of it"))
-            })?;
-        Ok(Response::new(v1::GetJobResponse {
-            job: Some(job_from_log_to_proto(&rebuilt)),
-        }))
+            .map_err(status)?;
+        match logged {
+            LoggedJob::Found(rebuilt) => Ok(Response::new(v1::GetJobResponse {
+                job: Some(job_from_log_to_proto(&rebuilt)),
+            })),
+            LoggedJob::Trimmed(trimmed) => Err(trimmed_status(id, trimmed)),
+            LoggedJob::Unknown => Err(Status::not_found(format!(
+                "job {id} does not exist: the log holds no enqueue of it"
+            ))),
+        }
     }
 
     async fn list_jobs(
@@ -456,16 +459,29 @@ impl Jobs for JobsService {
             n => n.min(10_000) as usize,
         };
         let runtime = Arc::clone(&self.runtime);
-        let (events, next) = tokio::task::spawn_blocking(move || runtime.history(id, from, limit))
+        let page = tokio::task::spawn_blocking(move || runtime.history(id, from, limit))
             .await
             .map_err(join_error)?
             .map_err(status)?;
-        if events.is_empty() && from == 0 {
-            return Err(job_status(spool_jobs::JobError::UnknownJob { id }));
+        if page.events.is_empty() && from == 0 {
+            let Some(trimmed) = page.trimmed else {
+                return Err(job_status(spool_jobs::JobError::UnknownJob { id }));
+            };
+            // Every event is gone: the job is still worth an answer if the
+            // table holds it (a dead job kept past the history retention).
+            let in_table = self
+                .runtime
+                .read(move |core, _| core.job(id).is_some())
+                .await
+                .map_err(job_status)?;
+            if !in_table {
+                return Err(trimmed_status(id, trimmed));
+            }
         }
         Ok(Response::new(v1::HistoryResponse {
-            events: events.iter().map(|(_, e)| event_to_proto(e)).collect(),
-            next_page_token: next.map(|o| o.to_string()).unwrap_or_default(),
+            events: page.events.iter().map(|(_, e)| event_to_proto(e)).collect(),
+            next_page_token: page.next.map(|o| o.to_string()).unwrap_or_default(),
+            trimmed_before_ms: page.trimmed.map(|t| t.before_ms),
         }))
     }
 
@@ -520,4 +536,15 @@ impl Jobs for JobsService {
             queues: summaries.into_iter().map(summary_to_proto).collect(),
         }))
     }
+}
+
+/// NOT_FOUND for a job outside the table whose enqueue, if it had one,
+/// lies in history the retention deleted.
+fn trimmed_status(id: u64, trimmed: Trimmed) -> Status {
+    Status::not_found(format!(
+        "job {id} is not in the job table, and the history of __jobs before {} ms since the epoch was \
+         deleted by its retention (job_history_retention_ms, job_history_retention_bytes): the log no \
+         longer holds the job's enqueue",
+        trimmed.before_ms
+    ))
 }

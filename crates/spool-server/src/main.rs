@@ -206,6 +206,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let runtime_config = RuntimeConfig {
             jobs: config.effective_jobs(),
             snapshot_events: config.job_snapshot_events,
+            history_retention: config.job_history_retention,
+            retention_check_interval_ms: config.store.retention_check_interval_ms,
             ..RuntimeConfig::new(config.data_dir.join("jobs"))
         };
         let (runtime, startup) =

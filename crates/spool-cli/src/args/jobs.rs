@@ -36,11 +36,14 @@ pub enum JobCommand {
         format: OutputFormat,
     },
     /// Show every event of a job, from the log (also after it left memory).
+    /// When the history retention of `__jobs` deleted its first events, says
+    /// from when its history is kept and shows the job table's view of it.
     #[command(after_help = JOB_EXAMPLES)]
     History {
         #[arg(value_parser = parse_job_id)]
         id: u64,
-        /// Output format (json: one line per event).
+        /// Output format (json: one line per event, after a line
+        /// {"trimmed_before_ms", "job"} when the start was trimmed).
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
@@ -233,6 +236,7 @@ Examples:
   spool bench jobs --count 200000
   spool bench jobs --duration 30s --consumers 4 --claim-batch 500 --json
   spool bench jobs --count 100000 --enqueue-batch 100 --claim-batch 100 --payload-bytes 1KiB
+  spool bench jobs --duration 10m --rate 1000 --enqueue-batch 10 --claim-batch 10
 
 No-op jobs end to end: enqueuers send EnqueueBatch requests, consumers Claim in batches (long poll)
 and acknowledge with FinishBatch. Completion rate counts jobs completed per second from the first
@@ -260,6 +264,11 @@ pub struct BenchJobsArgs {
     /// Jobs per EnqueueBatch request.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub enqueue_batch: u32,
+    /// Enqueue at most this many jobs a second, all enqueuers together
+    /// [default: as fast as the server takes them]. For a steady load, such
+    /// as measuring what a given rate costs on disk.
+    #[arg(long, value_name = "JOBS_PER_S", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: Option<u32>,
     /// Size of each job's payload (at least 8: it carries the enqueue time).
     #[arg(long, default_value = "100", value_parser = parse_bytes, value_name = "SIZE")]
     pub payload_bytes: u64,
@@ -419,5 +428,12 @@ mod tests {
             (500, 500, 4)
         );
         assert!(parse(&["bench", "jobs", "--consumers", "0"]).is_err());
+        assert_eq!(args.rate, None, "as fast as the server takes them");
+        let cli = parse(&["bench", "jobs", "--rate", "1000"]).unwrap();
+        let Command::Bench(crate::args::BenchCommand::Jobs(args)) = cli.command else {
+            panic!("not bench jobs");
+        };
+        assert_eq!(args.rate, Some(1000));
+        assert!(parse(&["bench", "jobs", "--rate", "0"]).is_err());
     }
 }

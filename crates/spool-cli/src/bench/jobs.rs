@@ -128,6 +128,7 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
             queue: queue.clone(),
             batch: u64::from(args.enqueue_batch),
             padding: Bytes::from(vec![0x5a; payload_bytes - 8]),
+            rate_per_s: args.rate.map(|rate| f64::from(rate) / f64::from(args.enqueuers)),
             target,
             deadline,
             shared: Arc::clone(&shared),
@@ -186,6 +187,7 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
             ("payload_bytes", json!(payload_bytes)),
             ("enqueuers", json!(args.enqueuers)),
             ("enqueue_batch", json!(args.enqueue_batch)),
+            ("rate", json!(args.rate)),
             ("consumers", json!(args.consumers)),
             ("worker_runtime", json!(args.worker_runtime)),
             ("claim_batch", json!(args.claim_batch)),
@@ -221,6 +223,8 @@ struct Enqueuer {
     queue: String,
     batch: u64,
     padding: Bytes,
+    /// This enqueuer's share of `--rate`, in jobs a second.
+    rate_per_s: Option<f64>,
     target: Option<u64>,
     deadline: Instant,
     shared: Arc<Shared>,
@@ -231,7 +235,15 @@ impl Enqueuer {
     /// passed; returns the round trips of its requests.
     async fn run(self) -> spool_client::Result<Histogram<u64>> {
         let mut round_trips = latency_histogram();
+        let started = Instant::now();
+        let mut sent_jobs = 0u64;
         loop {
+            if let Some(rate) = self.rate_per_s {
+                // Each batch leaves when the jobs before it are due at the
+                // rate, so a slow answer is made up for, not added.
+                let due = started + Duration::from_secs_f64(sent_jobs as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+            }
             if self.shared.stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -252,6 +264,7 @@ impl Enqueuer {
                 .enqueue_batch((0..jobs).map(|_| self.job(sent_ns)).collect())
                 .await?;
             round_trips.saturating_record(sent.elapsed().as_micros() as u64);
+            sent_jobs += jobs;
             self.shared.enqueued.fetch_add(jobs, Ordering::AcqRel);
             self.shared
                 .last_enqueue_ns

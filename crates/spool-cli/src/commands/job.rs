@@ -135,6 +135,9 @@ async fn history(context: &Context, id: u64, format: OutputFormat) -> anyhow::Re
             ),
             other => other.explain(context.about_job(&id_text))?,
         };
+        if let Some(before_ms) = page.trimmed_before_ms {
+            trimmed_notice(context, &id_text, before_ms, page.items.is_empty(), format).await?;
+        }
         for event in &page.items {
             match format {
                 OutputFormat::Json => outln!("{}", event_json(event))?,
@@ -146,8 +149,52 @@ async fn history(context: &Context, id: u64, format: OutputFormat) -> anyhow::Re
             None => break,
         }
     }
-    if format == OutputFormat::Human {
+    if format == OutputFormat::Human && !table.is_empty() {
         out!("{}", table.render())?;
+    }
+    Ok(())
+}
+
+/// Says that a job's history starts late because the retention of
+/// `__jobs` deleted its first events, with the job table's view of the job
+/// in their place (a JSON line `{"trimmed_before_ms", "job"}` ahead of the
+/// events with `--format json`).
+async fn trimmed_notice(
+    context: &Context,
+    id_text: &str,
+    before_ms: i64,
+    no_events_left: bool,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let job = match context.client.jobs().get(id_text).await {
+        Ok(job) => Some(job),
+        Err(spool_client::Error::NotFound { .. }) => None,
+        other => Some(other.explain(context.about_job(id_text))?),
+    };
+    if format == OutputFormat::Json {
+        outln!(
+            "{}",
+            json!({"trimmed_before_ms": before_ms, "job": job.as_ref().map(job_json)})
+        )?;
+        return Ok(());
+    }
+    let now = now_ms();
+    outln!(
+        "history before {} was trimmed by the history retention of __jobs (job_history_retention_ms, \
+         job_history_retention_bytes)",
+        format_time(before_ms, now)
+    )?;
+    match job {
+        Some(job) => {
+            outln!("the job table's view of the job:")?;
+            out!("{}", job_text(&job, now))?;
+        }
+        None => outln!("the job is no longer in the job table, so its earlier state is not known")?,
+    }
+    if no_events_left {
+        outln!("no event of the job is left in the log")?;
+    } else {
+        outln!("events since then:")?;
     }
     Ok(())
 }

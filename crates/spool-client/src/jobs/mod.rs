@@ -42,8 +42,8 @@ use tracing::Instrument as _;
 
 pub use self::types::{
     AttemptError, AttemptOutcome, CancelOutcome, Claim, ClaimedJob, DeadFilter, Enqueued, EvictionRule,
-    Finish, JobAttempt, JobEvent, JobEventKind, JobInfo, JobQuery, JobState, LatencyWindows, NewJob, Page,
-    Percentiles, QueueLatency, QueueStats, QueueSummary, QueueTotals, Schedule,
+    Finish, HistoryPage, JobAttempt, JobEvent, JobEventKind, JobInfo, JobQuery, JobState, LatencyWindows,
+    NewJob, Page, Percentiles, QueueLatency, QueueStats, QueueSummary, QueueTotals, Schedule,
 };
 use crate::error::{Error, Result};
 
@@ -192,12 +192,11 @@ impl Jobs {
     /// One page of a job's events, oldest first, read from the log (also
     /// for a job that has left memory): `limit` events at most (0 is the
     /// server's default), from `page_token` (`None` for the first page).
-    pub async fn history(
-        &self,
-        job_id: &str,
-        page_token: Option<&str>,
-        limit: u32,
-    ) -> Result<Page<JobEvent>> {
+    /// When the history retention deleted the job's first events, the first
+    /// page says so ([`HistoryPage::trimmed_before_ms`]) and holds what is
+    /// left, possibly nothing; [`get`](Self::get) then has the job table's
+    /// view of the job, while it is in memory.
+    pub async fn history(&self, job_id: &str, page_token: Option<&str>, limit: u32) -> Result<HistoryPage> {
         let request = v1::HistoryRequest {
             job_id: job_id.to_owned(),
             page_token: page_token.unwrap_or_default().to_owned(),
@@ -209,9 +208,10 @@ impl Jobs {
             .history(self.request(request, Duration::ZERO))
             .await?
             .into_inner();
-        Ok(Page {
+        Ok(HistoryPage {
             items: response.events.into_iter().map(JobEvent::from_proto).collect(),
             next_page_token: non_empty(response.next_page_token),
+            trimmed_before_ms: response.trimmed_before_ms,
         })
     }
 

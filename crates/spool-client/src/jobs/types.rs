@@ -739,6 +739,20 @@ pub struct Page<T> {
     pub next_page_token: Option<String>,
 }
 
+/// One page of a job's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Events, oldest first.
+    pub items: Vec<JobEvent>,
+    /// Asks for the next page; `None` on the last one.
+    pub next_page_token: Option<String>,
+    /// On a first page: the job's events before this time (Unix epoch
+    /// milliseconds, the oldest event the server's log still holds) were
+    /// deleted by the history retention of `__jobs`, so `items` does not
+    /// start at the job's enqueue.
+    pub trimmed_before_ms: Option<i64>,
+}
+
 /// Dead jobs of one queue, for re-driving or purging in bulk. Every
 /// condition given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

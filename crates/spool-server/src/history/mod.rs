@@ -45,9 +45,9 @@ const POINTS_DEFAULT: u64 = 300;
 /// Range of a read that names no start.
 const RANGE_DEFAULT_MS: i64 = 3_600_000;
 
-/// Segments of `__metrics` roll at this size or age, whichever comes
-/// first, so retention (which deletes whole segments) acts within a day.
-const SEGMENT_BYTES_MAX: u64 = 64 << 20;
+/// Segments of `__metrics` roll at this age, or at the store's size for
+/// internal topics (`internal_segment_bytes`), whichever comes first, so
+/// retention (which deletes whole segments) acts within a day.
 const SEGMENT_MS_MAX: u64 = 24 * 3_600_000;
 
 /// How the history is kept.
@@ -130,7 +130,7 @@ impl History {
                 TOPIC,
                 TopicConfig {
                     partitions: 1,
-                    segment_bytes_max: SEGMENT_BYTES_MAX,
+                    segment_bytes_max: store.config().internal_segment_bytes_max,
                     segment_ms_max: SEGMENT_MS_MAX,
                     retention_ms: config.retention_ms,
                     retention_bytes: config.retention_bytes,
