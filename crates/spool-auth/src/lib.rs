@@ -1,0 +1,15 @@
+//! `spool-auth`: who may do what on a Spool server.
+//!
+//! Layout: [`permission`] (principals, grants of permissions on topic and
+//! queue name patterns or on the cluster, and the check
+//! [`Principal::authorize`], a pure function of principal, action and name).
+//!
+//! What it is not: it reads no request and no credential. The server
+//! resolves a call's principal at its edge and hands it to the handlers,
+//! which ask [`Principal::authorize`] before they act.
+
+#![deny(unsafe_code)]
+
+pub mod permission;
+
+pub use permission::{Action, Denied, Grant, GrantError, Pattern, Permission, Principal, Resource};
