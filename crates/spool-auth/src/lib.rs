@@ -2,7 +2,9 @@
 //!
 //! Layout: [`permission`] (principals, grants of permissions on topic and
 //! queue name patterns or on the cluster, and the check
-//! [`Principal::authorize`], a pure function of principal, action and name).
+//! [`Principal::authorize`], a pure function of principal, action and name)
+//! and [`tokens`] (bearer tokens naming a principal and its grants, stored
+//! as SHA-256 digests, compared in constant time).
 //!
 //! What it is not: it reads no request and no credential. The server
 //! resolves a call's principal at its edge and hands it to the handlers,
@@ -11,5 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod permission;
+pub mod tokens;
 
 pub use permission::{Action, Denied, Grant, GrantError, Pattern, Permission, Principal, Resource};
+pub use tokens::{TokenEntry, TokenFileError, Tokens, Unauthenticated};
