@@ -422,3 +422,65 @@ fn a_job_id_that_never_existed_is_not_found_without_talk_of_history() {
     assert!(stderr.contains("the log holds no job with that id"), "{stderr}");
     assert!(!stderr.contains("history"), "{stderr}");
 }
+
+/// `spool token` edits a token file without a server: the token is printed
+/// once, the file holds its digest only, list shows grants, revoke removes.
+#[test]
+fn tokens_are_created_listed_and_revoked_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets/tokens.toml");
+    let spool = |args: &[&str]| {
+        Command::new(common::binary("spool"))
+            .args(args)
+            .arg("--file")
+            .arg(&file)
+            // No server runs at this address: token commands must not need one.
+            .env("SPOOL_SERVER", "http://127.0.0.1:1")
+            .output()
+            .unwrap()
+    };
+    let created = spool(&[
+        "token",
+        "create",
+        "billing",
+        "--grant",
+        "topic:orders-*=consume",
+        "--grant",
+        "queue:*=*",
+    ]);
+    assert!(created.status.success(), "{created:?}");
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("spool_") && token.len() == 79, "{token}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains(&token[15..]), "the secret is on disk:\n{text}");
+
+    let listed = spool(&["token", "list", "--format", "json"]);
+    let line: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(line["principal"], "billing");
+    assert_eq!(line["id"], &token[6..14]);
+    assert_eq!(
+        line["grants"],
+        serde_json::json!(["topic:orders-*=consume", "queue:*=enqueue,work,admin"])
+    );
+
+    let bad = spool(&["token", "create", "x", "--grant", "topic:orders=enqueue"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8(bad.stderr).unwrap();
+    assert!(stderr.contains("not a permission on a topic"), "{stderr}");
+
+    let revoked = spool(&["token", "revoke", &token[6..14]]);
+    assert!(revoked.status.success(), "{revoked:?}");
+    let again = spool(&["token", "revoke", &token[6..14]]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8(again.stderr)
+            .unwrap()
+            .contains("spool token list")
+    );
+    let listed = spool(&["token", "list"]);
+    assert_eq!(
+        String::from_utf8(listed.stdout).unwrap().lines().count(),
+        1,
+        "only the header is left"
+    );
+}

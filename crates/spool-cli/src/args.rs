@@ -74,6 +74,66 @@ pub enum Command {
     /// The server's own metrics over time, from the history it keeps.
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// Bearer tokens in a token file: create, list, revoke. Works on the
+    /// file directly; no server is contacted.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+const TOKEN_EXAMPLES: &str = "\
+Examples:
+  spool token create billing --grant 'topic:orders-*=consume' --grant 'queue:invoices=enqueue'
+  spool token create ops --grant cluster=admin --grant 'topic:*=*' --grant 'queue:*=*'
+  spool token list
+  spool token revoke 3f9a0c12
+
+A grant is topic:PATTERN=PERMISSIONS (produce, consume, admin), queue:PATTERN=PERMISSIONS
+(enqueue, work, admin) or cluster=admin; * in a pattern stands for any run of characters, and
+* as the permissions for all of them. The file keeps only SHA-256 digests of the tokens: the
+token is printed once, by create.";
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a principal and print it (the only time it is shown).
+    #[command(after_help = TOKEN_EXAMPLES)]
+    Create {
+        /// Who the token stands for (1 to 128 of A-Z a-z 0-9 . _ - @).
+        principal: String,
+        /// A permission on a name pattern; repeatable.
+        #[arg(long = "grant", value_name = "GRANT")]
+        grants: Vec<String>,
+        #[command(flatten)]
+        file: TokenFileArg,
+    },
+    /// List the tokens: id, principal, creation time and grants (never secrets).
+    #[command(after_help = TOKEN_EXAMPLES)]
+    List {
+        #[command(flatten)]
+        file: TokenFileArg,
+        /// Output format (json: one line per token).
+        #[arg(long, value_enum, default_value_t = jobs::OutputFormat::Human)]
+        format: jobs::OutputFormat,
+    },
+    /// Remove a token by its id; it stops authenticating.
+    #[command(after_help = TOKEN_EXAMPLES)]
+    Revoke {
+        /// The token's id (the 8 hex digits after `spool_`).
+        id: String,
+        #[command(flatten)]
+        file: TokenFileArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenFileArg {
+    /// The token file.
+    #[arg(
+        long = "file",
+        env = "SPOOL_TOKENS_FILE",
+        default_value = "spool-data/tokens.toml",
+        value_name = "PATH"
+    )]
+    pub path: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -85,8 +85,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Token commands work on a local file and need no server.
+    let command = match cli.command {
+        Command::Token(command) => return commands::token::run(command),
+        command => command,
+    };
     let context = Context::connect(cli.server).await?;
-    match cli.command {
+    match command {
         Command::Topic(command) => commands::topic::run(&context, command).await,
         Command::Produce(args) => commands::produce::run(&context, args).await,
         Command::Consume(args) => commands::consume::run(&context, args).await,
@@ -98,6 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(command) => bench::run(&context, command).await,
         Command::Top(args) => commands::top::run(&context, args).await,
         Command::Metrics(command) => commands::metrics::run(&context, command).await,
+        Command::Token(_) => unreachable!("handled before connecting"),
     }
 }
 

@@ -196,6 +196,7 @@ pub const KEYS: &[(&str, ValueKind)] = &[
 /// of a key. A trailing `*` matches any rest of the name.
 pub const OTHER_PROGRAMS_VARIABLES: &[&str] = &[
     "SPOOL_SERVER",
+    "SPOOL_TOKENS_FILE",
     "SPOOL_JOB_ID",
     "SPOOL_QUEUE",
     "SPOOL_ATTEMPT",

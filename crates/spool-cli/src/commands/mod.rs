@@ -7,5 +7,6 @@ pub mod metrics;
 pub mod offsets;
 pub mod produce;
 pub mod queue;
+pub mod token;
 pub mod top;
 pub mod topic;

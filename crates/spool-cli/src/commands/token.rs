@@ -1,0 +1,88 @@
+//! `spool token create|list|revoke`: the token file, edited in place (the
+//! same file `spoold` will read), without a server.
+
+use anyhow::Context as _;
+use serde_json::json;
+use spool_auth::{Grant, Tokens};
+
+use crate::args::TokenCommand;
+use crate::args::jobs::OutputFormat;
+use crate::output::{errln, outln};
+use crate::table::Table;
+use crate::time::{format_timestamp_ms, now_ms};
+
+pub fn run(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            principal,
+            grants,
+            file,
+        } => {
+            let grants: Vec<Grant> = grants
+                .iter()
+                .map(|text| Grant::parse(text))
+                .collect::<Result<_, _>>()?;
+            if grants.is_empty() {
+                errln!("note: a token without --grant authenticates but is allowed nothing");
+            }
+            let mut tokens = Tokens::load(&file.path)?;
+            let token = tokens
+                .create(&principal, grants, now_ms())
+                .map_err(anyhow::Error::msg)?;
+            if let Some(dir) = file.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            tokens.save(&file.path)?;
+            outln!("{token}")?;
+            errln!(
+                "created a token for {principal} in {}: it is shown only now",
+                file.path.display()
+            );
+            Ok(())
+        }
+        TokenCommand::List { file, format } => {
+            let tokens = Tokens::load(&file.path)?;
+            match format {
+                OutputFormat::Json => {
+                    for entry in tokens.entries() {
+                        let grants: Vec<String> = entry.grants.iter().map(ToString::to_string).collect();
+                        outln!(
+                            "{}",
+                            json!({
+                                "id": entry.id,
+                                "principal": entry.principal,
+                                "created_time_ms": entry.created_time_ms,
+                                "grants": grants,
+                            })
+                        )?;
+                    }
+                }
+                OutputFormat::Human => {
+                    let mut table = Table::new(&["ID", "PRINCIPAL", "CREATED", "GRANTS"]);
+                    for entry in tokens.entries() {
+                        let grants: Vec<String> = entry.grants.iter().map(ToString::to_string).collect();
+                        table.row(vec![
+                            entry.id.clone(),
+                            entry.principal.clone(),
+                            format_timestamp_ms(entry.created_time_ms),
+                            grants.join(" "),
+                        ]);
+                    }
+                    crate::output::out!("{}", table.render())?;
+                }
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { id, file } => {
+            let mut tokens = Tokens::load(&file.path)?;
+            anyhow::ensure!(
+                tokens.revoke(&id),
+                "no token {id:?} in {}; `spool token list` shows the ids",
+                file.path.display()
+            );
+            tokens.save(&file.path)?;
+            errln!("revoked token {id}");
+            Ok(())
+        }
+    }
+}
