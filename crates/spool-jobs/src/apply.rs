@@ -42,7 +42,9 @@ impl JobsCore {
             let job = enqueued(event, Arc::clone(&queue)).expect("an Enqueued event");
             if let Some(old) = self.jobs.remove(id) {
                 self.indexes.remove(&old);
+                self.search.remove(&old);
             }
+            self.search.add(&job);
             let counted = self.indexes.insert(&job);
             counted.rates.add(*at_ms, RATE_ENQUEUED);
             if count {
@@ -64,8 +66,13 @@ impl JobsCore {
         self.indexes.remove(job);
         transition(job, event);
         if let Event::Purged { .. } = event {
-            self.jobs.remove(&id);
+            if let Some(job) = self.jobs.remove(&id) {
+                self.search.remove(&job);
+            }
             return;
+        }
+        if let Event::Failed { .. } = event {
+            self.search.failed(id);
         }
         let queue = self.indexes.insert(job);
         let at = event.at_ms();

@@ -23,6 +23,7 @@ use crate::request::invalid;
 pub use crate::request::{
     ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, Reply, Request, RequestId, Step, Target,
 };
+use crate::search::{SearchHits, SearchIndex, SearchQuery, fingerprint};
 
 /// Longest error text kept per attempt.
 pub const ERROR_BYTES_MAX: usize = 4096;
@@ -85,6 +86,8 @@ pub struct JobsCore {
     pub(crate) key_expiry: BTreeSet<(i64, Arc<str>, String)>,
     parked: VecDeque<Parked>,
     pub(crate) last_id: JobId,
+    /// Keys, headers, payload words and failed jobs, for [`JobsCore::search`].
+    pub(crate) search: SearchIndex,
     rng: u64,
     /// When the last sweep of quiet queues' activity ran.
     activity_swept_ms: i64,
@@ -101,6 +104,7 @@ impl JobsCore {
             key_expiry: BTreeSet::new(),
             parked: VecDeque::new(),
             last_id: 0,
+            search: SearchIndex::default(),
             rng: seed | 1,
             activity_swept_ms: i64::MIN,
         }
@@ -137,6 +141,11 @@ impl JobsCore {
     /// Every job in memory, of every queue, in id order.
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
         self.jobs.values()
+    }
+
+    /// Jobs in memory matching `query`, newest first (see `search.rs`).
+    pub fn search(&self, query: &SearchQuery) -> SearchHits<'_> {
+        self.search.search(&self.jobs, query)
     }
 
     /// True once a job was ever enqueued to `queue` (see `queue.rs`).
@@ -336,6 +345,7 @@ impl JobsCore {
         };
         self.last_id = self.last_id.max(job.id);
         self.indexes.insert(&job);
+        self.search.add(&job);
         self.jobs.insert(job.id, job);
     }
 
@@ -458,6 +468,7 @@ impl JobsCore {
                 at_ms,
                 reason: PurgeReason::Requested,
             }),
+            Request::CountDead(target) => self.select_dead(target).map(|ids| Reply::Count(ids.len() as u64)),
         }
     }
 
@@ -580,6 +591,7 @@ impl JobsCore {
                 // event: replay drops them by the same rule.
                 let job = self.jobs.remove(&id).expect("indexed job exists");
                 self.indexes.remove(&job);
+                self.search.remove(&job);
             }
         }
         let excess = (self.finished_in_memory() as usize).saturating_sub(self.config.finished_in_memory_max);
@@ -595,6 +607,7 @@ impl JobsCore {
             for id in oldest {
                 let job = self.jobs.remove(&id).expect("indexed job exists");
                 self.indexes.remove(&job);
+                self.search.remove(&job);
                 self.indexes.queue(&job.queue).finished_evicted_early += 1;
             }
         }
@@ -1005,6 +1018,15 @@ impl JobsCore {
         now_ms: i64,
         event: impl Fn(JobId, i64) -> Event,
     ) -> Result<Reply, JobError> {
+        let ids = self.select_dead(target)?;
+        for &id in &ids {
+            self.emit(step, event(id, now_ms));
+        }
+        Ok(Reply::Count(ids.len() as u64))
+    }
+
+    /// The dead jobs `target` names, at most `DEAD_JOBS_PER_CALL_MAX`.
+    fn select_dead(&self, target: Target) -> Result<Vec<JobId>, JobError> {
         let ids: Vec<JobId> = match target {
             Target::Job(id) => {
                 let job = self.jobs.get(&id).ok_or(JobError::UnknownJob { id })?;
@@ -1037,6 +1059,10 @@ impl JobsCore {
                                 || job
                                     .last_error()
                                     .is_some_and(|e| e.contains(&filter.error_contains)))
+                            && (filter.error_fingerprint.is_empty()
+                                || job
+                                    .last_error()
+                                    .is_some_and(|e| fingerprint(e) == filter.error_fingerprint))
                             && filter.dead_since_ms.is_none_or(|t| finished >= t)
                             && filter.dead_before_ms.is_none_or(|t| finished < t)
                     })
@@ -1045,10 +1071,7 @@ impl JobsCore {
                     .collect()
             }
         };
-        for &id in &ids {
-            self.emit(step, event(id, now_ms));
-        }
-        Ok(Reply::Count(ids.len() as u64))
+        Ok(ids)
     }
 }
 

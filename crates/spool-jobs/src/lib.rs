@@ -12,6 +12,7 @@
 //! count what happens per queue (totals, queue wait, run time and end to
 //! end latencies, connected workers) and hand it out as [`QueueMetrics`];
 //! [`event`] and [`codec`] encode events;
+//! [`search`] finds jobs by key, header, payload words and error text;
 //! [`job`] and [`config`] hold the data and its limits, [`queue`] the
 //! rule for queue names and what is kept per known queue; [`runtime`] runs
 //! the state machine on a thread, appends its events with group-committed
@@ -35,6 +36,7 @@ pub mod latency;
 pub mod queue;
 mod request;
 pub mod runtime;
+pub mod search;
 pub mod snapshot;
 
 pub use crate::activity::{CLAIMERS_TRACKED_MAX, QueueCounters, QueueMetrics};
@@ -51,3 +53,4 @@ pub use crate::job::{
 pub use crate::latency::{CumulativeHistogram, Latency, LatencyExemplar, Percentiles, Window};
 pub use crate::queue::validate_queue_name;
 pub use crate::runtime::{JobsRuntime, RuntimeConfig, Startup};
+pub use crate::search::{SearchField, SearchHits, SearchQuery, fingerprint};

@@ -26,6 +26,9 @@ pub struct ClaimSpec {
 pub struct DeadFilter {
     pub queue: String,
     pub error_contains: String,
+    /// Only jobs whose last error has this [`crate::fingerprint`]; empty
+    /// means any.
+    pub error_fingerprint: String,
     pub dead_since_ms: Option<i64>,
     pub dead_before_ms: Option<i64>,
     /// Most jobs to act on; 0 means, and larger values are capped at,
@@ -71,6 +74,9 @@ pub enum Request {
     },
     RetryDead(Target),
     PurgeDead(Target),
+    /// How many dead jobs a RetryDead or PurgeDead of this target would act
+    /// on now (a dry run): decides nothing, appends nothing.
+    CountDead(Target),
     /// Several requests decided in order in one step, each with its own
     /// reply (`Reply::Batch`): acknowledgements of many jobs at once. A
     /// claim cannot be part of a batch (it may have to wait).

@@ -16,6 +16,7 @@ fn filter(queue: &str) -> Target {
     Target::Filter(DeadFilter {
         queue: queue.into(),
         error_contains: String::new(),
+        error_fingerprint: String::new(),
         dead_since_ms: None,
         dead_before_ms: None,
         limit: 0,

@@ -22,7 +22,7 @@ use tracing::{Instrument as _, Span};
 
 use crate::jobs_convert::{
     claim_spec, claimed_to_proto, complete_request, enqueue_response, event_to_proto, fail_request,
-    job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, retry_target,
+    job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, retry_target, search_query,
     spec_from_proto, state_from_proto, state_to_proto, stats_to_proto, summary_to_proto,
 };
 use crate::status::{job_status, join_error, status};
@@ -464,7 +464,13 @@ impl Jobs for JobsService {
             return Err(job_status(spool_jobs::JobError::UnknownJob { id }));
         }
         Ok(Response::new(v1::HistoryResponse {
-            events: events.iter().map(|(_, e)| event_to_proto(e)).collect(),
+            events: events
+                .iter()
+                .map(|(offset, e)| v1::JobEvent {
+                    offset: *offset,
+                    ..event_to_proto(e)
+                })
+                .collect(),
             next_page_token: next.map(|o| o.to_string()).unwrap_or_default(),
         }))
     }
@@ -473,8 +479,14 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::RetryDeadRequest>,
     ) -> Result<Response<v1::RetryDeadResponse>, Status> {
-        let target = retry_target(request.into_inner())?;
-        let reply = self.call(Request::RetryDead(target)).await?;
+        let request = request.into_inner();
+        let dry_run = request.dry_run;
+        let target = retry_target(request)?;
+        let reply = if dry_run {
+            self.call(Request::CountDead(target)).await?
+        } else {
+            self.call(Request::RetryDead(target)).await?
+        };
         Ok(Response::new(v1::RetryDeadResponse {
             retried_count: count(reply),
         }))
@@ -484,8 +496,14 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::PurgeDeadRequest>,
     ) -> Result<Response<v1::PurgeDeadResponse>, Status> {
-        let target = purge_target(request.into_inner())?;
-        let reply = self.call(Request::PurgeDead(target)).await?;
+        let request = request.into_inner();
+        let dry_run = request.dry_run;
+        let target = purge_target(request)?;
+        let reply = if dry_run {
+            self.call(Request::CountDead(target)).await?
+        } else {
+            self.call(Request::PurgeDead(target)).await?
+        };
         Ok(Response::new(v1::PurgeDeadResponse {
             purged_count: count(reply),
         }))
@@ -519,5 +537,22 @@ impl Jobs for JobsService {
         Ok(Response::new(v1::ListQueuesResponse {
             queues: summaries.into_iter().map(summary_to_proto).collect(),
         }))
+    }
+
+    async fn search_jobs(
+        &self,
+        request: GrpcRequest<v1::SearchJobsRequest>,
+    ) -> Result<Response<v1::SearchJobsResponse>, Status> {
+        let query = search_query(request.into_inner())?;
+        let (jobs, more) = self
+            .runtime
+            .read(move |core, _| {
+                let hits = core.search(&query);
+                let jobs: Vec<v1::Job> = hits.jobs.iter().map(|job| job_to_proto(job, false)).collect();
+                (jobs, hits.more)
+            })
+            .await
+            .map_err(job_status)?;
+        Ok(Response::new(v1::SearchJobsResponse { jobs, more }))
     }
 }

@@ -231,7 +231,10 @@ impl Jobs {
     }
 
     async fn retry_dead_target(&self, target: v1::retry_dead_request::Target) -> Result<u64> {
-        let request = v1::RetryDeadRequest { target: Some(target) };
+        let request = v1::RetryDeadRequest {
+            target: Some(target),
+            dry_run: false,
+        };
         let response = self
             .inner
             .clone()
@@ -256,7 +259,10 @@ impl Jobs {
     }
 
     async fn purge_dead_target(&self, target: v1::purge_dead_request::Target) -> Result<u64> {
-        let request = v1::PurgeDeadRequest { target: Some(target) };
+        let request = v1::PurgeDeadRequest {
+            target: Some(target),
+            dry_run: false,
+        };
         let response = self
             .inner
             .clone()

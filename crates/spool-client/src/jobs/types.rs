@@ -762,6 +762,7 @@ impl DeadFilter {
             dead_since_ms: self.dead_since_ms,
             dead_before_ms: self.dead_before_ms,
             limit: self.limit,
+            error_fingerprint: String::new(),
         }
     }
 }

@@ -275,6 +275,13 @@ impl Jobs for Fake {
     ) -> Result<Response<v1::ListQueuesResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn search_jobs(
+        &self,
+        _: Request<v1::SearchJobsRequest>,
+    ) -> Result<Response<v1::SearchJobsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves `fake` over in-memory streams; returns a client connected to it.
