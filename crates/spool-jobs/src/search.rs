@@ -357,14 +357,14 @@ impl SearchIndex {
 }
 
 /// The error text with what varies from one job to the next masked: every
-/// word (a run of letters, digits, `_`, `-`, `.` and `:`) that holds a
-/// digit becomes `#`, so `timeout after 5000 ms on 10.0.0.7:80` and
+/// word (a run of letters, digits and `_ - . : @ /`, so an address, a
+/// path or a URL is one word) that holds a digit becomes `#`, so `timeout after 5000 ms on 10.0.0.7:80` and
 /// `timeout after 300 ms on 10.0.0.9:80` share `timeout after # ms on #`.
 /// Dead jobs are grouped by it. Runs of whitespace become one space, and
 /// the result is at most 200 characters.
 pub fn fingerprint(error: &str) -> String {
     let mut out = String::with_capacity(error.len().min(200));
-    let is_word = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
+    let is_word = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@' | '/');
     let mut chars = error.char_indices().peekable();
     while let Some((start, c)) = chars.next() {
         if is_word(c) {
@@ -537,6 +537,14 @@ mod tests {
         assert_eq!(
             fingerprint("user u-123 not found (order 9f8e7d6c-aaaa)."),
             "user # not found (order #)."
+        );
+        assert_eq!(
+            fingerprint("SMTP 550: mailbox user7@example.com unavailable"),
+            "SMTP #: mailbox # unavailable"
+        );
+        assert_eq!(
+            fingerprint("GET http://10.0.0.1/v1/jobs/77 failed"),
+            "GET # failed"
         );
         assert_eq!(fingerprint("  boom \n\t again "), "boom again");
         assert_eq!(fingerprint(&"x ".repeat(500)).chars().count(), 199);
