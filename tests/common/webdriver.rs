@@ -20,7 +20,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 /// The key of an element reference in W3C WebDriver answers.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735da0b4b4";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn find_program(variable: &str, names: &[&str]) -> PathBuf {
     if let Some(path) = std::env::var_os(variable) {
@@ -124,10 +124,40 @@ impl Browser {
             body.len()
         );
         stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        // chromedriver keeps the connection open whatever the request
+        // says: read the headers, then exactly Content-Length bytes.
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
+        let mut chunk = [0u8; 8192];
+        let head_end = loop {
+            if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at;
+            }
+            let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the driver closed the connection".into());
+            }
+            raw.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())
+                    .flatten()
+            })
+            .ok_or("an answer without Content-Length")?;
+        let body_start = head_end + 4;
+        while raw.len() < body_start + length {
+            let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("the driver closed the connection mid-answer".into());
+            }
+            raw.extend_from_slice(&chunk[..n]);
+        }
+        let body = String::from_utf8_lossy(&raw[body_start..body_start + length]).into_owned();
+        let body = body.as_str();
         let status: u16 = head
             .split_whitespace()
             .nth(1)
@@ -183,6 +213,26 @@ impl Browser {
         }
     }
 
+    /// Waits up to 20 s for the first element matching `selector` to read
+    /// `expected`, or (with `None`) for no element to match.
+    pub fn wait_for_text(&self, selector: &str, expected: Option<&str>) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.script(
+                "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+                json!([selector]),
+            );
+            if text.as_str() == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited 20 s for {selector} to read {expected:?}; it reads {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The first element matching a CSS selector; panics when none does.
     pub fn find(&self, selector: &str) -> Element {
         let found = self.command(
@@ -190,12 +240,10 @@ impl Browser {
             "/element",
             Some(json!({ "using": "css selector", "value": selector })),
         );
-        Element(
-            found[ELEMENT_KEY]
-                .as_str()
-                .expect("an element reference")
-                .to_owned(),
-        )
+        match found[ELEMENT_KEY].as_str() {
+            Some(reference) => Element(reference.to_owned()),
+            None => panic!("no element matches {selector}: {found}"),
+        }
     }
 
     /// The visible text of the first element matching `selector`.

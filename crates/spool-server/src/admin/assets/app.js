@@ -27,6 +27,12 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// Replaces a node's children, skipping null, undefined and false (as
+// `el` does; the DOM's replaceChildren would print them).
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 function svgEl(tag, attrs) {
   const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
@@ -172,6 +178,8 @@ function chart(title, lines, format) {
         previous = t;
       }
       svg.append(svgEl("path", { d, stroke: color, fill: "none", "stroke-width": 1.5 }));
+      const [lastT, lastV] = line.points[line.points.length - 1];
+      svg.append(svgEl("circle", { cx: x(lastT).toFixed(1), cy: y(lastV).toFixed(1), r: 2.5, fill: color }));
     }
     const last = line.points.length ? line.points[line.points.length - 1][1] : null;
     legend.append(el("span", { style: `color:${color}` }, `${line.label}: ${last === null ? "–" : format(last)}`));
@@ -227,7 +235,7 @@ pages.overview = {
         ),
       ),
     );
-    main.replaceChildren(el("h1", {}, "Overview"), this.cards, el("h2", {}, "Over time ", picker), this.charts);
+    fill(main, el("h1", {}, "Overview"), this.cards, el("h2", {}, "Over time ", picker), this.charts);
     await this.refresh();
     await this.drawCharts();
     ready();
@@ -237,7 +245,7 @@ pages.overview = {
     const card = (field, label, value) =>
       el("div", { class: "card" }, el("div", { class: "value", "data-field": field }, value), el("div", { class: "label" }, label));
     const jobs = o.jobs || {};
-    this.cards.replaceChildren(
+    fill(this.cards, 
       card("topics", "topics", fmt(o.topics)),
       card("partitions", "partitions", fmt(o.partitions)),
       card("records", "records held", fmt(o.records)),
@@ -269,18 +277,18 @@ pages.overview = {
     try {
       answer = await readHistory(series, this.range);
     } catch (error) {
-      this.charts.replaceChildren(failure(error));
+      fill(this.charts, failure(error));
       return;
     }
     const perSecond = (v) => `${fmt(v)}/s`;
     const seconds = (v) => duration(v * 1000);
     // Errors: calls that ended with any code but ok.
-    const errors = new Map();
+    const errors = new Map(single(answer, 0, "").points.map(([t]) => [t, 0]));
     for (const s of answer.results[9].series) {
       if (s.labels.code === "ok") continue;
       for (const [t, v] of s.points) errors.set(t, (errors.get(t) || 0) + v);
     }
-    this.charts.replaceChildren(
+    fill(this.charts, 
       chart("Records per second", [single(answer, 0, "produced"), single(answer, 1, "consumed")], perSecond),
       chart("Jobs per second", [single(answer, 2, "enqueued"), single(answer, 3, "completed"), single(answer, 4, "failed")], perSecond),
       chart("Queue wait", [single(answer, 5, "p50"), single(answer, 6, "p99")], seconds),
@@ -293,7 +301,7 @@ pages.overview = {
 pages.topics = {
   async render(main) {
     this.body = el("div", {});
-    main.replaceChildren(el("h1", {}, "Topics"), this.body);
+    fill(main, el("h1", {}, "Topics"), this.body);
     await this.refresh();
     ready();
   },
@@ -325,7 +333,7 @@ pages.topics = {
         cell("retention_bytes", t.retention_bytes === null ? "none" : bytes(t.retention_bytes)),
       ),
     );
-    this.body.replaceChildren(
+    fill(this.body, 
       table(["topic", "partitions", "records", "end offsets", "size", "segments", "produced", "consumed", "retention", "size limit"], rows, { id: "topics" }),
     );
   },
@@ -359,7 +367,7 @@ pages.topic = {
       el("button", { type: "submit" }, "Show"),
     );
     this.messages = el("div", { id: "messages" });
-    main.replaceChildren(
+    fill(main, 
       el("h1", {}, "Topic ", el("code", {}, t.name)),
       el(
         "dl",
@@ -403,13 +411,13 @@ pages.topic = {
       const more = answer.next_offset < answer.high_watermark
         ? el("button", { id: "more", onclick: () => this.browse(answer.next_offset) }, `Next from offset ${answer.next_offset}`)
         : null;
-      this.messages.replaceChildren(
+      fill(this.messages, 
         el("p", {}, `Offsets ${answer.start_offset} to ${answer.next_offset - 1} read (${answer.scanned} records), ${answer.records.length} shown; the partition holds [${answer.log_start_offset}, ${answer.high_watermark}).`),
         table(["offset", "time", "key", "headers", "value"], rows, { id: "message-list" }),
         more,
       );
     } catch (error) {
-      this.messages.replaceChildren(failure(error));
+      fill(this.messages, failure(error));
     }
   },
 };
@@ -432,7 +440,7 @@ function sparkline(points) {
 pages.consumers = {
   async render(main) {
     this.body = el("div", {});
-    main.replaceChildren(el("h1", {}, "Consumers"), this.body);
+    fill(main, el("h1", {}, "Consumers"), this.body);
     await this.refresh();
     ready();
   },
@@ -453,7 +461,7 @@ pages.consumers = {
         el("td", {}, this.resetForm(c)),
       ),
     ]);
-    this.body.replaceChildren(
+    fill(this.body, 
       table(["consumer", "topic", "lag (records)", "lag (time)", "trend (15 min)", "time to drain", "positions", "reset"], rows, { id: "consumers" }),
     );
   },
@@ -493,7 +501,7 @@ function latency(p) {
 pages.queues = {
   async render(main) {
     this.body = el("div", {});
-    main.replaceChildren(el("h1", {}, "Queues"), this.body);
+    fill(main, el("h1", {}, "Queues"), this.body);
     await this.refresh();
     ready();
   },
@@ -517,7 +525,7 @@ pages.queues = {
         cell("workers_connected", fmt(q.workers_connected)),
       ),
     );
-    this.body.replaceChildren(
+    fill(this.body, 
       el("div", { class: "scroll" },
         table(
           ["queue", "scheduled", "available", "running", "succeeded", "dead", "cancelled", "oldest waiting", "enqueued/s", "completed/s", "failed/s", "wait p99", "run p99", "leases", "workers"],
@@ -559,7 +567,7 @@ pages.jobs = {
       el("button", { type: "submit" }, "List"),
     );
     this.results = el("div", { id: "results" });
-    main.replaceChildren(el("h1", {}, "Jobs"), el("h2", {}, "Search"), search, el("h2", {}, "By queue and state"), list, this.results);
+    fill(main, el("h1", {}, "Jobs"), el("h2", {}, "Search"), search, el("h2", {}, "By queue and state"), list, this.results);
     this.token = "";
     if (params.get("q")) await this.search();
     else if (params.get("queue")) await this.list();
@@ -572,12 +580,12 @@ pages.jobs = {
     history.replaceState(null, "", `/jobs${qs({ q, field: data.get("field") })}`);
     try {
       const answer = await api(`/api/v1/search${qs({ q, field: data.get("field") })}`);
-      this.results.replaceChildren(
+      fill(this.results, 
         el("p", { id: "search-summary" }, `${answer.jobs.length}${answer.more ? "+" : ""} jobs found in ${fmt(answer.elapsed_ms)} ms`),
         table(["job", "queue", "state", "attempt", "enqueued", "last error"], answer.jobs.map(jobRow), { id: "job-list" }),
       );
     } catch (error) {
-      this.results.replaceChildren(failure(error));
+      fill(this.results, failure(error));
     }
   },
   async list() {
@@ -591,9 +599,9 @@ pages.jobs = {
       const next = answer.next_page_token
         ? el("button", { id: "next-page", onclick: () => { this.token = answer.next_page_token; this.list(); } }, "Next page")
         : null;
-      this.results.replaceChildren(table(["job", "queue", "state", "attempt", "enqueued", "last error"], answer.jobs.map(jobRow), { id: "job-list" }), next);
+      fill(this.results, table(["job", "queue", "state", "attempt", "enqueued", "last error"], answer.jobs.map(jobRow), { id: "job-list" }), next);
     } catch (error) {
-      this.results.replaceChildren(failure(error));
+      fill(this.results, failure(error));
     }
   },
 };
@@ -641,7 +649,7 @@ pages.job = {
         el("td", { "data-field": "position" }, `${e.topic}/${e.partition}@${e.offset}`),
       ),
     );
-    this.main.replaceChildren(
+    fill(this.main, 
       el("h1", {}, "Job ", el("code", { id: "job-id" }, job.id), " ", cancel),
       el(
         "dl",
@@ -677,7 +685,7 @@ pages.dead = {
   async render(main) {
     this.body = el("div", {});
     this.notice = el("p", { id: "dead-notice", role: "status" });
-    main.replaceChildren(el("h1", {}, "Dead letters"), this.notice, this.body);
+    fill(main, el("h1", {}, "Dead letters"), this.notice, this.body);
     await this.draw();
     ready();
   },
@@ -711,7 +719,7 @@ pages.dead = {
       el("button", { id: "purge-selected", class: "danger", onclick: () => this.actOnSelection("purge") }, "Purge selected"),
       " (the listed jobs of each selected group, up to 20 each)",
     );
-    this.body.replaceChildren(
+    fill(this.body, 
       rows.length ? table(["", "queue", "error fingerprint", "jobs", "newest", "", "actions"], rows, { id: "dead-groups" }) : el("p", { id: "no-dead" }, "No dead jobs."),
       rows.length ? selection : null,
       answer.truncated_queues.length ? el("p", {}, `Only the first 10,000 dead jobs of ${answer.truncated_queues.join(", ")} are grouped.`) : null,
@@ -727,7 +735,7 @@ pages.dead = {
       this.notice.textContent = `${action === "retry" ? "Retried" : "Purged"} ${fmt(done.count)} jobs.`;
       await this.draw();
     } catch (error) {
-      this.notice.replaceChildren(failure(error));
+      fill(this.notice, failure(error));
     }
   },
   async actOnSelection(action) {
@@ -740,7 +748,7 @@ pages.dead = {
 pages.audit = {
   async render(main) {
     this.body = el("div", {});
-    main.replaceChildren(el("h1", {}, "Audit trail"), el("p", {}, "Actions taken through this dashboard and its API, kept in the internal topic __audit."), this.body);
+    fill(main, el("h1", {}, "Audit trail"), el("p", {}, "Actions taken through this dashboard and its API, kept in the internal topic __audit."), this.body);
     await this.refresh();
     ready();
   },
@@ -758,7 +766,7 @@ pages.audit = {
         cell("offset", r.offset),
       ),
     );
-    this.body.replaceChildren(table(["when", "action", "who", "what", "count", "offset"], rows, { id: "audit" }));
+    fill(this.body, table(["when", "action", "who", "what", "count", "offset"], rows, { id: "audit" }));
   },
 };
 
@@ -779,13 +787,13 @@ async function start() {
   const nav = name === "topic" ? "topics" : name === "job" ? "jobs" : name;
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === nav));
   if (!page) {
-    main.replaceChildren(failure(new Error(`no page ${location.pathname}`)));
+    fill(main, failure(new Error(`no page ${location.pathname}`)));
     return;
   }
   try {
     await page.render(main, ...args);
   } catch (error) {
-    main.replaceChildren(failure(error));
+    fill(main, failure(error));
     ready();
     return;
   }
