@@ -1,21 +1,26 @@
 //! Finding jobs in memory by what people remember about them: an
 //! idempotency key, a header, text in the payload, text of an error. Each
 //! has an index kept as jobs enter and leave the table, so a search over a
-//! million jobs reads postings, not every job.
+//! million jobs does not decode or compare every job.
 //!
-//! - Payload text: the payload's words (runs of ASCII letters, digits and
-//!   `_`, lower-cased, 1 to [`TOKEN_BYTES_MAX`] bytes, the first
-//!   [`TOKENS_PER_JOB_MAX`] distinct ones within the first
-//!   [`PAYLOAD_INDEXED_BYTES_MAX`] bytes) point to the jobs holding them. A
-//!   query is cut into words the same way; its inner words must be whole
-//!   words of the payload, its first may end one and its last may begin
-//!   one (one word alone may sit anywhere inside a word). The candidates
-//!   those words give are then checked against the payload itself, so a
-//!   hit really contains the query (ASCII case ignored). Text beyond the
-//!   first [`PAYLOAD_INDEXED_BYTES_MAX`] bytes of a payload, or a query
-//!   without a letter or digit, is not found.
+//! - Payload text: a signature per job, [`SIGNATURE_BITS`] bits with one
+//!   bit set for each three-byte sequence (trigram) of the lower-cased
+//!   first [`PAYLOAD_INDEXED_BYTES_MAX`] bytes of the payload, kept in id
+//!   order in one vector. A query's trigrams give a mask; the jobs whose
+//!   signature holds every bit of it are the candidates, and each is then
+//!   checked against its payload, so a hit really contains the query (ASCII
+//!   case ignored). Adding a job costs a pass over its payload and an
+//!   append (no map lookup per word, which would cost a cache miss each at
+//!   every enqueue); a search reads the vector from the newest job back
+//!   until it has its results, 72 bytes a job. A query shorter than three
+//!   bytes, or a payload so long that its signature is full, makes every
+//!   job a candidate: still correct, only slower. Text past the first
+//!   [`PAYLOAD_INDEXED_BYTES_MAX`] bytes is found only in such full
+//!   signatures.
 //! - Idempotency key and header (`name=value`, or `name` for any value):
-//!   exact, from sorted sets.
+//!   exact, in maps keyed by the text's hash; a key or header held by more
+//!   than [`COMMON_JOBS_MIN`] jobs is counted, not listed, and a search for
+//!   it reads the jobs newest first.
 //! - Error text: the jobs that have an error form a set of their own; a
 //!   search reads only them, and matches the query inside any error kept
 //!   with the job.
@@ -24,18 +29,24 @@
 //! masked, which groups dead jobs by cause.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound::{Included, Unbounded};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use crate::job::{Job, JobId};
 
-/// Bytes of a payload that are cut into words for the index.
+/// Bytes of a payload whose trigrams are in its signature.
 pub const PAYLOAD_INDEXED_BYTES_MAX: usize = 4096;
-/// Distinct words indexed per payload.
-pub const TOKENS_PER_JOB_MAX: usize = 64;
-/// Longest word indexed; longer runs are left out.
-pub const TOKEN_BYTES_MAX: usize = 64;
+/// Bits of a payload's signature: enough that a payload of a few hundred
+/// bytes sets a small fraction of them, so a query of a few words narrows
+/// a million jobs to a handful.
+pub const SIGNATURE_BITS: usize = 512;
+const SIGNATURE_WORDS: usize = SIGNATURE_BITS / 64;
 /// Most jobs one search returns.
 pub const SEARCH_RESULTS_MAX: usize = 1_000;
+/// A header or key held by more jobs than this is common: the index stops
+/// listing its jobs (each would cost memory and time at every enqueue) and
+/// only counts them, and a search for it reads the jobs newest first,
+/// checking each, which is fast because hits are dense.
+pub const COMMON_JOBS_MIN: usize = 10_000;
 
 /// What a search looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,48 +80,152 @@ pub struct SearchHits<'a> {
     pub more: bool,
 }
 
-/// The indexes (see the module documentation).
-#[derive(Debug, Default)]
-pub(crate) struct SearchIndex {
-    /// Word -> its number and how many jobs hold it.
-    words: HashMap<Box<str>, (u32, u32)>,
-    /// Numbers of words no job holds any more, for reuse.
-    free_numbers: Vec<u32>,
-    next_number: u32,
-    /// (word number, job) for every indexed word of every job.
-    postings: BTreeSet<(u32, JobId)>,
-    keys: BTreeSet<(Box<str>, JobId)>,
-    /// `name=value` of every header.
-    headers: BTreeSet<(Box<str>, JobId)>,
-    /// Jobs with at least one error.
-    failed: BTreeSet<JobId>,
+/// The jobs holding one word, key or header: most such sets hold one job
+/// (an order number, an idempotency key), so that case costs no
+/// allocation; a set past [`COMMON_JOBS_MIN`] jobs is only counted.
+#[derive(Debug)]
+enum Postings {
+    One(JobId),
+    Many(BTreeSet<JobId>),
+    /// Held by this many jobs, too many to list usefully: a search for it
+    /// reads the table newest first instead, and finds hits fast because
+    /// they are dense.
+    Common(usize),
 }
 
-/// The distinct words of `text` for the index, or of a query.
-fn words(text: &[u8], max: usize) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for run in text.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_')) {
-        if run.is_empty() || run.len() > TOKEN_BYTES_MAX {
-            continue;
+impl Postings {
+    fn insert(&mut self, id: JobId) {
+        match self {
+            Postings::One(one) if *one == id => {}
+            Postings::One(one) => *self = Postings::Many(BTreeSet::from([*one, id])),
+            Postings::Many(many) if many.len() >= COMMON_JOBS_MIN => *self = Postings::Common(many.len() + 1),
+            Postings::Many(many) => {
+                many.insert(id);
+            }
+            Postings::Common(jobs) => *jobs += 1,
         }
-        let word = String::from_utf8_lossy(run).to_ascii_lowercase();
-        if !out.contains(&word) {
-            out.push(word);
-            if out.len() >= max {
-                break;
+    }
+
+    /// Removes `id`, which was inserted; true when no job is left.
+    fn remove(&mut self, id: JobId) -> bool {
+        match self {
+            Postings::One(one) => *one == id,
+            Postings::Many(many) => {
+                many.remove(&id);
+                match many.len() {
+                    0 => true,
+                    1 => {
+                        *self = Postings::One(*many.first().expect("one left"));
+                        false
+                    }
+                    _ => false,
+                }
+            }
+            Postings::Common(jobs) => {
+                *jobs -= 1;
+                *jobs == 0
             }
         }
     }
-    out
+
+    /// The jobs newest first; `None` for a common one.
+    fn newest_first(&self) -> Option<Box<dyn Iterator<Item = JobId> + '_>> {
+        match self {
+            Postings::One(one) => Some(Box::new(std::iter::once(*one))),
+            Postings::Many(many) => Some(Box::new(many.iter().rev().copied())),
+            Postings::Common(_) => None,
+        }
+    }
 }
 
-fn payload_words(job: &Job) -> Vec<String> {
-    let indexed = &job.payload[..job.payload.len().min(PAYLOAD_INDEXED_BYTES_MAX)];
-    words(indexed, TOKENS_PER_JOB_MAX)
+/// Where a search's candidates come from.
+enum Candidates<'a> {
+    /// These jobs, newest first.
+    Listed(Box<dyn Iterator<Item = JobId> + 'a>),
+    /// Every job, newest first: the query names something common.
+    Every,
 }
 
-fn header_entry(name: &str, value: &str) -> Box<str> {
-    format!("{name}={value}").into_boxed_str()
+impl<'a> Candidates<'a> {
+    fn none() -> Self {
+        Candidates::Listed(Box::new(std::iter::empty()))
+    }
+
+    fn of(postings: Option<&'a Postings>) -> Self {
+        match postings.map(Postings::newest_first) {
+            None => Candidates::none(),
+            Some(Some(ids)) => Candidates::Listed(ids),
+            Some(None) => Candidates::Every,
+        }
+    }
+}
+
+/// Maps keyed by a hash computed once per text: a lookup compares one
+/// `u64`, never a string, and no text is copied into the index. A
+/// collision only adds a candidate, which the search then checks against
+/// the job itself.
+type ByHash<V> = HashMap<u64, V, BuildHasherDefault<HashedKey>>;
+
+/// The hasher of [`ByHash`]: its keys are hashes already.
+#[derive(Debug, Default)]
+struct HashedKey(u64);
+
+impl Hasher for HashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type Signature = [u64; SIGNATURE_WORDS];
+
+/// The signature bit of one trigram (a multiplicative hash of its three
+/// lower-cased bytes).
+fn trigram_bit(a: u8, b: u8, c: u8) -> usize {
+    let packed = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16;
+    (packed.wrapping_mul(0x9e37_79b1) >> (32 - SIGNATURE_BITS.trailing_zeros())) as usize
+}
+
+/// The signature of `text`: a bit for each of its trigrams, lower-cased.
+fn signature(text: &[u8]) -> Signature {
+    let mut bits = [0u64; SIGNATURE_WORDS];
+    for window in text.windows(3) {
+        let bit = trigram_bit(
+            window[0].to_ascii_lowercase(),
+            window[1].to_ascii_lowercase(),
+            window[2].to_ascii_lowercase(),
+        );
+        bits[bit / 64] |= 1 << (bit % 64);
+    }
+    bits
+}
+
+/// The indexes (see the module documentation).
+#[derive(Debug, Default)]
+pub(crate) struct SearchIndex {
+    /// Seeded per process, so texts chosen to collide cannot slow the maps.
+    hasher: RandomState,
+    /// (job, payload signature) by id; a job that left has an empty
+    /// signature until the next compaction.
+    signatures: Vec<(JobId, Signature)>,
+    /// Entries of `signatures` whose job left.
+    signatures_gone: usize,
+    keys: ByHash<Postings>,
+    /// By `name=value`.
+    headers: ByHash<Postings>,
+    /// By `name`.
+    header_names: ByHash<Postings>,
+    /// Jobs with at least one error.
+    failed: BTreeSet<JobId>,
 }
 
 /// True when `needle` occurs in `haystack`, ASCII case ignored. `needle`
@@ -124,31 +239,56 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
+fn add_to(map: &mut ByHash<Postings>, hash: u64, id: JobId) {
+    match map.get_mut(&hash) {
+        Some(postings) => postings.insert(id),
+        None => {
+            map.insert(hash, Postings::One(id));
+        }
+    }
+}
+
+fn remove_from(map: &mut ByHash<Postings>, hash: u64, id: JobId) {
+    if let Some(postings) = map.get_mut(&hash)
+        && postings.remove(id)
+    {
+        map.remove(&hash);
+    }
+}
+
 impl SearchIndex {
+    /// The hash of the bytes of `parts` one after the other; a header's
+    /// `name=value` is hashed from its two halves, without a copy.
+    fn hash(&self, parts: &[&[u8]]) -> u64 {
+        let mut state = self.hasher.build_hasher();
+        for part in parts {
+            state.write(part);
+        }
+        state.finish()
+    }
+
     /// Indexes a job entering the table.
     pub(crate) fn add(&mut self, job: &Job) {
-        for word in payload_words(job) {
-            let number = match self.words.get_mut(word.as_str()) {
-                Some((number, jobs)) => {
-                    *jobs += 1;
-                    *number
-                }
-                None => {
-                    let number = self.free_numbers.pop().unwrap_or_else(|| {
-                        self.next_number += 1;
-                        self.next_number - 1
-                    });
-                    self.words.insert(word.into_boxed_str(), (number, 1));
-                    number
-                }
-            };
-            self.postings.insert((number, job.id));
+        let indexed = &job.payload[..job.payload.len().min(PAYLOAD_INDEXED_BYTES_MAX)];
+        let entry = (job.id, signature(indexed));
+        // Ids grow with every enqueue, so this is an append; a snapshot
+        // restores jobs in id order too.
+        match self.signatures.last() {
+            Some((last, _)) if *last >= job.id => {
+                let at = self.signatures.partition_point(|(id, _)| *id < job.id);
+                self.signatures.insert(at, entry);
+            }
+            _ => self.signatures.push(entry),
         }
         if let Some(key) = &job.idempotency_key {
-            self.keys.insert((key.as_str().into(), job.id));
+            let hash = self.hash(&[key.as_bytes()]);
+            add_to(&mut self.keys, hash, job.id);
         }
         for (name, value) in &job.headers {
-            self.headers.insert((header_entry(name, value), job.id));
+            let pair = self.hash(&[name.as_bytes(), b"=", value.as_bytes()]);
+            let name = self.hash(&[name.as_bytes()]);
+            add_to(&mut self.headers, pair, job.id);
+            add_to(&mut self.header_names, name, job.id);
         }
         if !job.errors.is_empty() {
             self.failed.insert(job.id);
@@ -158,25 +298,31 @@ impl SearchIndex {
     /// Forgets a job leaving the table. Its payload, key and headers are
     /// those it was added with (they never change).
     pub(crate) fn remove(&mut self, job: &Job) {
-        for word in payload_words(job) {
-            let Some((number, jobs)) = self.words.get_mut(word.as_str()) else {
-                continue;
-            };
-            let number = *number;
-            self.postings.remove(&(number, job.id));
-            *jobs -= 1;
-            if *jobs == 0 {
-                self.words.remove(word.as_str());
-                self.free_numbers.push(number);
-            }
+        let at = self.signatures.partition_point(|(id, _)| *id < job.id);
+        if let Some((id, bits)) = self.signatures.get_mut(at)
+            && *id == job.id
+            && *bits != [0; SIGNATURE_WORDS]
+        {
+            *bits = [0; SIGNATURE_WORDS];
+            self.signatures_gone += 1;
         }
         if let Some(key) = &job.idempotency_key {
-            self.keys.remove(&(key.as_str().into(), job.id));
+            let hash = self.hash(&[key.as_bytes()]);
+            remove_from(&mut self.keys, hash, job.id);
         }
         for (name, value) in &job.headers {
-            self.headers.remove(&(header_entry(name, value), job.id));
+            let pair = self.hash(&[name.as_bytes(), b"=", value.as_bytes()]);
+            let name = self.hash(&[name.as_bytes()]);
+            remove_from(&mut self.headers, pair, job.id);
+            remove_from(&mut self.header_names, name, job.id);
         }
         self.failed.remove(&job.id);
+        // Amortized: a compaction follows at least as many removals as
+        // the entries it keeps.
+        if self.signatures_gone > 1_024 && self.signatures_gone * 2 > self.signatures.len() {
+            self.signatures.retain(|(_, bits)| *bits != [0; SIGNATURE_WORDS]);
+            self.signatures_gone = 0;
+        }
     }
 
     /// Notes that a job now has an error.
@@ -184,93 +330,27 @@ impl SearchIndex {
         self.failed.insert(id);
     }
 
-    /// Job ids whose payload may contain `query` (lower-case), newest
-    /// first; the caller checks each against the payload.
-    fn payload_candidates(&self, query: &str) -> Vec<JobId> {
-        let parts = words(query.as_bytes(), usize::MAX);
-        // Query words in order, with repeats, to tell inner from outer.
-        let ordered: Vec<&str> = query
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|w| !w.is_empty())
-            .collect();
-        if parts.is_empty() {
-            return Vec::new();
+    /// Jobs whose payload may contain `query` (lower-case), newest first:
+    /// those whose signature holds every bit of the query's; the caller
+    /// checks each against the payload.
+    fn payload_candidates(&self, query: &str) -> Candidates<'_> {
+        let mask = signature(query.as_bytes());
+        if mask == [0; SIGNATURE_WORDS] {
+            // Shorter than a trigram: nothing narrows the search.
+            return Candidates::Every;
         }
-        let matching_words: Vec<u32> = if ordered.len() > 2 {
-            // An inner word is a whole word of the payload: one lookup.
-            let inner = ordered[1..ordered.len() - 1]
-                .iter()
-                .filter_map(|w| self.words.get(*w))
-                .min_by_key(|(_, jobs)| *jobs);
-            match inner {
-                Some((number, _)) => vec![*number],
-                None => return Vec::new(),
-            }
-        } else if ordered.len() == 2 {
-            // The first word ends a payload word, the last begins one:
-            // take the side that names fewer jobs.
-            let ends: Vec<(u32, u32)> = self
-                .words
-                .iter()
-                .filter(|(w, _)| w.ends_with(ordered[0]))
-                .map(|(_, e)| *e)
-                .collect();
-            let begins: Vec<(u32, u32)> = self
-                .words
-                .iter()
-                .filter(|(w, _)| w.starts_with(ordered[1]))
-                .map(|(_, e)| *e)
-                .collect();
-            let count = |side: &[(u32, u32)]| side.iter().map(|(_, jobs)| u64::from(*jobs)).sum::<u64>();
-            let side = if count(&ends) <= count(&begins) {
-                ends
-            } else {
-                begins
-            };
-            side.into_iter().map(|(number, _)| number).collect()
-        } else {
-            self.words
-                .iter()
-                .filter(|(w, _)| w.contains(ordered[0]))
-                .map(|(_, (number, _))| *number)
-                .collect()
-        };
-        let mut ids: Vec<JobId> = Vec::new();
-        for number in matching_words {
-            ids.extend(
-                self.postings
-                    .range((Included((number, 0)), Included((number, JobId::MAX))))
-                    .map(|(_, id)| *id),
-            );
-        }
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        ids.dedup();
-        ids
+        Candidates::Listed(Box::new(self.signatures.iter().rev().filter_map(
+            move |(id, bits)| {
+                bits.iter()
+                    .zip(&mask)
+                    .all(|(bits, mask)| bits & mask == *mask)
+                    .then_some(*id)
+            },
+        )))
     }
 
-    fn exact(set: &BTreeSet<(Box<str>, JobId)>, text: &str) -> Vec<JobId> {
-        let from: Box<str> = text.into();
-        let mut ids: Vec<JobId> = set
-            .range((Included((from, 0)), Unbounded))
-            .take_while(|(entry, _)| &**entry == text)
-            .map(|(_, id)| *id)
-            .collect();
-        ids.reverse();
-        ids
-    }
-
-    /// Headers named `name`, any value.
-    fn header_named(&self, name: &str) -> Vec<JobId> {
-        let prefix = format!("{name}=");
-        let from: Box<str> = prefix.as_str().into();
-        let mut ids: Vec<JobId> = self
-            .headers
-            .range((Included((from, 0)), Unbounded))
-            .take_while(|(entry, _)| entry.starts_with(&prefix))
-            .map(|(_, id)| *id)
-            .collect();
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        ids
+    fn postings<'a>(map: &'a ByHash<Postings>, hash: u64) -> Candidates<'a> {
+        Candidates::of(map.get(&hash))
     }
 
     /// Runs `query` over `jobs`, the table this index follows.
@@ -290,13 +370,22 @@ impl SearchIndex {
         let mut seen: BTreeSet<JobId> = BTreeSet::new();
         let mut more = false;
         // Adds candidates (newest first) that pass `check`, up to the limit.
-        let mut take = |ids: &mut dyn Iterator<Item = JobId>, check: &dyn Fn(&Job) -> bool| {
-            for id in ids {
-                if seen.contains(&id) {
-                    continue;
+        let mut take = |candidates: Candidates<'_>, check: &dyn Fn(&Job) -> bool| {
+            let mut every;
+            let mut listed;
+            let candidates: &mut dyn Iterator<Item = &'a Job> = match candidates {
+                Candidates::Every => {
+                    every = jobs.values().rev();
+                    &mut every
                 }
-                let Some(job) = jobs.get(&id) else { continue };
-                if !in_queue(job) || !check(job) {
+                Candidates::Listed(ids) => {
+                    listed = ids.filter_map(|id| jobs.get(&id));
+                    &mut listed
+                }
+            };
+            for job in candidates {
+                let id = job.id;
+                if seen.contains(&id) || !in_queue(job) || !check(job) {
                     continue;
                 }
                 if found.len() == limit {
@@ -318,41 +407,48 @@ impl SearchIndex {
         if (any || field == SearchField::Id)
             && let Ok(id) = text.parse::<JobId>()
         {
-            take(&mut std::iter::once(id), &|_| true);
+            take(Candidates::Listed(Box::new(std::iter::once(id))), &|_| true);
         }
         if any || field == SearchField::IdempotencyKey {
-            take(&mut Self::exact(&self.keys, text).into_iter(), &|_| true);
+            take(
+                Self::postings(&self.keys, self.hash(&[text.as_bytes()])),
+                &|job: &Job| job.idempotency_key.as_deref() == Some(text),
+            );
         }
         if any || field == SearchField::Header {
-            let ids = if text.contains('=') {
-                Self::exact(&self.headers, text)
-            } else {
-                self.header_named(text)
-            };
-            take(&mut ids.into_iter(), &|_| true);
+            match text.split_once('=') {
+                Some((name, value)) => take(
+                    Self::postings(
+                        &self.headers,
+                        self.hash(&[name.as_bytes(), b"=", value.as_bytes()]),
+                    ),
+                    &|job: &Job| job.headers.iter().any(|(n, v)| n == name && v == value),
+                ),
+                None => take(
+                    Self::postings(&self.header_names, self.hash(&[text.as_bytes()])),
+                    &|job: &Job| job.headers.iter().any(|(n, _)| n == text),
+                ),
+            }
         }
         if any || field == SearchField::Payload {
             let needle = lower.as_bytes();
-            take(&mut self.payload_candidates(&lower).into_iter(), &|job: &Job| {
+            take(self.payload_candidates(&lower), &|job: &Job| {
                 contains_ignore_case(&job.payload, needle)
             });
         }
         if any || field == SearchField::Error {
             let needle = lower.as_bytes();
-            take(&mut self.failed.iter().rev().copied(), &|job: &Job| {
-                job.errors
-                    .iter()
-                    .any(|e| contains_ignore_case(e.error.as_bytes(), needle))
-            });
+            take(
+                Candidates::Listed(Box::new(self.failed.iter().rev().copied())),
+                &|job: &Job| {
+                    job.errors
+                        .iter()
+                        .any(|e| contains_ignore_case(e.error.as_bytes(), needle))
+                },
+            );
         }
         found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
         SearchHits { jobs: found, more }
-    }
-
-    /// Words in the index, for tests and memory accounting.
-    #[cfg(test)]
-    fn word_count(&self) -> usize {
-        self.words.len()
     }
 }
 
@@ -467,6 +563,11 @@ mod tests {
         let payload = SearchField::Payload;
         assert_eq!(ids(&table, &index, "1001", payload), [3, 1]);
         assert_eq!(ids(&table, &index, "lovel", payload), [1]);
+        assert_eq!(
+            ids(&table, &index, "A-", payload),
+            [2, 1],
+            "shorter than a trigram: every job is read"
+        );
         assert_eq!(ids(&table, &index, "LOVELACE", payload), [1]);
         assert_eq!(ids(&table, &index, "ada lovelace", payload), [1]);
         assert_eq!(ids(&table, &index, "da Love", payload), [1]);
@@ -506,8 +607,63 @@ mod tests {
         assert_eq!(ids(&table, &index, "alpha", SearchField::Payload), [2]);
         assert!(ids(&table, &index, "beta", SearchField::Payload).is_empty());
         assert!(ids(&table, &index, "key-1", SearchField::IdempotencyKey).is_empty());
-        assert_eq!(index.word_count(), 2, "beta's entry is freed");
-        assert_eq!(index.postings.len(), 2);
+        assert_eq!(index.signatures_gone, 1);
+        assert!(ids(&table, &index, "bet", SearchField::Payload).is_empty());
+    }
+
+    #[test]
+    fn signatures_compact_and_still_find_what_stays() {
+        let (mut table, mut index) = table(
+            (1..=3_000)
+                .map(|id| job(id, &format!("word{id} shared")))
+                .collect(),
+        );
+        for id in 1..=2_000 {
+            let gone = table.remove(&id).unwrap();
+            index.remove(&gone);
+        }
+        assert!(
+            index.signatures.len() < 3_000,
+            "compacted: {}",
+            index.signatures.len()
+        );
+        assert_eq!(ids(&table, &index, "word2999", SearchField::Payload), [2999]);
+        assert!(ids(&table, &index, "word42 ", SearchField::Payload).is_empty());
+        assert_eq!(
+            ids(&table, &index, "word2500 shared", SearchField::Payload),
+            [2500]
+        );
+        // A job restored out of order keeps the vector sorted.
+        let late = job(1_500, "late arrival");
+        index.add(&late);
+        table.insert(late.id, late);
+        assert!(index.signatures.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(ids(&table, &index, "arrival", SearchField::Payload), [1_500]);
+    }
+
+    #[test]
+    fn common_headers_are_counted_not_listed_and_still_found() {
+        let count = COMMON_JOBS_MIN as u64 + 10;
+        let (mut table, mut index) = table((1..=count).map(|id| job(id, "x")).collect());
+        let hash = index.hash(&[b"tenant"]);
+        assert!(matches!(index.header_names[&hash], Postings::Common(n) if n == count as usize));
+        let query = SearchQuery {
+            text: "tenant".into(),
+            field: SearchField::Header,
+            queue: None,
+            limit: 3,
+        };
+        let hits = index.search(&table, &query);
+        assert_eq!(
+            hits.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [count, count - 1, count - 2]
+        );
+        assert!(hits.more);
+        for id in 1..=count {
+            let gone = table.remove(&id).unwrap();
+            index.remove(&gone);
+        }
+        assert!(index.header_names.is_empty() && index.keys.is_empty());
     }
 
     #[test]
