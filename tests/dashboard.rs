@@ -233,9 +233,41 @@ async fn the_api_shows_the_workload_and_acts_on_it() {
         "{answer}"
     );
 
+    // Pause and resume the queue; a second pause changes nothing and is
+    // not recorded.
+    let (status, answer) = post(admin, &format!("/api/v1/queues/{QUEUE}/pause"), &json!({}));
+    assert_eq!(
+        (status, answer["changed"].as_bool()),
+        (200, Some(true)),
+        "{answer}"
+    );
+    let (_, answer) = post(admin, &format!("/api/v1/queues/{QUEUE}/pause"), &json!({}));
+    assert_eq!(answer["changed"], false);
+    assert_eq!(queue(&get(admin, "/api/v1/queues"), QUEUE)["paused"], true);
+    assert_eq!(
+        dashboard::run_available(&server).await,
+        0,
+        "a paused queue hands out nothing"
+    );
+    let (status, answer) = post(admin, &format!("/api/v1/queues/{QUEUE}/resume"), &json!({}));
+    assert_eq!(
+        (status, answer["changed"].as_bool()),
+        (200, Some(true)),
+        "{answer}"
+    );
+    let (status, _) = post(admin, "/api/v1/queues/nothing-here/pause", &json!({}));
+    assert_eq!(status, 404);
+
     // Every action is in the audit trail, with who asked, and stays there
     // across a kill -9.
-    let expected = ["cancel", "reset_checkpoint", "purge_dead", "retry_dead"];
+    let expected = [
+        "resume_queue",
+        "pause_queue",
+        "cancel",
+        "reset_checkpoint",
+        "purge_dead",
+        "retry_dead",
+    ];
     let audit = get(admin, "/api/v1/audit");
     let actions: Vec<&str> = audit["records"]
         .as_array()
@@ -244,9 +276,9 @@ async fn the_api_shows_the_workload_and_acts_on_it() {
         .map(|r| r["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, expected, "{audit}");
-    assert_eq!(audit["records"][3]["count"], SMTP_DEAD);
-    assert_eq!(audit["records"][3]["user"], "tester");
-    assert_eq!(audit["records"][3]["address"], "127.0.0.1");
+    assert_eq!(audit["records"][5]["count"], SMTP_DEAD);
+    assert_eq!(audit["records"][5]["user"], "tester");
+    assert_eq!(audit["records"][5]["address"], "127.0.0.1");
     server.kill9();
     server.restart();
     let audit = get(server.admin_addr.unwrap(), "/api/v1/audit");

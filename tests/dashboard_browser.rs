@@ -4,7 +4,8 @@
 //! compared with the JSON API's, and a screenshot saved under
 //! `target/dashboard/`; a job is found by its payload text and its timeline
 //! opened; a dead-letter group is retried through the confirmation dialog
-//! and its jobs then run.
+//! and its jobs then run; a queue is paused from its row and claims stop,
+//! then resumed and they go on.
 //!
 //! `SPOOL_UPDATE_SCREENSHOTS=1` also copies the screenshots into
 //! `docs/dashboard/`, which `docs/dashboard.md` shows.
@@ -222,6 +223,32 @@ fn every_page_shows_the_api_s_numbers_and_its_actions_work() {
     browser.wait_for_text(
         &format!("{row} [data-field=\"succeeded\"]"),
         Some(&(SUCCEEDED + ran).to_string()),
+    );
+
+    // Pause the queue from its row: claims stop; resume it: they go on.
+    browser.click(&format!("{row} button.pause"));
+    browser.wait_for("document.getElementById('confirm').open", "the confirmation");
+    browser.click("#confirm-ok");
+    browser.wait_for_text(&format!("{row} [data-field=\"paused\"]"), Some("paused"));
+    runtime.block_on(dashboard::enqueue(&server, 2));
+    assert_eq!(
+        runtime.block_on(dashboard::run_available(&server)),
+        0,
+        "a paused queue hands out nothing"
+    );
+    assert_eq!(
+        get(admin, "/api/v1/queues")["queues"][0]["counts"]["available"],
+        2
+    );
+    shoot(&browser, "queues-paused");
+    browser.click(&format!("{row} button.resume"));
+    browser.wait_for("document.getElementById('confirm').open", "the confirmation");
+    browser.click("#confirm-ok");
+    browser.wait_for_text(&format!("{row} [data-field=\"paused\"]"), Some("running"));
+    assert_eq!(
+        runtime.block_on(dashboard::run_available(&server)),
+        2,
+        "claims go on once resumed"
     );
 
     // The audit trail shows the retry, with its count.

@@ -156,6 +156,15 @@ pub async fn build(server: &Spoold) -> Workload {
     Workload { invoice_id, dead_ids }
 }
 
+/// Enqueues `count` more jobs to the queue.
+pub async fn enqueue(server: &Spoold, count: usize) {
+    let mut jobs = JobsClient::connect(server.url()).await.unwrap();
+    let batch = (0..count).map(|i| job(&format!("{{\"extra\":{i}}}"))).collect();
+    jobs.enqueue_batch(v1::EnqueueBatchRequest { jobs: batch })
+        .await
+        .unwrap();
+}
+
 /// Claims and completes every available job of the queue, as a worker
 /// would; returns how many ran.
 pub async fn run_available(server: &Spoold) -> usize {

@@ -58,6 +58,14 @@ impl JobsCore {
             self.last_id = self.last_id.max(*id);
             return;
         }
+        if let Event::QueuePaused { queue, paused, .. } = event {
+            let name: Arc<str> = match self.indexes.queues.get_key_value(queue.as_str()) {
+                Some((name, _)) => Arc::clone(name),
+                None => Arc::from(queue.as_str()),
+            };
+            self.indexes.queue(&name).paused = *paused;
+            return;
+        }
         let id = event.id();
         let Some(job) = self.jobs.get_mut(&id) else {
             tracing::debug!(id, kind = event.kind(), "event for a job no longer in memory");
@@ -174,7 +182,7 @@ fn enqueued(event: &Event, queue: Arc<str>) -> Option<Job> {
 fn transition(job: &mut Job, event: &Event) {
     let at = event.at_ms();
     match event {
-        Event::Enqueued { .. } | Event::Purged { .. } => {}
+        Event::Enqueued { .. } | Event::Purged { .. } | Event::QueuePaused { .. } => {}
         Event::Claimed {
             attempt,
             token,

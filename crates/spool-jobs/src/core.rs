@@ -56,6 +56,8 @@ pub struct QueueStats {
     pub enqueued_per_second: f64,
     pub completed_per_second: f64,
     pub failed_per_second: f64,
+    /// Claims hand out none of the queue's jobs while it is paused.
+    pub paused: bool,
     /// Succeeded and cancelled jobs of every queue in memory now, which
     /// `finished_in_memory_max` bounds.
     pub finished_in_memory: u64,
@@ -73,6 +75,7 @@ pub struct QueueSummary {
     /// Jobs of the queue in memory per state, indexed by `JobState::index`.
     pub counts: [u64; 6],
     pub oldest_available_age_ms: Option<u64>,
+    pub paused: bool,
 }
 
 /// See the module documentation.
@@ -199,6 +202,7 @@ impl JobsCore {
             enqueued_per_second: q.rates.per_second(now_ms, RATE_ENQUEUED),
             completed_per_second: q.rates.per_second(now_ms, RATE_COMPLETED),
             failed_per_second: q.rates.per_second(now_ms, RATE_FAILED),
+            paused: q.paused,
             finished_in_memory: self.finished_in_memory(),
             finished_evicted_early: q.finished_evicted_early,
         })
@@ -238,6 +242,7 @@ impl JobsCore {
                 queue: name.to_string(),
                 counts: q.counts,
                 oldest_available_age_ms: self.oldest_available_age_ms(q, now_ms),
+                paused: q.paused,
             })
             .collect();
         all.sort_unstable_by(|a, b| a.queue.cmp(&b.queue));
@@ -259,6 +264,7 @@ impl JobsCore {
             queue: name.to_owned(),
             counts: q.counts,
             oldest_available_age_ms: self.oldest_available_age_ms(q, now_ms),
+            paused: q.paused,
             counters: q.activity.counters,
             leases_held: q.counts[JobState::Running.index()],
             workers_connected: workers.len() as u64,
@@ -354,6 +360,23 @@ impl JobsCore {
         if !self.queue_known(queue) {
             self.indexes.queue(&Arc::from(queue));
         }
+    }
+
+    /// Pauses a known queue as a snapshot recorded it.
+    pub(crate) fn restore_paused(&mut self, queue: &str) {
+        self.restore_queue(queue);
+        if let Some(q) = self.indexes.queues.get_mut(queue) {
+            q.paused = true;
+        }
+    }
+
+    /// The known queues that are paused, in no particular order.
+    pub fn paused_queues(&self) -> impl Iterator<Item = &str> {
+        self.indexes
+            .queues
+            .iter()
+            .filter(|(_, q)| q.paused)
+            .map(|(name, _)| &**name)
     }
 
     /// Puts an idempotency key back as a snapshot recorded it.
@@ -469,6 +492,21 @@ impl JobsCore {
                 reason: PurgeReason::Requested,
             }),
             Request::CountDead(target) => self.select_dead(target).map(|ids| Reply::Count(ids.len() as u64)),
+            Request::PauseQueue { queue, paused } => {
+                self.known_queue("queue", &queue)?;
+                let changed = self.indexes.queues[queue.as_str()].paused != paused;
+                if changed {
+                    self.emit(
+                        step,
+                        Event::QueuePaused {
+                            at_ms: now_ms,
+                            queue,
+                            paused,
+                        },
+                    );
+                }
+                Ok(Reply::QueuePaused { paused, changed })
+            }
         }
     }
 
@@ -791,7 +829,14 @@ impl JobsCore {
             let best = spec
                 .queues
                 .iter()
-                .filter_map(|q| self.indexes.queues.get(q.as_str())?.ready.first().copied())
+                .filter_map(|q| {
+                    let queue = self.indexes.queues.get(q.as_str())?;
+                    if queue.paused {
+                        None
+                    } else {
+                        queue.ready.first().copied()
+                    }
+                })
                 .min();
             let Some((_, id)) = best else { break };
             let token = self.random();
@@ -831,7 +876,7 @@ impl JobsCore {
                 self.indexes
                     .queues
                     .get(q.as_str())
-                    .is_some_and(|s| !s.ready.is_empty())
+                    .is_some_and(|s| !s.paused && !s.ready.is_empty())
             });
             if !has_ready {
                 waiting.push_back(parked);

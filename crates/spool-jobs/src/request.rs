@@ -74,6 +74,11 @@ pub enum Request {
     },
     RetryDead(Target),
     PurgeDead(Target),
+    /// Pauses (`paused`) or resumes a known queue.
+    PauseQueue {
+        queue: String,
+        paused: bool,
+    },
     /// How many dead jobs a RetryDead or PurgeDead of this target would act
     /// on now (a dry run): decides nothing, appends nothing.
     CountDead(Target),
@@ -118,6 +123,12 @@ pub enum Reply {
         cancel_requested: bool,
     },
     Count(u64),
+    /// The queue's pause state after a PauseQueue, and whether the call
+    /// changed it.
+    QueuePaused {
+        paused: bool,
+        changed: bool,
+    },
     /// The replies to a `Request::Batch`, in its order.
     Batch(Vec<Result<Reply, JobError>>),
 }

@@ -193,6 +193,7 @@ pub(crate) fn stats_to_proto(
         released_total: totals.released,
         redriven_total: totals.redriven,
         workers_connected: metrics.workers_connected,
+        paused: stats.paused,
     }
 }
 
@@ -215,6 +216,7 @@ pub(crate) fn summary_to_proto(summary: QueueSummary) -> v1::QueueSummary {
         dead_count: count(JobState::Dead),
         cancelled_count: count(JobState::Cancelled),
         oldest_available_age_ms: summary.oldest_available_age_ms,
+        paused: summary.paused,
         queue: summary.queue,
     }
 }
@@ -296,6 +298,11 @@ pub(crate) fn event_to_proto(event: &Event) -> v1::JobEvent {
         Event::Purged { reason, .. } => {
             out.detail = format!("{reason:?}").to_lowercase();
             v1::JobEventKind::Purged
+        }
+        // A queue's event, never in a job's history (its key is no job's).
+        Event::QueuePaused { queue, paused, .. } => {
+            out.detail = format!("queue {queue} {}", if *paused { "paused" } else { "resumed" });
+            v1::JobEventKind::Unspecified
         }
     };
     out.kind = kind as i32;

@@ -59,6 +59,14 @@ impl JobsService {
         Ok((reply, offset))
     }
 
+    /// Pauses or resumes `queue`; true when that changed its state.
+    async fn set_paused(&self, queue: String, paused: bool) -> Result<bool, Status> {
+        match self.call(Request::PauseQueue { queue, paused }).await? {
+            Reply::QueuePaused { changed, .. } => Ok(changed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn wait_durable(&self, offset: u64) -> Result<(), Status> {
         self.runtime
             .wait_durable(offset)
@@ -537,6 +545,22 @@ impl Jobs for JobsService {
         Ok(Response::new(v1::ListQueuesResponse {
             queues: summaries.into_iter().map(summary_to_proto).collect(),
         }))
+    }
+
+    async fn pause_queue(
+        &self,
+        request: GrpcRequest<v1::PauseQueueRequest>,
+    ) -> Result<Response<v1::PauseQueueResponse>, Status> {
+        let changed = self.set_paused(request.into_inner().queue, true).await?;
+        Ok(Response::new(v1::PauseQueueResponse { changed }))
+    }
+
+    async fn resume_queue(
+        &self,
+        request: GrpcRequest<v1::ResumeQueueRequest>,
+    ) -> Result<Response<v1::ResumeQueueResponse>, Status> {
+        let changed = self.set_paused(request.into_inner().queue, false).await?;
+        Ok(Response::new(v1::ResumeQueueResponse { changed }))
     }
 
     async fn search_jobs(

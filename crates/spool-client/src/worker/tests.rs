@@ -276,6 +276,20 @@ impl Jobs for Fake {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn pause_queue(
+        &self,
+        _: Request<v1::PauseQueueRequest>,
+    ) -> Result<Response<v1::PauseQueueResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn resume_queue(
+        &self,
+        _: Request<v1::ResumeQueueRequest>,
+    ) -> Result<Response<v1::ResumeQueueResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn search_jobs(
         &self,
         _: Request<v1::SearchJobsRequest>,

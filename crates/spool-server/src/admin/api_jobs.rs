@@ -210,6 +210,7 @@ fn queue_json(s: &v1::QueueStatsResponse) -> Value {
         "queue_wait_last_hour": percentiles(s.queue_wait_last_hour.as_ref()),
         "run_time_last_minute": percentiles(s.run_time_last_minute.as_ref()),
         "run_time_last_hour": percentiles(s.run_time_last_hour.as_ref()),
+        "paused": s.paused,
         "leases_held": s.running_count,
         "workers_connected": s.workers_connected,
         "totals": {
@@ -221,6 +222,41 @@ fn queue_json(s: &v1::QueueStatsResponse) -> Value {
             "redriven": s.redriven_total,
         },
     })
+}
+
+/// `POST /api/v1/queues/{queue}/pause` and `/resume`: PauseQueue or
+/// ResumeQueue, recorded in the audit trail when it changed the queue.
+pub(super) async fn pause(admin: &Admin, asked: &Asked, paused: bool) -> Response {
+    let service = match admin.jobs() {
+        Ok(service) => service,
+        Err(answer) => return answer,
+    };
+    let queue = asked.values[0].clone();
+    let changed = if paused {
+        service
+            .pause_queue(Request::new(v1::PauseQueueRequest { queue: queue.clone() }))
+            .await
+            .map(|answer| answer.into_inner().changed)
+    } else {
+        service
+            .resume_queue(Request::new(v1::ResumeQueueRequest { queue: queue.clone() }))
+            .await
+            .map(|answer| answer.into_inner().changed)
+    };
+    let changed = match changed {
+        Ok(changed) => changed,
+        Err(status) => return refused(&status),
+    };
+    let action = if paused { "pause_queue" } else { "resume_queue" };
+    if changed
+        && let Err(answer) = admin
+            .audit
+            .record(&asked.who, action, json!({ "queue": queue }), 1)
+            .await
+    {
+        return answer;
+    }
+    ok(&json!({ "queue": queue, "paused": paused, "changed": changed }))
 }
 
 /// `GET /api/v1/jobs?queue=Q&state=S&page_token=T&limit=N`.

@@ -499,6 +499,18 @@ function latency(p) {
 }
 
 pages.queues = {
+  async pause(queue, paused) {
+    const text = paused
+      ? `Pause queue ${queue}? Workers get none of its jobs until it is resumed; its jobs stay available.`
+      : `Resume queue ${queue}? Waiting workers get its jobs at once.`;
+    if (!(await confirmAction(text))) return;
+    try {
+      await post(`/api/v1/queues/${encodeURIComponent(queue)}/${paused ? "pause" : "resume"}`, {});
+      await this.refresh();
+    } catch (error) {
+      this.body.prepend(failure(error));
+    }
+  },
   async render(main) {
     this.body = el("div", {});
     fill(main, el("h1", {}, "Queues"), this.body);
@@ -523,12 +535,14 @@ pages.queues = {
         cell("run_time_p99", latency(q.run_time_last_minute)),
         cell("leases_held", fmt(q.leases_held)),
         cell("workers_connected", fmt(q.workers_connected)),
+        el("td", { "data-field": "paused" }, q.paused ? "paused" : "running"),
+        el("td", {}, el("button", { class: q.paused ? "resume" : "pause danger", onclick: () => this.pause(q.queue, !q.paused) }, q.paused ? "Resume" : "Pause")),
       ),
     );
     fill(this.body, 
       el("div", { class: "scroll" },
         table(
-          ["queue", "scheduled", "available", "running", "succeeded", "dead", "cancelled", "oldest waiting", "enqueued/s", "completed/s", "failed/s", "wait p99", "run p99", "leases", "workers"],
+          ["queue", "scheduled", "available", "running", "succeeded", "dead", "cancelled", "oldest waiting", "enqueued/s", "completed/s", "failed/s", "wait p99", "run p99", "leases", "workers", "claims", ""],
           rows,
           { id: "queues" },
         )),
