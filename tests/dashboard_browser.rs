@@ -7,8 +7,10 @@
 //! and its jobs then run; a queue is paused from its row and claims stop,
 //! then resumed and they go on.
 //!
-//! `SPOOL_UPDATE_SCREENSHOTS=1` also copies the screenshots into
-//! `docs/dashboard/`, which `docs/dashboard.md` shows.
+//! `DASHBOARD_SCREENSHOTS_TO_DOCS=1` also copies the screenshots into
+//! `docs/dashboard/`, which `docs/dashboard.md` shows. (Not a `SPOOL_*`
+//! name: spoold reads those as configuration keys and refuses unknown
+//! ones.)
 //!
 //! Without chromium and chromedriver the test fails with the command that
 //! installs them (`.ci/run` installs them when `CI=true`).
@@ -37,7 +39,7 @@ fn screenshot_dir() -> PathBuf {
 fn shoot(browser: &Browser, name: &str) {
     let path = screenshot_dir().join(format!("{name}.png"));
     browser.screenshot(&path);
-    if std::env::var_os("SPOOL_UPDATE_SCREENSHOTS").is_some() {
+    if std::env::var_os("DASHBOARD_SCREENSHOTS_TO_DOCS").is_some() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard");
         std::fs::create_dir_all(&docs).unwrap();
         std::fs::copy(&path, docs.join(format!("{name}.png"))).unwrap();

@@ -38,7 +38,11 @@ bench_setup() {
   out_dir="$target_dir/bench-$name"
   stamp="$(date +%Y%m%d-%H%M%S)"
   mkdir -p "$out_dir"
-  LOG_DIR="$PWD/$out_dir/$stamp-logs"
+  # An absolute CARGO_TARGET_DIR stays absolute.
+  case "$out_dir" in
+  /*) LOG_DIR="$out_dir/$stamp-logs" ;;
+  *) LOG_DIR="$PWD/$out_dir/$stamp-logs" ;;
+  esac
   mkdir -p "$LOG_DIR"
   log="$out_dir/$stamp.log"
   # shellcheck disable=SC2034 # read by report.sh and the scripts

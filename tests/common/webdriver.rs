@@ -57,8 +57,8 @@ impl Browser {
     /// Starts chromedriver on a free loopback port and a headless Chromium
     /// session with a window of `width` x `height`.
     pub fn start(width: u32, height: u32) -> Browser {
-        let driver_path = find_program("SPOOL_CHROMEDRIVER", &["chromedriver"]);
-        let browser_path = find_program("SPOOL_CHROMIUM", &["chromium", "chromium-browser"]);
+        let driver_path = find_program("WEBDRIVER_CHROMEDRIVER", &["chromedriver"]);
+        let browser_path = find_program("WEBDRIVER_CHROMIUM", &["chromium", "chromium-browser"]);
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")

@@ -17,7 +17,7 @@ const T0: i64 = 1_800_000_000_000;
 const FAILED_EVERY: u64 = 100;
 
 fn jobs_wanted() -> u64 {
-    if let Some(count) = std::env::var("SPOOL_SEARCH_BENCH_JOBS")
+    if let Some(count) = std::env::var("SEARCH_BENCH_JOBS")
         .ok()
         .and_then(|c| c.parse().ok())
     {

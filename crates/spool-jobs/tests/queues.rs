@@ -353,3 +353,48 @@ fn a_pause_survives_replay_and_snapshots_of_both_versions() {
     assert!(restored.queue_known("q") && restored.queue_known("r"));
     assert_eq!(restored.paused_queues().count(), 0);
 }
+
+#[test]
+fn the_oldest_available_age_matches_a_pass_over_every_available_job() {
+    let mut h = Harness::new();
+    // Two priorities, jobs enqueued a millisecond apart; then the oldest of
+    // each priority is claimed and failed with a retry at once, so it is
+    // available again since later than jobs enqueued after it.
+    for i in 0..20 {
+        let priority = if i % 3 == 0 { 5 } else { 0 };
+        h.enqueue(
+            JobSpec {
+                priority,
+                ..spec("q")
+            },
+            T0 + i,
+        );
+    }
+    let claimed = h.claim("q", 2, 0, T0 + 100);
+    for (id, token, _) in claimed {
+        let fail = Request::Fail {
+            id,
+            token,
+            error: "again".into(),
+            retryable: true,
+            retry_delay_ms: Some(0),
+        };
+        h.request(fail, T0 + 150).unwrap();
+    }
+    let now = T0 + 1_000;
+    let brute = h
+        .core
+        .list("q", Some(JobState::Available), 0, 1_000)
+        .unwrap()
+        .iter()
+        .map(|job| job.run_at_ms)
+        .min()
+        .map(|t| (now - t) as u64);
+    let stats = h.core.stats("q", now).unwrap();
+    assert_eq!(stats.metrics.oldest_available_age_ms, brute);
+    assert_eq!(
+        brute,
+        Some(1_000 - 1),
+        "the job enqueued at T0 + 1 is the oldest now"
+    );
+}
