@@ -553,3 +553,67 @@ fn top_in_a_terminal_refreshes_until_q_and_restores_the_terminal() {
     assert_eq!(stty.len(), 2, "{seen:?}");
     assert_eq!(stty[0], stty[1], "the terminal's settings are back as they were");
 }
+
+/// Claims from `queue` with no wait; how many jobs came.
+fn claim_now(server: &Spoold, queue: &str) -> usize {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = Client::connect(server.url()).await.expect("connect");
+        let claim = Claim {
+            queues: vec![queue.to_owned()],
+            max_jobs: 10,
+            lease: Duration::from_secs(60),
+            max_wait: Duration::ZERO,
+            worker_id: "pause-test".to_owned(),
+        };
+        client.jobs().claim(&claim).await.expect("claim").len()
+    })
+}
+
+#[test]
+fn a_paused_queue_hands_out_nothing_and_stays_paused_across_kill_9_and_restart() {
+    let mut server = Spoold::start_temp(&[]);
+    for _ in 0..3 {
+        server.ok(&["job", "enqueue", "emails", "x"]);
+    }
+    let said = server.ok(&["queue", "pause", "emails"]);
+    assert!(said.contains("queue emails paused"), "{said}");
+    let said = server.ok(&["queue", "pause", "emails"]);
+    assert!(said.contains("was paused already"), "{said}");
+    assert_eq!(claim_now(&server, "emails"), 0, "claims stop");
+    let stats = server.json(&["queue", "stats", "emails", "--format", "json"]);
+    assert_eq!(
+        (stats["paused"].as_bool(), stats["available"].as_u64()),
+        (Some(true), Some(3))
+    );
+    let listed = server.ok(&["queue", "list"]);
+    assert!(listed.contains("emails (paused)"), "{listed}");
+    let metrics = common::scrape::get(server.admin_addr.unwrap(), "/metrics").body;
+    assert!(
+        metrics.contains("spool_queue_paused{queue=\"emails\"} 1"),
+        "{metrics}"
+    );
+    let unknown = server.fails(&["queue", "pause", "nothing-here"]);
+    assert!(unknown.contains("nothing-here"), "{unknown}");
+
+    // The pause is in the log: a kill -9 (replay) keeps it, and so does a
+    // clean stop (the snapshot).
+    server.kill9();
+    server.restart();
+    assert_eq!(claim_now(&server, "emails"), 0, "still paused after kill -9");
+    server.terminate();
+    server.restart();
+    let stats = server.json(&["queue", "stats", "emails", "--format", "json"]);
+    assert_eq!(
+        stats["paused"], true,
+        "still paused after a restart from the snapshot"
+    );
+
+    let said = server.ok(&["queue", "resume", "emails"]);
+    assert!(said.contains("queue emails resumed"), "{said}");
+    assert_eq!(claim_now(&server, "emails"), 3, "claims go on");
+    server.kill9();
+    server.restart();
+    let stats = server.json(&["queue", "stats", "emails", "--format", "json"]);
+    assert_eq!(stats["paused"], false, "the resume is in the log too");
+}

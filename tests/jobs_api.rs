@@ -454,6 +454,7 @@ async fn bulk_dead_job_calls_must_name_their_queue() {
     let retry_all = client
         .retry_dead(v1::RetryDeadRequest {
             target: Some(retry::Target::Filter(dead_filter(""))),
+            dry_run: false,
         })
         .await;
     let status = retry_all.expect_err("a filter without a queue");
@@ -465,6 +466,7 @@ async fn bulk_dead_job_calls_must_name_their_queue() {
                 error_contains: "declined".into(),
                 ..dead_filter("")
             })),
+            dry_run: false,
         })
         .await;
     assert_eq!(code_of(purge_all), Code::InvalidArgument);
@@ -478,15 +480,22 @@ async fn bulk_dead_job_calls_must_name_their_queue() {
     let unknown = client
         .purge_dead(v1::PurgeDeadRequest {
             target: Some(purge::Target::Filter(dead_filter("never-used"))),
+            dry_run: false,
         })
         .await;
     assert_eq!(code_of(unknown), Code::NotFound);
-    let neither = client.retry_dead(v1::RetryDeadRequest { target: None }).await;
+    let neither = client
+        .retry_dead(v1::RetryDeadRequest {
+            target: None,
+            dry_run: false,
+        })
+        .await;
     assert_eq!(code_of(neither), Code::InvalidArgument);
     // Named, the scope is one queue only.
     let retried = client
         .retry_dead(v1::RetryDeadRequest {
             target: Some(retry::Target::Filter(dead_filter("billing"))),
+            dry_run: false,
         })
         .await
         .unwrap()
@@ -659,6 +668,7 @@ async fn queue_names_follow_the_topic_name_rule() {
     let retried = client
         .retry_dead(v1::RetryDeadRequest {
             target: Some(v1::retry_dead_request::Target::Filter(dead_filter("__jobs"))),
+            dry_run: false,
         })
         .await;
     assert_eq!(code_of(retried), Code::InvalidArgument);
@@ -834,6 +844,7 @@ async fn get_job_answers_from_the_log_once_a_job_left_memory() {
     client
         .purge_dead(v1::PurgeDeadRequest {
             target: Some(v1::purge_dead_request::Target::JobId(dead.clone())),
+            dry_run: false,
         })
         .await
         .unwrap();
@@ -846,6 +857,7 @@ async fn get_job_answers_from_the_log_once_a_job_left_memory() {
     let retried = client
         .retry_dead(v1::RetryDeadRequest {
             target: Some(v1::retry_dead_request::Target::JobId(dead)),
+            dry_run: false,
         })
         .await;
     assert_eq!(code_of(retried), Code::NotFound);

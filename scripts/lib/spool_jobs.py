@@ -2,9 +2,11 @@
 line per command.
 
   spool_jobs.py --stubs DIR enqueue --server HOST:PORT --queue Q --count N
-        [--batch 1000] [--in-flight 4] [--payload-bytes 16]
+        [--batch 1000] [--in-flight 4] [--payload-bytes 16] [--numbered]
       EnqueueBatch requests of `batch` jobs, `in-flight` requests at a time,
-      until N jobs are enqueued. Reports jobs/s (bounded by this Python
+      until N jobs are enqueued. With --numbered each payload is a small
+      JSON document with a distinct order number, {"order":"Q-N",...}, for
+      searches that find one job. Reports jobs/s (bounded by this Python
       client as much as by the server).
 
   spool_jobs.py --stubs DIR stats --server HOST:PORT --queue Q
@@ -62,10 +64,17 @@ def enqueue(args, pb, grpc_pb):
     stub = grpc_pb.JobsStub(channel(args.server))
     payload = b"p" * args.payload_bytes
 
-    def request(size):
-        return pb.EnqueueBatchRequest(jobs=[pb.EnqueueRequest(queue=args.queue, payload=payload) for _ in range(size)])
+    numbered = iter(range(args.count))
 
-    full = request(args.batch)
+    def job_payload():
+        if not args.numbered:
+            return payload
+        return json.dumps({"order": f"{args.queue}-{next(numbered)}", "note": "gift wrap please"}).encode()
+
+    def request(size):
+        return pb.EnqueueBatchRequest(jobs=[pb.EnqueueRequest(queue=args.queue, payload=job_payload()) for _ in range(size)])
+
+    full = None if args.numbered else request(args.batch)
     started = time.perf_counter()
     sent = 0
     done = 0
@@ -73,7 +82,8 @@ def enqueue(args, pb, grpc_pb):
     while done < args.count:
         while sent < args.count and len(in_flight) < args.in_flight:
             size = min(args.batch, args.count - sent)
-            in_flight.append((size, stub.EnqueueBatch.future(full if size == args.batch else request(size))))
+            batch = full if full is not None and size == args.batch else request(size)
+            in_flight.append((size, stub.EnqueueBatch.future(batch)))
             sent += size
         size, future = in_flight.pop(0)
         reply = future.result()
@@ -168,6 +178,7 @@ def main():
     e.add_argument("--batch", type=int, default=1000)
     e.add_argument("--in-flight", type=int, default=4)
     e.add_argument("--payload-bytes", type=int, default=16)
+    e.add_argument("--numbered", action="store_true")
     e.set_defaults(run=enqueue)
     s = sub.add_parser("stats")
     s.add_argument("--server", required=True)

@@ -7,8 +7,10 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod cli;
+pub mod dashboard;
 pub mod otlp;
 pub mod scrape;
+pub mod webdriver;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

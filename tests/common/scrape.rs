@@ -18,14 +18,24 @@ pub struct Answer {
 /// `METHOD path` on `addr` with extra headers; the connection is closed
 /// after the answer.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    send(addr, method, path, headers, b"")
+}
+
+/// `METHOD path` on `addr` with extra headers and a body.
+pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
     let mut stream = TcpStream::connect(addr).expect("connect to the HTTP listener");
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         text.push_str(&format!("{name}: {value}\r\n"));
     }
+    if !body.is_empty() {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     text.push_str("\r\n");
-    stream.write_all(text.as_bytes()).unwrap();
+    let mut text = text.into_bytes();
+    text.extend_from_slice(body);
+    stream.write_all(&text).unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let raw = String::from_utf8(raw).expect("a UTF-8 answer");

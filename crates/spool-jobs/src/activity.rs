@@ -79,6 +79,8 @@ pub struct QueueMetrics {
     /// How long the oldest available job has waited; `None` when none is
     /// available.
     pub oldest_available_age_ms: Option<u64>,
+    /// Claims hand out none of the queue's jobs while it is paused.
+    pub paused: bool,
     pub counters: QueueCounters,
     /// Leases held on the queue's jobs: its running jobs, the workers'
     /// concurrency in use.
@@ -195,7 +197,10 @@ impl QueueActivity {
                 }
             }
             Event::Redriven { .. } => counters.redriven += 1,
-            Event::LeaseExtended { .. } | Event::CancelRequested { .. } | Event::Purged { .. } => {}
+            Event::LeaseExtended { .. }
+            | Event::CancelRequested { .. }
+            | Event::Purged { .. }
+            | Event::QueuePaused { .. } => {}
         }
     }
 

@@ -42,7 +42,9 @@ impl JobsCore {
             let job = enqueued(event, Arc::clone(&queue)).expect("an Enqueued event");
             if let Some(old) = self.jobs.remove(id) {
                 self.indexes.remove(&old);
+                self.search.remove(&old);
             }
+            self.search.add(&job);
             let counted = self.indexes.insert(&job);
             counted.rates.add(*at_ms, RATE_ENQUEUED);
             if count {
@@ -56,6 +58,14 @@ impl JobsCore {
             self.last_id = self.last_id.max(*id);
             return;
         }
+        if let Event::QueuePaused { queue, paused, .. } = event {
+            let name: Arc<str> = match self.indexes.queues.get_key_value(queue.as_str()) {
+                Some((name, _)) => Arc::clone(name),
+                None => Arc::from(queue.as_str()),
+            };
+            self.indexes.queue(&name).paused = *paused;
+            return;
+        }
         let id = event.id();
         let Some(job) = self.jobs.get_mut(&id) else {
             tracing::debug!(id, kind = event.kind(), "event for a job no longer in memory");
@@ -64,8 +74,13 @@ impl JobsCore {
         self.indexes.remove(job);
         transition(job, event);
         if let Event::Purged { .. } = event {
-            self.jobs.remove(&id);
+            if let Some(job) = self.jobs.remove(&id) {
+                self.search.remove(&job);
+            }
             return;
+        }
+        if let Event::Failed { .. } = event {
+            self.search.failed(id);
         }
         let queue = self.indexes.insert(job);
         let at = event.at_ms();
@@ -167,7 +182,7 @@ fn enqueued(event: &Event, queue: Arc<str>) -> Option<Job> {
 fn transition(job: &mut Job, event: &Event) {
     let at = event.at_ms();
     match event {
-        Event::Enqueued { .. } | Event::Purged { .. } => {}
+        Event::Enqueued { .. } | Event::Purged { .. } | Event::QueuePaused { .. } => {}
         Event::Claimed {
             attempt,
             token,

@@ -88,6 +88,13 @@ pub enum Event {
         at_ms: i64,
         reason: PurgeReason,
     },
+    /// A queue was paused (claims stop handing out its jobs) or resumed.
+    /// Not about one job: its id, and its record key, are 0.
+    QueuePaused {
+        at_ms: i64,
+        queue: String,
+        paused: bool,
+    },
 }
 
 const ENQUEUED: u8 = 1;
@@ -100,6 +107,7 @@ const CANCEL_REQUESTED: u8 = 7;
 const CANCELLED: u8 = 8;
 const REDRIVEN: u8 = 9;
 const PURGED: u8 = 10;
+const QUEUE_PAUSED: u8 = 11;
 
 /// Version byte in front of every encoded event.
 const VERSION: u8 = 1;
@@ -117,6 +125,7 @@ impl Event {
             | Event::Cancelled { id, .. }
             | Event::Redriven { id, .. }
             | Event::Purged { id, .. } => *id,
+            Event::QueuePaused { .. } => 0,
         }
     }
 
@@ -131,7 +140,8 @@ impl Event {
             | Event::CancelRequested { at_ms, .. }
             | Event::Cancelled { at_ms, .. }
             | Event::Redriven { at_ms, .. }
-            | Event::Purged { at_ms, .. } => *at_ms,
+            | Event::Purged { at_ms, .. }
+            | Event::QueuePaused { at_ms, .. } => *at_ms,
         }
     }
 
@@ -162,6 +172,8 @@ impl Event {
             Event::Cancelled { .. } => "cancelled",
             Event::Redriven { .. } => "redriven",
             Event::Purged { .. } => "purged",
+            Event::QueuePaused { paused: true, .. } => "queue_paused",
+            Event::QueuePaused { paused: false, .. } => "queue_resumed",
         }
     }
 
@@ -277,6 +289,11 @@ impl Event {
                     PurgeReason::Retention => 1,
                 });
             }
+            Event::QueuePaused { at_ms, queue, paused } => {
+                simple(&mut w, QUEUE_PAUSED, 0, *at_ms);
+                w.str(queue);
+                w.u8(u8::from(*paused));
+            }
         }
         *buf = w.buf;
     }
@@ -355,6 +372,15 @@ impl Event {
                     _ => return None,
                 },
             },
+            QUEUE_PAUSED => Event::QueuePaused {
+                at_ms,
+                queue: r.string()?,
+                paused: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                },
+            },
             _ => return None,
         };
         r.is_empty().then_some(event)
@@ -422,6 +448,11 @@ mod tests {
                 id: 7,
                 at_ms: 5,
                 reason: PurgeReason::Retention,
+            },
+            Event::QueuePaused {
+                at_ms: 6,
+                queue: "emails".into(),
+                paused: true,
             },
         ]
     }

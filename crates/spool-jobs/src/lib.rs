@@ -12,6 +12,7 @@
 //! count what happens per queue (totals, queue wait, run time and end to
 //! end latencies, connected workers) and hand it out as [`QueueMetrics`];
 //! [`event`] and [`codec`] encode events;
+//! [`search`] finds jobs by key, header, payload words and error text;
 //! [`job`] and [`config`] hold the data and its limits, [`queue`] the
 //! rule for queue names and what is kept per known queue; [`runtime`] runs
 //! the state machine on a thread, appends its events with group-committed
@@ -39,6 +40,7 @@ pub mod queue;
 mod request;
 pub mod retention;
 pub mod runtime;
+pub mod search;
 pub mod snapshot;
 
 pub use crate::activity::{CLAIMERS_TRACKED_MAX, QueueCounters, QueueMetrics};
@@ -57,3 +59,4 @@ pub use crate::latency::{CumulativeHistogram, Latency, LatencyExemplar, Percenti
 pub use crate::queue::validate_queue_name;
 pub use crate::retention::HISTORY_RETENTION_DEFAULT;
 pub use crate::runtime::{JobsRuntime, RuntimeConfig, StartError, Startup};
+pub use crate::search::{SearchField, SearchHits, SearchQuery, fingerprint};

@@ -7,8 +7,11 @@
 //! enqueue events). Reads that name a queue (stats, listings, bulk
 //! re-drives and purges) answer `UnknownQueue` for any other name; a claim
 //! waits on an unknown queue as on an empty one, so workers may start
-//! before producers. Per-queue settings, and the listing and deletion of
-//! queues, belong here when they come.
+//! before producers. A known queue can be paused: its jobs stay available
+//! but claims hand out none of them until it is resumed; the pause is an
+//! event in the log and in the snapshot, so it survives restarts. Other
+//! per-queue settings, and the deletion of queues, belong here when they
+//! come.
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
@@ -47,6 +50,8 @@ pub fn validate_queue_name(field: &'static str, name: &str) -> Result<(), JobErr
 /// What the table keeps for one known queue.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
+    /// Paused: claims hand out none of its jobs (they stay available).
+    pub(crate) paused: bool,
     /// Available jobs, highest priority first, then oldest.
     pub(crate) ready: BTreeSet<(Reverse<i32>, JobId)>,
     /// Jobs in memory per state, indexed by `JobState::index`.

@@ -26,6 +26,9 @@ pub struct ClaimSpec {
 pub struct DeadFilter {
     pub queue: String,
     pub error_contains: String,
+    /// Only jobs whose last error has this [`crate::fingerprint`]; empty
+    /// means any.
+    pub error_fingerprint: String,
     pub dead_since_ms: Option<i64>,
     pub dead_before_ms: Option<i64>,
     /// Most jobs to act on; 0 means, and larger values are capped at,
@@ -71,6 +74,14 @@ pub enum Request {
     },
     RetryDead(Target),
     PurgeDead(Target),
+    /// Pauses (`paused`) or resumes a known queue.
+    PauseQueue {
+        queue: String,
+        paused: bool,
+    },
+    /// How many dead jobs a RetryDead or PurgeDead of this target would act
+    /// on now (a dry run): decides nothing, appends nothing.
+    CountDead(Target),
     /// Several requests decided in order in one step, each with its own
     /// reply (`Reply::Batch`): acknowledgements of many jobs at once. A
     /// claim cannot be part of a batch (it may have to wait).
@@ -112,6 +123,12 @@ pub enum Reply {
         cancel_requested: bool,
     },
     Count(u64),
+    /// The queue's pause state after a PauseQueue, and whether the call
+    /// changed it.
+    QueuePaused {
+        paused: bool,
+        changed: bool,
+    },
     /// The replies to a `Request::Batch`, in its order.
     Batch(Vec<Result<Reply, JobError>>),
 }

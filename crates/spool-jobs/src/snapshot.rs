@@ -8,6 +8,8 @@
 //! keys, the names of every known queue (version 2 added them, so that a
 //! queue stays known after all its jobs have left memory). Version 3 added
 //! each job's attempt records (stage times), written after its errors.
+//! Version 4 added the names of the paused queues, after the known ones;
+//! a version 3 snapshot is still read (no queue paused).
 //!
 //! A snapshot of another version is not read: the table is then rebuilt
 //! from the whole log, which holds everything a snapshot does.
@@ -23,7 +25,9 @@ use crate::job::{Attempt, AttemptError, AttemptOutcome, Attempts, Job, JobState,
 
 pub const FILE_NAME: &str = "jobs.snapshot";
 const MAGIC: &[u8; 4] = b"SPJS";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
+/// The previous version, read as this one without paused queues.
+const VERSION_WITHOUT_PAUSES: u32 = 3;
 const HEADER_BYTES: usize = 28;
 
 fn state_code(state: JobState) -> u8 {
@@ -198,6 +202,11 @@ pub fn encode(core: &JobsCore, offset: u64) -> Vec<u8> {
     for queue in queues {
         w.str(queue);
     }
+    let paused: Vec<&str> = core.paused_queues().collect();
+    w.u64(paused.len() as u64);
+    for queue in paused {
+        w.str(queue);
+    }
     let body = w.buf;
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(MAGIC);
@@ -216,7 +225,8 @@ pub fn decode(bytes: Bytes, config: JobsConfig, seed: u64) -> Option<(JobsCore, 
         return None;
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    if u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) != VERSION {
+    let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if version != VERSION && version != VERSION_WITHOUT_PAUSES {
         return None;
     }
     let offset = word(8);
@@ -241,6 +251,11 @@ pub fn decode(bytes: Bytes, config: JobsConfig, seed: u64) -> Option<(JobsCore, 
     for _ in 0..r.u64()? {
         core.restore_queue(&r.string()?);
     }
+    if version == VERSION {
+        for _ in 0..r.u64()? {
+            core.restore_paused(&r.string()?);
+        }
+    }
     core.last_id = core.last_id.max(last_id);
     r.is_empty().then_some((core, offset))
 }
@@ -256,7 +271,7 @@ pub fn load(dir: &Path, config: &JobsConfig, seed: u64) -> Option<(JobsCore, u64
     let decoded = decode(Bytes::from(bytes), config.clone(), seed);
     if decoded.is_none() {
         match version {
-            Some(version) if version != VERSION => tracing::warn!(
+            Some(version) if version != VERSION && version != VERSION_WITHOUT_PAUSES => tracing::warn!(
                 path = %path.display(),
                 version,
                 "ignoring a jobs snapshot of another format version; replaying the whole log"

@@ -606,6 +606,7 @@ impl Run {
                     None => Target::Filter(DeadFilter {
                         queue: QUEUES[queue].into(),
                         error_contains: String::new(),
+                        error_fingerprint: String::new(),
                         dead_since_ms: None,
                         dead_before_ms: None,
                         limit: 0,

@@ -16,6 +16,7 @@ fn filter(queue: &str) -> Target {
     Target::Filter(DeadFilter {
         queue: queue.into(),
         error_contains: String::new(),
+        error_fingerprint: String::new(),
         dead_since_ms: None,
         dead_before_ms: None,
         limit: 0,
@@ -236,4 +237,164 @@ fn a_purged_dead_job_is_rebuilt_as_dead_with_its_purge_time() {
     }
     assert_eq!(rebuilt.job, before);
     assert_eq!(rebuilt.purged_at_ms, Some(T0 + 5));
+}
+
+fn pause(h: &mut Harness, queue: &str, paused: bool, now: i64) -> Result<Reply, JobError> {
+    h.request(
+        Request::PauseQueue {
+            queue: queue.into(),
+            paused,
+        },
+        now,
+    )
+}
+
+#[test]
+fn a_paused_queue_hands_out_no_job_until_resumed() {
+    let mut h = Harness::new();
+    let paused_job = h.enqueue(spec("paused"), T0);
+    let other_job = h.enqueue(spec("other"), T0);
+    assert_eq!(
+        pause(&mut h, "paused", true, T0 + 1),
+        Ok(Reply::QueuePaused {
+            paused: true,
+            changed: true
+        })
+    );
+    assert_eq!(
+        pause(&mut h, "paused", true, T0 + 1),
+        Ok(Reply::QueuePaused {
+            paused: true,
+            changed: false
+        }),
+        "pausing twice changes nothing"
+    );
+    assert!(matches!(
+        pause(&mut h, "never-seen", true, T0 + 1),
+        Err(JobError::UnknownQueue { .. })
+    ));
+    // A claim naming both queues gets only the other queue's job.
+    let mut both = claim_spec("paused", 10, 0);
+    both.queues.push("other".into());
+    let Ok(Reply::Claimed(claimed)) = h.request(Request::Claim(both), T0 + 2) else {
+        panic!("a claim answers with jobs");
+    };
+    let ids: Vec<JobId> = claimed.iter().map(|c| c.job.id).collect();
+    assert_eq!(ids, [other_job]);
+    assert_eq!(h.state(paused_job), JobState::Available);
+    let stats = h.core.stats("paused", T0 + 2).unwrap();
+    assert!(stats.paused && stats.metrics.paused);
+    assert_eq!(stats.metrics.counts[JobState::Available.index()], 1);
+
+    // A claim waiting on the paused queue is served when it resumes.
+    let mut waiting = claim_spec("paused", 1, 0);
+    waiting.wait_ms = 10_000;
+    let parked = h.core.handle(99, Request::Claim(waiting), T0 + 3);
+    assert!(parked.replies.is_empty(), "the claim waits");
+    let resumed = h.core.handle(
+        100,
+        Request::PauseQueue {
+            queue: "paused".into(),
+            paused: false,
+        },
+        T0 + 4,
+    );
+    let served: Vec<JobId> = resumed
+        .replies
+        .iter()
+        .filter_map(|(request, reply)| match (request, reply) {
+            (99, Ok(Reply::Claimed(jobs))) => Some(jobs.iter().map(|c| c.job.id)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(served, [paused_job]);
+}
+
+#[test]
+fn a_pause_survives_replay_and_snapshots_of_both_versions() {
+    let mut h = Harness::new();
+    h.enqueue(spec("q"), T0);
+    h.enqueue(spec("r"), T0);
+    pause(&mut h, "q", true, T0 + 1).unwrap();
+    pause(&mut h, "r", true, T0 + 1).unwrap();
+    pause(&mut h, "r", false, T0 + 2).unwrap();
+    let config = JobsConfig::default();
+
+    let mut replayed = JobsCore::new(config.clone(), 1);
+    for event in &h.log {
+        replayed.apply(event);
+    }
+    assert_eq!(replayed.paused_queues().collect::<Vec<_>>(), ["q"]);
+
+    let encoded = snapshot::encode(&h.core, 0);
+    let (mut restored, _) =
+        snapshot::decode(Bytes::from(encoded.clone()), config.clone(), 1).expect("a snapshot");
+    assert_eq!(restored.paused_queues().collect::<Vec<_>>(), ["q"]);
+    let step = restored.handle(1, Request::Claim(claim_spec("q", 1, 0)), T0 + 3);
+    assert!(
+        matches!(&step.replies[..], [(1, Ok(Reply::Claimed(none)))] if none.is_empty()),
+        "still paused after the snapshot: {:?}",
+        step.replies
+    );
+
+    // A version 3 snapshot (written before pauses existed) is the same
+    // body without the paused list: it is read, with no queue paused.
+    let mut old = encoded;
+    let body_len = u64::from_le_bytes(old[16..24].try_into().unwrap()) as usize;
+    // The paused list is three varint-coded bytes: count 1, length 1, `q`.
+    old.truncate(28 + body_len - 3);
+    let new_len = (old.len() - 28) as u64;
+    old[4..8].copy_from_slice(&3u32.to_le_bytes());
+    old[16..24].copy_from_slice(&new_len.to_le_bytes());
+    let crc = crc32fast::hash(&old[28..]);
+    old[24..28].copy_from_slice(&crc.to_le_bytes());
+    let (restored, _) = snapshot::decode(Bytes::from(old), config, 1).expect("a version 3 snapshot");
+    assert!(restored.queue_known("q") && restored.queue_known("r"));
+    assert_eq!(restored.paused_queues().count(), 0);
+}
+
+#[test]
+fn the_oldest_available_age_matches_a_pass_over_every_available_job() {
+    let mut h = Harness::new();
+    // Two priorities, jobs enqueued a millisecond apart; then the oldest of
+    // each priority is claimed and failed with a retry at once, so it is
+    // available again since later than jobs enqueued after it.
+    for i in 0..20 {
+        let priority = if i % 3 == 0 { 5 } else { 0 };
+        h.enqueue(
+            JobSpec {
+                priority,
+                ..spec("q")
+            },
+            T0 + i,
+        );
+    }
+    let claimed = h.claim("q", 2, 0, T0 + 100);
+    for (id, token, _) in claimed {
+        let fail = Request::Fail {
+            id,
+            token,
+            error: "again".into(),
+            retryable: true,
+            retry_delay_ms: Some(0),
+        };
+        h.request(fail, T0 + 150).unwrap();
+    }
+    let now = T0 + 1_000;
+    let brute = h
+        .core
+        .list("q", Some(JobState::Available), 0, 1_000)
+        .unwrap()
+        .iter()
+        .map(|job| job.run_at_ms)
+        .min()
+        .map(|t| (now - t) as u64);
+    let stats = h.core.stats("q", now).unwrap();
+    assert_eq!(stats.metrics.oldest_available_age_ms, brute);
+    assert_eq!(
+        brute,
+        Some(1_000 - 1),
+        "the job enqueued at T0 + 1 is the oldest now"
+    );
 }

@@ -491,6 +491,7 @@ fn dead_jobs_are_redriven_and_purged_by_filter() {
         Target::Filter(DeadFilter {
             queue: "q".into(),
             error_contains: error.into(),
+            error_fingerprint: String::new(),
             dead_since_ms: None,
             dead_before_ms: None,
             limit: 0,

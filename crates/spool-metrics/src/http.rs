@@ -20,6 +20,10 @@ pub type Response = http::Response<Full<Bytes>>;
 /// What a handler is given.
 pub type Request = http::Request<Incoming>;
 
+/// The address of the client that sent a request, in its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// Connections served at once; more wait in the listen queue. The endpoint
 /// serves scrapers and probes, a handful of clients.
 pub const CONNECTIONS_MAX: usize = 64;
@@ -72,8 +76,11 @@ where
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
+            let service = hyper::service::service_fn(move |mut request: Request| {
                 let handler = handler.clone();
+                // Handlers that record who asked (the dashboard's audit
+                // trail) read the peer's address from the extensions.
+                request.extensions_mut().insert(Peer(peer));
                 async move { Ok::<_, Infallible>(handler(request).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()

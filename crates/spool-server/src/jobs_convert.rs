@@ -5,7 +5,8 @@
 
 use spool_jobs::{
     Attempt, AttemptOutcome, ClaimSpec, ClaimedJob, DeadFilter, Event, Job, JobFromLog, JobId, JobSpec,
-    JobState, JobsConfig, Percentiles, QueueStats, QueueSummary, Request, Schedule, Target, Window,
+    JobState, JobsConfig, Percentiles, QueueStats, QueueSummary, Request, Schedule, SearchField, SearchQuery,
+    Target, Window,
 };
 use spool_proto::v1;
 use tonic::Status;
@@ -192,6 +193,7 @@ pub(crate) fn stats_to_proto(
         released_total: totals.released,
         redriven_total: totals.redriven,
         workers_connected: metrics.workers_connected,
+        paused: stats.paused,
     }
 }
 
@@ -214,6 +216,7 @@ pub(crate) fn summary_to_proto(summary: QueueSummary) -> v1::QueueSummary {
         dead_count: count(JobState::Dead),
         cancelled_count: count(JobState::Cancelled),
         oldest_available_age_ms: summary.oldest_available_age_ms,
+        paused: summary.paused,
         queue: summary.queue,
     }
 }
@@ -296,6 +299,11 @@ pub(crate) fn event_to_proto(event: &Event) -> v1::JobEvent {
             out.detail = format!("{reason:?}").to_lowercase();
             v1::JobEventKind::Purged
         }
+        // A queue's event, never in a job's history (its key is no job's).
+        Event::QueuePaused { queue, paused, .. } => {
+            out.detail = format!("queue {queue} {}", if *paused { "paused" } else { "resumed" });
+            v1::JobEventKind::Unspecified
+        }
     };
     out.kind = kind as i32;
     out
@@ -305,6 +313,7 @@ fn filter_from_proto(filter: v1::DeadJobFilter) -> Target {
     Target::Filter(DeadFilter {
         queue: filter.queue,
         error_contains: filter.error_contains,
+        error_fingerprint: filter.error_fingerprint,
         dead_since_ms: filter.dead_since_ms,
         dead_before_ms: filter.dead_before_ms,
         limit: filter.limit,
@@ -329,6 +338,40 @@ pub(crate) fn purge_target(request: v1::PurgeDeadRequest) -> Result<Target, Stat
         Some(T::Filter(filter)) => Ok(filter_from_proto(filter)),
         None => Err(Status::invalid_argument("name a job id or a filter")),
     }
+}
+
+/// The search a `SearchJobs` asks for.
+pub(crate) fn search_query(request: v1::SearchJobsRequest) -> Result<SearchQuery, Status> {
+    let field = match v1::SearchField::try_from(request.field) {
+        Ok(v1::SearchField::Unspecified) => SearchField::Any,
+        Ok(v1::SearchField::Id) => SearchField::Id,
+        Ok(v1::SearchField::IdempotencyKey) => SearchField::IdempotencyKey,
+        Ok(v1::SearchField::Payload) => SearchField::Payload,
+        Ok(v1::SearchField::Header) => SearchField::Header,
+        Ok(v1::SearchField::Error) => SearchField::Error,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown search field {}",
+                request.field
+            )));
+        }
+    };
+    if request.query.trim().is_empty() {
+        return Err(Status::invalid_argument("a search needs a query"));
+    }
+    let queue = match request.queue.as_str() {
+        "" => None,
+        name => {
+            spool_jobs::validate_queue_name("queue", name).map_err(crate::status::job_status)?;
+            Some(request.queue)
+        }
+    };
+    Ok(SearchQuery {
+        text: request.query,
+        field,
+        queue,
+        limit: request.limit as usize,
+    })
 }
 
 pub(crate) fn claim_spec(request: v1::ClaimRequest) -> ClaimSpec {

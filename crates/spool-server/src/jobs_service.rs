@@ -22,7 +22,7 @@ use tracing::{Instrument as _, Span};
 
 use crate::jobs_convert::{
     claim_spec, claimed_to_proto, complete_request, enqueue_response, event_to_proto, fail_request,
-    job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, retry_target,
+    job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, retry_target, search_query,
     spec_from_proto, state_from_proto, state_to_proto, stats_to_proto, summary_to_proto,
 };
 use crate::status::{job_status, join_error, status};
@@ -57,6 +57,14 @@ impl JobsService {
             .map_err(job_status)?;
         span.record("spool.log.offset", offset);
         Ok((reply, offset))
+    }
+
+    /// Pauses or resumes `queue`; true when that changed its state.
+    async fn set_paused(&self, queue: String, paused: bool) -> Result<bool, Status> {
+        match self.call(Request::PauseQueue { queue, paused }).await? {
+            Reply::QueuePaused { changed, .. } => Ok(changed),
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn wait_durable(&self, offset: u64) -> Result<(), Status> {
@@ -479,7 +487,14 @@ impl Jobs for JobsService {
             }
         }
         Ok(Response::new(v1::HistoryResponse {
-            events: page.events.iter().map(|(_, e)| event_to_proto(e)).collect(),
+            events: page
+                .events
+                .iter()
+                .map(|(offset, e)| v1::JobEvent {
+                    offset: *offset,
+                    ..event_to_proto(e)
+                })
+                .collect(),
             next_page_token: page.next.map(|o| o.to_string()).unwrap_or_default(),
             trimmed_before_ms: page.trimmed.map(|t| t.before_ms),
         }))
@@ -489,8 +504,14 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::RetryDeadRequest>,
     ) -> Result<Response<v1::RetryDeadResponse>, Status> {
-        let target = retry_target(request.into_inner())?;
-        let reply = self.call(Request::RetryDead(target)).await?;
+        let request = request.into_inner();
+        let dry_run = request.dry_run;
+        let target = retry_target(request)?;
+        let reply = if dry_run {
+            self.call(Request::CountDead(target)).await?
+        } else {
+            self.call(Request::RetryDead(target)).await?
+        };
         Ok(Response::new(v1::RetryDeadResponse {
             retried_count: count(reply),
         }))
@@ -500,8 +521,14 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::PurgeDeadRequest>,
     ) -> Result<Response<v1::PurgeDeadResponse>, Status> {
-        let target = purge_target(request.into_inner())?;
-        let reply = self.call(Request::PurgeDead(target)).await?;
+        let request = request.into_inner();
+        let dry_run = request.dry_run;
+        let target = purge_target(request)?;
+        let reply = if dry_run {
+            self.call(Request::CountDead(target)).await?
+        } else {
+            self.call(Request::PurgeDead(target)).await?
+        };
         Ok(Response::new(v1::PurgeDeadResponse {
             purged_count: count(reply),
         }))
@@ -535,6 +562,39 @@ impl Jobs for JobsService {
         Ok(Response::new(v1::ListQueuesResponse {
             queues: summaries.into_iter().map(summary_to_proto).collect(),
         }))
+    }
+
+    async fn pause_queue(
+        &self,
+        request: GrpcRequest<v1::PauseQueueRequest>,
+    ) -> Result<Response<v1::PauseQueueResponse>, Status> {
+        let changed = self.set_paused(request.into_inner().queue, true).await?;
+        Ok(Response::new(v1::PauseQueueResponse { changed }))
+    }
+
+    async fn resume_queue(
+        &self,
+        request: GrpcRequest<v1::ResumeQueueRequest>,
+    ) -> Result<Response<v1::ResumeQueueResponse>, Status> {
+        let changed = self.set_paused(request.into_inner().queue, false).await?;
+        Ok(Response::new(v1::ResumeQueueResponse { changed }))
+    }
+
+    async fn search_jobs(
+        &self,
+        request: GrpcRequest<v1::SearchJobsRequest>,
+    ) -> Result<Response<v1::SearchJobsResponse>, Status> {
+        let query = search_query(request.into_inner())?;
+        let (jobs, more) = self
+            .runtime
+            .read(move |core, _| {
+                let hits = core.search(&query);
+                let jobs: Vec<v1::Job> = hits.jobs.iter().map(|job| job_to_proto(job, false)).collect();
+                (jobs, hits.more)
+            })
+            .await
+            .map_err(job_status)?;
+        Ok(Response::new(v1::SearchJobsResponse { jobs, more }))
     }
 }
 

@@ -275,7 +275,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let admin_address = match admin_listener {
         Some(admin_listener) => {
             let admin_address = admin_listener.local_addr()?;
-            let admin = Arc::new(Admin::new(Arc::clone(&exposition), Arc::clone(&state), history));
+            let admin = {
+                let (exposition, state) = (Arc::clone(&exposition), Arc::clone(&state));
+                let jobs = JobsService::new(Arc::clone(&jobs), state.shutdown.clone());
+                tokio::task::spawn_blocking(move || Admin::new(exposition, state, history, Some(jobs)))
+                    .await?
+                    .context("cannot open the audit trail (__audit)")?
+            };
+            let admin = Arc::new(admin);
             // Served until the process ends, so /readyz answers 503 through
             // the shutdown grace period.
             tokio::spawn(spool_metrics::http::serve(

@@ -229,6 +229,13 @@ pub enum QueueCommand {
         #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
         format: OutputFormat,
     },
+    /// Pauses a queue: claims hand out none of its jobs (they stay
+    /// available) until it is resumed. The pause survives restarts.
+    #[command(after_help = "Examples:\n  spool queue pause emails\n  spool queue resume emails")]
+    Pause { queue: String },
+    /// Resumes a paused queue: waiting workers get its jobs at once.
+    #[command(after_help = "Examples:\n  spool queue resume emails")]
+    Resume { queue: String },
 }
 
 pub const BENCH_JOBS_EXAMPLES: &str = "\

@@ -1,4 +1,5 @@
-//! `spool queue stats` and `spool queue list`.
+//! `spool queue stats`, `spool queue list`, `spool queue pause` and
+//! `spool queue resume`.
 
 use serde_json::{Value, json};
 use spool_client::jobs::{LatencyWindows, Percentiles, QueueStats, QueueSummary};
@@ -45,6 +46,32 @@ pub async fn run(context: &Context, command: QueueCommand) -> anyhow::Result<()>
             }
             Ok(())
         }
+        QueueCommand::Pause { queue } => {
+            let changed = context
+                .client
+                .jobs()
+                .pause_queue(&queue)
+                .await
+                .explain(context.subject())?;
+            outln!(
+                "queue {queue} {}: claims hand out none of its jobs until `spool queue resume {queue}`",
+                if changed { "paused" } else { "was paused already" }
+            )?;
+            Ok(())
+        }
+        QueueCommand::Resume { queue } => {
+            let changed = context
+                .client
+                .jobs()
+                .resume_queue(&queue)
+                .await
+                .explain(context.subject())?;
+            outln!(
+                "queue {queue} {}",
+                if changed { "resumed" } else { "was not paused" }
+            )?;
+            Ok(())
+        }
     }
 }
 
@@ -61,6 +88,7 @@ fn stats_json(stats: &QueueStats) -> Value {
         "oldest_available_age_ms": stats.oldest_available_age.map(millis),
         "leases_held": stats.running_count,
         "workers_connected": stats.workers_connected,
+        "paused": stats.paused,
         "rate_window_ms": millis(stats.rate_window),
         "enqueued_per_second": stats.enqueued_per_second,
         "completed_per_second": stats.completed_per_second,
@@ -132,7 +160,14 @@ fn stats_text(stats: &QueueStats) -> String {
     let count = |n: u64| group_thousands(n);
     let totals = &stats.totals;
     let lines = [
-        ("queue", stats.queue.clone()),
+        (
+            "queue",
+            if stats.paused {
+                format!("{} (paused: claims hand out none of its jobs)", stats.queue)
+            } else {
+                stats.queue.clone()
+            },
+        ),
         ("scheduled", count(stats.scheduled_count)),
         ("available", count(stats.available_count)),
         (
@@ -224,6 +259,7 @@ fn summary_json(queue: &QueueSummary) -> Value {
         "dead": queue.dead_count,
         "cancelled": queue.cancelled_count,
         "oldest_available_age_ms": queue.oldest_available_age.map(millis),
+        "paused": queue.paused,
     })
 }
 
@@ -240,7 +276,11 @@ fn list_text(queues: &[QueueSummary]) -> String {
     ]);
     for queue in queues {
         table.row(vec![
-            queue.queue.clone(),
+            if queue.paused {
+                format!("{} (paused)", queue.queue)
+            } else {
+                queue.queue.clone()
+            },
             group_thousands(queue.scheduled_count),
             group_thousands(queue.available_count),
             group_thousands(queue.running_count),
@@ -318,6 +358,7 @@ mod tests {
                 ..QueueTotals::default()
             },
             workers_connected: 2,
+            paused: false,
             eviction: EvictionRule {
                 finished_retention: Duration::from_secs(3600),
                 finished_in_memory_max: 100_000,
@@ -393,6 +434,7 @@ mod tests {
                 dead_count: 2,
                 cancelled_count: 0,
                 oldest_available_age: Some(Duration::from_millis(2_500)),
+                paused: false,
             },
             QueueSummary {
                 queue: "reports".into(),
@@ -403,12 +445,14 @@ mod tests {
                 dead_count: 0,
                 cancelled_count: 0,
                 oldest_available_age: None,
+                paused: true,
             },
         ];
         let text = list_text(&queues);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("QUEUE    SCHEDULED  AVAILABLE"), "{text}");
+        assert!(lines[0].starts_with("QUEUE  "), "{text}");
+        assert!(lines[2].starts_with("reports (paused)"), "{text}");
         assert!(
             lines[1].starts_with("emails") && lines[1].contains("12,000"),
             "{text}"
@@ -420,6 +464,7 @@ mod tests {
             json!({
                 "queue": "reports", "scheduled": 0, "available": 0, "running": 0,
                 "succeeded": 7, "dead": 0, "cancelled": 0, "oldest_available_age_ms": null,
+                "paused": true,
             })
         );
     }

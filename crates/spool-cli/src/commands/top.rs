@@ -318,6 +318,7 @@ mod tests {
             },
             totals: QueueTotals::default(),
             workers_connected: 2,
+            paused: false,
             eviction: EvictionRule {
                 finished_retention: Duration::from_secs(3_600),
                 finished_in_memory_max: 100_000,

@@ -231,7 +231,10 @@ impl Jobs {
     }
 
     async fn retry_dead_target(&self, target: v1::retry_dead_request::Target) -> Result<u64> {
-        let request = v1::RetryDeadRequest { target: Some(target) };
+        let request = v1::RetryDeadRequest {
+            target: Some(target),
+            dry_run: false,
+        };
         let response = self
             .inner
             .clone()
@@ -256,7 +259,10 @@ impl Jobs {
     }
 
     async fn purge_dead_target(&self, target: v1::purge_dead_request::Target) -> Result<u64> {
-        let request = v1::PurgeDeadRequest { target: Some(target) };
+        let request = v1::PurgeDeadRequest {
+            target: Some(target),
+            dry_run: false,
+        };
         let response = self
             .inner
             .clone()
@@ -303,6 +309,34 @@ impl Jobs {
 
     /// Every queue the server knows (one a job was ever enqueued to), with
     /// its jobs by state, sorted by name.
+    /// Pauses a queue: claims hand out none of its jobs until it is
+    /// resumed; the pause survives restarts. False when it was paused
+    /// already.
+    pub async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        let request = v1::PauseQueueRequest {
+            queue: queue.to_owned(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .pause_queue(self.request(request, Duration::ZERO))
+            .await?;
+        Ok(response.into_inner().changed)
+    }
+
+    /// Resumes a paused queue. False when it was not paused.
+    pub async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        let request = v1::ResumeQueueRequest {
+            queue: queue.to_owned(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .resume_queue(self.request(request, Duration::ZERO))
+            .await?;
+        Ok(response.into_inner().changed)
+    }
+
     pub async fn list_queues(&self) -> Result<Vec<QueueSummary>> {
         let response = self
             .inner

@@ -543,6 +543,8 @@ pub struct QueueStats {
     /// Distinct workers holding a lease, waiting in a claim or recently
     /// claiming from the queue.
     pub workers_connected: u64,
+    /// True while the queue is paused: claims hand out none of its jobs.
+    pub paused: bool,
     /// How finished jobs leave the server's memory (their history stays in
     /// the log, and `get` still answers for them).
     pub eviction: EvictionRule,
@@ -674,6 +676,7 @@ impl QueueStats {
                 redriven: stats.redriven_total,
             },
             workers_connected: stats.workers_connected,
+            paused: stats.paused,
             eviction: EvictionRule {
                 finished_retention: Duration::from_millis(stats.finished_retention_ms),
                 finished_in_memory_max: stats.finished_in_memory_max,
@@ -704,6 +707,8 @@ pub struct QueueSummary {
     pub cancelled_count: u64,
     /// How long the oldest available job has waited; `None` when none is.
     pub oldest_available_age: Option<Duration>,
+    /// True while the queue is paused.
+    pub paused: bool,
 }
 
 impl QueueSummary {
@@ -717,6 +722,7 @@ impl QueueSummary {
             dead_count: summary.dead_count,
             cancelled_count: summary.cancelled_count,
             oldest_available_age: summary.oldest_available_age_ms.map(Duration::from_millis),
+            paused: summary.paused,
         }
     }
 }
@@ -776,6 +782,7 @@ impl DeadFilter {
             dead_since_ms: self.dead_since_ms,
             dead_before_ms: self.dead_before_ms,
             limit: self.limit,
+            error_fingerprint: String::new(),
         }
     }
 }

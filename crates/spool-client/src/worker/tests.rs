@@ -275,6 +275,27 @@ impl Jobs for Fake {
     ) -> Result<Response<v1::ListQueuesResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn pause_queue(
+        &self,
+        _: Request<v1::PauseQueueRequest>,
+    ) -> Result<Response<v1::PauseQueueResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn resume_queue(
+        &self,
+        _: Request<v1::ResumeQueueRequest>,
+    ) -> Result<Response<v1::ResumeQueueResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn search_jobs(
+        &self,
+        _: Request<v1::SearchJobsRequest>,
+    ) -> Result<Response<v1::SearchJobsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Serves `fake` over in-memory streams; returns a client connected to it.

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use spool_format::units::parse_duration_ms;
 use spool_metrics::http::{Response, response};
 
+use super::params::percent_decode;
 use crate::history::{History, HistoryAnswer, HistoryRequest};
 use crate::metrics_service::read_history;
 
@@ -88,31 +89,7 @@ fn time(value: &str) -> Result<i64, String> {
     })
 }
 
-/// Decodes `%XX` escapes and `+` (a space, as forms send it).
-fn percent_decode(text: &str) -> Option<String> {
-    let mut bytes = Vec::with_capacity(text.len());
-    let mut rest = text.as_bytes();
-    while let Some((&byte, tail)) = rest.split_first() {
-        match byte {
-            b'%' => {
-                let hex = tail.get(..2)?;
-                bytes.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-                rest = &tail[2..];
-            }
-            b'+' => {
-                bytes.push(b' ');
-                rest = tail;
-            }
-            other => {
-                bytes.push(other);
-                rest = tail;
-            }
-        }
-    }
-    String::from_utf8(bytes).ok()
-}
-
-fn to_json(answer: &HistoryAnswer) -> Value {
+pub(super) fn to_json(answer: &HistoryAnswer) -> Value {
     let results: Vec<Value> = answer
         .results
         .iter()

@@ -1,7 +1,8 @@
 //! The admin HTTP listener (`admin_listen`, default 127.0.0.1:7071): plain
-//! HTTP/1 beside the gRPC port, for Prometheus and probes.
+//! HTTP/1 beside the gRPC port, for Prometheus, probes and people.
 //!
-//! Routes (GET or HEAD; another method is 405, another path 404):
+//! Routes (see [`ROUTES`]; a path not listed is 404, a method the route
+//! does not take is 405 with `Allow`):
 //! - `/metrics`: every metric, Prometheus text 0.0.4, or OpenMetrics when
 //!   the `Accept` header asks for `application/openmetrics-text`;
 //! - `/healthz`: liveness, always 200 `ok` while the process serves;
@@ -9,21 +10,44 @@
 //!   the reason;
 //! - `/api/v1/history?series=EXPR&from=-1h&to=now&step=1m`: the metrics
 //!   history as JSON ([`history`]), the same read as the gRPC
-//!   `Metrics.GetMetricsHistory`.
+//!   `Metrics.GetMetricsHistory`;
+//! - `/api/v1/...`: the dashboard's JSON API ([`api_log`], [`api_jobs`],
+//!   [`audit`]), documented in `docs/api.md`; each endpoint calls the gRPC
+//!   services' own methods, so validation lives in one place;
+//! - `/`, `/topics`, `/consumers`, `/queues`, `/jobs`, `/dead`, `/audit`
+//!   and `/assets/*`: the dashboard's pages ([`pages`]), built into the
+//!   binary.
+//!
+//! Requests that change state (POST) must send `Content-Type:
+//! application/json`: a browser cannot send that across origins without a
+//! CORS preflight, which this listener never grants, so another web site
+//! cannot make a visitor's browser retry or purge jobs here.
 //!
 //! New pages go in [`ROUTES`] and [`Admin::route`]; each route's handler is
-//! a method of [`Admin`], which holds what the pages read.
+//! a method of [`Admin`] or a function of its module, given what it reads.
 
+mod api_jobs;
+mod api_log;
+mod audit;
 mod history;
+mod json;
+mod pages;
+mod params;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::BodyExt;
 use spool_metrics::Format;
 use spool_metrics::http::{Response, plain, response};
 
+pub use self::audit::{AUDIT_TOPIC, Audit};
+use self::json::error;
+use self::params::Params;
 use crate::health;
-use crate::log_service::ServerState;
+use crate::jobs_service::JobsService;
+use crate::log_service::{LogService, ServerState};
 
 /// The pages, by path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,14 +56,91 @@ enum Route {
     Live,
     Ready,
     History,
+    Overview,
+    Topics,
+    Topic,
+    Messages,
+    Consumers,
+    ResetCheckpoint,
+    Queues,
+    PauseQueue,
+    ResumeQueue,
+    Jobs,
+    Job,
+    CancelJob,
+    Search,
+    Dead,
+    RetryDead,
+    PurgeDead,
+    AuditTrail,
+    Page,
+    Asset,
 }
 
-const ROUTES: [(&str, Route); 4] = [
-    ("/metrics", Route::Metrics),
-    ("/healthz", Route::Live),
-    ("/readyz", Route::Ready),
-    ("/api/v1/history", Route::History),
+const GET: &[Method] = &[Method::GET, Method::HEAD];
+const POST: &[Method] = &[Method::POST];
+
+/// Path patterns (`*` is one path segment), their route and methods; the
+/// first that matches wins.
+const ROUTES: &[(&str, Route, &[Method])] = &[
+    ("/metrics", Route::Metrics, GET),
+    ("/healthz", Route::Live, GET),
+    ("/readyz", Route::Ready, GET),
+    ("/api/v1/history", Route::History, GET),
+    ("/api/v1/overview", Route::Overview, GET),
+    ("/api/v1/topics", Route::Topics, GET),
+    ("/api/v1/topics/*", Route::Topic, GET),
+    ("/api/v1/topics/*/messages", Route::Messages, GET),
+    ("/api/v1/consumers", Route::Consumers, GET),
+    ("/api/v1/consumers/*/*/reset", Route::ResetCheckpoint, POST),
+    ("/api/v1/queues", Route::Queues, GET),
+    ("/api/v1/queues/*/pause", Route::PauseQueue, POST),
+    ("/api/v1/queues/*/resume", Route::ResumeQueue, POST),
+    ("/api/v1/jobs", Route::Jobs, GET),
+    ("/api/v1/jobs/*", Route::Job, GET),
+    ("/api/v1/jobs/*/cancel", Route::CancelJob, POST),
+    ("/api/v1/search", Route::Search, GET),
+    ("/api/v1/dead", Route::Dead, GET),
+    ("/api/v1/dead/retry", Route::RetryDead, POST),
+    ("/api/v1/dead/purge", Route::PurgeDead, POST),
+    ("/api/v1/audit", Route::AuditTrail, GET),
+    ("/", Route::Page, GET),
+    ("/topics", Route::Page, GET),
+    ("/topics/*", Route::Page, GET),
+    ("/consumers", Route::Page, GET),
+    ("/queues", Route::Page, GET),
+    ("/jobs", Route::Page, GET),
+    ("/jobs/*", Route::Page, GET),
+    ("/dead", Route::Page, GET),
+    ("/audit", Route::Page, GET),
+    ("/assets/*", Route::Asset, GET),
 ];
+
+/// Largest request body a POST may send.
+const BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// The route `path` matches and the values of its `*` segments.
+fn find_route(path: &str) -> Option<(Route, &'static [Method], Vec<String>)> {
+    let segments: Vec<&str> = path.split('/').collect();
+    ROUTES.iter().find_map(|(pattern, route, methods)| {
+        let wanted: Vec<&str> = pattern.split('/').collect();
+        if wanted.len() != segments.len() {
+            return None;
+        }
+        let mut values = Vec::new();
+        for (want, got) in wanted.iter().zip(&segments) {
+            if *want == "*" {
+                if got.is_empty() {
+                    return None;
+                }
+                values.push(params::percent_decode(got)?);
+            } else if want != got {
+                return None;
+            }
+        }
+        Some((*route, *methods, values))
+    })
+}
 
 /// What the admin pages read.
 #[derive(Debug)]
@@ -48,26 +149,54 @@ pub struct Admin {
     state: Arc<ServerState>,
     /// `None` when the server keeps no metrics history.
     history: Option<Arc<crate::history::History>>,
+    log: LogService,
+    /// `None` for a listener without the job layer (unit tests).
+    jobs: Option<JobsService>,
+    audit: Audit,
+}
+
+/// A request as the handlers see it: what the route matched, the query
+/// string, the body and who sent it.
+#[derive(Debug)]
+struct Asked {
+    path: String,
+    values: Vec<String>,
+    params: Params,
+    body: Bytes,
+    /// `address` and, when the client named itself, `X-Spool-User`.
+    who: audit::Who,
 }
 
 impl Admin {
+    /// An admin listener; `jobs` is `None` on a server without the job
+    /// layer, whose job routes then answer 503. Opens (creating on first
+    /// use) the audit trail's internal topic: blocking.
     pub fn new(
         exposition: Arc<spool_metrics::Exposition>,
         state: Arc<ServerState>,
         history: Option<Arc<crate::history::History>>,
-    ) -> Self {
-        Admin {
+        jobs: Option<JobsService>,
+    ) -> spool_log::Result<Self> {
+        let audit = Audit::open(&state.store)?;
+        Ok(Admin {
             exposition,
+            log: LogService::new(Arc::clone(&state)),
             state,
             history,
-        }
+            jobs,
+            audit,
+        })
     }
 
-    /// Answers one request. No page reads a request body.
-    pub async fn handle<B>(self: Arc<Self>, request: http::Request<B>) -> Response {
-        let path = request.uri().path();
-        let Some(&(_, route)) = ROUTES.iter().find(|(known, _)| *known == path) else {
-            let paths: Vec<&str> = ROUTES.iter().map(|(path, _)| *path).collect();
+    /// Answers one request.
+    pub async fn handle<B>(self: Arc<Self>, request: http::Request<B>) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = request.uri().path().to_owned();
+        let Some((route, methods, values)) = find_route(&path) else {
+            let paths: Vec<&str> = ROUTES.iter().map(|(path, _, _)| *path).collect();
             return plain(
                 StatusCode::NOT_FOUND,
                 &format!(
@@ -76,20 +205,64 @@ impl Admin {
                 ),
             );
         };
-        if request.method() != Method::GET && request.method() != Method::HEAD {
+        if !methods.contains(request.method()) {
+            let allowed: Vec<&str> = methods.iter().map(Method::as_str).collect();
             let mut refused = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
-                &format!("method {} is not allowed on {path}; use GET", request.method()),
+                &format!(
+                    "method {} is not allowed on {path}; use {}",
+                    request.method(),
+                    allowed[0]
+                ),
             );
-            refused
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            refused.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_str(&allowed.join(", ")).expect("method names are header text"),
+            );
             return refused;
         }
-        self.route(route, &request).await
+        let params = match Params::parse(request.uri().query().unwrap_or_default()) {
+            Ok(params) => params,
+            Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+        };
+        let who = audit::Who::of(&request);
+        let (parts, body) = request.into_parts();
+        let body = if parts.method == Method::POST {
+            let json = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.starts_with("application/json"));
+            if !json {
+                return error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "a POST must send Content-Type: application/json",
+                );
+            }
+            match http_body_util::Limited::new(body, BODY_BYTES_MAX).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(reason) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("reading the body failed (at most {BODY_BYTES_MAX} bytes): {reason}"),
+                    );
+                }
+            }
+        } else {
+            Bytes::new()
+        };
+        let asked = Asked {
+            path,
+            values,
+            params,
+            body,
+            who,
+        };
+        let parts = http::Request::from_parts(parts, ());
+        self.route(route, &parts, asked).await
     }
 
-    async fn route<B>(self: Arc<Self>, route: Route, request: &http::Request<B>) -> Response {
+    async fn route(self: Arc<Self>, route: Route, request: &http::Request<()>, asked: Asked) -> Response {
         match route {
             Route::Metrics => self.metrics(request).await,
             Route::Live => plain(StatusCode::OK, "ok"),
@@ -98,10 +271,29 @@ impl Admin {
                 Err(reason) => plain(StatusCode::SERVICE_UNAVAILABLE, &reason.to_string()),
             },
             Route::History => history::answer(self.history.clone(), request.uri().query()).await,
+            Route::Overview => api_log::overview(&self).await,
+            Route::Topics => api_log::topics(&self, &asked).await,
+            Route::Topic => api_log::topic(&self, &asked).await,
+            Route::Messages => api_log::messages(&self, &asked).await,
+            Route::Consumers => api_log::consumers(&self).await,
+            Route::ResetCheckpoint => api_log::reset_checkpoint(&self, &asked).await,
+            Route::Queues => api_jobs::queues(&self).await,
+            Route::PauseQueue => api_jobs::pause(&self, &asked, true).await,
+            Route::ResumeQueue => api_jobs::pause(&self, &asked, false).await,
+            Route::Jobs => api_jobs::jobs(&self, &asked).await,
+            Route::Job => api_jobs::job(&self, &asked).await,
+            Route::CancelJob => api_jobs::cancel(&self, &asked).await,
+            Route::Search => api_jobs::search(&self, &asked).await,
+            Route::Dead => api_jobs::dead(&self, &asked).await,
+            Route::RetryDead => api_jobs::act_on_dead(&self, &asked, api_jobs::DeadAction::Retry).await,
+            Route::PurgeDead => api_jobs::act_on_dead(&self, &asked, api_jobs::DeadAction::Purge).await,
+            Route::AuditTrail => audit::answer(&self.audit, &asked).await,
+            Route::Page => pages::page(&asked.path),
+            Route::Asset => pages::asset(&asked.path),
         }
     }
 
-    async fn metrics<B>(self: Arc<Self>, request: &http::Request<B>) -> Response {
+    async fn metrics(self: Arc<Self>, request: &http::Request<()>) -> Response {
         let accept = request
             .headers()
             .get(header::ACCEPT)
@@ -116,13 +308,20 @@ impl Admin {
             ),
         }
     }
+
+    /// The job service, or the answer for a server without one.
+    fn jobs(&self) -> Result<&JobsService, Response> {
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "this listener has no job layer"))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use http_body_util::BodyExt;
+    use http_body_util::{BodyExt, Full};
     use spool_log::{Durability, FaultInjector, Record, Store, StoreConfig, TopicConfig};
     use tokio::sync::watch;
 
@@ -152,11 +351,15 @@ mod tests {
         let (store, _) = Store::open(dir.path(), store_config).unwrap();
         let (shutdown, receiver) = watch::channel(false);
         let state = Arc::new(ServerState::new(Arc::new(store), Config::default(), receiver).unwrap());
-        let admin = Arc::new(Admin::new(
-            Arc::new(metrics::exposition(&metrics, &state, None)),
-            Arc::clone(&state),
-            None,
-        ));
+        let admin = Arc::new(
+            Admin::new(
+                Arc::new(metrics::exposition(&metrics, &state, None)),
+                Arc::clone(&state),
+                None,
+                None,
+            )
+            .unwrap(),
+        );
         Fixture {
             admin,
             metrics,
@@ -167,16 +370,26 @@ mod tests {
         }
     }
 
-    async fn get(admin: &Arc<Admin>, method: Method, path: &str) -> (StatusCode, String) {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .body(())
-            .unwrap();
+    async fn send(
+        admin: &Arc<Admin>,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let mut request = http::Request::builder().method(method).uri(path);
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let request = request.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
         let response = Arc::clone(admin).handle(request).await;
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn get(admin: &Arc<Admin>, method: Method, path: &str) -> (StatusCode, String) {
+        send(admin, method, path, None, "").await
     }
 
     fn poison(fixture: &Fixture) {
@@ -191,6 +404,25 @@ mod tests {
         partition
             .append(&[Record::value(b"lost")], Durability::Fsync)
             .unwrap_err();
+    }
+
+    #[test]
+    fn patterns_match_whole_segments() {
+        let (route, _, values) = find_route("/api/v1/topics/orders/messages").unwrap();
+        assert_eq!((route, values), (Route::Messages, vec!["orders".to_owned()]));
+        let (route, _, values) = find_route("/api/v1/consumers/billing/orders/reset").unwrap();
+        assert_eq!(
+            (route, values),
+            (
+                Route::ResetCheckpoint,
+                vec!["billing".to_owned(), "orders".to_owned()]
+            )
+        );
+        let (route, _, values) = find_route("/api/v1/topics/a%2Eb").unwrap();
+        assert_eq!((route, values), (Route::Topic, vec!["a.b".to_owned()]));
+        assert_eq!(find_route("/api/v1/topics/").map(|r| r.0), None);
+        assert_eq!(find_route("/api/v1/topicsx").map(|r| r.0), None);
+        assert_eq!(find_route("/").map(|r| r.0), Some(Route::Page));
     }
 
     #[tokio::test]
@@ -217,6 +449,37 @@ mod tests {
         let (status, text) = get(admin, Method::POST, "/metrics").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert!(text.contains("use GET"), "{text}");
+        let (status, text) = get(admin, Method::GET, "/api/v1/dead/retry").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(text.contains("use POST"), "{text}");
+        // A form post (what another site could make a browser send) is
+        // refused before anything is read.
+        let (status, text) = send(
+            admin,
+            Method::POST,
+            "/api/v1/dead/retry",
+            Some("application/x-www-form-urlencoded"),
+            "queue=q",
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{text}");
+        let (status, text) = send(
+            admin,
+            Method::POST,
+            "/api/v1/dead/retry",
+            Some("application/json"),
+            r#"{"queue":"q"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+        let (status, text) = get(admin, Method::GET, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("<script"), "{text}");
+        let (status, _) = get(admin, Method::GET, "/assets/nothing.js").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, text) = get(admin, Method::GET, "/api/v1/topics?internal=true").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("\"__audit\""), "{text}");
     }
 
     #[tokio::test]

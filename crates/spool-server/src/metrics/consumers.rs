@@ -21,55 +21,64 @@ pub struct ConsumerCollector {
     pub state: Arc<ServerState>,
 }
 
-struct Lag {
-    consumer: String,
-    topic: String,
-    partition: u32,
-    records: u64,
-    seconds: f64,
+/// One named checkpoint's lag in one partition.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Lag {
+    pub(crate) consumer: String,
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    /// The committed offset.
+    pub(crate) offset: u64,
+    pub(crate) high_watermark: u64,
+    pub(crate) records: u64,
+    pub(crate) seconds: f64,
 }
 
-impl ConsumerCollector {
-    fn lags(&self) -> Vec<Lag> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as i64);
-        let mut lags = Vec::new();
-        for (consumer, topic, positions) in self.state.checkpoints.all() {
-            // A checkpoint may outlive its topic or name a partition a
-            // topic no longer has: nothing to measure then.
-            let Ok(stored) = self.state.store.topic(&topic) else {
+/// The lag of every named checkpoint in every partition it names that
+/// still exists, sorted by consumer and topic; the metrics and the
+/// dashboard's consumers page both read it. Blocking: reads one batch per
+/// lagging partition.
+pub(crate) fn consumer_lags(state: &ServerState) -> Vec<Lag> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64);
+    let mut lags = Vec::new();
+    for (consumer, topic, positions) in state.checkpoints.all() {
+        // A checkpoint may outlive its topic or name a partition a
+        // topic no longer has: nothing to measure then.
+        let Ok(stored) = state.store.topic(&topic) else {
+            continue;
+        };
+        for (partition, position) in positions {
+            let Ok(handle) = stored.partition(partition) else {
                 continue;
             };
-            for (partition, position) in positions {
-                let Ok(handle) = stored.partition(partition) else {
-                    continue;
-                };
-                let high_watermark = handle.high_watermark();
-                let records = high_watermark.saturating_sub(position.offset);
-                let oldest_unread = position.offset.max(handle.log_start_offset());
-                let seconds = if oldest_unread < high_watermark {
-                    record_timestamp(handle, oldest_unread)
-                        .map_or(0.0, |timestamp_ms| (now_ms - timestamp_ms).max(0) as f64 / 1000.0)
-                } else {
-                    0.0
-                };
-                lags.push(Lag {
-                    consumer: consumer.clone(),
-                    topic: topic.clone(),
-                    partition,
-                    records,
-                    seconds,
-                });
-            }
+            let high_watermark = handle.high_watermark();
+            let records = high_watermark.saturating_sub(position.offset);
+            let oldest_unread = position.offset.max(handle.log_start_offset());
+            let seconds = if oldest_unread < high_watermark {
+                record_timestamp(handle, oldest_unread)
+                    .map_or(0.0, |timestamp_ms| (now_ms - timestamp_ms).max(0) as f64 / 1000.0)
+            } else {
+                0.0
+            };
+            lags.push(Lag {
+                consumer: consumer.clone(),
+                topic: topic.clone(),
+                partition,
+                offset: position.offset,
+                high_watermark,
+                records,
+                seconds,
+            });
         }
-        lags
     }
+    lags
 }
 
 impl Collector for ConsumerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let lags = self.lags();
+        let lags = consumer_lags(&self.state);
         let labels = |lag: &Lag| {
             [
                 ("consumer", lag.consumer.clone()),

@@ -254,7 +254,12 @@ impl Collector for JobsCollector {
             }
         }
         type Gauge = fn(&QueueMetrics) -> u64;
-        let gauges: [(&str, &str, Gauge); 2] = [
+        let gauges: [(&str, &str, Gauge); 3] = [
+            (
+                "spool_queue_paused",
+                "1 while the queue is paused (claims hand out none of its jobs), else 0.",
+                |q| u64::from(q.paused),
+            ),
             (
                 "spool_queue_leases_held",
                 "Leases held on the queue's jobs: the workers' concurrency in use.",
