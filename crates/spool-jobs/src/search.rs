@@ -447,7 +447,7 @@ impl SearchIndex {
                 },
             );
         }
-        found.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        found.sort_unstable_by_key(|job| std::cmp::Reverse(job.id));
         SearchHits { jobs: found, more }
     }
 }
