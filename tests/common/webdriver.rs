@@ -248,8 +248,7 @@ impl Browser {
 
     /// The visible text of the first element matching `selector`.
     pub fn text(&self, selector: &str) -> String {
-        let element = self.find(selector);
-        self.command("GET", &format!("/element/{}/text", element.0), None)
+        self.on_element(selector, "GET", "text", None)
             .as_str()
             .unwrap_or_default()
             .to_owned()
@@ -257,19 +256,30 @@ impl Browser {
 
     /// Clicks the first element matching `selector`, as a user would.
     pub fn click(&self, selector: &str) {
-        let element = self.find(selector);
-        self.command("POST", &format!("/element/{}/click", element.0), Some(json!({})));
+        self.on_element(selector, "POST", "click", Some(json!({})));
+    }
+
+    /// Runs an element command on the first element matching `selector`.
+    /// Live pages redraw their rows every second, so an element found a
+    /// moment ago may be gone: then it is found again, as a user's eye
+    /// would, up to five times.
+    fn on_element(&self, selector: &str, method: &str, action: &str, body: Option<Value>) -> Value {
+        let mut tries = 0;
+        loop {
+            let element = self.find(selector);
+            let path = format!("/session/{}/element/{}/{action}", self.session, element.0);
+            match self.call(method, &path, body.clone()) {
+                Ok(value) => return value["value"].clone(),
+                Err(error) if error.contains("stale element") && tries < 5 => tries += 1,
+                Err(error) => panic!("WebDriver {method} {path}: {error}"),
+            }
+        }
     }
 
     /// Types `text` into the first element matching `selector`.
     pub fn type_into(&self, selector: &str, text: &str) {
-        let element = self.find(selector);
-        self.command("POST", &format!("/element/{}/clear", element.0), Some(json!({})));
-        self.command(
-            "POST",
-            &format!("/element/{}/value", element.0),
-            Some(json!({ "text": text })),
-        );
+        self.on_element(selector, "POST", "clear", Some(json!({})));
+        self.on_element(selector, "POST", "value", Some(json!({ "text": text })));
     }
 
     /// A PNG of the window, written to `path`.
