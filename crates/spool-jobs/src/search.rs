@@ -9,10 +9,11 @@
 //!   order in one vector. A query's trigrams give a mask; the jobs whose
 //!   signature holds every bit of it are the candidates, and each is then
 //!   checked against its payload, so a hit really contains the query (ASCII
-//!   case ignored). Adding a job costs a pass over its payload and an
-//!   append (no map lookup per word, which would cost a cache miss each at
-//!   every enqueue); a search reads the vector from the newest job back
-//!   until it has its results, 72 bytes a job. A query shorter than three
+//!   case ignored). Adding a job costs an append; its signature is
+//!   computed by the first search after it, in one pass over the jobs added
+//!   since (so enqueues never pay for it, and a table nobody searches never
+//!   does); a search then reads the vector from the newest job back until
+//!   it has its results, 72 bytes a job. A query shorter than three
 //!   bytes, or a payload so long that its signature is full, makes every
 //!   job a candidate: still correct, only slower. Text past the first
 //!   [`PAYLOAD_INDEXED_BYTES_MAX`] bytes is found only in such full
@@ -28,6 +29,7 @@
 //! Also here: [`fingerprint`], the error text with its numbers and ids
 //! masked, which groups dead jobs by cause.
 
+use std::cell::{Ref, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
@@ -188,25 +190,155 @@ impl Hasher for HashedKey {
 
 type Signature = [u64; SIGNATURE_WORDS];
 
-/// The signature bit of one trigram (a multiplicative hash of its three
-/// lower-cased bytes).
-fn trigram_bit(a: u8, b: u8, c: u8) -> usize {
-    let packed = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16;
-    (packed.wrapping_mul(0x9e37_79b1) >> (32 - SIGNATURE_BITS.trailing_zeros())) as usize
-}
+/// ASCII lower case of every byte, as a table: no branch per byte.
+static LOWER: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = (byte as u8).to_ascii_lowercase();
+        byte += 1;
+    }
+    table
+};
 
-/// The signature of `text`: a bit for each of its trigrams, lower-cased.
+/// The signature of `text`: one bit for each of its trigrams (three
+/// bytes in a row, lower-cased), picked by a multiplicative hash of the 24
+/// bits they make. One pass with the trigram rolled in a register, about
+/// ten instructions a byte: it runs at every enqueue.
 fn signature(text: &[u8]) -> Signature {
+    const SHIFT: u32 = 32 - SIGNATURE_BITS.trailing_zeros();
     let mut bits = [0u64; SIGNATURE_WORDS];
-    for window in text.windows(3) {
-        let bit = trigram_bit(
-            window[0].to_ascii_lowercase(),
-            window[1].to_ascii_lowercase(),
-            window[2].to_ascii_lowercase(),
-        );
-        bits[bit / 64] |= 1 << (bit % 64);
+    let [first, second, rest @ ..] = text else {
+        return bits;
+    };
+    let lower = |byte: u8| u32::from(LOWER[usize::from(byte)]);
+    let mut rolling = lower(*first) << 8 | lower(*second);
+    for &byte in rest {
+        rolling = (rolling << 8 | lower(byte)) & 0x00ff_ffff;
+        let bit = (rolling.wrapping_mul(0x9e37_79b1) >> SHIFT) as usize;
+        bits[(bit >> 6) % SIGNATURE_WORDS] |= 1 << (bit & 63);
     }
     bits
+}
+
+/// A signature that matches every mask: an entry not signed yet.
+const UNSIGNED: Signature = [u64::MAX; SIGNATURE_WORDS];
+/// The signature of an entry whose job left, until the next compaction.
+const GONE: Signature = [0; SIGNATURE_WORDS];
+
+/// One signature per job in the table, by id. A job's signature is
+/// computed not when it is enqueued but by the first search after, in one
+/// pass over the jobs added since: enqueues pay a push, and a table that
+/// is never searched never pays more.
+#[derive(Debug, Default)]
+struct Signatures {
+    /// (job, signature) by id; from `signed` on, [`UNSIGNED`] (or
+    /// [`GONE`]).
+    entries: Vec<(JobId, Signature)>,
+    signed: usize,
+    /// Entries whose job left.
+    gone: usize,
+}
+
+impl Signatures {
+    fn add(&mut self, job: &Job) {
+        match self.entries.last() {
+            Some((last, _)) if *last >= job.id => {
+                // Out of id order (not how the table grows): signed now,
+                // so that every entry before `signed` stays signed.
+                let at = self.entries.partition_point(|(id, _)| *id < job.id);
+                let bits = if at < self.signed {
+                    self.signed += 1;
+                    payload_signature(job)
+                } else {
+                    UNSIGNED
+                };
+                self.entries.insert(at, (job.id, bits));
+            }
+            _ => self.entries.push((job.id, UNSIGNED)),
+        }
+    }
+
+    fn remove(&mut self, id: JobId) {
+        let at = self.entries.partition_point(|(entry, _)| *entry < id);
+        if let Some((entry, bits)) = self.entries.get_mut(at)
+            && *entry == id
+            && *bits != GONE
+        {
+            *bits = GONE;
+            self.gone += 1;
+        }
+        // Amortized: a compaction follows at least as many removals as
+        // the entries it keeps.
+        if self.gone > 1_024 && self.gone * 2 > self.entries.len() {
+            let mut index = 0;
+            let mut signed = 0;
+            let was_signed = self.signed;
+            self.entries.retain(|(_, bits)| {
+                let keep = *bits != GONE;
+                if keep && index < was_signed {
+                    signed += 1;
+                }
+                index += 1;
+                keep
+            });
+            self.signed = signed;
+            self.gone = 0;
+        }
+    }
+
+    /// Signs the entries added since the last search, walking them and the
+    /// table together in id order.
+    fn sign(&mut self, jobs: &std::collections::BTreeMap<JobId, Job>) {
+        let Some(&(first, _)) = self.entries.get(self.signed) else {
+            return;
+        };
+        let mut table = jobs.range(first..).peekable();
+        for (id, bits) in &mut self.entries[self.signed..] {
+            if *bits == GONE {
+                continue;
+            }
+            while table.next_if(|(job, _)| *job < id).is_some() {}
+            *bits = match table.next_if(|(job, _)| *job == id) {
+                Some((_, job)) => payload_signature(job),
+                None => GONE,
+            };
+        }
+        self.signed = self.entries.len();
+    }
+}
+
+/// The signature of a job's payload, over its first
+/// [`PAYLOAD_INDEXED_BYTES_MAX`] bytes.
+fn payload_signature(job: &Job) -> Signature {
+    signature(&job.payload[..job.payload.len().min(PAYLOAD_INDEXED_BYTES_MAX)])
+}
+
+/// The jobs of the entries whose signature holds every bit of `mask`,
+/// newest first, reading the signatures under their borrow.
+struct SignatureScan<'a> {
+    entries: Ref<'a, Signatures>,
+    position: usize,
+    mask: Signature,
+}
+
+impl Iterator for SignatureScan<'_> {
+    type Item = JobId;
+
+    fn next(&mut self) -> Option<JobId> {
+        while self.position > 0 {
+            self.position -= 1;
+            let (id, bits) = &self.entries.entries[self.position];
+            if bits
+                .iter()
+                .zip(&self.mask)
+                .all(|(bits, mask)| bits & mask == *mask)
+            {
+                return Some(*id);
+            }
+        }
+        None
+    }
 }
 
 /// The indexes (see the module documentation).
@@ -214,11 +346,9 @@ fn signature(text: &[u8]) -> Signature {
 pub(crate) struct SearchIndex {
     /// Seeded per process, so texts chosen to collide cannot slow the maps.
     hasher: RandomState,
-    /// (job, payload signature) by id; a job that left has an empty
-    /// signature until the next compaction.
-    signatures: Vec<(JobId, Signature)>,
-    /// Entries of `signatures` whose job left.
-    signatures_gone: usize,
+    /// The payload signatures, signed by the first search that needs them
+    /// (a cell: a search reads the table, it does not change it).
+    signatures: RefCell<Signatures>,
     keys: ByHash<Postings>,
     /// By `name=value`.
     headers: ByHash<Postings>,
@@ -269,17 +399,9 @@ impl SearchIndex {
 
     /// Indexes a job entering the table.
     pub(crate) fn add(&mut self, job: &Job) {
-        let indexed = &job.payload[..job.payload.len().min(PAYLOAD_INDEXED_BYTES_MAX)];
-        let entry = (job.id, signature(indexed));
         // Ids grow with every enqueue, so this is an append; a snapshot
         // restores jobs in id order too.
-        match self.signatures.last() {
-            Some((last, _)) if *last >= job.id => {
-                let at = self.signatures.partition_point(|(id, _)| *id < job.id);
-                self.signatures.insert(at, entry);
-            }
-            _ => self.signatures.push(entry),
-        }
+        self.signatures.get_mut().add(job);
         if let Some(key) = &job.idempotency_key {
             let hash = self.hash(&[key.as_bytes()]);
             add_to(&mut self.keys, hash, job.id);
@@ -298,14 +420,7 @@ impl SearchIndex {
     /// Forgets a job leaving the table. Its payload, key and headers are
     /// those it was added with (they never change).
     pub(crate) fn remove(&mut self, job: &Job) {
-        let at = self.signatures.partition_point(|(id, _)| *id < job.id);
-        if let Some((id, bits)) = self.signatures.get_mut(at)
-            && *id == job.id
-            && *bits != [0; SIGNATURE_WORDS]
-        {
-            *bits = [0; SIGNATURE_WORDS];
-            self.signatures_gone += 1;
-        }
+        self.signatures.get_mut().remove(job.id);
         if let Some(key) = &job.idempotency_key {
             let hash = self.hash(&[key.as_bytes()]);
             remove_from(&mut self.keys, hash, job.id);
@@ -317,12 +432,6 @@ impl SearchIndex {
             remove_from(&mut self.header_names, name, job.id);
         }
         self.failed.remove(&job.id);
-        // Amortized: a compaction follows at least as many removals as
-        // the entries it keeps.
-        if self.signatures_gone > 1_024 && self.signatures_gone * 2 > self.signatures.len() {
-            self.signatures.retain(|(_, bits)| *bits != [0; SIGNATURE_WORDS]);
-            self.signatures_gone = 0;
-        }
     }
 
     /// Notes that a job now has an error.
@@ -333,20 +442,24 @@ impl SearchIndex {
     /// Jobs whose payload may contain `query` (lower-case), newest first:
     /// those whose signature holds every bit of the query's; the caller
     /// checks each against the payload.
-    fn payload_candidates(&self, query: &str) -> Candidates<'_> {
+    fn payload_candidates(
+        &self,
+        jobs: &std::collections::BTreeMap<JobId, Job>,
+        query: &str,
+    ) -> Candidates<'_> {
         let mask = signature(query.as_bytes());
-        if mask == [0; SIGNATURE_WORDS] {
+        if mask == GONE {
             // Shorter than a trigram: nothing narrows the search.
             return Candidates::Every;
         }
-        Candidates::Listed(Box::new(self.signatures.iter().rev().filter_map(
-            move |(id, bits)| {
-                bits.iter()
-                    .zip(&mask)
-                    .all(|(bits, mask)| bits & mask == *mask)
-                    .then_some(*id)
-            },
-        )))
+        self.signatures.borrow_mut().sign(jobs);
+        let entries = self.signatures.borrow();
+        let position = entries.entries.len();
+        Candidates::Listed(Box::new(SignatureScan {
+            entries,
+            position,
+            mask,
+        }))
     }
 
     fn postings<'a>(map: &'a ByHash<Postings>, hash: u64) -> Candidates<'a> {
@@ -432,7 +545,7 @@ impl SearchIndex {
         }
         if any || field == SearchField::Payload {
             let needle = lower.as_bytes();
-            take(self.payload_candidates(&lower), &|job: &Job| {
+            take(self.payload_candidates(jobs, &lower), &|job: &Job| {
                 contains_ignore_case(&job.payload, needle)
             });
         }
@@ -607,7 +720,7 @@ mod tests {
         assert_eq!(ids(&table, &index, "alpha", SearchField::Payload), [2]);
         assert!(ids(&table, &index, "beta", SearchField::Payload).is_empty());
         assert!(ids(&table, &index, "key-1", SearchField::IdempotencyKey).is_empty());
-        assert_eq!(index.signatures_gone, 1);
+        assert_eq!(index.signatures.borrow().gone, 1);
         assert!(ids(&table, &index, "bet", SearchField::Payload).is_empty());
     }
 
@@ -623,9 +736,9 @@ mod tests {
             index.remove(&gone);
         }
         assert!(
-            index.signatures.len() < 3_000,
+            index.signatures.borrow().entries.len() < 3_000,
             "compacted: {}",
-            index.signatures.len()
+            index.signatures.borrow().entries.len()
         );
         assert_eq!(ids(&table, &index, "word2999", SearchField::Payload), [2999]);
         assert!(ids(&table, &index, "word42 ", SearchField::Payload).is_empty());
@@ -637,7 +750,14 @@ mod tests {
         let late = job(1_500, "late arrival");
         index.add(&late);
         table.insert(late.id, late);
-        assert!(index.signatures.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(
+            index
+                .signatures
+                .borrow()
+                .entries
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0)
+        );
         assert_eq!(ids(&table, &index, "arrival", SearchField::Payload), [1_500]);
     }
 

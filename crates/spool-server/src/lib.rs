@@ -2,7 +2,8 @@
 //! `spoold` binary that runs it.
 //!
 //! Layout: [`config`] (layered configuration), [`admin`] (the admin HTTP
-//! listener: `/metrics`, `/healthz`, `/readyz`, `/api/v1/history`),
+//! listener: `/metrics`, `/healthz`, `/readyz`, `/api/v1/history`, and the
+//! dashboard with its JSON API and audit trail),
 //! [`metrics`] (what is counted and the scrape-time collectors),
 //! [`history`] (the metrics history in `__metrics` and its reads),
 //! [`metrics_service`] (the `spool.v1.Metrics` service), [`health`] (readiness, shared

@@ -1,7 +1,7 @@
 //! `spoold`: serves Spool's gRPC API over a data directory.
 //!
 //! With no arguments it serves gRPC on 127.0.0.1:7070 and its admin HTTP
-//! listener (metrics, health) on 127.0.0.1:7071, with data in
+//! listener (metrics, health, the dashboard) on 127.0.0.1:7071, with data in
 //! ./spool-data. Configuration layers: defaults, `--config FILE` (TOML),
 //! `SPOOL_*` environment variables, then flags.
 
@@ -35,7 +35,7 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 200;
     name = "spoold",
     version,
     about = "Spool's server: partitioned, durable commit-log topics over gRPC",
-    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071       # metrics and health for Prometheus and probes\n  spoold --otlp-endpoint http://127.0.0.1:4317   # trace spans to an OTLP collector\n  spoold --data-dir /var/lib/spool --listen 0.0.0.0:7070\n  spoold --config spool.toml --set retention_ms=3d\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
+    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071       # metrics, health and the dashboard (no authentication)\n  spoold --otlp-endpoint http://127.0.0.1:4317   # trace spans to an OTLP collector\n  spoold --data-dir /var/lib/spool --listen 0.0.0.0:7070\n  spoold --config spool.toml --set retention_ms=3d\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
 )]
 struct Args {
     /// TOML file with configuration keys.
@@ -47,8 +47,8 @@ struct Args {
     /// Address to serve on (default 127.0.0.1:7070; port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// Address of the admin HTTP listener with /metrics, /healthz and
-    /// /readyz (default 127.0.0.1:7071; `off` for none).
+    /// Address of the admin HTTP listener with /metrics, /healthz, /readyz
+    /// and the dashboard at / (default 127.0.0.1:7071; `off` for none).
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
     /// Export trace spans over OTLP gRPC to this receiver, like
