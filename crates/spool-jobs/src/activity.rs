@@ -33,6 +33,7 @@ use std::hash::{Hash, Hasher};
 use crate::event::Event;
 use crate::job::{AttemptOutcome, Job};
 use crate::latency::{Latency, LatencyRecorder};
+use crate::queue::QueueConfig;
 
 /// Distinct claiming workers remembered per queue. Past it, a new name is
 /// remembered only once an old one has expired, and `workers_connected`
@@ -81,6 +82,8 @@ pub struct QueueMetrics {
     pub oldest_available_age_ms: Option<u64>,
     /// Claims hand out none of the queue's jobs while it is paused.
     pub paused: bool,
+    /// Its own settings and limits.
+    pub config: QueueConfig,
     pub counters: QueueCounters,
     /// Leases held on the queue's jobs: its running jobs, the workers'
     /// concurrency in use.
@@ -200,7 +203,9 @@ impl QueueActivity {
             Event::LeaseExtended { .. }
             | Event::CancelRequested { .. }
             | Event::Purged { .. }
-            | Event::QueuePaused { .. } => {}
+            | Event::QueuePaused { .. }
+            | Event::QueueConfigured { .. }
+            | Event::QueueDeleted { .. } => {}
         }
     }
 

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use crate::core::JobsCore;
 use crate::event::Event;
 use crate::indexes::{RATE_COMPLETED, RATE_ENQUEUED, RATE_FAILED};
-use crate::job::{Attempt, AttemptError, AttemptOutcome, Attempts, ERRORS_KEPT_MAX, Job, JobState, Lease};
+use crate::job::{
+    Attempt, AttemptError, AttemptOutcome, Attempts, ERRORS_KEPT_MAX, Job, JobId, JobState, Lease,
+};
+use crate::queue::QueueConfig;
 
 impl JobsCore {
     /// Applies one event to the state. The only place state changes; what
@@ -58,13 +61,23 @@ impl JobsCore {
             self.last_id = self.last_id.max(*id);
             return;
         }
-        if let Event::QueuePaused { queue, paused, .. } = event {
-            let name: Arc<str> = match self.indexes.queues.get_key_value(queue.as_str()) {
-                Some((name, _)) => Arc::clone(name),
-                None => Arc::from(queue.as_str()),
-            };
-            self.indexes.queue(&name).paused = *paused;
-            return;
+        match event {
+            Event::QueuePaused { queue, paused, .. } => {
+                let name = self.queue_name(queue);
+                self.indexes.queue(&name).paused = *paused;
+                return;
+            }
+            Event::QueueConfigured { queue, config, at_ms } => {
+                let name = self.queue_name(queue);
+                self.drop_finished_due(&name, *at_ms);
+                self.configure_queue(&name, config.clone());
+                return;
+            }
+            Event::QueueDeleted { queue, .. } => {
+                self.forget_queue(queue);
+                return;
+            }
+            _ => {}
         }
         let id = event.id();
         let Some(job) = self.jobs.get_mut(&id) else {
@@ -79,6 +92,7 @@ impl JobsCore {
             }
             return;
         }
+
         if let Event::Failed { .. } = event {
             self.search.failed(id);
         }
@@ -87,11 +101,92 @@ impl JobsCore {
         match event {
             Event::Completed { .. } => queue.rates.add(at, RATE_COMPLETED),
             Event::Failed { .. } => queue.rates.add(at, RATE_FAILED),
+            Event::Claimed { .. } => queue.count_claim(at),
             _ => {}
         }
         if count {
             queue.activity.record(event, job);
         }
+    }
+}
+
+impl JobsCore {
+    /// The table's shared name for `queue`, or a new one.
+    fn queue_name(&self, queue: &str) -> Arc<str> {
+        match self.indexes.queues.get_key_value(queue) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(queue),
+        }
+    }
+
+    /// Gives a queue (known from now on) a new configuration. Its finished
+    /// jobs are ordered by when they leave memory, which its retention
+    /// decides: they are taken out of that order under the old retention
+    /// and put back under the new one.
+    pub(crate) fn configure_queue(&mut self, name: &Arc<str>, config: QueueConfig) {
+        let finished: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|job| job.queue == *name && job.state.is_finished())
+            .map(|job| job.id)
+            .collect();
+        for id in &finished {
+            self.indexes.remove(&self.jobs[id]);
+        }
+        let queue = self.indexes.queue(name);
+        if config.rate_limit != queue.config.rate_limit {
+            queue.claims_in_window.clear();
+        }
+        queue.config = config;
+        for id in &finished {
+            self.indexes.insert(&self.jobs[id]);
+        }
+    }
+
+    /// Drops the queue's succeeded and cancelled jobs due to leave memory
+    /// by `at_ms` under its current retention. A retention change re-times
+    /// the rest, so those already due leave first, the same way whether
+    /// the change is being decided (where a tick may not have run since
+    /// they fell due) or replayed (where no tick runs between events).
+    fn drop_finished_due(&mut self, queue: &str, at_ms: i64) {
+        let due: Vec<JobId> = self
+            .indexes
+            .finished
+            .iter()
+            .take_while(|(leave_at, _)| *leave_at <= at_ms)
+            .map(|&(_, id)| id)
+            .filter(|id| {
+                let job = &self.jobs[id];
+                *job.queue == *queue && job.state != JobState::Dead
+            })
+            .collect();
+        for id in due {
+            if let Some(job) = self.jobs.remove(&id) {
+                self.indexes.remove(&job);
+                self.search.remove(&job);
+            }
+        }
+    }
+
+    /// Forgets a deleted queue: its entry, its idempotency keys and any job
+    /// of it still in the table (none, when the purges before the
+    /// deletion were applied).
+    fn forget_queue(&mut self, queue: &str) {
+        let left: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|job| *job.queue == *queue)
+            .map(|job| job.id)
+            .collect();
+        for id in left {
+            if let Some(job) = self.jobs.remove(&id) {
+                self.indexes.remove(&job);
+                self.search.remove(&job);
+            }
+        }
+        self.indexes.queues.remove(queue);
+        self.keys.retain(|(name, _), _| **name != *queue);
+        self.key_expiry.retain(|(_, name, _)| **name != *queue);
     }
 }
 
@@ -182,7 +277,11 @@ fn enqueued(event: &Event, queue: Arc<str>) -> Option<Job> {
 fn transition(job: &mut Job, event: &Event) {
     let at = event.at_ms();
     match event {
-        Event::Enqueued { .. } | Event::Purged { .. } | Event::QueuePaused { .. } => {}
+        Event::Enqueued { .. }
+        | Event::Purged { .. }
+        | Event::QueuePaused { .. }
+        | Event::QueueConfigured { .. }
+        | Event::QueueDeleted { .. } => {}
         Event::Claimed {
             attempt,
             token,

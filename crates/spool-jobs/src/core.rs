@@ -18,7 +18,7 @@ use crate::event::{Event, PurgeReason};
 pub use crate::indexes::RATE_WINDOW_MS;
 use crate::indexes::{Indexes, RATE_COMPLETED, RATE_ENQUEUED, RATE_FAILED};
 use crate::job::{Job, JobId, JobSpec, JobState, Schedule, first_id_at, id_time_ms};
-use crate::queue::{Queue, validate_queue_name};
+use crate::queue::{Queue, QueueConfig, validate_queue_name};
 use crate::request::invalid;
 pub use crate::request::{
     ClaimSpec, ClaimedJob, DeadFilter, EnqueueResult, JobError, Reply, Request, RequestId, Step, Target,
@@ -76,6 +76,8 @@ pub struct QueueSummary {
     pub counts: [u64; 6],
     pub oldest_available_age_ms: Option<u64>,
     pub paused: bool,
+    /// Its own settings and limits.
+    pub config: QueueConfig,
 }
 
 /// See the module documentation.
@@ -100,9 +102,9 @@ impl JobsCore {
     /// An empty job table; `seed` seeds lease tokens and retry jitter.
     pub fn new(config: JobsConfig, seed: u64) -> Self {
         JobsCore {
+            indexes: Indexes::new(config.finished_retention_ms, config.dead_retention_ms),
             config,
             jobs: BTreeMap::new(),
-            indexes: Indexes::default(),
             keys: HashMap::new(),
             key_expiry: BTreeSet::new(),
             parked: VecDeque::new(),
@@ -243,6 +245,7 @@ impl JobsCore {
                 counts: q.counts,
                 oldest_available_age_ms: self.oldest_available_age_ms(q, now_ms),
                 paused: q.paused,
+                config: q.config.clone(),
             })
             .collect();
         all.sort_unstable_by(|a, b| a.queue.cmp(&b.queue));
@@ -298,6 +301,7 @@ impl JobsCore {
             counts: q.counts,
             oldest_available_age_ms: self.oldest_available_age_ms(q, now_ms),
             paused: q.paused,
+            config: q.config.clone(),
             counters: q.activity.counters,
             leases_held: q.counts[JobState::Running.index()],
             workers_connected: workers.len() as u64,
@@ -357,19 +361,25 @@ impl JobsCore {
 
     /// The earliest time at which [`JobsCore::tick`] has work to do.
     pub fn next_deadline(&self) -> Option<i64> {
-        let retention = self
-            .config
-            .finished_retention_ms
-            .min(self.config.dead_retention_ms) as i64;
+        // A claim waiting on a rate-limited queue is served when the
+        // queue's window lets a job out again.
+        let rate_opens = if self.parked.is_empty() {
+            None
+        } else {
+            self.indexes
+                .queues
+                .values()
+                .filter(|q| !q.paused && !q.ready.is_empty())
+                .filter_map(|q| q.rate_opens_at())
+                .min()
+        };
         [
             self.indexes.scheduled.first().map(|e| e.0),
             self.indexes.leases.first().map(|e| e.0),
             self.parked.iter().map(|p| p.deadline_ms).min(),
-            self.indexes
-                .finished
-                .first()
-                .map(|e| e.0.saturating_add(retention)),
+            self.indexes.finished.first().map(|e| e.0),
             self.key_expiry.first().map(|e| e.0),
+            rate_opens,
         ]
         .into_iter()
         .flatten()
@@ -401,6 +411,31 @@ impl JobsCore {
         if let Some(q) = self.indexes.queues.get_mut(queue) {
             q.paused = true;
         }
+    }
+
+    /// Gives a queue its configuration as a snapshot recorded it.
+    pub(crate) fn restore_config(&mut self, queue: &str, config: QueueConfig) {
+        self.restore_queue(queue);
+        if let Some((name, _)) = self.indexes.queues.get_key_value(queue) {
+            let name = Arc::clone(name);
+            self.configure_queue(&name, config);
+        }
+    }
+
+    /// The known queues with a configuration of their own, in no
+    /// particular order.
+    pub fn configured_queues(&self) -> impl Iterator<Item = (&str, &QueueConfig)> {
+        self.indexes
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.config.is_default())
+            .map(|(name, q)| (&**name, &q.config))
+    }
+
+    /// A known queue's configuration.
+    pub fn queue_config(&self, queue: &str) -> Result<&QueueConfig, JobError> {
+        self.known_queue("queue", queue)?;
+        Ok(&self.indexes.queues[queue].config)
     }
 
     /// The known queues that are paused, in no particular order.
@@ -540,7 +575,67 @@ impl JobsCore {
                 }
                 Ok(Reply::QueuePaused { paused, changed })
             }
+            Request::ConfigureQueue { queue, change } => {
+                validate_queue_name("queue", &queue)?;
+                let known = self.queue_known(&queue);
+                let current = self
+                    .indexes
+                    .queues
+                    .get(queue.as_str())
+                    .map(|q| q.config.clone())
+                    .unwrap_or_default();
+                let config = current.changed(&change);
+                config.validate(&self.config)?;
+                if config != current || !known {
+                    self.emit(
+                        step,
+                        Event::QueueConfigured {
+                            at_ms: now_ms,
+                            queue,
+                            config: config.clone(),
+                        },
+                    );
+                }
+                Ok(Reply::QueueConfigured(config))
+            }
+            Request::DeleteQueue { queue, force } => self.delete_queue(step, queue, force, now_ms),
         }
+    }
+
+    /// Purges every job of a known queue, one event each (so each job's
+    /// history ends saying why), then forgets the queue.
+    fn delete_queue(
+        &mut self,
+        step: &mut Step,
+        queue: String,
+        force: bool,
+        now_ms: i64,
+    ) -> Result<Reply, JobError> {
+        self.known_queue("queue", &queue)?;
+        let running = self.indexes.queues[queue.as_str()].counts[JobState::Running.index()];
+        if running > 0 && !force {
+            return Err(JobError::QueueBusy { queue, running });
+        }
+        let ids: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|job| *job.queue == *queue)
+            .map(|job| job.id)
+            .collect();
+        for &id in &ids {
+            self.emit(
+                step,
+                Event::Purged {
+                    id,
+                    at_ms: now_ms,
+                    reason: PurgeReason::QueueDeleted,
+                },
+            );
+        }
+        self.emit(step, Event::QueueDeleted { at_ms: now_ms, queue });
+        Ok(Reply::QueueDeleted {
+            purged: ids.len() as u64,
+        })
     }
 
     /// Advances time: scheduled jobs become available, expired leases fail
@@ -633,33 +728,26 @@ impl JobsCore {
         );
     }
 
+    /// Finished jobs whose retention (their queue's, or the server's) has
+    /// run out leave: dead ones purged by an event, succeeded and cancelled
+    /// ones without one (replay drops them by the same rule). Then, past
+    /// `finished_in_memory_max`, the succeeded and cancelled jobs due to
+    /// leave first go early.
     fn evict_finished(&mut self, step: &mut Step, now_ms: i64) {
-        let finished_cutoff = now_ms.saturating_sub(self.config.finished_retention_ms as i64);
-        let dead_cutoff = now_ms.saturating_sub(self.config.dead_retention_ms as i64);
-        let cutoff = finished_cutoff.max(dead_cutoff);
-        let candidates: Vec<(i64, JobId)> = self
-            .indexes
-            .finished
-            .iter()
-            .take_while(|(finished, _)| *finished <= cutoff)
-            .copied()
-            .collect();
-        for (finished, id) in candidates {
-            let state = self.jobs[&id].state;
-            if state == JobState::Dead {
-                if finished <= dead_cutoff {
-                    self.emit(
-                        step,
-                        Event::Purged {
-                            id,
-                            at_ms: now_ms,
-                            reason: PurgeReason::Retention,
-                        },
-                    );
-                }
-            } else if finished <= finished_cutoff {
-                // Succeeded and cancelled jobs leave memory without an
-                // event: replay drops them by the same rule.
+        while let Some(&(leave_at, id)) = self.indexes.finished.first() {
+            if leave_at > now_ms {
+                break;
+            }
+            if self.jobs[&id].state == JobState::Dead {
+                self.emit(
+                    step,
+                    Event::Purged {
+                        id,
+                        at_ms: now_ms,
+                        reason: PurgeReason::Retention,
+                    },
+                );
+            } else {
                 let job = self.jobs.remove(&id).expect("indexed job exists");
                 self.indexes.remove(&job);
                 self.search.remove(&job);
@@ -788,6 +876,16 @@ impl JobsCore {
                 .idempotency_key
                 .as_ref()
                 .map(|_| now_ms.saturating_add(self.config.dedup_window_ms as i64));
+            // The job's own settings, else its queue's, else the server's.
+            let queue_config = self.indexes.queues.get(spec.queue.as_str()).map(|q| &q.config);
+            let attempts_max = spec
+                .attempts_max
+                .or(queue_config.and_then(|c| c.attempts_max))
+                .unwrap_or(self.config.attempts_max_default);
+            let timeout_ms = spec
+                .timeout_ms
+                .or(queue_config.and_then(|c| c.timeout_ms))
+                .unwrap_or(self.config.timeout_ms_default);
             self.emit(
                 step,
                 Event::Enqueued {
@@ -798,8 +896,8 @@ impl JobsCore {
                     content_type: spec.content_type,
                     headers: spec.headers,
                     priority: spec.priority,
-                    attempts_max: spec.attempts_max.unwrap_or(self.config.attempts_max_default),
-                    timeout_ms: spec.timeout_ms.unwrap_or(self.config.timeout_ms_default),
+                    attempts_max,
+                    timeout_ms,
                     run_at_ms,
                     idempotency_key: spec.idempotency_key,
                     dedup_until_ms,
@@ -845,10 +943,6 @@ impl JobsCore {
                 ),
             ));
         }
-        let lease_ms = match spec.lease_ms {
-            0 => self.config.lease_ms_default,
-            n => n,
-        };
         let live_ms = self.config.lease_ms_default as i64;
         let worker = worker_key(&spec.worker);
         for queue in &spec.queues {
@@ -859,21 +953,30 @@ impl JobsCore {
         let max_jobs = spec.max_jobs.max(1) as usize;
         let mut claimed = Vec::new();
         while claimed.len() < max_jobs {
+            // A paused queue, or one at its concurrency or rate limit,
+            // hands out nothing; its jobs stay available.
             let best = spec
                 .queues
                 .iter()
                 .filter_map(|q| {
-                    let queue = self.indexes.queues.get(q.as_str())?;
-                    if queue.paused {
-                        None
-                    } else {
-                        queue.ready.first().copied()
-                    }
+                    let queue = self.indexes.queues.get_mut(q.as_str())?;
+                    let first = queue.ready.first().copied()?;
+                    (queue.claimable(now_ms) > 0).then_some(first)
                 })
                 .min();
             let Some((_, id)) = best else { break };
             let token = self.random();
             let job = &self.jobs[&id];
+            // The claim's lease, else the job's queue's, else the server's.
+            let lease_ms = match spec.lease_ms {
+                0 => self
+                    .indexes
+                    .queues
+                    .get(&*job.queue)
+                    .and_then(|q| q.config.lease_ms)
+                    .unwrap_or(self.config.lease_ms_default),
+                n => n,
+            };
             let mut lease_until_ms = now_ms.saturating_add(lease_ms as i64);
             if job.timeout_ms > 0 {
                 lease_until_ms = lease_until_ms.min(now_ms.saturating_add(job.timeout_ms as i64));
@@ -908,8 +1011,8 @@ impl JobsCore {
             let has_ready = parked.spec.queues.iter().any(|q| {
                 self.indexes
                     .queues
-                    .get(q.as_str())
-                    .is_some_and(|s| !s.paused && !s.ready.is_empty())
+                    .get_mut(q.as_str())
+                    .is_some_and(|s| !s.ready.is_empty() && s.claimable(now_ms) > 0)
             });
             if !has_ready {
                 waiting.push_back(parked);
@@ -1036,11 +1139,19 @@ impl JobsCore {
         let retry = retryable && job.has_attempts_left();
         let attempt = job.attempt;
         truncate(&mut error, ERROR_BYTES_MAX);
+        let backoff = self
+            .indexes
+            .queues
+            .get(&*job.queue)
+            .and_then(|q| q.config.backoff);
         let delay = match retry_delay_ms {
             Some(delay) => delay.min(self.config.delay_ms_max),
             None => {
                 let random = self.random();
-                self.config.backoff_ms(attempt, random)
+                match backoff {
+                    Some(backoff) => backoff.delay_ms(attempt, random),
+                    None => self.config.backoff_ms(attempt, random),
+                }
             }
         };
         let retry_at_ms = retry.then(|| now_ms.saturating_add(delay as i64));

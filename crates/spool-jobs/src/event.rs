@@ -9,12 +9,15 @@ use bytes::Bytes;
 
 use crate::codec::{Reader, Writer};
 use crate::job::JobId;
+use crate::queue::{Backoff, QueueConfig, RateLimit};
 
 /// Why a dead job was purged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PurgeReason {
     Requested,
     Retention,
+    /// Its queue was deleted.
+    QueueDeleted,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +98,19 @@ pub enum Event {
         queue: String,
         paused: bool,
     },
+    /// A queue's whole configuration after a change (not the change).
+    /// Not about one job: its id, and its record key, are 0.
+    QueueConfigured {
+        at_ms: i64,
+        queue: String,
+        config: QueueConfig,
+    },
+    /// A queue was deleted: it is forgotten with its configuration and
+    /// pause. Its jobs were purged by the events just before this one.
+    QueueDeleted {
+        at_ms: i64,
+        queue: String,
+    },
 }
 
 const ENQUEUED: u8 = 1;
@@ -108,6 +124,8 @@ const CANCELLED: u8 = 8;
 const REDRIVEN: u8 = 9;
 const PURGED: u8 = 10;
 const QUEUE_PAUSED: u8 = 11;
+const QUEUE_CONFIGURED: u8 = 12;
+const QUEUE_DELETED: u8 = 13;
 
 /// Version byte in front of every encoded event.
 const VERSION: u8 = 1;
@@ -125,7 +143,7 @@ impl Event {
             | Event::Cancelled { id, .. }
             | Event::Redriven { id, .. }
             | Event::Purged { id, .. } => *id,
-            Event::QueuePaused { .. } => 0,
+            Event::QueuePaused { .. } | Event::QueueConfigured { .. } | Event::QueueDeleted { .. } => 0,
         }
     }
 
@@ -141,7 +159,9 @@ impl Event {
             | Event::Cancelled { at_ms, .. }
             | Event::Redriven { at_ms, .. }
             | Event::Purged { at_ms, .. }
-            | Event::QueuePaused { at_ms, .. } => *at_ms,
+            | Event::QueuePaused { at_ms, .. }
+            | Event::QueueConfigured { at_ms, .. }
+            | Event::QueueDeleted { at_ms, .. } => *at_ms,
         }
     }
 
@@ -174,6 +194,8 @@ impl Event {
             Event::Purged { .. } => "purged",
             Event::QueuePaused { paused: true, .. } => "queue_paused",
             Event::QueuePaused { paused: false, .. } => "queue_resumed",
+            Event::QueueConfigured { .. } => "queue_configured",
+            Event::QueueDeleted { .. } => "queue_deleted",
         }
     }
 
@@ -287,12 +309,22 @@ impl Event {
                 w.u8(match reason {
                     PurgeReason::Requested => 0,
                     PurgeReason::Retention => 1,
+                    PurgeReason::QueueDeleted => 2,
                 });
             }
             Event::QueuePaused { at_ms, queue, paused } => {
                 simple(&mut w, QUEUE_PAUSED, 0, *at_ms);
                 w.str(queue);
                 w.u8(u8::from(*paused));
+            }
+            Event::QueueConfigured { at_ms, queue, config } => {
+                simple(&mut w, QUEUE_CONFIGURED, 0, *at_ms);
+                w.str(queue);
+                write_queue_config(&mut w, config);
+            }
+            Event::QueueDeleted { at_ms, queue } => {
+                simple(&mut w, QUEUE_DELETED, 0, *at_ms);
+                w.str(queue);
             }
         }
         *buf = w.buf;
@@ -369,6 +401,7 @@ impl Event {
                 reason: match r.u8()? {
                     0 => PurgeReason::Requested,
                     1 => PurgeReason::Retention,
+                    2 => PurgeReason::QueueDeleted,
                     _ => return None,
                 },
             },
@@ -381,10 +414,96 @@ impl Event {
                     _ => return None,
                 },
             },
+            QUEUE_CONFIGURED => Event::QueueConfigured {
+                at_ms,
+                queue: r.string()?,
+                config: read_queue_config(&mut r)?,
+            },
+            QUEUE_DELETED => Event::QueueDeleted {
+                at_ms,
+                queue: r.string()?,
+            },
             _ => return None,
         };
         r.is_empty().then_some(event)
     }
+}
+
+/// A queue's configuration: a byte of flags saying which settings are set,
+/// then each set one in the order of the flags. Also the snapshot's
+/// encoding.
+pub(crate) fn write_queue_config(w: &mut Writer, config: &QueueConfig) {
+    let flags = u8::from(config.attempts_max.is_some())
+        | u8::from(config.backoff.is_some()) << 1
+        | u8::from(config.lease_ms.is_some()) << 2
+        | u8::from(config.timeout_ms.is_some()) << 3
+        | u8::from(config.finished_retention_ms.is_some()) << 4
+        | u8::from(config.dead_retention_ms.is_some()) << 5
+        | u8::from(config.concurrency_limit.is_some()) << 6
+        | u8::from(config.rate_limit.is_some()) << 7;
+    w.u8(flags);
+    if let Some(v) = config.attempts_max {
+        w.u64(u64::from(v));
+    }
+    if let Some(b) = config.backoff {
+        w.u64(b.min_ms);
+        w.u64(b.max_ms);
+    }
+    for v in [
+        config.lease_ms,
+        config.timeout_ms,
+        config.finished_retention_ms,
+        config.dead_retention_ms,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        w.u64(v);
+    }
+    if let Some(v) = config.concurrency_limit {
+        w.u64(u64::from(v));
+    }
+    if let Some(rate) = config.rate_limit {
+        w.u64(u64::from(rate.jobs));
+        w.u64(rate.per_ms);
+    }
+}
+
+pub(crate) fn read_queue_config(r: &mut Reader) -> Option<QueueConfig> {
+    let flags = r.u8()?;
+    let set = |bit: u8| flags & (1 << bit) != 0;
+    let mut config = QueueConfig::default();
+    if set(0) {
+        config.attempts_max = Some(r.u32()?);
+    }
+    if set(1) {
+        config.backoff = Some(Backoff {
+            min_ms: r.u64()?,
+            max_ms: r.u64()?,
+        });
+    }
+    if set(2) {
+        config.lease_ms = Some(r.u64()?);
+    }
+    if set(3) {
+        config.timeout_ms = Some(r.u64()?);
+    }
+    if set(4) {
+        config.finished_retention_ms = Some(r.u64()?);
+    }
+    if set(5) {
+        config.dead_retention_ms = Some(r.u64()?);
+    }
+    if set(6) {
+        config.concurrency_limit = Some(r.u32()?);
+    }
+    if set(7) {
+        config.rate_limit = Some(RateLimit {
+            jobs: r.u32()?,
+            per_ms: r.u64()?,
+        });
+    }
+    Some(config)
 }
 
 fn simple(w: &mut Writer, kind: u8, id: JobId, at_ms: i64) {
@@ -453,6 +572,49 @@ mod tests {
                 at_ms: 6,
                 queue: "emails".into(),
                 paused: true,
+            },
+            Event::Purged {
+                id: 7,
+                at_ms: 7,
+                reason: PurgeReason::QueueDeleted,
+            },
+            Event::QueueConfigured {
+                at_ms: 8,
+                queue: "emails".into(),
+                config: QueueConfig::default(),
+            },
+            Event::QueueConfigured {
+                at_ms: 9,
+                queue: "emails".into(),
+                config: QueueConfig {
+                    attempts_max: Some(10),
+                    backoff: Some(Backoff {
+                        min_ms: 5_000,
+                        max_ms: 3_600_000,
+                    }),
+                    lease_ms: Some(30_000),
+                    timeout_ms: Some(300_000),
+                    finished_retention_ms: Some(86_400_000),
+                    dead_retention_ms: Some(0),
+                    concurrency_limit: Some(4),
+                    rate_limit: Some(RateLimit {
+                        jobs: 100,
+                        per_ms: 1_000,
+                    }),
+                },
+            },
+            Event::QueueConfigured {
+                at_ms: 10,
+                queue: "emails".into(),
+                config: QueueConfig {
+                    lease_ms: Some(1),
+                    concurrency_limit: Some(1),
+                    ..QueueConfig::default()
+                },
+            },
+            Event::QueueDeleted {
+                at_ms: 11,
+                queue: "emails".into(),
             },
         ]
     }

@@ -52,14 +52,42 @@ impl Rates {
 /// The sets that order jobs by what happens to them next.
 #[derive(Debug, Default)]
 pub(crate) struct Indexes {
-    /// Every known queue (see `queue.rs`); an entry is never removed.
+    /// Every known queue (see `queue.rs`); an entry is removed only when
+    /// the queue is deleted.
     pub(crate) queues: HashMap<Arc<str>, Queue>,
     pub(crate) scheduled: BTreeSet<(i64, JobId)>,
     pub(crate) leases: BTreeSet<(i64, JobId)>,
+    /// Finished jobs by the time they leave memory (succeeded and
+    /// cancelled) or are purged (dead): their end plus their queue's
+    /// retention, or the server's.
     pub(crate) finished: BTreeSet<(i64, JobId)>,
+    /// The server's retentions, for queues that set none.
+    pub(crate) finished_retention_ms: u64,
+    pub(crate) dead_retention_ms: u64,
+}
+
+/// When a job that finished leaves memory (or, dead, is purged), by its
+/// queue's retention or the server's default.
+fn leave_at_ms(job: &Job, queue: &Queue, finished_default_ms: u64, dead_default_ms: u64) -> i64 {
+    let retention = if job.state == JobState::Dead {
+        queue.config.dead_retention_ms.unwrap_or(dead_default_ms)
+    } else {
+        queue.config.finished_retention_ms.unwrap_or(finished_default_ms)
+    };
+    job.finished_ms
+        .unwrap_or(0)
+        .saturating_add(i64::try_from(retention).unwrap_or(i64::MAX))
 }
 
 impl Indexes {
+    pub(crate) fn new(finished_retention_ms: u64, dead_retention_ms: u64) -> Self {
+        Indexes {
+            finished_retention_ms,
+            dead_retention_ms,
+            ..Indexes::default()
+        }
+    }
+
     /// The queue named `name`, which becomes known if it was not.
     pub(crate) fn queue(&mut self, name: &Arc<str>) -> &mut Queue {
         self.queues.entry(Arc::clone(name)).or_default()
@@ -81,14 +109,15 @@ impl Indexes {
                 self.leases.insert((until, job.id));
             }
             JobState::Succeeded | JobState::Dead | JobState::Cancelled => {
-                self.finished.insert((job.finished_ms.unwrap_or(0), job.id));
+                let leave_at = leave_at_ms(job, queue, self.finished_retention_ms, self.dead_retention_ms);
+                self.finished.insert((leave_at, job.id));
             }
         }
         queue
     }
 
     pub(crate) fn remove(&mut self, job: &Job) {
-        let queue = self.queue(&job.queue);
+        let queue = self.queues.entry(Arc::clone(&job.queue)).or_default();
         queue.counts[job.state.index()] -= 1;
         match job.state {
             JobState::Available => {
@@ -102,7 +131,8 @@ impl Indexes {
                 self.leases.remove(&(until, job.id));
             }
             JobState::Succeeded | JobState::Dead | JobState::Cancelled => {
-                self.finished.remove(&(job.finished_ms.unwrap_or(0), job.id));
+                let leave_at = leave_at_ms(job, queue, self.finished_retention_ms, self.dead_retention_ms);
+                self.finished.remove(&(leave_at, job.id));
             }
         }
     }

@@ -56,7 +56,10 @@ pub use crate::job::{
     Attempt, AttemptError, AttemptOutcome, Attempts, Job, JobId, JobSpec, JobState, Schedule,
 };
 pub use crate::latency::{CumulativeHistogram, Latency, LatencyExemplar, Percentiles, Window};
-pub use crate::queue::validate_queue_name;
+pub use crate::queue::{
+    Backoff, QueueConfig, QueueConfigChange, RATE_LIMIT_JOBS_MAX, RATE_LIMIT_WINDOW_MS_MAX, RateLimit,
+    validate_queue_name,
+};
 pub use crate::retention::HISTORY_RETENTION_DEFAULT;
 pub use crate::runtime::{JobsRuntime, RuntimeConfig, StartError, Startup};
 pub use crate::search::{SearchField, SearchHits, SearchQuery, fingerprint};

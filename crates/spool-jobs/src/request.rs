@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use crate::event::Event;
 use crate::job::{Job, JobId, JobSpec, JobState};
+use crate::queue::{QueueConfig, QueueConfigChange};
 
 /// Identifies a request so its reply can be matched up later (a parked
 /// claim is answered by a later step).
@@ -79,6 +80,18 @@ pub enum Request {
         queue: String,
         paused: bool,
     },
+    /// Changes a queue's configuration; a queue not yet known becomes
+    /// known, so limits can be set before the first job arrives.
+    ConfigureQueue {
+        queue: String,
+        change: QueueConfigChange,
+    },
+    /// Deletes a known queue and purges its jobs; refused while some run
+    /// unless `force` (their workers' acknowledgements are then refused).
+    DeleteQueue {
+        queue: String,
+        force: bool,
+    },
     /// How many dead jobs a RetryDead or PurgeDead of this target would act
     /// on now (a dry run): decides nothing, appends nothing.
     CountDead(Target),
@@ -129,6 +142,12 @@ pub enum Reply {
         paused: bool,
         changed: bool,
     },
+    /// A queue's configuration after a ConfigureQueue.
+    QueueConfigured(QueueConfig),
+    /// A DeleteQueue purged this many jobs.
+    QueueDeleted {
+        purged: u64,
+    },
     /// The replies to a `Request::Batch`, in its order.
     Batch(Vec<Result<Reply, JobError>>),
 }
@@ -140,8 +159,12 @@ pub enum JobError {
         "job {id} is not in the job table: it never existed, or it finished and left memory (GetJob and History still read it from the log)"
     )]
     UnknownJob { id: JobId },
-    #[error("queue {queue:?} does not exist: no job was ever enqueued to it")]
+    #[error("queue {queue:?} does not exist: no job was ever enqueued to it, or it was deleted")]
     UnknownQueue { queue: String },
+    #[error(
+        "queue {queue:?} has {running} running jobs: delete it once they finish, or force the deletion (their workers' acknowledgements will then be refused)"
+    )]
+    QueueBusy { queue: String, running: u64 },
     #[error(
         "job {id} is not held under this lease (it is {state}; the lease may have expired and the job gone to another worker)",
         state = state.name()

@@ -9,7 +9,10 @@
 //! queue stays known after all its jobs have left memory). Version 3 added
 //! each job's attempt records (stage times), written after its errors.
 //! Version 4 added the names of the paused queues, after the known ones;
-//! a version 3 snapshot is still read (no queue paused).
+//! version 5 added each configured queue's name and configuration (in the
+//! encoding of the `QueueConfigured` event), after the paused ones.
+//! Versions 3 (no queue paused) and 4 (no queue configured) are still
+//! read.
 //!
 //! A snapshot of another version is not read: the table is then rebuilt
 //! from the whole log, which holds everything a snapshot does.
@@ -21,13 +24,24 @@ use bytes::Bytes;
 use crate::codec::{Reader, Writer};
 use crate::config::JobsConfig;
 use crate::core::JobsCore;
+use crate::event::{read_queue_config, write_queue_config};
 use crate::job::{Attempt, AttemptError, AttemptOutcome, Attempts, Job, JobState, Lease};
+use crate::queue::QueueConfig;
 
 pub const FILE_NAME: &str = "jobs.snapshot";
 const MAGIC: &[u8; 4] = b"SPJS";
-const VERSION: u32 = 4;
-/// The previous version, read as this one without paused queues.
+const VERSION: u32 = 5;
+/// Earlier versions still read: without queue configurations (4), and
+/// without paused queues either (3).
+const VERSION_WITHOUT_CONFIGS: u32 = 4;
 const VERSION_WITHOUT_PAUSES: u32 = 3;
+
+fn readable(version: u32) -> bool {
+    matches!(
+        version,
+        VERSION | VERSION_WITHOUT_CONFIGS | VERSION_WITHOUT_PAUSES
+    )
+}
 const HEADER_BYTES: usize = 28;
 
 fn state_code(state: JobState) -> u8 {
@@ -207,6 +221,12 @@ pub fn encode(core: &JobsCore, offset: u64) -> Vec<u8> {
     for queue in paused {
         w.str(queue);
     }
+    let configured: Vec<(&str, &QueueConfig)> = core.configured_queues().collect();
+    w.u64(configured.len() as u64);
+    for (queue, config) in configured {
+        w.str(queue);
+        write_queue_config(&mut w, config);
+    }
     let body = w.buf;
     let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
     out.extend_from_slice(MAGIC);
@@ -226,7 +246,7 @@ pub fn decode(bytes: Bytes, config: JobsConfig, seed: u64) -> Option<(JobsCore, 
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    if version != VERSION && version != VERSION_WITHOUT_PAUSES {
+    if !readable(version) {
         return None;
     }
     let offset = word(8);
@@ -251,9 +271,16 @@ pub fn decode(bytes: Bytes, config: JobsConfig, seed: u64) -> Option<(JobsCore, 
     for _ in 0..r.u64()? {
         core.restore_queue(&r.string()?);
     }
-    if version == VERSION {
+    if version >= VERSION_WITHOUT_CONFIGS {
         for _ in 0..r.u64()? {
             core.restore_paused(&r.string()?);
+        }
+    }
+    if version >= VERSION {
+        for _ in 0..r.u64()? {
+            let queue = r.string()?;
+            let config = read_queue_config(&mut r)?;
+            core.restore_config(&queue, config);
         }
     }
     core.last_id = core.last_id.max(last_id);
@@ -271,7 +298,7 @@ pub fn load(dir: &Path, config: &JobsConfig, seed: u64) -> Option<(JobsCore, u64
     let decoded = decode(Bytes::from(bytes), config.clone(), seed);
     if decoded.is_none() {
         match version {
-            Some(version) if version != VERSION && version != VERSION_WITHOUT_PAUSES => tracing::warn!(
+            Some(version) if !readable(version) => tracing::warn!(
                 path = %path.display(),
                 version,
                 "ignoring a jobs snapshot of another format version; replaying the whole log"

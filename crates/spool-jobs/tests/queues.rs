@@ -338,18 +338,24 @@ fn a_pause_survives_replay_and_snapshots_of_both_versions() {
         step.replies
     );
 
-    // A version 3 snapshot (written before pauses existed) is the same
-    // body without the paused list: it is read, with no queue paused.
-    let mut old = encoded;
-    let body_len = u64::from_le_bytes(old[16..24].try_into().unwrap()) as usize;
-    // The paused list is three varint-coded bytes: count 1, length 1, `q`.
-    old.truncate(28 + body_len - 3);
-    let new_len = (old.len() - 28) as u64;
-    old[4..8].copy_from_slice(&3u32.to_le_bytes());
-    old[16..24].copy_from_slice(&new_len.to_le_bytes());
-    let crc = crc32fast::hash(&old[28..]);
-    old[24..28].copy_from_slice(&crc.to_le_bytes());
-    let (restored, _) = snapshot::decode(Bytes::from(old), config, 1).expect("a version 3 snapshot");
+    // Snapshots of versions 4 (written before queue configurations
+    // existed) and 3 (before pauses) are the same body without the lists
+    // added since: they are read. The configured list is one byte (count
+    // 0); the paused list three varint-coded bytes: count 1, length 1, `q`.
+    let older = |version: u32, cut: usize| {
+        let mut old = encoded.clone();
+        let body_len = u64::from_le_bytes(old[16..24].try_into().unwrap()) as usize;
+        old.truncate(28 + body_len - cut);
+        let new_len = (old.len() - 28) as u64;
+        old[4..8].copy_from_slice(&version.to_le_bytes());
+        old[16..24].copy_from_slice(&new_len.to_le_bytes());
+        let crc = crc32fast::hash(&old[28..]);
+        old[24..28].copy_from_slice(&crc.to_le_bytes());
+        snapshot::decode(Bytes::from(old), config.clone(), 1).expect("an older snapshot")
+    };
+    let (restored, _) = older(4, 1);
+    assert_eq!(restored.paused_queues().collect::<Vec<_>>(), ["q"]);
+    let (restored, _) = older(3, 1 + 3);
     assert!(restored.queue_known("q") && restored.queue_known("r"));
     assert_eq!(restored.paused_queues().count(), 0);
 }
