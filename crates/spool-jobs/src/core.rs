@@ -65,6 +65,9 @@ pub struct QueueStats {
     /// their retention time because that cap was reached, since the table
     /// was built (the server's start).
     pub finished_evicted_early: u64,
+    /// Claims of its jobs in the current rate-limit window (0 without a
+    /// rate limit).
+    pub rate_window_claims: u64,
 }
 
 /// One known queue in a listing: its jobs by state and its oldest
@@ -207,6 +210,10 @@ impl JobsCore {
             paused: q.paused,
             finished_in_memory: self.finished_in_memory(),
             finished_evicted_early: q.finished_evicted_early,
+            rate_window_claims: q.config.rate_limit.map_or(0, |rate| {
+                let start = now_ms.saturating_sub(rate.per_ms as i64);
+                q.claims_in_window.iter().filter(|&&at| at > start).count() as u64
+            }),
         })
     }
 

@@ -3,10 +3,11 @@
 //! history events and dead-job targets. The log service's conversions are
 //! in `convert.rs`.
 
+use spool_jobs::event::PurgeReason;
 use spool_jobs::{
-    Attempt, AttemptOutcome, ClaimSpec, ClaimedJob, DeadFilter, Event, Job, JobFromLog, JobId, JobSpec,
-    JobState, JobsConfig, Percentiles, QueueStats, QueueSummary, Request, Schedule, SearchField, SearchQuery,
-    Target, Window,
+    Attempt, AttemptOutcome, Backoff, ClaimSpec, ClaimedJob, DeadFilter, Event, Job, JobFromLog, JobId,
+    JobSpec, JobState, JobsConfig, Percentiles, QueueConfig, QueueConfigChange, QueueStats, QueueSummary,
+    RateLimit, Request, Schedule, SearchField, SearchQuery, Target, Window,
 };
 use spool_proto::v1;
 use tonic::Status;
@@ -171,11 +172,17 @@ pub(crate) fn stats_to_proto(
         enqueued_per_second: stats.enqueued_per_second,
         completed_per_second: stats.completed_per_second,
         failed_per_second: stats.failed_per_second,
-        finished_retention_ms: config.finished_retention_ms,
+        finished_retention_ms: metrics
+            .config
+            .finished_retention_ms
+            .unwrap_or(config.finished_retention_ms),
         finished_in_memory_max: config.finished_in_memory_max as u64,
         finished_in_memory_count: stats.finished_in_memory,
         finished_evicted_early_count: stats.finished_evicted_early,
-        dead_retention_ms: config.dead_retention_ms,
+        dead_retention_ms: metrics
+            .config
+            .dead_retention_ms
+            .unwrap_or(config.dead_retention_ms),
         queue_wait_last_minute: window(&metrics.queue_wait, Window::LastMinute),
         queue_wait_last_hour: window(&metrics.queue_wait, Window::LastHour),
         run_time_last_minute: window(&metrics.run_time, Window::LastMinute),
@@ -194,6 +201,8 @@ pub(crate) fn stats_to_proto(
         redriven_total: totals.redriven,
         workers_connected: metrics.workers_connected,
         paused: stats.paused,
+        config: Some(queue_config_to_proto(&metrics.config)),
+        rate_window_claims: stats.rate_window_claims,
     }
 }
 
@@ -217,8 +226,82 @@ pub(crate) fn summary_to_proto(summary: QueueSummary) -> v1::QueueSummary {
         cancelled_count: count(JobState::Cancelled),
         oldest_available_age_ms: summary.oldest_available_age_ms,
         paused: summary.paused,
+        config: Some(queue_config_to_proto(&summary.config)),
         queue: summary.queue,
     }
+}
+
+pub(crate) fn queue_config_to_proto(config: &QueueConfig) -> v1::QueueConfig {
+    v1::QueueConfig {
+        attempts_max: config.attempts_max,
+        backoff: config.backoff.map(|b| v1::QueueBackoff {
+            min_ms: b.min_ms,
+            max_ms: b.max_ms,
+        }),
+        lease_ms: config.lease_ms,
+        timeout_ms: config.timeout_ms,
+        finished_retention_ms: config.finished_retention_ms,
+        dead_retention_ms: config.dead_retention_ms,
+        concurrency_limit: config.concurrency_limit,
+        rate_limit: config.rate_limit.map(|r| v1::QueueRateLimit {
+            jobs: r.jobs,
+            per_ms: r.per_ms,
+        }),
+    }
+}
+
+/// The change a ConfigureQueue asks: what it sets, and what it returns to
+/// the server's default. Naming a setting both ways is refused.
+pub(crate) fn queue_config_change(request: &v1::ConfigureQueueRequest) -> Result<QueueConfigChange, Status> {
+    use v1::QueueSetting as S;
+    let set = request.set.clone().unwrap_or_default();
+    let mut change = QueueConfigChange {
+        attempts_max: set.attempts_max.map(Some),
+        backoff: set.backoff.map(|b| {
+            Some(Backoff {
+                min_ms: b.min_ms,
+                max_ms: b.max_ms,
+            })
+        }),
+        lease_ms: set.lease_ms.map(Some),
+        timeout_ms: set.timeout_ms.map(Some),
+        finished_retention_ms: set.finished_retention_ms.map(Some),
+        dead_retention_ms: set.dead_retention_ms.map(Some),
+        concurrency_limit: set.concurrency_limit.map(Some),
+        rate_limit: set.rate_limit.map(|r| {
+            Some(RateLimit {
+                jobs: r.jobs,
+                per_ms: r.per_ms,
+            })
+        }),
+    };
+    fn reset<T>(slot: &mut Option<Option<T>>, name: &str) -> Result<(), Status> {
+        if slot.is_some() {
+            return Err(Status::invalid_argument(format!(
+                "reset: {name} is both set and reset in one request"
+            )));
+        }
+        *slot = Some(None);
+        Ok(())
+    }
+    for &code in &request.reset {
+        match S::try_from(code).unwrap_or(S::Unspecified) {
+            S::AttemptsMax => reset(&mut change.attempts_max, "attempts_max")?,
+            S::Backoff => reset(&mut change.backoff, "backoff")?,
+            S::Lease => reset(&mut change.lease_ms, "lease_ms")?,
+            S::Timeout => reset(&mut change.timeout_ms, "timeout_ms")?,
+            S::FinishedRetention => reset(&mut change.finished_retention_ms, "finished_retention_ms")?,
+            S::DeadRetention => reset(&mut change.dead_retention_ms, "dead_retention_ms")?,
+            S::ConcurrencyLimit => reset(&mut change.concurrency_limit, "concurrency_limit")?,
+            S::RateLimit => reset(&mut change.rate_limit, "rate_limit")?,
+            S::Unspecified => {
+                return Err(Status::invalid_argument(format!(
+                    "reset: {code} names no queue setting"
+                )));
+            }
+        }
+    }
+    Ok(change)
 }
 
 pub(crate) fn event_to_proto(event: &Event) -> v1::JobEvent {
@@ -296,12 +379,25 @@ pub(crate) fn event_to_proto(event: &Event) -> v1::JobEvent {
         Event::Cancelled { .. } => v1::JobEventKind::Cancelled,
         Event::Redriven { .. } => v1::JobEventKind::Redriven,
         Event::Purged { reason, .. } => {
-            out.detail = format!("{reason:?}").to_lowercase();
+            out.detail = match reason {
+                PurgeReason::Requested => "requested",
+                PurgeReason::Retention => "retention",
+                PurgeReason::QueueDeleted => "queue deleted",
+            }
+            .into();
             v1::JobEventKind::Purged
         }
         // A queue's event, never in a job's history (its key is no job's).
         Event::QueuePaused { queue, paused, .. } => {
             out.detail = format!("queue {queue} {}", if *paused { "paused" } else { "resumed" });
+            v1::JobEventKind::Unspecified
+        }
+        Event::QueueConfigured { queue, .. } => {
+            out.detail = format!("queue {queue} configured");
+            v1::JobEventKind::Unspecified
+        }
+        Event::QueueDeleted { queue, .. } => {
+            out.detail = format!("queue {queue} deleted");
             v1::JobEventKind::Unspecified
         }
     };

@@ -22,8 +22,9 @@ use tracing::{Instrument as _, Span};
 
 use crate::jobs_convert::{
     claim_spec, claimed_to_proto, complete_request, enqueue_response, event_to_proto, fail_request,
-    job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, retry_target, search_query,
-    spec_from_proto, state_from_proto, state_to_proto, stats_to_proto, summary_to_proto,
+    job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, queue_config_change,
+    queue_config_to_proto, retry_target, search_query, spec_from_proto, state_from_proto, state_to_proto,
+    stats_to_proto, summary_to_proto,
 };
 use crate::status::{job_status, join_error, status};
 
@@ -578,6 +579,41 @@ impl Jobs for JobsService {
     ) -> Result<Response<v1::ResumeQueueResponse>, Status> {
         let changed = self.set_paused(request.into_inner().queue, false).await?;
         Ok(Response::new(v1::ResumeQueueResponse { changed }))
+    }
+
+    async fn configure_queue(
+        &self,
+        request: GrpcRequest<v1::ConfigureQueueRequest>,
+    ) -> Result<Response<v1::ConfigureQueueResponse>, Status> {
+        let request = request.into_inner();
+        let change = queue_config_change(&request)?;
+        let request = Request::ConfigureQueue {
+            queue: request.queue,
+            change,
+        };
+        match self.call(request).await? {
+            Reply::QueueConfigured(config) => Ok(Response::new(v1::ConfigureQueueResponse {
+                config: Some(queue_config_to_proto(&config)),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete_queue(
+        &self,
+        request: GrpcRequest<v1::DeleteQueueRequest>,
+    ) -> Result<Response<v1::DeleteQueueResponse>, Status> {
+        let request = request.into_inner();
+        let request = Request::DeleteQueue {
+            queue: request.queue,
+            force: request.force,
+        };
+        match self.call(request).await? {
+            Reply::QueueDeleted { purged } => {
+                Ok(Response::new(v1::DeleteQueueResponse { purged_count: purged }))
+            }
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn search_jobs(

@@ -82,9 +82,10 @@ pub fn job_status(error: spool_jobs::JobError) -> Status {
     let message = error.to_string();
     match error {
         JobError::UnknownJob { .. } | JobError::UnknownQueue { .. } => Status::not_found(message),
-        JobError::StaleLease { .. } | JobError::NotDead { .. } | JobError::Finished { .. } => {
-            Status::failed_precondition(message)
-        }
+        JobError::StaleLease { .. }
+        | JobError::NotDead { .. }
+        | JobError::Finished { .. }
+        | JobError::QueueBusy { .. } => Status::failed_precondition(message),
         JobError::Invalid { .. } => Status::invalid_argument(message),
         JobError::LimitExceeded { limit, .. } => match limit {
             "jobs_in_memory_max" => {

@@ -236,6 +236,140 @@ pub enum QueueCommand {
     /// Resumes a paused queue: waiting workers get its jobs at once.
     #[command(after_help = "Examples:\n  spool queue resume emails")]
     Resume { queue: String },
+    /// Shows or changes a queue's own settings: defaults for its jobs (a
+    /// job's own --attempts and --timeout, and a worker's own lease, still
+    /// win), how long its finished jobs stay, and limits the server
+    /// enforces at claim across every worker. Settings not named stay as
+    /// they are; `default` returns one to the server's default. Kept
+    /// across restarts; a queue not yet known becomes known.
+    #[command(after_help = QUEUE_CONFIG_EXAMPLES)]
+    Config(QueueConfigArgs),
+    /// Deletes a queue: purges every job of it (each job's history ends
+    /// saying so) and forgets its settings and pause. Refused while some of
+    /// its jobs run, unless --force.
+    #[command(
+        after_help = "Examples:\n  spool queue delete old-emails\n  spool queue delete old-emails --force"
+    )]
+    Delete {
+        queue: String,
+        /// Delete even while jobs run: their workers' acknowledgements are
+        /// refused.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+const QUEUE_CONFIG_EXAMPLES: &str = "\
+Examples:
+  spool queue config emails
+  spool queue config emails --attempts 10 --backoff 5s..1h --lease 30s --timeout 5m
+  spool queue config emails --finished-retention 1d --dead-retention 30d
+  spool queue config smtp --concurrency-limit 5 --rate-limit 100/1s
+  spool queue config smtp --concurrency-limit none --rate-limit none
+  spool queue config emails --attempts default
+
+With no setting named, prints the queue's settings. A limit holds jobs back as available (never
+failed): claims beyond it wait, as on an empty queue.";
+
+/// A setting's new value, or (`None`) the server's default: the words
+/// `default` and `none` mean the latter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting<T>(pub Option<T>);
+
+fn setting<T>(text: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<Setting<T>, String> {
+    match text.trim() {
+        "default" | "none" => Ok(Setting(None)),
+        value => parse(value).map(|v| Setting(Some(v))),
+    }
+}
+
+fn parse_attempts_setting(text: &str) -> Result<Setting<u32>, String> {
+    setting(text, parse_attempts)
+}
+
+fn parse_duration_setting(text: &str) -> Result<Setting<u64>, String> {
+    setting(text, parse_positive_duration_ms)
+}
+
+fn parse_retention_setting(text: &str) -> Result<Setting<u64>, String> {
+    setting(text, |value| parse_duration_ms(value).map_err(|e| e.to_string()))
+}
+
+fn parse_limit_setting(text: &str) -> Result<Setting<u32>, String> {
+    setting(text, |value| match value.parse::<u32>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{value:?} is not a limit: a number of jobs, 1 or more (or `none`)"
+        )),
+        Ok(n) => Ok(n),
+    })
+}
+
+/// `MIN..MAX`, durations: `5s..1h`.
+fn parse_backoff_setting(text: &str) -> Result<Setting<(u64, u64)>, String> {
+    setting(text, |value| {
+        let (min, max) = value
+            .split_once("..")
+            .ok_or_else(|| format!("{value:?}: write MIN..MAX, like 5s..1h"))?;
+        let (min, max) = (parse_positive_duration_ms(min)?, parse_positive_duration_ms(max)?);
+        if min > max {
+            return Err(format!("{value:?}: the first delay is longer than the longest"));
+        }
+        Ok((min, max))
+    })
+}
+
+/// `JOBS/WINDOW`: `100/1s`, `1000/1m`; `100/s` reads as `100/1s`.
+fn parse_rate_setting(text: &str) -> Result<Setting<(u32, u64)>, String> {
+    setting(text, |value| {
+        let (jobs, window) = value
+            .split_once('/')
+            .ok_or_else(|| format!("{value:?}: write JOBS/WINDOW, like 100/1s"))?;
+        let jobs = match jobs.trim().parse::<u32>() {
+            Ok(0) | Err(_) => return Err(format!("{jobs:?} is not a number of jobs (1 or more)")),
+            Ok(n) => n,
+        };
+        let window = window.trim();
+        let window = if window.starts_with(|c: char| c.is_ascii_digit()) {
+            window.to_owned()
+        } else {
+            format!("1{window}")
+        };
+        Ok((jobs, parse_positive_duration_ms(&window)?))
+    })
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueueConfigArgs {
+    pub queue: String,
+    /// Total tries of a job, the first included.
+    #[arg(long, value_parser = parse_attempts_setting, value_name = "N|default")]
+    pub attempts: Option<Setting<u32>>,
+    /// Retry delays: the first retry waits MIN, each next one twice as
+    /// long, at most MAX.
+    #[arg(long, value_parser = parse_backoff_setting, value_name = "MIN..MAX|default")]
+    pub backoff: Option<Setting<(u64, u64)>>,
+    /// Lease of a claim that asks for none.
+    #[arg(long, value_parser = parse_duration_setting, value_name = "DURATION|default")]
+    pub lease: Option<Setting<u64>>,
+    /// Longest one attempt may run.
+    #[arg(long, value_parser = parse_duration_setting, value_name = "DURATION|default")]
+    pub timeout: Option<Setting<u64>>,
+    /// How long succeeded and cancelled jobs stay in memory (their history
+    /// stays in the log).
+    #[arg(long, value_parser = parse_retention_setting, value_name = "DURATION|default")]
+    pub finished_retention: Option<Setting<u64>>,
+    /// How long dead jobs stay before they are purged.
+    #[arg(long, value_parser = parse_retention_setting, value_name = "DURATION|default")]
+    pub dead_retention: Option<Setting<u64>>,
+    /// At most N of the queue's jobs running at once, across all workers.
+    #[arg(long, value_parser = parse_limit_setting, value_name = "N|none")]
+    pub concurrency_limit: Option<Setting<u32>>,
+    /// At most JOBS claimed per WINDOW, across all workers.
+    #[arg(long, value_parser = parse_rate_setting, value_name = "JOBS/WINDOW|none")]
+    pub rate_limit: Option<Setting<(u32, u64)>>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub format: OutputFormat,
 }
 
 pub const BENCH_JOBS_EXAMPLES: &str = "\

@@ -1,10 +1,15 @@
-//! `spool queue stats`, `spool queue list`, `spool queue pause` and
-//! `spool queue resume`.
+//! `spool queue stats`, `spool queue list`, `spool queue pause`,
+//! `spool queue resume`, `spool queue config` and `spool queue delete`.
 
 use serde_json::{Value, json};
-use spool_client::jobs::{LatencyWindows, Percentiles, QueueStats, QueueSummary};
+use std::time::Duration;
 
-use crate::args::jobs::{OutputFormat, QueueCommand};
+use spool_client::jobs::{
+    LatencyWindows, Percentiles, QueueBackoff, QueueConfig, QueueConfigChange, QueueRateLimit, QueueStats,
+    QueueSummary,
+};
+
+use crate::args::jobs::{OutputFormat, QueueCommand, QueueConfigArgs, Setting};
 use crate::commands::job_view::millis;
 use crate::output::{out, outln};
 use crate::table::Table;
@@ -59,6 +64,17 @@ pub async fn run(context: &Context, command: QueueCommand) -> anyhow::Result<()>
             )?;
             Ok(())
         }
+        QueueCommand::Config(args) => configure(context, args).await,
+        QueueCommand::Delete { queue, force } => {
+            let purged = context
+                .client
+                .jobs()
+                .delete_queue(&queue, force)
+                .await
+                .explain(context.subject())?;
+            outln!("queue {queue} deleted: {} jobs purged", group_thousands(purged))?;
+            Ok(())
+        }
         QueueCommand::Resume { queue } => {
             let changed = context
                 .client
@@ -72,6 +88,131 @@ pub async fn run(context: &Context, command: QueueCommand) -> anyhow::Result<()>
             )?;
             Ok(())
         }
+    }
+}
+
+/// The change `spool queue config` names; `None` when it names none.
+fn config_change(args: &QueueConfigArgs) -> Option<QueueConfigChange> {
+    let ms = |setting: Option<Setting<u64>>| setting.map(|s| s.0.map(Duration::from_millis));
+    let change = QueueConfigChange {
+        attempts_max: args.attempts.map(|s| s.0),
+        backoff: args.backoff.map(|s| {
+            s.0.map(|(min, max)| QueueBackoff {
+                min: Duration::from_millis(min),
+                max: Duration::from_millis(max),
+            })
+        }),
+        lease: ms(args.lease),
+        timeout: ms(args.timeout),
+        finished_retention: ms(args.finished_retention),
+        dead_retention: ms(args.dead_retention),
+        concurrency_limit: args.concurrency_limit.map(|s| s.0),
+        rate_limit: args.rate_limit.map(|s| {
+            s.0.map(|(jobs, per)| QueueRateLimit {
+                jobs,
+                per: Duration::from_millis(per),
+            })
+        }),
+    };
+    (change != QueueConfigChange::default()).then_some(change)
+}
+
+async fn configure(context: &Context, args: QueueConfigArgs) -> anyhow::Result<()> {
+    let jobs = context.client.jobs();
+    let config = match config_change(&args) {
+        Some(change) => jobs
+            .configure_queue(&args.queue, &change)
+            .await
+            .explain(context.subject())?,
+        None => jobs.stats(&args.queue).await.explain(context.subject())?.config,
+    };
+    match args.format {
+        OutputFormat::Json => outln!(
+            "{}",
+            json!({ "queue": args.queue, "config": config_json(&config) })
+        )?,
+        OutputFormat::Human => {
+            for (label, value) in config_lines(&config) {
+                outln!("{label:<19} {value}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn config_json(config: &QueueConfig) -> Value {
+    json!({
+        "attempts_max": config.attempts_max,
+        "backoff": config.backoff.map(|b| json!({ "min_ms": millis(b.min), "max_ms": millis(b.max) })),
+        "lease_ms": config.lease.map(millis),
+        "timeout_ms": config.timeout.map(millis),
+        "finished_retention_ms": config.finished_retention.map(millis),
+        "dead_retention_ms": config.dead_retention.map(millis),
+        "concurrency_limit": config.concurrency_limit,
+        "rate_limit": config.rate_limit.map(|r| json!({ "jobs": r.jobs, "per_ms": millis(r.per) })),
+    })
+}
+
+/// One line per setting, `server default` where the queue sets none.
+fn config_lines(config: &QueueConfig) -> Vec<(&'static str, String)> {
+    let default = || "server default".to_owned();
+    let duration = |d: Option<Duration>| d.map_or_else(default, |d| format_duration_ms(millis(d)));
+    vec![
+        (
+            "attempts",
+            config.attempts_max.map_or_else(default, |n| n.to_string()),
+        ),
+        (
+            "backoff",
+            config.backoff.map_or_else(default, |b| {
+                format!(
+                    "{}..{} (doubling)",
+                    format_duration_ms(millis(b.min)),
+                    format_duration_ms(millis(b.max))
+                )
+            }),
+        ),
+        ("lease", duration(config.lease)),
+        ("timeout", duration(config.timeout)),
+        ("finished retention", duration(config.finished_retention)),
+        ("dead retention", duration(config.dead_retention)),
+        (
+            "concurrency limit",
+            config.concurrency_limit.map_or_else(
+                || "none".into(),
+                |n| format!("{} running at once", group_thousands(u64::from(n))),
+            ),
+        ),
+        ("rate limit", rate_text(config.rate_limit)),
+    ]
+}
+
+fn rate_text(rate: Option<QueueRateLimit>) -> String {
+    rate.map_or_else(
+        || "none".into(),
+        |r| {
+            format!(
+                "{} jobs per {}",
+                group_thousands(u64::from(r.jobs)),
+                format_duration_ms(millis(r.per))
+            )
+        },
+    )
+}
+
+/// The limits of a queue in a few words, for `stats` and `list`.
+fn limits_text(config: &QueueConfig) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = config.concurrency_limit {
+        parts.push(format!("{n} at once"));
+    }
+    if config.rate_limit.is_some() {
+        parts.push(rate_text(config.rate_limit));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -89,6 +230,8 @@ fn stats_json(stats: &QueueStats) -> Value {
         "leases_held": stats.running_count,
         "workers_connected": stats.workers_connected,
         "paused": stats.paused,
+        "config": config_json(&stats.config),
+        "rate_window_claims": stats.rate_window_claims,
         "rate_window_ms": millis(stats.rate_window),
         "enqueued_per_second": stats.enqueued_per_second,
         "completed_per_second": stats.completed_per_second,
@@ -242,8 +385,15 @@ fn stats_text(stats: &QueueStats) -> String {
                 format_duration_ms(millis(stats.eviction.dead_retention))
             ),
         ),
+        ("limits", stats_limits_text(stats)),
     ];
+    let settings = config_lines(&stats.config)
+        .into_iter()
+        .filter(|(label, _)| matches!(*label, "attempts" | "backoff" | "lease" | "timeout"));
     lines
+        .into_iter()
+        .chain(settings)
+        .collect::<Vec<_>>()
         .iter()
         .map(|(label, value)| format!("{label:<17} {value}\n"))
         .collect()
@@ -260,6 +410,7 @@ fn summary_json(queue: &QueueSummary) -> Value {
         "cancelled": queue.cancelled_count,
         "oldest_available_age_ms": queue.oldest_available_age.map(millis),
         "paused": queue.paused,
+        "config": config_json(&queue.config),
     })
 }
 
@@ -273,6 +424,7 @@ fn list_text(queues: &[QueueSummary]) -> String {
         "DEAD>",
         "CANCELLED>",
         "OLDEST AVAILABLE>",
+        "LIMITS",
     ]);
     for queue in queues {
         table.row(vec![
@@ -290,9 +442,36 @@ fn list_text(queues: &[QueueSummary]) -> String {
             queue
                 .oldest_available_age
                 .map_or_else(|| "-".into(), |age| format_age_ms(millis(age))),
+            limits_text(&queue.config),
         ]);
     }
     table.render()
+}
+
+/// The limits, with how much of each is in use.
+fn stats_limits_text(stats: &QueueStats) -> String {
+    let config = &stats.config;
+    let mut parts = Vec::new();
+    if let Some(n) = config.concurrency_limit {
+        parts.push(format!(
+            "{} of {} running at once",
+            group_thousands(stats.running_count),
+            group_thousands(u64::from(n))
+        ));
+    }
+    if let Some(rate) = config.rate_limit {
+        parts.push(format!(
+            "{} of {} claimed in the last {}",
+            group_thousands(stats.rate_window_claims),
+            group_thousands(u64::from(rate.jobs)),
+            format_duration_ms(millis(rate.per))
+        ));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join("; ")
+    }
 }
 
 /// A rate with the precision it needs: `0`, `0.033`, `19.5`, `1,250`.
@@ -359,6 +538,20 @@ mod tests {
             },
             workers_connected: 2,
             paused: false,
+            config: QueueConfig {
+                attempts_max: Some(10),
+                backoff: Some(QueueBackoff {
+                    min: Duration::from_secs(5),
+                    max: Duration::from_secs(3_600),
+                }),
+                concurrency_limit: Some(5),
+                rate_limit: Some(QueueRateLimit {
+                    jobs: 100,
+                    per: Duration::from_secs(1),
+                }),
+                ..QueueConfig::default()
+            },
+            rate_window_claims: 42,
             eviction: EvictionRule {
                 finished_retention: Duration::from_secs(3600),
                 finished_in_memory_max: 100_000,
@@ -405,6 +598,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("purged 7d after going dead"), "{text}");
+        assert!(
+            text.contains("limits            3 of 5 running at once; 42 of 100 claimed in the last 1s\n"),
+            "{text}"
+        );
+        assert!(text.contains("attempts          10\n"), "{text}");
+        assert!(text.contains("backoff           5s..1h (doubling)\n"), "{text}");
+        assert!(text.contains("lease             server default\n"), "{text}");
         let value = stats_json(&stats);
         assert_eq!(value["dead"], json!(2));
         assert_eq!(value["oldest_available_age_ms"], json!(12_300));
@@ -417,6 +617,12 @@ mod tests {
         );
         assert_eq!(value["latency"]["run_time"]["last_minute"], Value::Null);
         assert_eq!(value["totals"]["expired_lease"], json!(3));
+        assert_eq!(value["config"]["concurrency_limit"], json!(5));
+        assert_eq!(
+            value["config"]["rate_limit"],
+            json!({"jobs": 100, "per_ms": 1_000})
+        );
+        assert_eq!(value["config"]["lease_ms"], Value::Null);
         assert_eq!(format_rate(2.0 / 60.0), "0.033");
         assert_eq!(format_rate(0.0), "0");
         assert_eq!(format_rate(1_250.4), "1,250");
@@ -435,6 +641,10 @@ mod tests {
                 cancelled_count: 0,
                 oldest_available_age: Some(Duration::from_millis(2_500)),
                 paused: false,
+                config: QueueConfig {
+                    concurrency_limit: Some(4),
+                    ..QueueConfig::default()
+                },
             },
             QueueSummary {
                 queue: "reports".into(),
@@ -446,6 +656,7 @@ mod tests {
                 cancelled_count: 0,
                 oldest_available_age: None,
                 paused: true,
+                config: QueueConfig::default(),
             },
         ];
         let text = list_text(&queues);
@@ -457,7 +668,7 @@ mod tests {
             lines[1].starts_with("emails") && lines[1].contains("12,000"),
             "{text}"
         );
-        assert!(lines[1].ends_with("2.5s"), "{text}");
+        assert!(lines[1].ends_with("2.5s  4 at once"), "{text}");
         assert!(lines[2].ends_with('-'), "{text}");
         assert_eq!(
             summary_json(&queues[1]),
@@ -465,6 +676,11 @@ mod tests {
                 "queue": "reports", "scheduled": 0, "available": 0, "running": 0,
                 "succeeded": 7, "dead": 0, "cancelled": 0, "oldest_available_age_ms": null,
                 "paused": true,
+                "config": {
+                    "attempts_max": null, "backoff": null, "lease_ms": null, "timeout_ms": null,
+                    "finished_retention_ms": null, "dead_retention_ms": null,
+                    "concurrency_limit": null, "rate_limit": null,
+                },
             })
         );
     }

@@ -319,6 +319,8 @@ mod tests {
             totals: QueueTotals::default(),
             workers_connected: 2,
             paused: false,
+            config: spool_client::jobs::QueueConfig::default(),
+            rate_window_claims: 0,
             eviction: EvictionRule {
                 finished_retention: Duration::from_secs(3_600),
                 finished_in_memory_max: 100_000,

@@ -43,7 +43,8 @@ use tracing::Instrument as _;
 pub use self::types::{
     AttemptError, AttemptOutcome, CancelOutcome, Claim, ClaimedJob, DeadFilter, Enqueued, EvictionRule,
     Finish, HistoryPage, JobAttempt, JobEvent, JobEventKind, JobInfo, JobQuery, JobState, LatencyWindows,
-    NewJob, Page, Percentiles, QueueLatency, QueueStats, QueueSummary, QueueTotals, Schedule,
+    NewJob, Page, Percentiles, QueueBackoff, QueueConfig, QueueConfigChange, QueueLatency, QueueRateLimit,
+    QueueStats, QueueSummary, QueueTotals, Schedule,
 };
 use crate::error::{Error, Result};
 
@@ -307,8 +308,6 @@ impl Jobs {
         Ok(QueueStats::from_proto(response.into_inner()))
     }
 
-    /// Every queue the server knows (one a job was ever enqueued to), with
-    /// its jobs by state, sorted by name.
     /// Pauses a queue: claims hand out none of its jobs until it is
     /// resumed; the pause survives restarts. False when it was paused
     /// already.
@@ -337,6 +336,39 @@ impl Jobs {
         Ok(response.into_inner().changed)
     }
 
+    /// Changes a queue's own settings (see [`QueueConfigChange`]) and
+    /// returns them all; the server keeps them across restarts. A queue
+    /// not yet known becomes known.
+    pub async fn configure_queue(&self, queue: &str, change: &QueueConfigChange) -> Result<QueueConfig> {
+        let request = change.to_request(queue);
+        let response = self
+            .inner
+            .clone()
+            .configure_queue(self.request(request, Duration::ZERO))
+            .await?;
+        Ok(QueueConfig::from_proto(
+            response.into_inner().config.unwrap_or_default(),
+        ))
+    }
+
+    /// Deletes a queue and purges its jobs; returns how many. Refused
+    /// (`FailedPrecondition`) while some of its jobs run, unless `force`.
+    pub async fn delete_queue(&self, queue: &str, force: bool) -> Result<u64> {
+        let request = v1::DeleteQueueRequest {
+            queue: queue.to_owned(),
+            force,
+        };
+        let response = self
+            .inner
+            .clone()
+            .delete_queue(self.request(request, Duration::ZERO))
+            .await?;
+        Ok(response.into_inner().purged_count)
+    }
+
+    /// Every queue the server knows (one a job was ever enqueued to or
+    /// that was configured, and not deleted since), with its jobs by state
+    /// and its settings, sorted by name.
     pub async fn list_queues(&self) -> Result<Vec<QueueSummary>> {
         let response = self
             .inner

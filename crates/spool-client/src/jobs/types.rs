@@ -545,6 +545,11 @@ pub struct QueueStats {
     pub workers_connected: u64,
     /// True while the queue is paused: claims hand out none of its jobs.
     pub paused: bool,
+    /// The queue's own settings; `None` ones are the server's defaults.
+    pub config: QueueConfig,
+    /// Claims of the queue's jobs in the current rate-limit window (0
+    /// without a rate limit).
+    pub rate_window_claims: u64,
     /// How finished jobs leave the server's memory (their history stays in
     /// the log, and `get` still answers for them).
     pub eviction: EvictionRule,
@@ -677,6 +682,8 @@ impl QueueStats {
             },
             workers_connected: stats.workers_connected,
             paused: stats.paused,
+            config: QueueConfig::from_proto(stats.config.unwrap_or_default()),
+            rate_window_claims: stats.rate_window_claims,
             eviction: EvictionRule {
                 finished_retention: Duration::from_millis(stats.finished_retention_ms),
                 finished_in_memory_max: stats.finished_in_memory_max,
@@ -709,6 +716,8 @@ pub struct QueueSummary {
     pub oldest_available_age: Option<Duration>,
     /// True while the queue is paused.
     pub paused: bool,
+    /// The queue's own settings; `None` ones are the server's defaults.
+    pub config: QueueConfig,
 }
 
 impl QueueSummary {
@@ -723,6 +732,125 @@ impl QueueSummary {
             cancelled_count: summary.cancelled_count,
             oldest_available_age: summary.oldest_available_age_ms.map(Duration::from_millis),
             paused: summary.paused,
+            config: QueueConfig::from_proto(summary.config.unwrap_or_default()),
+        }
+    }
+}
+
+/// Retry delays of a queue: the first retry waits `min`, each next one
+/// twice as long, at most `max`; the last fifth of each delay is random.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBackoff {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+/// At most `jobs` of a queue's jobs claimed in any window of `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueRateLimit {
+    pub jobs: u32,
+    pub per: Duration,
+}
+
+/// A queue's own settings (`Jobs::configure_queue`); `None` is the
+/// server's default. A job's own attempts and timeout, and a claim's own
+/// lease, win over these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Total tries of a job, the first included.
+    pub attempts_max: Option<u32>,
+    pub backoff: Option<QueueBackoff>,
+    /// Lease of a claim that asks for none.
+    pub lease: Option<Duration>,
+    /// Longest one attempt may run.
+    pub timeout: Option<Duration>,
+    /// How long succeeded and cancelled jobs stay in the server's memory.
+    pub finished_retention: Option<Duration>,
+    /// How long dead jobs stay before they are purged.
+    pub dead_retention: Option<Duration>,
+    /// At most this many of the queue's jobs run at once, across every
+    /// worker (enforced by the server at claim).
+    pub concurrency_limit: Option<u32>,
+    /// At most this many claims per window, across every worker.
+    pub rate_limit: Option<QueueRateLimit>,
+}
+
+impl QueueConfig {
+    pub(crate) fn from_proto(config: v1::QueueConfig) -> Self {
+        QueueConfig {
+            attempts_max: config.attempts_max,
+            backoff: config.backoff.map(|b| QueueBackoff {
+                min: Duration::from_millis(b.min_ms),
+                max: Duration::from_millis(b.max_ms),
+            }),
+            lease: config.lease_ms.map(Duration::from_millis),
+            timeout: config.timeout_ms.map(Duration::from_millis),
+            finished_retention: config.finished_retention_ms.map(Duration::from_millis),
+            dead_retention: config.dead_retention_ms.map(Duration::from_millis),
+            concurrency_limit: config.concurrency_limit,
+            rate_limit: config.rate_limit.map(|r| QueueRateLimit {
+                jobs: r.jobs,
+                per: Duration::from_millis(r.per_ms),
+            }),
+        }
+    }
+}
+
+/// A change to a queue's settings: for each, `None` leaves it as it is,
+/// `Some(None)` returns it to the server's default, `Some(Some(v))` sets
+/// it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueConfigChange {
+    pub attempts_max: Option<Option<u32>>,
+    pub backoff: Option<Option<QueueBackoff>>,
+    pub lease: Option<Option<Duration>>,
+    pub timeout: Option<Option<Duration>>,
+    pub finished_retention: Option<Option<Duration>>,
+    pub dead_retention: Option<Option<Duration>>,
+    pub concurrency_limit: Option<Option<u32>>,
+    pub rate_limit: Option<Option<QueueRateLimit>>,
+}
+
+impl QueueConfigChange {
+    pub(crate) fn to_request(&self, queue: &str) -> v1::ConfigureQueueRequest {
+        use v1::QueueSetting as S;
+        let mut reset = Vec::new();
+        let mut set = v1::QueueConfig::default();
+        fn split<T: Copy, U>(
+            change: Option<Option<T>>,
+            setting: S,
+            reset: &mut Vec<i32>,
+            into: impl FnOnce(T) -> U,
+        ) -> Option<U> {
+            match change {
+                None => None,
+                Some(None) => {
+                    reset.push(setting as i32);
+                    None
+                }
+                Some(Some(value)) => Some(into(value)),
+            }
+        }
+        set.attempts_max = split(self.attempts_max, S::AttemptsMax, &mut reset, |v| v);
+        set.backoff = split(self.backoff, S::Backoff, &mut reset, |b| v1::QueueBackoff {
+            min_ms: millis(b.min),
+            max_ms: millis(b.max),
+        });
+        set.lease_ms = split(self.lease, S::Lease, &mut reset, millis);
+        set.timeout_ms = split(self.timeout, S::Timeout, &mut reset, millis);
+        set.finished_retention_ms = split(self.finished_retention, S::FinishedRetention, &mut reset, millis);
+        set.dead_retention_ms = split(self.dead_retention, S::DeadRetention, &mut reset, millis);
+        set.concurrency_limit = split(self.concurrency_limit, S::ConcurrencyLimit, &mut reset, |v| v);
+        set.rate_limit = split(self.rate_limit, S::RateLimit, &mut reset, |r| {
+            v1::QueueRateLimit {
+                jobs: r.jobs,
+                per_ms: millis(r.per),
+            }
+        });
+        v1::ConfigureQueueRequest {
+            queue: queue.to_owned(),
+            set: Some(set),
+            reset,
         }
     }
 }

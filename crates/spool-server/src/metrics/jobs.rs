@@ -279,6 +279,36 @@ impl Collector for JobsCollector {
                     .encode_gauge(&value(queue))?;
             }
         }
+        // Limits: a series only for the queues that set one, so an absent
+        // series means no limit.
+        type Limit = fn(&QueueMetrics) -> Option<f64>;
+        let limits: [(&str, &str, Limit); 3] = [
+            (
+                "spool_queue_concurrency_limit",
+                "At most this many of the queue's jobs run at once across all workers (queues with a limit only).",
+                |q| q.config.concurrency_limit.map(f64::from),
+            ),
+            (
+                "spool_queue_rate_limit_jobs",
+                "At most this many of the queue's jobs claimed per rate-limit window (queues with a limit only).",
+                |q| q.config.rate_limit.map(|r| f64::from(r.jobs)),
+            ),
+            (
+                "spool_queue_rate_limit_window_seconds",
+                "The window of the queue's rate limit (queues with a limit only).",
+                |q| q.config.rate_limit.map(|r| r.per_ms as f64 / 1000.0),
+            ),
+        ];
+        for (name, help, value) in limits {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for queue in queues.iter() {
+                if let Some(value) = value(queue) {
+                    metric
+                        .encode_family(&[("queue", queue.queue.as_str())])?
+                        .encode_gauge(&value)?;
+                }
+            }
+        }
         // The histograms follow as exemplar families (JobHistograms).
         Ok(())
     }
