@@ -103,9 +103,23 @@ async fn the_api_shows_the_workload_and_acts_on_it() {
     assert_eq!(billing["consumer"], CONSUMER);
     assert_eq!(billing["lag_records"], RECORDS - 1, "{billing}");
 
-    // Queues.
+    // Queues, with their limits and what is in use.
+    server.ok(&[
+        "queue",
+        "config",
+        QUEUE,
+        "--concurrency-limit",
+        "50",
+        "--rate-limit",
+        "1000/1m",
+    ]);
     let queues = get(admin, "/api/v1/queues");
     let emails = queue(&queues, QUEUE);
+    assert_eq!(emails["limits"]["concurrency_limit"], 50);
+    assert_eq!(
+        emails["limits"]["rate_limit"],
+        json!({ "jobs": 1000, "per_ms": 60_000 })
+    );
     assert_eq!(emails["counts"]["dead"], SMTP_DEAD + RESET_DEAD);
     assert_eq!(emails["counts"]["succeeded"], SUCCEEDED);
     assert_eq!(

@@ -211,6 +211,14 @@ fn queue_json(s: &v1::QueueStatsResponse) -> Value {
         "run_time_last_minute": percentiles(s.run_time_last_minute.as_ref()),
         "run_time_last_hour": percentiles(s.run_time_last_hour.as_ref()),
         "paused": s.paused,
+        "limits": {
+            "concurrency_limit": s.config.as_ref().and_then(|c| c.concurrency_limit),
+            "rate_limit": s.config.as_ref().and_then(|c| c.rate_limit.as_ref()).map(|r| json!({
+                "jobs": r.jobs,
+                "per_ms": r.per_ms,
+            })),
+            "rate_window_claims": s.rate_window_claims,
+        },
         "leases_held": s.running_count,
         "workers_connected": s.workers_connected,
         "totals": {

@@ -539,6 +539,7 @@ pages.queues = {
         cell("run_time_p99", latency(q.run_time_last_minute)),
         cell("leases_held", fmt(q.leases_held)),
         cell("workers_connected", fmt(q.workers_connected)),
+        cell("limits", limits(q)),
         el("td", { "data-field": "paused" }, q.paused ? "paused" : "running"),
         el("td", {}, el("button", { class: q.paused ? "resume" : "pause danger", onclick: () => this.pause(q.queue, !q.paused) }, q.paused ? "Resume" : "Pause")),
       ),
@@ -546,13 +547,25 @@ pages.queues = {
     fill(this.body, 
       el("div", { class: "scroll" },
         table(
-          ["queue", "scheduled", "available", "running", "succeeded", "dead", "cancelled", "oldest waiting", "enqueued/s", "completed/s", "failed/s", "wait p99", "run p99", "leases", "workers", "claims", ""],
+          ["queue", "scheduled", "available", "running", "succeeded", "dead", "cancelled", "oldest waiting", "enqueued/s", "completed/s", "failed/s", "wait p99", "run p99", "leases", "workers", "limits", "claims", ""],
           rows,
           { id: "queues" },
         )),
     );
   },
 };
+
+// A queue's limits with what is in use: "3/5 running, 42/100 per 1s".
+function limits(q) {
+  const parts = [];
+  if (q.limits.concurrency_limit != null) {
+    parts.push(`${fmt(q.leases_held)}/${fmt(q.limits.concurrency_limit)} running`);
+  }
+  if (q.limits.rate_limit) {
+    parts.push(`${fmt(q.limits.rate_window_claims)}/${fmt(q.limits.rate_limit.jobs)} per ${duration(q.limits.rate_limit.per_ms)}`);
+  }
+  return parts.length ? parts.join(", ") : "-";
+}
 
 function jobRow(job) {
   return el(
