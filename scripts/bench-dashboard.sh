@@ -48,11 +48,7 @@ report_init "$jsonl" dashboard
 
 bench_section "build"
 spool_build "$build" spool-server spool-cli
-SPOOLD="$target_dir/release/spoold"
-SPOOL="$target_dir/release/spool"
-for binary in "$SPOOLD" "$SPOOL"; do
-  [ -x "$binary" ] || { echo "error: $binary is missing (build it, or run without --no-build)" >&2; exit 1; }
-done
+spool_binaries "$target_dir"
 ensure_venv "$target_dir/bench-venv" grpc=grpcio grpc_tools=grpcio-tools
 stubs="$(cd "$target_dir" && pwd)/bench-venv/spool-stubs"
 if [ ! -f "$stubs/spool/v1/jobs_pb2_grpc.py" ] || [ proto/spool/v1/jobs.proto -nt "$stubs/spool/v1/jobs_pb2_grpc.py" ]; then
@@ -62,11 +58,7 @@ fi
 
 bench_section "a large server: 1,000 partitions, 100 queues, $((jobs_per_queue * 100)) jobs"
 spoold_start large "$scratch/data" --set preallocate_bytes=4KiB
-for t in $(seq 0 9); do
-  "$SPOOL" --server "$SPOOLD_URL" topic create "t$t" --partitions 100 >/dev/null
-  for p in $(seq 0 99); do echo "{\"order\":$p}"; done | "$SPOOL" --server "$SPOOLD_URL" produce "t$t" >/dev/null 2>&1
-  for p in $(seq 0 99); do echo "$p=0"; done | xargs "$SPOOL" --server "$SPOOLD_URL" checkpoint set "c$t" "t$t" >/dev/null
-done
+spool_topics_with_checkpoints
 started="$(now_us)"
 for q in $(seq 1 100); do
   "$PYTHON" scripts/lib/spool_jobs.py --stubs "$stubs" enqueue --server "$SPOOLD_ADDR" --queue "q$q" \

@@ -93,11 +93,7 @@ report_machine
 
 bench_section "build"
 spool_build "$build" spool-server spool-cli
-SPOOLD="$target_dir/release/spoold"
-SPOOL="$target_dir/release/spool"
-for binary in "$SPOOLD" "$SPOOL"; do
-  [ -x "$binary" ] || { echo "error: $binary is missing (build it, or run without --no-build)" >&2; exit 1; }
-done
+spool_binaries "$target_dir"
 
 # ---------------------------------------------------------------------------
 bench_section "spoold"

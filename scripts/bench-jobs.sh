@@ -113,12 +113,8 @@ else
   echo "(no spool-worker crate yet: its part will be skipped)"
 fi
 spool_build "$build" "${packages[@]}"
-SPOOLD="$target_dir/release/spoold"
-SPOOL="$target_dir/release/spool"
+spool_binaries "$target_dir"
 WORKER="$target_dir/release/spool-worker"
-for binary in "$SPOOLD" "$SPOOL"; do
-  [ -x "$binary" ] || { echo "error: $binary is missing (build it, or run without --no-build)" >&2; exit 1; }
-done
 [ "$have_worker" = 1 ] && [ ! -x "$WORKER" ] && { echo "(no $WORKER binary: its part will be skipped)"; have_worker=0; }
 
 # ---------------------------------------------------------------------------

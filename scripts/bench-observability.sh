@@ -59,11 +59,7 @@ report_init "$jsonl" observability
 
 bench_section "build"
 spool_build "$build" spool-server spool-cli
-SPOOLD="$target_dir/release/spoold"
-SPOOL="$target_dir/release/spool"
-for binary in "$SPOOLD" "$SPOOL"; do
-  [ -x "$binary" ] || { echo "error: $binary is missing (build it, or run without --no-build)" >&2; exit 1; }
-done
+spool_binaries "$target_dir"
 
 declare -A values=()
 
@@ -167,11 +163,7 @@ rm -rf "$scratch/data"
 bench_quiet
 RUST_LOG="info,spool_server::history=debug" spoold_start large "$scratch/data" \
   --set metrics_history_interval_ms=1s --set preallocate_bytes=4KiB
-for t in $(seq 0 9); do
-  "$SPOOL" --server "$SPOOLD_URL" topic create "t$t" --partitions 100 >/dev/null
-  for p in $(seq 0 99); do echo "p$p"; done | "$SPOOL" --server "$SPOOLD_URL" produce "t$t" >/dev/null 2>&1
-  for p in $(seq 0 99); do echo "$p=0"; done | xargs "$SPOOL" --server "$SPOOLD_URL" checkpoint set "c$t" "t$t" >/dev/null
-done
+spool_topics_with_checkpoints
 for q in $(seq 1 100); do "$SPOOL" --server "$SPOOLD_URL" job enqueue "q$q" '{}' >/dev/null; done
 sleep 12
 lines="$(curl -s "http://$SPOOLD_ADMIN_ADDR/metrics" | wc -l)"

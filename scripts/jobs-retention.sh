@@ -56,11 +56,7 @@ echo "mode:        $([ "$quick" = 1 ] && echo 'quick (smoke test: figures mean l
 
 bench_section "build"
 spool_build "$build" spool-server spool-cli
-SPOOLD="$target_dir/release/spoold"
-SPOOL="$target_dir/release/spool"
-for binary in "$SPOOLD" "$SPOOL"; do
-  [ -x "$binary" ] || { echo "error: $binary is missing (build it, or run without --no-build)" >&2; exit 1; }
-done
+spool_binaries "$target_dir"
 
 # metric NAME TOPIC: the value of the series NAME{topic="TOPIC",...} on the
 # running server's /metrics (summed over partitions).

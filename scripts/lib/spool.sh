@@ -5,6 +5,12 @@
 #   spool_build BUILD PACKAGE...     with BUILD=1: cargo build --release -p PACKAGE...
 #                                    (prints the command); with 0: only checks
 #                                    that the binaries are there
+#   spool_binaries TARGET_DIR        sets SPOOLD and SPOOL to the release binaries
+#                                    under TARGET_DIR; exits when one is missing
+#   spool_topics_with_checkpoints    10 topics t0..t9 of 100 partitions, a record
+#                                    in each partition and a checkpoint c0..c9 at
+#                                    offset 0 of every partition (needs SPOOL and
+#                                    SPOOLD_URL)
 #   spool_has_package NAME           true if the workspace has that package
 #   run_json KEY COMMAND...          prints and runs COMMAND, echoes its output,
 #                                    sets RUN_COMMAND (the command line) and
@@ -31,6 +37,24 @@ spool_build() {
   else
     echo "(--no-build: using the release binaries already in ${CARGO_TARGET_DIR:-target}/release)"
   fi
+}
+
+spool_binaries() {
+  SPOOLD="$1/release/spoold"
+  SPOOL="$1/release/spool"
+  local binary
+  for binary in "$SPOOLD" "$SPOOL"; do
+    [ -x "$binary" ] || { echo "error: $binary is missing (build it, or run without --no-build)" >&2; exit 1; }
+  done
+}
+
+spool_topics_with_checkpoints() {
+  local t p
+  for t in $(seq 0 9); do
+    "$SPOOL" --server "$SPOOLD_URL" topic create "t$t" --partitions 100 >/dev/null
+    for p in $(seq 0 99); do echo "{\"order\":$p}"; done | "$SPOOL" --server "$SPOOLD_URL" produce "t$t" >/dev/null 2>&1
+    for p in $(seq 0 99); do echo "$p=0"; done | xargs "$SPOOL" --server "$SPOOLD_URL" checkpoint set "c$t" "t$t" >/dev/null
+  done
 }
 
 run_json() {

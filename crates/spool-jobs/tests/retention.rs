@@ -3,14 +3,16 @@
 //! (from the snapshot the trimmed log relies on), and history reads are
 //! either complete or say that their start was trimmed.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{claim_through, enqueue_through};
 use spool_jobs::{
-    ClaimSpec, Job, JobSpec, JobState, JobsRuntime, LoggedJob, Reply, Request, RuntimeConfig, Schedule,
-    StartError,
+    Job, JobSpec, JobState, JobsRuntime, LoggedJob, Request, RuntimeConfig, Schedule, StartError,
 };
 use spool_log::{Partition, Retention, Store, StoreConfig};
 
@@ -93,25 +95,11 @@ fn spec(n: u64) -> JobSpec {
 }
 
 async fn enqueue(runtime: &JobsRuntime, from: u64, count: u64) -> Vec<u64> {
-    let specs = (from..from + count).map(spec).collect();
-    match runtime.call(Request::Enqueue(specs)).await.unwrap() {
-        Reply::Enqueued(results) => results.iter().map(|r| r.id).collect(),
-        other => panic!("{other:?}"),
-    }
+    enqueue_through(runtime, (from..from + count).map(spec).collect()).await
 }
 
 async fn claim(runtime: &JobsRuntime, max: u32) -> Vec<(u64, u64)> {
-    let request = Request::Claim(ClaimSpec {
-        queues: vec!["q".into()],
-        max_jobs: max,
-        lease_ms: 600_000,
-        wait_ms: 0,
-        worker: "w".into(),
-    });
-    match runtime.call(request).await.unwrap() {
-        Reply::Claimed(jobs) => jobs.iter().map(|c| (c.job.id, c.token)).collect(),
-        other => panic!("{other:?}"),
-    }
+    claim_through(runtime, max, 600_000).await
 }
 
 /// Completes the claimed jobs, except that every `dead_every`th fails for

@@ -2,10 +2,13 @@
 //! events are durable, and the table comes back after a restart, from the
 //! snapshot plus the events after it, or from the events alone.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
+use common::{claim_through, enqueue_through};
 use spool_jobs::{
     ClaimSpec, JobSpec, JobState, JobsRuntime, LoggedJob, Reply, Request, RuntimeConfig, Schedule,
 };
@@ -67,25 +70,11 @@ async fn enqueue_all(runtime: &JobsRuntime, count: u32) -> Vec<u64> {
 }
 
 async fn enqueue_range(runtime: &JobsRuntime, from: u32, count: u32) -> Vec<u64> {
-    let specs = (from..from + count).map(|n| spec("q", n)).collect();
-    match runtime.call(Request::Enqueue(specs)).await.unwrap() {
-        Reply::Enqueued(results) => results.iter().map(|r| r.id).collect(),
-        other => panic!("{other:?}"),
-    }
+    enqueue_through(runtime, (from..from + count).map(|n| spec("q", n)).collect()).await
 }
 
 async fn claim(runtime: &JobsRuntime, max: u32) -> Vec<(u64, u64)> {
-    let request = Request::Claim(ClaimSpec {
-        queues: vec!["q".into()],
-        max_jobs: max,
-        lease_ms: 60_000,
-        wait_ms: 0,
-        worker: "t".into(),
-    });
-    match runtime.call(request).await.unwrap() {
-        Reply::Claimed(jobs) => jobs.iter().map(|c| (c.job.id, c.token)).collect(),
-        other => panic!("{other:?}"),
-    }
+    claim_through(runtime, max, 60_000).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

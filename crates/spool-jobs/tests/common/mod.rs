@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use spool_jobs::{
-    ClaimSpec, Event, JobError, JobId, JobSpec, JobState, JobsConfig, JobsCore, Reply, Request, Schedule,
-    Step,
+    ClaimSpec, Event, JobError, JobId, JobSpec, JobState, JobsConfig, JobsCore, JobsRuntime, Reply, Request,
+    Schedule, Step,
 };
 
 pub const T0: i64 = 1_800_000_000_000;
@@ -142,4 +142,28 @@ pub fn fail(h: &mut Harness, id: JobId, token: u64, retry_delay_ms: Option<u64>,
         now,
     )
     .unwrap()
+}
+
+/// Enqueues `specs` through a running job runtime; returns their ids.
+pub async fn enqueue_through(runtime: &JobsRuntime, specs: Vec<JobSpec>) -> Vec<JobId> {
+    match runtime.call(Request::Enqueue(specs)).await.unwrap() {
+        Reply::Enqueued(results) => results.iter().map(|r| r.id).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Claims up to `max` jobs of queue `q` through a running job runtime,
+/// with leases of `lease_ms`, without waiting; returns ids and tokens.
+pub async fn claim_through(runtime: &JobsRuntime, max: u32, lease_ms: u64) -> Vec<(JobId, u64)> {
+    let request = Request::Claim(ClaimSpec {
+        queues: vec!["q".into()],
+        max_jobs: max,
+        lease_ms,
+        wait_ms: 0,
+        worker: "w".into(),
+    });
+    match runtime.call(request).await.unwrap() {
+        Reply::Claimed(jobs) => jobs.iter().map(|c| (c.job.id, c.token)).collect(),
+        other => panic!("{other:?}"),
+    }
 }
