@@ -148,7 +148,9 @@ fn ten_workers_of_fifty_slots_run_a_limited_queue_at_its_limit() {
     // plus one per worker-second, not thousands per second.
     assert!(elapsed >= Duration::from_millis(1_600), "{elapsed:?}");
     let claims = claims_served(&server) - claims_before;
-    eprintln!("200 jobs of 40 ms under a concurrency limit of 5: {elapsed:?} (1.6 s at best), {claims} Claim calls");
+    eprintln!(
+        "200 jobs of 40 ms under a concurrency limit of 5: {elapsed:?} (1.6 s at best), {claims} Claim calls"
+    );
     let bound = 200.0 + (WORKERS as f64) * (elapsed.as_secs_f64() + 2.0) * 2.0;
     assert!(
         claims <= bound,

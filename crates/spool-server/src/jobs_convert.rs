@@ -254,7 +254,7 @@ pub(crate) fn queue_config_to_proto(config: &QueueConfig) -> v1::QueueConfig {
 /// the server's default. Naming a setting both ways is refused.
 pub(crate) fn queue_config_change(request: &v1::ConfigureQueueRequest) -> Result<QueueConfigChange, Status> {
     use v1::QueueSetting as S;
-    let set = request.set.clone().unwrap_or_default();
+    let set = request.set.unwrap_or_default();
     let mut change = QueueConfigChange {
         attempts_max: set.attempts_max.map(Some),
         backoff: set.backoff.map(|b| {

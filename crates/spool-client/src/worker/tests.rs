@@ -290,6 +290,20 @@ impl Jobs for Fake {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn configure_queue(
+        &self,
+        _: Request<v1::ConfigureQueueRequest>,
+    ) -> Result<Response<v1::ConfigureQueueResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn delete_queue(
+        &self,
+        _: Request<v1::DeleteQueueRequest>,
+    ) -> Result<Response<v1::DeleteQueueResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn search_jobs(
         &self,
         _: Request<v1::SearchJobsRequest>,
