@@ -27,6 +27,7 @@ pub mod admin;
 pub mod admission;
 pub mod checkpoints;
 pub mod config;
+pub mod connections;
 mod convert;
 pub mod health;
 pub mod history;
