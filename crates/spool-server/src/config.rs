@@ -56,6 +56,22 @@ pub struct Config {
     /// in memory. The connection's window is this times the calls a
     /// connection may have open.
     pub stream_window_bytes: u64,
+    /// Calls one connection may have open at once (HTTP/2 concurrent
+    /// streams).
+    pub streams_per_connection_max: u32,
+    /// Largest header block of a call (HTTP/2 header list size): call
+    /// metadata such as tokens and trace context.
+    pub request_header_bytes_max: u64,
+    /// Connections open at once to the gRPC listener, from all clients.
+    pub connections_max: u64,
+    /// Connections open at once from one client address.
+    pub connections_per_address_max: u64,
+    /// A new connection that sends fewer than 24 bytes (an HTTP/2 preface)
+    /// in this long is closed.
+    pub connection_handshake_timeout_ms: u64,
+    /// A connection from which nothing arrives for this long is closed (a
+    /// live client answers the server's keepalive pings, sent every 30 s).
+    pub connection_idle_timeout_ms: u64,
     /// Response size of a fetch that asks for 0 bytes.
     pub fetch_bytes_default: u64,
     /// Largest fetch or subscribe chunk; larger requests are capped.
@@ -101,6 +117,12 @@ impl Default for Config {
             connection_inflight_bytes_max: 16 << 20,
             inflight_wait_ms: 5_000,
             stream_window_bytes: 256 << 10,
+            streams_per_connection_max: 200,
+            request_header_bytes_max: 16 << 10,
+            connections_max: 10_000,
+            connections_per_address_max: 1_000,
+            connection_handshake_timeout_ms: 10_000,
+            connection_idle_timeout_ms: 300_000,
             fetch_bytes_default: 1 << 20,
             fetch_bytes_max: 3 << 20,
             fetch_wait_ms_max: 60_000,
@@ -153,6 +175,12 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("connection_inflight_bytes_max", ValueKind::Size),
     ("inflight_wait_ms", ValueKind::Duration),
     ("stream_window_bytes", ValueKind::Size),
+    ("streams_per_connection_max", ValueKind::Count),
+    ("request_header_bytes_max", ValueKind::Size),
+    ("connections_max", ValueKind::Count),
+    ("connections_per_address_max", ValueKind::Count),
+    ("connection_handshake_timeout_ms", ValueKind::Duration),
+    ("connection_idle_timeout_ms", ValueKind::Duration),
     ("fetch_bytes_default", ValueKind::Size),
     ("fetch_bytes_max", ValueKind::Size),
     ("fetch_wait_ms_max", ValueKind::Duration),
@@ -311,6 +339,15 @@ impl Config {
             "connection_inflight_bytes_max" => self.connection_inflight_bytes_max = bytes()?,
             "inflight_wait_ms" => self.inflight_wait_ms = ms()?,
             "stream_window_bytes" => self.stream_window_bytes = bytes()?,
+            "streams_per_connection_max" => {
+                self.streams_per_connection_max =
+                    u32::try_from(count()?).map_err(|e| error(e.to_string()))?;
+            }
+            "request_header_bytes_max" => self.request_header_bytes_max = bytes()?,
+            "connections_max" => self.connections_max = count()?,
+            "connections_per_address_max" => self.connections_per_address_max = count()?,
+            "connection_handshake_timeout_ms" => self.connection_handshake_timeout_ms = ms()?,
+            "connection_idle_timeout_ms" => self.connection_idle_timeout_ms = ms()?,
             "fetch_bytes_default" => self.fetch_bytes_default = bytes()?,
             "fetch_bytes_max" => self.fetch_bytes_max = bytes()?,
             "fetch_wait_ms_max" => self.fetch_wait_ms_max = ms()?,
@@ -500,6 +537,41 @@ impl Config {
                 "stream_window_bytes",
                 "must be between 64KiB and 8MiB".into(),
             ));
+        }
+        // The connection's window is every stream's window together, and
+        // HTTP/2 windows fit in 31 bits.
+        if self.streams_per_connection_max == 0
+            || u64::from(self.streams_per_connection_max) * self.stream_window_bytes > (1 << 31) - 1
+        {
+            return Err(fail(
+                "streams_per_connection_max",
+                format!(
+                    "must be at least 1, and times stream_window_bytes ({}) under 2GiB",
+                    self.stream_window_bytes
+                ),
+            ));
+        }
+        if !(1 << 10..=1 << 20).contains(&self.request_header_bytes_max) {
+            return Err(fail(
+                "request_header_bytes_max",
+                "must be between 1KiB and 1MiB".into(),
+            ));
+        }
+        if self.connections_max == 0 || self.connections_per_address_max == 0 {
+            let key = if self.connections_max == 0 {
+                "connections_max"
+            } else {
+                "connections_per_address_max"
+            };
+            return Err(fail(key, "must be at least 1".into()));
+        }
+        if self.connection_handshake_timeout_ms == 0 || self.connection_idle_timeout_ms == 0 {
+            let key = if self.connection_handshake_timeout_ms == 0 {
+                "connection_handshake_timeout_ms"
+            } else {
+                "connection_idle_timeout_ms"
+            };
+            return Err(fail(key, "must be longer than zero".into()));
         }
         if self.subscribe_bytes_max == 0 {
             return Err(fail("subscribe_bytes_max", "must be above zero".into()));
@@ -772,6 +844,38 @@ mod tests {
                 Err(err) => {
                     assert!(!valid, "{window}: {err}");
                     assert_eq!(err.key, "stream_window_bytes");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn connection_bounds_are_checked() {
+        let cases = [
+            ("streams_per_connection_max", "0", false),
+            ("streams_per_connection_max", "1000", true),
+            // 257 streams of the largest window pass 2 GiB together.
+            ("streams_per_connection_max", "257", false),
+            ("request_header_bytes_max", "512", false),
+            ("request_header_bytes_max", "64KiB", true),
+            ("request_header_bytes_max", "2MiB", false),
+            ("connections_max", "0", false),
+            ("connections_per_address_max", "0", false),
+            ("connection_handshake_timeout_ms", "0", false),
+            ("connection_idle_timeout_ms", "0", false),
+            ("connection_idle_timeout_ms", "1m", true),
+        ];
+        for (key, value, valid) in cases {
+            let mut config = Config::default();
+            if key == "streams_per_connection_max" && value == "257" {
+                config.set("stream_window_bytes", "8MiB", "flag").unwrap();
+            }
+            config.set(key, value, "flag").unwrap();
+            match config.validate() {
+                Ok(()) => assert!(valid, "{key}={value} was accepted"),
+                Err(err) => {
+                    assert!(!valid, "{key}={value}: {err}");
+                    assert_eq!(err.key, key);
                 }
             }
         }

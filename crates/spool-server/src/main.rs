@@ -27,8 +27,10 @@ use spool_telemetry::otlp::{Exporter, OtlpSettings, init_subscriber};
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
-/// HTTP/2 streams (calls) a connection may have open at once.
-const MAX_STREAMS_PER_CONNECTION: u32 = 200;
+/// How often the server pings each connection, and how long it waits for
+/// the answer before closing it.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -180,7 +182,13 @@ async fn main() -> std::process::ExitCode {
 async fn run(config: Config) -> anyhow::Result<()> {
     raise_open_files_limit();
     let started = Instant::now();
-    let metrics = Arc::new(ServerMetrics::new().context("cannot read the services' descriptors")?);
+    let limits = spool_server::connections::ConnectionLimits {
+        total_max: config.connections_max as usize,
+        per_address_max: config.connections_per_address_max as usize,
+        handshake_timeout: Duration::from_millis(config.connection_handshake_timeout_ms),
+        idle_timeout: Duration::from_millis(config.connection_idle_timeout_ms),
+    };
+    let metrics = Arc::new(ServerMetrics::new(limits).context("cannot read the services' descriptors")?);
     let mut config = config;
     config.store.observer = Some(Arc::clone(&metrics.storage) as Arc<dyn spool_log::StoreObserver>);
     let data_dir = config.data_dir.clone();
@@ -310,16 +318,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let stream_window = config.stream_window_bytes as u32; // checked: at most 8 MiB
+    let streams = config.streams_per_connection_max;
     let connections = Arc::clone(&metrics.connections);
+    let gate = Arc::clone(&metrics.connection_gate);
     let serve = tonic::transport::Server::builder()
         // Produce requests wait for in-flight room before tonic reads them
         // (admission.rs); meanwhile each holds at most its stream window.
         // The connection window covers every stream's window, so streams
         // waiting for room can never use it up and stall the streams
         // already admitted on the same connection.
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .max_concurrent_streams(streams)
         .initial_stream_window_size(stream_window)
-        .initial_connection_window_size(stream_window * MAX_STREAMS_PER_CONNECTION)
+        .initial_connection_window_size(stream_window * streams)
+        .http2_max_header_list_size(config.request_header_bytes_max as u32) // checked: at most 1 MiB
+        // Pings find peers that are gone; a live client's answers also keep
+        // its connection from counting as idle (connections.rs).
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         // Outermost, so a call's span and time include its wait for
         // admission.
         .layer(TraceLayer)
@@ -341,7 +356,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
             // wait on Nagle and delayed ACKs: 40 ms stalls.
             tonic::transport::server::TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
-                .map(move |accepted| accepted.map(|stream| connections.track(stream))),
+                .filter_map(move |accepted| {
+                    // A connection beyond the bounds is dropped (closed)
+                    // here, before a byte of it is read.
+                    match accepted {
+                        Ok(stream) => match stream.peer_addr() {
+                            Ok(peer) => match gate.guard(connections.track(stream), peer.ip()) {
+                                Ok(guarded) => Some(Ok(guarded)),
+                                Err(refusal) => {
+                                    tracing::debug!(%peer, reason = refusal.name(), "connection refused: too many open");
+                                    None
+                                }
+                            },
+                            Err(_) => None,
+                        },
+                        Err(error) => Some(Err(error)),
+                    }
+                }),
             async move {
                 shutdown_signal().await;
                 health::set_not_serving(&health_reporter).await;

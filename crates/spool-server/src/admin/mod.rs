@@ -345,7 +345,15 @@ mod tests {
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(ServerMetrics::new().unwrap());
+        let metrics = Arc::new(
+            ServerMetrics::new(crate::connections::ConnectionLimits {
+                total_max: 10,
+                per_address_max: 10,
+                handshake_timeout: std::time::Duration::from_secs(10),
+                idle_timeout: std::time::Duration::from_secs(60),
+            })
+            .unwrap(),
+        );
         let faults = Arc::new(FaultInjector::default());
         let store_config = StoreConfig {
             faults: Some(Arc::clone(&faults)),

@@ -36,6 +36,7 @@ use spool_log::{FlushReport, StoreObserver};
 use spool_metrics::{Exposition, Histogram, histogram};
 use tokio::sync::watch;
 
+use crate::connections::{ConnectionGate, ConnectionLimits};
 use crate::log_service::ServerState;
 use connections::OpenConnections;
 use rpc::{RpcDurations, RpcMetrics};
@@ -47,15 +48,18 @@ pub struct ServerMetrics {
     pub rpc: Arc<RpcMetrics>,
     pub storage: Arc<StorageMetrics>,
     pub connections: Arc<OpenConnections>,
+    /// The bounds on the gRPC listener's connections, and what they did.
+    pub connection_gate: Arc<ConnectionGate>,
 }
 
 impl ServerMetrics {
-    pub fn new() -> Result<ServerMetrics, prost::DecodeError> {
+    pub fn new(limits: ConnectionLimits) -> Result<ServerMetrics, prost::DecodeError> {
         Ok(ServerMetrics {
             started: Instant::now(),
             rpc: Arc::new(RpcMetrics::new(spool_proto::FILE_DESCRIPTOR_SET)?),
             storage: Arc::new(StorageMetrics::default()),
             connections: Arc::new(OpenConnections::default()),
+            connection_gate: ConnectionGate::new(limits),
         })
     }
 }

@@ -3,6 +3,7 @@
 //! requests.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -45,6 +46,35 @@ impl Collector for ServerCollector {
                 MetricType::Gauge,
             )?
             .encode_gauge(&self.metrics.connections.get())?;
+        let gate = &self.metrics.connection_gate.counters;
+        let mut refused = encoder.encode_descriptor(
+            "spool_connections_refused",
+            "Connections to the gRPC listener closed unserved: too many open in total, or from one address.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, counter) in [
+            ("total", &gate.refused_total),
+            ("per_address", &gate.refused_per_address),
+        ] {
+            refused
+                .encode_family(&[("reason", reason)])?
+                .encode_counter::<NoLabelSet, _, u64>(&counter.load(Ordering::Relaxed), None)?;
+        }
+        let mut closed = encoder.encode_descriptor(
+            "spool_connections_timed_out",
+            "Connections to the gRPC listener closed for sending too little at first, or nothing for too long.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, counter) in [
+            ("handshake", &gate.handshake_timeouts),
+            ("idle", &gate.idle_timeouts),
+        ] {
+            closed
+                .encode_family(&[("reason", reason)])?
+                .encode_counter::<NoLabelSet, _, u64>(&counter.load(Ordering::Relaxed), None)?;
+        }
         let poisoned = u64::from(!health::poisoned_partitions(&self.state.store).is_empty());
         encoder
             .encode_descriptor(
