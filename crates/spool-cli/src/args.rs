@@ -752,7 +752,7 @@ mod tests {
         let error = Cli::try_parse_from(["spool", "topic", "create", "x", "--retention", "7"]).unwrap_err();
         assert_eq!(error.exit_code(), 2);
         let cli = Cli::try_parse_from(["spool", "--server", "http://h:1", "offsets", "t"]).unwrap();
-        assert_eq!(cli.server, "http://h:1");
+        assert_eq!(cli.server(), "http://h:1");
     }
 
     #[test]
