@@ -108,9 +108,8 @@ pub enum Command {
     /// The server's own metrics over time, from the history it keeps.
     #[command(subcommand)]
     Metrics(MetricsCommand),
-    /// Bearer tokens: create, list, revoke. With --server (or SPOOL_SERVER)
-    /// through the server (cluster=admin); without, in the token file
-    /// directly.
+    /// Bearer tokens: create, list, revoke. In the token file (--file), or
+    /// through the server (--server, a token with cluster=admin).
     #[command(subcommand)]
     Token(TokenCommand),
     /// Read the audit trail of administrative actions (cluster=admin).
@@ -185,8 +184,9 @@ Examples:
   spool token revoke 3f9a0c12
   spool token list --server https://spool.internal:7070 --tls-ca ca.pem --token \"$ADMIN_TOKEN\"
 
-With --server or SPOOL_SERVER the commands go through the server (a token with cluster=admin),
-which rewrites its token file and uses the change at once; without, they edit --file.
+With --file (or SPOOL_TOKENS_FILE) the commands edit that file; otherwise, with --server (or
+SPOOL_SERVER), they go through the server (a token with cluster=admin), which rewrites its own
+token file and uses the change at once; with neither, they edit spool-data/tokens.toml.
 
 A grant is topic:PATTERN=PERMISSIONS (produce, consume, admin), queue:PATTERN=PERMISSIONS
 (enqueue, work, admin) or cluster=admin; * in a pattern stands for any run of characters, and
@@ -227,14 +227,29 @@ pub enum TokenCommand {
 
 #[derive(Debug, Args)]
 pub struct TokenFileArg {
-    /// The token file.
-    #[arg(
-        long = "file",
-        env = "SPOOL_TOKENS_FILE",
-        default_value = "spool-data/tokens.toml",
-        value_name = "PATH"
-    )]
-    pub path: std::path::PathBuf,
+    /// The token file (default spool-data/tokens.toml); given, the file is
+    /// edited even when a server is named.
+    #[arg(long = "file", env = "SPOOL_TOKENS_FILE", value_name = "PATH")]
+    pub path: Option<std::path::PathBuf>,
+}
+
+impl TokenFileArg {
+    /// The file to edit.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| "spool-data/tokens.toml".into())
+    }
+}
+
+impl TokenCommand {
+    /// Whether a token file was named (`--file` or SPOOL_TOKENS_FILE).
+    pub fn names_file(&self) -> bool {
+        let (TokenCommand::Create { file, .. }
+        | TokenCommand::List { file, .. }
+        | TokenCommand::Revoke { file, .. }) = self;
+        file.path.is_some()
+    }
 }
 
 #[derive(Debug, Subcommand)]

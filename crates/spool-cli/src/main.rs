@@ -89,7 +89,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let server = cli.server();
     // Token commands without a server work on a local file.
     let command = match cli.command {
-        Command::Token(command) if cli.server.is_none() => return commands::token::run(command),
+        Command::Token(command) if cli.server.is_none() || command.names_file() => {
+            return commands::token::run(command);
+        }
         Command::InitSecurity(args) => return commands::init_security::run(args),
         command => command,
     };

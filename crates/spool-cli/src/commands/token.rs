@@ -1,6 +1,6 @@
 //! `spool token create|list|revoke`: the token file, edited in place (the
-//! same file `spoold` reads), or, with `--server`, through the server's
-//! `spool.v1.Admin` service, which edits its own file.
+//! same file `spoold` reads), or, without `--file` and with `--server`,
+//! through the server's `spool.v1.Admin` service, which edits its own file.
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -20,6 +20,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
             grants,
             file,
         } => {
+            let path = file.path();
             let grants: Vec<Grant> = grants
                 .iter()
                 .map(|text| Grant::parse(text))
@@ -27,23 +28,24 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
             if grants.is_empty() {
                 errln!("note: a token without --grant authenticates but is allowed nothing");
             }
-            let mut tokens = Tokens::load(&file.path)?;
+            let mut tokens = Tokens::load(&path)?;
             let token = tokens
                 .create(&principal, grants, now_ms())
                 .map_err(anyhow::Error::msg)?;
-            if let Some(dir) = file.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
             }
-            tokens.save(&file.path)?;
+            tokens.save(&path)?;
             outln!("{token}")?;
             errln!(
                 "created a token for {principal} in {}: it is shown only now",
-                file.path.display()
+                path.display()
             );
             Ok(())
         }
         TokenCommand::List { file, format } => {
-            let tokens = Tokens::load(&file.path)?;
+            let path = file.path();
+            let tokens = Tokens::load(&path)?;
             match format {
                 OutputFormat::Json => {
                     for entry in tokens.entries() {
@@ -76,13 +78,14 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
             Ok(())
         }
         TokenCommand::Revoke { id, file } => {
-            let mut tokens = Tokens::load(&file.path)?;
+            let path = file.path();
+            let mut tokens = Tokens::load(&path)?;
             anyhow::ensure!(
                 tokens.revoke(&id),
                 "no token {id:?} in {}; `spool token list` shows the ids",
-                file.path.display()
+                path.display()
             );
-            tokens.save(&file.path)?;
+            tokens.save(&path)?;
             errln!("revoked token {id}");
             Ok(())
         }
