@@ -273,7 +273,7 @@ async fn the_api_shows_the_workload_and_acts_on_it() {
     assert_eq!(status, 404);
 
     // Every action is in the audit trail, with who asked, and stays there
-    // across a kill -9.
+    // across a kill -9; the setup's CreateTopic over gRPC is there too.
     let expected = [
         "resume_queue",
         "pause_queue",
@@ -281,6 +281,7 @@ async fn the_api_shows_the_workload_and_acts_on_it() {
         "reset_checkpoint",
         "purge_dead",
         "retry_dead",
+        "create_topic",
     ];
     let audit = get(admin, "/api/v1/audit");
     let actions: Vec<&str> = audit["records"]
@@ -293,6 +294,8 @@ async fn the_api_shows_the_workload_and_acts_on_it() {
     assert_eq!(audit["records"][5]["count"], SMTP_DEAD);
     assert_eq!(audit["records"][5]["user"], "tester");
     assert_eq!(audit["records"][5]["address"], "127.0.0.1");
+    assert_eq!(audit["records"][5]["via"], "http");
+    assert_eq!(audit["records"][6]["via"], "grpc");
     server.kill9();
     server.restart();
     let audit = get(server.admin_addr.unwrap(), "/api/v1/audit");

@@ -5,7 +5,8 @@
 use std::env;
 use std::path::PathBuf;
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 4] = [
+    "spool/v1/admin.proto",
     "spool/v1/log.proto",
     "spool/v1/jobs.proto",
     "spool/v1/metrics.proto",

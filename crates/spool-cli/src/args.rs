@@ -28,18 +28,52 @@ Exit codes: 0 success, 1 an error reported on stderr, 2 a usage error.";
 #[derive(Debug, Parser)]
 #[command(name = "spool", version, about, after_help = MAIN_EXAMPLES)]
 pub struct Cli {
-    /// Address of the server.
+    /// Address of the server (default http://127.0.0.1:7070; https:// with
+    /// --tls-ca for TLS).
+    #[arg(long, global = true, env = "SPOOL_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// Bearer token sent with every call.
     #[arg(
         long,
         global = true,
-        env = "SPOOL_SERVER",
-        default_value = "http://127.0.0.1:7070",
-        value_name = "URL"
+        env = "SPOOL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
     )]
-    pub server: String,
+    pub token: Option<String>,
+    /// PEM CA bundle that signed the server's certificate (for https:// URLs).
+    #[arg(long, global = true, env = "SPOOL_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for servers that ask for one (mutual TLS).
+    #[arg(long, global = true, env = "SPOOL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "SPOOL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<std::path::PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The server's address, given or the default.
+    pub fn server(&self) -> String {
+        self.server
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned())
+    }
+
+    /// How to connect: the token and TLS files.
+    pub fn client_options(&self) -> spool_client::ClientOptions {
+        spool_client::ClientOptions {
+            token: self.token.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            ..spool_client::ClientOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,10 +108,72 @@ pub enum Command {
     /// The server's own metrics over time, from the history it keeps.
     #[command(subcommand)]
     Metrics(MetricsCommand),
-    /// Bearer tokens in a token file: create, list, revoke. Works on the
-    /// file directly; no server is contacted.
+    /// Bearer tokens: create, list, revoke. In the token file (--file), or
+    /// through the server (--server, a token with cluster=admin).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Read the audit trail of administrative actions (cluster=admin).
+    #[command(after_help = AUDIT_EXAMPLES)]
+    Audit(AuditArgs),
+    /// Create a CA, a server certificate and an admin token for a first
+    /// secure setup, and print how to start spoold and the clients.
+    #[command(name = "init-security", after_help = INIT_SECURITY_EXAMPLES)]
+    InitSecurity(InitSecurityArgs),
+}
+
+const AUDIT_EXAMPLES: &str = "\
+Examples:
+  spool audit
+  spool audit --principal ops --action delete_topic --since 2026-11-27T00:00:00Z
+  spool audit --format json --limit 1000";
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only actions of this principal.
+    #[arg(long, value_name = "NAME")]
+    pub principal: Option<String>,
+    /// Only this action (create_topic, delete_topic, reset_checkpoint,
+    /// retry_dead, purge_dead, cancel, pause_queue, resume_queue,
+    /// create_token, revoke_token).
+    #[arg(long, value_name = "ACTION")]
+    pub action: Option<String>,
+    /// Only records at or after (RFC 3339 or @epoch-ms).
+    #[arg(long, value_name = "TIME", value_parser = crate::time::parse_timestamp_ms)]
+    pub since: Option<i64>,
+    /// Only records before (RFC 3339 or @epoch-ms).
+    #[arg(long, value_name = "TIME", value_parser = crate::time::parse_timestamp_ms)]
+    pub until: Option<i64>,
+    /// Most records, newest first (at most 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Output format (json: one line per record).
+    #[arg(long, value_enum, default_value_t = jobs::OutputFormat::Human)]
+    pub format: jobs::OutputFormat,
+}
+
+const INIT_SECURITY_EXAMPLES: &str = "\
+Examples:
+  spool init-security
+  spool init-security --dir /etc/spool --host spool.internal --host 10.0.0.5
+
+Writes ca.pem, ca.key, server.pem, server.key and tokens.toml (mode 0600) into --dir, and
+prints the admin token once.";
+
+#[derive(Debug, Args)]
+pub struct InitSecurityArgs {
+    /// Directory for the files (created; must not hold them already).
+    #[arg(long, default_value = "spool-tls", value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+    /// A name or IP address clients use for the server; repeatable
+    /// (default: localhost and 127.0.0.1).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Days the server certificate is valid.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    /// Principal of the admin token.
+    #[arg(long, default_value = "admin", value_name = "NAME")]
+    pub principal: String,
 }
 
 const TOKEN_EXAMPLES: &str = "\
@@ -86,6 +182,11 @@ Examples:
   spool token create ops --grant cluster=admin --grant 'topic:*=*' --grant 'queue:*=*'
   spool token list
   spool token revoke 3f9a0c12
+  spool token list --server https://spool.internal:7070 --tls-ca ca.pem --token \"$ADMIN_TOKEN\"
+
+With --file (or SPOOL_TOKENS_FILE) the commands edit that file; otherwise, with --server (or
+SPOOL_SERVER), they go through the server (a token with cluster=admin), which rewrites its own
+token file and uses the change at once; with neither, they edit spool-data/tokens.toml.
 
 A grant is topic:PATTERN=PERMISSIONS (produce, consume, admin), queue:PATTERN=PERMISSIONS
 (enqueue, work, admin) or cluster=admin; * in a pattern stands for any run of characters, and
@@ -126,14 +227,29 @@ pub enum TokenCommand {
 
 #[derive(Debug, Args)]
 pub struct TokenFileArg {
-    /// The token file.
-    #[arg(
-        long = "file",
-        env = "SPOOL_TOKENS_FILE",
-        default_value = "spool-data/tokens.toml",
-        value_name = "PATH"
-    )]
-    pub path: std::path::PathBuf,
+    /// The token file (default spool-data/tokens.toml); given, the file is
+    /// edited even when a server is named.
+    #[arg(long = "file", env = "SPOOL_TOKENS_FILE", value_name = "PATH")]
+    pub path: Option<std::path::PathBuf>,
+}
+
+impl TokenFileArg {
+    /// The file to edit.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(|| "spool-data/tokens.toml".into())
+    }
+}
+
+impl TokenCommand {
+    /// Whether a token file was named (`--file` or SPOOL_TOKENS_FILE).
+    pub fn names_file(&self) -> bool {
+        let (TokenCommand::Create { file, .. }
+        | TokenCommand::List { file, .. }
+        | TokenCommand::Revoke { file, .. }) = self;
+        file.path.is_some()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -651,7 +767,7 @@ mod tests {
         let error = Cli::try_parse_from(["spool", "topic", "create", "x", "--retention", "7"]).unwrap_err();
         assert_eq!(error.exit_code(), 2);
         let cli = Cli::try_parse_from(["spool", "--server", "http://h:1", "offsets", "t"]).unwrap();
-        assert_eq!(cli.server, "http://h:1");
+        assert_eq!(cli.server(), "http://h:1");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use spool_client::Client;
+use spool_client::{Client, ClientOptions};
 
 use crate::args::{Cli, Command};
 use crate::errors::{Reported, Subject, explain};
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let server = cli.server.clone();
+    let server = cli.server();
     let result = runtime.block_on(run(cli));
     // Subscriptions and sender tasks may still be parked: do not wait.
     runtime.shutdown_background();
@@ -85,12 +85,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    // Token commands work on a local file and need no server.
+    let options = cli.client_options();
+    let server = cli.server();
+    // Token commands without a server work on a local file.
     let command = match cli.command {
-        Command::Token(command) => return commands::token::run(command),
+        Command::Token(command) if cli.server.is_none() || command.names_file() => {
+            return commands::token::run(command);
+        }
+        Command::InitSecurity(args) => return commands::init_security::run(args),
         command => command,
     };
-    let context = Context::connect(cli.server).await?;
+    let context = Context::connect(server, options).await?;
     match command {
         Command::Topic(command) => commands::topic::run(&context, command).await,
         Command::Produce(args) => commands::produce::run(&context, args).await,
@@ -103,7 +108,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(command) => bench::run(&context, command).await,
         Command::Top(args) => commands::top::run(&context, args).await,
         Command::Metrics(command) => commands::metrics::run(&context, command).await,
-        Command::Token(_) => unreachable!("handled before connecting"),
+        Command::Token(command) => commands::token::remote(&context, command).await,
+        Command::Audit(args) => commands::audit::run(&context, args).await,
+        Command::InitSecurity(_) => unreachable!("handled before connecting"),
     }
 }
 
@@ -112,16 +119,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 pub struct Context {
     pub server: String,
     pub client: Client,
+    /// Token and TLS settings, for commands that open more connections.
+    pub options: ClientOptions,
 }
 
 impl Context {
-    async fn connect(server: String) -> anyhow::Result<Self> {
+    async fn connect(server: String, options: ClientOptions) -> anyhow::Result<Self> {
         let url = normalize_url(&server);
-        let client = Client::connect(url).await.explain(Subject {
-            server: &server,
-            ..Subject::default()
-        })?;
-        Ok(Context { server, client })
+        let client = Client::connect_with(url, options.clone())
+            .await
+            .explain(Subject {
+                server: &server,
+                ..Subject::default()
+            })?;
+        Ok(Context {
+            server,
+            client,
+            options,
+        })
     }
 
     /// The subject of errors about `topic`.

@@ -1,11 +1,17 @@
 //! [`Client`]: one HTTP/2 connection to a server and a thin async method per
 //! `spool.v1.Log` RPC.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use spool_proto::v1::{self, jobs_client::JobsClient, log_client::LogClient, metrics_client::MetricsClient};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Streaming};
+use spool_proto::v1::{
+    self, admin_client::AdminClient, jobs_client::JobsClient, log_client::LogClient,
+    metrics_client::MetricsClient,
+};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Request, Status, Streaming};
 
 use crate::consumer::ConsumerBuilder;
 use crate::error::{Error, Result};
@@ -32,6 +38,54 @@ pub struct ClientOptions {
     pub stream_window_bytes: u32,
     /// HTTP/2 receive window for the whole connection, in bytes.
     pub connection_window_bytes: u32,
+    /// Bearer token sent with every call (`spool_<id>_<secret>`).
+    pub token: Option<String>,
+    /// PEM CA bundle the server's certificate must chain to; needed for
+    /// `https://` URLs.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that ask for one
+    /// (mutual TLS).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The channel every generated client of a [`Client`] runs on: the
+/// connection, with the bearer token added to each call.
+pub type Transport = InterceptedService<Channel, Credentials>;
+
+/// Adds `authorization: Bearer <token>` to each call, when there is a
+/// token.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    header: Option<AsciiMetadataValue>,
+}
+
+impl Credentials {
+    /// Credentials for `token`; `None` sends none.
+    pub fn new(token: Option<&str>) -> Result<Self> {
+        let header = match token {
+            Some(token) => Some(
+                MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
+                    Error::Credentials {
+                        what: "token",
+                        path: String::new(),
+                        reason: "a token is printable ASCII text (spool_<id>_<secret>)".into(),
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Credentials { header })
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut request: Request<()>) -> std::result::Result<Request<()>, Status> {
+        if let Some(header) = &self.header {
+            request.metadata_mut().insert("authorization", header.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Default for ClientOptions {
@@ -42,6 +96,10 @@ impl Default for ClientOptions {
             request_timeout: Some(Duration::from_secs(60)),
             stream_window_bytes: 4 * 1024 * 1024,
             connection_window_bytes: 16 * 1024 * 1024,
+            token: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -237,9 +295,10 @@ pub struct Checkpoint {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: LogClient<Channel>,
-    jobs: JobsClient<Channel>,
-    metrics: MetricsClient<Channel>,
+    inner: LogClient<Transport>,
+    jobs: JobsClient<Transport>,
+    metrics: MetricsClient<Transport>,
+    admin: AdminClient<Transport>,
     url: String,
     request_timeout: Option<Duration>,
     message_bytes_max: usize,
@@ -260,7 +319,7 @@ impl Client {
             url: url.clone(),
             source: source.into(),
         })?;
-        Ok(Self::from_channel(channel, url, &options))
+        Self::with_credentials(channel, url, &options)
     }
 
     /// Connects to `url`, trying again every 20 ms while the server is not
@@ -284,11 +343,31 @@ impl Client {
     pub fn connect_lazy(url: impl Into<String>, options: ClientOptions) -> Result<Self> {
         let url = url.into();
         let channel = endpoint(&url, &options)?.connect_lazy();
-        Ok(Self::from_channel(channel, url, &options))
+        Self::with_credentials(channel, url, &options)
     }
 
-    /// Wraps an existing tonic channel.
+    fn with_credentials(channel: Channel, url: String, options: &ClientOptions) -> Result<Self> {
+        let credentials = Credentials::new(options.token.as_deref())?;
+        Ok(Self::from_transport(
+            InterceptedService::new(channel, credentials),
+            url,
+            options,
+        ))
+    }
+
+    /// Wraps an existing tonic channel; the options' token is not used
+    /// (see [`from_transport`](Self::from_transport)).
     pub fn from_channel(channel: Channel, url: impl Into<String>, options: &ClientOptions) -> Self {
+        Self::from_transport(
+            InterceptedService::new(channel, Credentials::default()),
+            url,
+            options,
+        )
+    }
+
+    /// Wraps an existing tonic channel with credentials.
+    pub fn from_transport(channel: Transport, url: impl Into<String>, options: &ClientOptions) -> Self {
+        let admin = AdminClient::new(channel.clone());
         let jobs = JobsClient::new(channel.clone())
             .max_decoding_message_size(options.message_bytes_max)
             .max_encoding_message_size(options.message_bytes_max);
@@ -301,6 +380,7 @@ impl Client {
             inner,
             jobs,
             metrics,
+            admin,
             url: url.into(),
             request_timeout: options.request_timeout,
             message_bytes_max: options.message_bytes_max,
@@ -319,8 +399,14 @@ impl Client {
     }
 
     /// The generated tonic client, for calls this type does not wrap.
-    pub fn log_client(&self) -> LogClient<Channel> {
+    pub fn log_client(&self) -> LogClient<Transport> {
         self.inner.clone()
+    }
+
+    /// The generated client of the `spool.v1.Admin` service (tokens and
+    /// the audit trail), on the same connection.
+    pub fn admin_client(&self) -> AdminClient<Transport> {
+        self.admin.clone()
     }
 
     /// The typed client of the `spool.v1.Jobs` service, on the same
@@ -331,7 +417,7 @@ impl Client {
 
     /// The generated tonic client of the `spool.v1.Jobs` service, on the
     /// same connection, for calls [`Jobs`] does not wrap.
-    pub fn jobs_client(&self) -> JobsClient<Channel> {
+    pub fn jobs_client(&self) -> JobsClient<Transport> {
         self.jobs.clone()
     }
 
@@ -653,11 +739,64 @@ impl Client {
     }
 }
 
+fn read_pem(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| Error::Credentials {
+        what,
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    })
+}
+
+/// The TLS settings of an `https://` URL.
+fn tls_config(url: &str, options: &ClientOptions) -> Result<ClientTlsConfig> {
+    let mut config = ClientTlsConfig::new();
+    match &options.tls_ca {
+        Some(path) => config = config.ca_certificate(Certificate::from_pem(read_pem("TLS CA bundle", path)?)),
+        None => {
+            return Err(Error::InvalidUrl {
+                url: url.to_owned(),
+                reason: "an https:// server needs the CA bundle that signed its certificate (--tls-ca, SPOOL_TLS_CA)"
+                    .into(),
+            });
+        }
+    }
+    match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(
+                read_pem("TLS client certificate", cert)?,
+                read_pem("TLS client key", key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::Credentials {
+                what: "TLS client certificate",
+                path: String::new(),
+                reason: "--tls-cert and --tls-key go together".into(),
+            });
+        }
+    }
+    Ok(config)
+}
+
 fn endpoint(url: &str, options: &ClientOptions) -> Result<Endpoint> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|error| Error::InvalidUrl {
+    let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(|error| Error::InvalidUrl {
         url: url.to_owned(),
         reason: error.to_string(),
     })?;
+    if url.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tls_config(url, options)?)
+            .map_err(|error| Error::InvalidUrl {
+                url: url.to_owned(),
+                reason: error.to_string(),
+            })?;
+    } else if options.tls_ca.is_some() || options.tls_cert.is_some() {
+        return Err(Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: "TLS options were given for a plaintext URL: write https://".into(),
+        });
+    }
     Ok(endpoint
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)

@@ -28,6 +28,15 @@ pub enum Error {
     #[error("invalid server address {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
 
+    /// A TLS file of [`ClientOptions`](crate::ClientOptions) could not be
+    /// used, or a token is not valid header text.
+    #[error("{what} {path}: {reason}")]
+    Credentials {
+        what: &'static str,
+        path: String,
+        reason: String,
+    },
+
     /// No connection could be made to the server.
     #[error("could not connect to {url}: {source}")]
     Connect {

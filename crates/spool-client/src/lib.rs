@@ -43,7 +43,11 @@
 //! `spool_format::batch`), `error.rs`, `jobs/` (the typed job client; its
 //! types in `types.rs`), `worker/` (the job worker runtime).
 //!
-//! What it is not: no server, no TLS, no consumer groups (offsets are the
+//! Security: [`ClientOptions`] carries a bearer token (sent with every
+//! call) and, for `https://` URLs, the CA bundle and an optional client
+//! certificate for mutual TLS (rustls, no OpenSSL).
+//!
+//! What it is not: no server, no consumer groups (offsets are the
 //! consumer's, checkpoints optional), no idempotent producer (a retry can
 //! duplicate).
 //!
@@ -70,6 +74,7 @@
 
 #![deny(unsafe_code)]
 
+mod admin;
 mod client;
 mod consumer;
 mod error;
@@ -79,10 +84,11 @@ mod record;
 mod trace;
 pub mod worker;
 
+pub use admin::{AuditQuery, AuditRecord, TokenInfo};
 pub use client::{
-    Checkpoint, Client, ClientOptions, Durability, History, HistoryQuery, HistoryResult, HistorySeries,
-    MESSAGE_BYTES_MAX_DEFAULT, NewTopic, OffsetSpec, PartitionInfo, PartitionOffset, ServerInfo,
-    ServerLimits, TopicConfig, TopicDescription,
+    Checkpoint, Client, ClientOptions, Credentials, Durability, History, HistoryQuery, HistoryResult,
+    HistorySeries, MESSAGE_BYTES_MAX_DEFAULT, NewTopic, OffsetSpec, PartitionInfo, PartitionOffset,
+    ServerInfo, ServerLimits, TopicConfig, TopicDescription, Transport,
 };
 pub use consumer::{CheckpointFallback, Consumer, ConsumerBuilder, StartPosition};
 pub use error::{

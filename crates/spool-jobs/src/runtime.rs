@@ -309,6 +309,24 @@ impl JobsRuntime {
         Ok(value)
     }
 
+    /// Runs `read` against the current job table and answers at once,
+    /// without waiting for the disk: for what no crash can take back, such
+    /// as the queue of a job (fixed at its enqueue), which the server's
+    /// permission checks look up before acting on a job by id.
+    pub async fn peek<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&JobsCore, i64) -> T + Send + 'static,
+    ) -> Result<T, JobError> {
+        let (tx, rx) = oneshot::channel();
+        let message = Message::Read(Box::new(move |core, now, _| {
+            let _ = tx.send(read(core, now));
+        }));
+        self.sender
+            .send(message)
+            .map_err(|_| unavailable("the job service has stopped"))?;
+        rx.await.map_err(|_| unavailable("the job service has stopped"))
+    }
+
     /// The metrics of every known queue, sorted by name (see
     /// [`JobsCore::metrics_snapshot`]): what a metrics exporter renders.
     /// Unlike [`read`](Self::read) it does not wait for the disk: a scrape

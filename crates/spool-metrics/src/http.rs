@@ -12,7 +12,8 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 /// What a handler answers.
@@ -53,6 +54,30 @@ where
     H: Fn(Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response> + Send + 'static,
 {
+    serve_with(
+        listener,
+        |stream| std::future::ready(Ok(stream)),
+        handler,
+        shutdown,
+    )
+    .await;
+}
+
+/// Like [`serve`], with each accepted connection first given to `upgrade`
+/// (a TLS handshake) in the connection's own task; a connection whose
+/// upgrade fails is closed.
+pub async fn serve_with<U, UF, IO, H, F>(
+    listener: TcpListener,
+    upgrade: U,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    U: Fn(TcpStream) -> UF + Clone + Send + Sync + 'static,
+    UF: Future<Output = std::io::Result<IO>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -75,7 +100,16 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let upgrade = upgrade.clone();
         tokio::spawn(async move {
+            let stream = match upgrade(stream).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "admin connection refused");
+                    drop(permit);
+                    return;
+                }
+            };
             let service = hyper::service::service_fn(move |mut request: Request| {
                 let handler = handler.clone();
                 // Handlers that record who asked (the dashboard's audit

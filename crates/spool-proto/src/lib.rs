@@ -1,5 +1,5 @@
 //! Spool's gRPC API as Rust types: the `spool.v1` protobuf messages, the
-//! `Log`, `Jobs` and `Metrics` service traits for servers, and their tonic
+//! `Log`, `Jobs`, `Metrics` and `Admin` service traits for servers, and their tonic
 //! clients.
 //!
 //! Everything here is generated at build time from `proto/spool/v1/log.proto`,
@@ -131,7 +131,7 @@ mod tests {
             .flat_map(|file| file.service.iter().map(|service| service.name().to_owned()))
             .collect();
         services.sort();
-        assert_eq!(services, ["Jobs", "Log", "Metrics"]);
+        assert_eq!(services, ["Admin", "Jobs", "Log", "Metrics"]);
 
         let log = set
             .file

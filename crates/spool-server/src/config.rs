@@ -101,6 +101,15 @@ pub struct Config {
     /// How much job history `__jobs` keeps, by time and size (events the
     /// job table still needs are kept regardless).
     pub job_history_retention: Retention,
+    /// Token file (`spool token`); set, every call must authenticate.
+    pub tokens_file: Option<PathBuf>,
+    /// PEM certificate chain; with `tls_key`, both listeners serve TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle that gRPC clients' certificates must chain to (mTLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve a non-loopback address without TLS or authentication.
+    pub insecure: bool,
 }
 
 impl Default for Config {
@@ -136,6 +145,11 @@ impl Default for Config {
             metrics_history_retention_ms: Some(7 * 86_400_000),
             metrics_history_retention_bytes: None,
             job_history_retention: HISTORY_RETENTION_DEFAULT,
+            tokens_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            insecure: false,
         }
     }
 }
@@ -159,6 +173,8 @@ pub enum ValueKind {
     Duration,
     /// A whole number.
     Count,
+    /// `true` or `false`.
+    Switch,
 }
 
 /// The keys accepted in every layer, in the order `--help` lists them,
@@ -215,6 +231,11 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("metrics_history_retention_bytes", ValueKind::Size),
     ("job_history_retention_ms", ValueKind::Duration),
     ("job_history_retention_bytes", ValueKind::Size),
+    ("tokens_file", ValueKind::Path),
+    ("tls_cert", ValueKind::Path),
+    ("tls_key", ValueKind::Path),
+    ("tls_client_ca", ValueKind::Path),
+    ("insecure", ValueKind::Switch),
 ];
 
 /// `SPOOL_*` environment variables that other Spool programs read: the
@@ -224,7 +245,10 @@ pub const KEYS: &[(&str, ValueKind)] = &[
 /// of a key. A trailing `*` matches any rest of the name.
 pub const OTHER_PROGRAMS_VARIABLES: &[&str] = &[
     "SPOOL_SERVER",
-    "SPOOL_TOKENS_FILE",
+    "SPOOL_TOKEN",
+    "SPOOL_TLS_CA",
+    "SPOOL_TLS_CERT",
+    "SPOOL_TLS_KEY",
     "SPOOL_JOB_ID",
     "SPOOL_QUEUE",
     "SPOOL_ATTEMPT",
@@ -388,6 +412,17 @@ impl Config {
             "metrics_history_retention_bytes" => self.metrics_history_retention_bytes = optional(&bytes)?,
             "job_history_retention_ms" => self.job_history_retention.ms = optional(&ms)?,
             "job_history_retention_bytes" => self.job_history_retention.bytes = optional(&bytes)?,
+            "tokens_file" => self.tokens_file = Some(PathBuf::from(value)),
+            "tls_cert" => self.tls_cert = Some(PathBuf::from(value)),
+            "tls_key" => self.tls_key = Some(PathBuf::from(value)),
+            "tls_client_ca" => self.tls_client_ca = Some(PathBuf::from(value)),
+            "insecure" => {
+                self.insecure = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(error(format!("{value:?} is neither \"true\" nor \"false\""))),
+                }
+            }
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|&(name, _)| name).collect();
                 let reason = match nearest_key(key) {
@@ -478,6 +513,45 @@ impl Config {
             retention_ms: self.metrics_history_retention_ms,
             retention_bytes: self.metrics_history_retention_bytes,
         })
+    }
+
+    /// The TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// Secure by default: a listener on an address other than loopback
+    /// needs TLS and authentication, unless `insecure` says otherwise.
+    fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.insecure || (self.tls_cert.is_some() && self.tokens_file.is_some()) {
+            return Ok(());
+        }
+        let exposed = [("listen", Some(self.listen)), ("admin_listen", self.admin_listen)]
+            .into_iter()
+            .find_map(|(key, address)| address.filter(|a| !a.ip().is_loopback()).map(|a| (key, a)));
+        match exposed {
+            None => Ok(()),
+            Some((key, address)) => {
+                let missing = match (self.tls_cert.is_some(), self.tokens_file.is_some()) {
+                    (false, false) => "TLS and authentication",
+                    (false, true) => "TLS",
+                    _ => "authentication",
+                };
+                Err(ConfigError {
+                    key: key.to_owned(),
+                    origin: "the combined configuration".to_owned(),
+                    reason: format!(
+                        "{address} is not a loopback address and the server has no {missing}: run `spool init-security` \
+                         and start spoold with the --tls-cert, --tls-key and --tokens-file flags it prints, or pass \
+                         --insecure to serve it in the clear to anyone who can connect"
+                    ),
+                })
+            }
+        }
     }
 
     /// Checks the whole configuration, naming the key at fault.
@@ -607,6 +681,21 @@ impl Config {
                 "must be above zero, or none".into(),
             ));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            let missing = if self.tls_cert.is_some() {
+                "tls_key"
+            } else {
+                "tls_cert"
+            };
+            return Err(fail(missing, "tls_cert and tls_key go together".into()));
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(fail(
+                "tls_client_ca",
+                "client certificates need TLS: set tls_cert and tls_key too".into(),
+            ));
+        }
+        self.check_exposure()?;
         if self.default_partitions == 0 || self.default_partitions > self.store.partitions_max {
             return Err(fail(
                 "default_partitions",
@@ -751,6 +840,7 @@ mod tests {
                 ValueKind::Size => "1MiB",
                 ValueKind::Duration => "2s",
                 ValueKind::Count => "3",
+                ValueKind::Switch => "true",
             };
             let mut config = Config::default();
             config
@@ -879,5 +969,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_non_loopback_listener_needs_tls_and_authentication_or_insecure() {
+        let mut config = Config::default();
+        config.set("listen", "0.0.0.0:7070", "flag --listen").unwrap();
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key, "listen");
+        assert!(
+            err.reason.contains("no TLS and authentication") && err.reason.contains("spool init-security"),
+            "{err}"
+        );
+        config.set("tokens_file", "tokens.toml", "flag").unwrap();
+        assert!(config.validate().unwrap_err().reason.contains("has no TLS:"));
+        config.set("tls_cert", "cert.pem", "flag").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "tls_key");
+        config.set("tls_key", "key.pem", "flag").unwrap();
+        config.validate().unwrap();
+        let mut config = Config::default();
+        config.set("admin_listen", "10.0.0.1:7071", "flag").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "admin_listen");
+        config.set("insecure", "true", "flag --insecure").unwrap();
+        config.validate().unwrap();
+        assert!(config.set("insecure", "yes", "flag").is_err());
+        let mut config = Config::default();
+        config.set("tls_client_ca", "ca.pem", "flag").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "tls_client_ca");
     }
 }

@@ -250,6 +250,38 @@ pub(crate) fn queue_config_to_proto(config: &QueueConfig) -> v1::QueueConfig {
     }
 }
 
+/// A queue's configuration as JSON, for the audit trail: only the
+/// settings the queue has.
+pub(crate) fn queue_config_json(config: &v1::QueueConfig) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    let mut put = |key: &str, value: serde_json::Value| {
+        out.insert(key.to_owned(), value);
+    };
+    if let Some(v) = config.attempts_max {
+        put("attempts_max", v.into());
+    }
+    if let Some(b) = &config.backoff {
+        put("backoff", serde_json::json!({ "min_ms": b.min_ms, "max_ms": b.max_ms }));
+    }
+    for (key, value) in [
+        ("lease_ms", config.lease_ms),
+        ("timeout_ms", config.timeout_ms),
+        ("finished_retention_ms", config.finished_retention_ms),
+        ("dead_retention_ms", config.dead_retention_ms),
+    ] {
+        if let Some(v) = value {
+            put(key, v.into());
+        }
+    }
+    if let Some(v) = config.concurrency_limit {
+        put("concurrency_limit", v.into());
+    }
+    if let Some(r) = &config.rate_limit {
+        put("rate_limit", serde_json::json!({ "jobs": r.jobs, "per_ms": r.per_ms }));
+    }
+    serde_json::Value::Object(out)
+}
+
 /// The change a ConfigureQueue asks: what it sets, and what it returns to
 /// the server's default. Naming a setting both ways is refused.
 pub(crate) fn queue_config_change(request: &v1::ConfigureQueueRequest) -> Result<QueueConfigChange, Status> {

@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use spool_auth::Action;
 use spool_jobs::{JobsRuntime, LoggedJob, Reply, Request, Trimmed};
 use spool_proto::v1::{self, jobs_server::Jobs};
 use spool_telemetry::{MESSAGING_SYSTEM, TARGET, TRACEPARENT, TRACESTATE};
@@ -20,23 +21,123 @@ use tokio::sync::watch;
 use tonic::{Request as GrpcRequest, Response, Status};
 use tracing::{Instrument as _, Span};
 
+use crate::access::{Access, Caller, caller};
+use crate::audit::Audit;
 use crate::jobs_convert::{
     claim_spec, claimed_to_proto, complete_request, enqueue_response, event_to_proto, fail_request,
     job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, queue_config_change,
-    queue_config_to_proto, retry_target, search_query, spec_from_proto, state_from_proto, state_to_proto,
+    queue_config_json, queue_config_to_proto, retry_target, search_query, spec_from_proto, state_from_proto, state_to_proto,
     stats_to_proto, summary_to_proto,
 };
 use crate::status::{job_status, join_error, status};
+
+/// What reading a queue's jobs and statistics takes: any permission on it
+/// (a refusal names `admin`).
+const QUEUE_ANY: &[Action] = &[Action::QUEUE_ADMIN, Action::WORK, Action::ENQUEUE];
 
 #[derive(Debug, Clone)]
 pub struct JobsService {
     runtime: Arc<JobsRuntime>,
     shutdown: watch::Receiver<bool>,
+    access: Arc<Access>,
+    /// `None`: administrative actions are not recorded (unit tests).
+    audit: Option<Audit>,
 }
 
 impl JobsService {
     pub fn new(runtime: Arc<JobsRuntime>, shutdown: watch::Receiver<bool>) -> Self {
-        JobsService { runtime, shutdown }
+        JobsService {
+            runtime,
+            shutdown,
+            access: Arc::new(Access::open()),
+            audit: None,
+        }
+    }
+
+    /// Checks each call's permissions with `access` and records
+    /// administrative actions in `audit`.
+    pub fn with_access(mut self, access: Arc<Access>, audit: Audit) -> Self {
+        self.access = access;
+        self.audit = Some(audit);
+        self
+    }
+
+    async fn record(
+        &self,
+        caller: Option<&Caller>,
+        action: &str,
+        target: serde_json::Value,
+        count: u64,
+    ) -> Result<(), Status> {
+        match &self.audit {
+            Some(audit) => audit.record_call(caller, action, target, count).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Checks `action` on the queues of the jobs `ids` names. A job the
+    /// table does not hold is let through: the call itself then fails on
+    /// it. A principal with the permission on every queue needs no look-up.
+    async fn check_jobs(&self, caller: Option<&Caller>, action: Action, ids: Vec<u64>) -> Result<(), Status> {
+        if ids.is_empty() || self.access.check(caller, action, "").is_ok() {
+            return Ok(());
+        }
+        let queues = self
+            .runtime
+            .peek(move |core, _| {
+                ids.iter()
+                    .filter_map(|&id| core.job(id).map(|job| job.queue.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(job_status)?;
+        for queue in queues {
+            self.access.check(caller, action, &queue)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `caller` may read job `id`'s history: any permission on
+    /// its queue, looked up in the table, else in the log.
+    async fn check_history(&self, caller: Option<&Caller>, id: u64) -> Result<(), Status> {
+        if self.access.check_any(caller, QUEUE_ANY, "").is_ok() {
+            return Ok(());
+        }
+        let queue = self
+            .runtime
+            .peek(move |core, _| core.job(id).map(|job| job.queue.to_string()))
+            .await
+            .map_err(job_status)?;
+        let queue = match queue {
+            Some(queue) => Some(queue),
+            None => {
+                let runtime = Arc::clone(&self.runtime);
+                match tokio::task::spawn_blocking(move || runtime.job_from_log(id))
+                    .await
+                    .map_err(join_error)?
+                    .map_err(status)?
+                {
+                    LoggedJob::Found(rebuilt) => Some(job_from_log_to_proto(&rebuilt).queue),
+                    _ => None,
+                }
+            }
+        };
+        match queue {
+            Some(queue) => self.access.check_any(caller, QUEUE_ANY, &queue),
+            // The call answers NOT_FOUND for a job the log does not hold.
+            None => Ok(()),
+        }
+    }
+
+    /// The queue a dead-job target acts on: its filter's (empty is every
+    /// queue, which only a grant on `*` covers), or its job's.
+    async fn check_target(&self, caller: Option<&Caller>, target: &spool_jobs::Target) -> Result<(), Status> {
+        match target {
+            spool_jobs::Target::Filter(filter) => {
+                self.access.check(caller, Action::QUEUE_ADMIN, &filter.queue)
+            }
+            spool_jobs::Target::Job(id) => self.check_jobs(caller, Action::QUEUE_ADMIN, vec![*id]).await,
+        }
     }
 
     /// Sends a request to the job runtime and answers once its events are
@@ -138,6 +239,8 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::EnqueueRequest>,
     ) -> Result<Response<v1::EnqueueResponse>, Status> {
+        self.access
+            .check(caller(&request), Action::ENQUEUE, &request.get_ref().queue)?;
         let spec = spec_from_proto(request.into_inner())?;
         let span = job_span("enqueue", &spec.queue, &spec.headers);
         let reply = self
@@ -158,6 +261,9 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::EnqueueBatchRequest>,
     ) -> Result<Response<v1::EnqueueBatchResponse>, Status> {
+        for job in &request.get_ref().jobs {
+            self.access.check(caller(&request), Action::ENQUEUE, &job.queue)?;
+        }
         let specs = request
             .into_inner()
             .jobs
@@ -176,6 +282,9 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::ClaimRequest>,
     ) -> Result<Response<v1::ClaimResponse>, Status> {
+        for queue in &request.get_ref().queues {
+            self.access.check(caller(&request), Action::WORK, queue)?;
+        }
         let spec = claim_spec(request.into_inner());
         let mut shutdown = self.shutdown.clone();
         let (reply, offset) = tokio::select! {
@@ -218,6 +327,8 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let id = parse_job_id(&request.get_ref().job_id)?;
+        self.check_jobs(caller(&request), Action::WORK, vec![id]).await?;
         let request = request.into_inner();
         let reply = self
             .call(Request::Heartbeat {
@@ -243,6 +354,8 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::CompleteRequest>,
     ) -> Result<Response<v1::CompleteResponse>, Status> {
+        let id = parse_job_id(&request.get_ref().job_id)?;
+        self.check_jobs(caller(&request), Action::WORK, vec![id]).await?;
         let request = request.into_inner();
         self.call(complete_request(request)?).await?;
         Ok(Response::new(v1::CompleteResponse {}))
@@ -252,6 +365,8 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::FailRequest>,
     ) -> Result<Response<v1::FailResponse>, Status> {
+        let id = parse_job_id(&request.get_ref().job_id)?;
+        self.check_jobs(caller(&request), Action::WORK, vec![id]).await?;
         let request = request.into_inner();
         let job_id = request.job_id.clone();
         match self.call(fail_request(request)?).await? {
@@ -273,6 +388,17 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::FinishBatchRequest>,
     ) -> Result<Response<v1::FinishBatchResponse>, Status> {
+        let ids = request
+            .get_ref()
+            .items
+            .iter()
+            .filter_map(|item| match &item.outcome {
+                Some(v1::finish_item::Outcome::Complete(c)) => parse_job_id(&c.job_id).ok(),
+                Some(v1::finish_item::Outcome::Fail(f)) => parse_job_id(&f.job_id).ok(),
+                None => None,
+            })
+            .collect();
+        self.check_jobs(caller(&request), Action::WORK, ids).await?;
         let items = request.into_inner().items;
         if items.len() > spool_jobs::core::ENQUEUE_BATCH_MAX {
             return Err(Status::invalid_argument(format!(
@@ -354,6 +480,8 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::ReleaseRequest>,
     ) -> Result<Response<v1::ReleaseResponse>, Status> {
+        let id = parse_job_id(&request.get_ref().job_id)?;
+        self.check_jobs(caller(&request), Action::WORK, vec![id]).await?;
         let request = request.into_inner();
         self.call(Request::Release {
             id: parse_job_id(&request.job_id)?,
@@ -367,15 +495,22 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::CancelRequest>,
     ) -> Result<Response<v1::CancelResponse>, Status> {
+        let caller = caller(&request).cloned();
         let id = parse_job_id(&request.into_inner().job_id)?;
+        self.check_jobs(caller.as_ref(), Action::QUEUE_ADMIN, vec![id])
+            .await?;
         match self.call(Request::Cancel { id }).await? {
             Reply::Cancel {
                 state,
                 cancel_requested,
-            } => Ok(Response::new(v1::CancelResponse {
-                state: state_to_proto(state) as i32,
-                cancel_requested,
-            })),
+            } => {
+                let target = serde_json::json!({ "job_id": id.to_string() });
+                self.record(caller.as_ref(), "cancel", target, 1).await?;
+                Ok(Response::new(v1::CancelResponse {
+                    state: state_to_proto(state) as i32,
+                    cancel_requested,
+                }))
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -384,6 +519,7 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::GetJobRequest>,
     ) -> Result<Response<v1::GetJobResponse>, Status> {
+        let caller = caller(&request).cloned();
         let id = parse_job_id(&request.into_inner().job_id)?;
         let in_memory = self
             .runtime
@@ -391,6 +527,7 @@ impl Jobs for JobsService {
             .await
             .map_err(job_status)?;
         if let Some(job) = in_memory {
+            self.access.check_any(caller.as_ref(), QUEUE_ANY, &job.queue)?;
             return Ok(Response::new(v1::GetJobResponse { job: Some(job) }));
         }
         // Not in the table: the job left memory (or never was). Its events
@@ -402,9 +539,11 @@ impl Jobs for JobsService {
             .map_err(join_error)?
             .map_err(status)?;
         match logged {
-            LoggedJob::Found(rebuilt) => Ok(Response::new(v1::GetJobResponse {
-                job: Some(job_from_log_to_proto(&rebuilt)),
-            })),
+            LoggedJob::Found(rebuilt) => {
+                let job = job_from_log_to_proto(&rebuilt);
+                self.access.check_any(caller.as_ref(), QUEUE_ANY, &job.queue)?;
+                Ok(Response::new(v1::GetJobResponse { job: Some(job) }))
+            }
             LoggedJob::Trimmed(trimmed) => Err(trimmed_status(id, trimmed)),
             LoggedJob::Unknown => Err(Status::not_found(format!(
                 "job {id} does not exist: the log holds no enqueue of it"
@@ -416,6 +555,11 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let caller = caller(&request).cloned();
+        if !request.get_ref().queue.is_empty() {
+            self.access
+                .check_any(caller.as_ref(), QUEUE_ANY, &request.get_ref().queue)?;
+        }
         let request = request.into_inner();
         let state = state_from_proto(request.state)?;
         let after = match request.page_token.as_str() {
@@ -440,11 +584,15 @@ impl Jobs for JobsService {
             .await
             .and_then(|listed| listed)
             .map_err(job_status)?;
-        let next_page_token = if jobs.len() == limit {
-            jobs.last().map(|j| j.job_id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        // Pages are cut before this filter, so a page may hold fewer jobs
+        // than `limit` and still have a next one.
+        let full = jobs.len() == limit;
+        let last = jobs.last().map(|j| j.job_id.clone()).unwrap_or_default();
+        let jobs: Vec<v1::Job> = jobs
+            .into_iter()
+            .filter(|job| self.access.sees(caller.as_ref(), QUEUE_ANY, &job.queue))
+            .collect();
+        let next_page_token = if full { last } else { String::new() };
         Ok(Response::new(v1::ListJobsResponse {
             jobs,
             next_page_token,
@@ -455,6 +603,7 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::HistoryRequest>,
     ) -> Result<Response<v1::HistoryResponse>, Status> {
+        let caller = caller(&request).cloned();
         let request = request.into_inner();
         let id = parse_job_id(&request.job_id)?;
         let from = match request.page_token.as_str() {
@@ -467,6 +616,7 @@ impl Jobs for JobsService {
             0 => 1_000,
             n => n.min(10_000) as usize,
         };
+        self.check_history(caller.as_ref(), id).await?;
         let runtime = Arc::clone(&self.runtime);
         let page = tokio::task::spawn_blocking(move || runtime.history(id, from, limit))
             .await
@@ -505,40 +655,54 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::RetryDeadRequest>,
     ) -> Result<Response<v1::RetryDeadResponse>, Status> {
+        let caller = caller(&request).cloned();
         let request = request.into_inner();
         let dry_run = request.dry_run;
         let target = retry_target(request)?;
+        self.check_target(caller.as_ref(), &target).await?;
+        let recorded = target_json(&target);
         let reply = if dry_run {
             self.call(Request::CountDead(target)).await?
         } else {
             self.call(Request::RetryDead(target)).await?
         };
-        Ok(Response::new(v1::RetryDeadResponse {
-            retried_count: count(reply),
-        }))
+        let retried_count = count(reply);
+        if !dry_run {
+            self.record(caller.as_ref(), "retry_dead", recorded, retried_count)
+                .await?;
+        }
+        Ok(Response::new(v1::RetryDeadResponse { retried_count }))
     }
 
     async fn purge_dead(
         &self,
         request: GrpcRequest<v1::PurgeDeadRequest>,
     ) -> Result<Response<v1::PurgeDeadResponse>, Status> {
+        let caller = caller(&request).cloned();
         let request = request.into_inner();
         let dry_run = request.dry_run;
         let target = purge_target(request)?;
+        self.check_target(caller.as_ref(), &target).await?;
+        let recorded = target_json(&target);
         let reply = if dry_run {
             self.call(Request::CountDead(target)).await?
         } else {
             self.call(Request::PurgeDead(target)).await?
         };
-        Ok(Response::new(v1::PurgeDeadResponse {
-            purged_count: count(reply),
-        }))
+        let purged_count = count(reply);
+        if !dry_run {
+            self.record(caller.as_ref(), "purge_dead", recorded, purged_count)
+                .await?;
+        }
+        Ok(Response::new(v1::PurgeDeadResponse { purged_count }))
     }
 
     async fn queue_stats(
         &self,
         request: GrpcRequest<v1::QueueStatsRequest>,
     ) -> Result<Response<v1::QueueStatsResponse>, Status> {
+        self.access
+            .check_any(caller(&request), QUEUE_ANY, &request.get_ref().queue)?;
         let queue = request.into_inner().queue;
         let name = queue.clone();
         let stats = self
@@ -553,15 +717,20 @@ impl Jobs for JobsService {
 
     async fn list_queues(
         &self,
-        _request: GrpcRequest<v1::ListQueuesRequest>,
+        request: GrpcRequest<v1::ListQueuesRequest>,
     ) -> Result<Response<v1::ListQueuesResponse>, Status> {
+        let caller = caller(&request);
         let summaries = self
             .runtime
             .read(|core, now| core.queue_summaries(now))
             .await
             .map_err(job_status)?;
         Ok(Response::new(v1::ListQueuesResponse {
-            queues: summaries.into_iter().map(summary_to_proto).collect(),
+            queues: summaries
+                .into_iter()
+                .map(summary_to_proto)
+                .filter(|summary| self.access.sees(caller, QUEUE_ANY, &summary.queue))
+                .collect(),
         }))
     }
 
@@ -569,7 +738,19 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::PauseQueueRequest>,
     ) -> Result<Response<v1::PauseQueueResponse>, Status> {
-        let changed = self.set_paused(request.into_inner().queue, true).await?;
+        let caller = caller(&request).cloned();
+        let queue = request.into_inner().queue;
+        self.access.check(caller.as_ref(), Action::QUEUE_ADMIN, &queue)?;
+        let changed = self.set_paused(queue.clone(), true).await?;
+        if changed {
+            self.record(
+                caller.as_ref(),
+                "pause_queue",
+                serde_json::json!({ "queue": queue }),
+                1,
+            )
+            .await?;
+        }
         Ok(Response::new(v1::PauseQueueResponse { changed }))
     }
 
@@ -577,7 +758,19 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::ResumeQueueRequest>,
     ) -> Result<Response<v1::ResumeQueueResponse>, Status> {
-        let changed = self.set_paused(request.into_inner().queue, false).await?;
+        let caller = caller(&request).cloned();
+        let queue = request.into_inner().queue;
+        self.access.check(caller.as_ref(), Action::QUEUE_ADMIN, &queue)?;
+        let changed = self.set_paused(queue.clone(), false).await?;
+        if changed {
+            self.record(
+                caller.as_ref(),
+                "resume_queue",
+                serde_json::json!({ "queue": queue }),
+                1,
+            )
+            .await?;
+        }
         Ok(Response::new(v1::ResumeQueueResponse { changed }))
     }
 
@@ -585,16 +778,27 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::ConfigureQueueRequest>,
     ) -> Result<Response<v1::ConfigureQueueResponse>, Status> {
+        let caller = caller(&request).cloned();
         let request = request.into_inner();
+        self.access.check(caller.as_ref(), Action::QUEUE_ADMIN, &request.queue)?;
         let change = queue_config_change(&request)?;
-        let request = Request::ConfigureQueue {
-            queue: request.queue,
+        let queue = request.queue;
+        let call = Request::ConfigureQueue {
+            queue: queue.clone(),
             change,
         };
-        match self.call(request).await? {
-            Reply::QueueConfigured(config) => Ok(Response::new(v1::ConfigureQueueResponse {
-                config: Some(queue_config_to_proto(&config)),
-            })),
+        match self.call(call).await? {
+            Reply::QueueConfigured(config) => {
+                let config = queue_config_to_proto(&config);
+                self.record(
+                    caller.as_ref(),
+                    "configure_queue",
+                    serde_json::json!({ "queue": queue, "config": queue_config_json(&config) }),
+                    1,
+                )
+                .await?;
+                Ok(Response::new(v1::ConfigureQueueResponse { config: Some(config) }))
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -603,13 +807,23 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::DeleteQueueRequest>,
     ) -> Result<Response<v1::DeleteQueueResponse>, Status> {
+        let caller = caller(&request).cloned();
         let request = request.into_inner();
-        let request = Request::DeleteQueue {
-            queue: request.queue,
+        self.access.check(caller.as_ref(), Action::QUEUE_ADMIN, &request.queue)?;
+        let queue = request.queue;
+        let call = Request::DeleteQueue {
+            queue: queue.clone(),
             force: request.force,
         };
-        match self.call(request).await? {
+        match self.call(call).await? {
             Reply::QueueDeleted { purged } => {
+                self.record(
+                    caller.as_ref(),
+                    "delete_queue",
+                    serde_json::json!({ "queue": queue, "force": request.force }),
+                    purged,
+                )
+                .await?;
                 Ok(Response::new(v1::DeleteQueueResponse { purged_count: purged }))
             }
             other => Err(unexpected(&other)),
@@ -620,6 +834,7 @@ impl Jobs for JobsService {
         &self,
         request: GrpcRequest<v1::SearchJobsRequest>,
     ) -> Result<Response<v1::SearchJobsResponse>, Status> {
+        let caller = caller(&request).cloned();
         let query = search_query(request.into_inner())?;
         let (jobs, more) = self
             .runtime
@@ -630,7 +845,23 @@ impl Jobs for JobsService {
             })
             .await
             .map_err(job_status)?;
+        let jobs = jobs
+            .into_iter()
+            .filter(|job| self.access.sees(caller.as_ref(), QUEUE_ANY, &job.queue))
+            .collect();
         Ok(Response::new(v1::SearchJobsResponse { jobs, more }))
+    }
+}
+
+/// What a dead-job target names, for the audit trail.
+fn target_json(target: &spool_jobs::Target) -> serde_json::Value {
+    match target {
+        spool_jobs::Target::Job(id) => serde_json::json!({ "job_id": id.to_string() }),
+        spool_jobs::Target::Filter(filter) => serde_json::json!({
+            "queue": filter.queue,
+            "fingerprint": filter.error_fingerprint,
+            "error_contains": filter.error_contains,
+        }),
     }
 }
 

@@ -1,7 +1,13 @@
 //! `spool-server`: the gRPC front of Spool's storage engine, and the
 //! `spoold` binary that runs it.
 //!
-//! Layout: [`config`] (layered configuration), [`admin`] (the admin HTTP
+//! Layout: [`config`] (layered configuration), [`access`] (tokens, the
+//! caller of a request and the permission checks every handler makes),
+//! [`auth_layer`] (the edge that authenticates each gRPC call), [`audit`]
+//! (the audit trail in `__audit`), [`admin_service`] (the `spool.v1.Admin`
+//! service: tokens and audit reads), [`tls`] (TLS with reloadable
+//! certificates and its accept loop), [`reload`] (reloading tokens and
+//! certificates on SIGHUP and on file changes), [`admin`] (the admin HTTP
 //! listener: `/metrics`, `/healthz`, `/readyz`, `/api/v1/history`, and the
 //! dashboard with its JSON API and audit trail),
 //! [`metrics`] (what is counted and the scrape-time collectors),
@@ -23,8 +29,12 @@
 
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod admin;
+pub mod admin_service;
 pub mod admission;
+pub mod audit;
+pub mod auth_layer;
 pub mod checkpoints;
 pub mod config;
 pub mod connections;
@@ -38,7 +48,9 @@ pub mod log_service;
 pub mod metrics;
 pub mod metrics_service;
 pub mod reflection;
+pub mod reload;
 pub mod status;
+pub mod tls;
 pub mod trace_context;
 
 pub use config::{Config, ConfigError, LogFormat};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use spool_auth::Action;
 use spool_log::{Durability, Partition, Record, Store, is_internal_topic, validate_topic_name};
 use spool_proto::partitioner::partition_for_key;
 use spool_proto::v1::{self, log_server::Log, produce_request};
@@ -19,7 +20,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use crate::access::{Access, caller};
 use crate::admission::Admitted;
+use crate::audit::Audit;
 use crate::checkpoints::Checkpoints;
 use crate::config::Config;
 use crate::convert::{self, Chunk};
@@ -35,6 +38,11 @@ pub struct ServerState {
     pub inflight: Arc<InflightLimiter>,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Who may do what; open (no authentication) unless `main` sets a
+    /// token file's.
+    pub access: Arc<Access>,
+    /// Where administrative actions are recorded.
+    pub audit: Audit,
     /// Spreads unkeyed records without an explicit partition.
     next_partition: AtomicU32,
 }
@@ -46,6 +54,7 @@ impl ServerState {
         shutdown: watch::Receiver<bool>,
     ) -> spool_log::Result<Self> {
         let checkpoints = Checkpoints::open(&store)?;
+        let audit = Audit::open(&store)?;
         let inflight = Arc::new(InflightLimiter::new(
             config.inflight_bytes_max,
             config.connection_inflight_bytes_max,
@@ -57,10 +66,16 @@ impl ServerState {
             checkpoints,
             inflight,
             shutdown,
+            access: Arc::new(Access::open()),
+            audit,
             next_partition: AtomicU32::new(0),
         })
     }
 }
+
+/// What reading a topic's configuration and offsets takes: any permission
+/// on it (a refusal names `consume`).
+const TOPIC_ANY: &[Action] = &[Action::CONSUME, Action::PRODUCE, Action::TOPIC_ADMIN];
 
 #[derive(Debug, Clone)]
 pub struct LogService {
@@ -295,6 +310,10 @@ impl Log for LogService {
         &self,
         request: Request<v1::CreateTopicRequest>,
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        let caller = caller(&request).cloned();
+        self.state
+            .access
+            .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
         let request = request.into_inner();
         Self::client_topic_name(&request.name)?;
         let defaults = &self.state.config.store.topic_defaults;
@@ -321,6 +340,11 @@ impl Log for LogService {
             .await
             .map_err(join_error)?
             .map_err(status)?;
+        let target = serde_json::json!({ "topic": topic.name(), "partitions": topic.partition_count() });
+        self.state
+            .audit
+            .record_call(caller.as_ref(), "create_topic", target, 1)
+            .await?;
         Ok(Response::new(v1::CreateTopicResponse {
             topic: Some(convert::topic_config(topic.name(), topic.config())),
         }))
@@ -331,13 +355,27 @@ impl Log for LogService {
         &self,
         request: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        let caller = caller(&request).cloned();
+        self.state
+            .access
+            .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
         let name = request.into_inner().name;
         Self::client_topic_name(&name)?;
         let store = Arc::clone(&self.state.store);
-        tokio::task::spawn_blocking(move || store.delete_topic(&name))
+        let deleted = name.clone();
+        tokio::task::spawn_blocking(move || store.delete_topic(&deleted))
             .await
             .map_err(join_error)?
             .map_err(status)?;
+        self.state
+            .audit
+            .record_call(
+                caller.as_ref(),
+                "delete_topic",
+                serde_json::json!({ "topic": name }),
+                1,
+            )
+            .await?;
         Ok(Response::new(v1::DeleteTopicResponse {}))
     }
 
@@ -345,13 +383,21 @@ impl Log for LogService {
         &self,
         request: Request<v1::ListTopicsRequest>,
     ) -> Result<Response<v1::ListTopicsResponse>, Status> {
-        let include_internal = request.into_inner().include_internal;
+        let caller = caller(&request);
+        let access = &self.state.access;
+        let include_internal = request.get_ref().include_internal;
+        // Internal topics are listed to cluster admins only; other topics
+        // to whoever has a permission on them.
+        let internal_listed = include_internal && access.check(caller, Action::CLUSTER_ADMIN, "").is_ok();
         let topics = self
             .state
             .store
             .topics()
             .iter()
-            .filter(|t| include_internal || !is_internal_topic(t.name()))
+            .filter(|t| match is_internal_topic(t.name()) {
+                true => internal_listed,
+                false => access.sees(caller, TOPIC_ANY, t.name()),
+            })
             .map(|t| convert::topic_config(t.name(), t.config()))
             .collect();
         Ok(Response::new(v1::ListTopicsResponse { topics }))
@@ -361,6 +407,9 @@ impl Log for LogService {
         &self,
         request: Request<v1::DescribeTopicRequest>,
     ) -> Result<Response<v1::DescribeTopicResponse>, Status> {
+        self.state
+            .access
+            .check_any(caller(&request), TOPIC_ANY, &request.get_ref().name)?;
         let name = request.into_inner().name;
         validate_topic_name(&name).map_err(status)?;
         let topic = self.state.store.topic(&name).map_err(status)?;
@@ -389,6 +438,9 @@ impl Log for LogService {
         &self,
         mut request: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
+        self.state
+            .access
+            .check(caller(&request), Action::PRODUCE, &request.get_ref().topic)?;
         let peer = request.remote_addr();
         let admitted = request.extensions_mut().remove::<Admitted>();
         let request = request.into_inner();
@@ -496,6 +548,9 @@ impl Log for LogService {
 
     #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
     async fn fetch(&self, request: Request<v1::FetchRequest>) -> Result<Response<v1::FetchResponse>, Status> {
+        self.state
+            .access
+            .check(caller(&request), Action::CONSUME, &request.get_ref().topic)?;
         let request = request.into_inner();
         let partition = self.partition(&request.topic, request.partition)?;
         check_offset(&partition, request.offset)?;
@@ -534,6 +589,9 @@ impl Log for LogService {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.state
+            .access
+            .check(caller(&request), Action::CONSUME, &request.get_ref().topic)?;
         let request = request.into_inner();
         let partition = self.partition(&request.topic, request.partition)?;
         check_offset(&partition, request.offset)?;
@@ -569,6 +627,9 @@ impl Log for LogService {
         &self,
         request: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        self.state
+            .access
+            .check_any(caller(&request), TOPIC_ANY, &request.get_ref().topic)?;
         let request = request.into_inner();
         validate_topic_name(&request.topic).map_err(status)?;
         let topic = self.state.store.topic(&request.topic).map_err(status)?;
@@ -620,6 +681,9 @@ impl Log for LogService {
         &self,
         request: Request<v1::CommitCheckpointRequest>,
     ) -> Result<Response<v1::CommitCheckpointResponse>, Status> {
+        self.state
+            .access
+            .check(caller(&request), Action::CONSUME, &request.get_ref().topic)?;
         let request = request.into_inner();
         if is_internal_topic(&request.consumer) {
             return Err(Status::invalid_argument(
@@ -686,6 +750,9 @@ impl Log for LogService {
         &self,
         request: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
+        self.state
+            .access
+            .check(caller(&request), Action::CONSUME, &request.get_ref().topic)?;
         let request = request.into_inner();
         validate_topic_name(&request.topic).map_err(status)?;
         let partitions = self

@@ -14,13 +14,18 @@ use anyhow::Context;
 use clap::Parser;
 use spool_jobs::{JobsRuntime, RuntimeConfig};
 use spool_log::Store;
+use spool_proto::v1::admin_server::AdminServer;
 use spool_proto::v1::jobs_server::JobsServer;
 use spool_proto::v1::log_server::LogServer;
 use spool_proto::v1::metrics_server::MetricsServer;
+use spool_server::access::Access;
 use spool_server::admin::Admin;
+use spool_server::admin_service::AdminService;
 use spool_server::admission::AdmissionLayer;
+use spool_server::auth_layer::AuthLayer;
 use spool_server::history::{self, History};
 use spool_server::metrics::{self, ServerMetrics, rpc::RpcLayer};
+use spool_server::tls::{Certificates, TlsFiles};
 use spool_server::trace_context::{DecodeLayer, TraceLayer};
 use spool_server::{Config, JobsService, LogFormat, LogService, MetricsService, ServerState, health};
 use spool_telemetry::otlp::{Exporter, OtlpSettings, init_subscriber};
@@ -37,7 +42,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
     name = "spoold",
     version,
     about = "Spool's server: partitioned, durable commit-log topics over gRPC",
-    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071       # metrics, health and the dashboard (no authentication)\n  spoold --otlp-endpoint http://127.0.0.1:4317   # trace spans to an OTLP collector\n  spoold --data-dir /var/lib/spool --listen 0.0.0.0:7070\n  spoold --config spool.toml --set retention_ms=3d\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
+    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071 --insecure   # metrics, health and the dashboard, open to the network\n  spool init-security && spoold --listen 0.0.0.0:7070 --tls-cert spool-tls/server.pem --tls-key spool-tls/server.key --tokens-file spool-tls/tokens.toml\n  spoold --otlp-endpoint http://127.0.0.1:4317   # trace spans to an OTLP collector\n  spoold --config spool.toml --set retention_ms=3d\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
 )]
 struct Args {
     /// TOML file with configuration keys.
@@ -61,6 +66,22 @@ struct Args {
     /// Log format: human or json. Filter with RUST_LOG (default info).
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Token file: every call must then authenticate with a token of it
+    /// (`spool token create`) or a client certificate naming its principal.
+    #[arg(long, value_name = "FILE")]
+    tokens_file: Option<PathBuf>,
+    /// PEM certificate chain: both listeners serve TLS (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle: gRPC clients must present a certificate it signed.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve an address other than loopback without TLS or authentication.
+    #[arg(long)]
+    insecure: bool,
     /// Any configuration key, as KEY=VALUE; may be repeated.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -88,6 +109,19 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(format) = &args.log_format {
         config.set("log_format", format, "flag --log-format")?;
+    }
+    for (key, path, flag) in [
+        ("tokens_file", &args.tokens_file, "flag --tokens-file"),
+        ("tls_cert", &args.tls_cert, "flag --tls-cert"),
+        ("tls_key", &args.tls_key, "flag --tls-key"),
+        ("tls_client_ca", &args.tls_client_ca, "flag --tls-client-ca"),
+    ] {
+        if let Some(path) = path {
+            config.set(key, &path.to_string_lossy(), flag)?;
+        }
+    }
+    if args.insecure {
+        config.set("insecure", "true", "flag --insecure")?;
     }
     for pair in &args.set {
         let (key, value) = pair
@@ -202,13 +236,47 @@ async fn run(config: Config) -> anyhow::Result<()> {
             lost_data = partition.lost_data(), "recovered partition");
     }
 
+    let access = match &config.tokens_file {
+        Some(path) => {
+            let access = Access::with_tokens_file(path)?;
+            tracing::info!(tokens_file = %path.display(), tokens = access.token_entries().len(), "authentication on");
+            access
+        }
+        None => Access::open(),
+    };
+    let access = Arc::new(access);
+    let tls = match config.tls_files() {
+        Some(files) => {
+            let grpc = Certificates::load(files.clone(), &[b"h2"])?;
+            // The admin listener speaks HTTP/1 and asks for no client
+            // certificate: browsers and scrapers authenticate with tokens.
+            let admin_files = TlsFiles {
+                client_ca: None,
+                ..files
+            };
+            let admin = Certificates::load(admin_files, &[b"http/1.1"])?;
+            Some((Arc::new(grpc), Arc::new(admin)))
+        }
+        None => None,
+    };
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let state = {
+    let mut state = {
         let store = Arc::clone(&store);
         let config = config.clone();
         tokio::task::spawn_blocking(move || ServerState::new(store, config, shutdown_rx)).await??
     };
+    state.access = Arc::clone(&access);
     let state = Arc::new(state);
+    let watched: Vec<Arc<Certificates>> = tls
+        .iter()
+        .flat_map(|(grpc, admin)| [Arc::clone(grpc), Arc::clone(admin)])
+        .collect();
+    tokio::spawn(spool_server::reload::run(
+        Arc::clone(&access),
+        watched,
+        state.shutdown.clone(),
+    ));
     let jobs = {
         let store = Arc::clone(&store);
         let runtime_config = RuntimeConfig {
@@ -273,12 +341,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let log = LogServer::new(LogService::new(Arc::clone(&state)))
         .max_decoding_message_size(config.request_bytes_max as usize)
         .max_encoding_message_size(encode_max);
-    let jobs_service = JobsServer::new(JobsService::new(Arc::clone(&jobs), state.shutdown.clone()))
+    let jobs_service = JobsService::new(Arc::clone(&jobs), state.shutdown.clone())
+        .with_access(Arc::clone(&access), state.audit.clone());
+    let jobs_service = JobsServer::new(jobs_service)
         .max_decoding_message_size(config.request_bytes_max as usize)
         .max_encoding_message_size(64 << 20);
 
     let metrics_service =
-        MetricsServer::new(MetricsService::new(history.clone())).max_encoding_message_size(64 << 20);
+        MetricsServer::new(MetricsService::new(history.clone()).with_access(Arc::clone(&access)))
+            .max_encoding_message_size(64 << 20);
+    let admin_service = AdminServer::new(AdminService::new(Arc::clone(&access), state.audit.clone()));
 
     let admin_address = match admin_listener {
         Some(admin_listener) => {
@@ -293,17 +365,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let admin = Arc::new(admin);
             // Served until the process ends, so /readyz answers 503 through
             // the shutdown grace period.
-            tokio::spawn(spool_metrics::http::serve(
-                admin_listener,
-                move |request| Arc::clone(&admin).handle(request),
-                std::future::pending(),
-            ));
+            let handler = move |request| Arc::clone(&admin).handle(request);
+            match tls.as_ref().map(|(_, admin)| Arc::clone(admin)) {
+                Some(certificates) => tokio::spawn(spool_metrics::http::serve_with(
+                    admin_listener,
+                    move |stream| {
+                        let certificates = Arc::clone(&certificates);
+                        async move { certificates.handshake(stream).await }
+                    },
+                    handler,
+                    std::future::pending(),
+                )),
+                None => tokio::spawn(spool_metrics::http::serve(
+                    admin_listener,
+                    handler,
+                    std::future::pending(),
+                )),
+            };
             Some(admin_address)
         }
         None => None,
     };
 
-    tracing::info!(%address, admin_address = ?admin_address, data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "spoold serving");
+    tracing::info!(%address, admin_address = ?admin_address, tls = tls.is_some(), authentication = access.enabled(), data_dir = %config.data_dir.display(), startup_ms = started.elapsed().as_millis() as u64, "spoold serving");
     // Machine-readable lines on stdout for scripts and tests: the gRPC
     // address first, then the admin listener's when there is one. A reader
     // that stopped reading (a closed pipe) must not stop the server, so
@@ -321,7 +405,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let streams = config.streams_per_connection_max;
     let connections = Arc::clone(&metrics.connections);
     let gate = Arc::clone(&metrics.connection_gate);
-    let serve = tonic::transport::Server::builder()
+    // Each accepted connection is counted, then admitted by the gate or
+    // closed at once, before a byte of it is read (connections.rs).
+    let admit = move |stream: tokio::net::TcpStream, peer: std::net::SocketAddr| {
+        match gate.guard(connections.track(stream), peer.ip()) {
+            Ok(guarded) => Some(guarded),
+            Err(refusal) => {
+                tracing::debug!(%peer, reason = refusal.name(), "connection refused: too many open");
+                None
+            }
+        }
+    };
+    let router = tonic::transport::Server::builder()
         // Produce requests wait for in-flight room before tonic reads them
         // (admission.rs); meanwhile each holds at most its stream window.
         // The connection window covers every stream's window, so streams
@@ -339,6 +434,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         // admission.
         .layer(TraceLayer)
         .layer(RpcLayer::new(Arc::clone(&metrics.rpc)))
+        // Before admission: a call without credentials takes no in-flight
+        // room.
+        .layer(AuthLayer::new(Arc::clone(&access)))
         .layer(AdmissionLayer::new(
             Arc::clone(&state.inflight),
             config.request_bytes_max,
@@ -351,35 +449,37 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(log)
         .add_service(jobs_service)
         .add_service(metrics_service)
-        .serve_with_incoming_shutdown(
-            // Without TCP_NODELAY small responses and HTTP/2 window updates
-            // wait on Nagle and delayed ACKs: 40 ms stalls.
-            tonic::transport::server::TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .filter_map(move |accepted| {
-                    // A connection beyond the bounds is dropped (closed)
-                    // here, before a byte of it is read.
-                    match accepted {
-                        Ok(stream) => match stream.peer_addr() {
-                            Ok(peer) => match gate.guard(connections.track(stream), peer.ip()) {
-                                Ok(guarded) => Some(Ok(guarded)),
-                                Err(refusal) => {
-                                    tracing::debug!(%peer, reason = refusal.name(), "connection refused: too many open");
-                                    None
-                                }
-                            },
-                            Err(_) => None,
-                        },
+        .add_service(admin_service);
+    let stopped = async move {
+        shutdown_signal().await;
+        health::set_not_serving(&health_reporter).await;
+        let _ = shutdown_tx.send(true);
+    };
+    let serve: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match tls {
+        Some((certificates, _)) => Box::pin(router.serve_with_incoming_shutdown(
+            spool_server::tls::incoming(listener, certificates, admit),
+            stopped,
+        )),
+        None => Box::pin(
+            router.serve_with_incoming_shutdown(
+                // Without TCP_NODELAY small responses and HTTP/2 window
+                // updates wait on Nagle and delayed ACKs: 40 ms stalls.
+                tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .filter_map(move |accepted| match accepted {
+                        Ok(stream) => {
+                            let peer = stream.peer_addr().ok()?;
+                            admit(stream, peer).map(Ok)
+                        }
                         Err(error) => Some(Err(error)),
-                    }
-                }),
-            async move {
-                shutdown_signal().await;
-                health::set_not_serving(&health_reporter).await;
-                let _ = shutdown_tx.send(true);
-            },
-        );
-    let mut serve = std::pin::pin!(serve);
+                    }),
+                stopped,
+            ),
+        ),
+    };
+    let mut serve = serve;
     let mut stopping = state.shutdown.clone();
     tokio::select! {
         result = &mut serve => result?,

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use spool_proto::v1::{self, metrics_server::Metrics};
 use tonic::{Request, Response, Status};
 
+use spool_auth::Action;
+
+use crate::access::{Access, caller};
 use crate::history::{History, HistoryAnswer, HistoryError, HistoryRequest};
 use crate::status::{join_error, status};
 
@@ -14,11 +17,22 @@ use crate::status::{join_error, status};
 pub struct MetricsService {
     /// `None` when the server keeps no history.
     history: Option<Arc<History>>,
+    access: Arc<Access>,
 }
 
 impl MetricsService {
     pub fn new(history: Option<Arc<History>>) -> Self {
-        MetricsService { history }
+        MetricsService {
+            history,
+            access: Arc::new(Access::open()),
+        }
+    }
+
+    /// Reads need `cluster=admin` under `access`: the history holds every
+    /// topic's and queue's figures.
+    pub fn with_access(mut self, access: Arc<Access>) -> Self {
+        self.access = access;
+        self
     }
 }
 
@@ -52,6 +66,7 @@ impl Metrics for MetricsService {
         &self,
         request: Request<v1::GetMetricsHistoryRequest>,
     ) -> Result<Response<v1::GetMetricsHistoryResponse>, Status> {
+        self.access.check(caller(&request), Action::CLUSTER_ADMIN, "")?;
         let request = request.into_inner();
         let request = HistoryRequest {
             series: request.series,

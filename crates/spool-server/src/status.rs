@@ -110,6 +110,17 @@ pub fn join_error(error: tokio::task::JoinError) -> Status {
     Status::internal(format!("internal task failed: {error}"))
 }
 
+/// PERMISSION_DENIED naming the permission that is missing (or the
+/// internal name no grant reaches).
+pub fn denied(refusal: spool_auth::Denied) -> Status {
+    Status::permission_denied(refusal.to_string())
+}
+
+/// UNAUTHENTICATED: no credentials, or credentials that name no principal.
+pub fn unauthenticated(refusal: spool_auth::Unauthenticated) -> Status {
+    Status::unauthenticated(refusal.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,6 +116,19 @@ pub struct Cli {
     #[arg(long, env = "SPOOL_SERVER", default_value = "http://127.0.0.1:7070", value_parser = server_url)]
     pub server: String,
 
+    /// Bearer token sent with every call.
+    #[arg(long, env = "SPOOL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM CA bundle that signed the server's certificate (for https:// URLs).
+    #[arg(long, env = "SPOOL_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for servers that ask for one (mutual TLS).
+    #[arg(long, env = "SPOOL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SPOOL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Name recorded in the history of the jobs this worker claims
     /// (default: HOSTNAME-PID).
     #[arg(long, value_name = "NAME")]

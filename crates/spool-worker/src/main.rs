@@ -119,7 +119,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     // Connects on the first call: a worker may start before its server, and
     // it keeps retrying (with backoff) while the server is away.
-    let client = Client::connect_lazy(cli.server.clone(), ClientOptions::default())
+    let options = ClientOptions {
+        token: cli.token.clone(),
+        tls_ca: cli.tls_ca.clone(),
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_lazy(cli.server.clone(), options)
         .with_context(|| format!("invalid server address {:?}", cli.server))?;
     let mut config = WorkerConfig {
         concurrency: cli.concurrency as usize,

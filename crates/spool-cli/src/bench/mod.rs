@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use spool_client::{Client, ClientOptions, Error, NewTopic};
+use spool_client::{Client, Error, NewTopic};
 
 use crate::args::{BenchCommand, BenchCommon};
 use crate::output::{StdoutError, out, outln};
@@ -108,7 +108,7 @@ impl BenchTopic {
 /// A new connection, so that concurrent producers and consumers do not
 /// share one HTTP/2 connection (and its single task on each side).
 pub async fn connect(context: &Context) -> anyhow::Result<Client> {
-    Client::connect_with(context.client.url().to_owned(), ClientOptions::default())
+    Client::connect_with(context.client.url().to_owned(), context.options.clone())
         .await
         .explain(context.subject())
 }

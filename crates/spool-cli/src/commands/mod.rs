@@ -1,6 +1,8 @@
 //! One module per command family.
 
+pub mod audit;
 pub mod consume;
+pub mod init_security;
 pub mod job;
 pub mod job_view;
 pub mod metrics;

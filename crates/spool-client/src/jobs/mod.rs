@@ -34,9 +34,9 @@ mod types;
 
 use std::time::Duration;
 
+use crate::client::Transport;
 use spool_proto::v1::{self, jobs_client::JobsClient};
 use spool_telemetry::{TRACEPARENT, TRACESTATE};
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tracing::Instrument as _;
 
@@ -52,12 +52,12 @@ use crate::error::{Error, Result};
 /// connection ([`Client::jobs`](crate::Client::jobs)). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Jobs {
-    inner: JobsClient<Channel>,
+    inner: JobsClient<Transport>,
     request_timeout: Option<Duration>,
 }
 
 impl Jobs {
-    pub(crate) fn new(inner: JobsClient<Channel>, request_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(inner: JobsClient<Transport>, request_timeout: Option<Duration>) -> Self {
         Jobs {
             inner,
             request_timeout,

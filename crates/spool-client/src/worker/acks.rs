@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::client::Transport;
 use spool_proto::v1::{self, finish_item::Outcome as ItemOutcome, jobs_client::JobsClient};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::Channel;
 use tracing::Instrument as _;
 
 use super::backoff::Backoff;
@@ -67,7 +67,7 @@ pub(crate) fn fate(result: &v1::FinishResult) -> Fate {
 /// Collects acknowledgements from `receiver` and sends them in batches until
 /// every sender is gone and everything received has been sent or given up.
 pub(crate) async fn run(
-    jobs: JobsClient<Channel>,
+    jobs: JobsClient<Transport>,
     mut receiver: mpsc::Receiver<Ack>,
     settings: AckSettings,
     stats: Arc<Stats>,
@@ -113,7 +113,7 @@ pub(crate) async fn run(
 }
 
 struct Sender {
-    jobs: JobsClient<Channel>,
+    jobs: JobsClient<Transport>,
     settings: AckSettings,
     stats: Arc<Stats>,
 }

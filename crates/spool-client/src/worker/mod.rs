@@ -97,11 +97,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::client::Transport;
 use spool_proto::v1::{self, jobs_client::JobsClient};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tonic::Code;
-use tonic::transport::Channel;
 
 pub use error::WorkerError;
 pub use handler::{Handler, Outcome};
@@ -390,7 +390,7 @@ pub(crate) fn is_transient(code: Code) -> bool {
 
 /// What the claimer and the job tasks share.
 pub(crate) struct Shared {
-    pub(crate) jobs: JobsClient<Channel>,
+    pub(crate) jobs: JobsClient<Transport>,
     pub(crate) config: WorkerConfig,
     pub(crate) handlers: HashMap<String, Arc<dyn DynHandler>>,
     pub(crate) queues: Vec<String>,
@@ -408,7 +408,7 @@ pub(crate) struct Shared {
 
 /// Runs handlers for jobs; see the [module documentation](self).
 pub struct Worker {
-    jobs: JobsClient<Channel>,
+    jobs: JobsClient<Transport>,
     config: WorkerConfig,
     handlers: HashMap<String, Arc<dyn DynHandler>>,
 }

@@ -258,7 +258,6 @@ pub(super) async fn pause(admin: &Admin, asked: &Asked, paused: bool) -> Respons
     let action = if paused { "pause_queue" } else { "resume_queue" };
     if changed
         && let Err(answer) = admin
-            .audit
             .record(&asked.who, action, json!({ "queue": queue }), 1)
             .await
     {
@@ -374,7 +373,6 @@ pub(super) async fn cancel(admin: &Admin, asked: &Asked) -> Response {
         Err(status) => return refused(&status),
     };
     if let Err(answer) = admin
-        .audit
         .record(&asked.who, "cancel", json!({ "job_id": job_id }), 1)
         .await
     {
@@ -657,7 +655,7 @@ pub(super) async fn act_on_dead(admin: &Admin, asked: &Asked, action: DeadAction
             "fingerprint": target.fingerprint,
             "job_ids": target.job_ids,
         });
-        if let Err(answer) = admin.audit.record(&asked.who, name, recorded, count).await {
+        if let Err(answer) = admin.record(&asked.who, name, recorded, count).await {
             return answer;
         }
     }

@@ -583,7 +583,6 @@ pub(super) async fn reset_checkpoint(admin: &Admin, asked: &Asked) -> Response {
         "partitions": positions,
     });
     if let Err(answer) = admin
-        .audit
         .record(
             &asked.who,
             "reset_checkpoint",

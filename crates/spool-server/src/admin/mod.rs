@@ -47,9 +47,10 @@ use http_body_util::BodyExt;
 use spool_metrics::Format;
 use spool_metrics::http::{Response, plain, response};
 
-pub use self::audit::{AUDIT_TOPIC, Audit};
 use self::json::error;
 use self::params::Params;
+use crate::access::{Caller, Via};
+pub use crate::audit::{AUDIT_TOPIC, Audit};
 use crate::health;
 use crate::jobs_service::JobsService;
 use crate::log_service::{LogService, ServerState};
@@ -121,6 +122,15 @@ const ROUTES: &[(&str, Route, &[Method])] = &[
     ("/assets/*", Route::Asset, GET),
 ];
 
+/// 401 with the scheme to use.
+fn unauthorized(reason: &str) -> Response {
+    let mut answer = error(StatusCode::UNAUTHORIZED, reason);
+    answer
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    answer
+}
+
 /// Largest request body a POST may send.
 const BODY_BYTES_MAX: usize = 64 * 1024;
 
@@ -160,6 +170,13 @@ pub struct Admin {
     audit: Audit,
 }
 
+/// Routes anyone may ask for, with authentication on or off: probes, and
+/// the dashboard's pages and assets (which hold no data; their API calls
+/// need a token).
+fn open_route(route: Route) -> bool {
+    matches!(route, Route::Live | Route::Ready | Route::Page | Route::Asset)
+}
+
 /// A request as the handlers see it: what the route matched, the query
 /// string, the body and who sent it.
 #[derive(Debug)]
@@ -168,8 +185,9 @@ struct Asked {
     values: Vec<String>,
     params: Params,
     body: Bytes,
-    /// `address` and, when the client named itself, `X-Spool-User`.
-    who: audit::Who,
+    /// `address`, the principal of the bearer token and, when the client
+    /// named itself, `X-Spool-User`.
+    who: crate::audit::Who,
 }
 
 impl Admin {
@@ -182,7 +200,7 @@ impl Admin {
         history: Option<Arc<crate::history::History>>,
         jobs: Option<JobsService>,
     ) -> spool_log::Result<Self> {
-        let audit = Audit::open(&state.store)?;
+        let audit = state.audit.clone();
         Ok(Admin {
             exposition,
             log: LogService::new(Arc::clone(&state)),
@@ -230,7 +248,11 @@ impl Admin {
             Ok(params) => params,
             Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
         };
-        let who = audit::Who::of(&request);
+        let caller = match self.authenticate(route, &request) {
+            Ok(caller) => caller,
+            Err(refusal) => return refusal,
+        };
+        let who = audit::who(&request, &caller);
         let (parts, body) = request.into_parts();
         let body = if parts.method == Method::POST {
             let json = parts
@@ -312,6 +334,52 @@ impl Admin {
                 &format!("collecting metrics failed: {error}"),
             ),
         }
+    }
+
+    /// The caller of an HTTP request. With authentication on, every route
+    /// but the open ones needs `Authorization: Bearer <token>` of a
+    /// principal with `cluster=admin`: 401 without valid credentials, 403
+    /// without the grant.
+    fn authenticate<B>(&self, route: Route, request: &http::Request<B>) -> Result<Caller, Response> {
+        let address = request
+            .extensions()
+            .get::<spool_metrics::http::Peer>()
+            .map(|spool_metrics::http::Peer(address)| *address);
+        let mut caller = Caller {
+            principal: None,
+            address,
+            via: Via::Http,
+        };
+        let access = &self.state.access;
+        if !access.enabled() || open_route(route) {
+            return Ok(caller);
+        }
+        let header = request.headers().get(header::AUTHORIZATION);
+        let principal = match header.map(|value| access.authenticate_header(value.as_bytes())) {
+            Some(Ok(principal)) => principal,
+            Some(Err(refusal)) => return Err(unauthorized(&refusal.to_string())),
+            None => return Err(unauthorized(&spool_auth::Unauthenticated::Missing.to_string())),
+        };
+        if let Err(refusal) = principal.authorize(spool_auth::Action::CLUSTER_ADMIN, "") {
+            return Err(error(StatusCode::FORBIDDEN, &refusal.to_string()));
+        }
+        caller.principal = Some(principal);
+        Ok(caller)
+    }
+
+    /// Records an action of the dashboard in the audit trail; the answer
+    /// to send instead when that fails.
+    async fn record(
+        &self,
+        who: &crate::audit::Who,
+        action: &str,
+        target: serde_json::Value,
+        count: u64,
+    ) -> Result<(), Response> {
+        self.audit
+            .record(who, action, target, count)
+            .await
+            .map_err(|failure| audit::unrecorded(&failure))
     }
 
     /// The job service, or the answer for a server without one.

@@ -33,7 +33,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// The services whose calls are measured.
-const SERVICES: [&str; 3] = ["spool.v1.Log", "spool.v1.Jobs", "spool.v1.Metrics"];
+const SERVICES: [&str; 4] = [
+    "spool.v1.Log",
+    "spool.v1.Jobs",
+    "spool.v1.Metrics",
+    "spool.v1.Admin",
+];
 
 /// gRPC status codes 0 to 16, by number, as `code` label values.
 const CODES: [&str; 17] = [
