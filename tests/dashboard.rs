@@ -281,6 +281,7 @@ async fn the_api_shows_the_workload_and_acts_on_it() {
         "reset_checkpoint",
         "purge_dead",
         "retry_dead",
+        "configure_queue",
         "create_topic",
     ];
     let audit = get(admin, "/api/v1/audit");

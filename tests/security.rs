@@ -280,6 +280,28 @@ async fn each_rpc_family_needs_its_permission() {
         .map(|_| ())
         .map_err(Error::from);
     denied(pause, "lacks admin on queue \"emails\"");
+    let configure = jobs(&worker)
+        .configure_queue(proto::ConfigureQueueRequest {
+            queue: "emails".into(),
+            set: Some(proto::QueueConfig {
+                concurrency_limit: Some(1_000_000),
+                ..Default::default()
+            }),
+            reset: vec![],
+        })
+        .await
+        .map(|_| ())
+        .map_err(Error::from);
+    denied(configure, "lacks admin on queue \"emails\"");
+    let delete = jobs(&worker)
+        .delete_queue(proto::DeleteQueueRequest {
+            queue: "emails".into(),
+            force: true,
+        })
+        .await
+        .map(|_| ())
+        .map_err(Error::from);
+    denied(delete, "lacks admin on queue \"emails\"");
 
     // Metrics and Admin: the cluster's admin.
     denied(

@@ -261,7 +261,10 @@ pub(crate) fn queue_config_json(config: &v1::QueueConfig) -> serde_json::Value {
         put("attempts_max", v.into());
     }
     if let Some(b) = &config.backoff {
-        put("backoff", serde_json::json!({ "min_ms": b.min_ms, "max_ms": b.max_ms }));
+        put(
+            "backoff",
+            serde_json::json!({ "min_ms": b.min_ms, "max_ms": b.max_ms }),
+        );
     }
     for (key, value) in [
         ("lease_ms", config.lease_ms),
@@ -277,7 +280,10 @@ pub(crate) fn queue_config_json(config: &v1::QueueConfig) -> serde_json::Value {
         put("concurrency_limit", v.into());
     }
     if let Some(r) = &config.rate_limit {
-        put("rate_limit", serde_json::json!({ "jobs": r.jobs, "per_ms": r.per_ms }));
+        put(
+            "rate_limit",
+            serde_json::json!({ "jobs": r.jobs, "per_ms": r.per_ms }),
+        );
     }
     serde_json::Value::Object(out)
 }

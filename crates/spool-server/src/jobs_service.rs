@@ -26,8 +26,8 @@ use crate::audit::Audit;
 use crate::jobs_convert::{
     claim_spec, claimed_to_proto, complete_request, enqueue_response, event_to_proto, fail_request,
     job_from_log_to_proto, job_to_proto, parse_job_id, parse_token, purge_target, queue_config_change,
-    queue_config_json, queue_config_to_proto, retry_target, search_query, spec_from_proto, state_from_proto, state_to_proto,
-    stats_to_proto, summary_to_proto,
+    queue_config_json, queue_config_to_proto, retry_target, search_query, spec_from_proto, state_from_proto,
+    state_to_proto, stats_to_proto, summary_to_proto,
 };
 use crate::status::{job_status, join_error, status};
 
@@ -780,7 +780,8 @@ impl Jobs for JobsService {
     ) -> Result<Response<v1::ConfigureQueueResponse>, Status> {
         let caller = caller(&request).cloned();
         let request = request.into_inner();
-        self.access.check(caller.as_ref(), Action::QUEUE_ADMIN, &request.queue)?;
+        self.access
+            .check(caller.as_ref(), Action::QUEUE_ADMIN, &request.queue)?;
         let change = queue_config_change(&request)?;
         let queue = request.queue;
         let call = Request::ConfigureQueue {
@@ -809,7 +810,8 @@ impl Jobs for JobsService {
     ) -> Result<Response<v1::DeleteQueueResponse>, Status> {
         let caller = caller(&request).cloned();
         let request = request.into_inner();
-        self.access.check(caller.as_ref(), Action::QUEUE_ADMIN, &request.queue)?;
+        self.access
+            .check(caller.as_ref(), Action::QUEUE_ADMIN, &request.queue)?;
         let queue = request.queue;
         let call = Request::DeleteQueue {
             queue: queue.clone(),

@@ -407,13 +407,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let gate = Arc::clone(&metrics.connection_gate);
     // Each accepted connection is counted, then admitted by the gate or
     // closed at once, before a byte of it is read (connections.rs).
-    let admit = move |stream: tokio::net::TcpStream, peer: std::net::SocketAddr| {
-        match gate.guard(connections.track(stream), peer.ip()) {
-            Ok(guarded) => Some(guarded),
-            Err(refusal) => {
-                tracing::debug!(%peer, reason = refusal.name(), "connection refused: too many open");
-                None
-            }
+    let admit = move |stream: tokio::net::TcpStream, peer: std::net::SocketAddr| match gate
+        .guard(connections.track(stream), peer.ip())
+    {
+        Ok(guarded) => Some(guarded),
+        Err(refusal) => {
+            tracing::debug!(%peer, reason = refusal.name(), "connection refused: too many open");
+            None
         }
     };
     let router = tonic::transport::Server::builder()
