@@ -261,3 +261,71 @@ fn every_page_shows_the_api_s_numbers_and_its_actions_work() {
     );
     shoot(&browser, "audit");
 }
+
+/// With authentication on, the dashboard shows a login form; a wrong token
+/// is refused in the form, an admin token opens a session in which the
+/// pages and their actions (CSRF token and all) work, and logging out
+/// returns to the form.
+#[test]
+fn a_user_logs_in_acts_and_logs_out_in_a_real_browser() {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("tokens.toml");
+    let mut tokens = spool_auth::Tokens::load(&file).unwrap();
+    let grants = ["cluster=admin", "queue:*=*"]
+        .iter()
+        .map(|g| spool_auth::Grant::parse(g).unwrap())
+        .collect();
+    let token = tokens.create("ops", grants, 1).unwrap();
+    tokens.save(&file).unwrap();
+    let server = Spoold::start(
+        &scratch.path().join("data"),
+        &[&format!("tokens_file={}", file.display())],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let options = spool_client::ClientOptions {
+            token: Some(token.clone()),
+            ..Default::default()
+        };
+        let client = spool_client::Client::connect_with(server.url(), options)
+            .await
+            .unwrap();
+        client
+            .jobs()
+            .enqueue(spool_client::jobs::NewJob::new("emails", "{}"))
+            .await
+            .unwrap();
+    });
+    let admin = server.admin_addr.unwrap();
+    let browser = Browser::start(1200, 900);
+
+    browser.open(&url(admin, "/queues"));
+    browser.wait_for("document.getElementById('login') !== null", "the login form");
+    browser.type_into("#token", "spool_00000000_0000");
+    browser.click("#login-submit");
+    browser.wait_for(
+        "document.getElementById('login-error').textContent.length > 0",
+        "the refusal",
+    );
+    shoot(&browser, "login");
+    browser.type_into("#token", &token);
+    browser.click("#login-submit");
+    browser.wait_for(
+        "document.querySelector('#queues tr[data-queue=\"emails\"]') !== null",
+        "the queues page",
+    );
+    assert_eq!(browser.text("#principal"), "ops");
+
+    // An action through the session: the page sends its CSRF token.
+    let row = "#queues tr[data-queue=\"emails\"]";
+    browser.click(&format!("{row} button.pause"));
+    browser.wait_for("document.getElementById('confirm').open", "the confirmation");
+    browser.click("#confirm-ok");
+    browser.wait_for_text(&format!("{row} [data-field=\"paused\"]"), Some("paused"));
+
+    browser.click("#logout");
+    browser.wait_for(
+        "document.getElementById('login') !== null",
+        "the login form again",
+    );
+}

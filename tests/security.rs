@@ -790,3 +790,133 @@ async fn init_security_files_start_a_secure_server() {
         .unwrap();
     assert_eq!(client.list_topics(false).await.unwrap()[0].name, "orders");
 }
+
+/// The dashboard with authentication on: a login with a token sets an
+/// HTTP-only session cookie; calls with it work, a POST with it needs the
+/// session's CSRF token; revoking the token or logging out ends it.
+#[tokio::test]
+async fn the_dashboard_logs_in_with_a_token_and_guards_its_actions_with_csrf() {
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("tokens.toml");
+    let tokens = token_file(
+        &file,
+        &[
+            ("ops", &["cluster=admin", "queue:*=*", "topic:*=*"]),
+            ("reader", &["topic:*=consume"]),
+        ],
+    );
+    let server = Spoold::start(
+        &scratch.path().join("data"),
+        &[&format!("tokens_file={}", file.display())],
+    );
+    let admin = server.admin_addr.unwrap();
+    let ops = client(&server, Some(&tokens[0])).await;
+    ops.jobs()
+        .enqueue(spool_client::jobs::NewJob::new("emails", "{}"))
+        .await
+        .unwrap();
+    let json = [("content-type", "application/json")];
+    let login = |token: &str| {
+        scrape::send(
+            admin,
+            "POST",
+            "/api/v1/session",
+            &json,
+            format!("{{\"token\":\"{token}\"}}").as_bytes(),
+        )
+    };
+
+    assert_eq!(scrape::get(admin, "/api/v1/overview").status, 401);
+    assert_eq!(scrape::get(admin, "/api/v1/session").status, 401);
+    assert_eq!(
+        scrape::get(admin, "/").status,
+        200,
+        "the page itself is open: it shows the login"
+    );
+    assert_eq!(login("spool_00000000_00").status, 401);
+    let refused = login(&tokens[1]);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("lacks admin on the cluster"),
+        "{}",
+        refused.body
+    );
+
+    let answer = login(&tokens[0]);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let cookie = answer.headers["set-cookie"].clone();
+    assert!(cookie.starts_with("spool_session="), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "a plaintext listener cannot set a Secure cookie: {cookie}"
+    );
+    let session: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(session["principal"], "ops");
+    let csrf = session["csrf_token"].as_str().unwrap().to_owned();
+    let pair = cookie.split(';').next().unwrap().to_owned();
+
+    let with_cookie = [("cookie", pair.as_str())];
+    assert_eq!(
+        scrape::request(admin, "GET", "/api/v1/overview", &with_cookie).status,
+        200
+    );
+    let pause =
+        |headers: &[(&str, &str)]| scrape::send(admin, "POST", "/api/v1/queues/emails/pause", headers, b"{}");
+    let no_csrf = pause(&[("cookie", &pair), ("content-type", "application/json")]);
+    assert_eq!(no_csrf.status, 403, "{}", no_csrf.body);
+    assert!(no_csrf.body.contains("X-CSRF-Token"), "{}", no_csrf.body);
+    let wrong = pause(&[
+        ("cookie", &pair),
+        ("content-type", "application/json"),
+        ("x-csrf-token", "0"),
+    ]);
+    assert_eq!(wrong.status, 403);
+    let done = pause(&[
+        ("cookie", &pair),
+        ("content-type", "application/json"),
+        ("x-csrf-token", &csrf),
+    ]);
+    assert_eq!(done.status, 200, "{}", done.body);
+    let audit = ops.read_audit(Default::default()).await.unwrap();
+    let paused = audit.iter().find(|r| r.action == "pause_queue").expect("audited");
+    assert_eq!(paused.principal, "ops");
+    assert_eq!(paused.via, "http");
+
+    // Logging out ends the session.
+    let out = scrape::send(
+        admin,
+        "POST",
+        "/api/v1/session/logout",
+        &[
+            ("cookie", &pair),
+            ("content-type", "application/json"),
+            ("x-csrf-token", &csrf),
+        ],
+        b"{}",
+    );
+    assert_eq!(out.status, 200);
+    assert!(out.headers["set-cookie"].contains("Max-Age=0"));
+    assert_eq!(
+        scrape::request(admin, "GET", "/api/v1/overview", &with_cookie).status,
+        401
+    );
+
+    // Revoking the token ends its sessions, without a restart.
+    let again = login(&tokens[0]);
+    let pair = again.headers["set-cookie"].split(';').next().unwrap().to_owned();
+    let revoke = Command::new(binary("spool"))
+        .args(["token", "revoke", &tokens[0][6..14], "--file"])
+        .arg(&file)
+        .env_remove("SPOOL_SERVER")
+        .output()
+        .unwrap();
+    assert!(revoke.status.success(), "{revoke:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape::request(admin, "GET", "/api/v1/overview", &[("cookie", &pair)]).status != 401 {
+        assert!(Instant::now() < deadline, "the session outlived its token");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

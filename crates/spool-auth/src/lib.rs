@@ -13,7 +13,9 @@
 #![deny(unsafe_code)]
 
 pub mod permission;
+pub mod sessions;
 pub mod tokens;
 
 pub use permission::{Action, Denied, Grant, GrantError, Pattern, Permission, Principal, Resource};
+pub use sessions::{NoRandomness, Session, Sessions};
 pub use tokens::{TokenEntry, TokenFileError, Tokens, Unauthenticated};

@@ -362,7 +362,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     .await?
                     .context("cannot open the audit trail (__audit)")?
             };
-            let admin = Arc::new(admin);
+            let admin = Arc::new(admin.with_secure_cookies(tls.is_some()));
             // Served until the process ends, so /readyz answers 503 through
             // the shutdown grace period.
             let handler = move |request| Arc::clone(&admin).handle(request);

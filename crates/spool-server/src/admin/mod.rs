@@ -23,6 +23,11 @@
 //! CORS preflight, which this listener never grants, so another web site
 //! cannot make a visitor's browser retry or purge jobs here.
 //!
+//! With authentication on, a call needs `Authorization: Bearer <token>` or
+//! the session cookie of a dashboard login (`/api/v1/session`, see
+//! `spool_auth::sessions`); a POST made with the cookie must also send the
+//! session's CSRF token in `X-CSRF-Token`.
+//!
 //! New pages go in [`ROUTES`] and [`Admin::route`]; each route's handler is
 //! a method of [`Admin`] or a function of its module, given what it reads.
 
@@ -79,12 +84,15 @@ enum Route {
     RetryDead,
     PurgeDead,
     AuditTrail,
+    Session,
+    Logout,
     Page,
     Asset,
 }
 
 const GET: &[Method] = &[Method::GET, Method::HEAD];
 const POST: &[Method] = &[Method::POST];
+const GET_OR_POST: &[Method] = &[Method::GET, Method::HEAD, Method::POST];
 
 /// Path patterns (`*` is one path segment), their route and methods; the
 /// first that matches wins.
@@ -110,6 +118,8 @@ const ROUTES: &[(&str, Route, &[Method])] = &[
     ("/api/v1/dead/retry", Route::RetryDead, POST),
     ("/api/v1/dead/purge", Route::PurgeDead, POST),
     ("/api/v1/audit", Route::AuditTrail, GET),
+    ("/api/v1/session", Route::Session, GET_OR_POST),
+    ("/api/v1/session/logout", Route::Logout, POST),
     ("/", Route::Page, GET),
     ("/topics", Route::Page, GET),
     ("/topics/*", Route::Page, GET),
@@ -168,13 +178,42 @@ pub struct Admin {
     /// `None` for a listener without the job layer (unit tests).
     jobs: Option<JobsService>,
     audit: Audit,
+    /// Dashboard logins.
+    sessions: std::sync::Mutex<spool_auth::Sessions>,
+    /// Session cookies are marked `Secure` (sent over HTTPS only) when the
+    /// listener serves TLS.
+    secure_cookies: bool,
 }
 
 /// Routes anyone may ask for, with authentication on or off: probes, and
 /// the dashboard's pages and assets (which hold no data; their API calls
 /// need a token).
 fn open_route(route: Route) -> bool {
-    matches!(route, Route::Live | Route::Ready | Route::Page | Route::Asset)
+    matches!(
+        route,
+        Route::Live | Route::Ready | Route::Page | Route::Asset | Route::Session | Route::Logout
+    )
+}
+
+/// The name of the dashboard's session cookie.
+const SESSION_COOKIE: &str = "spool_session";
+/// How long a dashboard login lasts.
+const SESSION_LIFETIME_MS: i64 = 12 * 3_600_000;
+/// Dashboard logins held at once; past it the oldest end.
+const SESSIONS_MAX: usize = 10_000;
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+fn cookie<'a, B>(request: &'a http::Request<B>, name: &str) -> Option<&'a str> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
 }
 
 /// A request as the handlers see it: what the route matched, the query
@@ -208,7 +247,21 @@ impl Admin {
             history,
             jobs,
             audit,
+            sessions: std::sync::Mutex::new(spool_auth::Sessions::new(SESSIONS_MAX, SESSION_LIFETIME_MS)),
+            secure_cookies: false,
         })
+    }
+
+    /// Marks session cookies `Secure`: for a listener that serves TLS.
+    pub fn with_secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, spool_auth::Sessions> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Answers one request.
@@ -315,6 +368,9 @@ impl Admin {
             Route::RetryDead => api_jobs::act_on_dead(&self, &asked, api_jobs::DeadAction::Retry).await,
             Route::PurgeDead => api_jobs::act_on_dead(&self, &asked, api_jobs::DeadAction::Purge).await,
             Route::AuditTrail => audit::answer(&self.audit, &asked).await,
+            Route::Session if request.method() == Method::POST => self.log_in(&asked),
+            Route::Session => self.session(request),
+            Route::Logout => self.log_out(request),
             Route::Page => pages::page(&asked.path),
             Route::Asset => pages::asset(&asked.path),
         }
@@ -358,13 +414,130 @@ impl Admin {
         let principal = match header.map(|value| access.authenticate_header(value.as_bytes())) {
             Some(Ok(principal)) => principal,
             Some(Err(refusal)) => return Err(unauthorized(&refusal.to_string())),
-            None => return Err(unauthorized(&spool_auth::Unauthenticated::Missing.to_string())),
+            None => self.session_principal(request)?,
         };
         if let Err(refusal) = principal.authorize(spool_auth::Action::CLUSTER_ADMIN, "") {
             return Err(error(StatusCode::FORBIDDEN, &refusal.to_string()));
         }
         caller.principal = Some(principal);
         Ok(caller)
+    }
+
+    /// The principal of a request made with the session cookie; a POST must
+    /// also repeat the session's CSRF token.
+    fn session_principal<B>(
+        &self,
+        request: &http::Request<B>,
+    ) -> Result<Arc<spool_auth::Principal>, Response> {
+        let Some(id) = cookie(request, SESSION_COOKIE) else {
+            return Err(unauthorized(&spool_auth::Unauthenticated::Missing.to_string()));
+        };
+        let session = self.sessions().get(id, json::now_ms()).cloned();
+        let Some(session) = session else {
+            return Err(unauthorized("the session ended: log in again"));
+        };
+        // The token is checked again: a revoked token ends its sessions.
+        let principal = self
+            .state
+            .access
+            .authenticate_token(&session.token)
+            .map_err(|_| unauthorized("the token of this session was revoked: log in again"))?;
+        if request.method() == Method::POST {
+            let presented = request
+                .headers()
+                .get("x-csrf-token")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default();
+            if !session.csrf_matches(presented) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "a request made with the session cookie must send the session's X-CSRF-Token",
+                ));
+            }
+        }
+        Ok(principal)
+    }
+
+    /// `POST /api/v1/session` `{"token": "..."}`: logs a browser in. The
+    /// token must be valid and hold `cluster=admin`; the answer sets the
+    /// session cookie and gives the CSRF token.
+    fn log_in(&self, asked: &Asked) -> Response {
+        let access = &self.state.access;
+        if !access.enabled() {
+            return json::ok(&serde_json::json!({ "authentication": false }));
+        }
+        let token = serde_json::from_slice::<serde_json::Value>(&asked.body)
+            .ok()
+            .and_then(|body| body.get("token").and_then(|t| t.as_str()).map(str::to_owned));
+        let Some(token) = token else {
+            return error(StatusCode::BAD_REQUEST, "send {\"token\": \"spool_...\"}");
+        };
+        let principal = match access.authenticate_token(token.trim()) {
+            Ok(principal) => principal,
+            Err(refusal) => return unauthorized(&refusal.to_string()),
+        };
+        if let Err(refusal) = principal.authorize(spool_auth::Action::CLUSTER_ADMIN, "") {
+            return error(StatusCode::FORBIDDEN, &refusal.to_string());
+        }
+        let opened = self.sessions().open(token.trim(), json::now_ms());
+        let (id, session) = match opened {
+            Ok(opened) => opened,
+            Err(failure) => return error(StatusCode::INTERNAL_SERVER_ERROR, &failure.to_string()),
+        };
+        let mut answer = json::ok(&serde_json::json!({
+            "authentication": true,
+            "principal": principal.name,
+            "csrf_token": session.csrf_token,
+            "expires_at_ms": session.expires_at_ms,
+        }));
+        let cookie = format!(
+            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            SESSION_LIFETIME_MS / 1000,
+            if self.secure_cookies { "; Secure" } else { "" }
+        );
+        answer.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&cookie).expect("hex and ASCII words are header text"),
+        );
+        answer
+    }
+
+    /// `GET /api/v1/session`: whether authentication is on and, if so, who
+    /// the session cookie stands for and its CSRF token; 401 without a
+    /// live session.
+    fn session(&self, request: &http::Request<()>) -> Response {
+        if !self.state.access.enabled() {
+            return json::ok(&serde_json::json!({ "authentication": false }));
+        }
+        let principal = match self.session_principal(request) {
+            Ok(principal) => principal,
+            Err(refusal) => return refusal,
+        };
+        let id = cookie(request, SESSION_COOKIE).unwrap_or_default();
+        let sessions = self.sessions();
+        let Some(session) = sessions.get(id, json::now_ms()) else {
+            return unauthorized("the session ended: log in again");
+        };
+        json::ok(&serde_json::json!({
+            "authentication": true,
+            "principal": principal.name,
+            "csrf_token": session.csrf_token,
+            "expires_at_ms": session.expires_at_ms,
+        }))
+    }
+
+    /// `POST /api/v1/session/logout`: ends the session and clears the
+    /// cookie.
+    fn log_out(&self, request: &http::Request<()>) -> Response {
+        if let Some(id) = cookie(request, SESSION_COOKIE) {
+            self.sessions().close(id);
+        }
+        let mut answer = json::ok(&serde_json::json!({ "logged_out": true }));
+        answer.headers_mut().insert(
+            header::SET_COOKIE,
+            HeaderValue::from_static("spool_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        );
+        answer
     }
 
     /// Records an action of the dashboard in the audit trail; the answer

@@ -39,21 +39,32 @@ function svgEl(tag, attrs) {
   return node;
 }
 
-async function api(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
+// The session's CSRF token, when the server has authentication on and this
+// browser logged in: every POST repeats it (the session cookie itself is
+// HTTP-only and never seen here).
+let csrfToken = null;
+
+// An answer of 401: the session ended or there was none; the page then
+// shows the login form.
+class LoggedOut extends Error {}
+
+async function answerOf(response) {
   const body = await response.json().catch(() => ({ error: response.statusText }));
+  if (response.status === 401) throw new LoggedOut(body.error || "log in");
   if (!response.ok) throw new Error(body.error || response.statusText);
   return body;
+}
+
+async function api(path) {
+  return answerOf(await fetch(path, { headers: { Accept: "application/json" } }));
 }
 
 async function post(path, body) {
   const headers = { "Content-Type": "application/json" };
   const user = localStorage.getItem("spool-user");
   if (user) headers["X-Spool-User"] = user;
-  const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
-  const answer = await response.json().catch(() => ({ error: response.statusText }));
-  if (!response.ok) throw new Error(answer.error || response.statusText);
-  return answer;
+  if (csrfToken) headers["X-CSRF-Token"] = csrfToken;
+  return answerOf(await fetch(path, { method: "POST", headers, body: JSON.stringify(body) }));
 }
 
 function qs(params) {
@@ -811,7 +822,63 @@ function route(path) {
   return [parts[0], []];
 }
 
+// The login form: a token of a principal with cluster=admin opens a
+// session (a cookie the page cannot read) and reloads the page.
+function showLogin(main, reason) {
+  const input = el("input", { id: "token", type: "password", autocomplete: "off", placeholder: "spool_..." });
+  const problem = el("p", { id: "login-error", class: "error", role: "alert" }, reason || "");
+  const form = el(
+    "form",
+    { id: "login" },
+    el("h1", {}, "Log in"),
+    el("p", {}, "This server has authentication on. Log in with a token of a principal granted cluster=admin (spool token create NAME --grant cluster=admin)."),
+    el("label", { for: "token" }, "Token "),
+    input,
+    el("button", { type: "submit", id: "login-submit" }, "Log in"),
+    problem,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const response = await fetch("/api/v1/session", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: input.value }),
+      });
+      await answerOf(response);
+      location.reload();
+    } catch (error) {
+      problem.textContent = error.message;
+    }
+  });
+  fill(main, form);
+  document.querySelector("nav").style.display = "none";
+  ready();
+}
+
+// Who is logged in, with a way out, in the header.
+function showSession(session) {
+  const out = el("button", { id: "logout", type: "button" }, "Log out");
+  out.addEventListener("click", async () => {
+    await post("/api/v1/session/logout", {});
+    location.reload();
+  });
+  document.querySelector("header").append(el("span", { id: "principal" }, session.principal), out);
+}
+
 async function start() {
+  const main0 = document.getElementById("main");
+  let session;
+  try {
+    session = await answerOf(await fetch("/api/v1/session", { headers: { Accept: "application/json" } }));
+  } catch (error) {
+    showLogin(main0, error instanceof LoggedOut ? "" : error.message);
+    return;
+  }
+  if (session.authentication) {
+    csrfToken = session.csrf_token;
+    showSession(session);
+  }
   const [name, args] = route(location.pathname);
   const page = pages[name];
   const main = document.getElementById("main");
@@ -824,6 +891,10 @@ async function start() {
   try {
     await page.render(main, ...args);
   } catch (error) {
+    if (error instanceof LoggedOut) {
+      showLogin(main, error.message);
+      return;
+    }
     fill(main, failure(error));
     ready();
     return;
@@ -839,6 +910,7 @@ async function start() {
       live.textContent = `live · ${new Date().toTimeString().slice(0, 8)}`;
       live.classList.remove("stale");
     } catch (error) {
+      if (error instanceof LoggedOut) location.reload();
       live.textContent = `not updating: ${error.message}`;
       live.classList.add("stale");
     } finally {
