@@ -202,6 +202,17 @@ const SESSION_LIFETIME_MS: i64 = 12 * 3_600_000;
 /// Dashboard logins held at once; past it the oldest end.
 const SESSIONS_MAX: usize = 10_000;
 
+/// The `Set-Cookie` value of a new session: HTTP-only (the page's script
+/// never sees it), sent only to this site, and with `secure` (a listener
+/// serving TLS) only over HTTPS.
+fn session_cookie(id: &str, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_LIFETIME_MS / 1000,
+        if secure { "; Secure" } else { "" }
+    )
+}
+
 /// The value of cookie `name` in a request's `Cookie` headers.
 fn cookie<'a, B>(request: &'a http::Request<B>, name: &str) -> Option<&'a str> {
     request
@@ -490,11 +501,7 @@ impl Admin {
             "csrf_token": session.csrf_token,
             "expires_at_ms": session.expires_at_ms,
         }));
-        let cookie = format!(
-            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-            SESSION_LIFETIME_MS / 1000,
-            if self.secure_cookies { "; Secure" } else { "" }
-        );
+        let cookie = session_cookie(&id, self.secure_cookies);
         answer.headers_mut().insert(
             header::SET_COOKIE,
             HeaderValue::from_str(&cookie).expect("hex and ASCII words are header text"),
@@ -574,6 +581,25 @@ mod tests {
     use super::*;
     use crate::Config;
     use crate::metrics::{self, ServerMetrics};
+
+    #[test]
+    fn session_cookies_are_http_only_strict_and_secure_under_tls() {
+        let plain = session_cookie("ab12", false);
+        assert_eq!(
+            plain,
+            "spool_session=ab12; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"
+        );
+        let secure = session_cookie("ab12", true);
+        assert_eq!(secure, format!("{plain}; Secure"));
+        let request = http::Request::builder()
+            .header(header::COOKIE, "theme=dark; spool_session=ab12")
+            .header(header::COOKIE, "other=1")
+            .body(())
+            .unwrap();
+        assert_eq!(cookie(&request, SESSION_COOKIE), Some("ab12"));
+        assert_eq!(cookie(&request, "other"), Some("1"));
+        assert_eq!(cookie(&request, "missing"), None);
+    }
 
     struct Fixture {
         admin: Arc<Admin>,
