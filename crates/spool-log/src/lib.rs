@@ -38,6 +38,7 @@ mod recovery;
 mod retention;
 pub mod segment;
 pub mod store;
+pub mod terms;
 pub mod topic;
 pub mod watch;
 
@@ -55,5 +56,6 @@ pub use spool_format::batch;
 pub use spool_format::batch::{Batch, Header, Record, RecordView};
 pub use spool_format::{FormatError, RecordProblem};
 pub use store::{RecoveryReport, Store, StoreStats};
+pub use terms::TermStart;
 pub use topic::Topic;
 pub use watch::WaitFor;

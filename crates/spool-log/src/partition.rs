@@ -25,6 +25,7 @@ pub use crate::recovery::PartitionRecovery;
 use crate::recovery::{self, Recovered};
 use crate::retention::{Retention, SegmentSummary, segments_below};
 use crate::segment::{Damage, Segment, SegmentSettings, SegmentWriter, record_position};
+use crate::terms::{TERM_MAX, TermLog, TermStart};
 use crate::watch::{OffsetWatch, WaitFor, WatchEnd};
 
 /// How durable an append must be before it is acknowledged.
@@ -121,6 +122,12 @@ pub(crate) struct PartitionShared {
     stats: StatCounters,
     /// Serializes flushes and checkpoints of this partition.
     flush_lock: Mutex<Option<RecoveryPoint>>,
+    /// The term of every offset (`terms.rs`). Changed only under the
+    /// writer lock, before the batch that needs the change is written.
+    terms: Mutex<TermLog>,
+    /// True once the partition has a term list: until then an append in
+    /// term 0 (every single-node append) skips the lock above.
+    terms_in_use: AtomicBool,
 }
 
 fn summarize(segments: &[Arc<Segment>]) -> Vec<SegmentSummary> {
@@ -167,6 +174,7 @@ impl Partition {
             point,
             report,
         } = recovery::recover(topic, id, dir, &settings, clean)?;
+        let terms = TermLog::load(dir)?;
 
         let high_watermark = writer.segment().next_offset();
         let log_start = segments[0].base_offset();
@@ -194,6 +202,8 @@ impl Partition {
             flush_queued: AtomicBool::new(false),
             stats: StatCounters::default(),
             flush_lock: Mutex::new(point),
+            terms_in_use: AtomicBool::new(!terms.is_empty()),
+            terms: Mutex::new(terms),
         });
         Ok((Partition { shared }, report))
     }
@@ -256,15 +266,38 @@ impl Partition {
     /// blocks until a flush covers the batch: call it from a thread that may
     /// block (not an async runtime's worker), or append with
     /// [`Durability::None`] and await [`Partition::wait_durable`].
+    ///
+    /// The batch is in term 0, as every batch of a partition that is not
+    /// replicated: see [`Partition::append_in_term`].
     pub fn append(&self, records: &[Record<'_>], durability: Durability) -> Result<AppendOutcome> {
+        self.append_in_term(records, 0, durability)
+    }
+
+    /// Appends `records` as one batch of Raft term `term`: the term is
+    /// stamped into the batch header's leader-epoch field and, when it is
+    /// newer than the last batch's, recorded in the partition's term list
+    /// before the batch is written. Fails with [`Error::TermRegression`] if
+    /// `term` is older than the last batch's, and with
+    /// [`Error::LimitExceeded`] (`term_max`) above `i32::MAX`, the largest
+    /// value the header field holds. Term 0 writes no term list.
+    pub fn append_in_term(
+        &self,
+        records: &[Record<'_>],
+        term: u64,
+        durability: Durability,
+    ) -> Result<AppendOutcome> {
         let now = now_ms();
         let plan = batch::plan(records, now, self.limits())?;
         let header = self.shared.append_with(
             plan.total_bytes as u64,
             plan.record_count,
+            term,
             now,
             |buffer, base_offset| {
                 batch::encode(buffer, base_offset, records, &plan, now);
+                if term != 0 {
+                    batch::stamp_leader_epoch(buffer, term as i32);
+                }
                 Ok(BatchHeader::parse(buffer)?)
             },
         )?;
@@ -275,22 +308,64 @@ impl Partition {
     /// checks its length, CRC and records, stamps the base offset, and
     /// copies it in without decoding a record again.
     pub fn append_encoded(&self, encoded: &[u8], durability: Durability) -> Result<AppendOutcome> {
+        self.append_encoded_in_term(encoded, 0, durability)
+    }
+
+    /// [`Partition::append_encoded`] in Raft term `term`, with the term
+    /// handled as [`Partition::append_in_term`] handles it. In term 0 the
+    /// leader-epoch field keeps what the encoder wrote, as it always has.
+    pub fn append_encoded_in_term(
+        &self,
+        encoded: &[u8],
+        term: u64,
+        durability: Durability,
+    ) -> Result<AppendOutcome> {
         let now = now_ms();
         let header = batch::validate_encoded(encoded, self.limits())?;
         let header = self.shared.append_with(
             encoded.len() as u64,
             header.record_count,
+            term,
             now,
             |buffer, base_offset| {
                 buffer.copy_from_slice(encoded);
                 batch::stamp_base_offset(buffer, base_offset);
+                let mut leader_epoch = header.leader_epoch;
+                if term != 0 {
+                    leader_epoch = term as i32;
+                    batch::stamp_leader_epoch(buffer, leader_epoch);
+                }
                 Ok(BatchHeader {
                     base_offset,
+                    leader_epoch,
                     ..header
                 })
             },
         )?;
         self.finish(header, now, durability)
+    }
+
+    /// The Raft term `offset` was appended in, from the partition's term
+    /// list (never from the batch header); `None` if the log does not hold
+    /// `offset`. Offsets appended without a term are in term 0.
+    pub fn term_at(&self, offset: u64) -> Option<u64> {
+        let terms = self.shared.terms.lock().expect("terms lock");
+        let in_log = offset >= self.log_start_offset() && offset < self.high_watermark();
+        in_log.then(|| terms.term_at(offset))
+    }
+
+    /// The term of the log's last batch (0 for a log that never saw a term,
+    /// and for an empty one that never had a batch in a term).
+    pub fn last_term(&self) -> u64 {
+        let terms = self.shared.terms.lock().expect("terms lock");
+        terms.last_term(self.high_watermark())
+    }
+
+    /// The partition's term list as stored: where each term after 0 starts.
+    /// An entry may start at or past the end of the log after a crash or a
+    /// failed append; it describes no batch and the next append removes it.
+    pub fn term_starts(&self) -> Vec<TermStart> {
+        self.shared.terms.lock().expect("terms lock").entries().to_vec()
     }
 
     fn finish(&self, header: BatchHeader, now: i64, durability: Durability) -> Result<AppendOutcome> {
@@ -606,6 +681,7 @@ impl PartitionShared {
         &self,
         len: u64,
         record_count: u32,
+        term: u64,
         now: i64,
         encode: impl FnOnce(&mut [u8], u64) -> Result<BatchHeader>,
     ) -> Result<BatchHeader> {
@@ -622,6 +698,7 @@ impl PartitionShared {
         }
         let writer = slot.as_mut().ok_or(Error::Closed)?;
         let base_offset = self.high_watermark.get();
+        self.prepare_term(term, base_offset)?;
         let expired = writer
             .first_batch_ms()
             .is_some_and(|first| now.saturating_sub(first) >= self.segment_ms_max as i64);
@@ -636,6 +713,38 @@ impl PartitionShared {
             .fetch_add(u64::from(header.record_count), Ordering::Relaxed);
         self.stats.appended_bytes.fetch_add(len, Ordering::Relaxed);
         Ok(header)
+    }
+
+    /// Makes the term list right for a batch of `term` about to be written
+    /// at `end`, under the writer lock. The list is written before the
+    /// batch, so a crash never leaves a batch whose term is not recorded;
+    /// a failed write poisons the partition, since the file on disk may
+    /// then be either version.
+    fn prepare_term(&self, term: u64, end: u64) -> Result<()> {
+        if term == 0 && !self.terms_in_use.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if term > TERM_MAX {
+            return Err(Error::LimitExceeded {
+                limit: "term_max",
+                actual: term,
+                max: TERM_MAX,
+            });
+        }
+        let mut terms = self.terms.lock().expect("terms lock");
+        let log_start = self.log_start.load(Ordering::Acquire);
+        match terms.prepare_append(term, end, log_start) {
+            Ok(()) => {
+                self.terms_in_use.store(!terms.is_empty(), Ordering::Release);
+                Ok(())
+            }
+            Err(error @ Error::TermRegression { .. }) => Err(error),
+            Err(error) => {
+                tracing::error!(topic = %self.topic, partition = self.id, %error, "writing the term list failed; refusing further appends");
+                self.poison();
+                Err(error)
+            }
+        }
     }
 
     /// Starts a new segment at `base_offset`. The new segment's files exist

@@ -1,0 +1,251 @@
+//! The storage primitives a replicated partition needs, through the public
+//! API: terms per offset, appends of batches encoded by a leader, suffix
+//! truncation, the vote file and the committed offset. Each bad input gets
+//! a typed error and leaves the partition as it was.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use spool_log::batch::{self, BatchHeader, BatchLimits, field};
+use spool_log::{Durability, Error, Partition, Record, Store, StoreConfig, TermStart, TopicConfig};
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        preallocate_bytes: 16 * 1024,
+        index_interval_bytes: 256,
+        checkpoint_interval_ms: 0,
+        retention_check_interval_ms: 0,
+        ..StoreConfig::default()
+    }
+}
+
+fn topic_config(segment_bytes_max: u64) -> TopicConfig {
+    TopicConfig {
+        partitions: 1,
+        segment_bytes_max,
+        retention_ms: None,
+        ..TopicConfig::default()
+    }
+}
+
+fn open(dir: &Path) -> (Store, Partition) {
+    let (store, _) = Store::open(dir, config()).unwrap();
+    let partition = match store.partition("r", 0) {
+        Ok(partition) => partition,
+        Err(_) => store.create_topic("r", topic_config(4096)).unwrap().partitions()[0].clone(),
+    };
+    (store, partition)
+}
+
+fn partition_dir(dir: &Path) -> PathBuf {
+    dir.join("topics/r/0")
+}
+
+fn value(offset: u64) -> Vec<u8> {
+    format!("value-{offset:05}-{}", "v".repeat((offset % 29) as usize)).into_bytes()
+}
+
+/// Appends a batch of `count` records in `term` and returns its base offset.
+fn append(partition: &Partition, count: u64, term: u64) -> u64 {
+    let base = partition.high_watermark();
+    let values: Vec<_> = (base..base + count).map(value).collect();
+    let records: Vec<_> = values.iter().map(|v| Record::value(v)).collect();
+    let outcome = partition
+        .append_in_term(&records, term, Durability::None)
+        .unwrap();
+    assert_eq!(outcome.base_offset, base);
+    base
+}
+
+/// Every record from the log start to the high watermark as (offset, value).
+fn records(partition: &Partition) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    partition
+        .scan(0, |_, record| {
+            out.push((record.offset, record.value.unwrap().to_vec()));
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    out
+}
+
+fn terms(partition: &Partition) -> Vec<Option<u64>> {
+    (0..partition.high_watermark() + 1)
+        .map(|offset| partition.term_at(offset))
+        .collect()
+}
+
+/// Every batch header of the partition's log files, in offset order.
+fn headers(dir: &Path) -> Vec<BatchHeader> {
+    let mut logs: Vec<_> = fs::read_dir(partition_dir(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let mut out = Vec::new();
+    for log in logs {
+        let bytes = fs::read(log).unwrap();
+        let mut at = 0;
+        while let Ok(header) = BatchHeader::parse(&bytes[at.min(bytes.len())..]) {
+            at += header.total_bytes();
+            out.push(header);
+        }
+    }
+    out
+}
+
+#[test]
+fn single_node_appends_write_no_term_list_and_stay_in_term_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, partition) = open(dir.path());
+    let v = value(0);
+    partition.append(&[Record::value(&v)], Durability::Fsync).unwrap();
+    let encoded = batch::encode_to_vec(&[Record::value(&v)], 5, limits()).unwrap();
+    partition.append_encoded(&encoded, Durability::None).unwrap();
+    assert_eq!(terms(&partition), [Some(0), Some(0), None]);
+    assert_eq!(partition.last_term(), 0);
+    assert!(partition.term_starts().is_empty());
+    store.close().unwrap();
+    assert!(!partition_dir(dir.path()).join("leader-epochs").exists());
+    assert!(headers(dir.path()).iter().all(|h| h.leader_epoch == 0));
+}
+
+fn limits() -> BatchLimits {
+    BatchLimits {
+        record_bytes_max: 1 << 20,
+        batch_bytes_max: 8 << 20,
+    }
+}
+
+#[test]
+fn terms_are_kept_per_offset_stamped_into_headers_and_survive_reopen_and_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, partition) = open(dir.path());
+    append(&partition, 2, 0);
+    append(&partition, 3, 2);
+    append(&partition, 1, 2);
+    let encoded = batch::encode_to_vec(&[Record::value(b"x")], 5, limits()).unwrap();
+    partition
+        .append_encoded_in_term(&encoded, 5, Durability::None)
+        .unwrap();
+    append(&partition, 2, 7);
+    let expected = [0, 0, 2, 2, 2, 2, 5, 7, 7].map(Some).to_vec();
+    let with_end = |mut v: Vec<Option<u64>>| {
+        v.push(None);
+        v
+    };
+    assert_eq!(terms(&partition), with_end(expected.clone()));
+    assert_eq!(partition.last_term(), 7);
+    assert_eq!(
+        partition.term_starts(),
+        [(2, 2), (5, 6), (7, 7)].map(|(term, start_offset)| TermStart { term, start_offset })
+    );
+    let epochs: Vec<_> = headers(dir.path()).iter().map(|h| h.leader_epoch).collect();
+    assert_eq!(epochs, [0, 2, 2, 5, 7]);
+    let read = partition.read(6, 1 << 20).unwrap();
+    assert_eq!(read.batches[0].header().leader_epoch, 5);
+
+    store.close().unwrap();
+    let (store, partition) = open(dir.path());
+    assert_eq!(terms(&partition), with_end(expected.clone()));
+    partition.flush().unwrap();
+    store.simulate_crash();
+    let (_store, partition) = open(dir.path());
+    assert_eq!(terms(&partition), with_end(expected));
+    assert_eq!(partition.last_term(), 7);
+}
+
+#[test]
+fn an_older_term_or_one_past_the_header_field_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, partition) = open(dir.path());
+    append(&partition, 2, 3);
+    let before = fs::read(partition_dir(dir.path()).join("leader-epochs")).unwrap();
+    let v = value(9);
+    let records = [Record::value(&v)];
+    for term in [2, 0] {
+        let error = partition
+            .append_in_term(&records, term, Durability::None)
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::TermRegression { term: t, last_term: 3 } if t == term),
+            "{error:?}"
+        );
+    }
+    // A plain append is an append in term 0: refused once terms are in use.
+    assert!(matches!(
+        partition.append(&records, Durability::None),
+        Err(Error::TermRegression { .. })
+    ));
+    let error = partition
+        .append_in_term(&records, i32::MAX as u64 + 1, Durability::None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::LimitExceeded {
+                limit: "term_max",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(partition.high_watermark(), 2);
+    assert!(!partition.is_poisoned());
+    assert_eq!(
+        fs::read(partition_dir(dir.path()).join("leader-epochs")).unwrap(),
+        before
+    );
+    append(&partition, 1, i32::MAX as u64);
+    assert_eq!(partition.term_at(2), Some(i32::MAX as u64));
+}
+
+#[test]
+fn a_damaged_header_epoch_does_not_change_the_term_of_an_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, partition) = open(dir.path());
+    append(&partition, 2, 1);
+    append(&partition, 2, 4);
+    store.close().unwrap();
+    let log = partition_dir(dir.path()).join(format!("{:020}.log", 0));
+    let mut bytes = fs::read(&log).unwrap();
+    let second = BatchHeader::parse(&bytes).unwrap().total_bytes();
+    for at in [field::LEADER_EPOCH, second + field::LEADER_EPOCH] {
+        bytes[at..at + 4].copy_from_slice(&99i32.to_le_bytes());
+    }
+    fs::write(&log, &bytes).unwrap();
+    let (_store, partition) = open(dir.path());
+    assert_eq!(terms(&partition), [Some(1), Some(1), Some(4), Some(4), None]);
+    assert_eq!(records(&partition).len(), 4, "the epoch lies outside the CRC");
+}
+
+#[test]
+fn a_term_list_entry_left_past_the_end_by_a_crash_describes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, partition) = open(dir.path());
+    append(&partition, 2, 1);
+    partition.flush().unwrap();
+    // Term 6 is recorded before its batch is written; the batch never
+    // reaches the disk.
+    append(&partition, 1, 6);
+    store.simulate_crash();
+    let log = partition_dir(dir.path()).join(format!("{:020}.log", 0));
+    let bytes = fs::read(&log).unwrap();
+    let first = BatchHeader::parse(&bytes).unwrap().total_bytes();
+    fs::write(&log, &bytes[..first]).unwrap();
+    let (_store, partition) = open(dir.path());
+    assert_eq!(partition.high_watermark(), 2);
+    assert_eq!(partition.last_term(), 1);
+    assert_eq!(partition.term_at(1), Some(1));
+    // An append in the old term must not be claimed by the stale entry.
+    append(&partition, 1, 1);
+    assert_eq!(terms(&partition), [Some(1), Some(1), Some(1), None]);
+    assert_eq!(
+        partition.term_starts(),
+        [TermStart {
+            term: 1,
+            start_offset: 0
+        }]
+    );
+}
