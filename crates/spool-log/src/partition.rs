@@ -345,6 +345,46 @@ impl Partition {
         self.finish(header, now, durability)
     }
 
+    /// Appends batches that a leader encoded and numbered, as a follower
+    /// does: `batches` holds one encoded batch per element, in offset order,
+    /// all of Raft term `term`. They are copied byte for byte (base offsets
+    /// and leader epochs are the leader's, nothing is stamped).
+    ///
+    /// Checked before anything is written, each failure a typed error that
+    /// leaves the partition as it was: every batch passes the header,
+    /// length and CRC checks of a stored batch and is within
+    /// `batch_bytes_max` and `segment_bytes_max` ([`Error::InvalidBatch`],
+    /// [`Error::LimitExceeded`]); its leader epoch is `term`
+    /// ([`Error::BatchTermMismatch`]); the first starts at the high
+    /// watermark and each later one where the one before it ends
+    /// ([`Error::UnexpectedBaseOffset`]); `term` is not older than the
+    /// log's last term ([`Error::TermRegression`]). Records are not decoded
+    /// again: the leader validated them, and the CRC shows they are the
+    /// bytes it stored. An I/O failure part way (a full disk at a segment
+    /// roll) can leave a prefix of the batches appended; the high watermark
+    /// says how far.
+    ///
+    /// With [`Durability::Fsync`] the call returns once every batch is on
+    /// disk, as [`Partition::append`] does.
+    pub fn append_replicated<B: AsRef<[u8]>>(
+        &self,
+        batches: &[B],
+        term: u64,
+        durability: Durability,
+    ) -> Result<AppendOutcome> {
+        let now = now_ms();
+        let (base_offset, last_offset) = self.shared.append_replicated(batches, term, now)?;
+        if durability == Durability::Fsync {
+            self.wait_durable_blocking(last_offset + 1)?;
+        }
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset,
+            append_time_ms: now,
+            durability,
+        })
+    }
+
     /// The Raft term `offset` was appended in, from the partition's term
     /// list (never from the batch header); `None` if the log does not hold
     /// `offset`. Offsets appended without a term are in term 0.
@@ -696,14 +736,107 @@ impl PartitionShared {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(self.poisoned_error());
         }
-        let writer = slot.as_mut().ok_or(Error::Closed)?;
+        if slot.is_none() {
+            return Err(Error::Closed);
+        }
         let base_offset = self.high_watermark.get();
         self.prepare_term(term, base_offset)?;
+        self.append_locked(&mut slot, len, record_count, base_offset, now, encode)
+    }
+
+    /// Appends batches encoded by a leader, byte for byte, after checking
+    /// them all (`Partition::append_replicated` documents the checks).
+    fn append_replicated<B: AsRef<[u8]>>(&self, batches: &[B], term: u64, now: i64) -> Result<(u64, u64)> {
+        let limits = BatchLimits {
+            record_bytes_max: self.context.config.record_bytes_max,
+            batch_bytes_max: self.context.config.batch_bytes_max,
+        };
+        let mut headers = Vec::with_capacity(batches.len());
+        for bytes in batches {
+            let bytes = bytes.as_ref();
+            let len_max = limits.batch_bytes_max.min(self.settings.segment_bytes_max);
+            if bytes.len() as u64 > len_max {
+                let limit = if len_max == limits.batch_bytes_max {
+                    "batch_bytes_max"
+                } else {
+                    "segment_bytes_max"
+                };
+                return Err(Error::LimitExceeded {
+                    limit,
+                    actual: bytes.len() as u64,
+                    max: len_max,
+                });
+            }
+            let header = batch::verify(bytes)?;
+            if u64::try_from(header.leader_epoch).ok() != Some(term) {
+                return Err(Error::BatchTermMismatch {
+                    base_offset: header.base_offset,
+                    header_epoch: header.leader_epoch,
+                    term,
+                });
+            }
+            if let Some(previous) = headers.last().map(BatchHeader::next_offset)
+                && header.base_offset != previous
+            {
+                return Err(Error::UnexpectedBaseOffset {
+                    expected: previous,
+                    found: header.base_offset,
+                });
+            }
+            headers.push(header);
+        }
+        let (Some(first), Some(last)) = (headers.first(), headers.last()) else {
+            return Err(FormatError::EmptyBatch.into());
+        };
+        let mut slot = self.lock_writer();
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(self.poisoned_error());
+        }
+        if slot.is_none() {
+            return Err(Error::Closed);
+        }
+        let end = self.high_watermark.get();
+        if first.base_offset != end {
+            return Err(Error::UnexpectedBaseOffset {
+                expected: end,
+                found: first.base_offset,
+            });
+        }
+        self.prepare_term(term, end)?;
+        for (bytes, header) in batches.iter().zip(&headers) {
+            let bytes = bytes.as_ref();
+            self.append_locked(
+                &mut slot,
+                bytes.len() as u64,
+                header.record_count,
+                header.base_offset,
+                now,
+                |buffer, _| {
+                    buffer.copy_from_slice(bytes);
+                    Ok(*header)
+                },
+            )?;
+        }
+        Ok((first.base_offset, last.last_offset()))
+    }
+
+    /// Writes one batch at `base_offset`, the high watermark, rolling
+    /// first if the active segment is full or old, and publishes it.
+    fn append_locked(
+        &self,
+        slot: &mut MutexGuard<'_, Option<SegmentWriter>>,
+        len: u64,
+        record_count: u32,
+        base_offset: u64,
+        now: i64,
+        encode: impl FnOnce(&mut [u8], u64) -> Result<BatchHeader>,
+    ) -> Result<BatchHeader> {
+        let writer = slot.as_mut().expect("writer present");
         let expired = writer
             .first_batch_ms()
             .is_some_and(|first| now.saturating_sub(first) >= self.segment_ms_max as i64);
         if expired || !writer.has_room(len, base_offset, record_count) {
-            self.roll(&mut slot, base_offset)?;
+            self.roll(slot, base_offset)?;
         }
         let writer = slot.as_mut().expect("writer present");
         let header = writer.append(len, now, |buffer| encode(buffer, base_offset))?;

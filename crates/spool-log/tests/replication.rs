@@ -4,6 +4,7 @@
 //! a typed error and leaves the partition as it was.
 
 use std::fs;
+
 use std::path::{Path, PathBuf};
 
 use spool_log::batch::{self, BatchHeader, BatchLimits, field};
@@ -248,4 +249,199 @@ fn a_term_list_entry_left_past_the_end_by_a_crash_describes_nothing() {
             start_offset: 0
         }]
     );
+}
+
+/// The stored bytes of every batch from `from` on, in offset order.
+fn stored_batches(partition: &Partition, from: u64) -> Vec<bytes::Bytes> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    while offset < partition.high_watermark() {
+        let read = partition.read(offset, 1 << 20).unwrap();
+        for batch in read.batches {
+            if batch.base_offset() >= offset {
+                out.push(batch.into_bytes());
+            }
+        }
+        offset = read.next_offset;
+    }
+    out
+}
+
+/// A digest of a partition's state: high watermark, records and terms.
+fn state(partition: &Partition) -> (u64, Vec<(u64, Vec<u8>)>, Vec<Option<u64>>, Vec<TermStart>) {
+    (
+        partition.high_watermark(),
+        records(partition),
+        terms(partition),
+        partition.term_starts(),
+    )
+}
+
+#[test]
+fn a_follower_appends_the_leaders_batches_byte_for_byte() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_leader_store, leader) = open(leader_dir.path());
+    let (follower_store, follower) = open(follower_dir.path());
+    // Enough batches to roll the 4 KiB segments several times.
+    let plan: [(u64, usize); 4] = [(0, 3), (1, 30), (3, 25), (4, 60)];
+    for (term, batches) in plan {
+        for i in 0..batches {
+            append(&leader, 1 + i as u64 % 4, term);
+        }
+    }
+    let all = stored_batches(&leader, 0);
+    // Hand them over in runs of one term, several batches per call.
+    let mut at = 0;
+    for (term, batches) in plan {
+        for chunk in all[at..at + batches].chunks(7) {
+            let outcome = follower
+                .append_replicated(chunk, term, Durability::Fsync)
+                .unwrap();
+            assert_eq!(outcome.durability, Durability::Fsync);
+            assert_eq!(
+                outcome.base_offset,
+                BatchHeader::parse(&chunk[0]).unwrap().base_offset
+            );
+        }
+        at += batches;
+    }
+    assert_eq!(follower.durable_offset(), leader.high_watermark());
+    assert_eq!(stored_batches(&follower, 0), all);
+    assert_eq!(state(&follower), state(&leader));
+    assert!(follower.info().segment_count > 2, "{:?}", follower.info());
+    follower_store.close().unwrap();
+    let (_store, follower) = open(follower_dir.path());
+    assert_eq!(stored_batches(&follower, 0), all);
+    assert_eq!(state(&follower), state(&leader));
+}
+
+#[test]
+fn bad_replicated_batches_are_refused_with_typed_errors_and_change_nothing() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_leader_store, leader) = open(leader_dir.path());
+    let (_follower_store, follower) = open(follower_dir.path());
+    for term in [2, 2, 3, 3, 3] {
+        append(&leader, 2, term);
+    }
+    let all = stored_batches(&leader, 0);
+    follower
+        .append_replicated(&all[..2], 2, Durability::None)
+        .unwrap();
+    let before = state(&follower);
+    let files_before = fs::read(partition_dir(follower_dir.path()).join("leader-epochs")).unwrap();
+
+    let expect =
+        |result: spool_log::Result<spool_log::AppendOutcome>, what: &str, check: &dyn Fn(&Error) -> bool| {
+            let error = result.expect_err(what);
+            assert!(check(&error), "{what}: {error:?}");
+            assert_eq!(state(&follower), before, "{what} changed the partition");
+            assert!(!follower.is_poisoned(), "{what}");
+        };
+    // A gap, an overlap, a hole inside the list.
+    expect(
+        follower.append_replicated(&all[3..4], 3, Durability::None),
+        "gap",
+        &|e| {
+            matches!(
+                e,
+                Error::UnexpectedBaseOffset {
+                    expected: 4,
+                    found: 6
+                }
+            )
+        },
+    );
+    expect(
+        follower.append_replicated(&all[1..2], 2, Durability::None),
+        "overlap",
+        &|e| {
+            matches!(
+                e,
+                Error::UnexpectedBaseOffset {
+                    expected: 4,
+                    found: 2
+                }
+            )
+        },
+    );
+    expect(
+        follower.append_replicated(&[all[2].clone(), all[4].clone()], 3, Durability::None),
+        "hole",
+        &|e| {
+            matches!(
+                e,
+                Error::UnexpectedBaseOffset {
+                    expected: 6,
+                    found: 8
+                }
+            )
+        },
+    );
+    // A flipped bit in a record, after a good first batch of the same call.
+    let mut corrupt = all[3].to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x40;
+    expect(
+        follower.append_replicated(&[all[2].to_vec(), corrupt], 3, Durability::None),
+        "corrupt CRC",
+        &|e| {
+            matches!(
+                e,
+                Error::InvalidBatch {
+                    source: spool_log::FormatError::CrcMismatch { .. }
+                }
+            )
+        },
+    );
+    // A truncated batch.
+    expect(
+        follower.append_replicated(&[&all[2][..all[2].len() - 3]], 3, Durability::None),
+        "short batch",
+        &|e| matches!(e, Error::InvalidBatch { .. }),
+    );
+    // The term handed in is not the header's, or is older than the log's.
+    expect(
+        follower.append_replicated(&all[2..3], 4, Durability::None),
+        "epoch",
+        &|e| {
+            matches!(
+                e,
+                Error::BatchTermMismatch {
+                    base_offset: 4,
+                    header_epoch: 3,
+                    term: 4
+                }
+            )
+        },
+    );
+    let mut old_term = all[2].to_vec();
+    batch::stamp_leader_epoch(&mut old_term, 1);
+    expect(
+        follower.append_replicated(&[old_term], 1, Durability::None),
+        "older term",
+        &|e| {
+            matches!(
+                e,
+                Error::TermRegression {
+                    term: 1,
+                    last_term: 2
+                }
+            )
+        },
+    );
+    expect(
+        follower.append_replicated::<&[u8]>(&[], 3, Durability::None),
+        "empty",
+        &|e| matches!(e, Error::InvalidBatch { .. }),
+    );
+    assert_eq!(
+        fs::read(partition_dir(follower_dir.path()).join("leader-epochs")).unwrap(),
+        files_before
+    );
+    follower
+        .append_replicated(&all[2..], 3, Durability::None)
+        .unwrap();
+    assert_eq!(state(&follower), state(&leader));
 }
