@@ -7,6 +7,8 @@
 //! (an `Arc` behind a lock held only to clone it) and read published bytes
 //! without ever waiting for the writer.
 
+mod truncate;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -116,6 +118,10 @@ pub(crate) struct PartitionShared {
     writer: Mutex<Option<SegmentWriter>>,
     high_watermark: Arc<OffsetWatch>,
     durable: Arc<OffsetWatch>,
+    /// Offsets below this are committed by consensus; never truncated.
+    /// Starts at the log start: nothing is known committed until the
+    /// owner of the log says so.
+    committed: Arc<OffsetWatch>,
     log_start: AtomicU64,
     poisoned: AtomicBool,
     flush_queued: AtomicBool,
@@ -197,6 +203,7 @@ impl Partition {
             high_watermark: Arc::new(OffsetWatch::new(high_watermark)),
             // Everything recovered was synced by the scan or trusted.
             durable: Arc::new(OffsetWatch::new(high_watermark)),
+            committed: Arc::new(OffsetWatch::new(log_start)),
             log_start: AtomicU64::new(log_start),
             poisoned: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),

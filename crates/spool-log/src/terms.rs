@@ -128,7 +128,6 @@ impl TermLog {
 
     /// Forgets the terms of offsets at and after `from`, after the log was
     /// truncated there.
-    #[allow(dead_code)] // TRUNCATE-PENDING
     pub fn truncate(&mut self, from: u64, log_start: u64) -> Result<()> {
         if self.entries.last().is_none_or(|e| e.start_offset < from) {
             return Ok(());

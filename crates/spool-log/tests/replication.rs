@@ -6,9 +6,12 @@
 use std::fs;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use spool_log::batch::{self, BatchHeader, BatchLimits, field};
-use spool_log::{Durability, Error, Partition, Record, Store, StoreConfig, TermStart, TopicConfig};
+use spool_log::{
+    Durability, Error, FaultInjector, Partition, Record, Store, StoreConfig, TermStart, TopicConfig,
+};
 
 fn config() -> StoreConfig {
     StoreConfig {
@@ -30,7 +33,11 @@ fn topic_config(segment_bytes_max: u64) -> TopicConfig {
 }
 
 fn open(dir: &Path) -> (Store, Partition) {
-    let (store, _) = Store::open(dir, config()).unwrap();
+    open_with(dir, None)
+}
+
+fn open_with(dir: &Path, faults: Option<Arc<FaultInjector>>) -> (Store, Partition) {
+    let (store, _) = Store::open(dir, StoreConfig { faults, ..config() }).unwrap();
     let partition = match store.partition("r", 0) {
         Ok(partition) => partition,
         Err(_) => store.create_topic("r", topic_config(4096)).unwrap().partitions()[0].clone(),
@@ -444,4 +451,209 @@ fn bad_replicated_batches_are_refused_with_typed_errors_and_change_nothing() {
         .append_replicated(&all[2..], 3, Durability::None)
         .unwrap();
     assert_eq!(state(&follower), state(&leader));
+}
+
+/// Appends batches of 1 to 4 records in the given terms, enough to fill
+/// several 4 KiB segments; returns every batch's base offset.
+fn fill(partition: &Partition, terms: &[u64]) -> Vec<u64> {
+    let mut bases = Vec::new();
+    for (i, &term) in terms.iter().enumerate() {
+        for j in 0..12 {
+            bases.push(append(partition, 1 + (i + j) as u64 % 4, term));
+        }
+    }
+    bases
+}
+
+/// The state of `old` cut at `from`.
+fn cut(
+    old: &(u64, Vec<(u64, Vec<u8>)>, Vec<Option<u64>>, Vec<TermStart>),
+    from: u64,
+) -> (Vec<(u64, Vec<u8>)>, Vec<Option<u64>>) {
+    let records = old.1.iter().filter(|(o, _)| *o < from).cloned().collect();
+    let mut terms: Vec<_> = old.2[..from as usize].to_vec();
+    terms.push(None);
+    (records, terms)
+}
+
+#[test]
+fn truncation_removes_the_suffix_durably_in_any_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, partition) = open(dir.path());
+    let bases = fill(&partition, &[1, 2, 3, 4, 5, 6]);
+    let segment_bases: Vec<u64> = fs::read_dir(partition_dir(dir.path()))
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(segment_bases.len() >= 3, "{segment_bases:?}");
+    let mut store = store;
+    let mut partition = partition;
+    let inside_active = bases[bases.len() - 3];
+    let segment_boundary = *segment_bases.iter().filter(|&&b| b > 0).min().unwrap();
+    // From the end backwards: in the active segment, then well inside an
+    // older one, then at a segment's first batch, then everything.
+    for from in [inside_active, bases[bases.len() / 2], segment_boundary, 0] {
+        store.checkpoint().unwrap();
+        let old = state(&partition);
+        partition.truncate_suffix(from, 0).unwrap();
+        let expected = cut(&old, from);
+        assert_eq!((records(&partition), terms(&partition)), expected, "at {from}");
+        assert_eq!(partition.high_watermark(), from);
+        assert_eq!(partition.durable_offset(), from);
+        assert!(partition.term_starts().iter().all(|t| t.start_offset < from));
+        // Survives a crash right after the call...
+        store.simulate_crash();
+        let (s, p) = open(dir.path());
+        assert_eq!((records(&p), terms(&p)), expected, "at {from}, after a crash");
+        // ...and a clean close, after an append in a newer term.
+        let next_term = p.last_term() + 10;
+        append(&p, 2, next_term);
+        let appended = state(&p);
+        s.close().unwrap();
+        (store, partition) = open(dir.path());
+        assert_eq!(state(&partition), appended);
+        assert_eq!(partition.term_at(from), Some(next_term));
+        partition.truncate_suffix(from, 0).unwrap();
+    }
+    assert_eq!(partition.high_watermark(), 0);
+    assert_eq!(partition.info().segment_count, 1);
+    let leftovers: Vec<_> = fs::read_dir(partition_dir(dir.path()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn bad_truncations_are_refused_with_typed_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, partition) = open(dir.path());
+    let bases = fill(&partition, &[1, 2, 3, 4, 5, 6]);
+    partition.checkpoint().unwrap();
+    assert!(partition.delete_segments_below(bases[bases.len() - 5]).unwrap() > 0);
+    let log_start = partition.log_start_offset();
+    let before = state(&partition);
+    let end = partition.high_watermark();
+    let batch = bases.iter().copied().find(|&b| b > log_start + 5).unwrap();
+    let expect = |result: spool_log::Result<()>, check: &dyn Fn(&Error) -> bool| {
+        let error = result.unwrap_err();
+        assert!(check(&error), "{error:?}");
+        assert_eq!(state(&partition), before);
+        assert!(!partition.is_poisoned());
+    };
+    expect(
+        partition.truncate_suffix(log_start - 1, 0),
+        &|e| matches!(e, Error::TruncateBelowLogStart { requested, log_start: s } if *requested == log_start - 1 && *s == log_start),
+    );
+    expect(
+        partition.truncate_suffix(batch, batch + 1),
+        &|e| matches!(e, Error::TruncateBelowCommitted { requested, committed } if *requested == batch && *committed == batch + 1),
+    );
+    let inside = bases
+        .iter()
+        .copied()
+        .find(|&b| b > log_start && bases.contains(&b) && !bases.contains(&(b + 1)))
+        .unwrap()
+        + 1;
+    expect(
+        partition.truncate_suffix(inside, 0),
+        &|e| matches!(e, Error::NotBatchBoundary { offset, batch_base_offset } if *offset == inside && *batch_base_offset == inside - 1),
+    );
+    // At or past the end there is nothing to remove.
+    partition.truncate_suffix(end, 0).unwrap();
+    partition.truncate_suffix(end + 100, 0).unwrap();
+    assert_eq!(state(&partition), before);
+    // At the log start itself: allowed, and the log is then empty.
+    partition.truncate_suffix(log_start, log_start).unwrap();
+    assert_eq!(partition.high_watermark(), log_start);
+    assert_eq!(partition.log_start_offset(), log_start);
+    append(&partition, 1, 9);
+    assert_eq!(partition.term_at(log_start), Some(9));
+}
+
+#[test]
+fn readers_holding_truncated_batches_keep_valid_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, partition) = open(dir.path());
+    let bases = fill(&partition, &[1, 2, 3]);
+    let from = bases[bases.len() / 2];
+    // Batches read before the truncation, from sealed and active segments.
+    let held = stored_batches(&partition, 0);
+    let copies: Vec<Vec<u8>> = held.iter().map(|b| b.to_vec()).collect();
+    partition.truncate_suffix(from, 0).unwrap();
+    // New batches overwrite nothing the old ones lie in.
+    fill(&partition, &[7, 8]);
+    for (bytes, copy) in held.iter().zip(&copies) {
+        assert_eq!(&bytes[..], &copy[..]);
+        batch::verify(bytes).unwrap();
+    }
+    let now = stored_batches(&partition, 0);
+    let kept = now
+        .iter()
+        .take_while(|b| BatchHeader::parse(b).unwrap().base_offset < from)
+        .count();
+    assert!(kept > 0 && now.len() > kept);
+    assert!(now[..kept] == held[..kept], "the kept batches are the old ones");
+    assert!(now.iter().all(|b| {
+        let header = BatchHeader::parse(b).unwrap();
+        header.base_offset < from || header.leader_epoch >= 7
+    }));
+}
+
+#[test]
+fn a_crash_after_any_truncation_step_recovers_the_old_log_or_a_prefix_and_finishes() {
+    for step in 1..=6 {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(FaultInjector::default());
+        let (store, partition) = open_with(dir.path(), Some(Arc::clone(&faults)));
+        let bases = fill(&partition, &[1, 2, 3, 4, 5]);
+        store.checkpoint().unwrap();
+        // A few more batches past the recovery point, not yet flushed.
+        append(&partition, 2, 5);
+        let old = state(&partition);
+        let from = bases[bases.len() / 3];
+        faults.set_truncate_crash_step(step);
+        let error = partition.truncate_suffix(from, 0).unwrap_err();
+        assert!(
+            matches!(error, Error::Io { op: "truncate", .. }),
+            "step {step}: {error:?}"
+        );
+        assert!(partition.is_poisoned());
+        store.simulate_crash();
+        faults.set_truncate_crash_step(0);
+
+        let (store, partition) = open_with(dir.path(), Some(Arc::clone(&faults)));
+        let end = partition.high_watermark();
+        assert!(end >= from && end <= old.0, "step {step}: recovered to {end}");
+        if step >= 5 {
+            assert_eq!(end, from, "step {step}: the cut is on disk");
+        }
+        // Whatever survived is the old log's prefix, with the old terms.
+        let (records_kept, mut terms_kept) = cut(&old, end);
+        terms_kept.pop();
+        assert_eq!(records(&partition), records_kept, "step {step}");
+        assert_eq!(terms(&partition)[..end as usize], terms_kept[..], "step {step}");
+        // The truncation can be done again, and the log goes on.
+        partition.truncate_suffix(from, 0).unwrap();
+        append(&partition, 1, 9);
+        store.close().unwrap();
+        let (_store, partition) = open(dir.path());
+        let (mut records_then, mut terms_then) = cut(&old, from);
+        records_then.push((from, value(from)));
+        terms_then.pop();
+        terms_then.extend([Some(9), None]);
+        assert_eq!(
+            (records(&partition), terms(&partition)),
+            (records_then, terms_then),
+            "step {step}"
+        );
+    }
 }
