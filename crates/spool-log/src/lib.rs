@@ -40,6 +40,7 @@ pub mod segment;
 pub mod store;
 pub mod terms;
 pub mod topic;
+pub mod vote;
 pub mod watch;
 
 pub use config::{FaultInjector, StoreConfig, TopicConfig};
@@ -58,4 +59,5 @@ pub use spool_format::{FormatError, RecordProblem};
 pub use store::{RecoveryReport, Store, StoreStats};
 pub use terms::TermStart;
 pub use topic::Topic;
+pub use vote::Vote;
 pub use watch::WaitFor;

@@ -28,6 +28,7 @@ use crate::recovery::{self, Recovered};
 use crate::retention::{Retention, SegmentSummary, segments_below};
 use crate::segment::{Damage, Segment, SegmentSettings, SegmentWriter, record_position};
 use crate::terms::{TERM_MAX, TermLog, TermStart};
+use crate::vote::{Vote, VoteFile};
 use crate::watch::{OffsetWatch, WaitFor, WatchEnd};
 
 /// How durable an append must be before it is acknowledged.
@@ -134,6 +135,8 @@ pub(crate) struct PartitionShared {
     /// True once the partition has a term list: until then an append in
     /// term 0 (every single-node append) skips the lock above.
     terms_in_use: AtomicBool,
+    /// The Raft vote (`vote.rs`); the lock serializes stores.
+    vote: Mutex<VoteFile>,
 }
 
 fn summarize(segments: &[Arc<Segment>]) -> Vec<SegmentSummary> {
@@ -181,6 +184,7 @@ impl Partition {
             report,
         } = recovery::recover(topic, id, dir, &settings, clean)?;
         let terms = TermLog::load(dir)?;
+        let vote = VoteFile::load(dir)?;
 
         let high_watermark = writer.segment().next_offset();
         let log_start = segments[0].base_offset();
@@ -211,6 +215,7 @@ impl Partition {
             flush_lock: Mutex::new(point),
             terms_in_use: AtomicBool::new(!terms.is_empty()),
             terms: Mutex::new(terms),
+            vote: Mutex::new(vote),
         });
         Ok((Partition { shared }, report))
     }
@@ -406,6 +411,22 @@ impl Partition {
     pub fn last_term(&self) -> u64 {
         let terms = self.shared.terms.lock().expect("terms lock");
         terms.last_term(self.high_watermark())
+    }
+
+    /// The partition's Raft vote: term 0 and no vote until one is saved.
+    pub fn vote(&self) -> Vote {
+        self.shared.vote.lock().expect("vote lock").vote()
+    }
+
+    /// Saves `vote` durably (the file is fsynced and renamed into place
+    /// before this returns). Refused with [`Error::VoteRegression`], and
+    /// nothing written, if it would go back: to an older term, to another
+    /// node in the term already voted in, or from committed to not.
+    pub fn save_vote(&self, vote: Vote) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(self.shared.poisoned_error());
+        }
+        self.shared.vote.lock().expect("vote lock").store(vote)
     }
 
     /// The partition's term list as stored: where each term after 0 starts.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use spool_log::batch::{self, BatchHeader, BatchLimits, field};
 use spool_log::{
-    Durability, Error, FaultInjector, Partition, Record, Store, StoreConfig, TermStart, TopicConfig,
+    Durability, Error, FaultInjector, Partition, Record, Store, StoreConfig, TermStart, TopicConfig, Vote,
 };
 
 fn config() -> StoreConfig {
@@ -656,4 +656,67 @@ fn a_crash_after_any_truncation_step_recovers_the_old_log_or_a_prefix_and_finish
             "step {step}"
         );
     }
+}
+
+#[test]
+fn the_vote_is_absent_for_single_node_and_survives_a_crash_once_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, partition) = open(dir.path());
+    assert_eq!(partition.vote(), Vote::default());
+    append(&partition, 1, 0);
+    store.close().unwrap();
+    assert!(!partition_dir(dir.path()).join("raft-vote").exists());
+
+    let (store, partition) = open(dir.path());
+    let vote = Vote {
+        term: 3,
+        voted_for: Some(2),
+        committed: false,
+    };
+    partition.save_vote(vote).unwrap();
+    store.simulate_crash();
+    let (_store, partition) = open(dir.path());
+    assert_eq!(partition.vote(), vote);
+    let error = partition
+        .save_vote(Vote {
+            voted_for: Some(1),
+            ..vote
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::VoteRegression {
+                term: 3,
+                voted_for: Some(1),
+                current_term: 3,
+                current_voted_for: Some(2)
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(partition.vote(), vote);
+}
+
+#[test]
+fn a_damaged_vote_file_fails_the_open_instead_of_forgetting_the_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, partition) = open(dir.path());
+    partition
+        .save_vote(Vote {
+            term: 1,
+            voted_for: Some(1),
+            committed: true,
+        })
+        .unwrap();
+    store.close().unwrap();
+    let path = partition_dir(dir.path()).join("raft-vote");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[9] ^= 1;
+    fs::write(&path, bytes).unwrap();
+    let error = Store::open(dir.path(), config()).unwrap_err();
+    assert!(
+        matches!(&error, Error::BadFile { path: p, .. } if *p == path),
+        "{error:?}"
+    );
 }
