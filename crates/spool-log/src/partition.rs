@@ -58,6 +58,8 @@ pub struct ReadResult {
     pub batches: Vec<Batch>,
     /// Where the next read should start.
     pub next_offset: u64,
+    /// How far the reader may read: the high watermark, or for
+    /// [`Partition::read_committed`] the committed offset.
     pub high_watermark: u64,
     pub log_start_offset: u64,
 }
@@ -510,9 +512,65 @@ impl Partition {
     /// Reads whole batches from the one holding `offset`, up to about
     /// `max_bytes` (at least one batch when any is available).
     pub fn read(&self, offset: u64, max_bytes: u64) -> Result<ReadResult> {
-        // The high watermark first: the segment list read after it holds
-        // every batch below it.
-        let high_watermark = self.high_watermark();
+        self.read_below(offset, max_bytes, false)
+    }
+
+    /// [`Partition::read`] bounded by the committed offset instead of the
+    /// high watermark: only batches wholly below
+    /// [`Partition::committed_offset`] are served, so a reader never sees a
+    /// record that a later truncation removes. The result's
+    /// `high_watermark` is the committed offset, and an `offset` past it is
+    /// [`Error::OffsetOutOfRange`] with the committed offset as `latest`.
+    /// Opt-in: a partition that is not replicated is read with
+    /// [`Partition::read`].
+    pub fn read_committed(&self, offset: u64, max_bytes: u64) -> Result<ReadResult> {
+        self.read_below(offset, max_bytes, true)
+    }
+
+    /// Offsets below this are committed: consensus will never remove them.
+    /// Starts at the log start when the partition opens (it is not stored:
+    /// the owner of the log, which persists its own commit, sets it again).
+    pub fn committed_offset(&self) -> u64 {
+        self.shared.committed.get()
+    }
+
+    /// Moves the committed offset up to `offset`. Never moves it back: a
+    /// lower value is ignored, as a stale commit message would be. Refused
+    /// with [`Error::CommitBeyondDurable`] past the durable offset: a
+    /// replica commits only what it holds on disk.
+    pub fn set_committed(&self, offset: u64) -> Result<()> {
+        // Under the writer lock, so no truncation moves the durable offset
+        // back between the check and the update.
+        let _writer = self.shared.lock_writer();
+        let durable = self.shared.durable.get();
+        if offset > durable {
+            return Err(Error::CommitBeyondDurable {
+                requested: offset,
+                durable,
+            });
+        }
+        self.shared.committed.advance(offset);
+        Ok(())
+    }
+
+    /// A future that resolves once `offset` is committed (the committed
+    /// offset passes it), for long polls in the committed read mode.
+    pub fn wait_committed(&self, offset: u64) -> WaitFor {
+        self.shared.committed.wait(offset.saturating_add(1))
+    }
+
+    fn read_below(&self, offset: u64, max_bytes: u64, committed: bool) -> Result<ReadResult> {
+        let bound = || {
+            if committed {
+                self.committed_offset()
+            } else {
+                self.high_watermark()
+            }
+        };
+        // The bound first: the segment list read after it holds every
+        // batch below it (the committed offset never passes the high
+        // watermark).
+        let high_watermark = bound();
         let segments = self.segments();
         let log_start_offset = self.log_start_offset();
         if offset < log_start_offset || offset > high_watermark {
@@ -534,8 +592,10 @@ impl Partition {
                 .read(next_offset, budget, &mut batches)
                 .map_err(|damage| self.shared.corrupt(segment, damage))?;
             // The writer publishes a batch's bytes just before it raises the
-            // high watermark; serve nothing past the watermark read above.
-            while batches.last().is_some_and(|b| b.base_offset() >= high_watermark) {
+            // high watermark; serve nothing past the bound read above. The
+            // high watermark lies between batches; the committed offset may
+            // not, and a batch it cuts is not served yet.
+            while batches.last().is_some_and(|b| b.last_offset() >= high_watermark) {
                 used -= batches.pop().map_or(0, |b| b.bytes().len() as u64);
             }
             if let Some(last) = batches.last() {
@@ -550,7 +610,7 @@ impl Partition {
         Ok(ReadResult {
             batches,
             next_offset,
-            high_watermark: self.high_watermark().max(next_offset),
+            high_watermark: bound().max(next_offset),
             log_start_offset,
         })
     }
@@ -1105,6 +1165,7 @@ impl PartitionShared {
     fn end(&self, end: WatchEnd) {
         self.high_watermark.end(end);
         self.durable.end(end);
+        self.committed.end(end);
         let count = self.segments().len() as u64;
         self.context.open_segments.fetch_sub(count, Ordering::SeqCst);
     }

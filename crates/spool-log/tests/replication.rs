@@ -4,6 +4,7 @@
 //! a typed error and leaves the partition as it was.
 
 use std::fs;
+use std::future::Future;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -719,4 +720,63 @@ fn a_damaged_vote_file_fails_the_open_instead_of_forgetting_the_vote() {
         matches!(&error, Error::BadFile { path: p, .. } if *p == path),
         "{error:?}"
     );
+}
+
+#[test]
+fn committed_reads_stop_at_the_committed_offset_which_only_moves_up_to_the_durable_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, partition) = open(dir.path());
+    let bases = fill(&partition, &[1, 2]);
+    let end = partition.high_watermark();
+    assert_eq!(partition.committed_offset(), 0);
+    // Nothing is committed yet: a committed read serves nothing, a plain
+    // read serves everything, as on a single node.
+    let read = partition.read_committed(0, 1 << 20).unwrap();
+    assert!(read.batches.is_empty());
+    assert_eq!(read.high_watermark, 0);
+    assert!(matches!(
+        partition.read_committed(1, 100),
+        Err(Error::OffsetOutOfRange {
+            requested: 1,
+            earliest: 0,
+            latest: 0
+        })
+    ));
+    assert_eq!(records(&partition).len() as u64, end);
+
+    // Not durable yet: refused, and nothing moves.
+    let error = partition.set_committed(bases[10]).unwrap_err();
+    assert!(matches!(error, Error::CommitBeyondDurable { requested, durable: 0 } if requested == bases[10]));
+    assert_eq!(partition.committed_offset(), 0);
+    partition.flush().unwrap();
+    let mut waiter = std::pin::pin!(partition.wait_committed(bases[10]));
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(waiter.as_mut().poll(&mut context).is_pending());
+    // Committed inside a batch: that batch is not served yet.
+    let commit = bases[11] + 1;
+    assert!(bases[12] > commit);
+    partition.set_committed(commit).unwrap();
+    assert!(waiter.as_mut().poll(&mut context).is_ready());
+    partition.set_committed(3).unwrap();
+    assert_eq!(partition.committed_offset(), commit, "never moves back");
+    let mut served = Vec::new();
+    let mut offset = 0;
+    loop {
+        let read = partition.read_committed(offset, 300).unwrap();
+        assert_eq!(read.high_watermark, commit);
+        if read.batches.is_empty() {
+            break;
+        }
+        served.extend(read.batches.iter().map(|b| b.base_offset()));
+        offset = read.next_offset;
+    }
+    assert_eq!(served, bases[..11]);
+    assert_eq!(offset, bases[11]);
+
+    // The partition's own committed offset also bounds truncation.
+    let error = partition.truncate_suffix(bases[11], 0).unwrap_err();
+    assert!(matches!(error, Error::TruncateBelowCommitted { committed, .. } if committed == commit));
+    partition.truncate_suffix(bases[12], 0).unwrap();
+    assert_eq!(partition.committed_offset(), commit);
+    store.close().unwrap();
 }
