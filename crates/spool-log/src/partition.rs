@@ -828,7 +828,12 @@ impl PartitionShared {
             return Err(Error::Closed);
         }
         let base_offset = self.high_watermark.get();
-        self.prepare_term(term, base_offset)?;
+        // Every single-node append is in term 0 on a partition without a
+        // term list: one load and a branch, checked here so that the call
+        // below stays off the hot path.
+        if term != 0 || self.terms_in_use.load(Ordering::Acquire) {
+            self.prepare_term(term, base_offset)?;
+        }
         self.append_locked(&mut slot, len, record_count, base_offset, now, encode)
     }
 
@@ -910,6 +915,7 @@ impl PartitionShared {
 
     /// Writes one batch at `base_offset`, the high watermark, rolling
     /// first if the active segment is full or old, and publishes it.
+    #[inline]
     fn append_locked(
         &self,
         slot: &mut MutexGuard<'_, Option<SegmentWriter>>,
@@ -941,6 +947,8 @@ impl PartitionShared {
     /// batch, so a crash never leaves a batch whose term is not recorded;
     /// a failed write poisons the partition, since the file on disk may
     /// then be either version.
+    #[cold]
+    #[inline(never)]
     fn prepare_term(&self, term: u64, end: u64) -> Result<()> {
         if term == 0 && !self.terms_in_use.load(Ordering::Acquire) {
             return Ok(());
