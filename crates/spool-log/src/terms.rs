@@ -221,6 +221,18 @@ mod tests {
         TermStart { term, start_offset }
     }
 
+    /// The hex dump of `docs/storage-format.md`, section 12.
+    #[test]
+    fn the_documented_example_is_what_the_code_writes() {
+        let bytes = encode(&[start(2, 3), start(5, 7)]);
+        let expected: [u8; 48] = [
+            0x53, 0x50, 0x4c, 0x45, 1, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0,
+            5, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0x96, 0xf8, 0xb9, 0x7b,
+        ];
+        assert_eq!(bytes, expected);
+        assert_eq!(decode(&bytes).unwrap(), [start(2, 3), start(5, 7)]);
+    }
+
     #[test]
     fn absent_file_is_term_zero_and_term_zero_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();

@@ -137,6 +137,22 @@ impl VoteFile {
 mod tests {
     use super::*;
 
+    /// The hex dump of `docs/storage-format.md`, section 13.
+    #[test]
+    fn the_documented_example_is_what_the_code_writes() {
+        let vote = Vote {
+            term: 7,
+            voted_for: Some(3),
+            committed: false,
+        };
+        let expected: [u8; 32] = [
+            0x53, 0x50, 0x52, 0x56, 1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+            0x3a, 0x37, 0x39, 0x54,
+        ];
+        assert_eq!(vote.encode(), expected);
+        assert_eq!(Vote::decode(&expected).unwrap(), vote);
+    }
+
     #[test]
     fn absent_is_term_zero_without_a_vote_and_a_stored_vote_reloads() {
         let dir = tempfile::tempdir().unwrap();
