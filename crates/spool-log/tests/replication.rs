@@ -67,7 +67,7 @@ fn append(partition: &Partition, count: u64, term: u64) -> u64 {
 }
 
 /// Every record from the log start to the high watermark as (offset, value).
-fn records(partition: &Partition) -> Vec<(u64, Vec<u8>)> {
+fn records(partition: &Partition) -> Records {
     let mut out = Vec::new();
     partition
         .scan(0, |_, record| {
@@ -78,7 +78,7 @@ fn records(partition: &Partition) -> Vec<(u64, Vec<u8>)> {
     out
 }
 
-fn terms(partition: &Partition) -> Vec<Option<u64>> {
+fn terms(partition: &Partition) -> Terms {
     (0..partition.high_watermark() + 1)
         .map(|offset| partition.term_at(offset))
         .collect()
@@ -275,8 +275,17 @@ fn stored_batches(partition: &Partition, from: u64) -> Vec<bytes::Bytes> {
     out
 }
 
-/// A digest of a partition's state: high watermark, records and terms.
-fn state(partition: &Partition) -> (u64, Vec<(u64, Vec<u8>)>, Vec<Option<u64>>, Vec<TermStart>) {
+/// Records as (offset, value).
+type Records = Vec<(u64, Vec<u8>)>;
+
+/// The term of every offset from 0 to the high watermark (which has none).
+type Terms = Vec<Option<u64>>;
+
+/// A digest of a partition's state: high watermark, records, terms and the
+/// term list.
+type State = (u64, Records, Terms, Vec<TermStart>);
+
+fn state(partition: &Partition) -> State {
     (
         partition.high_watermark(),
         records(partition),
@@ -467,10 +476,7 @@ fn fill(partition: &Partition, terms: &[u64]) -> Vec<u64> {
 }
 
 /// The state of `old` cut at `from`.
-fn cut(
-    old: &(u64, Vec<(u64, Vec<u8>)>, Vec<Option<u64>>, Vec<TermStart>),
-    from: u64,
-) -> (Vec<(u64, Vec<u8>)>, Vec<Option<u64>>) {
+fn cut(old: &State, from: u64) -> (Records, Terms) {
     let records = old.1.iter().filter(|(o, _)| *o < from).cloned().collect();
     let mut terms: Vec<_> = old.2[..from as usize].to_vec();
     terms.push(None);
