@@ -20,7 +20,8 @@ mod record;
 use bytes::Bytes;
 
 pub use self::header::{
-    BatchHeader, HEADER_BYTES, LENGTH_PREFIX_BYTES, MAGIC, compute_crc, field, stamp_base_offset, verify,
+    BatchHeader, HEADER_BYTES, LENGTH_PREFIX_BYTES, MAGIC, compute_crc, field, stamp_base_offset,
+    stamp_leader_epoch, verify,
 };
 pub use self::record::RecordView;
 use self::record::decode_record;
@@ -439,6 +440,17 @@ mod tests {
     fn reseal(batch: &mut [u8]) {
         let crc = compute_crc(batch);
         batch[field::CRC..][..4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn stamping_the_leader_epoch_keeps_the_crc_valid() {
+        let mut bytes = sample();
+        let crc = verify(&bytes).unwrap().crc;
+        stamp_leader_epoch(&mut bytes, 7);
+        let header = verify(&bytes).unwrap();
+        assert_eq!(header.leader_epoch, 7);
+        assert_eq!(header.crc, crc);
+        assert_eq!(&bytes[field::LEADER_EPOCH..][..4], &7i32.to_le_bytes());
     }
 
     #[test]

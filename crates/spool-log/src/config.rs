@@ -1,7 +1,7 @@
 //! Limits and settings, each with a name, a default and a check.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::error::{Error, Result};
 use crate::observer::StoreObserver;
@@ -176,6 +176,7 @@ fn invalid(key: &'static str, value: u64, reason: &'static str) -> Error {
 pub struct FaultInjector {
     allocate_fails: AtomicBool,
     sync_fails: AtomicBool,
+    truncate_crash_step: AtomicU32,
 }
 
 impl FaultInjector {
@@ -187,6 +188,21 @@ impl FaultInjector {
     /// While set, every fsync fails with `EIO`.
     pub fn set_sync_fails(&self, fails: bool) {
         self.sync_fails.store(fails, Ordering::SeqCst);
+    }
+
+    /// Makes `Partition::truncate_suffix` stop with an error right after
+    /// its step `step` (1 to 6, see `docs/storage-format.md`, section 5.1),
+    /// as a crash there would; 0 turns it off. The partition is then
+    /// poisoned, and a test drops the store without closing it
+    /// (`Store::simulate_crash`) and reopens it to see what recovery makes
+    /// of that state.
+    pub fn set_truncate_crash_step(&self, step: u32) {
+        self.truncate_crash_step.store(step, Ordering::SeqCst);
+    }
+
+    pub(crate) fn truncate_crash(&self, step: u32) -> Option<std::io::Error> {
+        (self.truncate_crash_step.load(Ordering::SeqCst) == step)
+            .then(|| std::io::Error::other(format!("injected crash after truncation step {step}")))
     }
 
     pub(crate) fn allocate_error(&self) -> Option<std::io::Error> {

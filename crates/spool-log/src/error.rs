@@ -124,6 +124,56 @@ pub enum Error {
     #[error("the log is closed")]
     Closed,
 
+    /// An append in a term older than the term of the log's last batch:
+    /// terms never decrease along a log.
+    #[error("term {term} is older than the log's last term {last_term}")]
+    TermRegression { term: u64, last_term: u64 },
+
+    /// A replicated batch whose header's leader epoch is not the term it
+    /// was handed in with: the leader stamps the term into every batch it
+    /// appends, so the two can only differ through a bug or damage.
+    #[error("batch at offset {base_offset} carries leader epoch {header_epoch}, not term {term}")]
+    BatchTermMismatch {
+        base_offset: u64,
+        header_epoch: i32,
+        term: u64,
+    },
+
+    /// A replicated batch that does not start where the log (or the batch
+    /// before it) ends. Nothing was written.
+    #[error("batch starts at offset {found}, not at the expected {expected}")]
+    UnexpectedBaseOffset { expected: u64, found: u64 },
+
+    /// A truncation point inside a batch: batches are removed whole, and
+    /// removing the batch would also remove offsets before the point.
+    #[error("offset {offset} lies inside the batch that starts at {batch_base_offset}")]
+    NotBatchBoundary { offset: u64, batch_base_offset: u64 },
+
+    /// A truncation below the log start offset. Nothing was changed.
+    #[error("cannot truncate at {requested}: the log starts at {log_start}")]
+    TruncateBelowLogStart { requested: u64, log_start: u64 },
+
+    /// A truncation below the committed offset, which would remove records
+    /// that consensus already committed. Nothing was changed.
+    #[error("cannot truncate at {requested}: offsets below {committed} are committed")]
+    TruncateBelowCommitted { requested: u64, committed: u64 },
+
+    /// A committed offset beyond what is on disk in this partition.
+    #[error("cannot commit up to {requested}: only offsets below {durable} are durable")]
+    CommitBeyondDurable { requested: u64, durable: u64 },
+
+    /// A vote that would go back: to an older term, or to another node in
+    /// the term already voted in. Nothing was written.
+    #[error(
+        "vote for {voted_for:?} in term {term} would replace the vote for {current_voted_for:?} in term {current_term}"
+    )]
+    VoteRegression {
+        term: u64,
+        voted_for: Option<u64>,
+        current_term: u64,
+        current_voted_for: Option<u64>,
+    },
+
     /// A file we wrote cannot be parsed back.
     #[error("bad file {}: {reason}", path.display())]
     BadFile { path: PathBuf, reason: String },

@@ -38,7 +38,9 @@ mod recovery;
 mod retention;
 pub mod segment;
 pub mod store;
+pub mod terms;
 pub mod topic;
+pub mod vote;
 pub mod watch;
 
 pub use config::{FaultInjector, StoreConfig, TopicConfig};
@@ -55,5 +57,7 @@ pub use spool_format::batch;
 pub use spool_format::batch::{Batch, Header, Record, RecordView};
 pub use spool_format::{FormatError, RecordProblem};
 pub use store::{RecoveryReport, Store, StoreStats};
+pub use terms::TermStart;
 pub use topic::Topic;
+pub use vote::Vote;
 pub use watch::WaitFor;

@@ -7,6 +7,8 @@
 //! (an `Arc` behind a lock held only to clone it) and read published bytes
 //! without ever waiting for the writer.
 
+mod truncate;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -25,6 +27,8 @@ pub use crate::recovery::PartitionRecovery;
 use crate::recovery::{self, Recovered};
 use crate::retention::{Retention, SegmentSummary, segments_below};
 use crate::segment::{Damage, Segment, SegmentSettings, SegmentWriter, record_position};
+use crate::terms::{TERM_MAX, TermLog, TermStart};
+use crate::vote::{Vote, VoteFile};
 use crate::watch::{OffsetWatch, WaitFor, WatchEnd};
 
 /// How durable an append must be before it is acknowledged.
@@ -54,6 +58,8 @@ pub struct ReadResult {
     pub batches: Vec<Batch>,
     /// Where the next read should start.
     pub next_offset: u64,
+    /// How far the reader may read: the high watermark, or for
+    /// [`Partition::read_committed`] the committed offset.
     pub high_watermark: u64,
     pub log_start_offset: u64,
 }
@@ -115,12 +121,24 @@ pub(crate) struct PartitionShared {
     writer: Mutex<Option<SegmentWriter>>,
     high_watermark: Arc<OffsetWatch>,
     durable: Arc<OffsetWatch>,
+    /// Offsets below this are committed by consensus; never truncated.
+    /// Starts at the log start: nothing is known committed until the
+    /// owner of the log says so.
+    committed: Arc<OffsetWatch>,
     log_start: AtomicU64,
     poisoned: AtomicBool,
     flush_queued: AtomicBool,
     stats: StatCounters,
     /// Serializes flushes and checkpoints of this partition.
     flush_lock: Mutex<Option<RecoveryPoint>>,
+    /// The term of every offset (`terms.rs`). Changed only under the
+    /// writer lock, before the batch that needs the change is written.
+    terms: Mutex<TermLog>,
+    /// True once the partition has a term list: until then an append in
+    /// term 0 (every single-node append) skips the lock above.
+    terms_in_use: AtomicBool,
+    /// The Raft vote (`vote.rs`); the lock serializes stores.
+    vote: Mutex<VoteFile>,
 }
 
 fn summarize(segments: &[Arc<Segment>]) -> Vec<SegmentSummary> {
@@ -167,6 +185,8 @@ impl Partition {
             point,
             report,
         } = recovery::recover(topic, id, dir, &settings, clean)?;
+        let terms = TermLog::load(dir)?;
+        let vote = VoteFile::load(dir)?;
 
         let high_watermark = writer.segment().next_offset();
         let log_start = segments[0].base_offset();
@@ -189,11 +209,15 @@ impl Partition {
             high_watermark: Arc::new(OffsetWatch::new(high_watermark)),
             // Everything recovered was synced by the scan or trusted.
             durable: Arc::new(OffsetWatch::new(high_watermark)),
+            committed: Arc::new(OffsetWatch::new(log_start)),
             log_start: AtomicU64::new(log_start),
             poisoned: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
             stats: StatCounters::default(),
             flush_lock: Mutex::new(point),
+            terms_in_use: AtomicBool::new(!terms.is_empty()),
+            terms: Mutex::new(terms),
+            vote: Mutex::new(vote),
         });
         Ok((Partition { shared }, report))
     }
@@ -256,15 +280,38 @@ impl Partition {
     /// blocks until a flush covers the batch: call it from a thread that may
     /// block (not an async runtime's worker), or append with
     /// [`Durability::None`] and await [`Partition::wait_durable`].
+    ///
+    /// The batch is in term 0, as every batch of a partition that is not
+    /// replicated: see [`Partition::append_in_term`].
     pub fn append(&self, records: &[Record<'_>], durability: Durability) -> Result<AppendOutcome> {
+        self.append_in_term(records, 0, durability)
+    }
+
+    /// Appends `records` as one batch of Raft term `term`: the term is
+    /// stamped into the batch header's leader-epoch field and, when it is
+    /// newer than the last batch's, recorded in the partition's term list
+    /// before the batch is written. Fails with [`Error::TermRegression`] if
+    /// `term` is older than the last batch's, and with
+    /// [`Error::LimitExceeded`] (`term_max`) above `i32::MAX`, the largest
+    /// value the header field holds. Term 0 writes no term list.
+    pub fn append_in_term(
+        &self,
+        records: &[Record<'_>],
+        term: u64,
+        durability: Durability,
+    ) -> Result<AppendOutcome> {
         let now = now_ms();
         let plan = batch::plan(records, now, self.limits())?;
         let header = self.shared.append_with(
             plan.total_bytes as u64,
             plan.record_count,
+            term,
             now,
             |buffer, base_offset| {
                 batch::encode(buffer, base_offset, records, &plan, now);
+                if term != 0 {
+                    batch::stamp_leader_epoch(buffer, term as i32);
+                }
                 Ok(BatchHeader::parse(buffer)?)
             },
         )?;
@@ -275,22 +322,120 @@ impl Partition {
     /// checks its length, CRC and records, stamps the base offset, and
     /// copies it in without decoding a record again.
     pub fn append_encoded(&self, encoded: &[u8], durability: Durability) -> Result<AppendOutcome> {
+        self.append_encoded_in_term(encoded, 0, durability)
+    }
+
+    /// [`Partition::append_encoded`] in Raft term `term`, with the term
+    /// handled as [`Partition::append_in_term`] handles it. In term 0 the
+    /// leader-epoch field keeps what the encoder wrote, as it always has.
+    pub fn append_encoded_in_term(
+        &self,
+        encoded: &[u8],
+        term: u64,
+        durability: Durability,
+    ) -> Result<AppendOutcome> {
         let now = now_ms();
         let header = batch::validate_encoded(encoded, self.limits())?;
         let header = self.shared.append_with(
             encoded.len() as u64,
             header.record_count,
+            term,
             now,
             |buffer, base_offset| {
                 buffer.copy_from_slice(encoded);
                 batch::stamp_base_offset(buffer, base_offset);
+                let mut leader_epoch = header.leader_epoch;
+                if term != 0 {
+                    leader_epoch = term as i32;
+                    batch::stamp_leader_epoch(buffer, leader_epoch);
+                }
                 Ok(BatchHeader {
                     base_offset,
+                    leader_epoch,
                     ..header
                 })
             },
         )?;
         self.finish(header, now, durability)
+    }
+
+    /// Appends batches that a leader encoded and numbered, as a follower
+    /// does: `batches` holds one encoded batch per element, in offset order,
+    /// all of Raft term `term`. They are copied byte for byte (base offsets
+    /// and leader epochs are the leader's, nothing is stamped).
+    ///
+    /// Checked before anything is written, each failure a typed error that
+    /// leaves the partition as it was: every batch passes the header,
+    /// length and CRC checks of a stored batch and is within
+    /// `batch_bytes_max` and `segment_bytes_max` ([`Error::InvalidBatch`],
+    /// [`Error::LimitExceeded`]); its leader epoch is `term`
+    /// ([`Error::BatchTermMismatch`]); the first starts at the high
+    /// watermark and each later one where the one before it ends
+    /// ([`Error::UnexpectedBaseOffset`]); `term` is not older than the
+    /// log's last term ([`Error::TermRegression`]). Records are not decoded
+    /// again: the leader validated them, and the CRC shows they are the
+    /// bytes it stored. An I/O failure part way (a full disk at a segment
+    /// roll) can leave a prefix of the batches appended; the high watermark
+    /// says how far.
+    ///
+    /// With [`Durability::Fsync`] the call returns once every batch is on
+    /// disk, as [`Partition::append`] does.
+    pub fn append_replicated<B: AsRef<[u8]>>(
+        &self,
+        batches: &[B],
+        term: u64,
+        durability: Durability,
+    ) -> Result<AppendOutcome> {
+        let now = now_ms();
+        let (base_offset, last_offset) = self.shared.append_replicated(batches, term, now)?;
+        if durability == Durability::Fsync {
+            self.wait_durable_blocking(last_offset + 1)?;
+        }
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset,
+            append_time_ms: now,
+            durability,
+        })
+    }
+
+    /// The Raft term `offset` was appended in, from the partition's term
+    /// list (never from the batch header); `None` if the log does not hold
+    /// `offset`. Offsets appended without a term are in term 0.
+    pub fn term_at(&self, offset: u64) -> Option<u64> {
+        let terms = self.shared.terms.lock().expect("terms lock");
+        let in_log = offset >= self.log_start_offset() && offset < self.high_watermark();
+        in_log.then(|| terms.term_at(offset))
+    }
+
+    /// The term of the log's last batch (0 for a log that never saw a term,
+    /// and for an empty one that never had a batch in a term).
+    pub fn last_term(&self) -> u64 {
+        let terms = self.shared.terms.lock().expect("terms lock");
+        terms.last_term(self.high_watermark())
+    }
+
+    /// The partition's Raft vote: term 0 and no vote until one is saved.
+    pub fn vote(&self) -> Vote {
+        self.shared.vote.lock().expect("vote lock").vote()
+    }
+
+    /// Saves `vote` durably (the file is fsynced and renamed into place
+    /// before this returns). Refused with [`Error::VoteRegression`], and
+    /// nothing written, if it would go back: to an older term, to another
+    /// node in the term already voted in, or from committed to not.
+    pub fn save_vote(&self, vote: Vote) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(self.shared.poisoned_error());
+        }
+        self.shared.vote.lock().expect("vote lock").store(vote)
+    }
+
+    /// The partition's term list as stored: where each term after 0 starts.
+    /// An entry may start at or past the end of the log after a crash or a
+    /// failed append; it describes no batch and the next append removes it.
+    pub fn term_starts(&self) -> Vec<TermStart> {
+        self.shared.terms.lock().expect("terms lock").entries().to_vec()
     }
 
     fn finish(&self, header: BatchHeader, now: i64, durability: Durability) -> Result<AppendOutcome> {
@@ -367,9 +512,65 @@ impl Partition {
     /// Reads whole batches from the one holding `offset`, up to about
     /// `max_bytes` (at least one batch when any is available).
     pub fn read(&self, offset: u64, max_bytes: u64) -> Result<ReadResult> {
-        // The high watermark first: the segment list read after it holds
-        // every batch below it.
-        let high_watermark = self.high_watermark();
+        self.read_below(offset, max_bytes, false)
+    }
+
+    /// [`Partition::read`] bounded by the committed offset instead of the
+    /// high watermark: only batches wholly below
+    /// [`Partition::committed_offset`] are served, so a reader never sees a
+    /// record that a later truncation removes. The result's
+    /// `high_watermark` is the committed offset, and an `offset` past it is
+    /// [`Error::OffsetOutOfRange`] with the committed offset as `latest`.
+    /// Opt-in: a partition that is not replicated is read with
+    /// [`Partition::read`].
+    pub fn read_committed(&self, offset: u64, max_bytes: u64) -> Result<ReadResult> {
+        self.read_below(offset, max_bytes, true)
+    }
+
+    /// Offsets below this are committed: consensus will never remove them.
+    /// Starts at the log start when the partition opens (it is not stored:
+    /// the owner of the log, which persists its own commit, sets it again).
+    pub fn committed_offset(&self) -> u64 {
+        self.shared.committed.get()
+    }
+
+    /// Moves the committed offset up to `offset`. Never moves it back: a
+    /// lower value is ignored, as a stale commit message would be. Refused
+    /// with [`Error::CommitBeyondDurable`] past the durable offset: a
+    /// replica commits only what it holds on disk.
+    pub fn set_committed(&self, offset: u64) -> Result<()> {
+        // Under the writer lock, so no truncation moves the durable offset
+        // back between the check and the update.
+        let _writer = self.shared.lock_writer();
+        let durable = self.shared.durable.get();
+        if offset > durable {
+            return Err(Error::CommitBeyondDurable {
+                requested: offset,
+                durable,
+            });
+        }
+        self.shared.committed.advance(offset);
+        Ok(())
+    }
+
+    /// A future that resolves once `offset` is committed (the committed
+    /// offset passes it), for long polls in the committed read mode.
+    pub fn wait_committed(&self, offset: u64) -> WaitFor {
+        self.shared.committed.wait(offset.saturating_add(1))
+    }
+
+    fn read_below(&self, offset: u64, max_bytes: u64, committed: bool) -> Result<ReadResult> {
+        let bound = || {
+            if committed {
+                self.committed_offset()
+            } else {
+                self.high_watermark()
+            }
+        };
+        // The bound first: the segment list read after it holds every
+        // batch below it (the committed offset never passes the high
+        // watermark).
+        let high_watermark = bound();
         let segments = self.segments();
         let log_start_offset = self.log_start_offset();
         if offset < log_start_offset || offset > high_watermark {
@@ -391,8 +592,10 @@ impl Partition {
                 .read(next_offset, budget, &mut batches)
                 .map_err(|damage| self.shared.corrupt(segment, damage))?;
             // The writer publishes a batch's bytes just before it raises the
-            // high watermark; serve nothing past the watermark read above.
-            while batches.last().is_some_and(|b| b.base_offset() >= high_watermark) {
+            // high watermark; serve nothing past the bound read above. The
+            // high watermark lies between batches; the committed offset may
+            // not, and a batch it cuts is not served yet.
+            while batches.last().is_some_and(|b| b.last_offset() >= high_watermark) {
                 used -= batches.pop().map_or(0, |b| b.bytes().len() as u64);
             }
             if let Some(last) = batches.last() {
@@ -407,7 +610,7 @@ impl Partition {
         Ok(ReadResult {
             batches,
             next_offset,
-            high_watermark: self.high_watermark().max(next_offset),
+            high_watermark: bound().max(next_offset),
             log_start_offset,
         })
     }
@@ -606,6 +809,7 @@ impl PartitionShared {
         &self,
         len: u64,
         record_count: u32,
+        term: u64,
         now: i64,
         encode: impl FnOnce(&mut [u8], u64) -> Result<BatchHeader>,
     ) -> Result<BatchHeader> {
@@ -620,13 +824,113 @@ impl PartitionShared {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(self.poisoned_error());
         }
-        let writer = slot.as_mut().ok_or(Error::Closed)?;
+        if slot.is_none() {
+            return Err(Error::Closed);
+        }
         let base_offset = self.high_watermark.get();
+        // Every single-node append is in term 0 on a partition without a
+        // term list: one load and a branch, checked here so that the call
+        // below stays off the hot path.
+        if term != 0 || self.terms_in_use.load(Ordering::Acquire) {
+            self.prepare_term(term, base_offset)?;
+        }
+        self.append_locked(&mut slot, len, record_count, base_offset, now, encode)
+    }
+
+    /// Appends batches encoded by a leader, byte for byte, after checking
+    /// them all (`Partition::append_replicated` documents the checks).
+    fn append_replicated<B: AsRef<[u8]>>(&self, batches: &[B], term: u64, now: i64) -> Result<(u64, u64)> {
+        let limits = BatchLimits {
+            record_bytes_max: self.context.config.record_bytes_max,
+            batch_bytes_max: self.context.config.batch_bytes_max,
+        };
+        let mut headers = Vec::with_capacity(batches.len());
+        for bytes in batches {
+            let bytes = bytes.as_ref();
+            let len_max = limits.batch_bytes_max.min(self.settings.segment_bytes_max);
+            if bytes.len() as u64 > len_max {
+                let limit = if len_max == limits.batch_bytes_max {
+                    "batch_bytes_max"
+                } else {
+                    "segment_bytes_max"
+                };
+                return Err(Error::LimitExceeded {
+                    limit,
+                    actual: bytes.len() as u64,
+                    max: len_max,
+                });
+            }
+            let header = batch::verify(bytes)?;
+            if u64::try_from(header.leader_epoch).ok() != Some(term) {
+                return Err(Error::BatchTermMismatch {
+                    base_offset: header.base_offset,
+                    header_epoch: header.leader_epoch,
+                    term,
+                });
+            }
+            if let Some(previous) = headers.last().map(BatchHeader::next_offset)
+                && header.base_offset != previous
+            {
+                return Err(Error::UnexpectedBaseOffset {
+                    expected: previous,
+                    found: header.base_offset,
+                });
+            }
+            headers.push(header);
+        }
+        let (Some(first), Some(last)) = (headers.first(), headers.last()) else {
+            return Err(FormatError::EmptyBatch.into());
+        };
+        let mut slot = self.lock_writer();
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(self.poisoned_error());
+        }
+        if slot.is_none() {
+            return Err(Error::Closed);
+        }
+        let end = self.high_watermark.get();
+        if first.base_offset != end {
+            return Err(Error::UnexpectedBaseOffset {
+                expected: end,
+                found: first.base_offset,
+            });
+        }
+        self.prepare_term(term, end)?;
+        for (bytes, header) in batches.iter().zip(&headers) {
+            let bytes = bytes.as_ref();
+            self.append_locked(
+                &mut slot,
+                bytes.len() as u64,
+                header.record_count,
+                header.base_offset,
+                now,
+                |buffer, _| {
+                    buffer.copy_from_slice(bytes);
+                    Ok(*header)
+                },
+            )?;
+        }
+        Ok((first.base_offset, last.last_offset()))
+    }
+
+    /// Writes one batch at `base_offset`, the high watermark, rolling
+    /// first if the active segment is full or old, and publishes it.
+    #[inline]
+    fn append_locked(
+        &self,
+        slot: &mut MutexGuard<'_, Option<SegmentWriter>>,
+        len: u64,
+        record_count: u32,
+        base_offset: u64,
+        now: i64,
+        encode: impl FnOnce(&mut [u8], u64) -> Result<BatchHeader>,
+    ) -> Result<BatchHeader> {
+        let writer = slot.as_mut().expect("writer present");
         let expired = writer
             .first_batch_ms()
             .is_some_and(|first| now.saturating_sub(first) >= self.segment_ms_max as i64);
         if expired || !writer.has_room(len, base_offset, record_count) {
-            self.roll(&mut slot, base_offset)?;
+            self.roll(slot, base_offset)?;
         }
         let writer = slot.as_mut().expect("writer present");
         let header = writer.append(len, now, |buffer| encode(buffer, base_offset))?;
@@ -636,6 +940,40 @@ impl PartitionShared {
             .fetch_add(u64::from(header.record_count), Ordering::Relaxed);
         self.stats.appended_bytes.fetch_add(len, Ordering::Relaxed);
         Ok(header)
+    }
+
+    /// Makes the term list right for a batch of `term` about to be written
+    /// at `end`, under the writer lock. The list is written before the
+    /// batch, so a crash never leaves a batch whose term is not recorded;
+    /// a failed write poisons the partition, since the file on disk may
+    /// then be either version.
+    #[cold]
+    #[inline(never)]
+    fn prepare_term(&self, term: u64, end: u64) -> Result<()> {
+        if term == 0 && !self.terms_in_use.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if term > TERM_MAX {
+            return Err(Error::LimitExceeded {
+                limit: "term_max",
+                actual: term,
+                max: TERM_MAX,
+            });
+        }
+        let mut terms = self.terms.lock().expect("terms lock");
+        let log_start = self.log_start.load(Ordering::Acquire);
+        match terms.prepare_append(term, end, log_start) {
+            Ok(()) => {
+                self.terms_in_use.store(!terms.is_empty(), Ordering::Release);
+                Ok(())
+            }
+            Err(error @ Error::TermRegression { .. }) => Err(error),
+            Err(error) => {
+                tracing::error!(topic = %self.topic, partition = self.id, %error, "writing the term list failed; refusing further appends");
+                self.poison();
+                Err(error)
+            }
+        }
     }
 
     /// Starts a new segment at `base_offset`. The new segment's files exist
@@ -835,6 +1173,7 @@ impl PartitionShared {
     fn end(&self, end: WatchEnd) {
         self.high_watermark.end(end);
         self.durable.end(end);
+        self.committed.end(end);
         let count = self.segments().len() as u64;
         self.context.open_segments.fetch_sub(count, Ordering::SeqCst);
     }

@@ -211,6 +211,12 @@ impl Segment {
         Ok(None)
     }
 
+    /// Byte position and base offset of the batch holding `offset`, if it
+    /// is published.
+    pub(crate) fn batch_holding(&self, offset: u64) -> Result<Option<(u64, u64)>, Damage> {
+        self.seek(offset, self.log.published_len())
+    }
+
     /// Byte position of the batch holding `offset`, if it is published.
     pub(crate) fn position_of(&self, offset: u64) -> Result<Option<u64>, Damage> {
         Ok(self

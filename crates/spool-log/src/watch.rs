@@ -67,6 +67,12 @@ impl OffsetWatch {
         }
     }
 
+    /// Lowers the value (never raises it), for a log truncated back to
+    /// `value`. Waiters for targets above it keep waiting.
+    pub fn retreat(&self, value: u64) {
+        self.value.fetch_min(value, Ordering::SeqCst);
+    }
+
     /// Ends the watch: every present and future waiter below its target
     /// gets an error.
     pub fn end(&self, end: WatchEnd) {

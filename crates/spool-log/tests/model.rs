@@ -1,6 +1,8 @@
-//! Model-based property test: random sequences of appends, reads, rolls
-//! (small segments), retention, checkpoints, clean reopens and crashes are
-//! run against the engine and against a plain `Vec` of records.
+//! Model-based property test: random sequences of appends (in Raft terms,
+//! or in term 0 as a single node appends), reads, rolls (small segments),
+//! retention, checkpoints, suffix truncations, commits and committed reads,
+//! clean reopens and crashes are run against the engine and against a
+//! plain `Vec` of (record, term).
 //!
 //! A crash stops the store without flushing, then damages the active
 //! segment's log file past the durable point the way lost page-cache writes
@@ -21,6 +23,21 @@ enum Op {
         values: Vec<Vec<u8>>,
         keyed: bool,
         fsync: bool,
+        /// How much newer than the last batch's term this batch's is.
+        term_step: u8,
+    },
+    /// Truncate at a batch boundary picked by `at` (at or above the
+    /// committed offset and the log start).
+    Truncate {
+        at: u16,
+    },
+    /// Commit up to a batch boundary picked by `at`, at most the durable
+    /// offset.
+    Commit {
+        at: u16,
+    },
+    ReadCommitted {
+        at: u16,
     },
     Read {
         at: u16,
@@ -37,8 +54,16 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => (prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 1..6), any::<bool>(), any::<bool>())
-            .prop_map(|(values, keyed, fsync)| Op::Append { values, keyed, fsync }),
+        8 => (
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 1..6),
+            any::<bool>(),
+            any::<bool>(),
+            prop_oneof![6 => Just(0u8), 1 => 1..3u8],
+        )
+            .prop_map(|(values, keyed, fsync, term_step)| Op::Append { values, keyed, fsync, term_step }),
+        2 => any::<u16>().prop_map(|at| Op::Truncate { at }),
+        1 => any::<u16>().prop_map(|at| Op::Commit { at }),
+        1 => any::<u16>().prop_map(|at| Op::ReadCommitted { at }),
         4 => (any::<u16>(), 1..4096u16).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Retention),
@@ -73,13 +98,44 @@ fn key_of(offset_hint: usize) -> Vec<u8> {
     format!("key-{offset_hint}").into_bytes()
 }
 
-/// The model: every record ever acknowledged, in offset order.
+/// The model: every record ever acknowledged and not truncated, in offset
+/// order, with the term of its batch.
 #[derive(Debug, Default)]
 struct Model {
     records: Vec<(Option<Vec<u8>>, Vec<u8>)>,
+    terms: Vec<u64>,
+    /// Base offsets of the batches, in order.
+    batches: Vec<u64>,
     /// Records below this offset are durable.
     durable: u64,
     log_start: u64,
+    committed: u64,
+}
+
+impl Model {
+    fn end(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    fn last_term(&self) -> u64 {
+        self.terms.last().copied().unwrap_or(0)
+    }
+
+    /// Cuts everything at and after `end`, which is a batch boundary.
+    fn truncate(&mut self, end: u64) {
+        self.records.truncate(end as usize);
+        self.terms.truncate(end as usize);
+        self.batches.retain(|&b| b < end);
+        self.durable = self.durable.min(end);
+    }
+
+    /// The batch boundary picked by `at` among those in `low..=end`
+    /// (the end itself counts).
+    fn boundary(&self, at: u16, low: u64) -> u64 {
+        let mut choices: Vec<u64> = self.batches.iter().copied().filter(|&b| b >= low).collect();
+        choices.push(self.end());
+        choices[usize::from(at) % choices.len()]
+    }
 }
 
 fn read_range(partition: &Partition, from: u64, max_bytes: u64) -> Vec<(u64, Option<Vec<u8>>, Vec<u8>)> {
@@ -103,6 +159,19 @@ fn read_range(partition: &Partition, from: u64, max_bytes: u64) -> Vec<(u64, Opt
 fn check_all(partition: &Partition, model: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(partition.high_watermark(), model.records.len() as u64);
     prop_assert_eq!(partition.log_start_offset(), model.log_start);
+    prop_assert_eq!(partition.committed_offset(), model.committed);
+    for offset in model.log_start..model.end() {
+        prop_assert_eq!(
+            partition.term_at(offset),
+            Some(model.terms[offset as usize]),
+            "term of {}",
+            offset
+        );
+    }
+    prop_assert_eq!(partition.term_at(model.end()), None);
+    if model.end() > model.log_start {
+        prop_assert_eq!(partition.last_term(), model.last_term());
+    }
     let mut offset = model.log_start;
     while offset < model.records.len() as u64 {
         let records = read_range(partition, offset, 1024);
@@ -148,7 +217,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     for op in ops {
         match op {
-            Op::Append { values, keyed, fsync } => {
+            Op::Append {
+                values,
+                keyed,
+                fsync,
+                term_step,
+            } => {
+                let term = model.last_term() + u64::from(term_step);
                 let base = model.records.len();
                 let keys: Vec<_> = (0..values.len()).map(|i| key_of(base + i)).collect();
                 let records: Vec<_> = values
@@ -164,11 +239,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } else {
                     Durability::None
                 };
-                let outcome = partition.append(&records, durability).unwrap();
+                let outcome = if term == 0 {
+                    partition.append(&records, durability).unwrap()
+                } else {
+                    partition.append_in_term(&records, term, durability).unwrap()
+                };
                 prop_assert_eq!(outcome.base_offset, base as u64);
                 prop_assert_eq!(outcome.last_offset, (base + values.len() - 1) as u64);
+                model.batches.push(base as u64);
                 for (v, k) in values.into_iter().zip(keys) {
                     model.records.push((keyed.then_some(k), v));
+                    model.terms.push(term);
                 }
                 if fsync {
                     model.durable = model.records.len() as u64;
@@ -191,6 +272,44 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
                 prop_assert!(partition.read(model.records.len() as u64 + 1, 100).is_err());
             }
+            Op::Truncate { at } => {
+                let from = model.boundary(at, model.committed.max(model.log_start));
+                partition.truncate_suffix(from, 0).unwrap();
+                model.truncate(from);
+                // Truncation flushes what it keeps.
+                model.durable = from;
+                if let Some(below) = model.committed.checked_sub(1).filter(|&b| b >= model.log_start) {
+                    let refused = matches!(
+                        partition.truncate_suffix(below, 0),
+                        Err(spool_log::Error::TruncateBelowCommitted { .. })
+                    );
+                    prop_assert!(refused, "a truncation below the committed offset");
+                }
+            }
+            Op::Commit { at } => {
+                let durable = partition.durable_offset();
+                let offset = model.boundary(at, model.committed).min(durable);
+                partition.set_committed(offset).unwrap();
+                model.committed = model.committed.max(offset);
+                if durable < model.end() {
+                    prop_assert!(partition.set_committed(durable + 1).is_err());
+                }
+            }
+            Op::ReadCommitted { at } => {
+                let span = model.committed.saturating_sub(model.log_start) + 1;
+                let from = model.log_start + u64::from(at) % span;
+                let read = partition.read_committed(from, 1 << 20).unwrap();
+                prop_assert_eq!(read.high_watermark, model.committed);
+                for batch in &read.batches {
+                    prop_assert!(batch.last_offset() < model.committed);
+                    for record in batch.records() {
+                        let record = record.unwrap();
+                        let (key, value) = &model.records[record.offset as usize];
+                        prop_assert_eq!(record.key.map(<[u8]>::to_vec), key.clone());
+                        prop_assert_eq!(record.value.unwrap(), &value[..]);
+                    }
+                }
+            }
             Op::Checkpoint => {
                 store.checkpoint().unwrap();
                 model.durable = model.records.len() as u64;
@@ -208,6 +327,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 store = s;
                 partition = store.partition("m", 0).unwrap();
                 model.durable = model.records.len() as u64;
+                model.committed = model.log_start;
             }
             Op::Crash { cut, flips } => {
                 let durable = partition.durable_offset().max(model.durable);
@@ -230,8 +350,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let hw = partition.high_watermark();
                 prop_assert!(hw >= durable, "lost durable records: {} < {}", hw, durable);
                 prop_assert!(hw <= model.records.len() as u64);
-                model.records.truncate(hw as usize);
+                model.truncate(hw);
                 model.durable = hw;
+                model.committed = model.log_start;
             }
         }
         check_all(&partition, &model)?;

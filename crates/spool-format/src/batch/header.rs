@@ -140,6 +140,13 @@ pub fn stamp_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[field::BASE_OFFSET..][..8].copy_from_slice(&base_offset.to_le_bytes());
 }
 
+/// Writes the leader epoch (Spool: the Raft term the batch was appended
+/// in) into an encoded batch. Outside the CRC, like the base offset, so the
+/// checksum stays valid and stamping costs four bytes.
+pub fn stamp_leader_epoch(batch: &mut [u8], leader_epoch: i32) {
+    batch[field::LEADER_EPOCH..][..4].copy_from_slice(&leader_epoch.to_le_bytes());
+}
+
 fn read_u16(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes(bytes[at..at + 2].try_into().expect("2 bytes"))
 }

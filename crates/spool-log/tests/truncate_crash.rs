@@ -1,0 +1,324 @@
+//! Suffix truncation under a real `kill -9`.
+//!
+//! A child process (this same test binary, running the ignored test
+//! `truncate_child`) appends batches with `Durability::Fsync` in Raft terms
+//! that now and then grow, and now and then truncates its log back a few
+//! batches, printing a line for every acknowledged batch and before and
+//! after every truncation. The parent kills it with SIGKILL at a random
+//! moment, reopens the store, and checks the log against what the child
+//! reported: every acknowledged record not truncated since is there with
+//! its value and its term; a truncation that returned left nothing of the
+//! removed suffix; a truncation in flight left the old log or a prefix of
+//! it no shorter than the truncation point. Rounds share one data
+//! directory, so each round also recovers what the last one left.
+//!
+//! `SPOOL_TRUNCATE_CRASH_ROUNDS` sets the number of rounds (default 12).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use spool_log::{Durability, Partition, Record, Store, StoreConfig, TopicConfig};
+
+const TOPIC: &str = "truncate";
+
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        preallocate_bytes: 64 * 1024,
+        index_interval_bytes: 256,
+        checkpoint_interval_ms: 40,
+        ..StoreConfig::default()
+    }
+}
+
+/// The value of record `seq` appended in `round`.
+fn value(round: u64, seq: u64) -> Vec<u8> {
+    let mut v = format!("r{round}-s{seq}-").into_bytes();
+    v.extend(std::iter::repeat_n(
+        b'a' + (seq % 26) as u8,
+        ((seq * 53) % 400) as usize,
+    ));
+    v
+}
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    nanos | 1
+}
+
+fn open_partition(store: &Store) -> Partition {
+    match store.partition(TOPIC, 0) {
+        Ok(partition) => partition,
+        Err(_) => store
+            .create_topic(
+                TOPIC,
+                TopicConfig {
+                    partitions: 1,
+                    segment_bytes_max: 16 * 1024,
+                    retention_ms: None,
+                    ..TopicConfig::default()
+                },
+            )
+            .unwrap()
+            .partitions()[0]
+            .clone(),
+    }
+}
+
+/// Records by offset, each with its value and term.
+type Log = BTreeMap<u64, (Vec<u8>, u64)>;
+
+/// Every record of the log, and the batches' base offsets.
+fn contents(partition: &Partition) -> (Log, Vec<u64>) {
+    let mut records = BTreeMap::new();
+    let mut bases = Vec::new();
+    let mut offset = partition.log_start_offset();
+    while offset < partition.high_watermark() {
+        let read = partition.read(offset, 1 << 20).unwrap();
+        for batch in &read.batches {
+            if batch.base_offset() < offset {
+                continue;
+            }
+            bases.push(batch.base_offset());
+            for record in batch.records() {
+                let record = record.unwrap();
+                let term = partition.term_at(record.offset).unwrap();
+                records.insert(record.offset, (record.value.unwrap().to_vec(), term));
+            }
+        }
+        offset = read.next_offset;
+    }
+    (records, bases)
+}
+
+/// Runs in the child process only (it is ignored in normal runs).
+#[test]
+#[ignore = "run by kill_9_during_truncations_keeps_the_log_a_prefix in a child process"]
+fn truncate_child() {
+    let dir = std::env::var("SPOOL_TRUNCATE_CRASH_DIR").expect(
+        "truncate_child runs only as the child process of kill_9_during_truncations_keeps_the_log_a_prefix, which sets SPOOL_TRUNCATE_CRASH_DIR",
+    );
+    let round: u64 = std::env::var("SPOOL_TRUNCATE_CRASH_ROUND")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (store, _) = Store::open(&dir, store_config()).unwrap();
+    let partition = open_partition(&store);
+    let (_, mut bases) = contents(&partition);
+    let mut out = std::io::stdout();
+    writeln!(out, "ready").unwrap();
+    let mut rng = XorShift(seed());
+    let mut term = partition.last_term().max(1);
+    let mut seq = 0;
+    loop {
+        if rng.next().is_multiple_of(5) && bases.len() > 1 {
+            // Back a few batches: the log grows on the whole.
+            let back = 1 + (rng.next() % 4) as usize;
+            let from = bases[bases.len().saturating_sub(back)];
+            writeln!(out, "truncating {from}").unwrap();
+            out.flush().unwrap();
+            partition.truncate_suffix(from, 0).unwrap();
+            bases.retain(|&b| b < from);
+            writeln!(out, "truncated {from}").unwrap();
+            out.flush().unwrap();
+            continue;
+        }
+        if rng.next().is_multiple_of(6) {
+            term += 1;
+        }
+        let count = 1 + rng.next() % 4;
+        let values: Vec<_> = (seq..seq + count).map(|s| value(round, s)).collect();
+        let records: Vec<_> = values.iter().map(|v| Record::value(v)).collect();
+        let outcome = partition
+            .append_in_term(&records, term, Durability::Fsync)
+            .unwrap();
+        bases.push(outcome.base_offset);
+        writeln!(
+            out,
+            "ack {} {} {term} {seq}",
+            outcome.base_offset, outcome.last_offset
+        )
+        .unwrap();
+        out.flush().unwrap();
+        seq += count;
+    }
+}
+
+/// What the child reported, in order.
+enum Line {
+    Ack {
+        base: u64,
+        last: u64,
+        term: u64,
+        seq: u64,
+    },
+    Truncating(u64),
+    Truncated(u64),
+}
+
+fn run_child(dir: &Path, round: u64, rng: &mut XorShift) -> Vec<Line> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "truncate_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SPOOL_TRUNCATE_CRASH_DIR", dir)
+        .env("SPOOL_TRUNCATE_CRASH_ROUND", round.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let line = lines_rx
+            .recv_timeout(deadline - Instant::now())
+            .expect("child never became ready");
+        // libtest prints "test truncate_child ... " without a newline first.
+        if line.ends_with("ready") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(50 + rng.next() % 400));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    reader.join().unwrap();
+    // Only whole lines count: a line cut by the kill was never reported.
+    let mut lines = Vec::new();
+    for line in lines_rx.try_iter() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let n = |i: usize| fields[i].parse::<u64>().unwrap();
+        match fields[..] {
+            ["ack", _, _, _, _] => lines.push(Line::Ack {
+                base: n(1),
+                last: n(2),
+                term: n(3),
+                seq: n(4),
+            }),
+            ["truncating", _] => lines.push(Line::Truncating(n(1))),
+            ["truncated", _] => lines.push(Line::Truncated(n(1))),
+            _ => {}
+        }
+    }
+    lines
+}
+
+#[test]
+fn kill_9_during_truncations_keeps_the_log_a_prefix() {
+    let rounds: u64 = std::env::var("SPOOL_TRUNCATE_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(12);
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = XorShift(seed());
+    // What the log must hold, offset -> (value, term): what the last
+    // reopen found, with each round's reports applied.
+    let mut model = Log::new();
+    let (mut acks, mut truncations, mut killed_truncating) = (0, 0, 0);
+    for round in 0..rounds {
+        let lines = run_child(dir.path(), round, &mut rng);
+        let mut in_flight = None;
+        for line in lines {
+            match line {
+                Line::Ack {
+                    base,
+                    last,
+                    term,
+                    seq,
+                } => {
+                    assert_eq!(
+                        base,
+                        model.len() as u64,
+                        "round {round}: an ack that leaves a gap"
+                    );
+                    for (i, offset) in (base..=last).enumerate() {
+                        model.insert(offset, (value(round, seq + i as u64), term));
+                    }
+                    acks += 1;
+                }
+                Line::Truncating(from) => in_flight = Some(from),
+                Line::Truncated(from) => {
+                    model.retain(|&offset, _| offset < from);
+                    in_flight = None;
+                    truncations += 1;
+                }
+            }
+        }
+
+        let (store, report) = Store::open(dir.path(), store_config()).unwrap();
+        assert!(!report.clean, "a killed process cannot have closed cleanly");
+        let partition = open_partition(&store);
+        let (found, _) = contents(&partition);
+        let end = partition.high_watermark();
+        assert_eq!(found.len() as u64, end, "round {round}: the log has a gap");
+        let model_end = model.len() as u64;
+        match in_flight {
+            // Killed inside a truncation: the old log or a prefix of it no
+            // shorter than the truncation point.
+            Some(from) => {
+                killed_truncating += 1;
+                assert!(
+                    (from..=model_end).contains(&end),
+                    "round {round}: killed while truncating at {from}, recovered to {end} of {model_end}"
+                );
+                model.retain(|&offset, _| offset < end);
+            }
+            // Otherwise everything acknowledged is there; one batch more may
+            // be, the append that was killed before its line was printed.
+            None => assert!(
+                (model_end..=model_end + 4).contains(&end),
+                "round {round}: recovered to {end}, acknowledged up to {model_end}"
+            ),
+        }
+        for (offset, expected) in &model {
+            assert_eq!(
+                found.get(offset),
+                Some(expected),
+                "round {round}: offset {offset}"
+            );
+        }
+        // The unacknowledged batch, if any, becomes part of the model.
+        model = found;
+        if round.is_multiple_of(2) {
+            store.close().unwrap();
+        } else {
+            store.simulate_crash();
+        }
+    }
+    eprintln!(
+        "{rounds} kill -9 rounds ({killed_truncating} inside a truncation), {acks} acknowledged batches, {truncations} truncations"
+    );
+    assert!(
+        acks > 0 && truncations > 0,
+        "the child neither appended nor truncated"
+    );
+}
