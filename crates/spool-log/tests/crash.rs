@@ -12,12 +12,16 @@
 //! `SPOOL_CRASH_ROUNDS` sets the number of rounds (default 20);
 //! `scripts/crash-test.sh` runs any number.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
+
+use common::{XorShift, seed};
 
 use spool_log::{Durability, Record, Store, StoreConfig, TopicConfig};
 
@@ -50,25 +54,6 @@ fn value(round: u64, thread: u64, seq: u64) -> Vec<u8> {
         ((seq * 37) % 300) as usize,
     ));
     v
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn seed() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    nanos | 1
 }
 
 /// Runs in the child process only (it is ignored in normal runs).

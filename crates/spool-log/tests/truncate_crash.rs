@@ -14,12 +14,16 @@
 //!
 //! `SPOOL_TRUNCATE_CRASH_ROUNDS` sets the number of rounds (default 12).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
+
+use common::{XorShift, seed};
 
 use spool_log::{Durability, Partition, Record, Store, StoreConfig, TopicConfig};
 
@@ -42,25 +46,6 @@ fn value(round: u64, seq: u64) -> Vec<u8> {
         ((seq * 53) % 400) as usize,
     ));
     v
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn seed() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    nanos | 1
 }
 
 fn open_partition(store: &Store) -> Partition {
