@@ -276,6 +276,19 @@ impl Partition {
         }
     }
 
+    /// The limits a batch must meet for every append to accept it: the
+    /// store's record and batch limits, with the batch limit capped by the
+    /// topic's `segment_bytes_max` (a batch never spans segments). For a
+    /// caller that must refuse a batch before it commits to appending it,
+    /// as a Raft leader does before proposing it.
+    pub fn batch_limits(&self) -> BatchLimits {
+        let limits = self.limits();
+        BatchLimits {
+            batch_bytes_max: limits.batch_bytes_max.min(self.shared.settings.segment_bytes_max),
+            ..limits
+        }
+    }
+
     /// Appends `records` as one batch. With [`Durability::Fsync`] the call
     /// blocks until a flush covers the batch: call it from a thread that may
     /// block (not an async runtime's worker), or append with

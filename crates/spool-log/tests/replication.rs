@@ -166,6 +166,31 @@ fn terms_are_kept_per_offset_stamped_into_headers_and_survive_reopen_and_crash()
 }
 
 #[test]
+fn batch_limits_cap_a_batch_at_the_segment_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, partition) = open(dir.path());
+    let limits = partition.batch_limits();
+    assert_eq!(limits.batch_bytes_max, 4096, "the topic's segment_bytes_max");
+    assert_eq!(limits.record_bytes_max, config().record_bytes_max);
+    // A batch the limits refuse is one every append refuses.
+    let big = vec![b'x'; 5000];
+    let encoded = batch::encode_to_vec(
+        &[Record::value(&big)],
+        0,
+        BatchLimits {
+            batch_bytes_max: u64::MAX,
+            record_bytes_max: u64::MAX,
+        },
+    )
+    .unwrap();
+    assert!(batch::validate_encoded(&encoded, limits).is_err());
+    assert!(matches!(
+        partition.append_replicated(&[&encoded], 1, Durability::None),
+        Err(Error::LimitExceeded { .. } | Error::InvalidBatch { .. })
+    ));
+}
+
+#[test]
 fn an_older_term_or_one_past_the_header_field_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (_store, partition) = open(dir.path());

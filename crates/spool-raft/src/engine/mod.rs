@@ -1,0 +1,264 @@
+//! The one module that names openraft: the type configuration, the
+//! storage traits over a spool-log [`Partition`], the adaptor from
+//! openraft's network traits to [`Network`], and [`Replica`], the handle
+//! the rest of Spool uses. Moving to another openraft version touches this
+//! module and nothing else (`docs/cluster.md`, "Design and status").
+//!
+//! openraft runs with `single-term-leader` (standard Raft: one leader per
+//! term), so a log id is (term, index): the term comes from the
+//! partition's term list, the index from [`EntryIndex`](crate::index::EntryIndex).
+
+mod log_store;
+mod peer;
+mod state_machine;
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use spool_format::batch::BatchLimits;
+use spool_log::Partition;
+
+use crate::entry;
+use crate::error::{Error, Result};
+use crate::index::EntryIndex;
+use crate::network::Network;
+
+use self::log_store::PartitionLog;
+use self::peer::PeerFactory;
+use self::state_machine::PartitionStateMachine;
+
+// `Cursor` is named by the macro's default snapshot type.
+openraft::declare_raft_types!(
+    /// Spool's openraft types: a client entry is an encoded batch, node ids
+    /// are `u64`, a node is known by its address.
+    pub TypeConfig:
+        D = Bytes,
+        R = Appended,
+        NodeId = u64,
+        Node = BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// Where a committed entry landed in the partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// The entry's Raft log index.
+    pub index: u64,
+    pub base_offset: u64,
+    /// The offset after the entry's last record.
+    pub next_offset: u64,
+}
+
+/// A message from one replica of a group to another.
+#[derive(Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum PeerRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The answer to a [`PeerRequest`], of the same variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+}
+
+/// How one replica of a group runs.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupConfig {
+    pub node_id: u64,
+    pub heartbeat_interval_ms: u64,
+    /// An election starts after a random time in this range without a
+    /// heartbeat.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl GroupConfig {
+    /// openraft's default timing.
+    pub fn new(node_id: u64) -> GroupConfig {
+        GroupConfig {
+            node_id,
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+        }
+    }
+}
+
+/// One replica of a partition's Raft group. Cheap to clone; every clone
+/// drives the same engine.
+#[derive(Clone)]
+pub struct Replica {
+    node_id: u64,
+    raft: Raft<TypeConfig>,
+    partition: Partition,
+    limits: BatchLimits,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("node_id", &self.node_id)
+            .field("topic", &self.partition.topic())
+            .field("partition", &self.partition.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// Starts a replica over `partition`, whose log (from offset 0) is the
+    /// group's Raft log, reaching its peers through `network`. Reads every
+    /// batch header to rebuild the index map (`crate::index`).
+    pub async fn open(
+        config: &GroupConfig,
+        partition: Partition,
+        network: Arc<dyn Network>,
+    ) -> Result<Replica> {
+        let for_index = partition.clone();
+        let index = tokio::task::spawn_blocking(move || EntryIndex::rebuild(&for_index))
+            .await
+            .map_err(|join| Error::Raft {
+                op: "rebuild the entry index",
+                source: Box::new(join),
+            })??;
+        let index = Arc::new(RwLock::new(index));
+        // Checked before a batch is proposed: a batch the partition would
+        // refuse must never become an entry, since a failed append stops
+        // the Raft node.
+        let limits = partition.batch_limits();
+        let log = PartitionLog::new(partition.clone(), index.clone(), limits);
+        let state_machine = PartitionStateMachine::new(partition.clone(), index);
+        let raft_config = Config {
+            cluster_name: format!("{}/{}", partition.topic(), partition.id()),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            // A snapshot of a partition is "the log starts here"; nothing
+            // asks for one yet, and without snapshots nothing is purged.
+            snapshot_policy: SnapshotPolicy::Never,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|source| Error::Raft {
+            op: "accept the group configuration",
+            source: Box::new(source),
+        })?;
+        let factory = PeerFactory {
+            from: config.node_id,
+            network,
+        };
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), factory, log, state_machine)
+            .await
+            .map_err(|source| Error::Stopped {
+                source: Box::new(source),
+            })?;
+        Ok(Replica {
+            node_id: config.node_id,
+            raft,
+            partition,
+            limits,
+        })
+    }
+
+    /// Makes `members` (node id to address) the group's first membership.
+    /// Called on one replica of a new group; the others learn it from the
+    /// leader.
+    pub async fn initialize(&self, members: &BTreeMap<u64, String>) -> Result<()> {
+        let nodes: BTreeMap<u64, BasicNode> = members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        self.raft.initialize(nodes).await.map_err(|source| Error::Raft {
+            op: "initialize the group",
+            source: Box::new(source),
+        })
+    }
+
+    /// Replicates one encoded batch (the storage format, as a client sends
+    /// it) and returns once it is committed: on disk on a majority of the
+    /// group and applied here. Only the leader accepts it
+    /// ([`Error::NotLeader`] names the leader it knows of).
+    pub async fn append(&self, encoded: Bytes) -> Result<Appended> {
+        entry::check_client_batch(&encoded, self.limits)?;
+        match self.raft.client_write(encoded).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(Error::NotLeader {
+                leader_id: forward.leader_id,
+            }),
+            Err(RaftError::Fatal(fatal)) => Err(Error::Stopped {
+                source: Box::new(fatal),
+            }),
+            Err(other) => Err(Error::Raft {
+                op: "append a batch",
+                source: Box::new(other),
+            }),
+        }
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    pub fn partition(&self) -> &Partition {
+        &self.partition
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader_id(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The term this replica is in.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// Waits until this replica knows a leader, and returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
+        let metrics = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|_| Error::NoLeader {
+                timeout_ms: timeout.as_millis() as u64,
+            })?;
+        metrics.current_leader.ok_or(Error::NoLeader {
+            timeout_ms: timeout.as_millis() as u64,
+        })
+    }
+
+    /// Stops the engine. The partition stays open; its owner closes it.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.raft.shutdown().await.map_err(|source| Error::Stopped {
+            source: Box::new(source),
+        })
+    }
+
+    /// Answers a request from a peer; transports call this.
+    pub async fn handle(&self, request: PeerRequest) -> PeerResponse {
+        match request {
+            PeerRequest::AppendEntries(rpc) => {
+                PeerResponse::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
+            PeerRequest::InstallSnapshot(rpc) => {
+                PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+            }
+        }
+    }
+}

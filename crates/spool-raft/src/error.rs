@@ -1,0 +1,75 @@
+//! The errors of a replicated partition, one enum with structured fields.
+//!
+//! Consensus failures keep openraft's own error as their source, boxed, so
+//! that no openraft type appears in this crate's public signatures outside
+//! the `engine` module.
+
+use spool_format::FormatError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong opening, writing to or running a replica.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The storage engine refused or failed an operation.
+    #[error("spool-log failed to {op}")]
+    Log {
+        op: &'static str,
+        #[source]
+        source: spool_log::Error,
+    },
+    /// A batch offered for replication is not a valid stored batch.
+    #[error("invalid batch")]
+    InvalidBatch {
+        #[source]
+        source: FormatError,
+    },
+    /// A single-record batch carries the header that marks Raft's own
+    /// entries (`docs/cluster.md`, "Entries"); accepting it would make the
+    /// replica read it back as a blank or membership entry.
+    #[error("a record header named {header:?} is reserved for Raft's own entries")]
+    ReservedHeader { header: &'static str },
+    /// A stored batch at `offset` says it is one of Raft's own entries but
+    /// does not decode as one.
+    #[error("the Raft entry stored at offset {offset} is damaged: {reason}")]
+    BadEntry { offset: u64, reason: &'static str },
+    /// Raft asked to append entry `actual` where the log's next index is
+    /// `expected`; appending it would leave a gap or overwrite an entry
+    /// without a truncation.
+    #[error("Raft entry {actual} offered where the next index is {expected}")]
+    IndexGap { expected: u64, actual: u64 },
+    /// A membership configuration did not serialize or deserialize.
+    #[error("membership entry at offset {offset} does not (de)serialize")]
+    Membership {
+        offset: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The partition's log does not start at offset 0, so the Raft index
+    /// of its first batch is unknown (no snapshot records it yet).
+    #[error(
+        "the partition's log starts at offset {log_start_offset}; a Raft group needs its log from offset 0"
+    )]
+    LogStartUnknown { log_start_offset: u64 },
+    /// This replica is not the leader; `leader_id` is the one it knows of.
+    #[error("not the leader (leader: {leader_id:?})")]
+    NotLeader { leader_id: Option<u64> },
+    /// No leader was elected within the time allowed.
+    #[error("no leader within {timeout_ms} ms")]
+    NoLeader { timeout_ms: u64 },
+    /// The replica's Raft engine stopped (shut down, or after a storage
+    /// error, which openraft treats as fatal).
+    #[error("the Raft engine stopped")]
+    Stopped {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The Raft engine refused an operation for a reason of its own.
+    #[error("the Raft engine refused to {op}")]
+    Raft {
+        op: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

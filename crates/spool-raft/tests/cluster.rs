@@ -1,0 +1,411 @@
+//! Three replicas of one partition in one process, each with its own
+//! store in a temporary directory, talking over the in-process network:
+//! election, replication and commit, failover, log matching after a
+//! partition heals, and a restarted replica catching up. Every test ends
+//! by checking that every acknowledged write is present, at the offsets it
+//! was acknowledged with, in the committed log of every running replica,
+//! and that those logs are byte for byte the same.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
+use spool_format::batch::{self, Batch, BatchLimits, Record};
+use spool_log::{Partition, Store, StoreConfig, TopicConfig};
+use spool_raft::{Appended, Error, GroupConfig, InProcessNetwork, Network, Replica};
+
+const TOPIC: &str = "replicated";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        preallocate_bytes: 16 * 1024,
+        index_interval_bytes: 256,
+        checkpoint_interval_ms: 0,
+        retention_check_interval_ms: 0,
+        ..StoreConfig::default()
+    }
+}
+
+fn limits() -> BatchLimits {
+    let config = store_config();
+    BatchLimits {
+        record_bytes_max: config.record_bytes_max,
+        batch_bytes_max: config.batch_bytes_max,
+    }
+}
+
+/// A client's batch of `count` records whose values name `tag`.
+fn encoded_batch(tag: &str, count: usize) -> Bytes {
+    let values: Vec<Vec<u8>> = (0..count).map(|i| format!("{tag}/{i}").into_bytes()).collect();
+    let records: Vec<Record<'_>> = values.iter().map(|v| Record::value(v)).collect();
+    Bytes::from(batch::encode_to_vec(&records, 1_700_000_000_000, limits()).unwrap())
+}
+
+/// A write a client saw acknowledged: what it wrote and where it landed.
+#[derive(Debug, Clone)]
+struct Ack {
+    tag: String,
+    count: usize,
+    appended: Appended,
+}
+
+struct Node {
+    store: Store,
+    replica: Replica,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    network: InProcessNetwork,
+    nodes: BTreeMap<u64, Node>,
+    acks: Vec<Ack>,
+}
+
+impl Cluster {
+    /// Starts replicas 1, 2 and 3 and initializes the group on replica 1.
+    async fn start() -> Result<Cluster> {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir()?,
+            network: InProcessNetwork::new(),
+            nodes: BTreeMap::new(),
+            acks: Vec::new(),
+        };
+        for id in 1..=3 {
+            cluster.start_node(id).await?;
+        }
+        let members = (1..=3).map(|id| (id, format!("node-{id}"))).collect();
+        cluster.nodes[&1].replica.initialize(&members).await?;
+        Ok(cluster)
+    }
+
+    fn node_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    /// Opens node `id`'s store (creating the partition the first time) and
+    /// starts its replica.
+    async fn start_node(&mut self, id: u64) -> Result<()> {
+        let (store, _) = Store::open(self.node_dir(id), store_config())?;
+        let partition = match store.partition(TOPIC, 0) {
+            Ok(partition) => partition,
+            Err(_) => {
+                let config = TopicConfig {
+                    partitions: 1,
+                    segment_bytes_max: 8 * 1024,
+                    retention_ms: None,
+                    ..TopicConfig::default()
+                };
+                store.create_topic(TOPIC, config)?.partitions()[0].clone()
+            }
+        };
+        let mut config = GroupConfig::new(id);
+        config.heartbeat_interval_ms = 50;
+        config.election_timeout_min_ms = 300;
+        config.election_timeout_max_ms = 600;
+        let network: Arc<dyn Network> = Arc::new(self.network.clone());
+        let replica = Replica::open(&config, partition, network).await?;
+        self.network.register(id, replica.clone());
+        self.nodes.insert(id, Node { store, replica });
+        Ok(())
+    }
+
+    /// Stops node `id` as a clean process stop would: unreachable, engine
+    /// down, store closed (its files stay for a restart).
+    async fn stop_node(&mut self, id: u64) -> Result<()> {
+        let node = self.nodes.remove(&id).context("node not running")?;
+        self.network.unregister(id);
+        node.replica.shutdown().await?;
+        node.store.close()?;
+        Ok(())
+    }
+
+    /// Stops node `id` as a crash would: the store is dropped without a
+    /// flush, a seal or a clean-shutdown marker, so a restart recovers.
+    async fn crash_node(&mut self, id: u64) -> Result<()> {
+        let node = self.nodes.remove(&id).context("node not running")?;
+        self.network.unregister(id);
+        node.store.simulate_crash();
+        node.replica.shutdown().await?;
+        Ok(())
+    }
+
+    fn replica(&self, id: u64) -> &Replica {
+        &self.nodes[&id].replica
+    }
+
+    /// Waits until every running replica except `excluded` knows the same
+    /// leader, in a term after `after_term`, and returns it.
+    async fn wait_for_leader(&self, after_term: u64, excluded: &[u64]) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let replicas: Vec<&Replica> = self
+                .nodes
+                .iter()
+                .filter(|(id, _)| !excluded.contains(id))
+                .map(|(_, node)| &node.replica)
+                .collect();
+            let leaders: Vec<Option<u64>> = replicas.iter().map(|r| r.leader_id()).collect();
+            if let Some(Some(leader)) = leaders.first()
+                && leaders.iter().all(|l| *l == Some(*leader))
+                && !excluded.contains(leader)
+                && self.nodes.contains_key(leader)
+                && replicas.iter().all(|r| r.term() > after_term)
+            {
+                return Ok(*leader);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("no agreed leader after term {after_term}: {leaders:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes `count` batches through `leader` and records the acks.
+    async fn write(&mut self, leader: u64, prefix: &str, count: usize) -> Result<()> {
+        for i in 0..count {
+            let tag = format!("{prefix}-{i}");
+            let records = 1 + i % 7;
+            let appended = self.replica(leader).append(encoded_batch(&tag, records)).await?;
+            ensure!(
+                appended.next_offset - appended.base_offset == records as u64,
+                "an entry holds exactly its batch's records"
+            );
+            self.acks.push(Ack {
+                tag,
+                count: records,
+                appended,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until every running replica has committed `offset`.
+    async fn wait_committed_everywhere(&self, offset: u64) -> Result<()> {
+        for (id, node) in &self.nodes {
+            let partition = node.replica.partition();
+            tokio::time::timeout(WAIT, partition.wait_committed(offset.saturating_sub(1)))
+                .await
+                .with_context(|| {
+                    format!(
+                        "node {id} did not commit offset {offset} (committed {})",
+                        partition.committed_offset()
+                    )
+                })??;
+        }
+        Ok(())
+    }
+
+    /// The last acknowledged offset is committed on every running replica,
+    /// their committed logs are identical, and every acknowledged write is
+    /// in them at its acknowledged offsets.
+    async fn check_acknowledged_writes(&self) -> Result<()> {
+        let end = self
+            .acks
+            .iter()
+            .map(|a| a.appended.next_offset)
+            .max()
+            .unwrap_or(0);
+        self.wait_committed_everywhere(end).await?;
+        let mut logs = Vec::new();
+        for (id, node) in &self.nodes {
+            let log = committed_batches(node.replica.partition(), end)?;
+            for ack in &self.acks {
+                let batch = log
+                    .iter()
+                    .find(|b| b.base_offset() == ack.appended.base_offset)
+                    .with_context(|| format!("node {id} lost the acknowledged write {}", ack.tag))?;
+                ensure!(batch.last_offset() + 1 == ack.appended.next_offset);
+                let values = values(node.replica.partition(), batch)?;
+                let expected: Vec<String> = (0..ack.count).map(|i| format!("{}/{i}", ack.tag)).collect();
+                ensure!(values == expected, "node {id} holds other records at {}", ack.tag);
+            }
+            logs.push((*id, log));
+        }
+        let (first_id, first) = &logs[0];
+        for (id, log) in &logs[1..] {
+            let same = log.len() == first.len() && log.iter().zip(first).all(|(a, b)| a.bytes() == b.bytes());
+            ensure!(same, "node {id}'s committed log differs from node {first_id}'s");
+        }
+        Ok(())
+    }
+}
+
+/// Every committed batch below `end`, read in the committed mode.
+fn committed_batches(partition: &Partition, end: u64) -> Result<Vec<Batch>> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < end {
+        let read = partition.read_committed(offset, 1 << 20)?;
+        ensure!(read.next_offset > offset, "no progress reading at {offset}");
+        out.extend(read.batches);
+        offset = read.next_offset;
+    }
+    Ok(out)
+}
+
+fn values(partition: &Partition, batch: &Batch) -> Result<Vec<String>> {
+    partition
+        .records(batch)
+        .map(|r| Ok(String::from_utf8(r?.value.unwrap_or_default().to_vec())?))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_elect_one_leader_and_commit_writes_on_every_replica() -> Result<()> {
+    let mut cluster = Cluster::start().await?;
+    let leader = cluster.wait_for_leader(0, &[]).await?;
+    cluster.write(leader, "first", 25).await?;
+
+    // Offsets are dense across entries: each entry starts where the one
+    // before it ended (Raft's own entries in between take their offsets).
+    for pair in cluster.acks.windows(2) {
+        assert!(pair[1].appended.base_offset >= pair[0].appended.next_offset);
+        assert_eq!(pair[1].appended.index, pair[0].appended.index + 1);
+    }
+
+    // A follower refuses a write and names the leader.
+    let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    let refused = cluster.replica(follower).append(encoded_batch("x", 1)).await;
+    assert!(
+        matches!(refused, Err(Error::NotLeader { leader_id: Some(l) }) if l == leader),
+        "{refused:?}"
+    );
+    // A batch shaped like Raft's own entries never enters the log.
+    let forged = spool_raft::entry::encode_own_entry(spool_raft::entry::EntryKind::Blank, b"", limits())?;
+    let refused = cluster.replica(leader).append(Bytes::from(forged)).await;
+    assert!(
+        matches!(refused, Err(Error::ReservedHeader { .. })),
+        "{refused:?}"
+    );
+    // So does a batch within the store's batch limit but larger than a
+    // segment, which the log would refuse only after Raft took it.
+    let big = vec![b'x'; 12 * 1024];
+    let too_big = Bytes::from(batch::encode_to_vec(&[Record::value(&big)], 0, limits())?);
+    let refused = cluster.replica(leader).append(too_big).await;
+    assert!(matches!(refused, Err(Error::InvalidBatch { .. })), "{refused:?}");
+    cluster.write(leader, "still-leading", 2).await?;
+
+    cluster.check_acknowledged_writes().await?;
+    // Every replica's term list and vote name the leader's term.
+    for node in cluster.nodes.values() {
+        let partition = node.replica.partition();
+        assert_eq!(partition.last_term(), node.replica.term());
+        assert_eq!(partition.vote().voted_for, Some(leader));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_is_elected_when_the_leader_stops_and_accepts_writes() -> Result<()> {
+    let mut cluster = Cluster::start().await?;
+    let old = cluster.wait_for_leader(0, &[]).await?;
+    cluster.write(old, "before", 10).await?;
+    cluster.check_acknowledged_writes().await?;
+    let old_term = cluster.replica(old).term();
+
+    cluster.crash_node(old).await?;
+    let new = cluster.wait_for_leader(old_term, &[old]).await?;
+    assert_ne!(new, old);
+    cluster.write(new, "after", 10).await?;
+    cluster.check_acknowledged_writes().await?;
+
+    // The old leader comes back (recovering its files) as a follower and
+    // catches up.
+    cluster.start_node(old).await?;
+    cluster.write(new, "rejoined", 5).await?;
+    cluster.check_acknowledged_writes().await?;
+    assert_eq!(cluster.replica(old).leader_id(), Some(new));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_catches_up_from_its_own_files() -> Result<()> {
+    let mut cluster = Cluster::start().await?;
+    let leader = cluster.wait_for_leader(0, &[]).await?;
+    cluster.write(leader, "one", 8).await?;
+    cluster.check_acknowledged_writes().await?;
+
+    let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    let end_before = cluster.replica(follower).partition().high_watermark();
+    let vote_before = cluster.replica(follower).partition().vote();
+    cluster.stop_node(follower).await?;
+    cluster.write(leader, "while-down", 12).await?;
+
+    cluster.start_node(follower).await?;
+    let partition = cluster.replica(follower).partition().clone();
+    // It reopened its own log and vote, not an empty one.
+    assert!(partition.high_watermark() >= end_before);
+    assert_eq!(partition.vote(), vote_before);
+    cluster.write(leader, "two", 4).await?;
+    cluster.check_acknowledged_writes().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_divergent_uncommitted_suffix_is_truncated_to_match_the_leader() -> Result<()> {
+    let mut cluster = Cluster::start().await?;
+    let old = cluster.wait_for_leader(0, &[]).await?;
+    cluster.write(old, "agreed", 6).await?;
+    cluster.check_acknowledged_writes().await?;
+    let old_term = cluster.replica(old).term();
+    let committed = cluster.replica(old).partition().committed_offset();
+
+    // Cut the leader off; it appends writes that can never commit.
+    cluster.network.isolate(old);
+    let mut lost = Vec::new();
+    for i in 0..3 {
+        let replica = cluster.replica(old).clone();
+        lost.push(tokio::spawn(async move {
+            replica.append(encoded_batch(&format!("lost-{i}"), 3)).await
+        }));
+    }
+    let old_partition = cluster.replica(old).partition().clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while old_partition.high_watermark() < committed + 9 {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the isolated leader did not append"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(old_partition.committed_offset(), committed);
+
+    // The others elect a leader and write over the same indexes.
+    let new = cluster.wait_for_leader(old_term, &[old]).await?;
+    cluster.write(new, "winner", 6).await?;
+
+    // Healed, the old leader follows and its suffix is replaced.
+    cluster.network.heal(old);
+    cluster.check_acknowledged_writes().await?;
+    // Not only the committed part: the whole log is the leader's now.
+    let end = cluster.replica(new).partition().high_watermark();
+    assert_eq!(old_partition.high_watermark(), end);
+    let leader_log = committed_batches(cluster.replica(new).partition(), end)?;
+    let kept = committed_batches(&old_partition, end)?;
+    assert!(
+        kept.iter()
+            .map(Batch::bytes)
+            .eq(leader_log.iter().map(Batch::bytes))
+    );
+    for batch in &kept {
+        for value in values(&old_partition, batch)? {
+            assert!(
+                !value.starts_with("lost-"),
+                "an uncommitted write survived: {value}"
+            );
+        }
+    }
+    // The writes the isolated leader took were never acknowledged.
+    for task in lost {
+        let answer = tokio::time::timeout(WAIT, task).await??;
+        assert!(
+            answer.is_err(),
+            "an unreplicated write was acknowledged: {answer:?}"
+        );
+    }
+    Ok(())
+}
