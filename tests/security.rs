@@ -920,3 +920,94 @@ async fn the_dashboard_logs_in_with_a_token_and_guards_its_actions_with_csrf() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// One HTTP/1.1 request over TLS to `addr`, trusting the CA in `ca`;
+/// the status line and headers (lower-case names) of the answer.
+async fn https(addr: std::net::SocketAddr, ca: &Path, request: &str) -> std::io::Result<(u16, String)> {
+    use rustls::pki_types::pem::PemObject as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca)?;
+    for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(name, tcp).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Ok((status, text.to_lowercase()))
+}
+
+/// The admin listener serves TLS with the gRPC listener's certificate: a
+/// plaintext request gets no answer, HTTPS is served, and a dashboard login
+/// over it sets a `Secure` cookie.
+#[tokio::test]
+async fn the_admin_listener_serves_tls_and_its_session_cookie_is_secure() {
+    let ca = authority("Spool test CA");
+    let pki = pki(&ca);
+    let file = pki.dir.path().join("tokens.toml");
+    let tokens = token_file(&file, &[("ops", &["cluster=admin"])]);
+    let data = tempfile::tempdir().unwrap();
+    let server = tls_server_with(data.path(), &pki, &[&format!("tokens_file={}", file.display())]);
+    let admin = server.admin_addr.unwrap();
+
+    // Plaintext to the TLS admin port: no HTTP answer (a TLS alert, or the
+    // connection closed).
+    let mut plain = std::net::TcpStream::connect(admin).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    std::io::Write::write_all(&mut plain, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plaintext was served: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (status, _) = https(
+        admin,
+        &pki.ca,
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = https(
+        admin,
+        &pki.ca,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401, "the metrics need a token over TLS too");
+
+    let body = format!("{{\"token\":\"{}\"}}", tokens[0]);
+    let login = format!(
+        "POST /api/v1/session HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, answer) = https(admin, &pki.ca, &login).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|line| line.starts_with("set-cookie:"))
+        .expect("a session cookie")
+        .to_owned();
+    for attribute in ["httponly", "samesite=strict", "secure"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+}
