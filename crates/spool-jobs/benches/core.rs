@@ -45,6 +45,17 @@ fn spec() -> JobSpec {
     }
 }
 
+/// The reply to `request`, which must be accepted at once.
+fn answer(core: &mut JobsCore, id: u64, request: Request, now: i64) -> Reply {
+    let step = core.handle(id, request, now);
+    step.replies
+        .into_iter()
+        .next()
+        .expect("a reply")
+        .1
+        .expect("accepted")
+}
+
 /// A core and its clock.
 struct Rig {
     core: JobsCore,
@@ -71,13 +82,7 @@ impl Rig {
 
     fn handle(&mut self, request: Request) -> Reply {
         self.request += 1;
-        let step = self.core.handle(self.request, request, self.now);
-        step.replies
-            .into_iter()
-            .next()
-            .expect("a reply")
-            .1
-            .expect("accepted")
+        answer(&mut self.core, self.request, request, self.now)
     }
 
     /// One batch of jobs through their whole life, a millisecond per step.
@@ -155,13 +160,7 @@ impl ClaimRig {
 
     fn handle(&mut self, request: Request) -> Reply {
         self.request += 1;
-        let step = self.core.handle(self.request, request, self.now);
-        step.replies
-            .into_iter()
-            .next()
-            .expect("a reply")
-            .1
-            .expect("accepted")
+        answer(&mut self.core, self.request, request, self.now)
     }
 
     /// Times `iters` claims of one job each; tops the backlog up and

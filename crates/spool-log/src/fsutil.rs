@@ -30,6 +30,22 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// fsync of a directory, which makes entries created, renamed or removed in
 /// it durable.
+/// Reads and decodes the small file at `path`; `None` when there is none.
+/// Bytes `decode` refuses are a `BadFile` naming the path and its reason.
+pub fn read_decoded<T>(
+    path: &Path,
+    decode: impl FnOnce(&[u8]) -> std::result::Result<T, String>,
+) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => decode(&bytes).map(Some).map_err(|reason| crate::Error::BadFile {
+            path: path.to_owned(),
+            reason,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::Error::io("read", path.to_owned(), e)),
+    }
+}
+
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).ctx("open", dir)?.sync_all().ctx("fsync", dir)
 }

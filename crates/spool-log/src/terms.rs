@@ -60,14 +60,7 @@ impl TermLog {
     /// accept entries that conflict.
     pub fn load(partition_dir: &Path) -> Result<TermLog> {
         let path = partition_dir.join(FILE_NAME);
-        let entries = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes).map_err(|reason| Error::BadFile {
-                path: path.clone(),
-                reason,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io("read", path, e)),
-        };
+        let entries = crate::fsutil::read_decoded(&path, decode)?.unwrap_or_default();
         Ok(TermLog { path, entries })
     }
 

@@ -98,14 +98,7 @@ impl VoteFile {
     /// vote for a second candidate in the same term.
     pub fn load(partition_dir: &Path) -> Result<VoteFile> {
         let path = partition_dir.join(FILE_NAME);
-        let vote = match std::fs::read(&path) {
-            Ok(bytes) => Vote::decode(&bytes).map_err(|reason| Error::BadFile {
-                path: path.clone(),
-                reason,
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vote::default(),
-            Err(e) => return Err(Error::io("read", path, e)),
-        };
+        let vote = crate::fsutil::read_decoded(&path, Vote::decode)?.unwrap_or_default();
         Ok(VoteFile { path, vote })
     }
 
