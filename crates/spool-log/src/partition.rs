@@ -238,6 +238,17 @@ impl Partition {
         self.shared.log_start.load(Ordering::Acquire)
     }
 
+    /// True when `offset` lies in the active (last) segment: the batches
+    /// this process wrote most recently, or recovered at open by reading
+    /// them, so reading them normally touches only pages in memory. A
+    /// server uses it to read small chunks on the calling thread instead of
+    /// a blocking pool.
+    pub fn in_active_segment(&self, offset: u64) -> bool {
+        self.segments()
+            .last()
+            .is_some_and(|active| offset >= active.base_offset())
+    }
+
     pub fn durable_offset(&self) -> u64 {
         self.shared.durable.get()
     }

@@ -1331,3 +1331,30 @@ fn stats_count_appended_batches_and_reported_fetches() {
         (4, stats.appended_bytes)
     );
 }
+
+#[test]
+fn only_offsets_of_the_last_segment_are_in_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    let partition = store
+        .create_topic("hot", topic_config(1, 4096))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    assert!(
+        partition.in_active_segment(0),
+        "an empty partition's one segment is active"
+    );
+    append_values(&partition, 0, 300, Durability::None);
+    let active_base = segment_logs(&partition_dir(dir.path(), "hot", 0))
+        .last()
+        .and_then(|path| path.file_stem()?.to_str()?.parse::<u64>().ok())
+        .expect("the last segment's file is named after its base offset");
+    assert!(active_base > 0, "segments rolled");
+    assert!(!partition.in_active_segment(0));
+    assert!(!partition.in_active_segment(active_base - 1));
+    assert!(partition.in_active_segment(active_base));
+    assert!(partition.in_active_segment(299));
+    // The high watermark (the next offset) and beyond are in the active segment too.
+    assert!(partition.in_active_segment(300));
+}

@@ -123,8 +123,25 @@ async fn read_chunk(
         .map_err(join_error)?
 }
 
+/// A fetch reads on the calling task, sparing two thread hand-offs, when
+/// the read is small and recent: within the active segment (pages this
+/// process wrote or recovered, so in memory) and either at most
+/// [`INLINE_READ_BYTES_MAX`] bytes or at most [`INLINE_READ_RECORDS_MAX`]
+/// records from the tail. A consumer that fetches one record at a time, or
+/// keeps up with the tail, never waits for the blocking pool; a large read
+/// of a backlog still goes there.
+fn reads_inline(partition: &Partition, offset: u64, max_bytes: u64) -> bool {
+    partition.in_active_segment(offset)
+        && (max_bytes <= INLINE_READ_BYTES_MAX
+            || partition.high_watermark().saturating_sub(offset) <= INLINE_READ_RECORDS_MAX)
+}
+
+/// See [`reads_inline`].
+const INLINE_READ_BYTES_MAX: u64 = 64 * 1024;
+const INLINE_READ_RECORDS_MAX: u64 = 256;
+
 /// Reads a chunk on the calling thread: only for batches just written
-/// (still in memory), see `subscribe`. Every read for a consumer comes
+/// (still in memory), see `subscribe` and [`reads_inline`]. Every read for a consumer comes
 /// through here, so this is where fetched records are counted.
 fn read_chunk_now(
     partition: &Partition,
@@ -247,6 +264,50 @@ fn now_ms() -> i64 {
 
 /// Records grouped by the partition they go to, with their positions in
 /// the request.
+/// Requests whose record data is at most this many bytes are appended on
+/// the calling task instead of the blocking pool (see `produce`).
+const INLINE_APPEND_BYTES_MAX: u64 = 64 * 1024;
+
+/// A produced partition: the outcome of its append and, for a request
+/// without an explicit partition, which of the request's records went to it.
+type Appended = (Partition, spool_log::AppendOutcome, Vec<u32>);
+
+/// Appends a produce request's data to `topic`: an encoded batch to its
+/// explicit partition, records grouped by partition (explicit, by key, or
+/// sticky round robin from `sticky`).
+fn append_request(
+    topic: &spool_log::Topic,
+    data: produce_request::Data,
+    explicit: Option<u32>,
+    sticky: u32,
+) -> Result<Vec<Appended>, Status> {
+    match data {
+        produce_request::Data::EncodedBatch(batch) => {
+            let id = explicit.expect("checked by produce");
+            let partition = topic.partition(id).map_err(status)?;
+            let outcome = partition
+                .append_encoded(&batch, Durability::None)
+                .map_err(status)?;
+            Ok(vec![(partition.clone(), outcome, Vec::new())])
+        }
+        produce_request::Data::Records(list) => {
+            let groups = group_by_partition(&list.records, explicit, topic.partition_count(), sticky);
+            let mut appended = Vec::with_capacity(groups.len());
+            for (id, members) in groups {
+                let partition = topic.partition(id).map_err(status)?;
+                let outcome = append_group(partition, &list.records, &members).map_err(status)?;
+                let indexes = if explicit.is_some() {
+                    Vec::new()
+                } else {
+                    members.iter().map(|&i| i as u32).collect()
+                };
+                appended.push((partition.clone(), outcome, indexes));
+            }
+            Ok(appended)
+        }
+    }
+}
+
 fn group_by_partition(
     records: &[v1::Record],
     explicit: Option<u32>,
@@ -489,37 +550,20 @@ impl Log for LogService {
             otel.name = format_args!("append {}", request.topic),
             messaging.destination.name = request.topic.as_str(),
         );
-        let appended = tokio::task::spawn_blocking(move || -> Result<Vec<_>, Status> {
-            let _entered = append_span.enter();
-            match data {
-                produce_request::Data::EncodedBatch(batch) => {
-                    let id = explicit.expect("checked above");
-                    let partition = topic_for_task.partition(id).map_err(status)?;
-                    let outcome = partition
-                        .append_encoded(&batch, Durability::None)
-                        .map_err(status)?;
-                    Ok(vec![(partition.clone(), outcome, Vec::new())])
-                }
-                produce_request::Data::Records(list) => {
-                    let groups =
-                        group_by_partition(&list.records, explicit, topic_for_task.partition_count(), sticky);
-                    let mut appended = Vec::with_capacity(groups.len());
-                    for (id, members) in groups {
-                        let partition = topic_for_task.partition(id).map_err(status)?;
-                        let outcome = append_group(partition, &list.records, &members).map_err(status)?;
-                        let indexes = if explicit.is_some() {
-                            Vec::new()
-                        } else {
-                            members.iter().map(|&i| i as u32).collect()
-                        };
-                        appended.push((partition.clone(), outcome, indexes));
-                    }
-                    Ok(appended)
-                }
-            }
-        })
-        .await
-        .map_err(join_error)??;
+        // A small request is appended on this task: a copy of a few
+        // kilobytes into the page cache costs less than the two thread
+        // hand-offs of the blocking pool, which are most of a one-record
+        // produce's server time. A large one goes to the blocking pool so
+        // that a worker thread never spends long on a copy.
+        let appended = if data_size(&data) <= INLINE_APPEND_BYTES_MAX {
+            append_span.in_scope(|| append_request(&topic_for_task, data, explicit, sticky))?
+        } else {
+            tokio::task::spawn_blocking(move || {
+                append_span.in_scope(|| append_request(&topic_for_task, data, explicit, sticky))
+            })
+            .await
+            .map_err(join_error)??
+        };
 
         let mut results = Vec::with_capacity(appended.len());
         for (partition, outcome, record_indexes) in appended {
@@ -565,13 +609,24 @@ impl Log for LogService {
             }
         }
         let max_bytes = self.fetch_bytes(request.max_bytes);
-        let chunk = read_chunk(
-            partition,
-            request.offset,
-            max_bytes,
-            request.return_encoded_batches,
-        )
-        .await?;
+        // A small read of recent batches is done on this task (see
+        // `reads_inline`); anything else on the blocking pool.
+        let chunk = if reads_inline(&partition, request.offset, max_bytes) {
+            read_chunk_now(
+                &partition,
+                request.offset,
+                max_bytes,
+                request.return_encoded_batches,
+            )?
+        } else {
+            read_chunk(
+                partition,
+                request.offset,
+                max_bytes,
+                request.return_encoded_batches,
+            )
+            .await?
+        };
         Ok(Response::new(v1::FetchResponse {
             partition: request.partition,
             records: chunk.records,
