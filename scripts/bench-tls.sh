@@ -15,10 +15,17 @@
 #      and against each, 100-byte records, client and server on the same
 #      cores:
 #        spool bench produce --record-bytes 100 --duration Ns --json
-#        spool bench consume --record-bytes 100 --count C --json
-#   5. medians per setting and the ratios tls/plain and tls+auth/plain.
+#        spool bench consume --topic backlog --keep --count C  (the preload)
+#        spool bench consume --topic backlog --count C --json  (measured,
+#          after the preload's writeback has settled)
+#      with the CPU the server and the client took in each measured run;
+#   5. medians per setting, the ratios tls/plain and tls+auth/plain, and
+#      the same ratio from CPU per record (server + client), which is what
+#      the throughput ratio is when neither run shares the cores with a
+#      neighbour or the host (throughput on two busy cores is the inverse
+#      of CPU per record).
 #
-#   scripts/bench-tls.sh [--quick] [--no-build]
+#   [ROUNDS=N] scripts/bench-tls.sh [--quick] [--no-build]
 #
 # --quick: one round of 3 s (a smoke test). Output in
 # target/bench-tls/<timestamp>.{log,jsonl}.
@@ -32,7 +39,7 @@ cd "$(dirname "$0")/.."
 bench_setup tls
 ensure_apt jq jq
 
-if [ "$quick" = 1 ]; then rounds=1 seconds=3 count=1000000; else rounds=3 seconds=10 count=5000000; fi
+if [ "$quick" = 1 ]; then rounds=1 seconds=3 count=1000000; else rounds="${ROUNDS:-3}" seconds=10 count=5000000; fi
 
 bench_section "machine"
 bench_machine "$scratch" "$target_dir"
@@ -48,7 +55,14 @@ pki="$scratch/pki"
 token="$(cat "$pki/admin.token")"
 echo "files in $pki: $(ls "$pki" | tr '\n' ' ')"
 
-declare -A produce=() consume=()
+# cpu_per_record SERVER_CPU_BEFORE CLIENT_CPU RECORDS: microseconds of CPU
+# (server since the reading, plus the client's) per record.
+cpu_per_record() {
+  awk -v a="$1" -v b="$(bench_pid_cpu_s "$SPOOLD_PID")" -v c="$2" -v n="$3" \
+    'BEGIN {printf "%.3f", (b - a + c) * 1e6 / n}'
+}
+
+declare -A produce=() consume=() produce_cpu=() consume_cpu=()
 settings=(plain tls tls+auth)
 for round in $(seq 1 "$rounds"); do
   # Rotate the order: round 1 plain first, round 2 tls first, ...
@@ -75,14 +89,24 @@ for round in $(seq 1 "$rounds"); do
     url="$SPOOLD_URL"
     [ "$setting" != plain ] && url="https://$SPOOLD_ADDR"
     key="${setting/+/_}"
+    server_cpu="$(bench_pid_cpu_s "$SPOOLD_PID")"
     if run_json "produce.$key.$round" "$SPOOL" --server "$url" "${client_args[@]}" \
       bench produce --record-bytes 100 --duration "${seconds}s" --json; then
+      records="$(jq -r .records <<<"$RUN_JSON")"
       produce[$setting]+="$(jq -r .records_per_s <<<"$RUN_JSON") "
+      produce_cpu[$setting]+="$(cpu_per_record "$server_cpu" "$RUN_CPU_S" "$records") "
       produce_command="$RUN_COMMAND"
     fi
+    # The backlog is written and settled first, so that the read measured
+    # does not share the machine with its own preload's writeback.
+    run_json "preload.$key.$round" "$SPOOL" --server "$url" "${client_args[@]}" \
+      bench consume --topic backlog --keep --record-bytes 100 --count "$count" --json >/dev/null || true
+    bench_quiet
+    server_cpu="$(bench_pid_cpu_s "$SPOOLD_PID")"
     if run_json "consume.$key.$round" "$SPOOL" --server "$url" "${client_args[@]}" \
-      bench consume --record-bytes 100 --count "$count" --json; then
+      bench consume --topic backlog --record-bytes 100 --count "$count" --json; then
       consume[$setting]+="$(jq -r .records_per_s <<<"$RUN_JSON") "
+      consume_cpu[$setting]+="$(cpu_per_record "$server_cpu" "$RUN_CPU_S" "$count") "
       consume_command="$RUN_COMMAND"
     fi
     spoold_stop
@@ -99,10 +123,21 @@ for setting in "${settings[@]}"; do
   # shellcheck disable=SC2086
   report "consume.$key.records_per_s" "$(median ${consume[$setting]:-x})" records/s "" \
     "${consume_command:-spool bench consume}" "runs: ${consume[$setting]:-none}"
+  # shellcheck disable=SC2086
+  report "produce.$key.cpu_us_per_record" "$(median ${produce_cpu[$setting]:-x})" "µs CPU" "" \
+    "${produce_command:-spool bench produce}" "server + client CPU per record; runs: ${produce_cpu[$setting]:-none}"
+  # shellcheck disable=SC2086
+  report "consume.$key.cpu_us_per_record" "$(median ${consume_cpu[$setting]:-x})" "µs CPU" "" \
+    "${consume_command:-spool bench consume}" "server + client CPU per record; runs: ${consume_cpu[$setting]:-none}"
 done
 report_ratio produce.tls_over_plain produce.tls.records_per_s produce.plain.records_per_s ">= 0.7" "TLS produce / plaintext produce"
 report_ratio consume.tls_over_plain consume.tls.records_per_s consume.plain.records_per_s ">= 0.7" "TLS consume / plaintext consume"
 report_ratio produce.tls_auth_over_plain produce.tls_auth.records_per_s produce.plain.records_per_s "" "TLS with a checked token / plaintext"
 report_ratio consume.tls_auth_over_plain consume.tls_auth.records_per_s consume.plain.records_per_s "" "TLS with a checked token / plaintext"
+# The same ratios from CPU cost: what the throughput ratio is when both
+# runs have the cores to themselves (no steal, no neighbour), since on two
+# shared cores throughput is the inverse of CPU per record.
+report_ratio produce.cpu_plain_over_tls produce.plain.cpu_us_per_record produce.tls.cpu_us_per_record "" "plaintext CPU per record / TLS CPU per record"
+report_ratio consume.cpu_plain_over_tls consume.plain.cpu_us_per_record consume.tls.cpu_us_per_record "" "plaintext CPU per record / TLS CPU per record"
 report_table
 echo "log: $log; JSON lines: $jsonl"

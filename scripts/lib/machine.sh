@@ -20,6 +20,8 @@
 #         DD_COPY_GBPS DD_COPY_COMMAND
 #       (commands with $SCRATCH left symbolic, as printed).
 #   bench_load                       prints the load average
+#   bench_children_cpu_s VAR         VAR = CPU seconds of the shell's finished children
+#   bench_pid_cpu_s PID              CPU seconds process PID has taken
 #   bench_quiet                      syncs, waits (at most 60 s) until the
 #                                    kernel has written back what earlier
 #                                    phases left dirty, and prints how much
@@ -44,6 +46,26 @@ bench_steal_since() {
   awk -v b="$before" -v n="$(bench_cpu_ticks)" 'BEGIN {
     split(b, x, " "); split(n, y, " ");
     printf "%.1f", (y[1] > x[1]) ? 100 * (y[2] - x[2]) / (y[1] - x[1]) : 0 }'
+}
+
+# bench_children_cpu_s VAR: sets VAR to the CPU seconds (user + system) of
+# this shell's waited-for children so far, from the `times` builtin (run in
+# this shell, not a subshell, whose children would be its own); two readings
+# around a command give the CPU the command and everything it ran took.
+bench_children_cpu_s() {
+  local file
+  file="$(mktemp)"
+  times >"$file"
+  printf -v "$1" '%s' "$(awk 'NR == 2 {
+    total = 0
+    for (i = 1; i <= 2; i++) { split($i, t, "m"); sub("s", "", t[2]); total += t[1] * 60 + t[2] }
+    printf "%.3f", total }' "$file")"
+  rm -f "$file"
+}
+
+# bench_pid_cpu_s PID: CPU seconds (user + system) process PID has taken so far.
+bench_pid_cpu_s() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / hz }' "/proc/$1/stat"
 }
 
 _bench_dirty_kib() { awk '/^(Dirty|Writeback):/ {kib += $2} END {print kib + 0}' /proc/meminfo; }

@@ -19,7 +19,9 @@
 #                                    report_raw; on failure or no JSON records
 #                                    "skipped" for KEY and returns 1; prints
 #                                    and sets RUN_STEAL, the percentage of CPU
-#                                    time the host stole meanwhile
+#                                    time the host stole meanwhile, and
+#                                    RUN_CPU_S, the CPU seconds (user +
+#                                    system) the command itself took
 #   spool_bench KEY ARGS...          run_json KEY $SPOOL --server $SPOOLD_URL ARGS...
 
 spool_has_package() {
@@ -58,14 +60,17 @@ spool_topics_with_checkpoints() {
 }
 
 run_json() {
-  local key="$1" rc=0 out ticks
+  local key="$1" rc=0 out ticks cpu
   shift
   RUN_COMMAND="$(printf '%q ' "$@")"
   RUN_COMMAND="${RUN_COMMAND% }"
   RUN_JSON=""
   echo "\$ $RUN_COMMAND"
   ticks="$(bench_cpu_ticks)"
+  bench_children_cpu_s cpu
   out="$("$@")" || rc=$?
+  bench_children_cpu_s RUN_CPU_S
+  RUN_CPU_S="$(awk -v a="$cpu" -v b="$RUN_CPU_S" 'BEGIN {printf "%.3f", b - a}')"
   [ -n "$out" ] && echo "$out"
   RUN_STEAL="$(bench_steal_since "$ticks")"
   echo "steal:       $RUN_STEAL% of the CPU time taken by the host during this command"
