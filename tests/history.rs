@@ -238,3 +238,28 @@ async fn bad_reads_are_refused_and_a_server_without_history_says_so() {
     );
     assert_eq!(http.status, 409, "{}", http.body);
 }
+
+/// A keyframe of the history is one record larger than a small client
+/// record limit: the limit an operator sets for clients' topics must not
+/// stop the server from keeping its own history (every sample failed
+/// before internal topics were exempt, so the counter never showed).
+#[tokio::test]
+async fn the_history_is_kept_under_a_record_limit_smaller_than_a_sample() {
+    let server = Spoold::start_temp(&["metrics_history_interval_ms=200ms", "record_bytes_max=512B"]);
+    let started = now_ms();
+    let mut client = LogClient::connect(server.url()).await.unwrap();
+    client
+        .create_topic(v1::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    produce(&server, 42).await;
+    let counter = r#"spool_log_appended_records_total{topic="orders"}"#;
+    read_until(&server, &[counter], started - 1_000, |answer| {
+        last(&points(answer, 0)) == Some(42.0)
+    })
+    .await;
+}

@@ -280,10 +280,22 @@ impl Partition {
         }
     }
 
+    /// The store's limits; an internal topic's records are held only to
+    /// the batch limit. The server alone writes those, and what it writes
+    /// is bounded where it is made (a job's payload by the job layer's own
+    /// limit, a metrics sample by the series it holds), so the record limit
+    /// an operator sets for clients (say 1 KiB) must not make a job event
+    /// or a metrics sample unwritable.
     fn limits(&self) -> BatchLimits {
+        let config = &self.shared.context.config;
+        let record_bytes_max = if crate::is_internal_topic(&self.shared.topic) {
+            config.batch_bytes_max
+        } else {
+            config.record_bytes_max
+        };
         BatchLimits {
-            record_bytes_max: self.shared.context.config.record_bytes_max,
-            batch_bytes_max: self.shared.context.config.batch_bytes_max,
+            record_bytes_max,
+            batch_bytes_max: config.batch_bytes_max,
         }
     }
 

@@ -1358,3 +1358,29 @@ fn only_offsets_of_the_last_segment_are_in_the_active_segment() {
     // The high watermark (the next offset) and beyond are in the active segment too.
     assert!(partition.in_active_segment(300));
 }
+
+#[test]
+fn internal_topics_are_held_to_the_batch_limit_not_the_record_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        record_bytes_max: 1024,
+        ..config()
+    };
+    let (store, _) = Store::open(dir.path(), config).unwrap();
+    let big = vec![7u8; 4096];
+    let user = store
+        .create_topic("orders", topic_config(1, 1 << 20))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    match user.append(&[Record::value(&big)], Durability::None) {
+        Err(Error::LimitExceeded { limit, .. }) => assert_eq!(limit, "record_bytes_max"),
+        other => panic!("a client topic refuses a record over record_bytes_max: {other:?}"),
+    }
+    assert_eq!(user.high_watermark(), 0, "nothing written");
+    let internal = store.internal_partition("__metrics").unwrap();
+    let outcome = internal.append(&[Record::value(&big)], Durability::None).unwrap();
+    let read = internal.read(outcome.base_offset, 1 << 20).unwrap();
+    let record = read.batches[0].records().next().unwrap().unwrap();
+    assert_eq!(record.value.unwrap(), &big[..]);
+}

@@ -497,9 +497,10 @@ impl Config {
         Ok(())
     }
 
-    /// The job layer's settings as the runtime uses them: a job's enqueue
-    /// event carries its payload and must fit in one record, so payloads are
-    /// also held to half of `record_bytes_max`.
+    /// The job layer's settings as the runtime uses them: payloads are
+    /// also held to half of `record_bytes_max`, so that an operator's record
+    /// limit bounds what a client can put in a job as it bounds what it can
+    /// put in a record (`__jobs` itself is held only to `batch_bytes_max`).
     pub fn effective_jobs(&self) -> JobsConfig {
         let mut jobs = self.jobs.clone();
         jobs.payload_bytes_max = jobs.payload_bytes_max.min(self.store.record_bytes_max / 2);

@@ -96,7 +96,7 @@ pub enum HistoryError {
     Expression(#[from] query::ExprError),
     #[error("invalid history read: {0}")]
     Invalid(String),
-    #[error("reading __metrics failed: {0}")]
+    #[error("the history topic __metrics: {0}")]
     Storage(#[from] spool_log::Error),
 }
 
