@@ -15,11 +15,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use common::{XorShift, seed};
 
@@ -119,48 +117,16 @@ struct Ack {
 }
 
 fn run_child(dir: &Path, round: u64, rng: &mut XorShift) -> Vec<Ack> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SPOOL_CRASH_DIR", dir)
-        .env("SPOOL_CRASH_ROUND", round.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let work_ms = 20 + rng.next() % 300;
+    let lines = common::run_and_kill(
+        "crash_child",
+        &[("SPOOL_CRASH_DIR", dir)],
+        round,
+        "SPOOL_CRASH_ROUND",
+        work_ms,
+    );
     let mut acks = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let line = lines_rx
-            .recv_timeout(deadline - Instant::now())
-            .expect("child never became ready");
-        // libtest prints "test crash_child ... " without a newline first.
-        if line.ends_with("ready") {
-            break;
-        }
-    }
-    std::thread::sleep(Duration::from_millis(20 + rng.next() % 300));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    reader.join().unwrap();
-    // Only whole lines count: a line cut by the kill was never fully
-    // reported, and lines arrive only after their ack.
-    for line in lines_rx.try_iter() {
+    for line in lines {
         let fields: Vec<&str> = line.split(' ').collect();
         if fields.len() == 6 && fields[0] == "ack" {
             let n = |i: usize| fields[i].parse::<u64>().unwrap();

@@ -17,11 +17,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use common::{XorShift, seed};
 
@@ -159,47 +156,16 @@ enum Line {
 }
 
 fn run_child(dir: &Path, round: u64, rng: &mut XorShift) -> Vec<Line> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "truncate_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SPOOL_TRUNCATE_CRASH_DIR", dir)
-        .env("SPOOL_TRUNCATE_CRASH_ROUND", round.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let line = lines_rx
-            .recv_timeout(deadline - Instant::now())
-            .expect("child never became ready");
-        // libtest prints "test truncate_child ... " without a newline first.
-        if line.ends_with("ready") {
-            break;
-        }
-    }
-    std::thread::sleep(Duration::from_millis(50 + rng.next() % 400));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    reader.join().unwrap();
-    // Only whole lines count: a line cut by the kill was never reported.
+    let work_ms = 50 + rng.next() % 400;
+    let printed = common::run_and_kill(
+        "truncate_child",
+        &[("SPOOL_TRUNCATE_CRASH_DIR", dir)],
+        round,
+        "SPOOL_TRUNCATE_CRASH_ROUND",
+        work_ms,
+    );
     let mut lines = Vec::new();
-    for line in lines_rx.try_iter() {
+    for line in printed {
         let fields: Vec<&str> = line.split(' ').collect();
         let n = |i: usize| fields[i].parse::<u64>().unwrap();
         match fields[..] {
