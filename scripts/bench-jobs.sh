@@ -89,13 +89,7 @@ if [ ! -f "$stubs/spool/v1/jobs_pb2_grpc.py" ] || [ proto/spool/v1/jobs.proto -n
 fi
 jobs_py=("$PYTHON" scripts/lib/spool_jobs.py --stubs "$stubs")
 bullmq_dir="$PWD/$target_dir/bench-bullmq"
-if [ "$(jq -r .version "$bullmq_dir/node_modules/bullmq/package.json" 2>/dev/null)" != "$bullmq_version" ] ||
-  [ "$(jq -r .version "$bullmq_dir/node_modules/ioredis/package.json" 2>/dev/null)" != "$ioredis_version" ]; then
-  mkdir -p "$bullmq_dir"
-  echo "\$ npm install --prefix $bullmq_dir bullmq@$bullmq_version ioredis@$ioredis_version"
-  npm install --prefix "$bullmq_dir" --no-audit --no-fund --loglevel=error \
-    "bullmq@$bullmq_version" "ioredis@$ioredis_version" >/dev/null
-fi
+ensure_bullmq "$bullmq_dir" "$bullmq_version" "$ioredis_version"
 echo "redis-server: $(redis-server --version)"
 echo "node:         $(node --version), bullmq $(jq -r .version "$bullmq_dir/node_modules/bullmq/package.json")," \
   "ioredis $(jq -r .version "$bullmq_dir/node_modules/ioredis/package.json")"
