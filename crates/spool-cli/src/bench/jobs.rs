@@ -279,7 +279,15 @@ pub async fn run(context: &Context, args: &BenchJobsArgs) -> anyhow::Result<()> 
             ("mode", json!(mode_name(args.mode))),
             ("payload_bytes", json!(payload_bytes)),
             ("enqueuers", json!(enqueuers_count)),
-            ("enqueue_batch", json!(args.jobs_per_enqueue())),
+            // A backlog's jobs come from the untimed preload's batches.
+            (
+                "enqueue_batch",
+                json!(if args.mode == BenchJobsMode::Backlog {
+                    PRELOAD_BATCH
+                } else {
+                    u64::from(args.jobs_per_enqueue())
+                }),
+            ),
             (
                 "enqueue_rpc",
                 json!(if args.single_enqueue {
