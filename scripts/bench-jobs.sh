@@ -81,14 +81,15 @@ ensure_apt redis-server redis-server redis-tools
 ensure_apt node nodejs npm
 ensure_apt npm npm
 ensure_venv "$target_dir/bench-venv" grpc=grpcio grpc_tools=grpcio-tools
-stubs="$PWD/$target_dir/bench-venv/spool-stubs"
+stubs="$(cd "$target_dir" && pwd)/bench-venv/spool-stubs"
 if [ ! -f "$stubs/spool/v1/jobs_pb2_grpc.py" ] || [ proto/spool/v1/jobs.proto -nt "$stubs/spool/v1/jobs_pb2_grpc.py" ]; then
   mkdir -p "$stubs"
   echo "\$ python -m grpc_tools.protoc -I proto --python_out=$stubs --grpc_python_out=$stubs proto/spool/v1/jobs.proto"
   "$PYTHON" -m grpc_tools.protoc -I proto --python_out="$stubs" --grpc_python_out="$stubs" proto/spool/v1/jobs.proto
 fi
 jobs_py=("$PYTHON" scripts/lib/spool_jobs.py --stubs "$stubs")
-bullmq_dir="$PWD/$target_dir/bench-bullmq"
+# An absolute CARGO_TARGET_DIR must not be put under the working directory.
+bullmq_dir="$(cd "$target_dir" && pwd)/bench-bullmq"
 ensure_bullmq "$bullmq_dir" "$bullmq_version" "$ioredis_version"
 echo "redis-server: $(redis-server --version)"
 echo "node:         $(node --version), bullmq $(jq -r .version "$bullmq_dir/node_modules/bullmq/package.json")," \

@@ -83,7 +83,8 @@ ensure_apt redis-benchmark redis-tools
 ensure_apt node nodejs npm
 ensure_apt npm npm
 ensure_venv "$target_dir/bench-venv" redis=redis hiredis=hiredis
-bullmq_dir="$PWD/$target_dir/bench-bullmq"
+# An absolute CARGO_TARGET_DIR must not be put under the working directory.
+bullmq_dir="$(cd "$target_dir" && pwd)/bench-bullmq"
 ensure_bullmq "$bullmq_dir" "$bullmq_version" "$ioredis_version"
 echo "redis-server: $(redis-server --version)"
 echo "python:       $("$PYTHON" --version), redis-py $("$PYTHON" -c 'import redis; print(redis.__version__)')," \
