@@ -81,21 +81,16 @@ ensure_apt redis-server redis-server redis-tools
 ensure_apt node nodejs npm
 ensure_apt npm npm
 ensure_venv "$target_dir/bench-venv" grpc=grpcio grpc_tools=grpcio-tools
-stubs="$PWD/$target_dir/bench-venv/spool-stubs"
+stubs="$(cd "$target_dir" && pwd)/bench-venv/spool-stubs"
 if [ ! -f "$stubs/spool/v1/jobs_pb2_grpc.py" ] || [ proto/spool/v1/jobs.proto -nt "$stubs/spool/v1/jobs_pb2_grpc.py" ]; then
   mkdir -p "$stubs"
   echo "\$ python -m grpc_tools.protoc -I proto --python_out=$stubs --grpc_python_out=$stubs proto/spool/v1/jobs.proto"
   "$PYTHON" -m grpc_tools.protoc -I proto --python_out="$stubs" --grpc_python_out="$stubs" proto/spool/v1/jobs.proto
 fi
 jobs_py=("$PYTHON" scripts/lib/spool_jobs.py --stubs "$stubs")
-bullmq_dir="$PWD/$target_dir/bench-bullmq"
-if [ "$(jq -r .version "$bullmq_dir/node_modules/bullmq/package.json" 2>/dev/null)" != "$bullmq_version" ] ||
-  [ "$(jq -r .version "$bullmq_dir/node_modules/ioredis/package.json" 2>/dev/null)" != "$ioredis_version" ]; then
-  mkdir -p "$bullmq_dir"
-  echo "\$ npm install --prefix $bullmq_dir bullmq@$bullmq_version ioredis@$ioredis_version"
-  npm install --prefix "$bullmq_dir" --no-audit --no-fund --loglevel=error \
-    "bullmq@$bullmq_version" "ioredis@$ioredis_version" >/dev/null
-fi
+# An absolute CARGO_TARGET_DIR must not be put under the working directory.
+bullmq_dir="$(cd "$target_dir" && pwd)/bench-bullmq"
+ensure_bullmq "$bullmq_dir" "$bullmq_version" "$ioredis_version"
 echo "redis-server: $(redis-server --version)"
 echo "node:         $(node --version), bullmq $(jq -r .version "$bullmq_dir/node_modules/bullmq/package.json")," \
   "ioredis $(jq -r .version "$bullmq_dir/node_modules/ioredis/package.json")"

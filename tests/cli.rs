@@ -484,3 +484,109 @@ fn tokens_are_created_listed_and_revoked_in_the_file() {
         "only the header is left"
     );
 }
+
+#[test]
+fn bench_produce_sends_requests_of_exactly_the_records_asked() {
+    let server = Spoold::start_temp(&[]);
+    for durability in ["none", "fsync"] {
+        let report = server.json(&[
+            "bench",
+            "produce",
+            "--records-per-request",
+            "1",
+            "--in-flight",
+            "2",
+            "--durability",
+            durability,
+            "--count",
+            "300",
+            "--topic",
+            &format!("small-{durability}"),
+            "--keep",
+            "--json",
+        ]);
+        assert_eq!(report["records"], 300, "{report}");
+        assert_eq!(report["requests"], 300, "{report}");
+        assert_eq!(report["records_per_request"], 1);
+        assert_eq!(report["durability"], durability);
+        assert_eq!(
+            report["latency_us"]["samples"], 300,
+            "every request's round trip is recorded"
+        );
+        assert!(report["requests_per_s"].as_f64().unwrap() > 0.0, "{report}");
+        // One stored batch of one record per request: a fetch of one record
+        // at a time (which refuses larger batches) reads all 300.
+        let fetched = server.json(&[
+            "bench",
+            "fetch",
+            "--count",
+            "300",
+            "--topic",
+            &format!("small-{durability}"),
+            "--json",
+        ]);
+        assert_eq!(fetched["requests"], 300, "{fetched}");
+    }
+    // Records round up to whole requests.
+    let report = server.json(&[
+        "bench",
+        "produce",
+        "--records-per-request",
+        "7",
+        "--count",
+        "20",
+        "--json",
+    ]);
+    assert_eq!(
+        (report["requests"].as_u64(), report["records"].as_u64()),
+        (Some(3), Some(21))
+    );
+}
+
+#[test]
+fn bench_fetch_reads_one_record_per_fetch() {
+    let server = Spoold::start_temp(&[]);
+    let report = server.json(&[
+        "bench",
+        "fetch",
+        "--records-per-request",
+        "1",
+        "--count",
+        "200",
+        "--topic",
+        "fetch1",
+        "--keep",
+        "--json",
+    ]);
+    assert_eq!(report["bench"], "fetch");
+    assert_eq!(report["records"], 200, "{report}");
+    assert_eq!(report["requests"], 200, "{report}");
+    assert_eq!(report["latency_us"]["samples"], 200);
+    assert!(report["requests_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    // The backlog is there already: read again without a preload.
+    let again = server.json(&["bench", "fetch", "--count", "200", "--topic", "fetch1", "--json"]);
+    assert_eq!(again["requests"], 200, "{again}");
+    // A topic of larger batches is refused rather than measured.
+    server.ok(&[
+        "bench",
+        "fetch",
+        "--records-per-request",
+        "10",
+        "--count",
+        "50",
+        "--topic",
+        "batches",
+        "--keep",
+    ]);
+    let message = server.fails(&[
+        "bench",
+        "fetch",
+        "--records-per-request",
+        "1",
+        "--count",
+        "5",
+        "--topic",
+        "batches",
+    ]);
+    assert!(message.contains("holds larger batches"), "{message}");
+}

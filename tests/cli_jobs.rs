@@ -617,3 +617,62 @@ fn a_paused_queue_hands_out_nothing_and_stays_paused_across_kill_9_and_restart()
     let stats = server.json(&["queue", "stats", "emails", "--format", "json"]);
     assert_eq!(stats["paused"], false, "the resume is in the log too");
 }
+
+#[test]
+fn bench_jobs_enqueues_one_job_per_enqueue_call_and_leaves_none() {
+    let server = Spoold::start_temp(&[]);
+    let report = server.json(&[
+        "bench",
+        "jobs",
+        "--mode",
+        "enqueue",
+        "--single-enqueue",
+        "--enqueuers",
+        "1",
+        "--count",
+        "200",
+        "--queue",
+        "enqueue1",
+        "--json",
+    ]);
+    assert_eq!(report["mode"], "enqueue");
+    assert_eq!(report["enqueue_rpc"], "Enqueue");
+    assert_eq!(report["enqueued"], 200, "{report}");
+    assert_eq!(report["enqueue_requests"], 200, "one request per job: {report}");
+    assert_eq!(report["enqueue_round_trip_us"]["samples"], 200);
+    assert!(report["jobs_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["jobs_per_s"], report["requests_per_s"]);
+    assert!(report.get("completed_per_s").is_none(), "{report}");
+    // The bench deleted its queue: nothing is left for a worker to run.
+    let queues = server.ok(&["queue", "list"]);
+    assert!(!queues.contains("enqueue1"), "{queues}");
+}
+
+#[test]
+fn bench_jobs_drains_a_preloaded_backlog_through_the_worker_runtime() {
+    let server = Spoold::start_temp(&[]);
+    for concurrency in ["1", "50"] {
+        let report = server.json(&[
+            "bench",
+            "jobs",
+            "--mode",
+            "backlog",
+            "--worker-runtime",
+            "--consumers",
+            "1",
+            "--claim-batch",
+            concurrency,
+            "--count",
+            "300",
+            "--json",
+        ]);
+        assert_eq!(report["mode"], "backlog");
+        assert_eq!(report["jobs"], 300, "{report}");
+        assert_eq!(report["enqueuers"], 0, "the backlog is preloaded, not timed");
+        assert_eq!(report["latency_us"]["samples"], 300);
+        assert!(report["jobs_per_s"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(report.get("enqueued_per_s").is_none(), "{report}");
+    }
+    let message = server.fails(&["bench", "jobs", "--mode", "backlog"]);
+    assert!(message.contains("give --count"), "{message}");
+}

@@ -8,6 +8,10 @@
 #   ensure_venv DIR MODULE=PIP_SPEC...
 #                                    a Python venv at DIR with each MODULE importable
 #                                    (pip install PIP_SPEC where it is not); sets PYTHON
+#   ensure_bullmq DIR BULLMQ_VERSION IOREDIS_VERSION
+#                                    npm install of exactly those versions of bullmq and
+#                                    ioredis under DIR (needs jq and npm), unless there
+#                                    already; run scripts with NODE_PATH=DIR/node_modules
 #   free_port                        a free TCP port on 127.0.0.1
 #   track PID / untrack PID          processes to stop at exit
 #   stop_tracked                     SIGTERM each tracked process, SIGKILL after 5 s
@@ -59,6 +63,16 @@ ensure_venv() {
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]} (pip) into $dir"
     "$PYTHON" -m pip install -q --disable-pip-version-check "${missing[@]}"
+  fi
+}
+
+ensure_bullmq() {
+  local dir="$1" bullmq="$2" ioredis="$3"
+  if [ "$(jq -r .version "$dir/node_modules/bullmq/package.json" 2>/dev/null)" != "$bullmq" ] ||
+    [ "$(jq -r .version "$dir/node_modules/ioredis/package.json" 2>/dev/null)" != "$ioredis" ]; then
+    mkdir -p "$dir"
+    echo "\$ npm install --prefix $dir bullmq@$bullmq ioredis@$ioredis"
+    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "bullmq@$bullmq" "ioredis@$ioredis" >/dev/null
   fi
 }
 

@@ -2,10 +2,15 @@
 `spool bench consume` and `spool bench latency`. Prints one JSON line.
 
   redis_bench.py consume --port P --stream S --count N [--batch 1000]
+                         [--preload --record-bytes 100]
       Reads N entries of stream S through a consumer group created at 0,
       XREADGROUP GROUP g c COUNT batch STREAMS S >, and acknowledges each
       batch with XACK sent in the same pipeline as the next XREADGROUP (one
-      round trip per batch). Reports entries/s and the pending count left.
+      round trip per batch: with --batch 1, XREADGROUP COUNT 1 + XACK per
+      entry). Reports entries/s, requests (round trips) and their
+      percentiles, and the pending count left. --preload first deletes S
+      and XADDs N entries of --record-bytes (pipelined, 1000 at a time,
+      untimed).
 
   redis_bench.py latency --port P --stream S --rate R --seconds T [--record-bytes 100]
       A producer process XADDs R entries/s at a steady pace, each carrying
@@ -44,12 +49,14 @@ def create_group(client, stream, group, start):
             raise
 
 
-def read_loop(client, stream, group, batch, count, block_ms, deadline, on_entries):
+def read_loop(client, stream, group, batch, count, block_ms, deadline, on_entries, round_trips_us=None):
     """XREADGROUP + XACK of the previous batch in one pipeline, until `count`
-    entries or the deadline. Returns the number of entries read."""
+    entries or the deadline. Returns the number of entries read; appends the
+    microseconds of each round trip to `round_trips_us` if given."""
     got = 0
     previous = []
     while got < count and time.monotonic() < deadline:
+        sent = time.perf_counter()
         pipe = client.pipeline(transaction=False)
         if previous:
             pipe.execute_command("XACK", stream, group, *previous)
@@ -58,6 +65,8 @@ def read_loop(client, stream, group, batch, count, block_ms, deadline, on_entrie
             read += ["BLOCK", block_ms]
         pipe.execute_command(*read, "STREAMS", stream, ">")
         reply = pipe.execute()[-1]
+        if round_trips_us is not None:
+            round_trips_us.append((time.perf_counter() - sent) * 1e6)
         if not reply:
             previous = []
             if block_ms is None:
@@ -72,17 +81,37 @@ def read_loop(client, stream, group, batch, count, block_ms, deadline, on_entrie
     return got
 
 
+def preload(client, stream, count, record_bytes):
+    client.delete(stream)
+    value = b"v" * record_bytes
+    for first in range(0, count, 1000):
+        pipe = client.pipeline(transaction=False)
+        for _ in range(first, min(count, first + 1000)):
+            pipe.execute_command("XADD", stream, "*", "f", value)
+        pipe.execute()
+
+
 def consume(args):
     client = connect(args.port)
+    if args.preload:
+        preload(client, args.stream, args.count, args.record_bytes)
     create_group(client, args.stream, "bench", "0")
+    round_trips_us = []
     started = time.perf_counter()
     got = read_loop(client, args.stream, "bench", args.batch, args.count, None,
-                    time.monotonic() + 3600, lambda entries: None)
+                    time.monotonic() + 3600, lambda entries: None, round_trips_us)
     elapsed = time.perf_counter() - started
     pending = client.xpending(args.stream, "bench")["pending"]
+    round_trips_us.sort()
+    us = lambda q: round(percentile(round_trips_us, q)) if round_trips_us else None  # noqa: E731
     print(json.dumps({
         "bench": "redis-consume", "records": got, "seconds": round(elapsed, 3),
         "records_per_s": round(got / elapsed) if elapsed > 0 else None,
+        "requests": len(round_trips_us),
+        "requests_per_s": round(len(round_trips_us) / elapsed) if elapsed > 0 else None,
+        "round_trip_us": {"measures": "pipeline of XACK (previous batch) + XREADGROUP",
+                          "samples": len(round_trips_us), "p50": us(0.5), "p99": us(0.99),
+                          "p99_9": us(0.999), "max": us(1.0)},
         "batch": args.batch, "pending_after": pending,
         "client": f"redis-py {redis.__version__}",
     }))
@@ -165,6 +194,8 @@ def main():
     c.add_argument("--stream", required=True)
     c.add_argument("--count", type=int, required=True)
     c.add_argument("--batch", type=int, default=1000)
+    c.add_argument("--preload", action="store_true")
+    c.add_argument("--record-bytes", type=int, default=100)
     c.set_defaults(run=consume)
     lat = sub.add_parser("latency")
     lat.add_argument("--port", type=int, required=True)

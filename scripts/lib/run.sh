@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # Setup shared by the end-to-end bench scripts: where the log and JSON
 # lines go, the helper libraries, and a scratch directory removed on exit.
-# Sourced by scripts/bench-e2e.sh and scripts/bench-jobs.sh; bench_setup
-# runs from the repository root.
+# Sourced by scripts/bench-e2e.sh, scripts/bench-jobs.sh and
+# scripts/bench-small.sh; bench_setup runs from the repository root.
 
 # bench_args SCRIPT ARGS...: reads --quick and --no-build into the globals
 # quick and build (0 or 1); --help prints SCRIPT's header comment; anything

@@ -1,11 +1,16 @@
 //! The command line, declared with clap's derive API. The job commands
-//! are in `args/jobs.rs`.
+//! are in `args/jobs.rs`, the bench commands in `args/bench.rs`.
 
+pub mod bench;
 pub mod jobs;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use self::jobs::{BenchJobsArgs, JobCommand, QueueCommand};
+pub use self::bench::{
+    BenchCommand, BenchCommon, BenchConsumeArgs, BenchFetchArgs, BenchLatencyArgs, BenchProduceArgs,
+    BenchProducerOptions,
+};
+pub use self::jobs::{BenchJobsArgs, BenchJobsMode, JobCommand, QueueCommand};
 
 use crate::time::parse_timestamp_ms;
 use crate::units::{parse_bytes, parse_duration_ms};
@@ -577,115 +582,6 @@ pub enum CheckpointCommand {
         #[arg(long, value_enum, default_value_t = DurabilityArg::Fsync)]
         durability: DurabilityArg,
     },
-}
-
-const BENCH_EXAMPLES: &str = "\
-Examples:
-  spool bench produce --duration 10s
-  spool bench produce --producers 16 --partitions 16 --durability fsync --count 2000000
-  spool bench consume --count 10000000
-  spool bench latency --rate 10000 --duration 30s --json
-  spool bench jobs --count 200000
-
-The bench creates its own topic (--topic, or a generated name) and deletes it afterwards unless
---keep is given; a topic that already existed is used as it is and never deleted.
-MB/s counts record values, with MB = 10^6 bytes.";
-
-#[derive(Debug, Subcommand)]
-#[command(after_help = BENCH_EXAMPLES)]
-pub enum BenchCommand {
-    /// Producer throughput, and acknowledgement latency sampled per record.
-    #[command(after_help = BENCH_EXAMPLES)]
-    Produce(BenchProduceArgs),
-    /// Consumer throughput reading a backlog (produced first if needed).
-    #[command(after_help = BENCH_EXAMPLES)]
-    Consume(BenchConsumeArgs),
-    /// End-to-end latency at a steady produce rate.
-    #[command(after_help = BENCH_EXAMPLES)]
-    Latency(BenchLatencyArgs),
-    /// No-op jobs end to end: batched enqueue, claim and completion.
-    #[command(after_help = jobs::BENCH_JOBS_EXAMPLES)]
-    Jobs(BenchJobsArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct BenchCommon {
-    /// Topic to use; created if missing. Default: a new bench-<time> topic.
-    #[arg(long)]
-    pub topic: Option<String>,
-    /// Partitions of a topic the bench creates.
-    #[arg(long, default_value_t = 1)]
-    pub partitions: u32,
-    /// Size of each record's value.
-    #[arg(long, default_value = "100", value_parser = parse_bytes, value_name = "SIZE")]
-    pub record_bytes: u64,
-    /// Keep the topic the bench created instead of deleting it.
-    #[arg(long)]
-    pub keep: bool,
-    /// Print one JSON line instead of the human-readable report.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct BenchProducerOptions {
-    /// Producer batch size.
-    #[arg(long, default_value = "256KiB", value_parser = parse_bytes, value_name = "SIZE")]
-    pub batch_bytes: u64,
-    /// Producer linger time [default: 5 for `bench produce`, 0 for `bench latency`].
-    #[arg(long, value_name = "MS")]
-    pub linger_ms: Option<u64>,
-    /// Produce requests in flight per producer (at most one per partition).
-    #[arg(long, default_value_t = 16)]
-    pub in_flight: usize,
-    /// Durability of every produce. Unlike `spool produce`, the bench
-    /// defaults to none: it measures the server's pipeline on a topic it
-    /// deletes afterwards, and says which durability it measured.
-    #[arg(long, value_enum, default_value_t = DurabilityArg::None)]
-    pub durability: DurabilityArg,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct BenchProduceArgs {
-    #[command(flatten)]
-    pub common: BenchCommon,
-    #[command(flatten)]
-    pub producer: BenchProducerOptions,
-    /// Concurrent producers, each with its own connection.
-    #[arg(long, default_value_t = 1)]
-    pub producers: u32,
-    /// How long to produce (ignored with --count).
-    #[arg(long, default_value = "10s", value_parser = parse_duration_ms, value_name = "DURATION")]
-    pub duration: u64,
-    /// Produce exactly this many records instead of for a duration.
-    #[arg(long)]
-    pub count: Option<u64>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct BenchConsumeArgs {
-    #[command(flatten)]
-    pub common: BenchCommon,
-    /// Records to read; produced first if the topic holds fewer.
-    #[arg(long, default_value_t = 5_000_000)]
-    pub count: u64,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct BenchLatencyArgs {
-    #[command(flatten)]
-    pub common: BenchCommon,
-    #[command(flatten)]
-    pub producer: BenchProducerOptions,
-    /// Records per second, produced at a steady pace.
-    #[arg(long, default_value_t = 10_000)]
-    pub rate: u64,
-    /// How long to produce (ignored with --count).
-    #[arg(long, default_value = "10s", value_parser = parse_duration_ms, value_name = "DURATION")]
-    pub duration: u64,
-    /// Produce exactly this many records instead of for a duration.
-    #[arg(long)]
-    pub count: Option<u64>,
 }
 
 fn parse_retention_ms(text: &str) -> Result<i64, String> {

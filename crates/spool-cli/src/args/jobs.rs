@@ -378,12 +378,29 @@ Examples:
   spool bench jobs --duration 30s --consumers 4 --claim-batch 500 --json
   spool bench jobs --count 100000 --enqueue-batch 100 --claim-batch 100 --payload-bytes 1KiB
   spool bench jobs --duration 10m --rate 1000 --enqueue-batch 10 --claim-batch 10
+  spool bench jobs --mode enqueue --single-enqueue --enqueuers 1 --count 20000
+  spool bench jobs --mode backlog --worker-runtime --consumers 1 --claim-batch 50 --count 100000
 
-No-op jobs end to end: enqueuers send EnqueueBatch requests, consumers Claim in batches (long poll)
-and acknowledge with FinishBatch. Completion rate counts jobs completed per second from the first
-enqueue to the last completion; latency runs from the enqueue request to the completion's answer.
+No-op jobs. --mode end-to-end (the default): enqueuers send EnqueueBatch requests, consumers Claim
+in batches (long poll) and acknowledge with FinishBatch; the completion rate counts jobs completed
+per second from the first enqueue to the last completion, and latency runs from the enqueue request
+to the completion's answer. --mode enqueue: enqueuers only, no consumer; the queue is deleted
+afterwards. --mode backlog: --count jobs are enqueued first (untimed), then the consumers drain
+them; the clock runs from the consumers' start to the last completion.
 Each bench uses a new queue (bench-jobs-<time>) unless --queue is given; its jobs leave the
 server's memory after the retention time of finished jobs.";
+
+/// What `spool bench jobs` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchJobsMode {
+    /// Enqueuers and consumers together, from the first enqueue to the last
+    /// completion.
+    EndToEnd,
+    /// Enqueuers only: the enqueue rate and the round trip of each request.
+    Enqueue,
+    /// Consumers draining --count jobs enqueued before the clock starts.
+    Backlog,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchJobsArgs {
@@ -405,6 +422,15 @@ pub struct BenchJobsArgs {
     /// Jobs per EnqueueBatch request.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub enqueue_batch: u32,
+    /// Send each job with its own `Enqueue` call, the one a web handler
+    /// makes, instead of `EnqueueBatch` (so one job per request; not with
+    /// --enqueue-batch).
+    #[arg(long, conflicts_with = "enqueue_batch")]
+    pub single_enqueue: bool,
+    /// What to measure: enqueue and completion together, enqueue alone, or
+    /// consumers draining a backlog enqueued first (needs --count).
+    #[arg(long, value_enum, default_value_t = BenchJobsMode::EndToEnd)]
+    pub mode: BenchJobsMode,
     /// Enqueue at most this many jobs a second, all enqueuers together
     /// [default: as fast as the server takes them]. For a steady load, such
     /// as measuring what a given rate costs on disk.
@@ -425,6 +451,33 @@ pub struct BenchJobsArgs {
     /// worker's concurrency.
     #[arg(long)]
     pub worker_runtime: bool,
+}
+
+impl BenchJobsArgs {
+    /// Jobs per enqueue request: 1 with --single-enqueue.
+    pub fn jobs_per_enqueue(&self) -> u32 {
+        if self.single_enqueue {
+            1
+        } else {
+            self.enqueue_batch
+        }
+    }
+
+    /// Refuses combinations that would measure something other than what
+    /// the mode says; the message names the options.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.mode {
+            BenchJobsMode::Backlog if self.count.is_none() => Err(
+                "--mode backlog drains a backlog of --count jobs enqueued before the clock starts: give --count".into(),
+            ),
+            BenchJobsMode::Backlog if self.single_enqueue || self.rate.is_some() => Err(
+                "--mode backlog does not time the enqueue, so --single-enqueue and --rate do not apply; \
+                 measure the enqueue with --mode enqueue"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A job id as `spool job enqueue` prints it.
@@ -535,6 +588,65 @@ mod tests {
             let error = parse(bad).unwrap_err();
             assert_eq!(error.exit_code(), 2, "{bad:?}");
         }
+    }
+
+    fn bench_jobs(args: &[&str]) -> BenchJobsArgs {
+        let cli = parse(&[&["bench", "jobs"][..], args].concat()).unwrap();
+        let Command::Bench(crate::args::BenchCommand::Jobs(args)) = cli.command else {
+            panic!("not a bench jobs");
+        };
+        args
+    }
+
+    #[test]
+    fn bench_jobs_single_enqueue_sends_one_job_per_request() {
+        let args = bench_jobs(&["--mode", "enqueue", "--single-enqueue", "--enqueuers", "1"]);
+        assert_eq!(args.mode, BenchJobsMode::Enqueue);
+        assert_eq!(args.jobs_per_enqueue(), 1);
+        assert_eq!(args.validate(), Ok(()));
+        assert_eq!(bench_jobs(&[]).jobs_per_enqueue(), 500);
+        assert_eq!(bench_jobs(&[]).mode, BenchJobsMode::EndToEnd);
+        let error = parse(&["bench", "jobs", "--single-enqueue", "--enqueue-batch", "10"]).unwrap_err();
+        assert_eq!(
+            error.exit_code(),
+            2,
+            "--single-enqueue with --enqueue-batch is a usage error"
+        );
+    }
+
+    #[test]
+    fn bench_jobs_backlog_needs_a_count_and_times_no_enqueue() {
+        let args = bench_jobs(&[
+            "--mode",
+            "backlog",
+            "--count",
+            "1000",
+            "--worker-runtime",
+            "--claim-batch",
+            "1",
+        ]);
+        assert_eq!(args.validate(), Ok(()));
+        assert!(
+            bench_jobs(&["--mode", "backlog"])
+                .validate()
+                .unwrap_err()
+                .contains("give --count")
+        );
+        for bad in [
+            &["--mode", "backlog", "--count", "10", "--single-enqueue"][..],
+            &["--mode", "backlog", "--count", "10", "--rate", "5"],
+        ] {
+            assert!(
+                bench_jobs(bad).validate().unwrap_err().contains("--mode enqueue"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse(&["bench", "jobs", "--mode", "drain"])
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
     }
 
     #[test]

@@ -19,7 +19,15 @@ const PRELOAD_TASKS: usize = 4;
 pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchConsumeArgs) -> anyhow::Result<Report> {
     let stored = stored_records(context, &topic.name).await?;
     if stored < args.count {
-        preload(context, topic, args, args.count - stored).await?;
+        let per_batch = (PRELOAD_BATCH_BYTES / (args.common.record_bytes + 16)).max(1);
+        let backlog = Backlog {
+            records: args.count - stored,
+            record_bytes: args.common.record_bytes,
+            records_per_batch: per_batch,
+            in_flight: PRELOAD_TASKS,
+            quiet: args.common.json,
+        };
+        preload(context, topic, &backlog).await?;
     }
 
     let client = connect(context).await?;
@@ -56,6 +64,7 @@ pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchConsumeArgs)
         records,
         value_bytes,
         elapsed,
+        requests: None,
         latency: Some(("wait for each chunk of records", histogram)),
         settings: Vec::new(),
     };
@@ -63,7 +72,7 @@ pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchConsumeArgs)
     Ok(report)
 }
 
-async fn stored_records(context: &Context, topic: &str) -> anyhow::Result<u64> {
+pub(super) async fn stored_records(context: &Context, topic: &str) -> anyhow::Result<u64> {
     let client = &context.client;
     let earliest = client
         .list_offsets(topic, None, OffsetSpec::Earliest)
@@ -80,24 +89,32 @@ async fn stored_records(context: &Context, topic: &str) -> anyhow::Result<u64> {
         .sum())
 }
 
-/// Appends `count` records, spread over the partitions, with pre-built
-/// batches sent straight through `send_batch`.
-async fn preload(
-    context: &Context,
-    topic: &BenchTopic,
-    args: &BenchConsumeArgs,
-    count: u64,
-) -> anyhow::Result<()> {
-    if !args.common.json {
+/// A backlog for a read bench to read.
+#[derive(Debug)]
+pub(super) struct Backlog {
+    pub records: u64,
+    pub record_bytes: u64,
+    /// Records in each stored batch (the last one may hold fewer).
+    pub records_per_batch: u64,
+    /// Requests in flight while preloading.
+    pub in_flight: usize,
+    /// No progress line on stderr (with --json).
+    pub quiet: bool,
+}
+
+/// Appends the backlog's records, spread over the partitions, with
+/// pre-built batches sent straight through `send_batch`.
+pub(super) async fn preload(context: &Context, topic: &BenchTopic, backlog: &Backlog) -> anyhow::Result<()> {
+    let count = backlog.records;
+    if !backlog.quiet {
         errln!(
             "preloading {} records into '{}'...",
             group_thousands(count),
             topic.name
         );
     }
-    let record_bytes = args.common.record_bytes;
-    let per_batch = (PRELOAD_BATCH_BYTES / (record_bytes + 16)).max(1);
-    let batch: Vec<Record> = payloads(per_batch as usize, record_bytes as usize)
+    let per_batch = backlog.records_per_batch.max(1);
+    let batch: Vec<Record> = payloads(per_batch as usize, backlog.record_bytes as usize)
         .into_iter()
         .map(|value| Record {
             value: Some(value),
@@ -105,9 +122,10 @@ async fn preload(
         })
         .collect();
     let client = connect(context).await?;
-    // The backlog only sets the stage for the consume being measured.
+    // The backlog only sets the stage for the read being measured.
     let config = ProducerConfig {
         durability: Durability::None,
+        in_flight_max: backlog.in_flight.max(1),
         ..ProducerConfig::default()
     };
     let producer = client
@@ -115,8 +133,9 @@ async fn preload(
         .await
         .explain(context.about(&topic.name))?;
     let batches = count.div_ceil(per_batch);
+    let tasks_count = backlog.in_flight.max(1) as u64;
     let mut tasks = Vec::new();
-    for task in 0..PRELOAD_TASKS as u64 {
+    for task in 0..tasks_count {
         let producer = producer.clone();
         let batch = batch.clone();
         let partitions = u64::from(producer.partitions());
@@ -130,7 +149,7 @@ async fn preload(
                 };
                 let partition = (index % partitions) as u32;
                 producer.send_batch(Target::Partition(partition), records).await?;
-                index += PRELOAD_TASKS as u64;
+                index += tasks_count;
             }
             Ok::<_, spool_client::Error>(())
         }));

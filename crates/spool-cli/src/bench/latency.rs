@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::json;
-use spool_client::{Durability, Record, StartPosition};
+use spool_client::{Record, StartPosition};
 
-use super::produce::producer_config;
+use super::produce::{durability_name, producer_config};
 use super::{BenchTopic, Report, connect, latency_histogram};
 use crate::args::BenchLatencyArgs;
 use crate::output::errln;
@@ -114,6 +114,7 @@ pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchLatencyArgs)
         records: received,
         value_bytes: received * record_bytes as u64,
         elapsed,
+        requests: None,
         latency: Some(("end to end, scheduled send to consumer", histogram)),
         settings: Vec::new(),
     };
@@ -121,14 +122,7 @@ pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchLatencyArgs)
     report.setting("record_bytes", json!(record_bytes));
     report.setting("batch_bytes", json!(config.batch_bytes_max));
     report.setting("linger_ms", json!(config.linger_ms));
-    report.setting(
-        "durability",
-        json!(if config.durability == Durability::Fsync {
-            "fsync"
-        } else {
-            "none"
-        }),
-    );
+    report.setting("durability", json!(durability_name(config.durability)));
     Ok(report)
 }
 

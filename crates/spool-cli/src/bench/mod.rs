@@ -1,5 +1,6 @@
-//! `spool bench produce|consume|latency|jobs`: throughput and latency of a
-//! server measured through `spool-client`, with HdrHistogram percentiles.
+//! `spool bench produce|fetch|consume|latency|jobs`: throughput and latency
+//! of a server measured through `spool-client`, with HdrHistogram
+//! percentiles.
 //!
 //! `jobs` runs no-op jobs through the Jobs API on a queue of its own and
 //! prints its own report (see `jobs.rs`). Each of the others prepares a
@@ -9,6 +10,7 @@
 //! record values with MB = 10^6 bytes.
 
 mod consume;
+mod fetch;
 mod jobs;
 mod latency;
 mod produce;
@@ -28,6 +30,7 @@ use crate::{Context, Explain};
 pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()> {
     let common = match &command {
         BenchCommand::Produce(args) => &args.common,
+        BenchCommand::Fetch(args) => &args.common,
         BenchCommand::Consume(args) => &args.common,
         BenchCommand::Latency(args) => &args.common,
         BenchCommand::Jobs(args) => return jobs::run(context, args).await,
@@ -38,6 +41,7 @@ pub async fn run(context: &Context, command: BenchCommand) -> anyhow::Result<()>
     let topic = BenchTopic::prepare(context, common).await?;
     let report = match &command {
         BenchCommand::Produce(args) => produce::run(context, &topic, args).await,
+        BenchCommand::Fetch(args) => fetch::run(context, &topic, args).await,
         BenchCommand::Consume(args) => consume::run(context, &topic, args).await,
         BenchCommand::Latency(args) => latency::run(context, &topic, args).await,
         // Returned from the first match, before a topic was prepared.
@@ -139,6 +143,9 @@ pub struct Report {
     pub records: u64,
     pub value_bytes: u64,
     pub elapsed: Duration,
+    /// Requests sent, when each carried a known number of records
+    /// (`--records-per-request`).
+    pub requests: Option<u64>,
     /// What the latency measures, and the histogram in microseconds.
     pub latency: Option<(&'static str, Histogram<u64>)>,
     pub settings: Vec<(&'static str, Value)>,
@@ -151,6 +158,11 @@ impl Report {
 
     fn records_per_second(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn requests_per_second(&self) -> Option<f64> {
+        self.requests
+            .map(|requests| requests as f64 / self.elapsed.as_secs_f64().max(1e-9))
     }
 
     fn megabytes_per_second(&self) -> f64 {
@@ -172,6 +184,10 @@ impl Report {
         object.insert("seconds".into(), json!(round3(self.elapsed.as_secs_f64())));
         object.insert("records_per_s".into(), json!(self.records_per_second().round()));
         object.insert("mb_per_s".into(), json!(round3(self.megabytes_per_second())));
+        if let (Some(requests), Some(per_second)) = (self.requests, self.requests_per_second()) {
+            object.insert("requests".into(), json!(requests));
+            object.insert("requests_per_s".into(), json!(per_second.round()));
+        }
         if let Some((what, histogram)) = &self.latency {
             object.insert(
                 "latency_us".into(),
@@ -201,6 +217,13 @@ impl Report {
             group_thousands(self.records_per_second().round() as u64),
             self.megabytes_per_second(),
         );
+        if let (Some(requests), Some(per_second)) = (self.requests, self.requests_per_second()) {
+            out.push_str(&format!(
+                "  requests    {} requests/s ({} requests)\n",
+                group_thousands(per_second.round() as u64),
+                group_thousands(requests),
+            ));
+        }
         if let Some((what, histogram)) = &self.latency {
             if histogram.is_empty() {
                 out.push_str(&format!("  latency     no samples ({what})\n"));
@@ -252,6 +275,7 @@ mod tests {
             records: 2_000_000,
             value_bytes: 200_000_000,
             elapsed: Duration::from_secs(2),
+            requests: None,
             latency: Some(("ack", histogram)),
             settings: Vec::new(),
         };
@@ -266,6 +290,30 @@ mod tests {
         let text = report.to_text();
         assert!(text.contains("1,000,000 records/s, 100.0 MB/s"), "{text}");
         assert!(text.contains("p50 0.50 ms"), "{text}");
+        assert!(!text.contains("requests/s"), "{text}");
+        assert!(parsed.get("requests_per_s").is_none());
+    }
+
+    #[test]
+    fn a_report_of_counted_requests_has_their_rate() {
+        let report = Report {
+            bench: "produce",
+            records: 6_000,
+            value_bytes: 600_000,
+            elapsed: Duration::from_secs(2),
+            requests: Some(6_000),
+            latency: Some(("request round trip", latency_histogram())),
+            settings: Vec::new(),
+        };
+        let json = report.to_json();
+        assert_eq!(json["requests"], json!(6_000));
+        assert_eq!(json["requests_per_s"], json!(3_000.0));
+        assert_eq!(json["records_per_s"], json!(3_000.0));
+        let text = report.to_text();
+        assert!(
+            text.contains("requests    3,000 requests/s (6,000 requests)"),
+            "{text}"
+        );
     }
 
     #[test]
