@@ -1,0 +1,133 @@
+//! The gRPC side of a node's Raft traffic that answers: [`PeerService`]
+//! implements `spool.v1.Peer`, routing each request by its group id to
+//! the replica this node holds of that group. A group the node holds no
+//! replica of (not created here yet, or deleted) is NOT_FOUND, which the
+//! sender treats as unreachable.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use spool_proto::v1;
+use spool_proto::v1::peer_server::{Peer, PeerServer};
+use tonic::{Request, Response, Status};
+
+use crate::engine::Replica;
+use crate::engine::wire;
+use crate::network::{GroupId, PeerRequest};
+
+/// The replicas a node holds, by group, and what it says about itself.
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    node_id: u64,
+    client_address: Arc<RwLock<String>>,
+    replicas: Arc<RwLock<HashMap<GroupId, Replica>>>,
+    message_bytes_max: usize,
+}
+
+impl PeerService {
+    /// `client_address` is where clients reach this node (host:port),
+    /// named in leader hints; `message_bytes_max` bounds a received
+    /// message.
+    pub fn new(node_id: u64, client_address: String, message_bytes_max: usize) -> PeerService {
+        PeerService {
+            node_id,
+            client_address: Arc::new(RwLock::new(client_address)),
+            replicas: Arc::default(),
+            message_bytes_max,
+        }
+    }
+
+    /// Sets the client address once it is known (after the client
+    /// listener is bound to its port).
+    pub fn set_client_address(&self, address: String) {
+        *self.client_address.write().expect("address lock") = address;
+    }
+
+    /// Routes requests for `group` to `replica`, replacing a previous one.
+    pub fn register(&self, group: GroupId, replica: Replica) {
+        self.replicas
+            .write()
+            .expect("replicas lock")
+            .insert(group, replica);
+    }
+
+    /// Stops routing requests for `group`; returns the replica it held.
+    pub fn unregister(&self, group: &GroupId) -> Option<Replica> {
+        self.replicas.write().expect("replicas lock").remove(group)
+    }
+
+    /// The replica of `group` on this node.
+    pub fn replica(&self, group: &GroupId) -> Option<Replica> {
+        self.replicas.read().expect("replicas lock").get(group).cloned()
+    }
+
+    /// Every replica this node holds.
+    pub fn replicas(&self) -> Vec<(GroupId, Replica)> {
+        let replicas = self.replicas.read().expect("replicas lock");
+        replicas.iter().map(|(g, r)| (g.clone(), r.clone())).collect()
+    }
+
+    /// The tonic service, with this service's message size limit.
+    pub fn into_server(self) -> PeerServer<PeerService> {
+        let limit = self.message_bytes_max;
+        PeerServer::new(self)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    async fn dispatch(
+        &self,
+        group: Option<v1::RaftGroup>,
+        request: Result<PeerRequest, crate::Error>,
+    ) -> Result<Response<v1::RaftReply>, Status> {
+        let group = group.ok_or_else(|| Status::invalid_argument("a peer request needs its group"))?;
+        let group = GroupId::new(group.topic, group.partition);
+        let request = request.map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let replica = self
+            .replica(&group)
+            .ok_or_else(|| Status::not_found(format!("node {} holds no replica of {group}", self.node_id)))?;
+        let response = replica.handle(request).await;
+        let reply =
+            wire::response_to_proto(&response).map_err(|error| Status::internal(error.to_string()))?;
+        Ok(Response::new(reply))
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<v1::RaftAppendEntriesRequest>,
+    ) -> Result<Response<v1::RaftReply>, Status> {
+        let mut request = request.into_inner();
+        let group = request.group.take();
+        self.dispatch(group, wire::append_entries_from_proto(request))
+            .await
+    }
+
+    async fn vote(&self, request: Request<v1::RaftVoteRequest>) -> Result<Response<v1::RaftReply>, Status> {
+        let mut request = request.into_inner();
+        let group = request.group.take();
+        self.dispatch(group, wire::vote_from_proto(request)).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<v1::RaftInstallSnapshotRequest>,
+    ) -> Result<Response<v1::RaftReply>, Status> {
+        let mut request = request.into_inner();
+        let group = request.group.take();
+        self.dispatch(group, wire::install_snapshot_from_proto(request))
+            .await
+    }
+
+    async fn describe_node(
+        &self,
+        _request: Request<v1::DescribeNodeRequest>,
+    ) -> Result<Response<v1::DescribeNodeResponse>, Status> {
+        Ok(Response::new(v1::DescribeNodeResponse {
+            node_id: self.node_id,
+            client_address: self.client_address.read().expect("address lock").clone(),
+        }))
+    }
+}
