@@ -32,5 +32,5 @@ pub use engine::{Appended, GroupConfig, PeerRequest, PeerResponse, Replica};
 pub use error::{Error, Result};
 pub use in_process::InProcessNetwork;
 pub use network::{GroupId, Network, Unreachable};
-pub use peer_service::PeerService;
+pub use peer_service::{PeerService, leader_hint, not_leader};
 pub use transport::{PeerTransport, TransportConfig};

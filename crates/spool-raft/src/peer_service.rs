@@ -11,8 +11,11 @@ use spool_proto::v1;
 use spool_proto::v1::peer_server::{Peer, PeerServer};
 use tonic::{Request, Response, Status};
 
+use prost::Message as _;
+
 use crate::engine::Replica;
 use crate::engine::wire;
+use crate::error::Error;
 use crate::network::{GroupId, PeerRequest};
 
 /// The replicas a node holds, by group, and what it says about itself.
@@ -93,6 +96,37 @@ impl PeerService {
     }
 }
 
+/// The status a node answers when it does not lead the group a request
+/// names: FAILED_PRECONDITION naming the leader it knows of, UNAVAILABLE
+/// when it knows of none, with a [`v1::LeaderHint`] in the details
+/// (`docs/api.md`, "Cluster mode").
+pub fn not_leader(leader_id: Option<u64>, leader_address: String) -> Status {
+    let hint = v1::LeaderHint {
+        leader_id,
+        leader_address,
+    };
+    let details = bytes::Bytes::from(hint.encode_to_vec());
+    match leader_id {
+        Some(id) => Status::with_details(
+            tonic::Code::FailedPrecondition,
+            format!("not the leader; node {id} is"),
+            details,
+        ),
+        None => Status::with_details(tonic::Code::Unavailable, "no leader is known yet", details),
+    }
+}
+
+/// The leader hint in `status`, if it carries one.
+pub fn leader_hint(status: &Status) -> Option<v1::LeaderHint> {
+    if !matches!(
+        status.code(),
+        tonic::Code::FailedPrecondition | tonic::Code::Unavailable
+    ) {
+        return None;
+    }
+    v1::LeaderHint::decode(status.details()).ok()
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn append_entries(
@@ -119,6 +153,32 @@ impl Peer for PeerService {
         let group = request.group.take();
         self.dispatch(group, wire::install_snapshot_from_proto(request))
             .await
+    }
+
+    async fn propose(
+        &self,
+        request: Request<v1::ProposeRequest>,
+    ) -> Result<Response<v1::ProposeResponse>, Status> {
+        let request = request.into_inner();
+        let group = request
+            .group
+            .ok_or_else(|| Status::invalid_argument("a proposal needs its group"))?;
+        let group = GroupId::new(group.topic, group.partition);
+        let replica = self
+            .replica(&group)
+            .ok_or_else(|| Status::not_found(format!("node {} holds no replica of {group}", self.node_id)))?;
+        match replica.append(request.batch).await {
+            Ok(appended) => Ok(Response::new(v1::ProposeResponse {
+                index: appended.index,
+                base_offset: appended.base_offset,
+                next_offset: appended.next_offset,
+            })),
+            Err(Error::NotLeader { leader_id }) => Err(not_leader(leader_id, String::new())),
+            Err(error @ (Error::InvalidBatch { .. } | Error::ReservedHeader { .. })) => {
+                Err(Status::invalid_argument(error.to_string()))
+            }
+            Err(error) => Err(Status::unavailable(error.to_string())),
+        }
     }
 
     async fn describe_node(

@@ -117,6 +117,35 @@ impl PeerTransport {
         }
     }
 
+    /// Proposes `batch` to `group` through node `node_id`, which must lead
+    /// it. A refusal comes back as the node's status (with a leader hint
+    /// when it is not the leader).
+    pub async fn propose(
+        &self,
+        node_id: u64,
+        group: &GroupId,
+        batch: bytes::Bytes,
+    ) -> Result<v1::ProposeResponse, tonic::Status> {
+        let mut client = self
+            .peers
+            .get(&node_id)
+            .cloned()
+            .ok_or_else(|| tonic::Status::unavailable(format!("node {node_id} is not a peer")))?;
+        let request = v1::ProposeRequest {
+            group: Some(v1::RaftGroup {
+                topic: group.topic.clone(),
+                partition: group.partition,
+            }),
+            batch,
+        };
+        match tokio::time::timeout(self.request_timeout, client.propose(request)).await {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::unavailable(format!(
+                "node {node_id} did not answer in time"
+            ))),
+        }
+    }
+
     async fn call(&self, to: u64, request: WireRequest) -> Result<v1::RaftReply, Unreachable> {
         let unreachable = Unreachable {
             from: self.node_id,
