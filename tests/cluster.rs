@@ -56,7 +56,12 @@ impl Cluster {
             let dir = tempfile::tempdir().expect("data directory");
             let node_id = format!("node_id={id}");
             let peers = format!("peers={peers}");
-            let server = Spoold::start(dir.path(), &[&node_id, &peers, "admin_listen=off"]);
+            // Small preallocations: three servers with five internal
+            // topics each would otherwise reserve hundreds of MiB.
+            let server = Spoold::start(
+                dir.path(),
+                &[&node_id, &peers, "admin_listen=off", "preallocate_bytes=1MiB"],
+            );
             dirs.push(dir);
             nodes.insert(id, server);
         }

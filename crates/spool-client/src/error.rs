@@ -268,7 +268,7 @@ impl Error {
         {
             return None;
         }
-        prost::Message::decode(status.details()).ok()
+        spool_proto::leader_hint::decode(status.details())
     }
 
     /// The client address (host:port) of the leader named by
@@ -322,11 +322,12 @@ mod tests {
             leader_id: Some(2),
             leader_address: "127.0.0.1:7072".into(),
         };
-        let details = prost::Message::encode_to_vec(&hint);
+        let details =
+            spool_proto::leader_hint::encode(Code::FailedPrecondition as i32, "not the leader", &hint);
         let error = Error::from(Status::with_details(
             Code::FailedPrecondition,
             "not the leader",
-            details.into(),
+            details,
         ));
         assert_eq!(error.leader_hint(), Some(hint));
         assert_eq!(error.leader_address().as_deref(), Some("127.0.0.1:7072"));
@@ -335,7 +336,7 @@ mod tests {
         let error = Error::from(Status::with_details(
             Code::Unavailable,
             "no leader",
-            prost::Message::encode_to_vec(&unknown).into(),
+            spool_proto::leader_hint::encode(Code::Unavailable as i32, "no leader", &unknown),
         ));
         assert_eq!(error.leader_address(), None);
         assert!(error.is_retryable());

@@ -13,6 +13,10 @@
 //!   `v1::log_server` / `v1::log_client` and `v1::jobs_server` /
 //!   `v1::jobs_client`, `v1::metrics_server` / `v1::metrics_client` for the
 //!   services.
+//! - `v1::peer_server` / `v1::peer_client`: `spool.v1.Peer`, the Raft
+//!   traffic between the nodes of a cluster (`proto/spool/v1/peer.proto`);
+//!   [`leader_hint`] packs and unpacks the leader hint a cluster node puts
+//!   in a status's details.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of the files, for
 //!   `tonic-reflection`.
 //!
@@ -35,6 +39,7 @@ pub mod spool {
     }
 }
 
+pub mod leader_hint;
 pub mod partitioner;
 
 pub use spool::v1;

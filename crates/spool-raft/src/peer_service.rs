@@ -11,8 +11,6 @@ use spool_proto::v1;
 use spool_proto::v1::peer_server::{Peer, PeerServer};
 use tonic::{Request, Response, Status};
 
-use prost::Message as _;
-
 use crate::engine::Replica;
 use crate::engine::wire;
 use crate::error::Error;
@@ -105,15 +103,15 @@ pub fn not_leader(leader_id: Option<u64>, leader_address: String) -> Status {
         leader_id,
         leader_address,
     };
-    let details = bytes::Bytes::from(hint.encode_to_vec());
-    match leader_id {
-        Some(id) => Status::with_details(
+    let (code, message) = match leader_id {
+        Some(id) => (
             tonic::Code::FailedPrecondition,
             format!("not the leader; node {id} is"),
-            details,
         ),
-        None => Status::with_details(tonic::Code::Unavailable, "no leader is known yet", details),
-    }
+        None => (tonic::Code::Unavailable, "no leader is known yet".to_owned()),
+    };
+    let details = spool_proto::leader_hint::encode(code as i32, &message, &hint);
+    Status::with_details(code, message, details)
 }
 
 /// The leader hint in `status`, if it carries one.
@@ -124,7 +122,7 @@ pub fn leader_hint(status: &Status) -> Option<v1::LeaderHint> {
     ) {
         return None;
     }
-    v1::LeaderHint::decode(status.details()).ok()
+    spool_proto::leader_hint::decode(status.details())
 }
 
 #[tonic::async_trait]
