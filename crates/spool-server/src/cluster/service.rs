@@ -291,15 +291,17 @@ impl Log for ClusterLogService {
         };
         let command = MetadataCommand::CreateTopic {
             name: request.name.clone(),
-            spec,
+            spec: spec.clone(),
         };
         let offset = self.cluster.propose(&command).await?;
         // Two nodes may have proposed the same name at once; the first
-        // committed is the one that exists.
+        // committed is the one that exists. A proposal retried after a
+        // lost answer may have been committed twice: the same spec is
+        // this request's topic.
         let entry = self
             .cluster
             .topic(&request.name)
-            .filter(|entry| entry.created_offset == offset)
+            .filter(|entry| entry.created_offset == offset || entry.spec == spec)
             .ok_or_else(|| Status::already_exists(format!("topic {:?} already exists", request.name)))?;
         self.cluster.wait_for_leaders(&request.name, LEADERS_WAIT).await;
         self.state
