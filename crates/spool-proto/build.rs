@@ -5,11 +5,12 @@
 use std::env;
 use std::path::PathBuf;
 
-const PROTOS: [&str; 4] = [
+const PROTOS: [&str; 5] = [
     "spool/v1/admin.proto",
     "spool/v1/log.proto",
     "spool/v1/jobs.proto",
     "spool/v1/metrics.proto",
+    "spool/v1/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

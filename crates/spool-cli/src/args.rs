@@ -387,6 +387,9 @@ pub enum DurabilityArg {
     None,
     /// Answer once fsynced to disk.
     Fsync,
+    /// Cluster mode: answer once fsynced on a majority of the partition's
+    /// replicas.
+    Quorum,
 }
 
 impl From<DurabilityArg> for spool_client::Durability {
@@ -394,6 +397,7 @@ impl From<DurabilityArg> for spool_client::Durability {
         match value {
             DurabilityArg::None => spool_client::Durability::None,
             DurabilityArg::Fsync => spool_client::Durability::Fsync,
+            DurabilityArg::Quorum => spool_client::Durability::Quorum,
         }
     }
 }

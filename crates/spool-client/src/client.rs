@@ -1,7 +1,9 @@
 //! [`Client`]: one HTTP/2 connection to a server and a thin async method per
 //! `spool.v1.Log` RPC.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spool_proto::v1::{
@@ -116,6 +118,10 @@ pub enum Durability {
     /// Fsynced to disk (group-committed with other writers).
     #[default]
     Fsync,
+    /// Cluster mode: committed by the partition's Raft group, that is
+    /// fsynced on a majority of its replicas. A cluster answers every
+    /// produce at this level; a single-node server refuses it.
+    Quorum,
 }
 
 impl Durability {
@@ -123,6 +129,7 @@ impl Durability {
         match self {
             Durability::None => v1::Durability::None,
             Durability::Fsync => v1::Durability::Fsync,
+            Durability::Quorum => v1::Durability::Quorum,
         }
     }
 
@@ -130,6 +137,7 @@ impl Durability {
         match v1::Durability::try_from(value).ok()? {
             v1::Durability::None => Some(Durability::None),
             v1::Durability::Fsync => Some(Durability::Fsync),
+            v1::Durability::Quorum => Some(Durability::Quorum),
             v1::Durability::Unspecified => None,
         }
     }
@@ -302,6 +310,12 @@ pub struct Client {
     url: String,
     request_timeout: Option<Duration>,
     message_bytes_max: usize,
+    /// How this client connected, for connections to the leaders that
+    /// cluster nodes name in their answers.
+    options: Arc<ClientOptions>,
+    /// Cluster mode: the connection to each partition's leader this client
+    /// was sent to, by (topic, partition), shared by clones.
+    leaders: Arc<Mutex<HashMap<(String, u32), Client>>>,
 }
 
 impl Client {
@@ -384,6 +398,8 @@ impl Client {
             url: url.into(),
             request_timeout: options.request_timeout,
             message_bytes_max: options.message_bytes_max,
+            options: Arc::new(options.clone()),
+            leaders: Arc::default(),
         }
     }
 
@@ -496,9 +512,62 @@ impl Client {
 
     /// Sends one raw Produce request. [`Producer`] batches for you; this is
     /// for callers that build requests themselves.
+    ///
+    /// In cluster mode a node that does not lead the partition answers
+    /// with the leader's address ([`Error::leader_address`]): the request
+    /// is then sent once more, to that leader, and later requests for the
+    /// same partition go straight to it until it fails.
     pub async fn produce(&self, request: v1::ProduceRequest) -> Result<v1::ProduceResponse> {
+        let route = request.partition.map(|p| (request.topic.clone(), p));
+        let target = route
+            .as_ref()
+            .and_then(|key| self.leaders.lock().expect("leaders lock").get(key).cloned());
+        let error = match target
+            .as_ref()
+            .unwrap_or(self)
+            .produce_here(request.clone())
+            .await
+        {
+            Err(error) => error,
+            answer => return answer,
+        };
+        if target.is_some()
+            && let Some(key) = &route
+        {
+            // The leader this client was sent to no longer takes the
+            // partition's writes (or is gone): the next call starts again
+            // from the node this client connected to.
+            self.leaders.lock().expect("leaders lock").remove(key);
+        }
+        let Some(address) = error.leader_address() else {
+            return Err(error);
+        };
+        let leader = self.to_node(&address)?;
+        tracing::debug!(topic = %request.topic, partition = ?request.partition, leader = %leader.url, "following a leader hint");
+        if let Some(key) = route {
+            self.leaders
+                .lock()
+                .expect("leaders lock")
+                .insert(key, leader.clone());
+        }
+        leader.produce_here(request).await
+    }
+
+    async fn produce_here(&self, request: v1::ProduceRequest) -> Result<v1::ProduceResponse> {
         let response = self.inner.clone().produce(self.request(request)).await?;
         Ok(response.into_inner())
+    }
+
+    /// A client of another node of the same cluster, at `address`
+    /// (host:port), with this client's options and scheme; it connects on
+    /// its first call.
+    fn to_node(&self, address: &str) -> Result<Client> {
+        let scheme = if self.url.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        Client::connect_lazy(format!("{scheme}://{address}"), (*self.options).clone())
     }
 
     /// Produces plain records in one request, without client-side batching:

@@ -257,6 +257,28 @@ impl Error {
         matches!(self, Error::Unavailable { .. } | Error::ResourceExhausted { .. })
     }
 
+    /// Cluster mode: the leader a node named when it refused a request
+    /// for a partition it does not lead (FAILED_PRECONDITION, or
+    /// UNAVAILABLE when it knows of no leader), with a
+    /// `spool.v1.LeaderHint` in the status details.
+    pub fn leader_hint(&self) -> Option<spool_proto::v1::LeaderHint> {
+        let status = self.status()?;
+        if !matches!(status.code(), Code::FailedPrecondition | Code::Unavailable)
+            || status.details().is_empty()
+        {
+            return None;
+        }
+        spool_proto::leader_hint::decode(status.details())
+    }
+
+    /// The client address (host:port) of the leader named by
+    /// [`leader_hint`](Self::leader_hint), when it names one.
+    pub fn leader_address(&self) -> Option<String> {
+        self.leader_hint()
+            .map(|hint| hint.leader_address)
+            .filter(|address| !address.is_empty())
+    }
+
     pub(crate) fn protocol(reason: impl Into<String>) -> Self {
         Error::Protocol {
             reason: reason.into(),
@@ -293,6 +315,33 @@ mod tests {
     use tonic::metadata::MetadataValue;
 
     use super::*;
+
+    #[test]
+    fn a_leader_hint_is_read_from_the_status_details() {
+        let hint = spool_proto::v1::LeaderHint {
+            leader_id: Some(2),
+            leader_address: "127.0.0.1:7072".into(),
+        };
+        let details =
+            spool_proto::leader_hint::encode(Code::FailedPrecondition as i32, "not the leader", &hint);
+        let error = Error::from(Status::with_details(
+            Code::FailedPrecondition,
+            "not the leader",
+            details,
+        ));
+        assert_eq!(error.leader_hint(), Some(hint));
+        assert_eq!(error.leader_address().as_deref(), Some("127.0.0.1:7072"));
+
+        let unknown = spool_proto::v1::LeaderHint::default();
+        let error = Error::from(Status::with_details(
+            Code::Unavailable,
+            "no leader",
+            spool_proto::leader_hint::encode(Code::Unavailable as i32, "no leader", &unknown),
+        ));
+        assert_eq!(error.leader_address(), None);
+        assert!(error.is_retryable());
+        assert_eq!(Error::from(Status::not_found("x")).leader_hint(), None);
+    }
 
     #[test]
     fn codes_map_to_variants_and_keep_the_status() {

@@ -32,14 +32,22 @@ pub struct Vote {
 
 impl Vote {
     /// Whether storing `next` after `self` keeps Raft's promise: the term
-    /// never goes back, and within a term the vote never moves to another
-    /// node or back from committed.
+    /// never goes back, a vote never goes back from committed, and within
+    /// a term an uncommitted vote moves to another node only as a
+    /// committed one. That last case is a replica that voted for itself
+    /// (or another candidate) and then hears from the node a quorum
+    /// elected in the same term: it records the term's leader (openraft
+    /// orders a committed vote above an uncommitted one of the same term),
+    /// which grants nobody a second vote.
     pub fn may_become(&self, next: &Vote) -> bool {
         if next.term != self.term {
             return next.term > self.term;
         }
         let same_node = self.voted_for.is_none() || self.voted_for == next.voted_for;
-        same_node && (next.committed || !self.committed)
+        if same_node {
+            return next.committed || !self.committed;
+        }
+        next.committed && !self.committed
     }
 
     fn encode(&self) -> [u8; BYTES] {
@@ -208,6 +216,39 @@ mod tests {
         };
         file.store(newer).unwrap();
         assert_eq!(VoteFile::load(dir.path()).unwrap().vote(), newer);
+    }
+
+    #[test]
+    fn a_candidate_that_lost_its_term_records_the_elected_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = VoteFile::load(dir.path()).unwrap();
+        // Node 1 voted for itself in term 2; node 2 won term 2.
+        let own = Vote {
+            term: 2,
+            voted_for: Some(1),
+            committed: false,
+        };
+        file.store(own).unwrap();
+        let other_candidate = Vote {
+            voted_for: Some(2),
+            ..own
+        };
+        assert!(matches!(
+            file.store(other_candidate),
+            Err(Error::VoteRegression { .. })
+        ));
+        let elected = Vote {
+            committed: true,
+            ..other_candidate
+        };
+        file.store(elected).unwrap();
+        assert_eq!(VoteFile::load(dir.path()).unwrap().vote(), elected);
+        // A committed vote never moves to another node in its term.
+        let moved = Vote {
+            voted_for: Some(3),
+            ..elected
+        };
+        assert!(matches!(file.store(moved), Err(Error::VoteRegression { .. })));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Spool's gRPC API as Rust types: the `spool.v1` protobuf messages, the
-//! `Log`, `Jobs`, `Metrics` and `Admin` service traits for servers, and their tonic
+//! `Log`, `Jobs`, `Metrics`, `Admin` and `Peer` service traits for servers, and their tonic
 //! clients.
 //!
-//! Everything here is generated at build time from `proto/spool/v1/log.proto`,
-//! `proto/spool/v1/jobs.proto` and `proto/spool/v1/metrics.proto` (prost 0.14 and tonic 0.14, with a vendored
+//! Everything here is generated at build time from the protos in `proto/spool/v1/`
+//! (prost 0.14 and tonic 0.14, with a vendored
 //! protoc, so no system protoc is needed). Every protobuf `bytes` field is a
 //! [`bytes::Bytes`], so decoding a request slices the received buffer instead
 //! of copying record values and encoded batches.
@@ -13,6 +13,10 @@
 //!   `v1::log_server` / `v1::log_client` and `v1::jobs_server` /
 //!   `v1::jobs_client`, `v1::metrics_server` / `v1::metrics_client` for the
 //!   services.
+//! - `v1::peer_server` / `v1::peer_client`: `spool.v1.Peer`, the Raft
+//!   traffic between the nodes of a cluster (`proto/spool/v1/peer.proto`);
+//!   [`leader_hint`] packs and unpacks the leader hint a cluster node puts
+//!   in a status's details.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors of the files, for
 //!   `tonic-reflection`.
 //!
@@ -35,12 +39,14 @@ pub mod spool {
     }
 }
 
+pub mod leader_hint;
 pub mod partitioner;
 
 pub use spool::v1;
 
 /// Encoded `google.protobuf.FileDescriptorSet` of `spool/v1/log.proto`,
-/// `spool/v1/jobs.proto` and `spool/v1/metrics.proto`, to register with `tonic-reflection` so that stock
+/// `spool/v1/jobs.proto`, `spool/v1/metrics.proto`, `spool/v1/admin.proto`
+/// and `spool/v1/peer.proto`, to register with `tonic-reflection` so that stock
 /// tools such as grpcurl can discover the services.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/spool_descriptor.bin"));
 
@@ -131,7 +137,7 @@ mod tests {
             .flat_map(|file| file.service.iter().map(|service| service.name().to_owned()))
             .collect();
         services.sort();
-        assert_eq!(services, ["Admin", "Jobs", "Log", "Metrics"]);
+        assert_eq!(services, ["Admin", "Jobs", "Log", "Metrics", "Peer"]);
 
         let log = set
             .file

@@ -52,6 +52,24 @@ pub enum Error {
         "the partition's log starts at offset {log_start_offset}; a Raft group needs its log from offset 0"
     )]
     LogStartUnknown { log_start_offset: u64 },
+    /// A peer message's JSON part did not (de)serialize.
+    #[error("{what} in a peer message does not (de)serialize")]
+    Wire {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A peer message lacks a field it must have.
+    #[error("a peer message lacks {field}")]
+    MissingField { field: &'static str },
+    /// A peer address (from the peer map) is not a valid URI.
+    #[error("peer address {address:?} of node {node_id} is not valid")]
+    PeerAddress {
+        node_id: u64,
+        address: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// This replica is not the leader; `leader_id` is the one it knows of.
     #[error("not the leader (leader: {leader_id:?})")]
     NotLeader { leader_id: Option<u64> },

@@ -7,13 +7,15 @@
 //! Layout: `engine` is the only module that names openraft (type
 //! configuration, storage traits, network adaptor, [`Replica`]); `entry`
 //! says how an entry is stored as a batch; `index` maps Raft indexes to
-//! offsets; `network` is the transport trait and `in_process` its
-//! channel implementation for tests.
+//! offsets; `network` is the transport trait and the group id,
+//! `in_process` its channel implementation for tests, `transport` (the
+//! sending side, [`PeerTransport`]) and `peer_service` (the answering
+//! side, [`PeerService`], `spool.v1.Peer`) its gRPC implementation.
 //!
-//! What it is not: not wired into `spoold` (single-node mode does not go
-//! through it), no peer transport over the network yet, no metadata group,
-//! no membership changes beyond the first. `docs/cluster.md` says what
-//! exists and what does not.
+//! What it is not: it knows nothing of topics' metadata, clients or the
+//! `spoold` configuration (that is `spool-server`'s cluster module); no
+//! membership changes beyond the first. `docs/cluster.md` says what exists
+//! and what does not.
 
 #![deny(unsafe_code)]
 
@@ -23,8 +25,12 @@ pub mod error;
 mod in_process;
 pub mod index;
 pub mod network;
+mod peer_service;
+mod transport;
 
 pub use engine::{Appended, GroupConfig, PeerRequest, PeerResponse, Replica};
 pub use error::{Error, Result};
 pub use in_process::InProcessNetwork;
-pub use network::{Network, Unreachable};
+pub use network::{GroupId, Network, Unreachable};
+pub use peer_service::{PeerService, leader_hint, not_leader};
+pub use transport::{PeerTransport, TransportConfig};

@@ -2,14 +2,46 @@
 //! carries a [`PeerRequest`] from one node to another and brings back the
 //! [`PeerResponse`]. The engine turns openraft's calls into these messages;
 //! a transport only moves them. [`InProcessNetwork`](crate::InProcessNetwork)
-//! is the one transport so far (channels, for tests); a gRPC transport
-//! implements the same trait.
+//! carries them over channels in one process (tests);
+//! [`PeerTransport`](crate::PeerTransport) over gRPC between processes,
+//! where a [`GroupId`] routes each request to its replica.
 
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 
 pub use crate::engine::{PeerRequest, PeerResponse};
+
+/// A Raft group of a cluster, named by the partition whose log is its
+/// Raft log. The metadata group is [`GroupId::metadata`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId {
+    pub topic: String,
+    pub partition: u32,
+}
+
+impl GroupId {
+    /// The internal topic whose partition 0 is the metadata group's log.
+    pub const METADATA_TOPIC: &'static str = "__cluster";
+
+    pub fn new(topic: impl Into<String>, partition: u32) -> GroupId {
+        GroupId {
+            topic: topic.into(),
+            partition,
+        }
+    }
+
+    /// The cluster's metadata group.
+    pub fn metadata() -> GroupId {
+        GroupId::new(GroupId::METADATA_TOPIC, 0)
+    }
+}
+
+impl std::fmt::Display for GroupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
 
 /// A request that did not reach its target, or whose answer did not come
 /// back. Raft retries on its own schedule.

@@ -4,6 +4,7 @@
 //! `SPOOL_FETCH_BYTES_MAX` in the environment), and an invalid value fails
 //! at start with a message naming the key and where it came from.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -110,6 +111,13 @@ pub struct Config {
     pub tls_client_ca: Option<PathBuf>,
     /// Serve a non-loopback address without TLS or authentication.
     pub insecure: bool,
+    /// This node's id in a cluster (`docs/cluster.md`); with `peers`, the
+    /// server runs in cluster mode. `None`: single-node mode.
+    pub node_id: Option<u64>,
+    /// Every node of the cluster (this one included): node id to peer
+    /// address, where the node's `spool.v1.Peer` listener serves. Empty in
+    /// single-node mode.
+    pub peers: BTreeMap<u64, String>,
 }
 
 impl Default for Config {
@@ -150,6 +158,8 @@ impl Default for Config {
             tls_key: None,
             tls_client_ca: None,
             insecure: false,
+            node_id: None,
+            peers: BTreeMap::new(),
         }
     }
 }
@@ -175,6 +185,8 @@ pub enum ValueKind {
     Count,
     /// `true` or `false`.
     Switch,
+    /// A cluster's nodes: `1=127.0.0.1:7080,2=127.0.0.1:7081`.
+    Peers,
 }
 
 /// The keys accepted in every layer, in the order `--help` lists them,
@@ -236,6 +248,8 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("tls_key", ValueKind::Path),
     ("tls_client_ca", ValueKind::Path),
     ("insecure", ValueKind::Switch),
+    ("node_id", ValueKind::Count),
+    ("peers", ValueKind::Peers),
 ];
 
 /// `SPOOL_*` environment variables that other Spool programs read: the
@@ -293,6 +307,30 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The kind of value `key` takes, or `None` for an unknown key.
+/// Parses a peer map, `ID=HOST:PORT` pairs separated by commas.
+pub fn parse_peers(value: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, address) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("node id {id:?} in {pair:?} is not a whole number"))?;
+        let address = address.trim();
+        if address.parse::<SocketAddr>().is_err() {
+            return Err(format!(
+                "{address:?} (node {id}) is not an address like 127.0.0.1:7080"
+            ));
+        }
+        if peers.insert(id, address.to_owned()).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    Ok(peers)
+}
+
 pub fn value_kind(key: &str) -> Option<ValueKind> {
     KEYS.iter().find(|&&(name, _)| name == key).map(|&(_, kind)| kind)
 }
@@ -423,6 +461,8 @@ impl Config {
                     _ => return Err(error(format!("{value:?} is neither \"true\" nor \"false\""))),
                 }
             }
+            "node_id" => self.node_id = Some(count()?),
+            "peers" => self.peers = parse_peers(value).map_err(error)?,
             _ => {
                 let known: Vec<&str> = KEYS.iter().map(|&(name, _)| name).collect();
                 let reason = match nearest_key(key) {
@@ -452,6 +492,19 @@ impl Config {
                 // key's name says (`checkpoint_interval_ms = 500`).
                 toml::Value::Integer(i) if value_kind(&key) == Some(ValueKind::Duration) => format!("{i}ms"),
                 toml::Value::Integer(i) => i.to_string(),
+                // `[peers]` with `1 = "127.0.0.1:7080"` lines.
+                toml::Value::Table(table) if key == "peers" => table
+                    .iter()
+                    .map(|(id, address)| match address {
+                        toml::Value::String(address) => Ok(format!("{id}={address}")),
+                        other => Err(ConfigError {
+                            key: format!("peers.{id}"),
+                            origin: origin.to_owned(),
+                            reason: format!("expected an address string, found {}", other.type_str()),
+                        }),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
                 other => {
                     return Err(ConfigError {
                         key,
@@ -651,6 +704,31 @@ impl Config {
         if self.subscribe_bytes_max == 0 {
             return Err(fail("subscribe_bytes_max", "must be above zero".into()));
         }
+        match (self.node_id, self.peers.is_empty()) {
+            (None, true) => {}
+            (None, false) => {
+                return Err(fail(
+                    "node_id",
+                    "cluster mode (peers) needs this node's id".into(),
+                ));
+            }
+            (Some(_), true) => return Err(fail("peers", "cluster mode (node_id) needs the peer map".into())),
+            (Some(id), false) => {
+                if !self.peers.contains_key(&id) {
+                    return Err(fail(
+                        "peers",
+                        format!("must list this node (node_id {id}) with its peer address"),
+                    ));
+                }
+                if self.listen.ip().is_unspecified() {
+                    return Err(fail(
+                        "listen",
+                        "in cluster mode other nodes name this address to clients: it needs a concrete IP, not 0.0.0.0 or ::"
+                            .into(),
+                    ));
+                }
+            }
+        }
         let jobs = &self.jobs;
         if jobs.attempts_max_default == 0 || jobs.attempts_max_default > jobs.attempts_max_limit {
             return Err(fail(
@@ -842,6 +920,7 @@ mod tests {
                 ValueKind::Duration => "2s",
                 ValueKind::Count => "3",
                 ValueKind::Switch => "true",
+                ValueKind::Peers => "1=127.0.0.1:7080,2=127.0.0.1:7081",
             };
             let mut config = Config::default();
             config
@@ -850,6 +929,45 @@ mod tests {
             if kind == ValueKind::Duration {
                 assert!(config.set(key, "2", "test").is_err(), "{key} took a bare number");
             }
+        }
+    }
+
+    #[test]
+    fn cluster_mode_needs_a_node_id_listed_in_the_peers_and_a_fixed_client_address() {
+        let mut config = Config::default();
+        config
+            .set("peers", "1=127.0.0.1:7080, 2=127.0.0.1:7081", "flag --peers")
+            .unwrap();
+        assert_eq!(config.peers.len(), 2);
+        assert_eq!(config.validate().unwrap_err().key, "node_id");
+        config.set("node_id", "3", "flag --node-id").unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(err.key == "peers" && err.reason.contains("node_id 3"), "{err}");
+        config.set("node_id", "2", "flag --node-id").unwrap();
+        config.validate().unwrap();
+        config.set("listen", "0.0.0.0:7070", "flag --listen").unwrap();
+        config.set("insecure", "true", "flag --insecure").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "listen");
+
+        for bad in ["1", "x=127.0.0.1:1", "1=nowhere", "1=127.0.0.1:1,1=127.0.0.1:2"] {
+            assert!(parse_peers(bad).is_err(), "{bad} was taken");
+        }
+        let mut single = Config::default();
+        single.set("node_id", "1", "test").unwrap();
+        assert_eq!(single.validate().unwrap_err().key, "peers");
+    }
+
+    #[test]
+    fn the_peer_map_is_a_string_or_a_table_in_the_config_file() {
+        for text in [
+            "node_id = 2\npeers = \"1=127.0.0.1:7080,2=127.0.0.1:7081\"\n",
+            "node_id = 2\n[peers]\n1 = \"127.0.0.1:7080\"\n2 = \"127.0.0.1:7081\"\n",
+        ] {
+            let mut config = Config::default();
+            config.apply_toml(text, "spool.toml").unwrap();
+            assert_eq!(config.node_id, Some(2));
+            assert_eq!(config.peers.get(&2).map(String::as_str), Some("127.0.0.1:7081"));
+            config.validate().unwrap();
         }
     }
 

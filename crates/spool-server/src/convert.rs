@@ -91,6 +91,9 @@ pub fn durability_from_proto(value: i32, default: Durability) -> Result<Durabili
         Ok(v1::Durability::Unspecified) => Ok(default),
         Ok(v1::Durability::None) => Ok(Durability::None),
         Ok(v1::Durability::Fsync) => Ok(Durability::Fsync),
+        Ok(v1::Durability::Quorum) => Err(Status::invalid_argument(
+            "durability QUORUM needs cluster mode; this server runs as a single node (use FSYNC or NONE)",
+        )),
         Err(_) => Err(Status::invalid_argument(format!("unknown durability {value}"))),
     }
 }

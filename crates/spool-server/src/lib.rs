@@ -21,7 +21,10 @@
 //! engine errors to gRPC status codes), [`trace_context`] (a trace span
 //! per call, continuing the caller's W3C trace context), `inflight` (bounds on produce bytes
 //! in flight), `convert` (engine types to protobuf messages) and
-//! `jobs_convert` (job-layer types to protobuf messages).
+//! `jobs_convert` (job-layer types to protobuf messages), and [`cluster`]
+//! (cluster mode: the peer listener, the metadata group, replicated
+//! partitions and their `spool.v1.Log` service; single-node mode never
+//! starts it).
 //!
 //! What it is not: it stores nothing itself (that is `spool-log`) and has
 //! no client logic (that is `spool-client`). File work never runs on the
@@ -36,6 +39,7 @@ pub mod admission;
 pub mod audit;
 pub mod auth_layer;
 pub mod checkpoints;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 mod convert;

@@ -23,6 +23,7 @@ use spool_server::admin::Admin;
 use spool_server::admin_service::AdminService;
 use spool_server::admission::AdmissionLayer;
 use spool_server::auth_layer::AuthLayer;
+use spool_server::cluster::{Cluster, ClusterLogService};
 use spool_server::history::{self, History};
 use spool_server::metrics::{self, ServerMetrics, rpc::RpcLayer};
 use spool_server::tls::{Certificates, TlsFiles};
@@ -42,7 +43,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
     name = "spoold",
     version,
     about = "Spool's server: partitioned, durable commit-log topics over gRPC",
-    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071 --insecure   # metrics, health and the dashboard, open to the network\n  spool init-security && spoold --listen 0.0.0.0:7070 --tls-cert spool-tls/server.pem --tls-key spool-tls/server.key --tokens-file spool-tls/tokens.toml\n  spoold --otlp-endpoint http://127.0.0.1:4317   # trace spans to an OTLP collector\n  spoold --config spool.toml --set retention_ms=3d\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
+    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071 --insecure   # metrics, health and the dashboard, open to the network\n  spool init-security && spoold --listen 0.0.0.0:7070 --tls-cert spool-tls/server.pem --tls-key spool-tls/server.key --tokens-file spool-tls/tokens.toml\n  spoold --otlp-endpoint http://127.0.0.1:4317   # trace spans to an OTLP collector\n  spoold --config spool.toml --set retention_ms=3d\n  spoold --node-id 1 --peers 1=127.0.0.1:7080,2=127.0.0.1:7081,3=127.0.0.1:7082   # a cluster node (docs/cluster.md)\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
 )]
 struct Args {
     /// TOML file with configuration keys.
@@ -82,6 +83,14 @@ struct Args {
     /// Serve an address other than loopback without TLS or authentication.
     #[arg(long)]
     insecure: bool,
+    /// This node's id in a cluster (with --peers; docs/cluster.md).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<u64>,
+    /// Every node of the cluster as ID=HOST:PORT pairs, separated by
+    /// commas, this node included; each address is that node's peer
+    /// listener (Raft traffic), not its client address.
+    #[arg(long, value_name = "ID=ADDR,...")]
+    peers: Option<String>,
     /// Any configuration key, as KEY=VALUE; may be repeated.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -122,6 +131,12 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     }
     if args.insecure {
         config.set("insecure", "true", "flag --insecure")?;
+    }
+    if let Some(node_id) = args.node_id {
+        config.set("node_id", &node_id.to_string(), "flag --node-id")?;
+    }
+    if let Some(peers) = &args.peers {
+        config.set("peers", peers, "flag --peers")?;
     }
     for pair in &args.set {
         let (key, value) = pair
@@ -338,6 +353,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // A fetch returns at least one whole batch even past its byte budget,
     // so a response can reach fetch_bytes_max plus one largest batch.
     let encode_max = (config.fetch_bytes_max + config.store.batch_bytes_max) as usize + (1 << 20);
+    // Cluster mode (`--node-id` with `--peers`): the peer listener and the
+    // metadata group start here, and the Log service is the replicated
+    // one. Without them nothing of it runs.
+    let cluster = match config.node_id {
+        Some(node_id) => Some(
+            Cluster::start(
+                Arc::clone(&store),
+                node_id,
+                config.peers.clone(),
+                address.to_string(),
+                config.store.topic_defaults.segment_bytes_max,
+                state.shutdown.clone(),
+            )
+            .await
+            .context("cannot start cluster mode")?,
+        ),
+        None => None,
+    };
     let log = LogServer::new(LogService::new(Arc::clone(&state)))
         .max_decoding_message_size(config.request_bytes_max as usize)
         .max_encoding_message_size(encode_max);
@@ -446,10 +479,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(log)
         .add_service(jobs_service)
         .add_service(metrics_service)
         .add_service(admin_service);
+    let router = match &cluster {
+        Some(cluster) => router.add_service(
+            LogServer::new(ClusterLogService::new(Arc::clone(&state), Arc::clone(cluster)))
+                .max_decoding_message_size(config.request_bytes_max as usize)
+                .max_encoding_message_size(encode_max),
+        ),
+        None => router.add_service(log),
+    };
     let stopped = async move {
         shutdown_signal().await;
         health::set_not_serving(&health_reporter).await;
@@ -490,6 +530,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let closing = Instant::now();
+    if let Some(cluster) = &cluster {
+        cluster.shutdown().await;
+    }
     tokio::task::spawn_blocking(move || {
         jobs.stop();
         store.close()

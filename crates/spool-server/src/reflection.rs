@@ -1,13 +1,30 @@
 //! gRPC server reflection, in both versions of the protocol: `v1`, and
 //! `v1alpha`, which is all that many stock clients speak (Python's
 //! grpcio-reflection, older grpcurl and Postman). Both describe the same
-//! files: Spool's services, health, and reflection itself, so each lists
-//! every service the server offers.
+//! files: Spool's services, health, and reflection itself, and each lists
+//! every service the client listener offers. `spool.v1.Peer` is in the
+//! same descriptor set but served only on a cluster node's peer listener,
+//! so it is described (a tool may ask for its file) but not listed.
 
 use tonic_reflection::server::{Builder, Error, v1, v1alpha};
 
+/// The services of the client listener.
+const SERVED: [&str; 7] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "spool.v1.Admin",
+    "spool.v1.Jobs",
+    "spool.v1.Log",
+    "spool.v1.Metrics",
+];
+
 fn builder() -> Builder<'static> {
-    Builder::configure()
+    SERVED
+        .iter()
+        .fold(Builder::configure(), |builder, name| {
+            builder.with_service_name(*name)
+        })
         .register_encoded_file_descriptor_set(spool_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)

@@ -250,13 +250,18 @@ struct Summary {
     ranges: BTreeMap<u32, (u64, u64)>,
     /// Records acknowledged as fsynced by the server.
     fsynced: u64,
+    /// Records acknowledged as committed by a cluster (fsynced on a
+    /// majority of the partition's replicas).
+    quorum: u64,
 }
 
 impl Summary {
     fn add(&mut self, ack: RecordAck) {
         self.records += 1;
-        if ack.durability == Durability::Fsync {
-            self.fsynced += 1;
+        match ack.durability {
+            Durability::Fsync => self.fsynced += 1,
+            Durability::Quorum => self.quorum += 1,
+            Durability::None => {}
         }
         let range = self
             .ranges
@@ -269,6 +274,12 @@ impl Summary {
     /// The durability the server reports having reached (the one asked
     /// for when nothing was produced).
     fn durability_text(&self, requested: Durability) -> String {
+        if self.quorum > 0 {
+            return match self.quorum == self.records {
+                true => "quorum".into(),
+                false => format!("{} on a quorum", self.quorum),
+            };
+        }
         match self.fsynced {
             _ if self.records == 0 && requested == Durability::Fsync => "fsync".into(),
             0 => "no fsync".into(),

@@ -11,6 +11,7 @@
 mod log_store;
 mod peer;
 mod state_machine;
+pub(crate) mod wire;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -150,6 +151,11 @@ impl Replica {
             // A snapshot of a partition is "the log starts here"; nothing
             // asks for one yet, and without snapshots nothing is purged.
             snapshot_policy: SnapshotPolicy::Never,
+            // An append-entries request carries at most this many batches,
+            // so a peer message stays far below the transport's limit
+            // (`TransportConfig::message_bytes_max`) even at the largest
+            // batches.
+            max_payload_entries: 64,
             ..Config::default()
         }
         .validate()

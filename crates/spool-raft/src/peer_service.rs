@@ -1,0 +1,191 @@
+//! The gRPC side of a node's Raft traffic that answers: [`PeerService`]
+//! implements `spool.v1.Peer`, routing each request by its group id to
+//! the replica this node holds of that group. A group the node holds no
+//! replica of (not created here yet, or deleted) is NOT_FOUND, which the
+//! sender treats as unreachable.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use spool_proto::v1;
+use spool_proto::v1::peer_server::{Peer, PeerServer};
+use tonic::{Request, Response, Status};
+
+use crate::engine::Replica;
+use crate::engine::wire;
+use crate::error::Error;
+use crate::network::{GroupId, PeerRequest};
+
+/// The replicas a node holds, by group, and what it says about itself.
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    node_id: u64,
+    client_address: Arc<RwLock<String>>,
+    replicas: Arc<RwLock<HashMap<GroupId, Replica>>>,
+    message_bytes_max: usize,
+}
+
+impl PeerService {
+    /// `client_address` is where clients reach this node (host:port),
+    /// named in leader hints; `message_bytes_max` bounds a received
+    /// message.
+    pub fn new(node_id: u64, client_address: String, message_bytes_max: usize) -> PeerService {
+        PeerService {
+            node_id,
+            client_address: Arc::new(RwLock::new(client_address)),
+            replicas: Arc::default(),
+            message_bytes_max,
+        }
+    }
+
+    /// Sets the client address once it is known (after the client
+    /// listener is bound to its port).
+    pub fn set_client_address(&self, address: String) {
+        *self.client_address.write().expect("address lock") = address;
+    }
+
+    /// Routes requests for `group` to `replica`, replacing a previous one.
+    pub fn register(&self, group: GroupId, replica: Replica) {
+        self.replicas
+            .write()
+            .expect("replicas lock")
+            .insert(group, replica);
+    }
+
+    /// Stops routing requests for `group`; returns the replica it held.
+    pub fn unregister(&self, group: &GroupId) -> Option<Replica> {
+        self.replicas.write().expect("replicas lock").remove(group)
+    }
+
+    /// The replica of `group` on this node.
+    pub fn replica(&self, group: &GroupId) -> Option<Replica> {
+        self.replicas.read().expect("replicas lock").get(group).cloned()
+    }
+
+    /// Every replica this node holds.
+    pub fn replicas(&self) -> Vec<(GroupId, Replica)> {
+        let replicas = self.replicas.read().expect("replicas lock");
+        replicas.iter().map(|(g, r)| (g.clone(), r.clone())).collect()
+    }
+
+    /// The tonic service, with this service's message size limit.
+    pub fn into_server(self) -> PeerServer<PeerService> {
+        let limit = self.message_bytes_max;
+        PeerServer::new(self)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+    }
+
+    async fn dispatch(
+        &self,
+        group: Option<v1::RaftGroup>,
+        request: Result<PeerRequest, crate::Error>,
+    ) -> Result<Response<v1::RaftReply>, Status> {
+        let group = group.ok_or_else(|| Status::invalid_argument("a peer request needs its group"))?;
+        let group = GroupId::new(group.topic, group.partition);
+        let request = request.map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let replica = self
+            .replica(&group)
+            .ok_or_else(|| Status::not_found(format!("node {} holds no replica of {group}", self.node_id)))?;
+        let response = replica.handle(request).await;
+        let reply =
+            wire::response_to_proto(&response).map_err(|error| Status::internal(error.to_string()))?;
+        Ok(Response::new(reply))
+    }
+}
+
+/// The status a node answers when it does not lead the group a request
+/// names: FAILED_PRECONDITION naming the leader it knows of, UNAVAILABLE
+/// when it knows of none, with a [`v1::LeaderHint`] in the details
+/// (`docs/api.md`, "Cluster mode").
+pub fn not_leader(leader_id: Option<u64>, leader_address: String) -> Status {
+    let hint = v1::LeaderHint {
+        leader_id,
+        leader_address,
+    };
+    let (code, message) = match leader_id {
+        Some(id) => (
+            tonic::Code::FailedPrecondition,
+            format!("not the leader; node {id} is"),
+        ),
+        None => (tonic::Code::Unavailable, "no leader is known yet".to_owned()),
+    };
+    let details = spool_proto::leader_hint::encode(code as i32, &message, &hint);
+    Status::with_details(code, message, details)
+}
+
+/// The leader hint in `status`, if it carries one.
+pub fn leader_hint(status: &Status) -> Option<v1::LeaderHint> {
+    if !matches!(
+        status.code(),
+        tonic::Code::FailedPrecondition | tonic::Code::Unavailable
+    ) {
+        return None;
+    }
+    spool_proto::leader_hint::decode(status.details())
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<v1::RaftAppendEntriesRequest>,
+    ) -> Result<Response<v1::RaftReply>, Status> {
+        let mut request = request.into_inner();
+        let group = request.group.take();
+        self.dispatch(group, wire::append_entries_from_proto(request))
+            .await
+    }
+
+    async fn vote(&self, request: Request<v1::RaftVoteRequest>) -> Result<Response<v1::RaftReply>, Status> {
+        let mut request = request.into_inner();
+        let group = request.group.take();
+        self.dispatch(group, wire::vote_from_proto(request)).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<v1::RaftInstallSnapshotRequest>,
+    ) -> Result<Response<v1::RaftReply>, Status> {
+        let mut request = request.into_inner();
+        let group = request.group.take();
+        self.dispatch(group, wire::install_snapshot_from_proto(request))
+            .await
+    }
+
+    async fn propose(
+        &self,
+        request: Request<v1::ProposeRequest>,
+    ) -> Result<Response<v1::ProposeResponse>, Status> {
+        let request = request.into_inner();
+        let group = request
+            .group
+            .ok_or_else(|| Status::invalid_argument("a proposal needs its group"))?;
+        let group = GroupId::new(group.topic, group.partition);
+        let replica = self
+            .replica(&group)
+            .ok_or_else(|| Status::not_found(format!("node {} holds no replica of {group}", self.node_id)))?;
+        match replica.append(request.batch).await {
+            Ok(appended) => Ok(Response::new(v1::ProposeResponse {
+                index: appended.index,
+                base_offset: appended.base_offset,
+                next_offset: appended.next_offset,
+            })),
+            Err(Error::NotLeader { leader_id }) => Err(not_leader(leader_id, String::new())),
+            Err(error @ (Error::InvalidBatch { .. } | Error::ReservedHeader { .. })) => {
+                Err(Status::invalid_argument(error.to_string()))
+            }
+            Err(error) => Err(Status::unavailable(error.to_string())),
+        }
+    }
+
+    async fn describe_node(
+        &self,
+        _request: Request<v1::DescribeNodeRequest>,
+    ) -> Result<Response<v1::DescribeNodeResponse>, Status> {
+        Ok(Response::new(v1::DescribeNodeResponse {
+            node_id: self.node_id,
+            client_address: self.client_address.read().expect("address lock").clone(),
+        }))
+    }
+}

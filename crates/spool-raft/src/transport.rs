@@ -1,0 +1,205 @@
+//! The gRPC side of a node's Raft traffic that sends: [`PeerTransport`]
+//! holds one channel per peer (HTTP/2, so every group of the node shares
+//! that peer's connection, and a dropped connection is re-established on
+//! the next call) and hands each group a [`Network`] that tags its
+//! requests with the group's id. Every call has a deadline; a call that
+//! fails or times out is [`Unreachable`], and Raft retries on its own
+//! schedule.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use spool_proto::v1;
+use spool_proto::v1::peer_client::PeerClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::engine::wire::{self, PeerCallKind, WireRequest};
+use crate::error::{Error, Result};
+use crate::network::{GroupId, Network, PeerCall, PeerRequest, Unreachable};
+
+/// How a node reaches its peers.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportConfig {
+    /// Time allowed to open a connection to a peer.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for one request and its answer.
+    pub request_timeout_ms: u64,
+    /// The largest peer message sent or received (an append-entries
+    /// request carries up to openraft's `max_payload_entries` batches).
+    pub message_bytes_max: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> TransportConfig {
+        TransportConfig {
+            connect_timeout_ms: 1_000,
+            request_timeout_ms: 5_000,
+            message_bytes_max: 256 << 20,
+        }
+    }
+}
+
+/// One node's connections to its peers.
+#[derive(Debug)]
+pub struct PeerTransport {
+    node_id: u64,
+    peers: BTreeMap<u64, PeerClient<Channel>>,
+    request_timeout: Duration,
+}
+
+/// `host:port` or a full URI; the former means plaintext HTTP/2.
+fn peer_uri(address: &str) -> String {
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+impl PeerTransport {
+    /// Connections (opened lazily, on first use) from node `node_id` to
+    /// every other node of `peers` (node id to peer address).
+    pub fn new(
+        node_id: u64,
+        peers: &BTreeMap<u64, String>,
+        config: TransportConfig,
+    ) -> Result<PeerTransport> {
+        let mut clients = BTreeMap::new();
+        for (&id, address) in peers.iter().filter(|(id, _)| **id != node_id) {
+            let endpoint = Endpoint::from_shared(peer_uri(address)).map_err(|source| Error::PeerAddress {
+                node_id: id,
+                address: address.clone(),
+                source: Box::new(source),
+            })?;
+            let channel = endpoint
+                .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            let client = PeerClient::new(channel)
+                .max_decoding_message_size(config.message_bytes_max)
+                .max_encoding_message_size(config.message_bytes_max);
+            clients.insert(id, client);
+        }
+        Ok(PeerTransport {
+            node_id,
+            peers: clients,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        })
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The [`Network`] of group `group` on this node.
+    pub fn group(self: &Arc<Self>, group: GroupId) -> Arc<dyn Network> {
+        Arc::new(GroupNetwork {
+            group: v1::RaftGroup {
+                topic: group.topic,
+                partition: group.partition,
+            },
+            transport: Arc::clone(self),
+        })
+    }
+
+    /// Asks node `node_id` who it is: its id and its client address.
+    pub async fn describe_node(&self, node_id: u64) -> Result<v1::DescribeNodeResponse, Unreachable> {
+        let unreachable = Unreachable {
+            from: self.node_id,
+            to: node_id,
+        };
+        let mut client = self.peers.get(&node_id).cloned().ok_or(unreachable)?;
+        let call = client.describe_node(v1::DescribeNodeRequest {});
+        match tokio::time::timeout(self.request_timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            _ => Err(unreachable),
+        }
+    }
+
+    /// Proposes `batch` to `group` through node `node_id`, which must lead
+    /// it. A refusal comes back as the node's status (with a leader hint
+    /// when it is not the leader).
+    pub async fn propose(
+        &self,
+        node_id: u64,
+        group: &GroupId,
+        batch: bytes::Bytes,
+    ) -> Result<v1::ProposeResponse, tonic::Status> {
+        let mut client = self
+            .peers
+            .get(&node_id)
+            .cloned()
+            .ok_or_else(|| tonic::Status::unavailable(format!("node {node_id} is not a peer")))?;
+        let request = v1::ProposeRequest {
+            group: Some(v1::RaftGroup {
+                topic: group.topic.clone(),
+                partition: group.partition,
+            }),
+            batch,
+        };
+        match tokio::time::timeout(self.request_timeout, client.propose(request)).await {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::unavailable(format!(
+                "node {node_id} did not answer in time"
+            ))),
+        }
+    }
+
+    async fn call(&self, to: u64, request: WireRequest) -> Result<v1::RaftReply, Unreachable> {
+        let unreachable = Unreachable {
+            from: self.node_id,
+            to,
+        };
+        let mut client = self.peers.get(&to).cloned().ok_or(unreachable)?;
+        let call = async move {
+            match request {
+                WireRequest::AppendEntries(request) => client.append_entries(request).await,
+                WireRequest::Vote(request) => client.vote(request).await,
+                WireRequest::InstallSnapshot(request) => client.install_snapshot(request).await,
+            }
+        };
+        match tokio::time::timeout(self.request_timeout, call).await {
+            Ok(Ok(reply)) => Ok(reply.into_inner()),
+            Ok(Err(status)) => {
+                tracing::debug!(from = self.node_id, to, code = ?status.code(), message = status.message(), "peer call failed");
+                Err(unreachable)
+            }
+            Err(_) => {
+                tracing::debug!(from = self.node_id, to, "peer call timed out");
+                Err(unreachable)
+            }
+        }
+    }
+}
+
+/// One group's view of the transport.
+#[derive(Debug)]
+struct GroupNetwork {
+    group: v1::RaftGroup,
+    transport: Arc<PeerTransport>,
+}
+
+impl Network for GroupNetwork {
+    fn send(&self, from: u64, to: u64, request: PeerRequest) -> PeerCall {
+        let unreachable = Unreachable { from, to };
+        let kind = match &request {
+            PeerRequest::AppendEntries(_) => PeerCallKind::AppendEntries,
+            PeerRequest::Vote(_) => PeerCallKind::Vote,
+            PeerRequest::InstallSnapshot(_) => PeerCallKind::InstallSnapshot,
+        };
+        let wire_request = wire::request_to_proto(self.group.clone(), from, request);
+        let transport = Arc::clone(&self.transport);
+        Box::pin(async move {
+            let wire_request = wire_request.map_err(|error| {
+                tracing::warn!(%error, "a peer request did not encode");
+                unreachable
+            })?;
+            let reply = transport.call(to, wire_request).await?;
+            wire::response_from_proto(kind, &reply).map_err(|error| {
+                tracing::warn!(%error, to, "a peer's answer did not decode");
+                unreachable
+            })
+        })
+    }
+}

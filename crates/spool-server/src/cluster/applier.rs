@@ -1,0 +1,215 @@
+//! Applies the committed metadata on this node: reads the metadata
+//! group's committed log (`__cluster`), folds each command into the
+//! [`MetadataState`](super::MetadataState), then makes the node match it
+//! for every topic a command touched: the local topic exists with the
+//! spec's partitions, and this node's replicas of them run (a new group's
+//! replicas each make its first membership) — or, for a deleted topic,
+//! its replicas stop and its local data goes.
+//!
+//! The committed offset is not stored, so after a restart the log is
+//! applied again from its start once the metadata leader says how far it
+//! is committed; applying is idempotent (opening a running replica or
+//! deleting a missing topic does nothing), and the commands of one read
+//! are folded before the node acts, so a topic deleted and created again
+//! in that stretch is reopened, not deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use spool_log::{Partition, TopicConfig};
+use spool_raft::entry::{self, EntryKind};
+use spool_raft::{GroupId, Replica};
+use tokio::sync::watch;
+
+use super::metadata::MetadataCommand;
+use super::{Cluster, group_config};
+
+/// Bytes of the metadata log read at once.
+const READ_BYTES: u64 = 1 << 20;
+
+pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+    let partition = cluster.metadata.partition().clone();
+    let mut offset = partition.log_start_offset();
+    loop {
+        tokio::select! {
+            result = partition.wait_committed(offset) => {
+                if let Err(error) = result {
+                    tracing::error!(%error, "the metadata log stopped; metadata is no longer applied");
+                    return;
+                }
+            }
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        }
+        let reading = partition.clone();
+        let read = tokio::task::spawn_blocking(move || read_commands(&reading, offset)).await;
+        let (commands, next_offset) = match read {
+            Ok(Ok(read)) => read,
+            Ok(Err(error)) => {
+                tracing::error!(%error, offset, "cannot read the metadata log");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(join) => {
+                tracing::error!(%join, "reading the metadata log panicked");
+                return;
+            }
+        };
+        let touched: BTreeSet<String> = {
+            let mut state = cluster.state.write().expect("metadata lock");
+            commands
+                .into_iter()
+                .map(|(at, command)| state.apply(at, command))
+                .collect()
+        };
+        for topic in touched {
+            reconcile(&cluster, &topic).await;
+        }
+        offset = next_offset;
+        cluster.applied.send_replace(offset);
+    }
+}
+
+/// The commands of the committed metadata log from `offset` on, each with
+/// the offset of its batch, and the offset after the last batch read.
+/// Raft's own entries are skipped; a record that is not a command is
+/// logged and skipped (it cannot be applied, and stopping would stop
+/// every later change too).
+fn read_commands(
+    partition: &Partition,
+    offset: u64,
+) -> spool_log::Result<(Vec<(u64, MetadataCommand)>, u64)> {
+    let mut commands = Vec::new();
+    let mut next = offset;
+    while next < partition.committed_offset() {
+        let read = partition.read_committed(next, READ_BYTES)?;
+        if read.next_offset <= next {
+            break;
+        }
+        for batch in &read.batches {
+            if !matches!(entry::classify(batch), Ok((EntryKind::Records, _))) {
+                continue;
+            }
+            for record in partition.records(batch) {
+                let record = record?;
+                let value = record.value.unwrap_or_default();
+                match serde_json::from_slice::<MetadataCommand>(value) {
+                    Ok(command) => commands.push((batch.base_offset(), command)),
+                    Err(error) => {
+                        tracing::error!(offset = record.offset, %error, "skipping a metadata record that is not a command");
+                    }
+                }
+            }
+        }
+        next = read.next_offset;
+    }
+    Ok((commands, next))
+}
+
+/// Makes this node match the state for `topic`.
+async fn reconcile(cluster: &Arc<Cluster>, topic: &str) {
+    match cluster.topic(topic) {
+        Some(entry) => {
+            let spec = entry.spec;
+            let partitions =
+                match ensure_local_topic(cluster, topic, spec.partitions, spec.segment_bytes_max).await {
+                    Ok(partitions) => partitions,
+                    Err(error) => {
+                        tracing::error!(topic, %error, "cannot create the local topic of a replicated topic");
+                        return;
+                    }
+                };
+            for (id, nodes) in spec.replicas.iter().enumerate() {
+                let group = GroupId::new(topic, id as u32);
+                if !nodes.contains(&cluster.node_id) || cluster.service.replica(&group).is_some() {
+                    continue;
+                }
+                let Some(partition) = partitions.get(id).cloned() else {
+                    tracing::error!(%group, "the local topic has fewer partitions than the metadata says");
+                    continue;
+                };
+                if let Err(error) = open_replica(cluster, group.clone(), partition, nodes).await {
+                    tracing::error!(%group, %error, "cannot open this node's replica");
+                }
+            }
+        }
+        None => {
+            for (group, replica) in cluster.service.replicas() {
+                if group.topic == topic {
+                    cluster.service.unregister(&group);
+                    let _ = replica.shutdown().await;
+                }
+            }
+            let store = Arc::clone(&cluster.store);
+            let name = topic.to_owned();
+            let deleted = tokio::task::spawn_blocking(move || match store.topic(&name) {
+                Ok(_) => store.delete_topic(&name),
+                Err(_) => Ok(()),
+            })
+            .await;
+            if let Ok(Err(error)) = deleted {
+                tracing::error!(topic, %error, "cannot delete the local data of a deleted topic");
+            }
+        }
+    }
+}
+
+/// The local topic's partitions, creating it first if needed. Replicated
+/// partitions keep everything (no retention): Raft needs the log from
+/// offset 0 (`docs/cluster.md`, "What is not done").
+async fn ensure_local_topic(
+    cluster: &Arc<Cluster>,
+    topic: &str,
+    partitions: u32,
+    segment_bytes_max: u64,
+) -> spool_log::Result<Vec<Partition>> {
+    let store = Arc::clone(&cluster.store);
+    let name = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let local = match store.topic(&name) {
+            Ok(topic) => topic,
+            Err(spool_log::Error::UnknownTopic { .. }) => {
+                let config = TopicConfig {
+                    partitions,
+                    segment_bytes_max,
+                    retention_ms: None,
+                    retention_bytes: None,
+                    ..store.config().topic_defaults.clone()
+                };
+                store.create_topic(&name, config)?
+            }
+            Err(other) => return Err(other),
+        };
+        Ok(local.partitions().to_vec())
+    })
+    .await
+    .expect("opening a topic does not panic")
+}
+
+async fn open_replica(
+    cluster: &Arc<Cluster>,
+    group: GroupId,
+    partition: Partition,
+    nodes: &[u64],
+) -> spool_raft::Result<()> {
+    let fresh = partition.high_watermark() == 0;
+    let network = cluster.transport.group(group.clone());
+    let replica = Replica::open(&group_config(cluster.node_id), partition, network).await?;
+    cluster.service.register(group.clone(), replica.clone());
+    if fresh {
+        initialize(&replica, cluster, nodes).await;
+    }
+    tracing::info!(%group, fresh, "opened this node's replica");
+    Ok(())
+}
+
+/// Every replica of a new group makes the same first membership; openraft
+/// allows that, and one whose peers got there first refuses it.
+async fn initialize(replica: &Replica, cluster: &Cluster, nodes: &[u64]) {
+    let members: BTreeMap<u64, String> = nodes
+        .iter()
+        .filter_map(|id| cluster.peers.get(id).map(|address| (*id, address.clone())))
+        .collect();
+    if let Err(error) = replica.initialize(&members).await {
+        tracing::debug!(%error, "the group was initialized elsewhere");
+    }
+}

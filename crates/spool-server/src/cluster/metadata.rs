@@ -1,0 +1,149 @@
+//! The metadata group's state machine: which topics exist, with how many
+//! partitions, and which nodes hold each partition's replicas. A command
+//! is one record (JSON in its value) of a batch in the metadata group's
+//! log (`__cluster`, partition 0); every node folds the committed
+//! commands in log order into the same [`MetadataState`]. Pure: reading
+//! the log and acting on the state is `applier.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A change to the cluster's metadata, proposed to the metadata group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MetadataCommand {
+    CreateTopic { name: String, spec: TopicSpec },
+    DeleteTopic { name: String },
+}
+
+/// A replicated topic as the metadata group knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSpec {
+    pub partitions: u32,
+    pub replication_factor: u32,
+    pub segment_bytes_max: u64,
+    /// `replicas[p]`: the nodes holding partition `p`'s replicas, in the
+    /// order the assignment picked them.
+    pub replicas: Vec<Vec<u64>>,
+}
+
+/// A topic in the state: its spec and the metadata offset of the command
+/// that created it, which tells one creation of a name from another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicEntry {
+    pub spec: TopicSpec,
+    pub created_offset: u64,
+}
+
+/// Every node's view of the committed metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataState {
+    topics: BTreeMap<String, TopicEntry>,
+}
+
+impl MetadataState {
+    /// Applies the command stored at metadata offset `offset`. Creating a
+    /// name that exists and deleting one that does not change nothing: two
+    /// nodes may propose the same name at once, and the first committed
+    /// wins. Returns the topic name the command touched.
+    pub fn apply(&mut self, offset: u64, command: MetadataCommand) -> String {
+        match command {
+            MetadataCommand::CreateTopic { name, spec } => {
+                self.topics.entry(name.clone()).or_insert(TopicEntry {
+                    spec,
+                    created_offset: offset,
+                });
+                name
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                self.topics.remove(&name);
+                name
+            }
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicEntry> {
+        self.topics.get(name)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = (&String, &TopicEntry)> {
+        self.topics.iter()
+    }
+}
+
+/// Picks `replication_factor` nodes for each of `partitions` partitions
+/// from `nodes` (sorted ids): partition `p` starts at the `p`-th node and
+/// takes the next ones round the ring, so the first replica (the one a
+/// fresh group's election most often picks) moves from node to node.
+pub fn assign_replicas(nodes: &[u64], partitions: u32, replication_factor: u32) -> Vec<Vec<u64>> {
+    let count = nodes.len();
+    let factor = (replication_factor as usize).min(count);
+    (0..partitions as usize)
+        .map(|p| (0..factor).map(|i| nodes[(p + i) % count]).collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(partitions: u32) -> TopicSpec {
+        TopicSpec {
+            partitions,
+            replication_factor: 3,
+            segment_bytes_max: 1 << 20,
+            replicas: assign_replicas(&[1, 2, 3], partitions, 3),
+        }
+    }
+
+    #[test]
+    fn the_first_creation_of_a_name_wins_and_deletion_frees_it() {
+        let mut state = MetadataState::default();
+        let create = |partitions| MetadataCommand::CreateTopic {
+            name: "orders".into(),
+            spec: spec(partitions),
+        };
+        assert_eq!(state.apply(10, create(2)), "orders");
+        state.apply(20, create(5));
+        let entry = state.topic("orders").unwrap();
+        assert_eq!((entry.spec.partitions, entry.created_offset), (2, 10));
+
+        state.apply(
+            30,
+            MetadataCommand::DeleteTopic {
+                name: "orders".into(),
+            },
+        );
+        assert!(state.topic("orders").is_none());
+        state.apply(
+            40,
+            MetadataCommand::DeleteTopic {
+                name: "orders".into(),
+            },
+        );
+        state.apply(50, create(5));
+        assert_eq!(state.topic("orders").unwrap().created_offset, 50);
+    }
+
+    #[test]
+    fn commands_round_trip_as_json() {
+        let command = MetadataCommand::CreateTopic {
+            name: "orders".into(),
+            spec: spec(1),
+        };
+        let json = serde_json::to_string(&command).unwrap();
+        assert!(json.starts_with(r#"{"op":"create_topic""#), "{json}");
+        assert_eq!(serde_json::from_str::<MetadataCommand>(&json).unwrap(), command);
+    }
+
+    #[test]
+    fn replicas_spread_over_the_ring_and_never_exceed_the_nodes() {
+        assert_eq!(
+            assign_replicas(&[1, 2, 3], 4, 3),
+            vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2], vec![1, 2, 3]]
+        );
+        assert_eq!(assign_replicas(&[4, 7], 2, 3), vec![vec![4, 7], vec![7, 4]]);
+        assert_eq!(assign_replicas(&[1, 2, 3, 4, 5], 1, 3), vec![vec![1, 2, 3]]);
+    }
+}

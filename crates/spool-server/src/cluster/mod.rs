@@ -1,0 +1,328 @@
+//! Cluster mode (`docs/cluster.md`): what `spoold --node-id N --peers ...`
+//! runs besides the single-node server. [`Cluster`] owns this node's side
+//! of every Raft group: the peer listener (`spool.v1.Peer`, through
+//! `spool-raft`'s [`PeerService`] and [`PeerTransport`]), the metadata
+//! group over all nodes (its log is the internal topic `__cluster`), the
+//! task that applies committed metadata (`applier.rs`: opens and closes
+//! this node's partition replicas), and the answers clients get when they
+//! reach a node that does not lead a partition. [`ClusterLogService`] is
+//! the `spool.v1.Log` service of a cluster node.
+//!
+//! What it is not: single-node mode never builds a [`Cluster`], so none of
+//! this runs there.
+
+mod applier;
+pub mod metadata;
+mod service;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use spool_format::batch::{self, Record};
+use spool_log::Store;
+use spool_raft::{GroupConfig, GroupId, PeerService, PeerTransport, Replica, TransportConfig};
+use tokio::sync::watch;
+use tonic::Status;
+
+pub use self::metadata::{MetadataCommand, MetadataState, TopicEntry, TopicSpec};
+pub use self::service::ClusterLogService;
+
+/// How long a metadata change may wait for the metadata group's leader
+/// and for its own application on this node.
+const METADATA_WAIT: Duration = Duration::from_secs(10);
+
+/// Raft timing of every group. Elections start 0.5 to 1 s after the last
+/// heartbeat: a dead leader is replaced within about a second and a half,
+/// and a loaded machine's scheduling delays do not unseat live leaders.
+fn group_config(node_id: u64) -> GroupConfig {
+    GroupConfig {
+        node_id,
+        heartbeat_interval_ms: 100,
+        election_timeout_min_ms: 500,
+        election_timeout_max_ms: 1_000,
+    }
+}
+
+/// What can stop cluster mode from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    #[error("the peer address {address:?} of this node is not host:port")]
+    PeerAddress { address: String },
+    #[error("cannot listen for peers on {address}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the metadata log (__cluster)")]
+    MetadataLog {
+        #[source]
+        source: spool_log::Error,
+    },
+    #[error("cannot start the metadata group")]
+    Raft {
+        #[source]
+        source: spool_raft::Error,
+    },
+}
+
+/// This node's part in a cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    node_id: u64,
+    /// Every node's peer address, this one's included.
+    peers: BTreeMap<u64, String>,
+    client_address: String,
+    store: Arc<Store>,
+    service: PeerService,
+    transport: Arc<PeerTransport>,
+    metadata: Replica,
+    state: RwLock<MetadataState>,
+    /// The metadata offset applied through on this node.
+    applied: watch::Sender<u64>,
+    /// The end of the metadata log when this node started: until it has
+    /// applied that far, a topic it does not know may exist.
+    start_high_watermark: u64,
+    /// Other nodes' client addresses, learned with `DescribeNode`.
+    client_addresses: Mutex<HashMap<u64, String>>,
+    /// Replicas per partition of a topic created without a count.
+    default_replication_factor: u32,
+    /// Segment size of a topic created without one.
+    segment_bytes_max: u64,
+}
+
+impl Cluster {
+    /// Starts this node's part: serves `spool.v1.Peer` on its peer address,
+    /// opens the metadata group (making its first membership, all nodes,
+    /// when the log is empty) and starts applying committed metadata.
+    /// `client_address` is where clients reach this node, named in leader
+    /// hints. Everything stops when `shutdown` turns true.
+    pub async fn start(
+        store: Arc<Store>,
+        node_id: u64,
+        peers: BTreeMap<u64, String>,
+        client_address: String,
+        segment_bytes_max: u64,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let own = peers.get(&node_id).cloned().unwrap_or_default();
+        let address: SocketAddr = own
+            .parse()
+            .map_err(|_| ClusterError::PeerAddress { address: own.clone() })?;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ClusterError::Listen { address, source })?;
+        let transport_config = TransportConfig::default();
+        let service = PeerService::new(
+            node_id,
+            client_address.clone(),
+            transport_config.message_bytes_max,
+        );
+        let transport = Arc::new(
+            PeerTransport::new(node_id, &peers, transport_config)
+                .map_err(|source| ClusterError::Raft { source })?,
+        );
+        let server = tonic::transport::Server::builder()
+            .add_service(service.clone().into_server())
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopped(shutdown.clone()),
+            );
+        tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "the peer listener failed");
+            }
+        });
+
+        let partition = {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || store.internal_partition(GroupId::METADATA_TOPIC))
+                .await
+                .expect("opening the metadata log does not panic")
+                .map_err(|source| ClusterError::MetadataLog { source })?
+        };
+        let group = GroupId::metadata();
+        let metadata = Replica::open(
+            &group_config(node_id),
+            partition.clone(),
+            transport.group(group.clone()),
+        )
+        .await
+        .map_err(|source| ClusterError::Raft { source })?;
+        service.register(group, metadata.clone());
+        if partition.high_watermark() == 0 {
+            // Every node makes the same first membership; openraft allows
+            // that, and a node whose peers got there first refuses it.
+            if let Err(error) = metadata.initialize(&peers).await {
+                tracing::debug!(%error, "the metadata group was initialized elsewhere");
+            }
+        }
+        let default_replication_factor = peers.len().min(3) as u32;
+        let cluster = Arc::new(Cluster {
+            node_id,
+            peers,
+            client_address,
+            store,
+            service,
+            transport,
+            metadata,
+            state: RwLock::default(),
+            applied: watch::Sender::new(0),
+            start_high_watermark: partition.high_watermark(),
+            client_addresses: Mutex::default(),
+            default_replication_factor,
+            segment_bytes_max,
+        });
+        tokio::spawn(applier::run(Arc::clone(&cluster), shutdown));
+        tracing::info!(node_id, peer_address = %address, nodes = cluster.peers.len(), "cluster mode: peer listener up");
+        Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// A copy of the committed metadata as applied on this node.
+    pub fn state(&self) -> MetadataState {
+        self.state.read().expect("metadata lock").clone()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicEntry> {
+        self.state.read().expect("metadata lock").topic(name).cloned()
+    }
+
+    /// Whether this node has applied the metadata it had on disk when it
+    /// started (its commit is learned from the metadata leader, so a node
+    /// that just restarted knows no topic for a moment). Until then an
+    /// unknown topic is "try again" (UNAVAILABLE), not NOT_FOUND.
+    pub fn metadata_caught_up(&self) -> bool {
+        *self.applied.borrow() >= self.start_high_watermark && self.metadata.leader_id().is_some()
+    }
+
+    /// The nodes' ids, sorted.
+    pub fn node_ids(&self) -> Vec<u64> {
+        self.peers.keys().copied().collect()
+    }
+
+    pub fn default_replication_factor(&self) -> u32 {
+        self.default_replication_factor
+    }
+
+    pub fn segment_bytes_max(&self) -> u64 {
+        self.segment_bytes_max
+    }
+
+    /// This node's replica of partition `partition` of `topic`.
+    pub fn replica(&self, topic: &str, partition: u32) -> Option<Replica> {
+        self.service.replica(&GroupId::new(topic, partition))
+    }
+
+    /// Stops every replica of this node (before the store closes).
+    pub async fn shutdown(&self) {
+        for (group, replica) in self.service.replicas() {
+            self.service.unregister(&group);
+            if let Err(error) = replica.shutdown().await {
+                tracing::warn!(%group, %error, "a replica did not stop cleanly");
+            }
+        }
+    }
+
+    /// Where clients reach node `node_id`, if it can be learned.
+    pub async fn client_address(&self, node_id: u64) -> Option<String> {
+        if node_id == self.node_id {
+            return Some(self.client_address.clone());
+        }
+        if let Some(address) = self.client_addresses.lock().expect("address lock").get(&node_id) {
+            return Some(address.clone());
+        }
+        let described = self.transport.describe_node(node_id).await.ok()?;
+        self.client_addresses
+            .lock()
+            .expect("address lock")
+            .insert(node_id, described.client_address.clone());
+        Some(described.client_address)
+    }
+
+    /// The status for a request this node cannot serve because it does
+    /// not lead (or hold) the group: names `leader_id` and its address.
+    pub async fn not_leader(&self, leader_id: Option<u64>) -> Status {
+        let address = match leader_id {
+            Some(id) => self.client_address(id).await.unwrap_or_default(),
+            None => String::new(),
+        };
+        spool_raft::not_leader(leader_id, address)
+    }
+
+    /// Proposes `command` to the metadata group (through its leader,
+    /// wherever it is) and waits until this node has applied it. Returns
+    /// the metadata offset the command is stored at.
+    pub async fn propose(&self, command: &MetadataCommand) -> Result<u64, Status> {
+        let json = serde_json::to_vec(command).map_err(|e| Status::internal(e.to_string()))?;
+        let limits = self.metadata.partition().batch_limits();
+        let encoded = batch::encode_to_vec(&[Record::value(&json)], now_ms(), limits)
+            .map_err(|e| Status::invalid_argument(format!("the metadata command is too large: {e}")))?;
+        let encoded = Bytes::from(encoded);
+        let group = GroupId::metadata();
+        let deadline = tokio::time::Instant::now() + METADATA_WAIT;
+        let (base_offset, next_offset) = loop {
+            let leader = match self.metadata.append(encoded.clone()).await {
+                Ok(appended) => break (appended.base_offset, appended.next_offset),
+                Err(spool_raft::Error::NotLeader { leader_id }) => leader_id,
+                Err(error) => {
+                    return Err(Status::unavailable(format!(
+                        "the metadata group refused: {error}"
+                    )));
+                }
+            };
+            if let Some(leader) = leader.filter(|l| *l != self.node_id) {
+                match self.transport.propose(leader, &group, encoded.clone()).await {
+                    Ok(done) => break (done.base_offset, done.next_offset),
+                    Err(status) if status.code() == tonic::Code::InvalidArgument => return Err(status),
+                    Err(status) => {
+                        tracing::debug!(leader, %status, "forwarding a metadata change failed; retrying")
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Status::unavailable("the metadata group has no reachable leader"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout_at(deadline, applied.wait_for(|offset| *offset >= next_offset))
+            .await
+            .map_err(|_| Status::unavailable("the metadata change is committed but not yet applied here"))?
+            .map_err(|_| Status::unavailable("the server is shutting down"))?;
+        Ok(base_offset)
+    }
+
+    /// Waits (up to `wait`) until every replica this node holds of `topic`
+    /// knows a leader, so that a produce right after creation finds one.
+    pub async fn wait_for_leaders(&self, topic: &str, wait: Duration) {
+        let replicas: Vec<Replica> = self
+            .service
+            .replicas()
+            .into_iter()
+            .filter(|(group, _)| group.topic == topic)
+            .map(|(_, replica)| replica)
+            .collect();
+        for replica in replicas {
+            let _ = replica.wait_for_leader(wait).await;
+        }
+    }
+}
+
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,643 @@
+//! `spool.v1.Log` on a cluster node. Topic creation and deletion are
+//! proposed to the metadata group; a produce is replicated by the
+//! partition's Raft group and answered once committed (durability
+//! `QUORUM`); fetch, subscribe and list-offsets serve only committed
+//! records and skip Raft's own one-record batches. A node that does not
+//! lead (or does not hold) the partition a produce names answers with a
+//! leader hint (`spool_raft::not_leader`). Listing and describing topics,
+//! checkpoints and server info are the single-node service's, over this
+//! node's local store.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use spool_auth::Action;
+use spool_format::batch::{self, Header, Record};
+use spool_log::{Partition, ReadResult, is_internal_topic, validate_topic_name};
+use spool_proto::partitioner::partition_for_key;
+use spool_proto::v1::{self, log_server::Log, produce_request};
+use spool_raft::entry::{self, EntryKind};
+use tokio::sync::watch;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::Cluster;
+use super::metadata::{MetadataCommand, TopicSpec, assign_replicas};
+use crate::access::caller;
+use crate::admission::Admitted;
+use crate::convert::{self, Chunk};
+use crate::log_service::{LogService, ServerState};
+use crate::status::{join_error, out_of_range, shutting_down, status};
+
+/// How long a new topic's creation waits for its partitions' leaders.
+const LEADERS_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct ClusterLogService {
+    state: Arc<ServerState>,
+    cluster: Arc<Cluster>,
+    /// The single-node service, for the calls that read only local state.
+    local: LogService,
+    /// Spreads unkeyed records without an explicit partition.
+    next_partition: Arc<AtomicU32>,
+}
+
+impl ClusterLogService {
+    pub fn new(state: Arc<ServerState>, cluster: Arc<Cluster>) -> ClusterLogService {
+        ClusterLogService {
+            local: LogService::new(Arc::clone(&state)),
+            state,
+            cluster,
+            next_partition: Arc::default(),
+        }
+    }
+
+    fn client_topic_name(name: &str) -> Result<(), Status> {
+        validate_topic_name(name).map_err(status)?;
+        if is_internal_topic(name) {
+            return Err(Status::invalid_argument(format!(
+                "topic {name:?} is internal (names starting with \"__\" belong to the server)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn spec(&self, topic: &str) -> Result<TopicSpec, Status> {
+        validate_topic_name(topic).map_err(status)?;
+        match self.cluster.topic(topic) {
+            Some(entry) => Ok(entry.spec),
+            None if !self.cluster.metadata_caught_up() => Err(Status::unavailable(
+                "this node is still catching up on the cluster's metadata",
+            )),
+            None => Err(Status::not_found(format!("topic {topic:?} does not exist"))),
+        }
+    }
+
+    /// This node's replica of a partition, or the answer that sends the
+    /// client to one that holds it.
+    async fn replica(&self, topic: &str, partition: u32) -> Result<spool_raft::Replica, Status> {
+        let spec = self.spec(topic)?;
+        let Some(nodes) = spec.replicas.get(partition as usize) else {
+            return Err(Status::not_found(format!(
+                "partition {partition} of topic {topic:?} does not exist ({} partitions)",
+                spec.partitions
+            )));
+        };
+        match self.cluster.replica(topic, partition) {
+            Some(replica) => Ok(replica),
+            // A node that holds no replica sends the client to one that
+            // does, which knows the leader.
+            None if !nodes.contains(&self.cluster.node_id()) => {
+                Err(self.cluster.not_leader(nodes.first().copied()).await)
+            }
+            None => Err(Status::unavailable(format!(
+                "this node's replica of {topic}/{partition} is not open yet"
+            ))),
+        }
+    }
+
+    /// A partition to read committed records from: this node's replica.
+    async fn readable(&self, topic: &str, partition: u32) -> Result<Partition, Status> {
+        Ok(self.replica(topic, partition).await?.partition().clone())
+    }
+
+    fn fetch_bytes(&self, requested: u32) -> u64 {
+        match u64::from(requested) {
+            0 => self.state.config.fetch_bytes_default,
+            n => n.min(self.state.config.fetch_bytes_max),
+        }
+    }
+
+    /// Replicates `encoded` through this node's replica of the partition.
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        encoded: Bytes,
+    ) -> Result<spool_raft::Appended, Status> {
+        let replica = self.replica(topic, partition).await?;
+        match replica.append(encoded).await {
+            Ok(appended) => Ok(appended),
+            Err(spool_raft::Error::NotLeader { leader_id }) => Err(self.cluster.not_leader(leader_id).await),
+            Err(
+                error @ (spool_raft::Error::InvalidBatch { .. } | spool_raft::Error::ReservedHeader { .. }),
+            ) => Err(Status::invalid_argument(error.to_string())),
+            // Leadership lost while the entry was in flight, or the engine
+            // stopped: whether it was committed is unknown to this node.
+            Err(error) => Err(Status::unavailable(format!(
+                "the write's outcome is unknown: {error}"
+            ))),
+        }
+    }
+}
+
+/// The committed offset range of `partition` must hold `offset`.
+fn check_offset(partition: &Partition, offset: u64) -> Result<(), Status> {
+    let (start, end) = (partition.log_start_offset(), partition.committed_offset());
+    if offset < start || offset > end {
+        return Err(out_of_range(
+            format!(
+                "offset {offset} is out of range: the partition's committed records are [{start}, {end})"
+            ),
+            start,
+            end,
+        ));
+    }
+    Ok(())
+}
+
+/// Drops Raft's own entries (blank and membership batches) from a read:
+/// they hold no client record, so a consumer sees their offsets as a gap.
+fn without_raft_entries(mut read: ReadResult) -> ReadResult {
+    read.batches
+        .retain(|batch| matches!(entry::classify(batch), Ok((EntryKind::Records, _))));
+    read
+}
+
+/// Reads committed records on the blocking pool.
+async fn read_committed(
+    partition: Partition,
+    offset: u64,
+    max_bytes: u64,
+    encoded: bool,
+) -> Result<Chunk, Status> {
+    tokio::task::spawn_blocking(move || {
+        let read = partition.read_committed(offset, max_bytes).map_err(status)?;
+        let chunk = convert::chunk(&partition, without_raft_entries(read), offset, encoded)?;
+        partition.count_fetched(chunk.record_count, chunk.batch_bytes);
+        Ok(chunk)
+    })
+    .await
+    .map_err(join_error)?
+}
+
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+/// Encodes the records at `members` of a request as one batch.
+fn encode_records(
+    records: &[v1::Record],
+    members: &[usize],
+    limits: batch::BatchLimits,
+) -> Result<Bytes, Status> {
+    let headers: Vec<Vec<Header<'_>>> = members
+        .iter()
+        .map(|&i| {
+            records[i]
+                .headers
+                .iter()
+                .map(|h| Header {
+                    key: &h.key,
+                    value: h.value.as_deref(),
+                })
+                .collect()
+        })
+        .collect();
+    let batch: Vec<Record<'_>> = members
+        .iter()
+        .zip(&headers)
+        .map(|(&i, headers)| Record {
+            key: records[i].key.as_deref(),
+            value: records[i].value.as_deref(),
+            headers,
+            timestamp_ms: records[i].timestamp_ms,
+        })
+        .collect();
+    batch::encode_to_vec(&batch, now_ms(), limits)
+        .map(Bytes::from)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Records grouped by the partition they go to (by key, else the sticky
+/// partition), with their positions in the request.
+fn group_by_partition(
+    records: &[v1::Record],
+    explicit: Option<u32>,
+    partitions: u32,
+    sticky: u32,
+) -> Vec<(u32, Vec<usize>)> {
+    if let Some(partition) = explicit {
+        return vec![(partition, (0..records.len()).collect())];
+    }
+    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (i, record) in records.iter().enumerate() {
+        let partition = match &record.key {
+            Some(key) => partition_for_key(key, partitions),
+            None => sticky % partitions,
+        };
+        match groups.iter_mut().find(|(p, _)| *p == partition) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((partition, vec![i])),
+        }
+    }
+    groups.sort_by_key(|(p, _)| *p);
+    groups
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[tonic::async_trait]
+impl Log for ClusterLogService {
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn create_topic(
+        &self,
+        request: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        let caller = caller(&request).cloned();
+        self.state
+            .access
+            .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
+        let request = request.into_inner();
+        Self::client_topic_name(&request.name)?;
+        if request.retention_ms > 0 || request.retention_bytes > 0 {
+            return Err(Status::invalid_argument(
+                "replicated topics keep every record in cluster mode: retention is not supported yet (docs/cluster.md)",
+            ));
+        }
+        if self.cluster.topic(&request.name).is_some() {
+            return Err(Status::already_exists(format!(
+                "topic {:?} already exists",
+                request.name
+            )));
+        }
+        let partitions = match request.partitions {
+            0 => self.state.config.default_partitions,
+            n => n,
+        };
+        let partitions_max = self.state.config.store.partitions_max;
+        if partitions == 0 || partitions > partitions_max {
+            return Err(Status::invalid_argument(format!(
+                "a topic has 1 to {partitions_max} partitions, not {partitions}"
+            )));
+        }
+        let factor = self.cluster.default_replication_factor();
+        let spec = TopicSpec {
+            partitions,
+            replication_factor: factor,
+            segment_bytes_max: match request.segment_bytes {
+                0 => self.cluster.segment_bytes_max(),
+                n => n,
+            },
+            replicas: assign_replicas(&self.cluster.node_ids(), partitions, factor),
+        };
+        let command = MetadataCommand::CreateTopic {
+            name: request.name.clone(),
+            spec: spec.clone(),
+        };
+        let offset = self.cluster.propose(&command).await?;
+        // Two nodes may have proposed the same name at once; the first
+        // committed is the one that exists. A proposal retried after a
+        // lost answer may have been committed twice: the same spec is
+        // this request's topic.
+        let entry = self
+            .cluster
+            .topic(&request.name)
+            .filter(|entry| entry.created_offset == offset || entry.spec == spec)
+            .ok_or_else(|| Status::already_exists(format!("topic {:?} already exists", request.name)))?;
+        self.cluster.wait_for_leaders(&request.name, LEADERS_WAIT).await;
+        self.state
+            .audit
+            .record_call(
+                caller.as_ref(),
+                "create_topic",
+                serde_json::json!({ "topic": request.name, "partitions": entry.spec.partitions }),
+                1,
+            )
+            .await?;
+        let config = spool_log::TopicConfig {
+            partitions: entry.spec.partitions,
+            segment_bytes_max: entry.spec.segment_bytes_max,
+            retention_ms: None,
+            retention_bytes: None,
+            ..self.state.config.store.topic_defaults.clone()
+        };
+        Ok(Response::new(v1::CreateTopicResponse {
+            topic: Some(convert::topic_config(&request.name, &config)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    async fn delete_topic(
+        &self,
+        request: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::DeleteTopicResponse>, Status> {
+        let caller = caller(&request).cloned();
+        self.state
+            .access
+            .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
+        let name = request.into_inner().name;
+        Self::client_topic_name(&name)?;
+        self.spec(&name)?;
+        self.cluster
+            .propose(&MetadataCommand::DeleteTopic { name: name.clone() })
+            .await?;
+        self.state
+            .audit
+            .record_call(
+                caller.as_ref(),
+                "delete_topic",
+                serde_json::json!({ "topic": name }),
+                1,
+            )
+            .await?;
+        Ok(Response::new(v1::DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        request: Request<v1::ListTopicsRequest>,
+    ) -> Result<Response<v1::ListTopicsResponse>, Status> {
+        self.local.list_topics(request).await
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<v1::DescribeTopicRequest>,
+    ) -> Result<Response<v1::DescribeTopicResponse>, Status> {
+        self.local.describe_topic(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]
+    async fn produce(
+        &self,
+        mut request: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
+        self.state
+            .access
+            .check(caller(&request), Action::PRODUCE, &request.get_ref().topic)?;
+        // Held until the answer: the request's bytes count as in flight.
+        let _admitted = request.extensions_mut().remove::<Admitted>();
+        let request = request.into_inner();
+        Self::client_topic_name(&request.topic)?;
+        if v1::Durability::try_from(request.durability).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "unknown durability {}",
+                request.durability
+            )));
+        }
+        let spec = self.spec(&request.topic)?;
+        if let Some(partition) = request.partition
+            && partition >= spec.partitions
+        {
+            return Err(Status::not_found(format!(
+                "partition {partition} of topic {:?} does not exist ({} partitions)",
+                request.topic, spec.partitions
+            )));
+        }
+        if *self.state.shutdown.borrow() {
+            return Err(shutting_down());
+        }
+        let data = request.data.ok_or_else(|| {
+            Status::invalid_argument("a produce request needs `records` or `encoded_batch`")
+        })?;
+        // Every level is answered at QUORUM: a replicated write is only
+        // acknowledged once committed, which is at least what NONE and
+        // FSYNC promise.
+        let quorum = v1::Durability::Quorum as i32;
+        let mut results = Vec::new();
+        match data {
+            produce_request::Data::EncodedBatch(encoded) => {
+                let partition = request.partition.ok_or_else(|| {
+                    Status::invalid_argument("an `encoded_batch` needs an explicit `partition`")
+                })?;
+                let appended = self.append(&request.topic, partition, encoded).await?;
+                results.push(v1::ProducePartitionResult {
+                    partition,
+                    base_offset: appended.base_offset,
+                    last_offset: appended.next_offset - 1,
+                    durability: quorum,
+                    log_append_time_ms: now_ms(),
+                    record_indexes: Vec::new(),
+                });
+            }
+            produce_request::Data::Records(list) => {
+                if list.records.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "a produce request needs at least one record",
+                    ));
+                }
+                let sticky = self.next_partition.fetch_add(1, Ordering::Relaxed);
+                let groups = group_by_partition(&list.records, request.partition, spec.partitions, sticky);
+                for (partition, members) in groups {
+                    let limits = self.readable(&request.topic, partition).await?.batch_limits();
+                    let encoded = encode_records(&list.records, &members, limits)?;
+                    let appended = self.append(&request.topic, partition, encoded).await?;
+                    let record_indexes = match request.partition {
+                        Some(_) => Vec::new(),
+                        None => members.iter().map(|&i| i as u32).collect(),
+                    };
+                    results.push(v1::ProducePartitionResult {
+                        partition,
+                        base_offset: appended.base_offset,
+                        last_offset: appended.next_offset - 1,
+                        durability: quorum,
+                        log_append_time_ms: now_ms(),
+                        record_indexes,
+                    });
+                }
+            }
+        }
+        Ok(Response::new(v1::ProduceResponse { results }))
+    }
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn fetch(&self, request: Request<v1::FetchRequest>) -> Result<Response<v1::FetchResponse>, Status> {
+        self.state
+            .access
+            .check(caller(&request), Action::CONSUME, &request.get_ref().topic)?;
+        let request = request.into_inner();
+        let partition = self.readable(&request.topic, request.partition).await?;
+        check_offset(&partition, request.offset)?;
+        let max_wait =
+            Duration::from_millis(u64::from(request.max_wait_ms).min(self.state.config.fetch_wait_ms_max));
+        if !max_wait.is_zero() && request.offset >= partition.committed_offset() {
+            let mut shutdown = self.state.shutdown.clone();
+            tokio::select! {
+                _ = partition.wait_committed(request.offset) => {}
+                _ = tokio::time::sleep(max_wait) => {}
+                _ = stopping(&mut shutdown) => {}
+            }
+        }
+        let max_bytes = self.fetch_bytes(request.max_bytes);
+        let chunk = read_committed(
+            partition,
+            request.offset,
+            max_bytes,
+            request.return_encoded_batches,
+        )
+        .await?;
+        Ok(Response::new(v1::FetchResponse {
+            partition: request.partition,
+            records: chunk.records,
+            encoded_batches: chunk.encoded_batches,
+            next_offset: chunk.next_offset,
+            high_watermark: chunk.high_watermark,
+            log_start_offset: chunk.log_start_offset,
+        }))
+    }
+
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<v1::SubscribeResponse, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.state
+            .access
+            .check(caller(&request), Action::CONSUME, &request.get_ref().topic)?;
+        let request = request.into_inner();
+        let partition = self.readable(&request.topic, request.partition).await?;
+        check_offset(&partition, request.offset)?;
+        let max_bytes = self
+            .fetch_bytes(request.max_bytes)
+            .min(self.state.config.subscribe_bytes_max);
+        let follower = CommittedFollower {
+            partition,
+            id: request.partition,
+            offset: request.offset,
+            max_bytes,
+            encoded: request.return_encoded_batches,
+            shutdown: self.state.shutdown.clone(),
+            failed: false,
+        };
+        let stream = futures_util::stream::unfold(follower, |mut follower| async move {
+            if follower.failed {
+                return None;
+            }
+            let item = follower.next().await;
+            follower.failed = item.is_err();
+            Some((item, follower))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        self.state.access.check_any(
+            caller(&request),
+            &[Action::CONSUME, Action::PRODUCE, Action::TOPIC_ADMIN],
+            &request.get_ref().topic,
+        )?;
+        let request = request.into_inner();
+        let spec = self.spec(&request.topic)?;
+        let ids: Vec<u32> = match request.partition {
+            Some(id) => vec![id],
+            None => (0..spec.partitions).collect(),
+        };
+        let mut partitions = Vec::with_capacity(ids.len());
+        for id in ids {
+            partitions.push(self.readable(&request.topic, id).await?);
+        }
+        let spec_kind = v1::OffsetSpec::try_from(request.spec)
+            .map_err(|_| Status::invalid_argument(format!("unknown offset spec {}", request.spec)))?;
+        let timestamp = match spec_kind {
+            v1::OffsetSpec::Unspecified => {
+                return Err(Status::invalid_argument(
+                    "spec must be EARLIEST, LATEST or TIMESTAMP",
+                ));
+            }
+            v1::OffsetSpec::Timestamp => Some(
+                request
+                    .timestamp_ms
+                    .ok_or_else(|| Status::invalid_argument("spec TIMESTAMP needs timestamp_ms"))?,
+            ),
+            _ => None,
+        };
+        let offsets = tokio::task::spawn_blocking(move || -> Result<Vec<v1::PartitionOffset>, Status> {
+            partitions
+                .iter()
+                .map(|partition| {
+                    let committed = partition.committed_offset();
+                    let (offset, timestamp_ms) = match (spec_kind, timestamp) {
+                        (v1::OffsetSpec::Earliest, _) => (partition.log_start_offset(), None),
+                        (_, Some(ts)) => match partition.offset_for_timestamp(ts).map_err(status)? {
+                            Some(offset) if offset < committed => {
+                                (offset, crate::log_service::record_timestamp(partition, offset))
+                            }
+                            _ => (committed, None),
+                        },
+                        _ => (committed, None),
+                    };
+                    Ok(v1::PartitionOffset {
+                        partition: partition.id(),
+                        offset,
+                        timestamp_ms,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(join_error)??;
+        Ok(Response::new(v1::ListOffsetsResponse { offsets }))
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        request: Request<v1::CommitCheckpointRequest>,
+    ) -> Result<Response<v1::CommitCheckpointResponse>, Status> {
+        self.local.commit_checkpoint(request).await
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
+        self.local.get_checkpoint(request).await
+    }
+
+    async fn get_server_info(
+        &self,
+        request: Request<v1::GetServerInfoRequest>,
+    ) -> Result<Response<v1::GetServerInfoResponse>, Status> {
+        let mut info = self.local.get_server_info(request).await?.into_inner();
+        info.default_durability = v1::Durability::Quorum as i32;
+        Ok(Response::new(info))
+    }
+}
+
+/// One subscription to a replicated partition: reads committed records,
+/// and at the committed end waits for the commit to move.
+struct CommittedFollower {
+    partition: Partition,
+    id: u32,
+    offset: u64,
+    max_bytes: u64,
+    encoded: bool,
+    shutdown: watch::Receiver<bool>,
+    failed: bool,
+}
+
+impl CommittedFollower {
+    async fn next(&mut self) -> Result<v1::SubscribeResponse, Status> {
+        if self.offset >= self.partition.committed_offset() {
+            tokio::select! {
+                result = self.partition.wait_committed(self.offset) => { result.map_err(status)?; }
+                _ = stopping(&mut self.shutdown) => {
+                    return Err(Status::unavailable("the server is shutting down"));
+                }
+            }
+        }
+        let chunk = read_committed(self.partition.clone(), self.offset, self.max_bytes, self.encoded).await?;
+        self.offset = chunk.next_offset;
+        Ok(v1::SubscribeResponse {
+            partition: self.id,
+            records: chunk.records,
+            encoded_batches: chunk.encoded_batches,
+            next_offset: chunk.next_offset,
+            high_watermark: chunk.high_watermark,
+            log_start_offset: chunk.log_start_offset,
+        })
+    }
+}
