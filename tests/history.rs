@@ -18,6 +18,18 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+async fn create_topic(server: &Spoold) {
+    let mut client = LogClient::connect(server.url()).await.unwrap();
+    client
+        .create_topic(v1::CreateTopicRequest {
+            name: TOPIC.into(),
+            partitions: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 async fn produce(server: &Spoold, count: usize) {
     let mut client = LogClient::connect(server.url()).await.unwrap();
     let records = (0..count)
@@ -96,15 +108,8 @@ async fn a_known_workload_is_in_the_history_and_survives_a_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Spoold::start(dir.path(), &["metrics_history_interval_ms=200ms"]);
     let started = now_ms();
+    create_topic(&server).await;
     let mut client = LogClient::connect(server.url()).await.unwrap();
-    client
-        .create_topic(v1::CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     for _ in 0..3 {
         produce(&server, 100).await;
     }
@@ -247,15 +252,7 @@ async fn bad_reads_are_refused_and_a_server_without_history_says_so() {
 async fn the_history_is_kept_under_a_record_limit_smaller_than_a_sample() {
     let server = Spoold::start_temp(&["metrics_history_interval_ms=200ms", "record_bytes_max=512B"]);
     let started = now_ms();
-    let mut client = LogClient::connect(server.url()).await.unwrap();
-    client
-        .create_topic(v1::CreateTopicRequest {
-            name: TOPIC.into(),
-            partitions: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    create_topic(&server).await;
     produce(&server, 42).await;
     let counter = r#"spool_log_appended_records_total{topic="orders"}"#;
     read_until(&server, &[counter], started - 1_000, |answer| {

@@ -6,52 +6,23 @@
 //! was acknowledged with, in the committed log of every running replica,
 //! and that those logs are byte for byte the same.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{Ack, committed_batches, encoded_batch, limits, store_config};
+
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
-use spool_format::batch::{self, Batch, BatchLimits, Record};
-use spool_log::{Partition, Store, StoreConfig, TopicConfig};
-use spool_raft::{Appended, Error, GroupConfig, InProcessNetwork, Network, Replica};
+use spool_format::batch::{self, Batch, Record};
+use spool_log::{Partition, Store, TopicConfig};
+use spool_raft::{Error, GroupConfig, InProcessNetwork, Network, Replica};
 
 const TOPIC: &str = "replicated";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn store_config() -> StoreConfig {
-    StoreConfig {
-        preallocate_bytes: 16 * 1024,
-        index_interval_bytes: 256,
-        checkpoint_interval_ms: 0,
-        retention_check_interval_ms: 0,
-        ..StoreConfig::default()
-    }
-}
-
-fn limits() -> BatchLimits {
-    let config = store_config();
-    BatchLimits {
-        record_bytes_max: config.record_bytes_max,
-        batch_bytes_max: config.batch_bytes_max,
-    }
-}
-
-/// A client's batch of `count` records whose values name `tag`.
-fn encoded_batch(tag: &str, count: usize) -> Bytes {
-    let values: Vec<Vec<u8>> = (0..count).map(|i| format!("{tag}/{i}").into_bytes()).collect();
-    let records: Vec<Record<'_>> = values.iter().map(|v| Record::value(v)).collect();
-    Bytes::from(batch::encode_to_vec(&records, 1_700_000_000_000, limits()).unwrap())
-}
-
-/// A write a client saw acknowledged: what it wrote and where it landed.
-#[derive(Debug, Clone)]
-struct Ack {
-    tag: String,
-    count: usize,
-    appended: Appended,
-}
 
 struct Node {
     store: Store,
@@ -235,18 +206,6 @@ impl Cluster {
 }
 
 /// Every committed batch below `end`, read in the committed mode.
-fn committed_batches(partition: &Partition, end: u64) -> Result<Vec<Batch>> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < end {
-        let read = partition.read_committed(offset, 1 << 20)?;
-        ensure!(read.next_offset > offset, "no progress reading at {offset}");
-        out.extend(read.batches);
-        offset = read.next_offset;
-    }
-    Ok(out)
-}
-
 fn values(partition: &Partition, batch: &Batch) -> Result<Vec<String>> {
     partition
         .records(batch)

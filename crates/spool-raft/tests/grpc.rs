@@ -5,51 +5,22 @@
 //! commit, failover and catching up. A second group on the same servers
 //! checks that requests are routed by group id.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{Ack, committed_batches, encoded_batch, store_config};
+
 use anyhow::{Context, Result, bail, ensure};
-use bytes::Bytes;
-use spool_format::batch::{self, Batch, BatchLimits, Record};
-use spool_log::{Partition, Store, StoreConfig, TopicConfig};
-use spool_raft::{Appended, GroupConfig, GroupId, PeerService, PeerTransport, Replica, TransportConfig};
+use spool_log::{Store, TopicConfig};
+use spool_raft::{GroupConfig, GroupId, PeerService, PeerTransport, Replica, TransportConfig};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn store_config() -> StoreConfig {
-    StoreConfig {
-        preallocate_bytes: 16 * 1024,
-        index_interval_bytes: 256,
-        checkpoint_interval_ms: 0,
-        retention_check_interval_ms: 0,
-        ..StoreConfig::default()
-    }
-}
-
-fn limits() -> BatchLimits {
-    let config = store_config();
-    BatchLimits {
-        record_bytes_max: config.record_bytes_max,
-        batch_bytes_max: config.batch_bytes_max,
-    }
-}
-
-fn encoded_batch(tag: &str, count: usize) -> Bytes {
-    let values: Vec<Vec<u8>> = (0..count).map(|i| format!("{tag}/{i}").into_bytes()).collect();
-    let records: Vec<Record<'_>> = values.iter().map(|v| Record::value(v)).collect();
-    Bytes::from(batch::encode_to_vec(&records, 1_700_000_000_000, limits()).unwrap())
-}
-
-#[derive(Debug, Clone)]
-struct Ack {
-    tag: String,
-    count: usize,
-    appended: Appended,
-}
 
 struct Node {
     store: Store,
@@ -247,18 +218,6 @@ impl Cluster {
         }
         Ok(())
     }
-}
-
-fn committed_batches(partition: &Partition, end: u64) -> Result<Vec<Batch>> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    while offset < end {
-        let read = partition.read_committed(offset, 1 << 20)?;
-        ensure!(read.next_offset > offset, "no progress reading at {offset}");
-        out.extend(read.batches);
-        offset = read.next_offset;
-    }
-    Ok(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

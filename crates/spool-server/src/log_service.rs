@@ -96,26 +96,55 @@ impl LogService {
     }
 
     /// A topic a client may write to or administer: valid, not internal.
-    fn client_topic_name(name: &str) -> Result<(), Status> {
-        validate_topic_name(name).map_err(status)?;
-        if is_internal_topic(name) {
-            return Err(Status::invalid_argument(format!(
-                "topic {name:?} is internal (names starting with \"__\" belong to the server)"
-            )));
-        }
-        Ok(())
-    }
-
     fn partition(&self, topic: &str, partition: u32) -> Result<Partition, Status> {
         validate_topic_name(topic).map_err(status)?;
         self.state.store.partition(topic, partition).map_err(status)
     }
 
     fn fetch_bytes(&self, requested: u32) -> u64 {
-        match u64::from(requested) {
-            0 => self.state.config.fetch_bytes_default,
-            n => n.min(self.state.config.fetch_bytes_max),
+        fetch_bytes(&self.state.config, requested)
+    }
+}
+
+/// What a ListOffsets request asks for: its spec, and the timestamp a
+/// TIMESTAMP spec needs.
+pub(crate) fn offset_spec(request: &v1::ListOffsetsRequest) -> Result<(v1::OffsetSpec, Option<i64>), Status> {
+    let spec = v1::OffsetSpec::try_from(request.spec)
+        .map_err(|_| Status::invalid_argument(format!("unknown offset spec {}", request.spec)))?;
+    let timestamp = match spec {
+        v1::OffsetSpec::Unspecified => {
+            return Err(Status::invalid_argument(
+                "spec must be EARLIEST, LATEST or TIMESTAMP",
+            ));
         }
+        v1::OffsetSpec::Timestamp => Some(
+            request
+                .timestamp_ms
+                .ok_or_else(|| Status::invalid_argument("spec TIMESTAMP needs timestamp_ms"))?,
+        ),
+        _ => None,
+    };
+    Ok((spec, timestamp))
+}
+
+/// A topic name a client may use: valid, and not one of the server's
+/// internal topics.
+pub(crate) fn client_topic_name(name: &str) -> Result<(), Status> {
+    validate_topic_name(name).map_err(status)?;
+    if is_internal_topic(name) {
+        return Err(Status::invalid_argument(format!(
+            "topic {name:?} is internal (names starting with \"__\" belong to the server)"
+        )));
+    }
+    Ok(())
+}
+
+/// The byte budget of a read: the request's, capped at `fetch_bytes_max`,
+/// or `fetch_bytes_default` when it asks for none.
+pub(crate) fn fetch_bytes(config: &Config, requested: u32) -> u64 {
+    match u64::from(requested) {
+        0 => config.fetch_bytes_default,
+        n => n.min(config.fetch_bytes_max),
     }
 }
 
@@ -177,7 +206,7 @@ fn check_offset(partition: &Partition, offset: u64) -> Result<(), Status> {
 
 /// Resolves once the server starts shutting down. (The guard `wait_for`
 /// returns is not `Send`, so it must not live across the caller's awaits.)
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopping| *stopping).await;
 }
 
@@ -316,7 +345,9 @@ fn append_request(
     }
 }
 
-fn group_by_partition(
+/// Records grouped by the partition they go to (the explicit one, else by
+/// key, else the sticky partition), with their positions in the request.
+pub(crate) fn group_by_partition(
     records: &[v1::Record],
     explicit: Option<u32>,
     partitions: u32,
@@ -384,7 +415,7 @@ impl Log for LogService {
             .access
             .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
         let request = request.into_inner();
-        Self::client_topic_name(&request.name)?;
+        client_topic_name(&request.name)?;
         let defaults = &self.state.config.store.topic_defaults;
         let config = spool_log::TopicConfig {
             partitions: match request.partitions {
@@ -429,7 +460,7 @@ impl Log for LogService {
             .access
             .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
         let name = request.into_inner().name;
-        Self::client_topic_name(&name)?;
+        client_topic_name(&name)?;
         let store = Arc::clone(&self.state.store);
         let deleted = name.clone();
         tokio::task::spawn_blocking(move || store.delete_topic(&deleted))
@@ -513,7 +544,7 @@ impl Log for LogService {
         let peer = request.remote_addr();
         let admitted = request.extensions_mut().remove::<Admitted>();
         let request = request.into_inner();
-        Self::client_topic_name(&request.topic)?;
+        client_topic_name(&request.topic)?;
         let durability =
             convert::durability_from_proto(request.durability, self.state.config.default_durability)?;
         let topic = self.state.store.topic(&request.topic).map_err(status)?;
@@ -700,21 +731,7 @@ impl Log for LogService {
             Some(id) => vec![topic.partition(id).map_err(status)?.clone()],
             None => topic.partitions().to_vec(),
         };
-        let spec = v1::OffsetSpec::try_from(request.spec)
-            .map_err(|_| Status::invalid_argument(format!("unknown offset spec {}", request.spec)))?;
-        let timestamp = match spec {
-            v1::OffsetSpec::Unspecified => {
-                return Err(Status::invalid_argument(
-                    "spec must be EARLIEST, LATEST or TIMESTAMP",
-                ));
-            }
-            v1::OffsetSpec::Timestamp => Some(
-                request
-                    .timestamp_ms
-                    .ok_or_else(|| Status::invalid_argument("spec TIMESTAMP needs timestamp_ms"))?,
-            ),
-            _ => None,
-        };
+        let (spec, timestamp) = offset_spec(&request)?;
         let offsets = tokio::task::spawn_blocking(move || -> Result<Vec<v1::PartitionOffset>, Status> {
             partitions
                 .iter()

@@ -16,8 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use spool_auth::Action;
 use spool_format::batch::{self, Header, Record};
-use spool_log::{Partition, ReadResult, is_internal_topic, validate_topic_name};
-use spool_proto::partitioner::partition_for_key;
+use spool_log::{Partition, ReadResult, validate_topic_name};
 use spool_proto::v1::{self, log_server::Log, produce_request};
 use spool_raft::entry::{self, EntryKind};
 use tokio::sync::watch;
@@ -29,7 +28,9 @@ use super::metadata::{MetadataCommand, TopicSpec, assign_replicas};
 use crate::access::caller;
 use crate::admission::Admitted;
 use crate::convert::{self, Chunk};
-use crate::log_service::{LogService, ServerState};
+use crate::log_service::{
+    LogService, ServerState, client_topic_name, fetch_bytes, group_by_partition, offset_spec, stopping,
+};
 use crate::status::{join_error, out_of_range, shutting_down, status};
 
 /// How long a new topic's creation waits for its partitions' leaders.
@@ -53,16 +54,6 @@ impl ClusterLogService {
             cluster,
             next_partition: Arc::default(),
         }
-    }
-
-    fn client_topic_name(name: &str) -> Result<(), Status> {
-        validate_topic_name(name).map_err(status)?;
-        if is_internal_topic(name) {
-            return Err(Status::invalid_argument(format!(
-                "topic {name:?} is internal (names starting with \"__\" belong to the server)"
-            )));
-        }
-        Ok(())
     }
 
     fn spec(&self, topic: &str) -> Result<TopicSpec, Status> {
@@ -105,10 +96,7 @@ impl ClusterLogService {
     }
 
     fn fetch_bytes(&self, requested: u32) -> u64 {
-        match u64::from(requested) {
-            0 => self.state.config.fetch_bytes_default,
-            n => n.min(self.state.config.fetch_bytes_max),
-        }
+        fetch_bytes(&self.state.config, requested)
     }
 
     /// Replicates `encoded` through this node's replica of the partition.
@@ -174,10 +162,6 @@ async fn read_committed(
     .map_err(join_error)?
 }
 
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stopping| *stopping).await;
-}
-
 /// Encodes the records at `members` of a request as one batch.
 fn encode_records(
     records: &[v1::Record],
@@ -212,32 +196,6 @@ fn encode_records(
         .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-/// Records grouped by the partition they go to (by key, else the sticky
-/// partition), with their positions in the request.
-fn group_by_partition(
-    records: &[v1::Record],
-    explicit: Option<u32>,
-    partitions: u32,
-    sticky: u32,
-) -> Vec<(u32, Vec<usize>)> {
-    if let Some(partition) = explicit {
-        return vec![(partition, (0..records.len()).collect())];
-    }
-    let mut groups: Vec<(u32, Vec<usize>)> = Vec::new();
-    for (i, record) in records.iter().enumerate() {
-        let partition = match &record.key {
-            Some(key) => partition_for_key(key, partitions),
-            None => sticky % partitions,
-        };
-        match groups.iter_mut().find(|(p, _)| *p == partition) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((partition, vec![i])),
-        }
-    }
-    groups.sort_by_key(|(p, _)| *p);
-    groups
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -247,7 +205,7 @@ fn now_ms() -> i64 {
 
 #[tonic::async_trait]
 impl Log for ClusterLogService {
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().name))]
     async fn create_topic(
         &self,
         request: Request<v1::CreateTopicRequest>,
@@ -257,7 +215,7 @@ impl Log for ClusterLogService {
             .access
             .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
         let request = request.into_inner();
-        Self::client_topic_name(&request.name)?;
+        client_topic_name(&request.name)?;
         if request.retention_ms > 0 || request.retention_bytes > 0 {
             return Err(Status::invalid_argument(
                 "replicated topics keep every record in cluster mode: retention is not supported yet (docs/cluster.md)",
@@ -325,7 +283,7 @@ impl Log for ClusterLogService {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().name))]
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().name))]
     async fn delete_topic(
         &self,
         request: Request<v1::DeleteTopicRequest>,
@@ -335,7 +293,7 @@ impl Log for ClusterLogService {
             .access
             .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
         let name = request.into_inner().name;
-        Self::client_topic_name(&name)?;
+        client_topic_name(&name)?;
         self.spec(&name)?;
         self.cluster
             .propose(&MetadataCommand::DeleteTopic { name: name.clone() })
@@ -366,7 +324,7 @@ impl Log for ClusterLogService {
         self.local.describe_topic(request).await
     }
 
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]
     async fn produce(
         &self,
         mut request: Request<v1::ProduceRequest>,
@@ -377,7 +335,7 @@ impl Log for ClusterLogService {
         // Held until the answer: the request's bytes count as in flight.
         let _admitted = request.extensions_mut().remove::<Admitted>();
         let request = request.into_inner();
-        Self::client_topic_name(&request.topic)?;
+        client_topic_name(&request.topic)?;
         if v1::Durability::try_from(request.durability).is_err() {
             return Err(Status::invalid_argument(format!(
                 "unknown durability {}",
@@ -449,7 +407,7 @@ impl Log for ClusterLogService {
         Ok(Response::new(v1::ProduceResponse { results }))
     }
 
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
     async fn fetch(&self, request: Request<v1::FetchRequest>) -> Result<Response<v1::FetchResponse>, Status> {
         self.state
             .access
@@ -487,7 +445,7 @@ impl Log for ClusterLogService {
 
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<v1::SubscribeResponse, Status>> + Send>>;
 
-    #[tracing::instrument(skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
     async fn subscribe(
         &self,
         request: Request<v1::SubscribeRequest>,
@@ -540,21 +498,7 @@ impl Log for ClusterLogService {
         for id in ids {
             partitions.push(self.readable(&request.topic, id).await?);
         }
-        let spec_kind = v1::OffsetSpec::try_from(request.spec)
-            .map_err(|_| Status::invalid_argument(format!("unknown offset spec {}", request.spec)))?;
-        let timestamp = match spec_kind {
-            v1::OffsetSpec::Unspecified => {
-                return Err(Status::invalid_argument(
-                    "spec must be EARLIEST, LATEST or TIMESTAMP",
-                ));
-            }
-            v1::OffsetSpec::Timestamp => Some(
-                request
-                    .timestamp_ms
-                    .ok_or_else(|| Status::invalid_argument("spec TIMESTAMP needs timestamp_ms"))?,
-            ),
-            _ => None,
-        };
+        let (spec_kind, timestamp) = offset_spec(&request)?;
         let offsets = tokio::task::spawn_blocking(move || -> Result<Vec<v1::PartitionOffset>, Status> {
             partitions
                 .iter()
