@@ -30,29 +30,10 @@ impl ProduceLimits {
     /// Every limit a record of `stored_bytes` (see `Record::stored_bytes`)
     /// exceeds as the first record of a batch, tightest first.
     pub fn exceeded(&self, stored_bytes: u64) -> Vec<ExceededLimit> {
-        let batch_bytes = single_record_batch_bytes(stored_bytes);
-        let request_bytes = self.request_bytes(batch_bytes);
-        let mut checks = vec![
-            (SizeLimit::SegmentBytes, batch_bytes, self.segment_bytes),
-            (
-                SizeLimit::ClientMessageBytesMax,
-                request_bytes,
-                self.client_message_bytes_max,
-            ),
-        ];
-        if let Some(server) = self.server {
-            checks.extend([
-                (SizeLimit::RecordBytesMax, stored_bytes, server.record_bytes_max),
-                (SizeLimit::BatchBytesMax, batch_bytes, server.batch_bytes_max),
-                (
-                    SizeLimit::RequestBytesMax,
-                    request_bytes,
-                    server.request_bytes_max,
-                ),
-            ]);
-        }
-        let mut exceeded: Vec<ExceededLimit> = checks
+        let mut exceeded: Vec<ExceededLimit> = self
+            .checks(stored_bytes)
             .into_iter()
+            .flatten()
             .filter(|&(_, actual_bytes, max_bytes)| actual_bytes > max_bytes)
             .map(|(limit, actual_bytes, max_bytes)| ExceededLimit {
                 limit,
@@ -66,13 +47,43 @@ impl ProduceLimits {
 
     /// `Ok` for a record of `stored_bytes` within every limit, else
     /// [`Error::RecordTooLarge`].
+    ///
+    /// Runs once per record a producer takes, so the common answer costs
+    /// comparisons only: the list of exceeded limits is built (and
+    /// allocated) only for a record that fails.
     pub fn check(&self, stored_bytes: u64) -> Result<()> {
-        let exceeded = self.exceeded(stored_bytes);
-        if exceeded.is_empty() {
+        let within = self
+            .checks(stored_bytes)
+            .into_iter()
+            .flatten()
+            .all(|(_, actual_bytes, max_bytes)| actual_bytes <= max_bytes);
+        if within {
             Ok(())
         } else {
-            Err(Error::RecordTooLarge { exceeded })
+            Err(Error::RecordTooLarge {
+                exceeded: self.exceeded(stored_bytes),
+            })
         }
+    }
+
+    /// Each limit with the size it measures for a record of `stored_bytes`
+    /// as the first of a batch, and its maximum; the server's are `None`
+    /// when the server did not report them.
+    fn checks(&self, stored_bytes: u64) -> [Option<(SizeLimit, u64, u64)>; 5] {
+        let batch_bytes = single_record_batch_bytes(stored_bytes);
+        let request_bytes = self.request_bytes(batch_bytes);
+        let server = self.server;
+        [
+            Some((SizeLimit::SegmentBytes, batch_bytes, self.segment_bytes)),
+            Some((
+                SizeLimit::ClientMessageBytesMax,
+                request_bytes,
+                self.client_message_bytes_max,
+            )),
+            server.map(|server| (SizeLimit::RecordBytesMax, stored_bytes, server.record_bytes_max)),
+            server.map(|server| (SizeLimit::BatchBytesMax, batch_bytes, server.batch_bytes_max)),
+            server.map(|server| (SizeLimit::RequestBytesMax, request_bytes, server.request_bytes_max)),
+        ]
     }
 
     /// As [`check`](Self::check), for a record with a key of `key_bytes`, a
