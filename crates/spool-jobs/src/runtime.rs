@@ -9,7 +9,10 @@
 //! awaits that offset's durability before it hands the answer out, so
 //! nothing is acknowledged, and nothing read from the table is shown,
 //! before every event it could depend on is on disk. Durability is
-//! ordered, so answers of later turns never overtake the disk.
+//! ordered, so answers of later turns never overtake the disk. A claim is
+//! the one answer that does not wait for its own events: the lease's
+//! fsync overlaps the worker's start (`claim_offset` says why that is
+//! safe).
 //!
 //! At start the thread loads the latest snapshot and replays the events
 //! after it. Snapshots are taken after enough events (right after a start
@@ -18,7 +21,7 @@
 //! and at a clean stop. Each snapshot written lets the history retention
 //! delete what it covers (`retention.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::activity::QueueMetrics;
 use crate::config::JobsConfig;
-use crate::core::{JobError, JobsCore, Reply, Request, RequestId, Step};
+use crate::core::{ClaimedJob, JobError, JobsCore, Reply, Request, RequestId, Step};
 use crate::event::Event;
 use crate::history::{HistoryPage, HistoryReader, LoggedJob};
 use crate::job::JobId;
@@ -164,6 +167,47 @@ fn unavailable(reason: &str) -> JobError {
 }
 
 /// Waits until the events up to `offset` are on disk.
+/// The offset a claim's answer waits for: everything logged before the
+/// last of its own `Claimed` events (the jobs' enqueues, retries and
+/// earlier leases, whichever turn wrote them), but not its leases
+/// themselves, whose fsync is already asked for and runs while the worker
+/// starts. Each event of a turn is one record, so the `i`-th event of
+/// `events` is at `turn_start + i`. `None` when none of its leases is in
+/// `events` (the caller then waits for the whole turn).
+///
+/// Why this is safe: a lease that a crash of the machine takes back before
+/// its fsync leaves the job as it was before the claim, so after a restart
+/// the job is offered again; the first worker's token is then unknown (new
+/// tokens come from a fresh seed), and its heartbeat, completion or failure
+/// is refused as stale, as for a lease that ran out. A crash of the server
+/// process alone loses nothing written, fsynced or not. Completions,
+/// failures and enqueues still wait for their own events.
+fn claim_offset(claimed: &[ClaimedJob], events: &[Event], turn_start: u64) -> Option<u64> {
+    // A large claim is looked up in a set, so that a turn of many claims
+    // and events stays linear.
+    let leases: HashSet<(JobId, u64)> = if claimed.len() > 16 {
+        claimed
+            .iter()
+            .map(|claimed| (claimed.job.id, claimed.token))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let ours = |id: JobId, token: u64| {
+        if leases.is_empty() {
+            claimed
+                .iter()
+                .any(|claimed| claimed.job.id == id && claimed.token == token)
+        } else {
+            leases.contains(&(id, token))
+        }
+    };
+    let last_lease = events
+        .iter()
+        .rposition(|event| matches!(event, Event::Claimed { id, token, .. } if ours(*id, *token)))?;
+    Some(turn_start + last_lease as u64)
+}
+
 async fn durable(partition: &Partition, offset: u64) -> Result<(), JobError> {
     if partition.durable_offset() >= offset {
         return Ok(());
@@ -253,7 +297,8 @@ impl JobsRuntime {
     }
 
     /// Sends a request; the reply arrives once its events, and every event
-    /// before them, are durable.
+    /// before them, are durable (a claim's once every event before its
+    /// leases is: see `claim_offset`).
     pub async fn call(&self, request: Request) -> Result<Reply, JobError> {
         self.submit(request).await
     }
@@ -521,9 +566,11 @@ impl Worker {
     }
 
     /// Appends a step's events, asks for their fsync and sends the replies,
-    /// each with the offset its caller waits for to be durable.
+    /// each with the offset its caller waits for to be durable: the end of
+    /// the turn, except for a claim (see [`claim_offset`]).
     fn finish(&mut self, step: Step) {
         let Step { events, mut replies } = step;
+        let turn_start = self.partition.high_watermark();
         if !events.is_empty() && self.failed.is_none() {
             match self.append(&events) {
                 Ok(()) => {
@@ -543,6 +590,12 @@ impl Worker {
         let offset = self.partition.high_watermark();
         for (id, reply) in replies {
             if let Some(responder) = self.pending.remove(&id) {
+                let offset = match &reply {
+                    Ok(Reply::Claimed(claimed)) if self.failed.is_none() => {
+                        claim_offset(claimed, &events, turn_start).unwrap_or(offset)
+                    }
+                    _ => offset,
+                };
                 let _ = responder.send((reply, offset));
             }
         }

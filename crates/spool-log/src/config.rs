@@ -176,6 +176,7 @@ fn invalid(key: &'static str, value: u64, reason: &'static str) -> Error {
 pub struct FaultInjector {
     allocate_fails: AtomicBool,
     sync_fails: AtomicBool,
+    sync_stalls: AtomicBool,
     truncate_crash_step: AtomicU32,
 }
 
@@ -188,6 +189,13 @@ impl FaultInjector {
     /// While set, every fsync fails with `EIO`.
     pub fn set_sync_fails(&self, fails: bool) {
         self.sync_fails.store(fails, Ordering::SeqCst);
+    }
+
+    /// While set, every fsync waits (before it starts) until this is
+    /// cleared, as on a disk that takes its time: what waits for
+    /// durability can be told apart from what does not.
+    pub fn set_sync_stalls(&self, stalls: bool) {
+        self.sync_stalls.store(stalls, Ordering::SeqCst);
     }
 
     /// Makes `Partition::truncate_suffix` stop with an error right after
@@ -211,7 +219,12 @@ impl FaultInjector {
             .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
     }
 
+    /// Called before every fsync: waits out a stall, then says whether
+    /// the fsync fails.
     pub(crate) fn sync_error(&self) -> Option<std::io::Error> {
+        while self.sync_stalls.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         self.sync_fails
             .load(Ordering::SeqCst)
             .then(|| std::io::Error::from_raw_os_error(libc::EIO))

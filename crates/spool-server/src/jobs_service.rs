@@ -296,7 +296,8 @@ impl Jobs for JobsService {
             }
         };
         // Each claimed job that carries a trace gets a `claim {queue}` span
-        // in it, open over the fsync that makes its claim durable. Jobs
+        // in it, open until what the claim depends on is durable (the
+        // job's enqueue, an earlier turn still being fsynced). Jobs
         // without one get none: hundreds of spans under one Claim call
         // would cost a span per job and say nothing the call's does not.
         let claim_spans: Vec<Span> = match &reply {
