@@ -4,7 +4,7 @@
 //! File operations (appends, reads of mapped segments that may fault pages
 //! in from disk, topic creation) run on tokio's blocking pool, except the
 //! small ones whose thread hand-offs would cost more than the work: appends
-//! of at most 64 KiB and small reads of the active segment run on the
+//! of at most 256 KiB and small reads of the active segment run on the
 //! calling task (`INLINE_APPEND_BYTES_MAX`, `reads_inline`). Waiting for a
 //! flush or for new data is a future that holds no thread.
 //!
@@ -299,11 +299,9 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Records grouped by the partition they go to, with their positions in
-/// the request.
 /// Requests whose record data is at most this many bytes are appended on
 /// the calling task instead of the blocking pool (see `produce`).
-const INLINE_APPEND_BYTES_MAX: u64 = 64 * 1024;
+const INLINE_APPEND_BYTES_MAX: u64 = 256 * 1024;
 
 /// A produced partition: the outcome of its append and, for a request
 /// without an explicit partition, which of the request's records went to it.
