@@ -82,7 +82,13 @@ impl ProduceLimits {
             )),
             server.map(|server| (SizeLimit::RecordBytesMax, stored_bytes, server.record_bytes_max)),
             server.map(|server| (SizeLimit::BatchBytesMax, batch_bytes, server.batch_bytes_max)),
-            server.map(|server| (SizeLimit::RequestBytesMax, request_bytes, server.request_bytes_max)),
+            server.map(|server| {
+                (
+                    SizeLimit::RequestBytesMax,
+                    request_bytes,
+                    server.request_bytes_max,
+                )
+            }),
         ]
     }
 
