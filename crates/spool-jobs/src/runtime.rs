@@ -21,7 +21,7 @@
 //! and at a clean stop. Each snapshot written lets the history retention
 //! delete what it covers (`retention.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -166,48 +166,72 @@ fn unavailable(reason: &str) -> JobError {
     }
 }
 
-/// Waits until the events up to `offset` are on disk.
-/// The offset a claim's answer waits for: everything logged before the
-/// last of its own `Claimed` events (the jobs' enqueues, retries and
-/// earlier leases, whichever turn wrote them), but not its leases
-/// themselves, whose fsync is already asked for and runs while the worker
-/// starts. Each event of a turn is one record, so the `i`-th event of
-/// `events` is at `turn_start + i`. `None` when none of its leases is in
-/// `events` (the caller then waits for the whole turn).
+/// The offset a claim's answer waits for: every event it depends on, not
+/// its own leases, whose fsync is already asked for and runs while the
+/// worker starts. `None` when none of its leases is in `events` (the
+/// caller then waits for the whole turn).
 ///
-/// Why this is safe: a lease that a crash of the machine takes back before
-/// its fsync leaves the job as it was before the claim, so after a restart
-/// the job is offered again; the first worker's token is then unknown (new
-/// tokens come from a fresh seed), and its heartbeat, completion or failure
-/// is refused as stale, as for a lease that ran out. A crash of the server
-/// process alone loses nothing written, fsynced or not. Completions,
-/// failures and enqueues still wait for their own events.
-fn claim_offset(claimed: &[ClaimedJob], events: &[Event], turn_start: u64) -> Option<u64> {
+/// What a claim depends on: the earlier events of the jobs it hands out
+/// (their enqueue, a retry's reschedule, a release), every queue-level
+/// event (a pause lifted, a configuration changed), and, for a job of a
+/// queue with a concurrency or rate limit, every event before its leases,
+/// since those limits count the other jobs of the queue. Events of other
+/// jobs, such as the completion a worker sent just before its next claim,
+/// are not waited for. `unsynced` holds the offset and job (0 for a
+/// queue-level event) of every event of earlier turns that may not be
+/// durable yet; each event of a turn is one record, so the `i`-th event
+/// of `events` is at `turn_start + i`.
+///
+/// Why answering before the leases are durable is safe: a lease that a
+/// crash of the machine takes back before its fsync leaves the job as it
+/// was before the claim, so after a restart the job is offered again; the
+/// first worker's token is then unknown (new tokens come from a fresh
+/// seed), and its heartbeat, completion or failure is refused as stale, as
+/// for a lease that ran out. A crash of the server process alone loses
+/// nothing written, fsynced or not. Completions, failures and enqueues
+/// still wait for their own events.
+fn claim_offset(
+    claimed: &[ClaimedJob],
+    events: &[Event],
+    turn_start: u64,
+    unsynced: &VecDeque<(u64, JobId)>,
+    limited: impl Fn(&str) -> bool,
+) -> Option<u64> {
     // A large claim is looked up in a set, so that a turn of many claims
     // and events stays linear.
-    let leases: HashSet<(JobId, u64)> = if claimed.len() > 16 {
-        claimed
-            .iter()
-            .map(|claimed| (claimed.job.id, claimed.token))
-            .collect()
+    let ids: HashSet<JobId> = if claimed.len() > 16 {
+        claimed.iter().map(|claimed| claimed.job.id).collect()
     } else {
         HashSet::new()
     };
-    let ours = |id: JobId, token: u64| {
-        if leases.is_empty() {
-            claimed
-                .iter()
-                .any(|claimed| claimed.job.id == id && claimed.token == token)
+    let of_claim = |id: JobId| {
+        if ids.is_empty() {
+            claimed.iter().any(|claimed| claimed.job.id == id)
         } else {
-            leases.contains(&(id, token))
+            ids.contains(&id)
         }
     };
-    let last_lease = events
+    let own_lease = |event: &Event| {
+        matches!(event, Event::Claimed { id, token, .. }
+            if claimed.iter().any(|claimed| claimed.job.id == *id && claimed.token == *token))
+    };
+    let last_lease = events.iter().rposition(own_lease)?;
+    if claimed.iter().any(|claimed| limited(&claimed.job.queue)) {
+        return Some(turn_start + last_lease as u64);
+    }
+    let in_turn = events[..last_lease]
         .iter()
-        .rposition(|event| matches!(event, Event::Claimed { id, token, .. } if ours(*id, *token)))?;
-    Some(turn_start + last_lease as u64)
+        .rposition(|event| !own_lease(event) && (event.id() == 0 || of_claim(event.id())))
+        .map(|index| turn_start + index as u64 + 1);
+    let earlier = unsynced
+        .iter()
+        .rev()
+        .find(|&&(_, id)| id == 0 || of_claim(id))
+        .map(|&(offset, _)| offset + 1);
+    Some(in_turn.or(earlier).unwrap_or(0))
 }
 
+/// Waits until the events up to `offset` are on disk.
 async fn durable(partition: &Partition, offset: u64) -> Result<(), JobError> {
     if partition.durable_offset() >= offset {
         return Ok(());
@@ -271,6 +295,7 @@ impl JobsRuntime {
             failed: None,
             background: None,
             encode_buffer: Vec::new(),
+            unsynced: VecDeque::new(),
         };
         let thread = std::thread::Builder::new()
             .name("spool-jobs".into())
@@ -477,6 +502,10 @@ struct Worker {
     background: Option<JoinHandle<()>>,
     /// Reused to encode each turn's events.
     encode_buffer: Vec<u8>,
+    /// The offset and job (0 for a queue-level event) of each appended
+    /// event that may not be durable yet: what a claim looks up to wait
+    /// only for the events it depends on (see `claim_offset`).
+    unsynced: VecDeque<(u64, JobId)>,
 }
 
 const IDLE_WAKE: Duration = Duration::from_millis(500);
@@ -588,16 +617,31 @@ impl Worker {
             }
         }
         let offset = self.partition.high_watermark();
+        let durable = self.partition.durable_offset();
+        while self.unsynced.front().is_some_and(|&(at, _)| at < durable) {
+            self.unsynced.pop_front();
+        }
         for (id, reply) in replies {
             if let Some(responder) = self.pending.remove(&id) {
                 let offset = match &reply {
                     Ok(Reply::Claimed(claimed)) if self.failed.is_none() => {
-                        claim_offset(claimed, &events, turn_start).unwrap_or(offset)
+                        let core = &self.core;
+                        let limited = |queue: &str| {
+                            core.queue_config(queue).is_ok_and(|config| {
+                                config.concurrency_limit.is_some() || config.rate_limit.is_some()
+                            })
+                        };
+                        claim_offset(claimed, &events, turn_start, &self.unsynced, limited).unwrap_or(offset)
                     }
                     _ => offset,
                 };
                 let _ = responder.send((reply, offset));
             }
+        }
+        if self.failed.is_none() {
+            let appended = events.iter().enumerate();
+            self.unsynced
+                .extend(appended.map(|(index, event)| (turn_start + index as u64, event.id())));
         }
     }
 

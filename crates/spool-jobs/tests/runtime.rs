@@ -249,7 +249,7 @@ async fn no_answer_comes_before_its_events_are_on_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_does_not_wait_for_its_lease_to_be_durable_but_for_what_it_depends_on() {
+async fn a_claim_waits_for_what_it_depends_on_not_for_its_lease_or_other_jobs() {
     let fixture = Fixture::new();
     let faults = Arc::new(spool_log::FaultInjector::default());
     let config = StoreConfig {
@@ -300,10 +300,59 @@ async fn a_claim_does_not_wait_for_its_lease_to_be_durable_but_for_what_it_depen
     })));
     assert!(tokio::time::timeout(patience, &mut early_claim).await.is_err());
 
+    // The worker's next claim does not wait for that completion either: it
+    // is another job's event.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), claim(&runtime, 1))
+        .await
+        .expect("a claim waited for the fsync of another job's completion");
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0].0, id);
+
     faults.set_sync_stalls(false);
     assert!(matches!(complete.await.unwrap(), Reply::Completed));
     enqueue.as_mut().await.unwrap();
     match early_claim.await.unwrap() {
+        Reply::Claimed(jobs) => assert_eq!(jobs.len(), 1),
+        other => panic!("expected a claimed job, got {other:?}"),
+    }
+
+    // A queue with a concurrency limit counts its other jobs: a claim there
+    // waits for every event before its lease, the completion of a job of
+    // that queue included.
+    let change = spool_jobs::QueueConfigChange {
+        concurrency_limit: Some(Some(2)),
+        ..Default::default()
+    };
+    let configured = runtime.call(Request::ConfigureQueue {
+        queue: "limited".into(),
+        change,
+    });
+    configured.await.unwrap();
+    enqueue_through(&runtime, vec![spec("limited", 1), spec("limited", 2)]).await;
+    let limited_claim = |worker: &str| {
+        runtime.submit(Request::Claim(ClaimSpec {
+            queues: vec!["limited".into()],
+            max_jobs: 1,
+            lease_ms: 60_000,
+            wait_ms: 0,
+            worker: worker.into(),
+        }))
+    };
+    let (first, first_token) = match limited_claim("t").await.unwrap() {
+        Reply::Claimed(jobs) => (jobs[0].job.id, jobs[0].token),
+        other => panic!("expected a claimed job, got {other:?}"),
+    };
+    faults.set_sync_stalls(true);
+    let mut done = Box::pin(runtime.submit(Request::Complete {
+        id: first,
+        token: first_token,
+        result: Bytes::new(),
+    }));
+    let mut limited = Box::pin(limited_claim("t"));
+    assert!(tokio::time::timeout(patience, &mut limited).await.is_err());
+    faults.set_sync_stalls(false);
+    done.as_mut().await.unwrap();
+    match limited.await.unwrap() {
         Reply::Claimed(jobs) => assert_eq!(jobs.len(), 1),
         other => panic!("expected a claimed job, got {other:?}"),
     }
