@@ -133,7 +133,7 @@ fn offsets_stay_dense_through_kill9_of_leaders_and_of_catching_up_followers() ->
                 let mut acks = Vec::new();
                 for i in 0..30 {
                     let value = format!("round-{round}-{i}");
-                    acks.push((produce(&client, TOPIC, &value).await?, value));
+                    acks.push((produce(&client, TOPIC, 0, &value).await?, value));
                 }
                 Ok::<_, anyhow::Error>(acks)
             });
@@ -150,7 +150,7 @@ fn offsets_stay_dense_through_kill9_of_leaders_and_of_catching_up_followers() ->
         }
         for id in nodes.ids() {
             let value = format!("last-{id}");
-            acked.insert(produce(&nodes.client(id).await?, TOPIC, &value).await?, value);
+            acked.insert(produce(&nodes.client(id).await?, TOPIC, 0, &value).await?, value);
         }
         check_dense(&nodes, &acked).await
     })
@@ -166,7 +166,7 @@ fn a_node_restarted_while_the_others_are_down_serves_its_committed_records() -> 
         let mut acked = BTreeMap::new();
         for i in 0..20 {
             let value = format!("record-{i}");
-            acked.insert(produce(&client, TOPIC, &value).await?, value);
+            acked.insert(produce(&client, TOPIC, 0, &value).await?, value);
         }
         check_dense(&nodes, &acked).await?;
         let end = acked.len() as u64;

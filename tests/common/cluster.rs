@@ -41,7 +41,8 @@ pub fn retryable(error: &Error) -> bool {
 /// Nodes 1 to n, each with its own data directory, kept across restarts.
 pub struct Nodes {
     pub nodes: BTreeMap<u64, Spoold>,
-    _dirs: Vec<tempfile::TempDir>,
+    /// Node `id`'s data directory is `dirs[id - 1]`.
+    dirs: Vec<tempfile::TempDir>,
 }
 
 impl Nodes {
@@ -68,7 +69,11 @@ impl Nodes {
             dirs.push(dir);
             nodes.insert(id, server);
         }
-        Nodes { nodes, _dirs: dirs }
+        Nodes { nodes, dirs }
+    }
+
+    pub fn data_dir(&self, id: u64) -> &std::path::Path {
+        self.dirs[id as usize - 1].path()
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -125,15 +130,15 @@ impl Nodes {
     }
 }
 
-/// Produces one record at QUORUM to partition 0 through `client` (which
+/// Produces one record at QUORUM to `partition` through `client` (which
 /// follows leader hints), sending it again while the partition has no
 /// leader; returns its acknowledged offset.
-pub async fn produce(client: &Client, topic: &str, value: &str) -> Result<u64> {
+pub async fn produce(client: &Client, topic: &str, partition: u32, value: &str) -> Result<u64> {
     let deadline = Instant::now() + WAIT;
     loop {
         let records = vec![Record::new(value.to_owned())];
         match client
-            .produce_records(topic, Some(0), records, Durability::Quorum)
+            .produce_records(topic, Some(partition), records, Durability::Quorum)
             .await
         {
             Ok(answer) => {

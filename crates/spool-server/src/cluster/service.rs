@@ -24,7 +24,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::Cluster;
-use super::metadata::{MetadataCommand, TopicSpec, assign_replicas};
+use super::metadata::{MetadataCommand, TopicSpec, assign_replicas, replication_factor};
 use crate::access::caller;
 use crate::admission::Admitted;
 use crate::convert::{self, Chunk};
@@ -229,7 +229,8 @@ impl Log for ClusterLogService {
                 "a topic has 1 to {partitions_max} partitions, not {partitions}"
             )));
         }
-        let factor = self.cluster.default_replication_factor();
+        let factor = replication_factor(request.replication_factor, self.cluster.node_ids().len())
+            .map_err(Status::invalid_argument)?;
         let spec = TopicSpec {
             partitions,
             replication_factor: factor,
