@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::cluster::{Nodes, WAIT, probe_leader, produce};
+use common::cluster::{TestCluster, WAIT, probe_leader, produce};
 
 const TOPIC: &str = "dense";
 
@@ -44,7 +44,7 @@ impl Delays {
     }
 }
 
-async fn create_topic(nodes: &Nodes) -> Result<()> {
+async fn create_topic(nodes: &TestCluster) -> Result<()> {
     let created = nodes
         .client(1)
         .await?
@@ -57,7 +57,7 @@ async fn create_topic(nodes: &Nodes) -> Result<()> {
 
 /// The node of `alive` that leads partition 0, found by a probe record
 /// each, which goes into `acked`.
-async fn leader(nodes: &Nodes, alive: &[u64], acked: &mut BTreeMap<u64, String>) -> Result<u64> {
+async fn leader(nodes: &TestCluster, alive: &[u64], acked: &mut BTreeMap<u64, String>) -> Result<u64> {
     let deadline = Instant::now() + WAIT;
     loop {
         for &id in alive {
@@ -78,14 +78,14 @@ async fn leader(nodes: &Nodes, alive: &[u64], acked: &mut BTreeMap<u64, String>)
 /// Every node's committed log is dense (a record at every offset below
 /// its ListOffsets LATEST), holds every acknowledged record at its
 /// acknowledged offset, and agrees with the others.
-async fn check_dense(nodes: &Nodes, acked: &BTreeMap<u64, String>) -> Result<()> {
+async fn check_dense(nodes: &TestCluster, acked: &BTreeMap<u64, String>) -> Result<()> {
     let end = acked.keys().next_back().map_or(0, |last| last + 1);
     let mut logs = Vec::new();
     for id in nodes.ids() {
         // Wait until the node has committed every acknowledged record.
-        nodes.committed_log(id, TOPIC, end).await?;
-        let latest = nodes.latest(id, TOPIC).await?;
-        let log = nodes.committed_log(id, TOPIC, latest).await?;
+        nodes.committed_log(id, TOPIC, 0, end).await?;
+        let latest = nodes.latest(id, TOPIC, 0).await?;
+        let log = nodes.committed_log(id, TOPIC, 0, latest).await?;
         ensure!(
             log.keys().copied().eq(0..latest),
             "node {id}'s offsets below {latest} have gaps: {} records",
@@ -114,7 +114,7 @@ async fn check_dense(nodes: &Nodes, acked: &BTreeMap<u64, String>) -> Result<()>
 #[test]
 fn offsets_stay_dense_through_kill9_of_leaders_and_of_catching_up_followers() -> Result<()> {
     let runtime = runtime()?;
-    let mut nodes = Nodes::start(3);
+    let mut nodes = TestCluster::start(3);
     runtime.block_on(async {
         create_topic(&nodes).await?;
         let mut acked = BTreeMap::new();
@@ -159,7 +159,7 @@ fn offsets_stay_dense_through_kill9_of_leaders_and_of_catching_up_followers() ->
 #[test]
 fn a_node_restarted_while_the_others_are_down_serves_its_committed_records() -> Result<()> {
     let runtime = runtime()?;
-    let mut nodes = Nodes::start(3);
+    let mut nodes = TestCluster::start(3);
     runtime.block_on(async {
         create_topic(&nodes).await?;
         let client = nodes.client(2).await?;
@@ -177,9 +177,9 @@ fn a_node_restarted_while_the_others_are_down_serves_its_committed_records() -> 
         // Alone, node 3 has no leader to learn the commit from: it serves
         // what it had committed from its own files.
         nodes.restart(3);
-        let log = nodes.committed_log(3, TOPIC, end).await?;
+        let log = nodes.committed_log(3, TOPIC, 0, end).await?;
         ensure!(log.len() as u64 == end && log.values().eq(acked.values()));
-        ensure!(nodes.latest(3, TOPIC).await? == end);
+        ensure!(nodes.latest(3, TOPIC, 0).await? == end);
         // And it acknowledges nothing: refused, or (if it led before and
         // still thinks so) never answered.
         match tokio::time::timeout(Duration::from_secs(5), produce_once(&nodes, 3)).await {
@@ -190,7 +190,7 @@ fn a_node_restarted_while_the_others_are_down_serves_its_committed_records() -> 
 }
 
 /// One produce through node `id`, not retried.
-async fn produce_once(nodes: &Nodes, id: u64) -> Result<u64> {
+async fn produce_once(nodes: &TestCluster, id: u64) -> Result<u64> {
     let answer = nodes
         .client(id)
         .await?

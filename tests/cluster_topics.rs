@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail, ensure};
 use common::Spoold;
-use common::cluster::{Nodes, produce};
+use common::cluster::{TestCluster, produce};
 use spool_client::{Client, Error, NewTopic};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -30,7 +30,7 @@ fn topic(name: &str, partitions: u32, replication_factor: u32) -> NewTopic {
 /// partition directory has the replica's `raft-commit` file, which every
 /// replica creates when it opens (a node holding no replica keeps at most
 /// an empty local partition).
-fn replica_nodes(nodes: &Nodes, name: &str, partitions: u32) -> BTreeMap<u32, Vec<u64>> {
+fn replica_nodes(nodes: &TestCluster, name: &str, partitions: u32) -> BTreeMap<u32, Vec<u64>> {
     (0..partitions)
         .map(|p| {
             let holders = nodes
@@ -49,7 +49,7 @@ fn replica_nodes(nodes: &Nodes, name: &str, partitions: u32) -> BTreeMap<u32, Ve
 #[test]
 fn a_topic_has_the_replication_factor_it_was_created_with() -> Result<()> {
     let runtime = runtime()?;
-    let nodes = Nodes::start(3);
+    let nodes = TestCluster::start(3);
     runtime.block_on(async {
         let client = nodes.client(1).await?;
         match client.create_topic(topic("too-many", 1, 4)).await {

@@ -1,7 +1,9 @@
 //! A cluster of real `spoold` processes on 127.0.0.1 for end-to-end
 //! tests of cluster mode: starting the nodes with one peer map, killing
 //! and restarting them, producing at QUORUM with retries while a partition
-//! has no leader, and reading a node's committed log through its Fetch.
+//! has no leader, reading a node's committed log through its Fetch and
+//! its ListOffsets, and finding a partition's files in a node's data
+//! directory.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// Free loopback ports for the peer listeners, which every node must know
 /// before any starts.
-pub fn free_ports(count: usize) -> Vec<u16> {
+fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<std::net::TcpListener> = (0..count)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
         .collect();
@@ -28,25 +30,16 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         .collect()
 }
 
-/// Whether a failed produce may be sent again: no leader yet, or the one
-/// named is gone (refused connections, or a connection that broke under
-/// the request, which tonic reports as UNKNOWN "transport error"). Its
-/// outcome is unknown: it may have been committed.
-pub fn retryable(error: &Error) -> bool {
-    let broken = matches!(error, Error::Other(status)
-        if status.code() == spool_client::Code::Unknown && status.message().contains("transport error"));
-    broken || error.is_retryable() || error.leader_hint().is_some() || matches!(error, Error::Connect { .. })
-}
-
 /// Nodes 1 to n, each with its own data directory, kept across restarts.
-pub struct Nodes {
+pub struct TestCluster {
     pub nodes: BTreeMap<u64, Spoold>,
     /// Node `id`'s data directory is `dirs[id - 1]`.
     dirs: Vec<tempfile::TempDir>,
 }
 
-impl Nodes {
-    pub fn start(count: u64) -> Nodes {
+impl TestCluster {
+    /// Nodes 1..=count, each with its own data directory.
+    pub fn start(count: u64) -> TestCluster {
         let ports = free_ports(count as usize);
         let peers = ports
             .iter()
@@ -69,33 +62,40 @@ impl Nodes {
             dirs.push(dir);
             nodes.insert(id, server);
         }
-        Nodes { nodes, dirs }
-    }
-
-    pub fn data_dir(&self, id: u64) -> &std::path::Path {
-        self.dirs[id as usize - 1].path()
+        TestCluster { nodes, dirs }
     }
 
     pub fn ids(&self) -> Vec<u64> {
         self.nodes.keys().copied().collect()
     }
 
+    pub fn url(&self, id: u64) -> String {
+        self.nodes[&id].url()
+    }
+
     pub async fn client(&self, id: u64) -> Result<Client> {
-        Ok(Client::connect(self.nodes[&id].url()).await?)
+        Ok(Client::connect(self.url(id)).await?)
     }
 
     pub fn kill9(&mut self, id: u64) {
-        self.nodes.get_mut(&id).expect("node").kill9();
+        self.nodes.get_mut(&id).expect("a node").kill9();
     }
 
+    /// Starts node `id` again on its directory and addresses.
     pub fn restart(&mut self, id: u64) {
-        self.nodes.get_mut(&id).expect("node").restart_on_same_address();
+        self.nodes.get_mut(&id).expect("a node").restart_on_same_address();
     }
 
-    /// Node `id`'s committed log of partition 0 up to `end`: offset to
-    /// value, read through its Fetch (committed records only), waiting
-    /// while the node is not open yet or has not committed `end`.
-    pub async fn committed_log(&self, id: u64, topic: &str, end: u64) -> Result<BTreeMap<u64, String>> {
+    /// Node `id`'s committed records of `topic`/`partition` below `end`:
+    /// offset to value, read through its Fetch (committed records only),
+    /// waiting while the node is not open yet or has not committed `end`.
+    pub async fn committed_log(
+        &self,
+        id: u64,
+        topic: &str,
+        partition: u32,
+        end: u64,
+    ) -> Result<BTreeMap<u64, String>> {
         let client = self.client(id).await?;
         let mut log = BTreeMap::new();
         let mut offset = 0;
@@ -105,15 +105,20 @@ impl Nodes {
                 Instant::now() < deadline,
                 "node {id} committed only up to {offset} of {end}"
             );
-            match client.fetch_records(topic, 0, offset, 1 << 20, 200).await {
+            match client.fetch_records(topic, partition, offset, 1 << 20, 200).await {
                 Ok((records, response)) => {
-                    for record in records {
+                    for record in records.into_iter().filter(|r| r.offset < end) {
                         let value = String::from_utf8(record.value.unwrap_or_default().to_vec())?;
                         log.insert(record.offset, value);
                     }
                     offset = response.next_offset.max(offset);
                 }
-                Err(Error::OutOfRange { .. } | Error::Unavailable { .. } | Error::Connect { .. }) => {
+                Err(
+                    Error::OutOfRange { .. }
+                    | Error::Unavailable { .. }
+                    | Error::Connect { .. }
+                    | Error::DeadlineExceeded { .. },
+                ) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => return Err(error).context(format!("fetching from node {id}")),
@@ -121,13 +126,38 @@ impl Nodes {
         }
         Ok(log)
     }
+}
 
-    /// Node `id`'s ListOffsets LATEST of partition 0 (its committed offset).
-    pub async fn latest(&self, id: u64, topic: &str) -> Result<u64> {
-        let client = self.client(id).await?;
-        let offsets = client.list_offsets(topic, Some(0), OffsetSpec::Latest).await?;
-        Ok(offsets.first().context("partition 0")?.offset)
+/// What the storage tests (dense offsets, the stored commit, replica
+/// placement) read besides the committed log.
+impl TestCluster {
+    /// Node `id`'s data directory, to look for a partition's files.
+    pub fn data_dir(&self, id: u64) -> &std::path::Path {
+        self.dirs[id as usize - 1].path()
     }
+
+    /// Node `id`'s ListOffsets LATEST of `topic`/`partition` (its
+    /// committed offset).
+    pub async fn latest(&self, id: u64, topic: &str, partition: u32) -> Result<u64> {
+        let client = self.client(id).await?;
+        let offsets = client
+            .list_offsets(topic, Some(partition), OffsetSpec::Latest)
+            .await?;
+        Ok(offsets.first().context("the partition's offset")?.offset)
+    }
+}
+
+/// Whether a failed produce may be sent again: no leader yet, or the one
+/// named is gone (refused connections, or a connection that broke under
+/// the request, which tonic reports as UNKNOWN "transport error"). Its
+/// outcome is unknown: it may have been committed.
+pub fn retryable(error: &Error) -> bool {
+    let broken = matches!(error, Error::Other(status)
+        if status.code() == spool_client::Code::Unknown && status.message().contains("transport error"));
+    broken
+        || error.is_retryable()
+        || error.leader_hint().is_some()
+        || matches!(error, Error::Connect { .. } | Error::DeadlineExceeded { .. })
 }
 
 /// Produces one record at QUORUM to `partition` through `client` (which
