@@ -431,6 +431,10 @@ async fn offsets_stay_dense_across_leader_changes_and_restarts() -> Result<()> {
         leader = cluster.wait_for_leader(term, &[old]).await?;
         cluster.write(leader, &format!("round-{round}"), 4).await?;
         cluster.start_node(old).await?;
+        // The next round starts once the restarted node follows: until it
+        // hears from the leader it may call an election of its own (there
+        // is no pre-vote), which would fail the round's writes.
+        leader = cluster.wait_for_leader(0, &[]).await?;
     }
     cluster.check_acknowledged_writes().await?;
     // Four terms with a leader, each with its blank entry, and no offset
