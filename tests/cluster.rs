@@ -3,7 +3,8 @@
 //! follows leader hints), `kill -9` of the partition's leader, a new
 //! leader serving, the killed node restarted and catching up. Afterwards
 //! every acknowledged record is at its acknowledged offset in every
-//! node's committed log, and the three logs are the same.
+//! node's committed log, offsets are dense, and the three logs are the
+//! same.
 
 mod common;
 
@@ -149,8 +150,7 @@ impl Cluster {
     }
 
     /// Node `id`'s committed log of partition 0 up to `end`: offset to
-    /// value, read through its Fetch (which serves committed records only
-    /// and skips Raft's own entries).
+    /// value, read through its Fetch (which serves committed records only).
     async fn committed_log(&self, id: u64, end: u64) -> Result<BTreeMap<u64, String>> {
         let client = self.client(id).await?;
         let mut log = BTreeMap::new();
@@ -181,12 +181,17 @@ impl Cluster {
     }
 
     /// Every acknowledged record is at its offset in every node's
-    /// committed log, and the logs agree.
+    /// committed log, the offsets are dense (a record at every offset
+    /// below the last acknowledged one), and the logs agree.
     async fn check(&self) -> Result<()> {
         let end = self.acked.keys().next_back().map_or(0, |last| last + 1);
         let mut logs = Vec::new();
         for &id in self.nodes.keys() {
             let log = self.committed_log(id, end).await?;
+            ensure!(
+                log.range(..end).map(|(offset, _)| *offset).eq(0..end),
+                "node {id}'s offsets below {end} have gaps"
+            );
             for (offset, value) in &self.acked {
                 ensure!(
                     log.get(offset) == Some(value),

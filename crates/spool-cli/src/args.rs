@@ -344,6 +344,7 @@ Examples:
   spool topic create orders --partitions 3
   spool topic create clicks --partitions 12 --retention 2d --retention-bytes 10GiB
   spool topic create audit --retention forever --segment-bytes 256MiB
+  spool topic create payments --partitions 6 --replication-factor 3   (cluster mode)
 
 Durations: 500ms, 30s, 10m, 2h, 7d, 1w, 1h30m. Sizes: 4096, 512KiB, 10MiB, 1GiB (or KB, MB, GB).";
 
@@ -367,6 +368,10 @@ pub enum TopicCommand {
         /// Roll to a new segment at this size.
         #[arg(long, value_parser = parse_bytes, value_name = "SIZE")]
         segment_bytes: Option<u64>,
+        /// Cluster mode: nodes holding each partition's replicas (default
+        /// min(3, nodes)).
+        #[arg(long, value_name = "COUNT")]
+        replication_factor: Option<u32>,
     },
     /// List topics.
     List {

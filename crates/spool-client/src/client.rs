@@ -167,6 +167,9 @@ pub struct NewTopic {
     pub retention_bytes: i64,
     /// Segment size; 0 = server default.
     pub segment_bytes: u64,
+    /// Cluster mode: nodes holding each partition's replicas; 0 = the
+    /// default, min(3, nodes). A single-node server accepts 0 and 1.
+    pub replication_factor: u32,
 }
 
 impl NewTopic {
@@ -454,6 +457,7 @@ impl Client {
             retention_ms: topic.retention_ms,
             retention_bytes: topic.retention_bytes,
             segment_bytes: topic.segment_bytes,
+            replication_factor: topic.replication_factor,
         };
         let response = self.inner.clone().create_topic(self.request(request)).await?;
         response

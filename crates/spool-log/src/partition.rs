@@ -230,6 +230,15 @@ impl Partition {
         self.shared.id
     }
 
+    /// The partition's directory, for the owner of a replicated log to keep
+    /// its own small files beside the segments (spool-raft's
+    /// `raft-entries` and `raft-commit`, `docs/storage-format.md` sections
+    /// 14 and 15). Recovery leaves files it does not know alone, except
+    /// `.tmp` files, which it removes as leftovers of an atomic write.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
     pub fn high_watermark(&self) -> u64 {
         self.shared.high_watermark.get()
     }

@@ -25,15 +25,33 @@ pub enum Error {
         #[source]
         source: FormatError,
     },
-    /// A single-record batch carries the header that marks Raft's own
-    /// entries (`docs/cluster.md`, "Entries"); accepting it would make the
-    /// replica read it back as a blank or membership entry.
-    #[error("a record header named {header:?} is reserved for Raft's own entries")]
-    ReservedHeader { header: &'static str },
-    /// A stored batch at `offset` says it is one of Raft's own entries but
-    /// does not decode as one.
+    /// The entry at `offset` is missing or does not match what the log
+    /// says of it.
     #[error("the Raft entry stored at offset {offset} is damaged: {reason}")]
     BadEntry { offset: u64, reason: &'static str },
+    /// A file of the replica beside the segments failed an I/O operation.
+    #[error("failed to {op} {path}")]
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `raft-entries` file (Raft's own entries) is damaged before its
+    /// last record, where no crash can have left it so.
+    #[error("{path} is damaged at byte {position}: {reason}")]
+    BadOwnEntries {
+        path: std::path::PathBuf,
+        position: u64,
+        reason: String,
+    },
+    /// A membership entry too large for the `raft-entries` file.
+    #[error("Raft entry {index} carries {value_bytes} bytes, more than {value_bytes_max}")]
+    OwnEntryTooLarge {
+        index: u64,
+        value_bytes: usize,
+        value_bytes_max: usize,
+    },
     /// Raft asked to append entry `actual` where the log's next index is
     /// `expected`; appending it would leave a gap or overwrite an entry
     /// without a truncation.

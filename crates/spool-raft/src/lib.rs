@@ -1,13 +1,16 @@
 //! `spool-raft`: Spool's cluster mode at the level of one partition. A
 //! [`Replica`] runs one openraft group over one spool-log
 //! [`Partition`](spool_log::Partition), whose segment files are the Raft
-//! log: an entry is one record batch, appended once, and the vote, terms,
-//! commit and truncation are the partition's own storage primitives.
+//! log: a client's entry is one record batch, appended once, and the
+//! vote, terms, commit and truncation are the partition's own storage
+//! primitives.
 //!
 //! Layout: `engine` is the only module that names openraft (type
 //! configuration, storage traits, network adaptor, [`Replica`]); `entry`
-//! says how an entry is stored as a batch; `index` maps Raft indexes to
-//! offsets; `network` is the transport trait and the group id,
+//! says where an entry is stored; `own_entries` keeps Raft's own entries
+//! (blank, membership) outside the offset space, so a partition's offsets
+//! are dense; `index` maps Raft indexes to offsets; `commit` stores the
+//! last commit; `network` is the transport trait and the group id,
 //! `in_process` its channel implementation for tests, `transport` (the
 //! sending side, [`PeerTransport`]) and `peer_service` (the answering
 //! side, [`PeerService`], `spool.v1.Peer`) its gRPC implementation.
@@ -19,12 +22,14 @@
 
 #![deny(unsafe_code)]
 
+pub mod commit;
 mod engine;
 pub mod entry;
 pub mod error;
 mod in_process;
 pub mod index;
 pub mod network;
+pub mod own_entries;
 mod peer_service;
 mod transport;
 

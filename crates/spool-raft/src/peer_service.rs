@@ -172,9 +172,7 @@ impl Peer for PeerService {
                 next_offset: appended.next_offset,
             })),
             Err(Error::NotLeader { leader_id }) => Err(not_leader(leader_id, String::new())),
-            Err(error @ (Error::InvalidBatch { .. } | Error::ReservedHeader { .. })) => {
-                Err(Status::invalid_argument(error.to_string()))
-            }
+            Err(error @ Error::InvalidBatch { .. }) => Err(Status::invalid_argument(error.to_string())),
             Err(error) => Err(Status::unavailable(error.to_string())),
         }
     }

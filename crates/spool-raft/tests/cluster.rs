@@ -1,10 +1,12 @@
 //! Three replicas of one partition in one process, each with its own
 //! store in a temporary directory, talking over the in-process network:
 //! election, replication and commit, failover, log matching after a
-//! partition heals, and a restarted replica catching up. Every test ends
-//! by checking that every acknowledged write is present, at the offsets it
-//! was acknowledged with, in the committed log of every running replica,
-//! and that those logs are byte for byte the same.
+//! partition heals, a restarted replica catching up, and one restarted
+//! alone serving its stored commit. Every test ends by checking that
+//! every acknowledged write is present, at the offsets it was
+//! acknowledged with, in the committed log of every running replica, that
+//! offsets are dense (no offset without a client record), and that those
+//! logs are byte for byte the same.
 
 mod common;
 
@@ -172,14 +174,22 @@ impl Cluster {
 
     /// The last acknowledged offset is committed on every running replica,
     /// their committed logs are identical, and every acknowledged write is
-    /// in them at its acknowledged offsets.
+    /// in them at its acknowledged offsets. Offsets are dense: the acknowledged writes, in offset order, start
+    /// at 0 and each starts where the one before it ends (every test's
+    /// committed log holds acknowledged writes only).
     async fn check_acknowledged_writes(&self) -> Result<()> {
-        let end = self
-            .acks
-            .iter()
-            .map(|a| a.appended.next_offset)
-            .max()
-            .unwrap_or(0);
+        let mut acks: Vec<&Ack> = self.acks.iter().collect();
+        acks.sort_by_key(|a| a.appended.base_offset);
+        let mut end = 0;
+        for ack in acks {
+            ensure!(
+                ack.appended.base_offset == end,
+                "write {} is at offset {}, not {end}: offsets have a gap",
+                ack.tag,
+                ack.appended.base_offset
+            );
+            end = ack.appended.next_offset;
+        }
         self.wait_committed_everywhere(end).await?;
         let mut logs = Vec::new();
         for (id, node) in &self.nodes {
@@ -195,6 +205,13 @@ impl Cluster {
                 ensure!(values == expected, "node {id} holds other records at {}", ack.tag);
             }
             logs.push((*id, log));
+        }
+        for (id, log) in &logs {
+            let records: u64 = log.iter().map(|b| u64::from(b.record_count())).sum();
+            ensure!(
+                records == end,
+                "node {id}'s committed log holds {records} records below {end}"
+            );
         }
         let (first_id, first) = &logs[0];
         for (id, log) in &logs[1..] {
@@ -219,10 +236,13 @@ async fn three_replicas_elect_one_leader_and_commit_writes_on_every_replica() ->
     let leader = cluster.wait_for_leader(0, &[]).await?;
     cluster.write(leader, "first", 25).await?;
 
-    // Offsets are dense across entries: each entry starts where the one
-    // before it ended (Raft's own entries in between take their offsets).
+    // Offsets are dense: the first client record is offset 0 and each
+    // entry starts where the one before it ended, while Raft's own entries
+    // (the first membership, the leader's blank entry) take indexes only.
+    assert_eq!(cluster.acks[0].appended.base_offset, 0);
+    assert!(cluster.acks[0].appended.index >= 2);
     for pair in cluster.acks.windows(2) {
-        assert!(pair[1].appended.base_offset >= pair[0].appended.next_offset);
+        assert_eq!(pair[1].appended.base_offset, pair[0].appended.next_offset);
         assert_eq!(pair[1].appended.index, pair[0].appended.index + 1);
     }
 
@@ -231,13 +251,6 @@ async fn three_replicas_elect_one_leader_and_commit_writes_on_every_replica() ->
     let refused = cluster.replica(follower).append(encoded_batch("x", 1)).await;
     assert!(
         matches!(refused, Err(Error::NotLeader { leader_id: Some(l) }) if l == leader),
-        "{refused:?}"
-    );
-    // A batch shaped like Raft's own entries never enters the log.
-    let forged = spool_raft::entry::encode_own_entry(spool_raft::entry::EntryKind::Blank, b"", limits())?;
-    let refused = cluster.replica(leader).append(Bytes::from(forged)).await;
-    assert!(
-        matches!(refused, Err(Error::ReservedHeader { .. })),
         "{refused:?}"
     );
     // So does a batch within the store's batch limit but larger than a
@@ -366,5 +379,74 @@ async fn a_divergent_uncommitted_suffix_is_truncated_to_match_the_leader() -> Re
             "an unreplicated write was acknowledged: {answer:?}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_alone_serves_its_committed_records() -> Result<()> {
+    let mut cluster = Cluster::start().await?;
+    let leader = cluster.wait_for_leader(0, &[]).await?;
+    cluster.write(leader, "committed", 12).await?;
+    cluster.check_acknowledged_writes().await?;
+    let end = cluster.acks.last().context("writes")?.appended.next_offset;
+
+    // Every node goes down, a follower by a crash; it comes back alone, so
+    // no leader can tell it the commit.
+    let follower = *cluster.nodes.keys().find(|id| **id != leader).unwrap();
+    for id in [1, 2, 3] {
+        if id == follower {
+            cluster.crash_node(id).await?;
+        } else {
+            cluster.stop_node(id).await?;
+        }
+    }
+    cluster.start_node(follower).await?;
+    let partition = cluster.replica(follower).partition().clone();
+    assert_eq!(cluster.nodes.len(), 1, "the others stay down");
+    // From its stored commit, at once.
+    assert_eq!(partition.committed_offset(), end);
+    cluster.check_acknowledged_writes().await?;
+
+    // The others come back and the group goes on from there.
+    for id in [1, 2, 3] {
+        if id != follower {
+            cluster.start_node(id).await?;
+        }
+    }
+    let leader = cluster.wait_for_leader(0, &[]).await?;
+    cluster.write(leader, "after", 3).await?;
+    cluster.check_acknowledged_writes().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_stay_dense_across_leader_changes_and_restarts() -> Result<()> {
+    let mut cluster = Cluster::start().await?;
+    let mut leader = cluster.wait_for_leader(0, &[]).await?;
+    cluster.write(leader, "round-0", 4).await?;
+    for round in 1..=3 {
+        let term = cluster.replica(leader).term();
+        cluster.crash_node(leader).await?;
+        let old = leader;
+        leader = cluster.wait_for_leader(term, &[old]).await?;
+        cluster.write(leader, &format!("round-{round}"), 4).await?;
+        cluster.start_node(old).await?;
+        // The next round starts once the restarted node follows: until it
+        // hears from the leader it may call an election of its own (there
+        // is no pre-vote), which would fail the round's writes.
+        leader = cluster.wait_for_leader(0, &[]).await?;
+    }
+    cluster.check_acknowledged_writes().await?;
+    // Four terms with a leader, each with its blank entry, and no offset
+    // taken by one: the log's end is the number of records written.
+    let records: u64 = cluster.acks.iter().map(|a| a.count as u64).sum();
+    for node in cluster.nodes.values() {
+        assert_eq!(node.replica.partition().committed_offset(), records);
+        assert_eq!(node.replica.partition().high_watermark(), records);
+    }
+    // Raft indexes count them: the first membership and at least four
+    // blank entries besides the client entries.
+    let client_entries = cluster.acks.len() as u64;
+    assert!(cluster.acks.last().unwrap().appended.index >= client_entries + 4);
     Ok(())
 }

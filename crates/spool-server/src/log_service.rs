@@ -414,6 +414,12 @@ impl Log for LogService {
             .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
         let request = request.into_inner();
         client_topic_name(&request.name)?;
+        if request.replication_factor > 1 {
+            return Err(Status::invalid_argument(format!(
+                "replication_factor {} needs cluster mode: a single-node server holds one copy",
+                request.replication_factor
+            )));
+        }
         let defaults = &self.state.config.store.topic_defaults;
         let config = spool_log::TopicConfig {
             partitions: match request.partitions {

@@ -19,6 +19,7 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
             retention,
             retention_bytes,
             segment_bytes,
+            replication_factor,
         } => {
             let topic = NewTopic {
                 name: name.clone(),
@@ -26,6 +27,7 @@ pub async fn run(context: &Context, command: TopicCommand) -> anyhow::Result<()>
                 retention_ms: retention.unwrap_or(0),
                 retention_bytes: retention_bytes.unwrap_or(0),
                 segment_bytes: segment_bytes.unwrap_or(0),
+                replication_factor: replication_factor.unwrap_or(0),
             };
             let config = client.create_topic(topic).await.explain(context.about(&name))?;
             outln!(

@@ -1,15 +1,17 @@
 //! openraft's log storage over a spool-log [`Partition`]: the partition's
-//! batches are the Raft log, one entry per batch (`crate::entry`), entry
-//! *i* at the offsets [`EntryIndex`] gives. Vote, terms, commit and
+//! batches are the client entries of the Raft log, one entry per batch;
+//! Raft's own entries (blank, membership) are in the partition's
+//! `raft-entries` file (`crate::own_entries`), outside the offset space;
+//! entry *i* is where [`EntryIndex`] says. Vote, terms, commit and
 //! truncation map to the partition's own primitives:
 //!
 //! | openraft | spool-log |
 //! |---|---|
 //! | `save_vote` / `read_vote` | `Partition::save_vote` / `vote` (file `raft-vote`) |
-//! | a log id's term | `Partition::term_at(base offset)` (file `leader-epochs`) |
-//! | `append` | `Partition::append_replicated`, then `wait_durable` before the flush callback |
-//! | `save_committed` | `Partition::set_committed(next offset of the entry)` |
-//! | `truncate` | `Partition::truncate_suffix(base offset, committed offset)` |
+//! | a log id's term | the index's slot (from `Partition::term_at` or `raft-entries`) |
+//! | `append` | `Partition::append_replicated`, then `wait_durable` before the flush callback; own entries to `raft-entries` |
+//! | `save_committed` / `read_committed` | `Partition::set_committed(next offset of the entry)`, and the file `raft-commit` |
+//! | `truncate` | `Partition::truncate_suffix(base offset, committed offset)`, then `raft-entries` |
 //!
 //! Every call that writes or fsyncs runs on tokio's blocking pool, never
 //! on a runtime worker.
@@ -24,13 +26,15 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{
     CommittedLeaderId, Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, Vote,
 };
-use spool_format::batch::{self, Batch, BatchHeader, BatchLimits};
+use spool_format::batch::{self, Batch, BatchHeader};
 use spool_log::{Durability, Partition};
 
 use super::TypeConfig;
-use crate::entry::{self, EntryKind};
+use crate::commit::{CommitFile, Committed};
+use crate::entry::EntryKind;
 use crate::error::Error;
 use crate::index::{EntryIndex, Slot};
+use crate::own_entries::{OwnEntry, OwnEntryLog};
 
 /// How much one read of the partition asks for when serving entries.
 const READ_BYTES: u64 = 1 << 20;
@@ -40,98 +44,90 @@ pub(super) fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 0), index)
 }
 
-/// The Raft log of one group: a partition and its index map, shared with
-/// the state machine and every log reader.
+/// The Raft log of one group: a partition, its own entries and its index
+/// map, shared with the state machine and every log reader.
 #[derive(Debug, Clone)]
 pub(super) struct PartitionLog {
     partition: Partition,
     index: Arc<RwLock<EntryIndex>>,
-    limits: BatchLimits,
+    own: Arc<Mutex<OwnEntryLog>>,
+    commit: Arc<Mutex<CommitFile>>,
+    /// The commit `raft-commit` held at open, if the log holds its entry.
+    stored_commit: Option<Committed>,
     /// What openraft purged; held in memory only, since nothing purges
     /// while snapshots are off (`docs/cluster.md`).
     purged: Arc<Mutex<Option<LogId<u64>>>>,
 }
 
 impl PartitionLog {
-    pub(super) fn new(
-        partition: Partition,
-        index: Arc<RwLock<EntryIndex>>,
-        limits: BatchLimits,
-    ) -> PartitionLog {
-        PartitionLog {
-            partition,
-            index,
-            limits,
-            purged: Arc::default(),
+    /// Opens what the log keeps beside the segments and rebuilds the
+    /// index: Raft's own entries (those a crash left past the segments'
+    /// end are removed), the index over them and the segments, and the
+    /// stored commit (kept only if the log holds its entry). Blocking.
+    pub(super) fn open(partition: Partition) -> Result<PartitionLog, Error> {
+        let mut own = OwnEntryLog::open(partition.dir())?;
+        let merged = EntryIndex::rebuild(&partition, own.entries())?;
+        if let Some(past_end) = own.entries().get(merged.own_kept) {
+            tracing::warn!(topic = %partition.topic(), partition = partition.id(), index = past_end.index, "removing Raft entries past the end of the segments (an interrupted truncation)");
+            own.truncate(past_end.index)?;
         }
+        let (commit, stored_commit) = CommitFile::open(partition.dir())?;
+        let index = merged.index;
+        let held = stored_commit.filter(|c| index.get(c.index).is_some_and(|slot| slot.term == c.term));
+        if stored_commit.is_some() && held.is_none() {
+            tracing::warn!(topic = %partition.topic(), partition = partition.id(), ?stored_commit, "ignoring a stored commit the log does not hold");
+        }
+        Ok(PartitionLog {
+            partition,
+            index: Arc::new(RwLock::new(index)),
+            own: Arc::new(Mutex::new(own)),
+            commit: Arc::new(Mutex::new(commit)),
+            stored_commit: held,
+            purged: Arc::default(),
+        })
     }
 
-    fn last_log_id(&self) -> Result<Option<LogId<u64>>, Error> {
+    /// The index map, shared with the state machine.
+    pub(super) fn index(&self) -> Arc<RwLock<EntryIndex>> {
+        self.index.clone()
+    }
+
+    fn last_log_id(&self) -> Option<LogId<u64>> {
         let index = self.index.read().expect("index lock");
-        let Some(last) = index.last_index() else {
-            return Ok(None);
-        };
+        let last = index.last_index()?;
         let slot = index.get(last).expect("the last index has a slot");
-        Ok(Some(log_id(term_of(&self.partition, &slot)?, last)))
+        Some(log_id(slot.term, last))
     }
 }
 
-/// The term of the entry at `slot`, from the partition's term list.
-pub(super) fn term_of(partition: &Partition, slot: &Slot) -> Result<u64, Error> {
-    partition.term_at(slot.base_offset).ok_or(Error::BadEntry {
-        offset: slot.base_offset,
-        reason: "the entry's offset is not in the log",
-    })
-}
-
-/// Reads the entries at `slots` (indexes from `first_index`) back from the
-/// partition. A client's entry is a slice of the segment mapping, not a
-/// copy.
+/// Reads the entries at `slots` (indexes from `first_index`) back: a
+/// client's entry from the partition (a slice of the segment mapping, not
+/// a copy), Raft's own from `own`.
 fn read_entries(
     partition: &Partition,
+    own: &Mutex<OwnEntryLog>,
     slots: &[Slot],
     first_index: u64,
 ) -> Result<Vec<Entry<TypeConfig>>, Error> {
     let mut out = Vec::with_capacity(slots.len());
     let mut pending: VecDeque<Batch> = VecDeque::new();
     for (i, slot) in slots.iter().enumerate() {
-        let batch = loop {
-            while pending
-                .front()
-                .is_some_and(|b| b.base_offset() < slot.base_offset)
-            {
-                pending.pop_front();
-            }
-            match pending.pop_front() {
-                Some(batch) if batch.base_offset() == slot.base_offset => break batch,
-                Some(_) => {
-                    return Err(Error::BadEntry {
-                        offset: slot.base_offset,
-                        reason: "no batch starts at the entry's offset",
-                    });
-                }
-                None => {}
-            }
-            let read = partition
-                .read(slot.base_offset, READ_BYTES)
-                .map_err(|source| Error::Log {
-                    op: "read entries",
-                    source,
-                })?;
-            if read.batches.is_empty() {
-                return Err(Error::BadEntry {
-                    offset: slot.base_offset,
-                    reason: "the entry's batch is not readable",
-                });
-            }
-            pending.extend(read.batches);
-        };
-        let term = term_of(partition, slot)?;
+        let index = first_index + i as u64;
         let payload = match slot.kind {
-            EntryKind::Records => EntryPayload::Normal(batch.into_bytes()),
+            EntryKind::Records => {
+                EntryPayload::Normal(read_batch(partition, &mut pending, slot)?.into_bytes())
+            }
             EntryKind::Blank => EntryPayload::Blank,
             EntryKind::Membership => {
-                let (_, value) = entry::classify(&batch)?;
+                let value = own
+                    .lock()
+                    .expect("own entries lock")
+                    .get(index)
+                    .map(|entry| entry.value.clone())
+                    .ok_or(Error::BadEntry {
+                        offset: slot.base_offset,
+                        reason: "a membership entry is missing from raft-entries",
+                    })?;
                 let membership = serde_json::from_slice(&value).map_err(|source| Error::Membership {
                     offset: slot.base_offset,
                     source,
@@ -140,21 +136,63 @@ fn read_entries(
             }
         };
         out.push(Entry {
-            log_id: log_id(term, first_index + i as u64),
+            log_id: log_id(slot.term, index),
             payload,
         });
     }
     Ok(out)
 }
 
-/// Appends `entries` as batches after the log's last one and indexes them;
-/// returns the high watermark after them. The batches are stamped with
-/// the offsets the local log gives them and their term, so a leader's
-/// fresh entry and a follower's copy of it become the same bytes.
+/// The batch at `slot`, from `pending` (batches read ahead) or a new read.
+fn read_batch(partition: &Partition, pending: &mut VecDeque<Batch>, slot: &Slot) -> Result<Batch, Error> {
+    loop {
+        while pending
+            .front()
+            .is_some_and(|b| b.base_offset() < slot.base_offset)
+        {
+            pending.pop_front();
+        }
+        match pending.pop_front() {
+            Some(batch) if batch.base_offset() == slot.base_offset => return Ok(batch),
+            Some(_) => {
+                return Err(Error::BadEntry {
+                    offset: slot.base_offset,
+                    reason: "no batch starts at the entry's offset",
+                });
+            }
+            None => {}
+        }
+        let read = partition
+            .read(slot.base_offset, READ_BYTES)
+            .map_err(|source| Error::Log {
+                op: "read entries",
+                source,
+            })?;
+        if read.batches.is_empty() {
+            return Err(Error::BadEntry {
+                offset: slot.base_offset,
+                reason: "the entry's batch is not readable",
+            });
+        }
+        pending.extend(read.batches);
+    }
+}
+
+/// Appends `entries` after the log's last one and indexes them: client
+/// batches to the partition, Raft's own entries to `raft-entries`; returns
+/// the high watermark after them. The batches are stamped with the offsets
+/// the local log gives them and their term, so a leader's fresh entry and
+/// a follower's copy of it become the same bytes.
+///
+/// An own entry is written only once every batch before it is durable,
+/// and fsynced before any batch after it is appended: after a crash,
+/// `raft-entries` never names an entry whose earlier batches are lost,
+/// and no batch survives an own entry before it that was lost (either
+/// would shift indexes; `docs/cluster.md`, "Entries").
 fn append_entries(
     partition: &Partition,
     index: &RwLock<EntryIndex>,
-    limits: BatchLimits,
+    own: &Mutex<OwnEntryLog>,
     entries: Vec<Entry<TypeConfig>>,
 ) -> Result<u64, Error> {
     let expected_first = index.read().expect("index lock").next_index();
@@ -188,39 +226,60 @@ fn append_entries(
             });
         }
         let term = entry.log_id.leader_id.term;
-        let (mut bytes, kind) = match &entry.payload {
-            EntryPayload::Normal(encoded) => (encoded.to_vec(), EntryKind::Records),
-            EntryPayload::Blank => (
-                entry::encode_own_entry(EntryKind::Blank, b"", limits)?,
-                EntryKind::Blank,
-            ),
+        let (kind, value) = match entry.payload {
+            EntryPayload::Normal(encoded) => {
+                let mut bytes = encoded.to_vec();
+                batch::stamp_base_offset(&mut bytes, next_offset);
+                // A term past the header field's range is left unstamped;
+                // the append below refuses it with the engine's own typed
+                // error.
+                if let Ok(epoch) = i32::try_from(term) {
+                    batch::stamp_leader_epoch(&mut bytes, epoch);
+                }
+                let header = BatchHeader::parse(&bytes).map_err(|source| Error::InvalidBatch { source })?;
+                if term != group_term {
+                    flush(&mut group, &mut group_slots, group_term)?;
+                    group_term = term;
+                }
+                group_slots.push(Slot {
+                    base_offset: next_offset,
+                    next_offset: header.next_offset(),
+                    term,
+                    kind: EntryKind::Records,
+                });
+                next_offset = header.next_offset();
+                group.push(bytes);
+                continue;
+            }
+            EntryPayload::Blank => (EntryKind::Blank, bytes::Bytes::new()),
             EntryPayload::Membership(membership) => {
-                let json = serde_json::to_vec(membership).map_err(|source| Error::Membership {
+                let json = serde_json::to_vec(&membership).map_err(|source| Error::Membership {
                     offset: next_offset,
                     source,
                 })?;
-                let bytes = entry::encode_own_entry(EntryKind::Membership, &json, limits)?;
-                (bytes, EntryKind::Membership)
+                (EntryKind::Membership, bytes::Bytes::from(json))
             }
         };
-        batch::stamp_base_offset(&mut bytes, next_offset);
-        // A term past the header field's range is left unstamped; the
-        // append below refuses it with the engine's own typed error.
-        if let Ok(epoch) = i32::try_from(term) {
-            batch::stamp_leader_epoch(&mut bytes, epoch);
-        }
-        let header = BatchHeader::parse(&bytes).map_err(|source| Error::InvalidBatch { source })?;
-        if term != group_term {
-            flush(&mut group, &mut group_slots, group_term)?;
-            group_term = term;
-        }
-        group_slots.push(Slot {
+        flush(&mut group, &mut group_slots, group_term)?;
+        partition
+            .wait_durable_blocking(next_offset)
+            .map_err(|source| Error::Log {
+                op: "flush the batches before one of Raft's own entries",
+                source,
+            })?;
+        own.lock().expect("own entries lock").append(OwnEntry {
+            index: expected,
+            offset: next_offset,
+            term,
+            kind,
+            value,
+        })?;
+        index.write().expect("index lock").push(Slot {
             base_offset: next_offset,
-            next_offset: header.next_offset(),
+            next_offset,
+            term,
             kind,
         });
-        next_offset = header.next_offset();
-        group.push(bytes);
     }
     flush(&mut group, &mut group_slots, group_term)?;
     Ok(next_offset)
@@ -260,7 +319,7 @@ impl RaftLogReader<TypeConfig> for PartitionLog {
             Bound::Unbounded => u64::MAX,
         };
         let slots = self.index.read().expect("index lock").range(start, end).to_vec();
-        read_entries(&self.partition, &slots, start).map_err(read_error)
+        read_entries(&self.partition, &self.own, &slots, start).map_err(read_error)
     }
 }
 
@@ -269,7 +328,7 @@ impl RaftLogStorage<TypeConfig> for PartitionLog {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
         let last_purged_log_id = *self.purged.lock().expect("purged lock");
-        let last_log_id = self.last_log_id().map_err(read_error)?.or(last_purged_log_id);
+        let last_log_id = self.last_log_id().or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -317,7 +376,19 @@ impl RaftLogStorage<TypeConfig> for PartitionLog {
                 reason: "a committed entry is not in the local log",
             }));
         };
-        commit_through(&self.partition, slot.next_offset).await
+        commit_through(&self.partition, slot.next_offset).await?;
+        // Only now, with the entries durable and committed here, may the
+        // file name them (`crate::commit`).
+        let commit = self.commit.clone();
+        let record = Committed {
+            term: committed.leader_id.term,
+            index: committed.index,
+        };
+        blocking(move || commit.lock().expect("commit lock").store(record)).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        Ok(self.stored_commit.map(|c| log_id(c.term, c.index)))
     }
 
     async fn append<I>(
@@ -330,8 +401,8 @@ impl RaftLogStorage<TypeConfig> for PartitionLog {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let (partition, index, limits) = (self.partition.clone(), self.index.clone(), self.limits);
-        let end = blocking(move || append_entries(&partition, &index, limits, entries)).await?;
+        let (partition, index, own) = (self.partition.clone(), self.index.clone(), self.own.clone());
+        let end = blocking(move || append_entries(&partition, &index, &own, entries)).await?;
         // Raft may count this replica's copy only once it is on disk: the
         // callback reports the flush, which the store's flusher
         // group-commits with every other partition's.
@@ -345,8 +416,12 @@ impl RaftLogStorage<TypeConfig> for PartitionLog {
         let Some(slot) = slot else {
             return Ok(());
         };
-        let (partition, index) = (self.partition.clone(), self.index.clone());
+        let (partition, index, own) = (self.partition.clone(), self.index.clone(), self.own.clone());
         blocking(move || {
+            // The segments first, then raft-entries: a crash between the
+            // two leaves own entries past the segments' end, which the
+            // rebuild drops (`crate::index::merge`); the other order could
+            // leave batches after a removed own entry, shifting indexes.
             // Truncation never goes below what this replica knows is
             // committed; spool-log refuses that with a typed error.
             partition
@@ -355,6 +430,7 @@ impl RaftLogStorage<TypeConfig> for PartitionLog {
                     op: "truncate the log",
                     source,
                 })?;
+            own.lock().expect("own entries lock").truncate(log_id.index)?;
             index.write().expect("index lock").truncate(log_id.index);
             Ok(())
         })

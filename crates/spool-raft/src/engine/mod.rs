@@ -15,7 +15,7 @@ pub(crate) mod wire;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,7 +31,6 @@ use spool_log::Partition;
 
 use crate::entry;
 use crate::error::{Error, Result};
-use crate::index::EntryIndex;
 use crate::network::Network;
 
 use self::log_store::PartitionLog;
@@ -121,28 +120,29 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
-    /// Starts a replica over `partition`, whose log (from offset 0) is the
-    /// group's Raft log, reaching its peers through `network`. Reads every
-    /// batch header to rebuild the index map (`crate::index`).
+    /// Starts a replica over `partition`, whose log (from offset 0) and
+    /// `raft-entries` file are the group's Raft log, reaching its peers
+    /// through `network`. Reads every batch header to rebuild the index
+    /// map (`crate::index`). With a commit stored in `raft-commit`, the
+    /// partition's committed offset is back where it was before this
+    /// returns: openraft applies the stored commit's entries at start.
     pub async fn open(
         config: &GroupConfig,
         partition: Partition,
         network: Arc<dyn Network>,
     ) -> Result<Replica> {
-        let for_index = partition.clone();
-        let index = tokio::task::spawn_blocking(move || EntryIndex::rebuild(&for_index))
+        let for_open = partition.clone();
+        let log = tokio::task::spawn_blocking(move || PartitionLog::open(for_open))
             .await
             .map_err(|join| Error::Raft {
-                op: "rebuild the entry index",
+                op: "open the replica's files",
                 source: Box::new(join),
             })??;
-        let index = Arc::new(RwLock::new(index));
         // Checked before a batch is proposed: a batch the partition would
         // refuse must never become an entry, since a failed append stops
         // the Raft node.
         let limits = partition.batch_limits();
-        let log = PartitionLog::new(partition.clone(), index.clone(), limits);
-        let state_machine = PartitionStateMachine::new(partition.clone(), index);
+        let state_machine = PartitionStateMachine::new(partition.clone(), log.index());
         let raft_config = Config {
             cluster_name: format!("{}/{}", partition.topic(), partition.id()),
             heartbeat_interval: config.heartbeat_interval_ms,

@@ -19,7 +19,7 @@ use openraft::{Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIO
 use serde::{Deserialize, Serialize};
 use spool_log::Partition;
 
-use super::log_store::{commit_through, term_of};
+use super::log_store::commit_through;
 use super::{Appended, TypeConfig};
 use crate::error::Error;
 use crate::index::EntryIndex;
@@ -139,8 +139,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         };
         if let Some(last) = meta.last_log_id {
             let slot = self.index.read().expect("index lock").get(last.index);
-            let held =
-                slot.is_some_and(|slot| term_of(&self.partition, &slot).ok() == Some(last.leader_id.term));
+            let held = slot.is_some_and(|slot| slot.term == last.leader_id.term);
             if !held {
                 return Err(refuse("a snapshot past the local log cannot be installed yet"));
             }

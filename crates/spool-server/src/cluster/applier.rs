@@ -6,9 +6,10 @@
 //! replicas each make its first membership) — or, for a deleted topic,
 //! its replicas stop and its local data goes.
 //!
-//! The committed offset is not stored, so after a restart the log is
-//! applied again from its start once the metadata leader says how far it
-//! is committed; applying is idempotent (opening a running replica or
+//! After a restart the log is applied again from its start: at once up
+//! to the commit the metadata replica stored (`raft-commit`), the rest
+//! once the metadata leader says how far it is committed; applying is
+//! idempotent (opening a running replica or
 //! deleting a missing topic does nothing), and the commands of one read
 //! are folded before the node acts, so a topic deleted and created again
 //! in that stretch is reopened, not deleted.
@@ -17,7 +18,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use spool_log::{Partition, TopicConfig};
-use spool_raft::entry::{self, EntryKind};
 use spool_raft::{GroupId, Replica};
 use tokio::sync::watch;
 
@@ -71,8 +71,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
 
 /// The commands of the committed metadata log from `offset` on, each with
 /// the offset of its batch, and the offset after the last batch read.
-/// Raft's own entries are skipped; a record that is not a command is
-/// logged and skipped (it cannot be applied, and stopping would stop
+/// A record that is not a command is logged and skipped (it cannot be applied, and stopping would stop
 /// every later change too).
 fn read_commands(
     partition: &Partition,
@@ -86,9 +85,6 @@ fn read_commands(
             break;
         }
         for batch in &read.batches {
-            if !matches!(entry::classify(batch), Ok((EntryKind::Records, _))) {
-                continue;
-            }
             for record in partition.records(batch) {
                 let record = record?;
                 let value = record.value.unwrap_or_default();

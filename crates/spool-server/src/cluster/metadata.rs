@@ -72,6 +72,20 @@ impl MetadataState {
     }
 }
 
+/// The replication factor of a new topic: `requested`, or for 0 the
+/// default (min(3, `nodes`)); refused (with the reason) when it is more
+/// than the cluster's `nodes`, which could never hold that many copies.
+pub fn replication_factor(requested: u32, nodes: usize) -> Result<u32, String> {
+    let nodes = u32::try_from(nodes).unwrap_or(u32::MAX);
+    match requested {
+        0 => Ok(nodes.min(3)),
+        n if n > nodes => Err(format!(
+            "replication_factor {n} is more than the cluster's {nodes} nodes"
+        )),
+        n => Ok(n),
+    }
+}
+
 /// Picks `replication_factor` nodes for each of `partitions` partitions
 /// from `nodes` (sorted ids): partition `p` starts at the `p`-th node and
 /// takes the next ones round the ring, so the first replica (the one a
@@ -95,6 +109,19 @@ mod tests {
             segment_bytes_max: 1 << 20,
             replicas: assign_replicas(&[1, 2, 3], partitions, 3),
         }
+    }
+
+    #[test]
+    fn the_replication_factor_defaults_to_three_and_never_exceeds_the_nodes() {
+        assert_eq!(replication_factor(0, 5), Ok(3));
+        assert_eq!(replication_factor(0, 2), Ok(2));
+        assert_eq!(replication_factor(1, 3), Ok(1));
+        assert_eq!(replication_factor(5, 5), Ok(5));
+        assert!(replication_factor(4, 3).is_err());
+        assert_eq!(
+            assign_replicas(&[1, 2, 3], 3, 2),
+            [vec![1, 2], vec![2, 3], vec![3, 1]]
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! proposed to the metadata group; a produce is replicated by the
 //! partition's Raft group and answered once committed (durability
 //! `QUORUM`); fetch, subscribe and list-offsets serve only committed
-//! records and skip Raft's own one-record batches. A node that does not
+//! records (the segments hold client records only: Raft's own entries are
+//! kept outside the offset space, so offsets are dense). A node that does not
 //! lead (or does not hold) the partition a produce names answers with a
 //! leader hint (`spool_raft::not_leader`). Listing and describing topics,
 //! checkpoints and server info are the single-node service's, over this
@@ -16,15 +17,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use spool_auth::Action;
 use spool_format::batch::{self, Header, Record};
-use spool_log::{Partition, ReadResult, validate_topic_name};
+use spool_log::{Partition, validate_topic_name};
 use spool_proto::v1::{self, log_server::Log, produce_request};
-use spool_raft::entry::{self, EntryKind};
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::Cluster;
-use super::metadata::{MetadataCommand, TopicSpec, assign_replicas};
+use super::metadata::{MetadataCommand, TopicSpec, assign_replicas, replication_factor};
 use crate::access::caller;
 use crate::admission::Admitted;
 use crate::convert::{self, Chunk};
@@ -110,9 +110,9 @@ impl ClusterLogService {
         match replica.append(encoded).await {
             Ok(appended) => Ok(appended),
             Err(spool_raft::Error::NotLeader { leader_id }) => Err(self.cluster.not_leader(leader_id).await),
-            Err(
-                error @ (spool_raft::Error::InvalidBatch { .. } | spool_raft::Error::ReservedHeader { .. }),
-            ) => Err(Status::invalid_argument(error.to_string())),
+            Err(error @ spool_raft::Error::InvalidBatch { .. }) => {
+                Err(Status::invalid_argument(error.to_string()))
+            }
             // Leadership lost while the entry was in flight, or the engine
             // stopped: whether it was committed is unknown to this node.
             Err(error) => Err(Status::unavailable(format!(
@@ -137,14 +137,6 @@ fn check_offset(partition: &Partition, offset: u64) -> Result<(), Status> {
     Ok(())
 }
 
-/// Drops Raft's own entries (blank and membership batches) from a read:
-/// they hold no client record, so a consumer sees their offsets as a gap.
-fn without_raft_entries(mut read: ReadResult) -> ReadResult {
-    read.batches
-        .retain(|batch| matches!(entry::classify(batch), Ok((EntryKind::Records, _))));
-    read
-}
-
 /// Reads committed records on the blocking pool.
 async fn read_committed(
     partition: Partition,
@@ -154,7 +146,7 @@ async fn read_committed(
 ) -> Result<Chunk, Status> {
     tokio::task::spawn_blocking(move || {
         let read = partition.read_committed(offset, max_bytes).map_err(status)?;
-        let chunk = convert::chunk(&partition, without_raft_entries(read), offset, encoded)?;
+        let chunk = convert::chunk(&partition, read, offset, encoded)?;
         partition.count_fetched(chunk.record_count, chunk.batch_bytes);
         Ok(chunk)
     })
@@ -237,7 +229,8 @@ impl Log for ClusterLogService {
                 "a topic has 1 to {partitions_max} partitions, not {partitions}"
             )));
         }
-        let factor = self.cluster.default_replication_factor();
+        let factor = replication_factor(request.replication_factor, self.cluster.node_ids().len())
+            .map_err(Status::invalid_argument)?;
         let spec = TopicSpec {
             partitions,
             replication_factor: factor,

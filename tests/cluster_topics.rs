@@ -1,0 +1,96 @@
+//! A topic's replication factor in cluster mode, with three real `spoold`
+//! processes: the default (min(3, nodes)), a chosen factor below the node
+//! count placing each partition on that many nodes, and a factor above it
+//! refused; and a single-node server refusing any factor above 1.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail, ensure};
+use common::Spoold;
+use common::cluster::{TestCluster, produce};
+use spool_client::{Client, Error, NewTopic};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn topic(name: &str, partitions: u32, replication_factor: u32) -> NewTopic {
+    NewTopic {
+        replication_factor,
+        ..NewTopic::new(name, partitions)
+    }
+}
+
+/// The nodes that hold a replica of each partition of `name`: those whose
+/// partition directory has the replica's `raft-commit` file, which every
+/// replica creates when it opens (a node holding no replica keeps at most
+/// an empty local partition).
+fn replica_nodes(nodes: &TestCluster, name: &str, partitions: u32) -> BTreeMap<u32, Vec<u64>> {
+    (0..partitions)
+        .map(|p| {
+            let holders = nodes
+                .ids()
+                .into_iter()
+                .filter(|id| {
+                    let dir = nodes.data_dir(*id).join("topics").join(name).join(p.to_string());
+                    dir.join("raft-commit").exists()
+                })
+                .collect();
+            (p, holders)
+        })
+        .collect()
+}
+
+#[test]
+fn a_topic_has_the_replication_factor_it_was_created_with() -> Result<()> {
+    let runtime = runtime()?;
+    let nodes = TestCluster::start(3);
+    runtime.block_on(async {
+        let client = nodes.client(1).await?;
+        match client.create_topic(topic("too-many", 1, 4)).await {
+            Err(Error::InvalidArgument { status }) if status.message().contains("3 nodes") => {}
+            other => bail!("a factor above the node count answered {other:?}"),
+        }
+
+        client.create_topic(topic("two-copies", 3, 2)).await?;
+        client.create_topic(topic("default", 1, 0)).await?;
+        // Every replica opens once the creation is answered; a record
+        // through each partition's group shows it works with two copies.
+        for p in 0..3u32 {
+            let via = nodes.client(u64::from(p) + 1).await?;
+            let offset = produce(&via, "two-copies", p, "r").await?;
+            ensure!(offset == 0, "partition {p}'s first record at {offset}");
+        }
+        produce(&nodes.client(2).await?, "default", 0, "x").await?;
+
+        let placed = replica_nodes(&nodes, "two-copies", 3);
+        for (p, holders) in &placed {
+            ensure!(holders.len() == 2, "partition {p} is on {holders:?}");
+        }
+        // Spread over the nodes: each holds two of the six replicas.
+        for id in nodes.ids() {
+            let held = placed.values().filter(|h| h.contains(&id)).count();
+            ensure!(held == 2, "node {id} holds {held} replicas");
+        }
+        ensure!(replica_nodes(&nodes, "default", 1)[&0] == [1, 2, 3]);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_single_node_server_refuses_more_than_one_copy() -> Result<()> {
+    let server = Spoold::start_temp(&[]);
+    runtime()?.block_on(async {
+        let client = Client::connect(server.url()).await?;
+        client.create_topic(topic("one", 1, 1)).await?;
+        match client.create_topic(topic("two", 1, 2)).await {
+            Err(Error::InvalidArgument { status }) if status.message().contains("cluster mode") => Ok(()),
+            other => bail!("a factor of 2 on a single node answered {other:?}"),
+        }
+    })
+}
