@@ -58,6 +58,17 @@ impl Fixture {
         }
     }
 
+    /// The store alone, with a fault injector the test drives.
+    fn open_store_with_faults(&self) -> (Store, Arc<spool_log::FaultInjector>) {
+        let faults = Arc::new(spool_log::FaultInjector::default());
+        let config = StoreConfig {
+            faults: Some(Arc::clone(&faults)),
+            ..store_config()
+        };
+        let (store, _) = Store::open(self.dir.path().join("data"), config).unwrap();
+        (store, faults)
+    }
+
     fn open(&self, snapshot_events: u64) -> (Store, JobsRuntime, spool_jobs::Startup) {
         let (store, _) = Store::open(self.dir.path().join("data"), store_config()).unwrap();
         let (runtime, startup) = JobsRuntime::start(&store, self.config(snapshot_events)).unwrap();
@@ -251,12 +262,7 @@ async fn no_answer_comes_before_its_events_are_on_disk() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_waits_for_what_it_depends_on_not_for_its_lease_or_other_jobs() {
     let fixture = Fixture::new();
-    let faults = Arc::new(spool_log::FaultInjector::default());
-    let config = StoreConfig {
-        faults: Some(Arc::clone(&faults)),
-        ..store_config()
-    };
-    let (store, _) = Store::open(fixture.dir.path().join("data"), config).unwrap();
+    let (store, faults) = fixture.open_store_with_faults();
     let partition = store.internal_partition("__jobs").unwrap();
     let (runtime, _) = JobsRuntime::start(&store, fixture.config(1_000_000)).unwrap();
     enqueue_all(&runtime, 2).await;
@@ -361,12 +367,7 @@ async fn a_claim_waits_for_what_it_depends_on_not_for_its_lease_or_other_jobs() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_is_never_answered_as_done() {
     let fixture = Fixture::new();
-    let faults = Arc::new(spool_log::FaultInjector::default());
-    let config = StoreConfig {
-        faults: Some(Arc::clone(&faults)),
-        ..store_config()
-    };
-    let (store, _) = Store::open(fixture.dir.path().join("data"), config).unwrap();
+    let (store, faults) = fixture.open_store_with_faults();
     let (runtime, _) = JobsRuntime::start(&store, fixture.config(1_000_000)).unwrap();
     enqueue_all(&runtime, 3).await;
     faults.set_sync_fails(true);
