@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod cli;
+pub mod cluster;
 pub mod dashboard;
 pub mod otlp;
 pub mod scrape;

@@ -92,6 +92,25 @@ impl PeerService {
         }
     }
 
+    /// Moves the leadership of `group`, which this node's replica must
+    /// lead, to node `to`: the answer to `TransferLeader`, and what a node
+    /// does for a transfer it was asked for and leads itself.
+    pub async fn transfer_leadership(
+        &self,
+        group: &GroupId,
+        to: u64,
+    ) -> Result<v1::TransferLeaderResponse, Status> {
+        let replica = self
+            .replica(group)
+            .ok_or_else(|| Status::not_found(format!("node {} holds no replica of {group}", self.node_id)))?;
+        match replica.transfer_leadership(to, TRANSFER_TIMEOUT).await {
+            Ok(term) => Ok(v1::TransferLeaderResponse { leader_id: to, term }),
+            Err(Error::NotLeader { leader_id }) => Err(not_leader(leader_id, String::new())),
+            Err(error @ Error::NotAVoter { .. }) => Err(Status::invalid_argument(error.to_string())),
+            Err(error) => Err(Status::unavailable(error.to_string())),
+        }
+    }
+
     /// The tonic service, with this service's message size limit.
     pub fn into_server(self) -> PeerServer<PeerService> {
         let limit = self.message_bytes_max;
@@ -242,16 +261,9 @@ impl Peer for PeerService {
     ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
         let request = request.into_inner();
         let group = GroupId::new(request.topic, request.partition);
-        let replica = self
-            .replica(&group)
-            .ok_or_else(|| Status::not_found(format!("node {} holds no replica of {group}", self.node_id)))?;
-        let to = request.to_node_id;
-        match replica.transfer_leadership(to, TRANSFER_TIMEOUT).await {
-            Ok(term) => Ok(Response::new(v1::TransferLeaderResponse { leader_id: to, term })),
-            Err(Error::NotLeader { leader_id }) => Err(not_leader(leader_id, String::new())),
-            Err(error @ Error::NotAVoter { .. }) => Err(Status::invalid_argument(error.to_string())),
-            Err(error) => Err(Status::unavailable(error.to_string())),
-        }
+        self.transfer_leadership(&group, request.to_node_id)
+            .await
+            .map(Response::new)
     }
 
     async fn describe_node(

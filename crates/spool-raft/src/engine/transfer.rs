@@ -12,14 +12,20 @@
 //! 2. it waits until the target's log matches its own last entry;
 //! 3. it asks the target (over the network, [`PeerRequest::Elect`]) to
 //!    start an election. The target's term is then the highest and its
-//!    log the longest, so the old leader grants its vote (a leader keeps
-//!    no lease against candidates, its own vote having been made when it
-//!    was elected) and steps down; with the target's own vote that is a
-//!    majority of three. Of more replicas, those whose lease still runs
-//!    refuse at first, and the target wins its next round once their
-//!    leases end;
+//!    log the longest. The old leader grants its vote unless it was
+//!    elected less than a lease ago (its lease runs from its own
+//!    election), and with the target's own vote that is a majority of
+//!    three. Refused, the target still has the highest term: the old
+//!    leader sees it in the target's answers to its heartbeats and steps
+//!    down, and grants the target's next round (0.5 to 1 s later), since
+//!    a vote for a candidate carries no lease;
 //! 4. it waits until the target leads, and opens the gate: the appends
 //!    that waited now find a follower and are sent to the new leader.
+//!
+//! Throughout, the old leader does not campaign itself (its elections are
+//! paused, on this node only, until the transfer ends): once it has
+//! stepped down its log is as long as the target's, and an election of
+//! its own would often win back the leadership the target is asking for.
 //!
 //! Nothing here can lose a committed entry: every step is ordinary Raft
 //! (an election by a replica whose log is complete). The worst outcome of
@@ -28,10 +34,11 @@
 
 use std::time::Duration;
 
+use openraft::Raft;
 use tokio::time::Instant;
 
 use super::status::Role;
-use super::{PeerRequest, PeerResponse, Replica};
+use super::{PeerRequest, PeerResponse, Replica, TypeConfig};
 use crate::error::{Error, Result};
 
 impl Replica {
@@ -64,6 +71,7 @@ impl Replica {
         let _gate = tokio::time::timeout_at(deadline, self.write_gate.write())
             .await
             .map_err(|_| timed_out(self))?;
+        let _paused = ElectionsPaused::new(&self.raft);
         tracing::info!(group = %self.raft_group_name(), from = self.node_id, to, "transferring leadership");
 
         // The target must hold every entry this leader has: only then does
@@ -121,5 +129,23 @@ impl Replica {
                 return Err(timed_out(self));
             }
         }
+    }
+}
+
+/// This replica starts no election of its own while the value lives.
+struct ElectionsPaused<'a> {
+    raft: &'a Raft<TypeConfig>,
+}
+
+impl<'a> ElectionsPaused<'a> {
+    fn new(raft: &'a Raft<TypeConfig>) -> ElectionsPaused<'a> {
+        raft.runtime_config().elect(false);
+        ElectionsPaused { raft }
+    }
+}
+
+impl Drop for ElectionsPaused<'_> {
+    fn drop(&mut self) {
+        self.raft.runtime_config().elect(true);
     }
 }
