@@ -256,7 +256,7 @@ fn a_paused_leader_is_replaced_and_acknowledges_nothing_it_cannot_keep() -> Resu
 
 #[test]
 fn leadership_moves_to_the_named_node_through_any_node() -> Result<()> {
-    let cluster = TestCluster::start(3);
+    let mut cluster = TestCluster::start(3);
     runtime()?.block_on(async {
         create_topic(&cluster, 1).await?;
         let load = cluster.spawn_producer(TOPIC, 0, &[1, 2, 3], "load");
@@ -268,7 +268,7 @@ fn leadership_moves_to_the_named_node_through_any_node() -> Result<()> {
             let via = to % 3 + 1;
             let started = Instant::now();
             let term = cluster
-                .client(via)
+                .patient_client(via)
                 .await?
                 .transfer_leader(TOPIC, 0, to)
                 .await
@@ -327,7 +327,20 @@ fn leadership_moves_to_the_named_node_through_any_node() -> Result<()> {
         ]);
         ensure!(message.contains("partition 5"), "{message}");
 
+        // Asked while the leader is dead, a transfer waits for the next
+        // leader and is run by it.
         let (sent, failed) = load.stop().await?;
+        let dead = cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
+        let alive: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != dead).collect();
+        cluster.kill9(dead);
+        cluster
+            .patient_client(alive[0])
+            .await?
+            .transfer_leader(TOPIC, 0, alive[1])
+            .await
+            .context("a transfer asked while the leader is dead")?;
+        ensure!(cluster.agreed_leader(&alive, TOPIC, 0).await? == alive[1]);
+        cluster.restart(dead);
         ensure!(cluster.acked_count(TOPIC, 0) > 0);
         eprintln!("transfers under load: {sent} produces, {failed} failed");
         cluster.check(&cluster.ids()).await?;
@@ -387,7 +400,11 @@ fn chaos_rounds() -> Result<()> {
                     cluster.resume(leader);
                 }
                 2 => {
-                    cluster.client(others[0]).await?.transfer_leader(TOPIC, 0, others[1]).await?;
+                    cluster
+                        .patient_client(others[0])
+                        .await?
+                        .transfer_leader(TOPIC, 0, others[1])
+                        .await?;
                 }
                 _ => {
                     for id in cluster.ids() {

@@ -89,6 +89,12 @@ impl TestCluster {
         Ok(Client::connect_with(self.url(id), client_options()).await?)
     }
 
+    /// A client of node `id` with the default deadline (a minute), for
+    /// calls that may wait for an election, such as leadership transfers.
+    pub async fn patient_client(&self, id: u64) -> Result<Client> {
+        Ok(Client::connect(self.url(id)).await?)
+    }
+
     pub fn kill9(&mut self, id: u64) {
         self.nodes.get_mut(&id).expect("a node").kill9();
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use spool_proto::v1;
-use spool_raft::GroupId;
+use spool_raft::{GroupId, TRANSFER_TIMEOUT};
 use tonic::Status;
 
 use super::Cluster;
@@ -19,9 +19,9 @@ use super::metadata::MetadataState;
 /// unreachable.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How many times a transfer follows a leader hint before giving up (the
-/// leader may change between the hint and the request).
-const TRANSFER_HOPS_MAX: usize = 3;
+/// How long, besides the transfer itself, a node keeps looking for the
+/// group's leader to run a transfer (an election may be under way).
+const FORWARD_PATIENCE: Duration = Duration::from_secs(3);
 
 /// The role reported for a replica whose node did not answer, or which
 /// holds no open replica of the group.
@@ -62,28 +62,48 @@ impl Cluster {
                 "node {to} is not a replica of {group} (replicas: {replicas:?})"
             )));
         }
-        let mut leader = self
-            .replica(&group.topic, group.partition)
-            .and_then(|r| r.leader_id());
-        for _ in 0..TRANSFER_HOPS_MAX {
+        // The leader may be gone (killed, paused) with an election under
+        // way: then the next leader is asked, until this deadline.
+        let deadline = tokio::time::Instant::now() + TRANSFER_TIMEOUT + FORWARD_PATIENCE;
+        let mut hinted: Option<u64> = None;
+        loop {
+            let known = self
+                .replica(&group.topic, group.partition)
+                .and_then(|r| r.leader_id());
             // Without a leader known here, any replica can name it.
-            let via = leader.unwrap_or(replicas[0]);
+            let via = hinted.or(known).unwrap_or(replicas[0]);
             let answer = if via == self.node_id {
                 self.service.transfer_leadership(group, to).await
             } else {
                 self.transport.transfer_leader(via, group, to).await
             };
-            match answer {
-                Err(status) => match spool_raft::leader_hint(&status).and_then(|hint| hint.leader_id) {
-                    Some(next) if Some(next) != leader => leader = Some(next),
-                    _ => return Err(status),
-                },
-                done => return done,
+            let status = match answer {
+                Ok(done) => return Ok(done),
+                Err(status) => status,
+            };
+            match spool_raft::leader_hint(&status).and_then(|hint| hint.leader_id) {
+                Some(next) if Some(next) != hinted && next != via => {
+                    hinted = Some(next);
+                    continue;
+                }
+                _ => {}
             }
+            let retry = matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::FailedPrecondition
+            ) && tokio::time::Instant::now() < deadline;
+            if !retry {
+                return Err(Status::new(
+                    status.code(),
+                    format!(
+                        "node {via}, asked to move the leadership of {group}: {}",
+                        status.message()
+                    ),
+                ));
+            }
+            hinted = None;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(Status::unavailable(format!(
-            "the leader of {group} kept changing; try again"
-        )))
     }
 
     /// The nodes holding a replica of `group`, from the metadata: every
