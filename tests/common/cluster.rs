@@ -168,10 +168,10 @@ impl TestCluster {
                     let turn = (sent as usize) % urls.len();
                     let value = format!("{prefix}-{sent}");
                     sent += 1;
-                    if !clients.contains_key(&turn) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = clients.entry(turn) {
                         match Client::connect_with(urls[turn].clone(), client_options()).await {
                             Ok(client) => {
-                                clients.insert(turn, client);
+                                slot.insert(client);
                             }
                             Err(_) => {
                                 failed += 1;
