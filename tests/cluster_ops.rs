@@ -33,8 +33,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Creates `TOPIC` with `partitions` partitions through node 1 and waits
 /// until every node agrees on each partition's leader.
 async fn create_topic(cluster: &TestCluster, partitions: u32) -> Result<()> {
+    // Creation waits for the metadata group and the new groups' leaders:
+    // longer than the short deadline of `client` on a loaded machine.
     cluster
-        .client(1)
+        .patient_client(1)
         .await?
         .create_topic(NewTopic::new(TOPIC, partitions))
         .await
@@ -300,7 +302,7 @@ fn leadership_moves_to_the_named_node_through_any_node() -> Result<()> {
         ensure!(cluster.agreed_leader(&cluster.ids(), "__cluster", 0).await? == to);
         // Topics are still created through the moved metadata group.
         cluster
-            .client(1)
+            .patient_client(1)
             .await?
             .create_topic(NewTopic::new("after", 1))
             .await?;
