@@ -56,9 +56,12 @@ async fn wait_for_status(
 ) -> Result<spool_client::ClusterStatus> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let status = cluster.status(id).await?;
-        if check(&status) {
-            return Ok(status);
+        // A node just restarted may not answer yet.
+        let status = cluster.status(id).await;
+        if let Ok(status) = &status
+            && check(status)
+        {
+            return Ok(status.clone());
         }
         ensure!(
             Instant::now() < deadline,

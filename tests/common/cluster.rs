@@ -114,8 +114,11 @@ impl TestCluster {
         signal(self.nodes[&id].pid(), "-CONT");
     }
 
+    /// Node `id`'s status of the cluster. It waits up to a second for each
+    /// other node, so it is asked with the patient client; never ask a
+    /// paused node.
     pub async fn status(&self, id: u64) -> Result<ClusterStatus> {
-        Ok(self.client(id).await?.cluster_status().await?)
+        Ok(self.patient_client(id).await?.cluster_status().await?)
     }
 
     /// The leader of `topic`/`partition` once every node of `asked` names
