@@ -691,6 +691,7 @@ async fn reflection_lists_the_services_through_v1alpha_and_v1() {
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         "spool.v1.Admin",
+        "spool.v1.Cluster",
         "spool.v1.Jobs",
         "spool.v1.Log",
         "spool.v1.Metrics",

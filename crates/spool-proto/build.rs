@@ -5,8 +5,9 @@
 use std::env;
 use std::path::PathBuf;
 
-const PROTOS: [&str; 5] = [
+const PROTOS: [&str; 6] = [
     "spool/v1/admin.proto",
+    "spool/v1/cluster.proto",
     "spool/v1/log.proto",
     "spool/v1/jobs.proto",
     "spool/v1/metrics.proto",

@@ -1,22 +1,31 @@
-//! A cluster of real `spoold` processes on 127.0.0.1 for end-to-end
-//! tests of cluster mode: starting the nodes with one peer map, killing
-//! and restarting them, producing at QUORUM with retries while a partition
-//! has no leader, reading a node's committed log through its Fetch and
-//! its ListOffsets, and finding a partition's files in a node's data
-//! directory.
+//! A cluster of real `spoold` processes on 127.0.0.1 for the operations
+//! and fault tests: start, `kill -9`, restart on the same addresses,
+//! pause (SIGSTOP) and resume, the cluster's status as each node sees
+//! it, a background producer at QUORUM that records every acknowledged
+//! record, and the check that every acknowledged record is at its
+//! acknowledged offset in every node's committed log, the logs being the
+//! same on every node; and for the storage tests (dense offsets, the
+//! stored commit, replica placement), a node's ListOffsets and data
+//! directory, and a produce at QUORUM retried while a partition has no
+//! leader.
 
 use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use spool_client::{Client, Durability, Error, OffsetSpec, Record};
+use spool_client::{Client, ClientOptions, ClusterStatus, Durability, Error, OffsetSpec, Record};
 
 use super::Spoold;
 
-/// Time a step may take before a test fails: a new leader is elected
-/// within about a second and a half of the old one's death (0.5-1 s
-/// election timeouts), far below this.
-pub const WAIT: Duration = Duration::from_secs(20);
+/// Time a step may take before the test fails: far above an election
+/// (0.5 to 1 s of timeout) on a busy machine.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Every acknowledged record, by (topic, partition), offset to value.
+pub type Acked = BTreeMap<(String, u32), BTreeMap<u64, String>>;
 
 /// Free loopback ports for the peer listeners, which every node must know
 /// before any starts.
@@ -30,11 +39,11 @@ fn free_ports(count: usize) -> Vec<u16> {
         .collect()
 }
 
-/// Nodes 1 to n, each with its own data directory, kept across restarts.
 pub struct TestCluster {
     pub nodes: BTreeMap<u64, Spoold>,
-    /// Node `id`'s data directory is `dirs[id - 1]`.
+    /// Data directories, kept across restarts.
     dirs: Vec<tempfile::TempDir>,
+    pub acked: Arc<Mutex<Acked>>,
 }
 
 impl TestCluster {
@@ -62,7 +71,11 @@ impl TestCluster {
             dirs.push(dir);
             nodes.insert(id, server);
         }
-        TestCluster { nodes, dirs }
+        TestCluster {
+            nodes,
+            dirs,
+            acked: Arc::default(),
+        }
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -73,7 +86,15 @@ impl TestCluster {
         self.nodes[&id].url()
     }
 
+    /// A client of node `id` whose calls give up after two seconds, so
+    /// that a paused node cannot hold a caller forever.
     pub async fn client(&self, id: u64) -> Result<Client> {
+        Ok(Client::connect_with(self.url(id), client_options()).await?)
+    }
+
+    /// A client of node `id` with the default deadline (a minute), for
+    /// calls that may wait for an election, such as leadership transfers.
+    pub async fn patient_client(&self, id: u64) -> Result<Client> {
         Ok(Client::connect(self.url(id)).await?)
     }
 
@@ -86,9 +107,153 @@ impl TestCluster {
         self.nodes.get_mut(&id).expect("a node").restart_on_same_address();
     }
 
-    /// Node `id`'s committed records of `topic`/`partition` below `end`:
-    /// offset to value, read through its Fetch (committed records only),
-    /// waiting while the node is not open yet or has not committed `end`.
+    /// SIGSTOP: the process stays, answers nothing, its timers stop.
+    pub fn pause(&self, id: u64) {
+        signal(self.nodes[&id].pid(), "-STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self, id: u64) {
+        signal(self.nodes[&id].pid(), "-CONT");
+    }
+
+    /// Node `id`'s status of the cluster. It waits up to a second for each
+    /// other node, so it is asked with the patient client; never ask a
+    /// paused node.
+    pub async fn status(&self, id: u64) -> Result<ClusterStatus> {
+        Ok(self.patient_client(id).await?.cluster_status().await?)
+    }
+
+    /// The leader of `topic`/`partition` once every node of `asked` names
+    /// the same one in its status, and that one says it leads.
+    pub async fn agreed_leader(&self, asked: &[u64], topic: &str, partition: u32) -> Result<u64> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut named = Vec::new();
+            for &id in asked {
+                let leader = self.status(id).await.ok().and_then(|status| {
+                    let group = status
+                        .groups
+                        .iter()
+                        .find(|g| g.topic == topic && g.partition == partition)?;
+                    let leader = group.leader_id?;
+                    let role = &group.replicas.iter().find(|r| r.node_id == leader)?.role;
+                    (role == "leader").then_some(leader)
+                });
+                named.push(leader);
+            }
+            if let Some(Some(leader)) = named.first()
+                && named.iter().all(|l| *l == Some(*leader))
+            {
+                return Ok(*leader);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "nodes {asked:?} do not agree on a leader of {topic}/{partition}: {named:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Produces one-record batches at QUORUM to `topic`/`partition`
+    /// through the nodes of `via` in turn (the client follows leader
+    /// hints), recording every acknowledged record, until the returned
+    /// [`Load`] is stopped. A failed produce has an unknown outcome: it is
+    /// not recorded, and the next one carries a new value.
+    pub fn spawn_producer(&self, topic: &str, partition: u32, via: &[u64], prefix: &str) -> Load {
+        let urls: Vec<String> = via.iter().map(|id| self.url(*id)).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::clone(&self.acked);
+        let (topic, prefix) = (topic.to_owned(), prefix.to_owned());
+        let task = {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut clients: BTreeMap<usize, Client> = BTreeMap::new();
+                let (mut sent, mut failed) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let turn = (sent as usize) % urls.len();
+                    let value = format!("{prefix}-{sent}");
+                    sent += 1;
+                    if let std::collections::btree_map::Entry::Vacant(slot) = clients.entry(turn) {
+                        match Client::connect_with(urls[turn].clone(), client_options()).await {
+                            Ok(client) => {
+                                slot.insert(client);
+                            }
+                            Err(_) => {
+                                failed += 1;
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        }
+                    }
+                    let records = vec![Record::new(value.clone())];
+                    match clients[&turn]
+                        .produce_records(&topic, Some(partition), records, Durability::Quorum)
+                        .await
+                    {
+                        Ok(answer) => {
+                            let offset = answer.results[0].base_offset;
+                            let mut acked = acked.lock().expect("acks lock");
+                            let log = acked.entry((topic.clone(), partition)).or_default();
+                            if let Some(earlier) = log.insert(offset, value.clone()) {
+                                panic!("offset {offset} acknowledged twice: {earlier:?} and {value:?}");
+                            }
+                        }
+                        Err(error) => {
+                            failed += 1;
+                            // A dead node's connection is made again.
+                            if matches!(error, Error::Connect { .. } | Error::Unavailable { .. }) {
+                                clients.remove(&turn);
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                (sent, failed)
+            })
+        };
+        Load { stop, task }
+    }
+
+    /// How many records of `topic`/`partition` were acknowledged.
+    pub fn acked_count(&self, topic: &str, partition: u32) -> usize {
+        let acked = self.acked.lock().expect("acks lock");
+        acked.get(&(topic.to_owned(), partition)).map_or(0, BTreeMap::len)
+    }
+
+    /// Every acknowledged record is at its offset in the committed log of
+    /// every node of `nodes`, and their logs below the last acknowledged
+    /// offset are the same.
+    pub async fn check(&self, nodes: &[u64]) -> Result<()> {
+        let acked = self.acked.lock().expect("acks lock").clone();
+        for ((topic, partition), records) in &acked {
+            let end = records.keys().next_back().map_or(0, |last| last + 1);
+            let mut logs = Vec::new();
+            for &id in nodes {
+                let log = self.committed_log(id, topic, *partition, end).await?;
+                for (offset, value) in records {
+                    ensure!(
+                        log.get(offset) == Some(value),
+                        "node {id} holds {:?} at acknowledged offset {offset} of {topic}/{partition}, not {value:?}",
+                        log.get(offset)
+                    );
+                }
+                logs.push((id, log));
+            }
+            for (id, log) in &logs[1..] {
+                ensure!(
+                    *log == logs[0].1,
+                    "node {id}'s committed log of {topic}/{partition} differs from node {}'s",
+                    logs[0].0
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `id`'s committed records of `topic`/`partition` below `end`,
+    /// read through its Fetch (committed records only), waiting while the
+    /// node is not open yet or has not committed `end`.
     pub async fn committed_log(
         &self,
         id: u64,
@@ -96,16 +261,23 @@ impl TestCluster {
         partition: u32,
         end: u64,
     ) -> Result<BTreeMap<u64, String>> {
-        let client = self.client(id).await?;
+        let deadline = Instant::now() + WAIT;
         let mut log = BTreeMap::new();
         let mut offset = 0;
-        let deadline = Instant::now() + WAIT;
         while offset < end {
             ensure!(
                 Instant::now() < deadline,
-                "node {id} committed only up to {offset} of {end}"
+                "node {id} committed {topic}/{partition} only up to {offset} of {end}"
             );
-            match client.fetch_records(topic, partition, offset, 1 << 20, 200).await {
+            let fetched = match self.client(id).await {
+                Ok(client) => client.fetch_records(topic, partition, offset, 1 << 20, 200).await,
+                // The node is starting again.
+                Err(_) => {
+                    retry_pause().await;
+                    continue;
+                }
+            };
+            match fetched {
                 Ok((records, response)) => {
                     for record in records.into_iter().filter(|r| r.offset < end) {
                         let value = String::from_utf8(record.value.unwrap_or_default().to_vec())?;
@@ -113,13 +285,12 @@ impl TestCluster {
                     }
                     offset = response.next_offset.max(offset);
                 }
+                // Right after a restart the replica may not be open yet, or
+                // its commit may not have reached `offset`.
                 Err(
-                    Error::OutOfRange { .. }
-                    | Error::Unavailable { .. }
-                    | Error::Connect { .. }
-                    | Error::DeadlineExceeded { .. },
+                    Error::OutOfRange { .. } | Error::Unavailable { .. } | Error::DeadlineExceeded { .. },
                 ) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    retry_pause().await;
                 }
                 Err(error) => return Err(error).context(format!("fetching from node {id}")),
             }
@@ -202,4 +373,37 @@ pub async fn probe_leader(client: &Client, topic: &str, value: &str) -> Option<u
     };
     let answer = client.log_client().produce(request).await.ok()?;
     answer.get_ref().results.first().map(|r| r.base_offset)
+}
+
+/// A running [`TestCluster::spawn_producer`].
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl Load {
+    /// Stops producing; returns how many produces were sent and failed.
+    pub async fn stop(self) -> Result<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        Ok(tokio::time::timeout(WAIT, self.task).await??)
+    }
+}
+
+fn client_options() -> ClientOptions {
+    ClientOptions {
+        request_timeout: Some(Duration::from_secs(2)),
+        ..ClientOptions::default()
+    }
+}
+
+async fn retry_pause() {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {which} {pid} failed");
 }

@@ -120,11 +120,28 @@ pub enum Command {
     /// Read the audit trail of administrative actions (cluster=admin).
     #[command(after_help = AUDIT_EXAMPLES)]
     Audit(AuditArgs),
+    /// A cluster's nodes, leaders and replica lag; move a leadership
+    /// (cluster=admin; any node answers).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Create a CA, a server certificate and an admin token for a first
     /// secure setup, and print how to start spoold and the clients.
     #[command(name = "init-security", after_help = INIT_SECURITY_EXAMPLES)]
     InitSecurity(InitSecurityArgs),
 }
+
+const CLUSTER_EXAMPLES: &str = "\
+Examples:
+  spool cluster status
+  spool cluster status --json
+  spool cluster transfer-leader --topic orders --partition 2 --to 3
+  spool cluster transfer-leader --metadata --to 1
+
+status asks every node over its peer listener: a node that does not answer within a second is
+shown unreachable, and its replicas' lag is the leader's last word on them. transfer-leader
+answers once the node named leads (exit code 1 otherwise); writes to the partition wait for the
+moment it takes, usually well under a second. To restart a node without a leader election
+timeout, move every leadership it holds to another node first.";
 
 const AUDIT_EXAMPLES: &str = "\
 Examples:
@@ -227,6 +244,39 @@ pub enum TokenCommand {
         id: String,
         #[command(flatten)]
         file: TokenFileArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node (reachable or not) and every Raft group: the metadata
+    /// group and each partition, with its leader, term, commit and each
+    /// replica's role and lag.
+    #[command(after_help = CLUSTER_EXAMPLES)]
+    Status {
+        /// Output format (json: one object).
+        #[arg(long, value_enum, default_value_t = jobs::OutputFormat::Human)]
+        format: jobs::OutputFormat,
+        /// The same as --format json.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
+    },
+    /// Make a node the leader of a partition (or of the metadata group),
+    /// for example before restarting the node that leads it.
+    #[command(name = "transfer-leader", after_help = CLUSTER_EXAMPLES)]
+    TransferLeader {
+        /// The partition's topic.
+        #[arg(long, value_name = "TOPIC", required_unless_present = "metadata")]
+        topic: Option<String>,
+        /// The partition (default 0).
+        #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "metadata")]
+        partition: u32,
+        /// The metadata group instead of a partition.
+        #[arg(long, conflicts_with = "topic")]
+        metadata: bool,
+        /// The node to lead: one of the group's replicas.
+        #[arg(long, value_name = "NODE")]
+        to: u64,
     },
 }
 

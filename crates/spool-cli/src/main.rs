@@ -110,6 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Metrics(command) => commands::metrics::run(&context, command).await,
         Command::Token(command) => commands::token::remote(&context, command).await,
         Command::Audit(args) => commands::audit::run(&context, args).await,
+        Command::Cluster(command) => commands::cluster::run(&context, command).await,
         Command::InitSecurity(_) => unreachable!("handled before connecting"),
     }
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spool_proto::v1::{
-    self, admin_client::AdminClient, jobs_client::JobsClient, log_client::LogClient,
-    metrics_client::MetricsClient,
+    self, admin_client::AdminClient, cluster_client::ClusterClient, jobs_client::JobsClient,
+    log_client::LogClient, metrics_client::MetricsClient,
 };
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -310,6 +310,7 @@ pub struct Client {
     jobs: JobsClient<Transport>,
     metrics: MetricsClient<Transport>,
     admin: AdminClient<Transport>,
+    cluster: ClusterClient<Transport>,
     url: String,
     request_timeout: Option<Duration>,
     message_bytes_max: usize,
@@ -385,6 +386,7 @@ impl Client {
     /// Wraps an existing tonic channel with credentials.
     pub fn from_transport(channel: Transport, url: impl Into<String>, options: &ClientOptions) -> Self {
         let admin = AdminClient::new(channel.clone());
+        let cluster = ClusterClient::new(channel.clone());
         let jobs = JobsClient::new(channel.clone())
             .max_decoding_message_size(options.message_bytes_max)
             .max_encoding_message_size(options.message_bytes_max);
@@ -398,6 +400,7 @@ impl Client {
             jobs,
             metrics,
             admin,
+            cluster,
             url: url.into(),
             request_timeout: options.request_timeout,
             message_bytes_max: options.message_bytes_max,
@@ -426,6 +429,12 @@ impl Client {
     /// the audit trail), on the same connection.
     pub fn admin_client(&self) -> AdminClient<Transport> {
         self.admin.clone()
+    }
+
+    /// The generated client of the `spool.v1.Cluster` service (a
+    /// cluster's status, leadership transfers), on the same connection.
+    pub fn cluster_client(&self) -> ClusterClient<Transport> {
+        self.cluster.clone()
     }
 
     /// The typed client of the `spool.v1.Jobs` service, on the same

@@ -25,6 +25,8 @@
 //!   concurrency, batched claims and acknowledgements, heartbeats,
 //!   cancellation, graceful shutdown; [`Client::jobs_client`] gives the
 //!   generated Jobs client for everything else.
+//! - Cluster operations ([`Client::cluster_status`],
+//!   [`Client::transfer_leader`]): `spool.v1.Cluster`, for cluster admins.
 //! - [`Error`]: gRPC statuses mapped into variants that keep the status.
 //! - Traces: every call, produce and job emits a `tracing` span under the
 //!   target [`telemetry::TARGET`] with OpenTelemetry's messaging fields
@@ -40,7 +42,7 @@
 //! I/O and clock so they are unit tested; `limits.rs` the size limits it
 //! checks; `delivery.rs` the acknowledgements), `consumer.rs`, `record.rs`
 //! (record types, their sizes and the batch codec glue over
-//! `spool_format::batch`), `error.rs`, `jobs/` (the typed job client; its
+//! `spool_format::batch`), `cluster.rs` (cluster operations), `error.rs`, `jobs/` (the typed job client; its
 //! types in `types.rs`), `worker/` (the job worker runtime).
 //!
 //! Security: [`ClientOptions`] carries a bearer token (sent with every
@@ -76,6 +78,7 @@
 
 mod admin;
 mod client;
+mod cluster;
 mod consumer;
 mod error;
 pub mod jobs;
@@ -90,6 +93,7 @@ pub use client::{
     HistorySeries, MESSAGE_BYTES_MAX_DEFAULT, NewTopic, OffsetSpec, PartitionInfo, PartitionOffset,
     ServerInfo, ServerLimits, TopicConfig, TopicDescription, Transport,
 };
+pub use cluster::{ClusterStatus, GroupStatus, METADATA_GROUP_TOPIC, NodeStatus, ReplicaProgress};
 pub use consumer::{CheckpointFallback, Consumer, ConsumerBuilder, StartPosition};
 pub use error::{
     Error, ExceededLimit, HIGH_WATERMARK_METADATA, LOG_START_OFFSET_METADATA, Result, SizeLimit,

@@ -1,5 +1,5 @@
 //! Spool's gRPC API as Rust types: the `spool.v1` protobuf messages, the
-//! `Log`, `Jobs`, `Metrics`, `Admin` and `Peer` service traits for servers, and their tonic
+//! `Log`, `Jobs`, `Metrics`, `Admin`, `Cluster` and `Peer` service traits for servers, and their tonic
 //! clients.
 //!
 //! Everything here is generated at build time from the protos in `proto/spool/v1/`
@@ -45,8 +45,8 @@ pub mod partitioner;
 pub use spool::v1;
 
 /// Encoded `google.protobuf.FileDescriptorSet` of `spool/v1/log.proto`,
-/// `spool/v1/jobs.proto`, `spool/v1/metrics.proto`, `spool/v1/admin.proto`
-/// and `spool/v1/peer.proto`, to register with `tonic-reflection` so that stock
+/// `spool/v1/jobs.proto`, `spool/v1/metrics.proto`, `spool/v1/admin.proto`,
+/// `spool/v1/cluster.proto` and `spool/v1/peer.proto`, to register with `tonic-reflection` so that stock
 /// tools such as grpcurl can discover the services.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/spool_descriptor.bin"));
 
@@ -137,7 +137,7 @@ mod tests {
             .flat_map(|file| file.service.iter().map(|service| service.name().to_owned()))
             .collect();
         services.sort();
-        assert_eq!(services, ["Admin", "Jobs", "Log", "Metrics", "Peer"]);
+        assert_eq!(services, ["Admin", "Cluster", "Jobs", "Log", "Metrics", "Peer"]);
 
         let log = set
             .file

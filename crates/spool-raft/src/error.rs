@@ -91,6 +91,22 @@ pub enum Error {
     /// This replica is not the leader; `leader_id` is the one it knows of.
     #[error("not the leader (leader: {leader_id:?})")]
     NotLeader { leader_id: Option<u64> },
+    /// A leadership transfer named a node that is not a voter of the
+    /// group.
+    #[error("node {node_id} is not a voting member of the group (voters: {voters:?})")]
+    NotAVoter { node_id: u64, voters: Vec<u64> },
+    /// A leadership transfer to node `to` did not complete in time;
+    /// `leader_id` is the leader known when it gave up.
+    #[error("node {to} did not take over the leadership within {timeout_ms} ms (leader now: {leader_id:?})")]
+    TransferTimedOut {
+        to: u64,
+        timeout_ms: u64,
+        leader_id: Option<u64>,
+    },
+    /// A peer answered a request with the answer to another kind of
+    /// request: a transport bug.
+    #[error("a peer answered a {request} request with another kind of answer")]
+    UnexpectedAnswer { request: &'static str },
     /// No leader was elected within the time allowed.
     #[error("no leader within {timeout_ms} ms")]
     NoLeader { timeout_ms: u64 },

@@ -17,7 +17,8 @@
 //!
 //! What it is not: it knows nothing of topics' metadata, clients or the
 //! `spoold` configuration (that is `spool-server`'s cluster module); no
-//! membership changes beyond the first. `docs/cluster.md` says what exists
+//! membership changes beyond the first. Operations on a running group:
+//! [`Replica::status`] and [`Replica::transfer_leadership`]. `docs/cluster.md` says what exists
 //! and what does not.
 
 #![deny(unsafe_code)]
@@ -33,9 +34,9 @@ pub mod own_entries;
 mod peer_service;
 mod transport;
 
-pub use engine::{Appended, GroupConfig, PeerRequest, PeerResponse, Replica};
+pub use engine::{Appended, GroupConfig, PeerRequest, PeerResponse, Replica, ReplicaStatus, Role};
 pub use error::{Error, Result};
 pub use in_process::InProcessNetwork;
 pub use network::{GroupId, Network, Unreachable};
-pub use peer_service::{PeerService, leader_hint, not_leader};
+pub use peer_service::{PeerService, TRANSFER_TIMEOUT, leader_hint, not_leader};
 pub use transport::{PeerTransport, TransportConfig};

@@ -2,19 +2,28 @@
 //! implements `spool.v1.Peer`, routing each request by its group id to
 //! the replica this node holds of that group. A group the node holds no
 //! replica of (not created here yet, or deleted) is NOT_FOUND, which the
-//! sender treats as unreachable.
+//! sender treats as unreachable. Besides Raft's messages it answers what
+//! operations need: who the node is, what its replicas know
+//! (`DescribeReplicas`), proposals and leadership transfers to the groups
+//! it leads.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use spool_proto::v1;
 use spool_proto::v1::peer_server::{Peer, PeerServer};
 use tonic::{Request, Response, Status};
 
-use crate::engine::Replica;
 use crate::engine::wire;
+use crate::engine::{Replica, ReplicaStatus};
 use crate::error::Error;
 use crate::network::{GroupId, PeerRequest};
+
+/// How long a leadership transfer may take on the leader: below the
+/// transport's deadline for one request (5 s), so that a node forwarding
+/// a transfer hears how it ended.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The replicas a node holds, by group, and what it says about itself.
 #[derive(Debug, Clone)]
@@ -68,6 +77,40 @@ impl PeerService {
         replicas.iter().map(|(g, r)| (g.clone(), r.clone())).collect()
     }
 
+    /// What every replica of this node knows of its group, sorted by
+    /// group: the answer to `DescribeReplicas`.
+    pub fn describe_replicas(&self) -> v1::DescribeReplicasResponse {
+        let mut replicas = self.replicas();
+        replicas.sort_by(|a, b| a.0.cmp(&b.0));
+        v1::DescribeReplicasResponse {
+            node_id: self.node_id,
+            client_address: self.client_address.read().expect("address lock").clone(),
+            replicas: replicas
+                .into_iter()
+                .map(|(group, replica)| report(&group, replica.status()))
+                .collect(),
+        }
+    }
+
+    /// Moves the leadership of `group`, which this node's replica must
+    /// lead, to node `to`: the answer to `TransferLeader`, and what a node
+    /// does for a transfer it was asked for and leads itself.
+    pub async fn transfer_leadership(
+        &self,
+        group: &GroupId,
+        to: u64,
+    ) -> Result<v1::TransferLeaderResponse, Status> {
+        let replica = self
+            .replica(group)
+            .ok_or_else(|| Status::not_found(format!("node {} holds no replica of {group}", self.node_id)))?;
+        match replica.transfer_leadership(to, TRANSFER_TIMEOUT).await {
+            Ok(term) => Ok(v1::TransferLeaderResponse { leader_id: to, term }),
+            Err(Error::NotLeader { leader_id }) => Err(not_leader(leader_id, String::new())),
+            Err(error @ Error::NotAVoter { .. }) => Err(Status::invalid_argument(error.to_string())),
+            Err(error) => Err(Status::unavailable(error.to_string())),
+        }
+    }
+
     /// The tonic service, with this service's message size limit.
     pub fn into_server(self) -> PeerServer<PeerService> {
         let limit = self.message_bytes_max;
@@ -91,6 +134,27 @@ impl PeerService {
         let reply =
             wire::response_to_proto(&response).map_err(|error| Status::internal(error.to_string()))?;
         Ok(Response::new(reply))
+    }
+}
+
+fn report(group: &GroupId, status: ReplicaStatus) -> v1::ReplicaReport {
+    v1::ReplicaReport {
+        group: Some(v1::RaftGroup {
+            topic: group.topic.clone(),
+            partition: group.partition,
+        }),
+        role: status.role.name().to_owned(),
+        term: status.term,
+        leader_id: status.leader_id,
+        last_log_index: status.last_log_index,
+        applied_index: status.applied_index,
+        voters: status.voters,
+        learners: status.learners,
+        matched: status
+            .matched
+            .into_iter()
+            .map(|(node_id, index)| v1::MatchedIndex { node_id, index })
+            .collect(),
     }
 }
 
@@ -175,6 +239,29 @@ impl Peer for PeerService {
             Err(error @ Error::InvalidBatch { .. }) => Err(Status::invalid_argument(error.to_string())),
             Err(error) => Err(Status::unavailable(error.to_string())),
         }
+    }
+
+    async fn elect(&self, request: Request<v1::RaftElectRequest>) -> Result<Response<v1::RaftReply>, Status> {
+        let group = request.into_inner().group;
+        self.dispatch(group, Ok(PeerRequest::Elect)).await
+    }
+
+    async fn describe_replicas(
+        &self,
+        _request: Request<v1::DescribeReplicasRequest>,
+    ) -> Result<Response<v1::DescribeReplicasResponse>, Status> {
+        Ok(Response::new(self.describe_replicas()))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
+        let request = request.into_inner();
+        let group = GroupId::new(request.topic, request.partition);
+        self.transfer_leadership(&group, request.to_node_id)
+            .await
+            .map(Response::new)
     }
 
     async fn describe_node(

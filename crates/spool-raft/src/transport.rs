@@ -4,10 +4,13 @@
 //! the next call) and hands each group a [`Network`] that tags its
 //! requests with the group's id. Every call has a deadline; a call that
 //! fails or times out is [`Unreachable`], and Raft retries on its own
-//! schedule.
+//! schedule. A peer that stops answering is logged once, at warn, and
+//! once more when it answers again (openraft's own lines about it are
+//! filtered out by default: `docs/operations.md`, "Logs").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use spool_proto::v1;
@@ -45,8 +48,16 @@ impl Default for TransportConfig {
 pub struct PeerTransport {
     node_id: u64,
     peers: BTreeMap<u64, PeerClient<Channel>>,
+    /// Per peer, what its last answer said (`REACHABILITY_*`), so that a
+    /// change is logged once rather than per call and group.
+    reachability: BTreeMap<u64, AtomicU8>,
     request_timeout: Duration,
 }
+
+/// The peer has not answered yet (it may still be starting).
+const REACHABILITY_UNKNOWN: u8 = 0;
+const REACHABILITY_UP: u8 = 1;
+const REACHABILITY_DOWN: u8 = 2;
 
 /// `host:port` or a full URI; the former means plaintext HTTP/2.
 fn peer_uri(address: &str) -> String {
@@ -83,6 +94,10 @@ impl PeerTransport {
         }
         Ok(PeerTransport {
             node_id,
+            reachability: clients
+                .keys()
+                .map(|id| (*id, AtomicU8::new(REACHABILITY_UNKNOWN)))
+                .collect(),
             peers: clients,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
         })
@@ -146,6 +161,51 @@ impl PeerTransport {
         }
     }
 
+    /// Asks node `node_id` what its replicas know of their groups.
+    pub async fn describe_replicas(
+        &self,
+        node_id: u64,
+        timeout: Duration,
+    ) -> Result<v1::DescribeReplicasResponse, Unreachable> {
+        let unreachable = Unreachable {
+            from: self.node_id,
+            to: node_id,
+        };
+        let mut client = self.peers.get(&node_id).cloned().ok_or(unreachable)?;
+        let call = client.describe_replicas(v1::DescribeReplicasRequest {});
+        match tokio::time::timeout(timeout.min(self.request_timeout), call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            _ => Err(unreachable),
+        }
+    }
+
+    /// Asks node `node_id`, which must lead `group`, to move the
+    /// leadership to node `to`. A refusal comes back as the node's status
+    /// (with a leader hint when it does not lead).
+    pub async fn transfer_leader(
+        &self,
+        node_id: u64,
+        group: &GroupId,
+        to: u64,
+    ) -> Result<v1::TransferLeaderResponse, tonic::Status> {
+        let mut client = self
+            .peers
+            .get(&node_id)
+            .cloned()
+            .ok_or_else(|| tonic::Status::unavailable(format!("node {node_id} is not a peer")))?;
+        let request = v1::TransferLeaderRequest {
+            topic: group.topic.clone(),
+            partition: group.partition,
+            to_node_id: to,
+        };
+        match tokio::time::timeout(self.request_timeout, client.transfer_leader(request)).await {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::unavailable(format!(
+                "node {node_id} did not answer in time"
+            ))),
+        }
+    }
+
     async fn call(&self, to: u64, request: WireRequest) -> Result<v1::RaftReply, Unreachable> {
         let unreachable = Unreachable {
             from: self.node_id,
@@ -157,18 +217,43 @@ impl PeerTransport {
                 WireRequest::AppendEntries(request) => client.append_entries(request).await,
                 WireRequest::Vote(request) => client.vote(request).await,
                 WireRequest::InstallSnapshot(request) => client.install_snapshot(request).await,
+                WireRequest::Elect(request) => client.elect(request).await,
             }
         };
         match tokio::time::timeout(self.request_timeout, call).await {
-            Ok(Ok(reply)) => Ok(reply.into_inner()),
+            Ok(Ok(reply)) => {
+                self.answered(to, true);
+                Ok(reply.into_inner())
+            }
             Ok(Err(status)) => {
                 tracing::debug!(from = self.node_id, to, code = ?status.code(), message = status.message(), "peer call failed");
+                // NOT_FOUND is an answer: the peer is up but holds no
+                // replica of the group (yet).
+                self.answered(to, status.code() == tonic::Code::NotFound);
                 Err(unreachable)
             }
             Err(_) => {
                 tracing::debug!(from = self.node_id, to, "peer call timed out");
+                self.answered(to, false);
                 Err(unreachable)
             }
+        }
+    }
+
+    /// Records whether peer `to` answered, logging a change of state.
+    fn answered(&self, to: u64, up: bool) {
+        let Some(state) = self.reachability.get(&to) else {
+            return;
+        };
+        let now = if up { REACHABILITY_UP } else { REACHABILITY_DOWN };
+        match state.swap(now, Ordering::Relaxed) {
+            before if before == now => {}
+            REACHABILITY_UP => tracing::warn!(node_id = self.node_id, peer = to, "peer unreachable"),
+            REACHABILITY_DOWN if up => {
+                tracing::info!(node_id = self.node_id, peer = to, "peer reachable again")
+            }
+            _ if up => tracing::debug!(node_id = self.node_id, peer = to, "peer reachable"),
+            _ => tracing::info!(node_id = self.node_id, peer = to, "peer not reachable yet"),
         }
     }
 }
@@ -187,6 +272,7 @@ impl Network for GroupNetwork {
             PeerRequest::AppendEntries(_) => PeerCallKind::AppendEntries,
             PeerRequest::Vote(_) => PeerCallKind::Vote,
             PeerRequest::InstallSnapshot(_) => PeerCallKind::InstallSnapshot,
+            PeerRequest::Elect => PeerCallKind::Elect,
         };
         let wire_request = wire::request_to_proto(self.group.clone(), from, request);
         let transport = Arc::clone(&self.transport);

@@ -23,8 +23,9 @@
 //! in flight), `convert` (engine types to protobuf messages) and
 //! `jobs_convert` (job-layer types to protobuf messages), and [`cluster`]
 //! (cluster mode: the peer listener, the metadata group, replicated
-//! partitions and their `spool.v1.Log` service; single-node mode never
-//! starts it).
+//! partitions and their `spool.v1.Log` service, the cluster's status and
+//! leadership transfers; single-node mode never starts it), and
+//! [`cluster_service`] (the `spool.v1.Cluster` service over it).
 //!
 //! What it is not: it stores nothing itself (that is `spool-log`) and has
 //! no client logic (that is `spool-client`). File work never runs on the
@@ -40,6 +41,7 @@ pub mod audit;
 pub mod auth_layer;
 pub mod checkpoints;
 pub mod cluster;
+pub mod cluster_service;
 pub mod config;
 pub mod connections;
 mod convert;

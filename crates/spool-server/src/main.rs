@@ -15,6 +15,7 @@ use clap::Parser;
 use spool_jobs::{JobsRuntime, RuntimeConfig};
 use spool_log::Store;
 use spool_proto::v1::admin_server::AdminServer;
+use spool_proto::v1::cluster_server::ClusterServer;
 use spool_proto::v1::jobs_server::JobsServer;
 use spool_proto::v1::log_server::LogServer;
 use spool_proto::v1::metrics_server::MetricsServer;
@@ -24,6 +25,7 @@ use spool_server::admin_service::AdminService;
 use spool_server::admission::AdmissionLayer;
 use spool_server::auth_layer::AuthLayer;
 use spool_server::cluster::{Cluster, ClusterLogService};
+use spool_server::cluster_service::ClusterService;
 use spool_server::history::{self, History};
 use spool_server::metrics::{self, ServerMetrics, rpc::RpcLayer};
 use spool_server::tls::{Certificates, TlsFiles};
@@ -384,6 +386,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         MetricsServer::new(MetricsService::new(history.clone()).with_access(Arc::clone(&access)))
             .max_encoding_message_size(64 << 20);
     let admin_service = AdminServer::new(AdminService::new(Arc::clone(&access), state.audit.clone()));
+    let cluster_service = ClusterServer::new(ClusterService::new(
+        Arc::clone(&access),
+        state.audit.clone(),
+        cluster.clone(),
+    ));
 
     let admin_address = match admin_listener {
         Some(admin_listener) => {
@@ -481,7 +488,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(reflection_v1alpha)
         .add_service(jobs_service)
         .add_service(metrics_service)
-        .add_service(admin_service);
+        .add_service(admin_service)
+        .add_service(cluster_service);
     let router = match &cluster {
         Some(cluster) => router.add_service(
             LogServer::new(ClusterLogService::new(Arc::clone(&state), Arc::clone(cluster)))

@@ -9,11 +9,12 @@
 use tonic_reflection::server::{Builder, Error, v1, v1alpha};
 
 /// The services of the client listener.
-const SERVED: [&str; 7] = [
+const SERVED: [&str; 8] = [
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
     "spool.v1.Admin",
+    "spool.v1.Cluster",
     "spool.v1.Jobs",
     "spool.v1.Log",
     "spool.v1.Metrics",

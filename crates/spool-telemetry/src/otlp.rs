@@ -160,10 +160,32 @@ where
         .with_filter(Targets::new().with_target(crate::TARGET, LevelFilter::TRACE))
 }
 
-/// The log filter of the binaries: `RUST_LOG` (default `info`), never the
-/// trace spans.
+/// The log filter of the binaries when `RUST_LOG` says nothing else:
+/// `info`, but openraft (cluster mode's consensus engine) only at `error`
+/// and its replication streams not at all. openraft logs every election
+/// step at info, and every failed call to an unreachable peer at warn
+/// (and at error once per retry, every half second per group), which
+/// would bury everything else while a node is down; a peer that becomes
+/// unreachable is reported once by Spool's own transport instead. Errors
+/// that stop a group (storage failures) stay visible.
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=error,openraft::replication=off";
+
+/// The log filter of the binaries: [`DEFAULT_LOG_FILTER`] followed by the
+/// directives of `RUST_LOG`, never the trace spans. A directive replaces
+/// an earlier one for the same target, so `RUST_LOG=warn` changes the
+/// default level and leaves openraft's alone, and `RUST_LOG=openraft=info`
+/// (or `openraft::replication=warn`) brings openraft's lines back. A
+/// `RUST_LOG` that does not parse is ignored, as before.
 pub fn log_filter() -> EnvFilter {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    log_filter_from(std::env::var("RUST_LOG").ok().as_deref())
+}
+
+fn log_filter_from(rust_log: Option<&str>) -> EnvFilter {
+    let filter = rust_log
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .and_then(|text| EnvFilter::try_new(format!("{DEFAULT_LOG_FILTER},{text}")).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
     filter.add_directive(
         format!("{}=off", crate::TARGET)
             .parse()
@@ -205,6 +227,49 @@ pub fn init_subscriber(json: bool, otlp: Option<&OtlpSettings>) -> Result<Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `filter` lets an event of `target` at `level` through.
+    macro_rules! lets_through {
+        ($filter:expr, $target:literal, $level:ident) => {{
+            let subscriber = tracing_subscriber::registry().with($filter);
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::enabled!(target: $target, tracing::Level::$level)
+            })
+        }};
+    }
+
+    #[test]
+    fn openraft_is_quiet_by_default_and_rust_log_brings_it_back() {
+        let default = || log_filter_from(None);
+        assert!(lets_through!(default(), "spool_server", INFO));
+        assert!(!lets_through!(default(), "openraft::core::raft_core", WARN));
+        assert!(lets_through!(default(), "openraft::core::raft_core", ERROR));
+        assert!(!lets_through!(default(), "openraft::replication", ERROR));
+
+        // A bare level changes the default level, not openraft's.
+        let warn = || log_filter_from(Some("warn"));
+        assert!(!lets_through!(warn(), "spool_server", INFO));
+        assert!(lets_through!(warn(), "spool_server", WARN));
+        assert!(!lets_through!(warn(), "openraft::engine", WARN));
+
+        // Naming openraft overrides the default for it.
+        let loud = || log_filter_from(Some("openraft=info,openraft::replication=warn"));
+        assert!(lets_through!(loud(), "openraft::engine", INFO));
+        assert!(lets_through!(loud(), "openraft::replication", WARN));
+
+        // A RUST_LOG that does not parse leaves the default.
+        assert!(!lets_through!(
+            log_filter_from(Some("=[")),
+            "openraft::engine",
+            WARN
+        ));
+        // Trace spans never reach the logs.
+        assert!(!lets_through!(
+            log_filter_from(Some("trace")),
+            "spool_otel",
+            ERROR
+        ));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let pairs: Vec<(String, String)> = pairs

@@ -1,6 +1,7 @@
 //! One module per command family.
 
 pub mod audit;
+pub mod cluster;
 pub mod consume;
 pub mod init_security;
 pub mod job;

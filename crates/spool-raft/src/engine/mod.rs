@@ -11,6 +11,8 @@
 mod log_store;
 mod peer;
 mod state_machine;
+mod status;
+mod transfer;
 pub(crate) mod wire;
 
 use std::collections::BTreeMap;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -36,6 +38,7 @@ use crate::network::Network;
 use self::log_store::PartitionLog;
 use self::peer::PeerFactory;
 use self::state_machine::PartitionStateMachine;
+pub use self::status::{ReplicaStatus, Role};
 
 // `Cursor` is named by the macro's default snapshot type.
 openraft::declare_raft_types!(
@@ -66,6 +69,9 @@ pub enum PeerRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<u64>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Start an election now: the last step of a leadership transfer
+    /// (`transfer.rs`), sent by the leader to the replica taking over.
+    Elect,
 }
 
 /// The answer to a [`PeerRequest`], of the same variant.
@@ -74,6 +80,7 @@ pub enum PeerResponse {
     AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    Elect(Result<(), Fatal<u64>>),
 }
 
 /// How one replica of a group runs.
@@ -107,6 +114,13 @@ pub struct Replica {
     raft: Raft<TypeConfig>,
     partition: Partition,
     limits: BatchLimits,
+    /// How this replica reaches its peers outside Raft's own messages
+    /// (the election request of a leadership transfer).
+    network: Arc<dyn Network>,
+    /// Appends hold it shared; a leadership transfer holds it exclusively,
+    /// so that the leader's log stops growing while the target catches up
+    /// and takes over (`transfer.rs`).
+    write_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -165,7 +179,7 @@ impl Replica {
         })?;
         let factory = PeerFactory {
             from: config.node_id,
-            network,
+            network: Arc::clone(&network),
         };
         let raft = Raft::new(config.node_id, Arc::new(raft_config), factory, log, state_machine)
             .await
@@ -177,6 +191,8 @@ impl Replica {
             raft,
             partition,
             limits,
+            network,
+            write_gate: Arc::default(),
         })
     }
 
@@ -200,6 +216,9 @@ impl Replica {
     /// ([`Error::NotLeader`] names the leader it knows of).
     pub async fn append(&self, encoded: Bytes) -> Result<Appended> {
         entry::check_client_batch(&encoded, self.limits)?;
+        // Waits while a leadership transfer runs; once it is done this
+        // replica is most likely a follower and answers NotLeader.
+        let _gate = self.write_gate.read().await;
         match self.raft.client_write(encoded).await {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(Error::NotLeader {
@@ -248,6 +267,11 @@ impl Replica {
         })
     }
 
+    /// `topic/partition`, for logs.
+    fn raft_group_name(&self) -> String {
+        format!("{}/{}", self.partition.topic(), self.partition.id())
+    }
+
     /// Stops the engine. The partition stays open; its owner closes it.
     pub async fn shutdown(&self) -> Result<()> {
         self.raft.shutdown().await.map_err(|source| Error::Stopped {
@@ -264,6 +288,10 @@ impl Replica {
             PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
             PeerRequest::InstallSnapshot(rpc) => {
                 PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+            }
+            PeerRequest::Elect => {
+                tracing::info!(node_id = self.node_id, group = %self.raft_group_name(), "starting an election on the leader's request");
+                PeerResponse::Elect(self.raft.trigger().elect().await)
             }
         }
     }

@@ -15,12 +15,13 @@ use spool_proto::v1;
 use super::{PeerRequest, PeerResponse};
 use crate::error::{Error, Result};
 
-/// Which of the three requests a [`v1::RaftReply`] answers.
+/// Which request a [`v1::RaftReply`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerCallKind {
     AppendEntries,
     Vote,
     InstallSnapshot,
+    Elect,
 }
 
 /// A [`PeerRequest`] as the message of its RPC.
@@ -30,6 +31,7 @@ pub enum WireRequest {
     AppendEntries(v1::RaftAppendEntriesRequest),
     Vote(v1::RaftVoteRequest),
     InstallSnapshot(v1::RaftInstallSnapshotRequest),
+    Elect(v1::RaftElectRequest),
 }
 
 fn to_json<T: Serialize>(value: &T, what: &'static str) -> Result<Bytes> {
@@ -116,6 +118,10 @@ pub fn request_to_proto(group: v1::RaftGroup, from: u64, request: PeerRequest) -
             data: Bytes::from(rpc.data),
             done: rpc.done,
         }),
+        PeerRequest::Elect => WireRequest::Elect(v1::RaftElectRequest {
+            group: Some(group),
+            from,
+        }),
     })
 }
 
@@ -155,6 +161,7 @@ pub fn response_to_proto(response: &PeerResponse) -> Result<v1::RaftReply> {
         PeerResponse::AppendEntries(result) => to_json(result, "an append-entries answer")?,
         PeerResponse::Vote(result) => to_json(result, "a vote answer")?,
         PeerResponse::InstallSnapshot(result) => to_json(result, "an install-snapshot answer")?,
+        PeerResponse::Elect(result) => to_json(result, "an elect answer")?,
     };
     Ok(v1::RaftReply { result_json })
 }
@@ -170,6 +177,7 @@ pub fn response_from_proto(kind: PeerCallKind, reply: &v1::RaftReply) -> Result<
         PeerCallKind::InstallSnapshot => {
             PeerResponse::InstallSnapshot(from_json(json, "an install-snapshot answer")?)
         }
+        PeerCallKind::Elect => PeerResponse::Elect(from_json(json, "an elect answer")?),
     })
 }
 

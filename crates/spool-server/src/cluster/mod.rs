@@ -6,13 +6,16 @@
 //! task that applies committed metadata (`applier.rs`: opens and closes
 //! this node's partition replicas), and the answers clients get when they
 //! reach a node that does not lead a partition. [`ClusterLogService`] is
-//! the `spool.v1.Log` service of a cluster node.
+//! the `spool.v1.Log` service of a cluster node; `operations.rs` builds
+//! the cluster's status and runs leadership transfers
+//! (`spool.v1.Cluster`, served by `crate::cluster_service`).
 //!
 //! What it is not: single-node mode never builds a [`Cluster`], so none of
 //! this runs there.
 
 mod applier;
 pub mod metadata;
+mod operations;
 mod service;
 
 use std::collections::{BTreeMap, HashMap};

@@ -33,11 +33,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// The services whose calls are measured.
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     "spool.v1.Log",
     "spool.v1.Jobs",
     "spool.v1.Metrics",
     "spool.v1.Admin",
+    "spool.v1.Cluster",
 ];
 
 /// gRPC status codes 0 to 16, by number, as `code` label values.

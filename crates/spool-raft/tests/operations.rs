@@ -1,0 +1,241 @@
+//! Operations on a running group of three replicas in one process (the
+//! in-process network): what each replica reports of the group
+//! (`Replica::status`), and moving the leadership to a chosen replica
+//! (`Replica::transfer_leadership`) while writes keep coming, with every
+//! acknowledged write afterwards at its acknowledged offsets on every
+//! replica.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use common::{Ack, committed_batches, encoded_batch, store_config};
+use spool_log::{Store, TopicConfig};
+use spool_raft::{Error, GroupConfig, InProcessNetwork, Network, Replica, Role};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Group {
+    _dir: tempfile::TempDir,
+    _stores: Vec<Store>,
+    replicas: BTreeMap<u64, Replica>,
+}
+
+impl Group {
+    async fn start() -> Result<Group> {
+        let dir = tempfile::tempdir()?;
+        let network = InProcessNetwork::new();
+        let mut stores = Vec::new();
+        let mut replicas = BTreeMap::new();
+        for id in 1..=3u64 {
+            let (store, _) = Store::open(dir.path().join(format!("node-{id}")), store_config())?;
+            let config = TopicConfig {
+                partitions: 1,
+                segment_bytes_max: 64 * 1024,
+                retention_ms: None,
+                ..TopicConfig::default()
+            };
+            let partition = store.create_topic("ops", config)?.partitions()[0].clone();
+            let mut group_config = GroupConfig::new(id);
+            group_config.heartbeat_interval_ms = 50;
+            group_config.election_timeout_min_ms = 300;
+            group_config.election_timeout_max_ms = 600;
+            let shared: Arc<dyn Network> = Arc::new(network.clone());
+            let replica = Replica::open(&group_config, partition, shared).await?;
+            network.register(id, replica.clone());
+            stores.push(store);
+            replicas.insert(id, replica);
+        }
+        let members = (1..=3).map(|id| (id, format!("node-{id}"))).collect();
+        replicas[&1].initialize(&members).await?;
+        Ok(Group {
+            _dir: dir,
+            _stores: stores,
+            replicas,
+        })
+    }
+
+    /// Waits until every replica names the same leader, and returns it.
+    async fn leader(&self) -> Result<u64> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let leaders: Vec<Option<u64>> = self.replicas.values().map(Replica::leader_id).collect();
+            if let Some(Some(leader)) = leaders.first()
+                && leaders.iter().all(|l| *l == Some(*leader))
+                && self.replicas[leader].status().role == Role::Leader
+            {
+                return Ok(*leader);
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no agreed leader: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Writes one batch, following the leader each replica names, until one
+/// takes it; returns its ack.
+async fn write(replicas: &BTreeMap<u64, Replica>, tag: String) -> Result<Ack> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut via = *replicas.keys().next().expect("a replica");
+    loop {
+        match replicas[&via].append(encoded_batch(&tag, 2)).await {
+            Ok(appended) => {
+                return Ok(Ack {
+                    tag,
+                    count: 2,
+                    appended,
+                });
+            }
+            Err(Error::NotLeader {
+                leader_id: Some(leader),
+            }) if leader != via => via = leader,
+            // No leader known, or leadership lost with the write in
+            // flight: its outcome is unknown and it is not counted.
+            Err(_) => {
+                via = via % 3 + 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "nobody took {tag}");
+    }
+}
+
+/// Every ack's records are at its offsets in every replica's committed log.
+async fn check(replicas: &BTreeMap<u64, Replica>, acks: &[Ack]) -> Result<()> {
+    let end = acks.iter().map(|a| a.appended.next_offset).max().unwrap_or(0);
+    for (id, replica) in replicas {
+        let partition = replica.partition();
+        tokio::time::timeout(WAIT, partition.wait_committed(end.saturating_sub(1)))
+            .await
+            .with_context(|| format!("node {id} did not commit {end}"))??;
+        let log = committed_batches(partition, end)?;
+        for ack in acks {
+            let batch = log
+                .iter()
+                .find(|b| b.base_offset() == ack.appended.base_offset)
+                .with_context(|| format!("node {id} lost {}", ack.tag))?;
+            let values: Vec<String> = partition
+                .records(batch)
+                .map(|r| Ok(String::from_utf8(r?.value.unwrap_or_default().to_vec())?))
+                .collect::<Result<_>>()?;
+            let expected: Vec<String> = (0..ack.count).map(|i| format!("{}/{i}", ack.tag)).collect();
+            ensure!(values == expected, "node {id} holds other records at {}", ack.tag);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_reports_the_group_and_the_leader_reports_progress() -> Result<()> {
+    let group = Group::start().await?;
+    let leader = group.leader().await?;
+    let mut acks = Vec::new();
+    for i in 0..5 {
+        acks.push(write(&group.replicas, format!("w{i}")).await?);
+    }
+    check(&group.replicas, &acks).await?;
+
+    let status = group.replicas[&leader].status();
+    assert_eq!(status.role, Role::Leader);
+    assert_eq!(status.leader_id, Some(leader));
+    assert_eq!(status.voters, vec![1, 2, 3]);
+    let last = status.last_log_index.context("the leader has a log")?;
+    assert!(status.applied_index <= Some(last));
+    // Every follower has answered by now (the writes committed on all).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let matched = group.replicas[&leader].status().matched;
+        let others: Vec<Option<u64>> = matched
+            .iter()
+            .filter(|(id, _)| **id != leader)
+            .map(|(_, index)| *index)
+            .collect();
+        if others.len() == 2 && others.iter().all(|m| *m == Some(last)) {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "followers never matched: {matched:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (id, replica) in &group.replicas {
+        if *id == leader {
+            continue;
+        }
+        let status = replica.status();
+        assert_eq!(status.role, Role::Follower);
+        assert_eq!(status.leader_id, Some(leader));
+        assert!(status.matched.is_empty(), "only a leader reports progress");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_chosen_replica_while_writes_continue() -> Result<()> {
+    let group = Group::start().await?;
+    let mut leader = group.leader().await?;
+    let replicas = Arc::new(group.replicas.clone());
+
+    // A writer keeps writing through the whole test.
+    let writer = {
+        let replicas = Arc::clone(&replicas);
+        tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..400 {
+                acks.push(write(&replicas, format!("load-{i}")).await?);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok::<_, anyhow::Error>(acks)
+        })
+    };
+
+    // Each of the others in turn, and back.
+    for round in 0..3 {
+        let target = leader % 3 + 1;
+        let term_before = replicas[&leader].term();
+        let term = replicas[&leader]
+            .transfer_leadership(target, Duration::from_secs(4))
+            .await
+            .with_context(|| format!("round {round}: {leader} to {target}"))?;
+        ensure!(term > term_before, "a new leader leads in a new term");
+        leader = group.leader().await?;
+        ensure!(leader == target, "round {round}: {leader} leads, not {target}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Asking a follower, or naming a node outside the group, is refused.
+    let follower = leader % 3 + 1;
+    match replicas[&follower]
+        .transfer_leadership(follower, Duration::from_secs(1))
+        .await
+    {
+        Err(Error::NotLeader { leader_id }) => assert_eq!(leader_id, Some(leader)),
+        other => bail!("a follower answered {other:?}"),
+    }
+    match replicas[&leader]
+        .transfer_leadership(9, Duration::from_secs(1))
+        .await
+    {
+        Err(Error::NotAVoter { node_id: 9, voters }) => assert_eq!(voters, vec![1, 2, 3]),
+        other => bail!("a transfer to a non-member answered {other:?}"),
+    }
+    // To itself: nothing to do.
+    let term = replicas[&leader].term();
+    assert_eq!(
+        replicas[&leader]
+            .transfer_leadership(leader, Duration::from_secs(1))
+            .await?,
+        term
+    );
+
+    let acks = tokio::time::timeout(Duration::from_secs(60), writer).await???;
+    check(&replicas, &acks).await?;
+    Ok(())
+}

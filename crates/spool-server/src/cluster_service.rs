@@ -1,0 +1,75 @@
+//! `spool.v1.Cluster`: a cluster's status and leadership transfers, for
+//! cluster admins, on the client listener of every node (the work is in
+//! `cluster/operations.rs`). A single-node server serves it too, and
+//! answers FAILED_PRECONDITION: there is no cluster to describe. Each
+//! transfer is recorded in the audit trail.
+
+use std::sync::Arc;
+
+use spool_auth::Action;
+use spool_proto::v1::{self, cluster_server};
+use spool_raft::GroupId;
+use tonic::{Request, Response, Status};
+
+use crate::access::{Access, caller};
+use crate::audit::Audit;
+use crate::cluster::Cluster;
+
+#[derive(Debug, Clone)]
+pub struct ClusterService {
+    access: Arc<Access>,
+    audit: Audit,
+    /// `None` on a single-node server.
+    cluster: Option<Arc<Cluster>>,
+}
+
+impl ClusterService {
+    pub fn new(access: Arc<Access>, audit: Audit, cluster: Option<Arc<Cluster>>) -> Self {
+        ClusterService {
+            access,
+            audit,
+            cluster,
+        }
+    }
+
+    fn cluster(&self) -> Result<&Arc<Cluster>, Status> {
+        self.cluster.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this server is not a cluster node (start it with --node-id and --peers)",
+            )
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl cluster_server::Cluster for ClusterService {
+    async fn cluster_status(
+        &self,
+        request: Request<v1::ClusterStatusRequest>,
+    ) -> Result<Response<v1::ClusterStatusResponse>, Status> {
+        self.access.check(caller(&request), Action::CLUSTER_ADMIN, "")?;
+        Ok(Response::new(self.cluster()?.status().await))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
+        let caller = caller(&request).cloned();
+        self.access.check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
+        let cluster = self.cluster()?;
+        let request = request.into_inner();
+        let group = GroupId::new(request.topic, request.partition);
+        let done = cluster.transfer_leader(&group, request.to_node_id).await?;
+        let target = serde_json::json!({
+            "topic": group.topic,
+            "partition": group.partition,
+            "to": done.leader_id,
+            "term": done.term,
+        });
+        self.audit
+            .record_call(caller.as_ref(), "transfer_leader", target, 1)
+            .await?;
+        Ok(Response::new(done))
+    }
+}
