@@ -215,6 +215,16 @@ impl TestCluster {
         Load { stop, task }
     }
 
+    /// Records an acknowledgement the test received itself (not through
+    /// [`spawn_producer`](Self::spawn_producer)), for [`check`](Self::check).
+    pub fn record_ack(&self, topic: &str, partition: u32, offset: u64, value: &str) {
+        let mut acked = self.acked.lock().expect("acks lock");
+        acked
+            .entry((topic.to_owned(), partition))
+            .or_default()
+            .insert(offset, value.to_owned());
+    }
+
     /// How many records of `topic`/`partition` were acknowledged.
     pub fn acked_count(&self, topic: &str, partition: u32) -> usize {
         let acked = self.acked.lock().expect("acks lock");
@@ -222,8 +232,9 @@ impl TestCluster {
     }
 
     /// Every acknowledged record is at its offset in the committed log of
-    /// every node of `nodes`, and their logs below the last acknowledged
-    /// offset are the same.
+    /// every node of `nodes`, the offsets below the last acknowledged one
+    /// are dense (a record at each), and the nodes' logs there are the
+    /// same.
     pub async fn check(&self, nodes: &[u64]) -> Result<()> {
         let acked = self.acked.lock().expect("acks lock").clone();
         for ((topic, partition), records) in &acked {
@@ -231,6 +242,10 @@ impl TestCluster {
             let mut logs = Vec::new();
             for &id in nodes {
                 let log = self.committed_log(id, topic, *partition, end).await?;
+                ensure!(
+                    log.keys().copied().eq(0..end),
+                    "node {id}'s offsets of {topic}/{partition} below {end} have gaps"
+                );
                 for (offset, value) in records {
                     ensure!(
                         log.get(offset) == Some(value),
