@@ -557,7 +557,15 @@ impl Partition {
     /// Reads whole batches from the one holding `offset`, up to about
     /// `max_bytes` (at least one batch when any is available).
     pub fn read(&self, offset: u64, max_bytes: u64) -> Result<ReadResult> {
-        self.read_below(offset, max_bytes, false)
+        self.read_below(offset, u64::MAX, max_bytes, false)
+    }
+
+    /// [`Partition::read`] that returns only batches starting below
+    /// `end_offset`: for a reader that knows where what it wants ends, so
+    /// that it neither decodes nor checks the batches after it. At least
+    /// the batch holding `offset` is returned, as with `read`.
+    pub fn read_until(&self, offset: u64, end_offset: u64, max_bytes: u64) -> Result<ReadResult> {
+        self.read_below(offset, end_offset, max_bytes, false)
     }
 
     /// [`Partition::read`] bounded by the committed offset instead of the
@@ -569,7 +577,7 @@ impl Partition {
     /// Opt-in: a partition that is not replicated is read with
     /// [`Partition::read`].
     pub fn read_committed(&self, offset: u64, max_bytes: u64) -> Result<ReadResult> {
-        self.read_below(offset, max_bytes, true)
+        self.read_below(offset, u64::MAX, max_bytes, true)
     }
 
     /// Offsets below this are committed: consensus will never remove them.
@@ -604,7 +612,13 @@ impl Partition {
         self.shared.committed.wait(offset.saturating_add(1))
     }
 
-    fn read_below(&self, offset: u64, max_bytes: u64, committed: bool) -> Result<ReadResult> {
+    fn read_below(
+        &self,
+        offset: u64,
+        end_offset: u64,
+        max_bytes: u64,
+        committed: bool,
+    ) -> Result<ReadResult> {
         let bound = || {
             if committed {
                 self.committed_offset()
@@ -634,7 +648,7 @@ impl Partition {
         while next_offset < high_watermark && i < segments.len() {
             let segment = &segments[i];
             let mut used = segment
-                .read(next_offset, budget, &mut batches)
+                .read(next_offset, end_offset, budget, &mut batches)
                 .map_err(|damage| self.shared.corrupt(segment, damage))?;
             // The writer publishes a batch's bytes just before it raises the
             // high watermark; serve nothing past the bound read above. The
@@ -647,7 +661,10 @@ impl Partition {
                 next_offset = last.last_offset() + 1;
             }
             budget = budget.saturating_sub(used);
-            if budget == 0 || next_offset >= high_watermark || next_offset < segment.next_offset() {
+            if budget == 0
+                || next_offset >= high_watermark.min(end_offset)
+                || next_offset < segment.next_offset()
+            {
                 break;
             }
             i += 1;

@@ -225,11 +225,18 @@ impl Segment {
     }
 
     /// Appends to `out` the batches from the one holding `offset` on, while
-    /// their total stays within `budget_bytes`; the first batch is returned
+    /// they start below `end_offset` and their total stays within
+    /// `budget_bytes`; the first batch is returned
     /// even if larger, so a reader always makes progress. Returns the bytes
     /// added. A batch that fails its CRC is never returned: it is an error
     /// if it would come first, otherwise the read stops before it.
-    pub(crate) fn read(&self, offset: u64, budget_bytes: u64, out: &mut Vec<Batch>) -> Result<u64, Damage> {
+    pub(crate) fn read(
+        &self,
+        offset: u64,
+        end_offset: u64,
+        budget_bytes: u64,
+        out: &mut Vec<Batch>,
+    ) -> Result<u64, Damage> {
         let end = self.log.published_len();
         let sought = match self.seek(offset, end) {
             Ok(sought) => sought,
@@ -243,7 +250,7 @@ impl Segment {
         };
         let mut spans = Vec::new();
         let mut stop = start;
-        while stop < end {
+        while stop < end && (batch_offset < end_offset || (out.is_empty() && spans.is_empty())) {
             let header = match self.header_at(stop, end, batch_offset) {
                 Ok(header) => header,
                 Err(damage) if spans.is_empty() && out.is_empty() => return Err(damage),

@@ -231,6 +231,41 @@ fn read_budget_is_respected_but_one_batch_always_comes_back() {
 }
 
 #[test]
+fn a_read_until_returns_only_batches_that_start_below_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), config()).unwrap();
+    // Small segments, so that the reads cross segment boundaries.
+    let partition = store
+        .create_topic("t", topic_config(1, 4096))
+        .unwrap()
+        .partitions()[0]
+        .clone();
+    append_values(&partition, 0, 60, Durability::None);
+    let three: Vec<Vec<u8>> = (60..63).map(value).collect();
+    let records: Vec<Record<'_>> = three.iter().map(|v| Record::value(v)).collect();
+    partition.append(&records, Durability::None).unwrap();
+    append_values(&partition, 63, 10, Durability::None);
+    let bases =
+        |read: &spool_log::ReadResult| read.batches.iter().map(|b| b.base_offset()).collect::<Vec<_>>();
+
+    let read = partition.read_until(3, 40, 1 << 20).unwrap();
+    assert_eq!(bases(&read), (3..40).collect::<Vec<_>>());
+    assert_eq!(read.next_offset, 40);
+    // The end inside a batch: that batch is the last read.
+    let read = partition.read_until(55, 61, 1 << 20).unwrap();
+    assert_eq!(bases(&read), (55..61).collect::<Vec<_>>());
+    assert_eq!(read.next_offset, 63);
+    // At least the batch holding the start, as with read.
+    let read = partition.read_until(61, 61, 1 << 20).unwrap();
+    assert_eq!(bases(&read), vec![60]);
+    // The budget still applies, and an end past the log is the log's end.
+    let read = partition.read_until(0, 1_000, 1 << 20).unwrap();
+    assert_eq!(read.next_offset, 73);
+    let read = partition.read_until(0, 1_000, 300).unwrap();
+    assert!(read.next_offset < 73 && !read.batches.is_empty());
+}
+
+#[test]
 fn offsets_by_timestamp() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), config()).unwrap();

@@ -403,8 +403,22 @@ async fn a_replica_restarted_alone_serves_its_committed_records() -> Result<()> 
     cluster.start_node(follower).await?;
     let partition = cluster.replica(follower).partition().clone();
     assert_eq!(cluster.nodes.len(), 1, "the others stay down");
-    // From its stored commit, at once.
+    // From its stored commit, at once: the committed offset, the entries
+    // up to the commit counted as applied (none is read back), and the
+    // membership they hold.
     assert_eq!(partition.committed_offset(), end);
+    // (The engine publishes its state once its loop runs.)
+    let mut status = cluster.replica(follower).status();
+    for _ in 0..100 {
+        if status.applied_index.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = cluster.replica(follower).status();
+    }
+    let last_index = cluster.acks.last().context("writes")?.appended.index;
+    assert_eq!(status.applied_index, Some(last_index));
+    assert_eq!(status.voters, vec![1, 2, 3]);
     cluster.check_acknowledged_writes().await?;
 
     // The others come back and the group goes on from there.

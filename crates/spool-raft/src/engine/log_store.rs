@@ -39,6 +39,8 @@ use crate::own_entries::{OwnEntry, OwnEntryLog};
 /// How much one read of the partition asks for when serving entries.
 const READ_BYTES: u64 = 1 << 20;
 
+pub(super) type Membership = openraft::StoredMembership<u64, openraft::BasicNode>;
+
 /// A log id: with `single-term-leader`, the node id is not part of it.
 pub(super) fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 0), index)
@@ -87,6 +89,50 @@ impl PartitionLog {
         })
     }
 
+    /// What the state machine holds at open: everything up to the stored
+    /// commit counts as applied. A partition's state machine is its
+    /// committed offset and the last membership, and both follow from the
+    /// log: this moves the committed offset past the stored commit's entry
+    /// and reads the last membership entry at or before it. openraft then
+    /// re-applies nothing it had applied before the restart, and looks
+    /// for later memberships only in the entries after it; without this
+    /// it reads the whole log back at every start. Blocking.
+    pub(super) fn applied_at_open(&self) -> Result<(Option<LogId<u64>>, Membership), Error> {
+        let Some(commit) = self.stored_commit else {
+            return Ok((None, Membership::default()));
+        };
+        let slot = self
+            .index
+            .read()
+            .expect("index lock")
+            .get(commit.index)
+            .expect("a held commit has a slot");
+        self.partition
+            .set_committed(slot.next_offset)
+            .map_err(|source| Error::Log {
+                op: "restore the committed offset",
+                source,
+            })?;
+        let own = self.own.lock().expect("own entries lock");
+        let membership = own
+            .entries()
+            .iter()
+            .rev()
+            .filter(|entry| entry.index <= commit.index)
+            .find(|entry| entry.kind == EntryKind::Membership);
+        let membership = match membership {
+            Some(entry) => {
+                let config = serde_json::from_slice(&entry.value).map_err(|source| Error::Membership {
+                    offset: entry.offset,
+                    source,
+                })?;
+                Membership::new(Some(log_id(entry.term, entry.index)), config)
+            }
+            None => Membership::default(),
+        };
+        Ok((Some(log_id(commit.term, commit.index)), membership))
+    }
+
     /// The index map, shared with the state machine.
     pub(super) fn index(&self) -> Arc<RwLock<EntryIndex>> {
         self.index.clone()
@@ -111,11 +157,15 @@ fn read_entries(
 ) -> Result<Vec<Entry<TypeConfig>>, Error> {
     let mut out = Vec::with_capacity(slots.len());
     let mut pending: VecDeque<Batch> = VecDeque::new();
+    // Reads stop where the last entry asked for ends: a request for a few
+    // entries deep in a long log must not decode a megabyte of batches
+    // after them (catching a follower up, re-applying at start).
+    let end_offset = slots.last().map_or(0, |slot| slot.next_offset);
     for (i, slot) in slots.iter().enumerate() {
         let index = first_index + i as u64;
         let payload = match slot.kind {
             EntryKind::Records => {
-                EntryPayload::Normal(read_batch(partition, &mut pending, slot)?.into_bytes())
+                EntryPayload::Normal(read_batch(partition, &mut pending, slot, end_offset)?.into_bytes())
             }
             EntryKind::Blank => EntryPayload::Blank,
             EntryKind::Membership => {
@@ -143,8 +193,14 @@ fn read_entries(
     Ok(out)
 }
 
-/// The batch at `slot`, from `pending` (batches read ahead) or a new read.
-fn read_batch(partition: &Partition, pending: &mut VecDeque<Batch>, slot: &Slot) -> Result<Batch, Error> {
+/// The batch at `slot`, from `pending` (batches read ahead, up to
+/// `end_offset`) or a new read.
+fn read_batch(
+    partition: &Partition,
+    pending: &mut VecDeque<Batch>,
+    slot: &Slot,
+    end_offset: u64,
+) -> Result<Batch, Error> {
     loop {
         while pending
             .front()
@@ -163,7 +219,7 @@ fn read_batch(partition: &Partition, pending: &mut VecDeque<Batch>, slot: &Slot)
             None => {}
         }
         let read = partition
-            .read(slot.base_offset, READ_BYTES)
+            .read_until(slot.base_offset, end_offset, READ_BYTES)
             .map_err(|source| Error::Log {
                 op: "read entries",
                 source,

@@ -139,24 +139,30 @@ impl Replica {
     /// through `network`. Reads every batch header to rebuild the index
     /// map (`crate::index`). With a commit stored in `raft-commit`, the
     /// partition's committed offset is back where it was before this
-    /// returns: openraft applies the stored commit's entries at start.
+    /// returns, and the entries up to it count as applied: a restart reads
+    /// no committed entry back.
     pub async fn open(
         config: &GroupConfig,
         partition: Partition,
         network: Arc<dyn Network>,
     ) -> Result<Replica> {
         let for_open = partition.clone();
-        let log = tokio::task::spawn_blocking(move || PartitionLog::open(for_open))
-            .await
-            .map_err(|join| Error::Raft {
-                op: "open the replica's files",
-                source: Box::new(join),
-            })??;
+        let (log, (last_applied, membership)) = tokio::task::spawn_blocking(move || {
+            let log = PartitionLog::open(for_open)?;
+            let applied = log.applied_at_open()?;
+            Ok::<_, Error>((log, applied))
+        })
+        .await
+        .map_err(|join| Error::Raft {
+            op: "open the replica's files",
+            source: Box::new(join),
+        })??;
         // Checked before a batch is proposed: a batch the partition would
         // refuse must never become an entry, since a failed append stops
         // the Raft node.
         let limits = partition.batch_limits();
-        let state_machine = PartitionStateMachine::new(partition.clone(), log.index());
+        let state_machine =
+            PartitionStateMachine::new(partition.clone(), log.index(), last_applied, membership);
         let raft_config = Config {
             cluster_name: format!("{}/{}", partition.topic(), partition.id()),
             heartbeat_interval: config.heartbeat_interval_ms,

@@ -19,12 +19,10 @@ use openraft::{Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIO
 use serde::{Deserialize, Serialize};
 use spool_log::Partition;
 
-use super::log_store::commit_through;
+use super::log_store::{Membership, commit_through};
 use super::{Appended, TypeConfig};
 use crate::error::Error;
 use crate::index::EntryIndex;
-
-type Membership = StoredMembership<u64, openraft::BasicNode>;
 
 /// A snapshot's data: where the log starts and how far it is committed.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -49,12 +47,19 @@ pub(super) struct PartitionStateMachine {
 }
 
 impl PartitionStateMachine {
-    pub(super) fn new(partition: Partition, index: Arc<RwLock<EntryIndex>>) -> PartitionStateMachine {
+    /// A state machine that has applied everything up to `last_applied`,
+    /// whose last membership is `membership` (`PartitionLog::applied_at_open`).
+    pub(super) fn new(
+        partition: Partition,
+        index: Arc<RwLock<EntryIndex>>,
+        last_applied: Option<LogId<u64>>,
+        membership: Membership,
+    ) -> PartitionStateMachine {
         PartitionStateMachine {
             partition,
             index,
-            last_applied: None,
-            membership: Membership::default(),
+            last_applied,
+            membership,
             snapshot: Arc::default(),
         }
     }
