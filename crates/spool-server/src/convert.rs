@@ -20,6 +20,32 @@ pub struct Chunk {
     pub batch_bytes: u64,
 }
 
+impl Chunk {
+    /// The Fetch answer for `partition` holding this chunk.
+    pub fn into_fetch_response(self, partition: u32) -> v1::FetchResponse {
+        v1::FetchResponse {
+            partition,
+            records: self.records,
+            encoded_batches: self.encoded_batches,
+            next_offset: self.next_offset,
+            high_watermark: self.high_watermark,
+            log_start_offset: self.log_start_offset,
+        }
+    }
+
+    /// One message of a subscription to `partition`, holding this chunk.
+    pub fn into_subscribe_response(self, partition: u32) -> v1::SubscribeResponse {
+        v1::SubscribeResponse {
+            partition,
+            records: self.records,
+            encoded_batches: self.encoded_batches,
+            next_offset: self.next_offset,
+            high_watermark: self.high_watermark,
+            log_start_offset: self.log_start_offset,
+        }
+    }
+}
+
 /// Turns a read of `partition` into response parts. Decoded records are
 /// zero-copy slices of the segment mapping; encoded batches are the stored
 /// bytes as they are.

@@ -240,14 +240,7 @@ impl Follower {
                 read_chunk_now(&partition, offset, max_bytes, encoded)
             }));
         }
-        Ok(v1::SubscribeResponse {
-            partition: self.id,
-            records: chunk.records,
-            encoded_batches: chunk.encoded_batches,
-            next_offset: chunk.next_offset,
-            high_watermark: chunk.high_watermark,
-            log_start_offset: chunk.log_start_offset,
-        })
+        Ok(chunk.into_subscribe_response(self.id))
     }
 
     /// The chunk at `offset`, waiting at the tail for it when needed.
@@ -670,14 +663,7 @@ impl Log for LogService {
             )
             .await?
         };
-        Ok(Response::new(v1::FetchResponse {
-            partition: request.partition,
-            records: chunk.records,
-            encoded_batches: chunk.encoded_batches,
-            next_offset: chunk.next_offset,
-            high_watermark: chunk.high_watermark,
-            log_start_offset: chunk.log_start_offset,
-        }))
+        Ok(Response::new(chunk.into_fetch_response(request.partition)))
     }
 
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<v1::SubscribeResponse, Status>> + Send>>;

@@ -426,14 +426,7 @@ impl Log for ClusterLogService {
             request.return_encoded_batches,
         )
         .await?;
-        Ok(Response::new(v1::FetchResponse {
-            partition: request.partition,
-            records: chunk.records,
-            encoded_batches: chunk.encoded_batches,
-            next_offset: chunk.next_offset,
-            high_watermark: chunk.high_watermark,
-            log_start_offset: chunk.log_start_offset,
-        }))
+        Ok(Response::new(chunk.into_fetch_response(request.partition)))
     }
 
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<v1::SubscribeResponse, Status>> + Send>>;
@@ -568,13 +561,6 @@ impl CommittedFollower {
         }
         let chunk = read_committed(self.partition.clone(), self.offset, self.max_bytes, self.encoded).await?;
         self.offset = chunk.next_offset;
-        Ok(v1::SubscribeResponse {
-            partition: self.id,
-            records: chunk.records,
-            encoded_batches: chunk.encoded_batches,
-            next_offset: chunk.next_offset,
-            high_watermark: chunk.high_watermark,
-            log_start_offset: chunk.log_start_offset,
-        })
+        Ok(chunk.into_subscribe_response(self.id))
     }
 }
