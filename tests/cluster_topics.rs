@@ -1,7 +1,8 @@
 //! A topic's replication factor in cluster mode, with three real `spoold`
 //! processes: the default (min(3, nodes)), a chosen factor below the node
 //! count placing each partition on that many nodes, and a factor above it
-//! refused; and a single-node server refusing any factor above 1.
+//! refused; a topic created while a node is down; and a single-node
+//! server refusing any factor above 1.
 
 mod common;
 
@@ -78,6 +79,37 @@ fn a_topic_has_the_replication_factor_it_was_created_with() -> Result<()> {
             ensure!(held == 2, "node {id} holds {held} replicas");
         }
         ensure!(replica_nodes(&nodes, "default", 1)[&0] == [1, 2, 3]);
+        Ok(())
+    })
+}
+
+/// A new group's first membership is made by its lowest node at once and
+/// by the others only if no leader shows up: with that node down when the
+/// topic is created, the others make it and elect a leader, and the node
+/// joins when it comes back.
+#[test]
+fn a_topic_created_while_its_lowest_node_is_down_gets_leaders_from_the_others() -> Result<()> {
+    let runtime = runtime()?;
+    let mut nodes = TestCluster::start(3);
+    nodes.kill9(1);
+    runtime.block_on(async {
+        // It may wait for a new metadata leader first: the patient client.
+        let via = nodes.patient_client(2).await?;
+        via.create_topic(topic("late", 2, 3)).await?;
+        for p in 0..2u32 {
+            let offset = produce(&via, "late", p, "while node 1 is down").await?;
+            ensure!(offset == 0, "partition {p}'s first record at {offset}");
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    nodes.restart(1);
+    runtime.block_on(async {
+        let via = nodes.patient_client(1).await?;
+        for p in 0..2u32 {
+            let offset = produce(&via, "late", p, "after node 1 is back").await?;
+            ensure!(offset == 1, "partition {p}'s second record at {offset}");
+            ensure!(nodes.agreed_leader(&nodes.ids(), "late", p).await? != 0);
+        }
         Ok(())
     })
 }

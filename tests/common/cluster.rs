@@ -71,11 +71,27 @@ impl TestCluster {
             dirs.push(dir);
             nodes.insert(id, server);
         }
-        TestCluster {
+        let cluster = TestCluster {
             nodes,
             dirs,
             acked: Arc::default(),
-        }
+        };
+        cluster.wait_for_metadata_leader();
+        cluster
+    }
+
+    /// Blocks until every node names the same leader of the metadata group:
+    /// the cluster then takes admin calls (topic creation) at once, without
+    /// the first one waiting out the first elections under a short
+    /// deadline.
+    fn wait_for_metadata_leader(&self) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime
+            .block_on(self.agreed_leader(&self.ids(), "__cluster", 0))
+            .expect("the metadata group elects a leader");
     }
 
     pub fn ids(&self) -> Vec<u64> {

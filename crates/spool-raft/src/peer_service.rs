@@ -111,6 +111,19 @@ impl PeerService {
         }
     }
 
+    /// The read index of `group`, which this node's replica must lead:
+    /// the answer to `ReadIndex`, and what a leading node asks itself.
+    pub async fn read_index(&self, group: &GroupId) -> Result<Option<u64>, Status> {
+        let replica = self
+            .replica(group)
+            .ok_or_else(|| Status::not_found(format!("node {} holds no replica of {group}", self.node_id)))?;
+        match replica.read_index().await {
+            Ok(index) => Ok(index),
+            Err(Error::NotLeader { leader_id }) => Err(not_leader(leader_id, String::new())),
+            Err(error) => Err(Status::unavailable(error.to_string())),
+        }
+    }
+
     /// The tonic service, with this service's message size limit.
     pub fn into_server(self) -> PeerServer<PeerService> {
         let limit = self.message_bytes_max;
@@ -262,6 +275,20 @@ impl Peer for PeerService {
         self.transfer_leadership(&group, request.to_node_id)
             .await
             .map(Response::new)
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<v1::ReadIndexRequest>,
+    ) -> Result<Response<v1::ReadIndexResponse>, Status> {
+        let group = request
+            .into_inner()
+            .group
+            .ok_or_else(|| Status::invalid_argument("a read index request names its group"))?;
+        let index = self
+            .read_index(&GroupId::new(group.topic, group.partition))
+            .await?;
+        Ok(Response::new(v1::ReadIndexResponse { index }))
     }
 
     async fn describe_node(

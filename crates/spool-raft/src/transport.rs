@@ -206,6 +206,28 @@ impl PeerTransport {
         }
     }
 
+    /// Asks node `node_id`, which must lead `group`, for the group's read
+    /// index (`PeerService::read_index`).
+    pub async fn read_index(&self, node_id: u64, group: &GroupId) -> Result<Option<u64>, tonic::Status> {
+        let mut client = self
+            .peers
+            .get(&node_id)
+            .cloned()
+            .ok_or_else(|| tonic::Status::unavailable(format!("node {node_id} is not a peer")))?;
+        let request = v1::ReadIndexRequest {
+            group: Some(v1::RaftGroup {
+                topic: group.topic.clone(),
+                partition: group.partition,
+            }),
+        };
+        match tokio::time::timeout(self.request_timeout, client.read_index(request)).await {
+            Ok(answer) => answer.map(|response| response.into_inner().index),
+            Err(_) => Err(tonic::Status::unavailable(format!(
+                "node {node_id} did not answer in time"
+            ))),
+        }
+    }
+
     async fn call(&self, to: u64, request: WireRequest) -> Result<v1::RaftReply, Unreachable> {
         let unreachable = Unreachable {
             from: self.node_id,

@@ -118,6 +118,13 @@ pub struct Config {
     /// address, where the node's `spool.v1.Peer` listener serves. Empty in
     /// single-node mode.
     pub peers: BTreeMap<u64, String>,
+    /// Cluster mode: how often a group's leader sends heartbeats.
+    pub raft_heartbeat_interval_ms: u64,
+    /// Cluster mode: the shortest election timeout (the longest is twice
+    /// this). A follower that heard from a leader waits this plus the
+    /// longest, three to four times this value, before it runs for leader
+    /// (`docs/cluster.md`, "Timing").
+    pub raft_election_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -160,6 +167,8 @@ impl Default for Config {
             insecure: false,
             node_id: None,
             peers: BTreeMap::new(),
+            raft_heartbeat_interval_ms: 50,
+            raft_election_timeout_ms: 250,
         }
     }
 }
@@ -250,6 +259,8 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("insecure", ValueKind::Switch),
     ("node_id", ValueKind::Count),
     ("peers", ValueKind::Peers),
+    ("raft_heartbeat_interval_ms", ValueKind::Duration),
+    ("raft_election_timeout_ms", ValueKind::Duration),
 ];
 
 /// `SPOOL_*` environment variables that other Spool programs read: the
@@ -415,6 +426,8 @@ impl Config {
             "fetch_wait_ms_max" => self.fetch_wait_ms_max = ms()?,
             "subscribe_bytes_max" => self.subscribe_bytes_max = bytes()?,
             "shutdown_grace_ms" => self.shutdown_grace_ms = ms()?,
+            "raft_heartbeat_interval_ms" => self.raft_heartbeat_interval_ms = ms()?,
+            "raft_election_timeout_ms" => self.raft_election_timeout_ms = ms()?,
             "default_partitions" => {
                 self.default_partitions = u32::try_from(count()?).map_err(|e| error(e.to_string()))?;
             }
@@ -704,6 +717,21 @@ impl Config {
         if self.subscribe_bytes_max == 0 {
             return Err(fail("subscribe_bytes_max", "must be above zero".into()));
         }
+        if self.raft_heartbeat_interval_ms == 0 {
+            return Err(fail(
+                "raft_heartbeat_interval_ms",
+                "must be longer than zero".into(),
+            ));
+        }
+        if self.raft_election_timeout_ms < 2 * self.raft_heartbeat_interval_ms {
+            return Err(fail(
+                "raft_election_timeout_ms",
+                format!(
+                    "must be at least twice raft_heartbeat_interval_ms ({} ms), or followers would start elections between heartbeats",
+                    self.raft_heartbeat_interval_ms
+                ),
+            ));
+        }
         match (self.node_id, self.peers.is_empty()) {
             (None, true) => {}
             (None, false) => {
@@ -955,6 +983,30 @@ mod tests {
         let mut single = Config::default();
         single.set("node_id", "1", "test").unwrap();
         assert_eq!(single.validate().unwrap_err().key, "peers");
+    }
+
+    #[test]
+    fn raft_timing_is_a_pair_of_durations_with_the_timeout_at_least_two_heartbeats() {
+        let mut config = Config::default();
+        assert_eq!(
+            (config.raft_heartbeat_interval_ms, config.raft_election_timeout_ms),
+            (50, 250)
+        );
+        config.set("raft_heartbeat_interval_ms", "100ms", "test").unwrap();
+        config.set("raft_election_timeout_ms", "1s", "test").unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            (config.raft_heartbeat_interval_ms, config.raft_election_timeout_ms),
+            (100, 1_000)
+        );
+        config.set("raft_election_timeout_ms", "150ms", "test").unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.key == "raft_election_timeout_ms" && err.reason.contains("100 ms"),
+            "{err}"
+        );
+        config.set("raft_heartbeat_interval_ms", "0ms", "test").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "raft_heartbeat_interval_ms");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use spool_proto::v1::cluster_server::ClusterServer;
 use spool_proto::v1::jobs_server::JobsServer;
 use spool_proto::v1::log_server::LogServer;
 use spool_proto::v1::metrics_server::MetricsServer;
+use spool_raft::GroupConfig;
 use spool_server::access::Access;
 use spool_server::admin::Admin;
 use spool_server::admin_service::AdminService;
@@ -362,7 +363,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(node_id) => Some(
             Cluster::start(
                 Arc::clone(&store),
-                node_id,
+                GroupConfig {
+                    node_id,
+                    heartbeat_interval_ms: config.raft_heartbeat_interval_ms,
+                    election_timeout_min_ms: config.raft_election_timeout_ms,
+                    election_timeout_max_ms: 2 * config.raft_election_timeout_ms,
+                },
                 config.peers.clone(),
                 address.to_string(),
                 config.store.topic_defaults.segment_bytes_max,

@@ -125,10 +125,10 @@ pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchProduceArgs)
 }
 
 pub fn durability_name(durability: Durability) -> &'static str {
-    if durability == Durability::Fsync {
-        "fsync"
-    } else {
-        "none"
+    match durability {
+        Durability::None => "none",
+        Durability::Fsync => "fsync",
+        Durability::Quorum => "quorum",
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::error::{ClientWriteError, Fatal, InstallSnapshotError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -271,6 +271,39 @@ impl Replica {
         metrics.current_leader.ok_or(Error::NoLeader {
             timeout_ms: timeout.as_millis() as u64,
         })
+    }
+
+    /// The index a read must wait for to see everything committed before
+    /// this call: only on the leader, which first confirms with a majority
+    /// that it still leads (a leader restarted from its stored vote, or
+    /// cut off, may not). [`Error::NotLeader`] names the leader otherwise.
+    pub async fn read_index(&self) -> Result<Option<u64>> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map(|id| id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => Err(Error::NotLeader {
+                leader_id: forward.leader_id,
+            }),
+            Err(RaftError::APIError(other)) => Err(Error::Raft {
+                op: "confirm the leadership",
+                source: Box::new(other),
+            }),
+            Err(RaftError::Fatal(fatal)) => Err(Error::Stopped {
+                source: Box::new(fatal),
+            }),
+        }
+    }
+
+    /// Waits until this replica has applied the entry at `index` (and so
+    /// every one before it); false if `timeout` passes first.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.last_applied.is_some_and(|applied| applied.index >= index),
+                "the entry is applied",
+            )
+            .await
+            .is_ok()
     }
 
     /// `topic/partition`, for logs.

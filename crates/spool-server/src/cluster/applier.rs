@@ -22,7 +22,7 @@ use spool_raft::{GroupId, Replica};
 use tokio::sync::watch;
 
 use super::metadata::MetadataCommand;
-use super::{Cluster, group_config};
+use super::{Cluster, initialize_group};
 
 /// Bytes of the metadata log read at once.
 const READ_BYTES: u64 = 1 << 20;
@@ -189,23 +189,21 @@ async fn open_replica(
 ) -> spool_raft::Result<()> {
     let fresh = partition.high_watermark() == 0;
     let network = cluster.transport.group(group.clone());
-    let replica = Replica::open(&group_config(cluster.node_id), partition, network).await?;
+    let replica = Replica::open(&cluster.group_config, partition, network).await?;
     cluster.service.register(group.clone(), replica.clone());
     if fresh {
-        initialize(&replica, cluster, nodes).await;
+        initialize(&replica, cluster, nodes);
     }
     tracing::info!(%group, fresh, "opened this node's replica");
     Ok(())
 }
 
-/// Every replica of a new group makes the same first membership; openraft
-/// allows that, and one whose peers got there first refuses it.
-async fn initialize(replica: &Replica, cluster: &Cluster, nodes: &[u64]) {
+/// Asks for the group's first membership, its replicas on `nodes`
+/// (`initialize_group`).
+fn initialize(replica: &Replica, cluster: &Cluster, nodes: &[u64]) {
     let members: BTreeMap<u64, String> = nodes
         .iter()
         .filter_map(|id| cluster.peers.get(id).map(|address| (*id, address.clone())))
         .collect();
-    if let Err(error) = replica.initialize(&members).await {
-        tracing::debug!(%error, "the group was initialized elsewhere");
-    }
+    initialize_group(replica, &cluster.group_config, members);
 }

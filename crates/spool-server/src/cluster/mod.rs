@@ -37,18 +37,6 @@ pub use self::service::ClusterLogService;
 /// and for its own application on this node.
 const METADATA_WAIT: Duration = Duration::from_secs(10);
 
-/// Raft timing of every group. Elections start 0.5 to 1 s after the last
-/// heartbeat: a dead leader is replaced within about a second and a half,
-/// and a loaded machine's scheduling delays do not unseat live leaders.
-fn group_config(node_id: u64) -> GroupConfig {
-    GroupConfig {
-        node_id,
-        heartbeat_interval_ms: 100,
-        election_timeout_min_ms: 500,
-        election_timeout_max_ms: 1_000,
-    }
-}
-
 /// What can stop cluster mode from starting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -77,6 +65,9 @@ pub enum ClusterError {
 #[derive(Debug)]
 pub struct Cluster {
     node_id: u64,
+    /// This node's id and the Raft timing of every group
+    /// (`raft_heartbeat_interval_ms`, `raft_election_timeout_ms`).
+    group_config: GroupConfig,
     /// Every node's peer address, this one's included.
     peers: BTreeMap<u64, String>,
     client_address: String,
@@ -87,9 +78,6 @@ pub struct Cluster {
     state: RwLock<MetadataState>,
     /// The metadata offset applied through on this node.
     applied: watch::Sender<u64>,
-    /// The end of the metadata log when this node started: until it has
-    /// applied that far, a topic it does not know may exist.
-    start_high_watermark: u64,
     /// Other nodes' client addresses, learned with `DescribeNode`.
     client_addresses: Mutex<HashMap<u64, String>>,
     /// Replicas per partition of a topic created without a count.
@@ -103,15 +91,17 @@ impl Cluster {
     /// opens the metadata group (making its first membership, all nodes,
     /// when the log is empty) and starts applying committed metadata.
     /// `client_address` is where clients reach this node, named in leader
-    /// hints. Everything stops when `shutdown` turns true.
+    /// hints; `group_config` names this node and times every group it
+    /// runs. Everything stops when `shutdown` turns true.
     pub async fn start(
         store: Arc<Store>,
-        node_id: u64,
+        group_config: GroupConfig,
         peers: BTreeMap<u64, String>,
         client_address: String,
         segment_bytes_max: u64,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Cluster>, ClusterError> {
+        let node_id = group_config.node_id;
         let own = peers.get(&node_id).cloned().unwrap_or_default();
         let address: SocketAddr = own
             .parse()
@@ -149,24 +139,17 @@ impl Cluster {
                 .map_err(|source| ClusterError::MetadataLog { source })?
         };
         let group = GroupId::metadata();
-        let metadata = Replica::open(
-            &group_config(node_id),
-            partition.clone(),
-            transport.group(group.clone()),
-        )
-        .await
-        .map_err(|source| ClusterError::Raft { source })?;
+        let metadata = Replica::open(&group_config, partition.clone(), transport.group(group.clone()))
+            .await
+            .map_err(|source| ClusterError::Raft { source })?;
         service.register(group, metadata.clone());
         if partition.high_watermark() == 0 {
-            // Every node makes the same first membership; openraft allows
-            // that, and a node whose peers got there first refuses it.
-            if let Err(error) = metadata.initialize(&peers).await {
-                tracing::debug!(%error, "the metadata group was initialized elsewhere");
-            }
+            initialize_group(&metadata, &group_config, peers.clone());
         }
         let default_replication_factor = peers.len().min(3) as u32;
         let cluster = Arc::new(Cluster {
             node_id,
+            group_config,
             peers,
             client_address,
             store,
@@ -175,7 +158,6 @@ impl Cluster {
             metadata,
             state: RwLock::default(),
             applied: watch::Sender::new(0),
-            start_high_watermark: partition.high_watermark(),
             client_addresses: Mutex::default(),
             default_replication_factor,
             segment_bytes_max,
@@ -198,12 +180,49 @@ impl Cluster {
         self.state.read().expect("metadata lock").topic(name).cloned()
     }
 
-    /// Whether this node has applied the metadata it had on disk when it
-    /// started (its commit is learned from the metadata leader, so a node
-    /// that just restarted knows no topic for a moment). Until then an
-    /// unknown topic is "try again" (UNAVAILABLE), not NOT_FOUND.
-    pub fn metadata_caught_up(&self) -> bool {
-        *self.applied.borrow() >= self.start_high_watermark && self.metadata.leader_id().is_some()
+    /// Brings this node's metadata up to what the metadata leader had
+    /// applied when asked: for answers a node that missed metadata would
+    /// get wrong ("this topic does not exist" from a node that was down
+    /// when it was created, or that has just restarted). Asks the leader
+    /// for its read index (`ReadIndex`: it confirms with a majority that
+    /// it still leads, so a deposed leader that does not know it yet
+    /// cannot answer), waits until this node's metadata replica has
+    /// applied that far and the applier has caught up with it. UNAVAILABLE
+    /// when there is no leader, it does not confirm, or this node is not
+    /// there within `wait`.
+    pub async fn sync_metadata(&self, wait: Duration) -> Result<(), Status> {
+        let unavailable = |why: &str| Status::unavailable(format!("this node cannot tell yet: {why}; retry"));
+        let deadline = tokio::time::Instant::now() + wait;
+        let leader = self
+            .metadata
+            .leader_id()
+            .ok_or_else(|| unavailable("the metadata group has no leader it knows of"))?;
+        let group = GroupId::metadata();
+        let read = if leader == self.node_id {
+            self.service.read_index(&group).await
+        } else {
+            self.transport.read_index(leader, &group).await
+        };
+        let target = read.map_err(|status| {
+            tracing::debug!(leader, %status, "no metadata read index");
+            unavailable("the metadata leader did not confirm its leadership")
+        })?;
+        let Some(target) = target else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !self.metadata.wait_applied(target, left).await {
+            return Err(unavailable(
+                "this node is still catching up on the cluster's metadata",
+            ));
+        }
+        let committed = self.metadata.partition().committed_offset();
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout_at(deadline, applied.wait_for(|offset| *offset >= committed))
+            .await
+            .map_err(|_| unavailable("this node is still applying the cluster's metadata"))?
+            .map_err(|_| Status::unavailable("the server is shutting down"))?;
+        Ok(())
     }
 
     /// The nodes' ids, sorted.
@@ -317,6 +336,32 @@ impl Cluster {
             let _ = replica.wait_for_leader(wait).await;
         }
     }
+}
+
+/// Makes `members` the first membership of a new group, `replica` being
+/// this node's replica of it. Every replica of the group is asked to;
+/// the member with the lowest id does it at once and the others only if
+/// they have heard of no leader after four election timeouts (that member
+/// is down). Making it on every replica at once would make every one a
+/// candidate in the same term, each voting for itself: a group of two
+/// would then need a second election, or more, to get a leader. openraft
+/// refuses a first membership on a replica whose log is not empty, so a
+/// late one is harmless.
+pub(crate) fn initialize_group(replica: &Replica, config: &GroupConfig, members: BTreeMap<u64, String>) {
+    let first = members.keys().next() == Some(&config.node_id);
+    let patience = Duration::from_millis(4 * config.election_timeout_min_ms);
+    let replica = replica.clone();
+    tokio::spawn(async move {
+        if !first {
+            tokio::time::sleep(patience).await;
+            if replica.leader_id().is_some() || replica.status().last_log_index.is_some() {
+                return;
+            }
+        }
+        if let Err(error) = replica.initialize(&members).await {
+            tracing::debug!(%error, "the group was initialized elsewhere");
+        }
+    });
 }
 
 async fn stopped(mut shutdown: watch::Receiver<bool>) {

@@ -35,6 +35,9 @@ use crate::status::{join_error, out_of_range, shutting_down, status};
 
 /// How long a new topic's creation waits for its partitions' leaders.
 const LEADERS_WAIT: Duration = Duration::from_secs(10);
+/// How long a request naming a topic this node does not know waits for
+/// its metadata to catch up with the leader's before it is UNAVAILABLE.
+const METADATA_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct ClusterLogService {
@@ -56,13 +59,18 @@ impl ClusterLogService {
         }
     }
 
-    fn spec(&self, topic: &str) -> Result<TopicSpec, Status> {
+    /// The topic's spec. A topic this node does not know may have been
+    /// created while it was down or just now: it is NOT_FOUND only once
+    /// this node has caught up with the metadata leader
+    /// (`Cluster::sync_metadata`), else UNAVAILABLE.
+    async fn spec(&self, topic: &str) -> Result<TopicSpec, Status> {
         validate_topic_name(topic).map_err(status)?;
+        if let Some(entry) = self.cluster.topic(topic) {
+            return Ok(entry.spec);
+        }
+        self.cluster.sync_metadata(METADATA_SYNC_WAIT).await?;
         match self.cluster.topic(topic) {
             Some(entry) => Ok(entry.spec),
-            None if !self.cluster.metadata_caught_up() => Err(Status::unavailable(
-                "this node is still catching up on the cluster's metadata",
-            )),
             None => Err(Status::not_found(format!("topic {topic:?} does not exist"))),
         }
     }
@@ -70,7 +78,7 @@ impl ClusterLogService {
     /// This node's replica of a partition, or the answer that sends the
     /// client to one that holds it.
     async fn replica(&self, topic: &str, partition: u32) -> Result<spool_raft::Replica, Status> {
-        let spec = self.spec(topic)?;
+        let spec = self.spec(topic).await?;
         let Some(nodes) = spec.replicas.get(partition as usize) else {
             return Err(Status::not_found(format!(
                 "partition {partition} of topic {topic:?} does not exist ({} partitions)",
@@ -287,7 +295,7 @@ impl Log for ClusterLogService {
             .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
         let name = request.into_inner().name;
         client_topic_name(&name)?;
-        self.spec(&name)?;
+        self.spec(&name).await?;
         self.cluster
             .propose(&MetadataCommand::DeleteTopic { name: name.clone() })
             .await?;
@@ -335,7 +343,7 @@ impl Log for ClusterLogService {
                 request.durability
             )));
         }
-        let spec = self.spec(&request.topic)?;
+        let spec = self.spec(&request.topic).await?;
         if let Some(partition) = request.partition
             && partition >= spec.partitions
         {
@@ -475,7 +483,7 @@ impl Log for ClusterLogService {
             &request.get_ref().topic,
         )?;
         let request = request.into_inner();
-        let spec = self.spec(&request.topic)?;
+        let spec = self.spec(&request.topic).await?;
         let ids: Vec<u32> = match request.partition {
             Some(id) => vec![id],
             None => (0..spec.partitions).collect(),
