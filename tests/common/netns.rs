@@ -236,7 +236,7 @@ fn setup_lock() -> std::fs::File {
 }
 
 /// Deletes namespaces of test processes that no longer run (killed before
-/// their guard ran).
+/// their guard ran), ending the servers those left running in them.
 fn delete_stale() {
     let Ok(list) = output(&["netns", "list"]) else {
         return;
@@ -246,6 +246,10 @@ fn delete_stale() {
             continue;
         };
         if !std::path::Path::new("/proc").join(pid).exists() {
+            let orphans = output(&["netns", "pids", name]).unwrap_or_default();
+            for orphan in orphans.split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", orphan]).status();
+            }
             let _ = ip(&["netns", "delete", name]);
         }
     }
