@@ -29,13 +29,16 @@
 //! Names carry the test process's pid and a counter, and subnets are
 //! chosen under a lock file, so tests running at once (threads of one
 //! binary, or several binaries) never collide; namespaces left by a test
-//! process that was killed are deleted by the next one. Dropping the [`Network`] deletes every namespace and link it
-//! made, also when the test panics. Setting up needs root and iproute2's
-//! `ip`; without them the test fails and says so.
+//! process that was killed are deleted by the next one. Dropping the
+//! [`Network`] deletes every namespace and link it made, also when the
+//! test panics. Setting up needs root and iproute2's `ip`; without them
+//! the test fails and says so.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context, Result, ensure};
 
 /// Prefix of every namespace these tests make: `spool-test-PID-N-...`.
 const PREFIX: &str = "spool-test-";
@@ -81,7 +84,7 @@ impl Network {
         };
         if let Err(error) = network.build() {
             panic!(
-                "cannot set up the network namespaces of the network-cut tests: {error}\n\
+                "cannot set up the network namespaces of the network-cut tests: {error:#}\n\
                  these tests need root (CI runs them as root) and iproute2's `ip` \
                  (`apt-get install iproute2`; .ci/run installs it when CI=true)"
             );
@@ -115,7 +118,7 @@ impl Network {
         self.heal();
         for &id in side {
             self.switch(&["link", "set", &format!("p{id}"), "master", "peer-cut"])
-                .unwrap_or_else(|error| panic!("cutting node {id} off: {error}"));
+                .unwrap_or_else(|error| panic!("cutting node {id} off: {error:#}"));
         }
         *self.cut.lock().expect("cut lock") = side.to_vec();
     }
@@ -125,7 +128,7 @@ impl Network {
         let mut cut = self.cut.lock().expect("cut lock");
         for id in cut.drain(..) {
             self.switch(&["link", "set", &format!("p{id}"), "master", "peer"])
-                .unwrap_or_else(|error| panic!("healing node {id}'s link: {error}"));
+                .unwrap_or_else(|error| panic!("healing node {id}'s link: {error:#}"));
         }
     }
 
@@ -143,7 +146,7 @@ impl Network {
         format!("sp{}", self.tag)
     }
 
-    fn build(&self) -> Result<(), String> {
+    fn build(&self) -> Result<()> {
         let switch = self.switch_namespace();
         ip(&["netns", "add", &switch])?;
         for bridge in ["client", "peer", "peer-cut"] {
@@ -164,7 +167,7 @@ impl Network {
     }
 
     /// Node `id`'s namespace, with one link to each network.
-    fn build_node(&self, id: u64) -> Result<(), String> {
+    fn build_node(&self, id: u64) -> Result<()> {
         let namespace = self.namespace(id);
         let switch = self.switch_namespace();
         ip(&["netns", "add", &namespace])?;
@@ -185,7 +188,7 @@ impl Network {
         Ok(())
     }
 
-    fn switch(&self, args: &[&str]) -> Result<(), String> {
+    fn switch(&self, args: &[&str]) -> Result<()> {
         ip(&[&["-n", self.switch_namespace().as_str()], args].concat())
     }
 }
@@ -270,22 +273,21 @@ fn ip_program() -> &'static str {
 }
 
 /// Runs `ip ARGS`; the error names the command and what it printed.
-fn ip(args: &[&str]) -> Result<(), String> {
+fn ip(args: &[&str]) -> Result<()> {
     output(args).map(drop)
 }
 
-fn output(args: &[&str]) -> Result<String, String> {
+fn output(args: &[&str]) -> Result<String> {
     let command = format!("ip {}", args.join(" "));
     let out = Command::new(ip_program())
         .args(args)
         .output()
-        .map_err(|error| format!("`{command}` could not run: {error}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{command}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+        .with_context(|| format!("`{command}` could not run"))?;
+    ensure!(
+        out.status.success(),
+        "`{command}` failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
