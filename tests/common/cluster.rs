@@ -1,6 +1,8 @@
-//! A cluster of real `spoold` processes on 127.0.0.1 for the operations
+//! A cluster of real `spoold` processes on 127.0.0.1 (or each in a
+//! network namespace of its own, for the network cuts) for the operations
 //! and fault tests: start, `kill -9`, restart on the same addresses,
-//! pause (SIGSTOP) and resume, the cluster's status as each node sees
+//! pause (SIGSTOP) and resume, cutting and healing the peer network, the
+//! cluster's status as each node sees
 //! it, a background producer at QUORUM that records every acknowledged
 //! record, and the check that every acknowledged record is at its
 //! acknowledged offset in every node's committed log, the logs being the
@@ -19,6 +21,7 @@ use anyhow::{Context, Result, ensure};
 use spool_client::{Client, ClientOptions, ClusterStatus, Durability, Error, OffsetSpec, Record};
 
 use super::Spoold;
+use super::netns::{CLIENT_PORT, Network, PEER_PORT};
 
 /// Time a step may take before the test fails: far above an election
 /// (0.5 to 1 s of timeout) on a busy machine.
@@ -44,30 +47,61 @@ pub struct TestCluster {
     /// Data directories, kept across restarts.
     dirs: Vec<tempfile::TempDir>,
     pub acked: Arc<Mutex<Acked>>,
+    /// The namespaces of a cluster started with
+    /// [`start_in_namespaces`](Self::start_in_namespaces); declared after
+    /// `nodes` so that it is dropped once their processes are gone.
+    network: Option<Network>,
 }
 
 impl TestCluster {
-    /// Nodes 1..=count, each with its own data directory.
+    /// Nodes 1..=count on 127.0.0.1, each with its own data directory.
     pub fn start(count: u64) -> TestCluster {
-        let ports = free_ports(count as usize);
-        let peers = ports
+        let peers = free_ports(count as usize)
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        Self::launch(peers, None)
+    }
+
+    /// Nodes 1..=count, each in a network namespace of its own
+    /// ([`Network`]), so that [`cut`](Self::cut) can separate their peer
+    /// traffic while clients reach every node. Needs root.
+    pub fn start_in_namespaces(count: u64) -> TestCluster {
+        let network = Network::create(count);
+        let peers = (1..=count)
+            .map(|id| format!("{}:{PEER_PORT}", network.peer_address(id)))
+            .collect();
+        Self::launch(peers, Some(network))
+    }
+
+    /// Starts node `i + 1` with peer address `peers[i]`, in its namespace
+    /// of `network` if there is one.
+    fn launch(peers: Vec<String>, network: Option<Network>) -> TestCluster {
+        let peer_map = peers
             .iter()
             .enumerate()
-            .map(|(i, port)| format!("{}=127.0.0.1:{port}", i + 1))
+            .map(|(i, address)| format!("{}={address}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
         let mut dirs = Vec::new();
         let mut nodes = BTreeMap::new();
-        for id in 1..=count {
+        for id in 1..=peers.len() as u64 {
             let dir = tempfile::tempdir().expect("data directory");
             let node_id = format!("node_id={id}");
-            let peers = format!("peers={peers}");
+            let peers = format!("peers={peer_map}");
             // Small preallocations: several servers with five internal
             // topics each would otherwise reserve hundreds of MiB.
-            let server = Spoold::start(
-                dir.path(),
-                &[&node_id, &peers, "admin_listen=off", "preallocate_bytes=1MiB"],
-            );
+            let mut settings = vec![&*node_id, &*peers, "admin_listen=off", "preallocate_bytes=1MiB"];
+            let server = match &network {
+                None => Spoold::start(dir.path(), &settings),
+                Some(network) => {
+                    // The client address is not loopback; the network is
+                    // the test's own.
+                    settings.push("insecure=true");
+                    let listen = format!("{}:{CLIENT_PORT}", network.client_address(id));
+                    Spoold::start_in(&network.launcher(id), dir.path(), &listen, &settings)
+                }
+            };
             dirs.push(dir);
             nodes.insert(id, server);
         }
@@ -75,6 +109,7 @@ impl TestCluster {
             nodes,
             dirs,
             acked: Arc::default(),
+            network,
         };
         cluster.wait_for_metadata_leader();
         cluster
@@ -92,6 +127,25 @@ impl TestCluster {
         runtime
             .block_on(self.agreed_leader(&self.ids(), "__cluster", 0))
             .expect("the metadata group elects a leader");
+    }
+
+    /// Cuts the peer traffic between the nodes of `side` and the others
+    /// (clients still reach every node); replaces any earlier cut. Only
+    /// for a cluster started with
+    /// [`start_in_namespaces`](Self::start_in_namespaces).
+    pub fn cut(&self, side: &[u64]) {
+        self.network().cut(side);
+    }
+
+    /// Undoes [`cut`](Self::cut).
+    pub fn heal(&self) {
+        self.network().heal();
+    }
+
+    fn network(&self) -> &Network {
+        self.network
+            .as_ref()
+            .expect("a cluster started with TestCluster::start_in_namespaces")
     }
 
     pub fn ids(&self) -> Vec<u64> {

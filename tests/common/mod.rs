@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod dashboard;
+pub mod netns;
 pub mod otlp;
 pub mod scrape;
 pub mod webdriver;
@@ -55,6 +56,8 @@ pub struct Spoold {
     pub admin_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    /// What runs `spoold` (such as `ip netns exec NS`), or nothing.
+    launcher: Vec<String>,
     /// The data directory, when the server made its own: deleted with it.
     scratch: Option<tempfile::TempDir>,
 }
@@ -62,11 +65,18 @@ pub struct Spoold {
 impl Spoold {
     /// Starts `spoold` on `data_dir` with port 0 and extra `--set` pairs.
     pub fn start(data_dir: &Path, settings: &[&str]) -> Spoold {
+        Self::start_in(&[], data_dir, "127.0.0.1:0", settings)
+    }
+
+    /// Starts `spoold` through `launcher` (a command prefix such as
+    /// `ip netns exec NS`, which must exec it so that the pid is the
+    /// server's) on `listen`, with extra `--set` pairs.
+    pub fn start_in(launcher: &[String], data_dir: &Path, listen: &str, settings: &[&str]) -> Spoold {
         let args: Vec<String> = settings
             .iter()
             .flat_map(|s| ["--set".to_owned(), (*s).to_owned()])
             .collect();
-        Self::start_with(data_dir, "127.0.0.1:0", args)
+        Self::start_with(launcher, data_dir, listen, args)
     }
 
     /// Starts `spoold` on a temporary data directory of its own, deleted
@@ -78,7 +88,7 @@ impl Spoold {
         server
     }
 
-    fn start_with(data_dir: &Path, listen: &str, args: Vec<String>) -> Spoold {
+    fn start_with(launcher: &[String], data_dir: &Path, listen: &str, args: Vec<String>) -> Spoold {
         // The default admin port (7071) is one for the whole machine: tests
         // take a free one unless they choose.
         let chooses_admin = args
@@ -87,7 +97,14 @@ impl Spoold {
         let admin_off = args
             .windows(2)
             .any(|pair| pair == ["--admin-listen", "off"] || pair == ["--set", "admin_listen=off"]);
-        let mut command = Command::new(binary("spoold"));
+        let mut command = match launcher.split_first() {
+            Some((program, prefix)) => {
+                let mut command = Command::new(program);
+                command.args(prefix).arg(binary("spoold"));
+                command
+            }
+            None => Command::new(binary("spoold")),
+        };
         command.arg("--data-dir").arg(data_dir).args(["--listen", listen]);
         if !chooses_admin {
             command.args(["--admin-listen", "127.0.0.1:0"]);
@@ -123,6 +140,7 @@ impl Spoold {
             admin_addr,
             data_dir: data_dir.to_owned(),
             args,
+            launcher: launcher.to_vec(),
             scratch: None,
         }
     }
@@ -159,10 +177,12 @@ impl Spoold {
         child.wait().expect("wait")
     }
 
-    /// Starts a new process on the same data directory and settings.
+    /// Starts a new process on the same data directory and settings, on a
+    /// new port of the same IP address.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let mut next = Self::start_with(&self.data_dir, "127.0.0.1:0", self.args.clone());
+        let listen = SocketAddr::new(self.addr.ip(), 0).to_string();
+        let mut next = Self::start_with(&self.launcher, &self.data_dir, &listen, self.args.clone());
         next.scratch = self.scratch.take();
         *self = next;
     }
@@ -171,7 +191,12 @@ impl Spoold {
     /// clients connected before can reconnect.
     pub fn restart_on_same_address(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let mut next = Self::start_with(&self.data_dir, &self.addr.to_string(), self.args.clone());
+        let mut next = Self::start_with(
+            &self.launcher,
+            &self.data_dir,
+            &self.addr.to_string(),
+            self.args.clone(),
+        );
         next.scratch = self.scratch.take();
         *self = next;
     }
