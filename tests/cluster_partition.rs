@@ -319,10 +319,12 @@ async fn cut_the_leader_with(cluster: &TestCluster, side: &[u64]) -> Result<()> 
     }
 
     cluster.heal();
+    let healed = Instant::now();
     let mut refusals = Vec::new();
     for produce in unforwarded {
         refusals.push(produce.answer().await?);
     }
+    let refused_after = healed.elapsed();
     for &id in side {
         wait_until_following(cluster, id, TOPIC).await?;
     }
@@ -345,9 +347,10 @@ async fn cut_the_leader_with(cluster: &TestCluster, side: &[u64]) -> Result<()> 
     eprintln!(
         "cut of {side:?} (leader {old}): the others agreed on node {new} after {} ms; {sent} produces, {failed} failed, {} \
          acknowledged; consumers read {read_majority} records on the majority side, {read_minority} on the cut-off \
-         side; the cut-off side answered: {refusals:?}",
+         side; the cut-off side answered {} ms after the heal: {refusals:?}",
         agreed_after.as_millis(),
-        cluster.acked_count(TOPIC, 0)
+        cluster.acked_count(TOPIC, 0),
+        refused_after.as_millis()
     );
     Ok(())
 }

@@ -28,6 +28,13 @@ pub struct TransportConfig {
     pub connect_timeout_ms: u64,
     /// Time allowed for one request and its answer.
     pub request_timeout_ms: u64,
+    /// An HTTP/2 ping goes to each peer this often, and a connection whose
+    /// ping is not answered within `keepalive_timeout_ms` is dropped:
+    /// calls on a connection that a network cut or a dead machine left
+    /// open then fail at once, and the next call connects anew, instead of
+    /// each waiting out its deadline on TCP's retransmission back-off.
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
     /// The largest peer message sent or received (an append-entries
     /// request carries up to openraft's `max_payload_entries` batches).
     pub message_bytes_max: usize,
@@ -38,6 +45,8 @@ impl Default for TransportConfig {
         TransportConfig {
             connect_timeout_ms: 1_000,
             request_timeout_ms: 5_000,
+            keepalive_interval_ms: 1_000,
+            keepalive_timeout_ms: 1_000,
             message_bytes_max: 256 << 20,
         }
     }
@@ -86,6 +95,9 @@ impl PeerTransport {
             let channel = endpoint
                 .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
                 .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_millis(config.keepalive_interval_ms))
+                .keep_alive_timeout(Duration::from_millis(config.keepalive_timeout_ms))
+                .keep_alive_while_idle(true)
                 .connect_lazy();
             let client = PeerClient::new(channel)
                 .max_decoding_message_size(config.message_bytes_max)
