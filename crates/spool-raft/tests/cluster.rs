@@ -32,6 +32,8 @@ struct Node {
 }
 
 struct Cluster {
+    /// Every replica's shortest and longest election timeout.
+    election_timeout_ms: (u64, u64),
     dir: tempfile::TempDir,
     network: InProcessNetwork,
     nodes: BTreeMap<u64, Node>,
@@ -41,7 +43,14 @@ struct Cluster {
 impl Cluster {
     /// Starts replicas 1, 2 and 3 and initializes the group on replica 1.
     async fn start() -> Result<Cluster> {
+        Cluster::start_with_election_timeout(300, 600).await
+    }
+
+    /// [`Cluster::start`] with every replica's election timeout drawn
+    /// between `min_ms` and `max_ms`.
+    async fn start_with_election_timeout(min_ms: u64, max_ms: u64) -> Result<Cluster> {
         let mut cluster = Cluster {
+            election_timeout_ms: (min_ms, max_ms),
             dir: tempfile::tempdir()?,
             network: InProcessNetwork::new(),
             nodes: BTreeMap::new(),
@@ -77,8 +86,7 @@ impl Cluster {
         };
         let mut config = GroupConfig::new(id);
         config.heartbeat_interval_ms = 50;
-        config.election_timeout_min_ms = 300;
-        config.election_timeout_max_ms = 600;
+        (config.election_timeout_min_ms, config.election_timeout_max_ms) = self.election_timeout_ms;
         let network: Arc<dyn Network> = Arc::new(self.network.clone());
         let replica = Replica::open(&config, partition, network).await?;
         self.network.register(id, replica.clone());
@@ -462,5 +470,47 @@ async fn offsets_stay_dense_across_leader_changes_and_restarts() -> Result<()> {
     // blank entries besides the client entries.
     let client_entries = cluster.acks.len() as u64;
     assert!(cluster.acks.last().unwrap().appended.index >= client_entries + 4);
+    Ok(())
+}
+
+/// Replicas whose election timeouts are (nearly) the same and whose ticks
+/// line up time out together after their leader dies: both become
+/// candidates in the same term and vote for themselves. openraft keeps
+/// each replica's timeout for its lifetime, so without a fresh random
+/// delay per election (`engine/elections.rs`) they would split the vote
+/// again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_that_time_out_together_still_elect_a_leader_soon() -> Result<()> {
+    let mut cluster = Cluster::start_with_election_timeout(300, 301).await?;
+    let mut leader = cluster.wait_for_leader(0, &[]).await?;
+    let mut slowest = Duration::ZERO;
+    for round in 0..10 {
+        let term = cluster.replica(leader).term();
+        cluster.write(leader, &format!("round-{round}"), 1).await?;
+        cluster.crash_node(leader).await?;
+        let started = tokio::time::Instant::now();
+        let old = leader;
+        leader = cluster.wait_for_leader(term, &[old]).await?;
+        slowest = slowest.max(started.elapsed());
+        eprintln!(
+            "round {round}: node {leader} leads {:?} after node {old} crashed",
+            started.elapsed()
+        );
+        cluster.start_node(old).await?;
+        leader = cluster.wait_for_leader(0, &[]).await?;
+        // Every log the same before the next crash: the next election is
+        // between equals.
+        cluster.write(leader, &format!("caught-up-{round}"), 1).await?;
+        let end = cluster.acks.last().context("writes")?.appended.next_offset;
+        cluster.wait_committed_everywhere(end).await?;
+    }
+    cluster.check_acknowledged_writes().await?;
+    // Two timeouts (lease and election) are 0.6 s; a split vote costs one
+    // more each. Several in a row mean the candidates stayed in step.
+    ensure!(
+        slowest < Duration::from_millis(3_000),
+        "a new leader took {slowest:?}"
+    );
+    eprintln!("slowest failover: {slowest:?}");
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! term), so a log id is (term, index): the term comes from the
 //! partition's term list, the index from [`EntryIndex`](crate::index::EntryIndex).
 
+mod elections;
 mod log_store;
 mod peer;
 mod state_machine;
@@ -35,6 +36,7 @@ use crate::entry;
 use crate::error::{Error, Result};
 use crate::network::Network;
 
+use self::elections::ElectionPauses;
 use self::log_store::PartitionLog;
 use self::peer::PeerFactory;
 use self::state_machine::PartitionStateMachine;
@@ -117,6 +119,9 @@ pub struct Replica {
     /// How this replica reaches its peers outside Raft's own messages
     /// (the election request of a leadership transfer).
     network: Arc<dyn Network>,
+    /// Why elections are off on this replica, if they are
+    /// (`elections.rs`).
+    election_pauses: Arc<ElectionPauses>,
     /// Appends hold it shared; a leadership transfer holds it exclusively,
     /// so that the leader's log stops growing while the target catches up
     /// and takes over (`transfer.rs`).
@@ -192,12 +197,19 @@ impl Replica {
             .map_err(|source| Error::Stopped {
                 source: Box::new(source),
             })?;
+        let election_pauses = Arc::new(ElectionPauses::default());
+        tokio::spawn(elections::break_ties(
+            raft.clone(),
+            Arc::clone(&election_pauses),
+            Duration::from_millis(config.election_timeout_min_ms),
+        ));
         Ok(Replica {
             node_id: config.node_id,
             raft,
             partition,
             limits,
             network,
+            election_pauses,
             write_gate: Arc::default(),
         })
     }

@@ -34,11 +34,10 @@
 
 use std::time::Duration;
 
-use openraft::Raft;
 use tokio::time::Instant;
 
 use super::status::Role;
-use super::{PeerRequest, PeerResponse, Replica, TypeConfig};
+use super::{PeerRequest, PeerResponse, Replica};
 use crate::error::{Error, Result};
 
 impl Replica {
@@ -71,7 +70,7 @@ impl Replica {
         let _gate = tokio::time::timeout_at(deadline, self.write_gate.write())
             .await
             .map_err(|_| timed_out(self))?;
-        let _paused = ElectionsPaused::new(&self.raft);
+        let _paused = self.election_pauses.pause(&self.raft);
         tracing::info!(group = %self.raft_group_name(), from = self.node_id, to, "transferring leadership");
 
         // The target must hold every entry this leader has: only then does
@@ -129,23 +128,5 @@ impl Replica {
                 return Err(timed_out(self));
             }
         }
-    }
-}
-
-/// This replica starts no election of its own while the value lives.
-struct ElectionsPaused<'a> {
-    raft: &'a Raft<TypeConfig>,
-}
-
-impl<'a> ElectionsPaused<'a> {
-    fn new(raft: &'a Raft<TypeConfig>) -> ElectionsPaused<'a> {
-        raft.runtime_config().elect(false);
-        ElectionsPaused { raft }
-    }
-}
-
-impl Drop for ElectionsPaused<'_> {
-    fn drop(&mut self) {
-        self.raft.runtime_config().elect(true);
     }
 }
