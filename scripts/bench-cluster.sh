@@ -6,7 +6,8 @@
 #   1. the machine and dd (scripts/lib/machine.sh);
 #   2. cargo build --release -p spool-server -p spool-cli;
 #   3. one spoold, FSYNC: spool bench produce --records-per-request 1000
-#      --durability fsync --count N, then spool bench latency --rate 10000
+#      --durability fsync --count N, then, once the kernel has written back
+#      what that left dirty, spool bench latency --rate 10000
 #      --durability fsync --duration 20s;
 #   4. three spoold processes as a cluster (node ids 1 to 3, one data
 #      directory each, peer and client listeners on 127.0.0.1), a topic of
@@ -62,6 +63,9 @@ produce_and_latency() {
     report "$key.produce1000" "$(jq -r .records_per_s <<<"$RUN_JSON")" records/s "$produce_target" "$RUN_COMMAND" \
       "1,000 x 100-byte records per request; steal $RUN_STEAL%"
   fi
+  # The produce phase leaves hundreds of MB for the kernel to write back;
+  # latency is measured once that is done.
+  bench_quiet
   if spool_bench "$key.latency" bench latency "$@" --rate 10000 --durability "$durability" \
     --duration "${latency_s}s" --json; then
     report "$key.latency.p50" "$(jq -r '.latency_us.p50 / 1000' <<<"$RUN_JSON")" ms "" "$RUN_COMMAND" \

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::Spoold;
-use common::cluster::{TestCluster, WAIT};
+use common::cluster::{TestCluster, WAIT, one_record_request};
 use spool_client::{Client, Code, Error, NewTopic};
-use spool_proto::v1;
 
 const TOPIC: &str = "ops";
 
@@ -207,17 +206,7 @@ fn a_paused_leader_is_replaced_and_acknowledges_nothing_it_cannot_keep() -> Resu
                 let url = cluster.url(old);
                 tokio::spawn(async move {
                     let value = format!("stale-{i}");
-                    let request = v1::ProduceRequest {
-                        topic: TOPIC.into(),
-                        partition: Some(0),
-                        durability: v1::Durability::Quorum as i32,
-                        data: Some(v1::produce_request::Data::Records(v1::RecordList {
-                            records: vec![v1::Record {
-                                value: Some(value.clone().into()),
-                                ..Default::default()
-                            }],
-                        })),
-                    };
+                    let request = one_record_request(TOPIC, &value);
                     // Connecting may fail too (the client's handshake has a
                     // deadline): that is one more produce not acknowledged.
                     let answer = async {

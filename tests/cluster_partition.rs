@@ -26,9 +26,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::cluster::{TestCluster, WAIT, produce};
+use common::cluster::{TestCluster, WAIT, one_record_request, produce};
 use spool_client::{Client, NewTopic};
-use spool_proto::v1;
 use tokio::task::JoinHandle;
 
 const TOPIC: &str = "cut";
@@ -89,17 +88,7 @@ async fn send_unforwarded(cluster: &TestCluster, id: u64, topic: &str, value: St
         .patient_client(id)
         .await
         .with_context(|| format!("node {id} must stay reachable by clients"))?;
-    let request = v1::ProduceRequest {
-        topic: topic.into(),
-        partition: Some(0),
-        durability: v1::Durability::Quorum as i32,
-        data: Some(v1::produce_request::Data::Records(v1::RecordList {
-            records: vec![v1::Record {
-                value: Some(value.clone().into()),
-                ..Default::default()
-            }],
-        })),
-    };
+    let request = one_record_request(topic, &value);
     let outcome = Arc::new(OnceLock::new());
     let task = {
         let outcome = Arc::clone(&outcome);

@@ -444,8 +444,19 @@ pub async fn produce(client: &Client, topic: &str, partition: u32, value: &str) 
 /// Whether node `client` leads partition 0 of `topic`: it takes a produce
 /// without following a hint. Returns the probe's offset if so.
 pub async fn probe_leader(client: &Client, topic: &str, value: &str) -> Option<u64> {
+    let answer = client
+        .log_client()
+        .produce(one_record_request(topic, value))
+        .await
+        .ok()?;
+    answer.get_ref().results.first().map(|r| r.base_offset)
+}
+
+/// A Produce of one record with `value` to partition 0 of `topic` at
+/// QUORUM, sent as it is (the caller's raw client follows no hint).
+pub fn one_record_request(topic: &str, value: &str) -> spool_client::proto::ProduceRequest {
     use spool_client::proto as v1;
-    let request = v1::ProduceRequest {
+    v1::ProduceRequest {
         topic: topic.into(),
         partition: Some(0),
         durability: v1::Durability::Quorum as i32,
@@ -455,9 +466,7 @@ pub async fn probe_leader(client: &Client, topic: &str, value: &str) -> Option<u
                 ..Default::default()
             }],
         })),
-    };
-    let answer = client.log_client().produce(request).await.ok()?;
-    answer.get_ref().results.first().map(|r| r.base_offset)
+    }
 }
 
 /// A running [`TestCluster::spawn_producer`].

@@ -31,6 +31,14 @@ impl GroupId {
         }
     }
 
+    /// The group as peer messages name it.
+    pub fn to_proto(&self) -> spool_proto::v1::RaftGroup {
+        spool_proto::v1::RaftGroup {
+            topic: self.topic.clone(),
+            partition: self.partition,
+        }
+    }
+
     /// The cluster's metadata group.
     pub fn metadata() -> GroupId {
         GroupId::new(GroupId::METADATA_TOPIC, 0)

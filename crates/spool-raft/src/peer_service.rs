@@ -152,10 +152,7 @@ impl PeerService {
 
 fn report(group: &GroupId, status: ReplicaStatus) -> v1::ReplicaReport {
     v1::ReplicaReport {
-        group: Some(v1::RaftGroup {
-            topic: group.topic.clone(),
-            partition: group.partition,
-        }),
+        group: Some(group.to_proto()),
         role: status.role.name().to_owned(),
         term: status.term,
         leader_id: status.leader_id,

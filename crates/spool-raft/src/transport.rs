@@ -119,13 +119,19 @@ impl PeerTransport {
         self.node_id
     }
 
+    /// The connection to node `node_id`, for the calls that answer with a
+    /// status of their own.
+    fn client_of(&self, node_id: u64) -> Result<PeerClient<Channel>, tonic::Status> {
+        self.peers
+            .get(&node_id)
+            .cloned()
+            .ok_or_else(|| tonic::Status::unavailable(format!("node {node_id} is not a peer")))
+    }
+
     /// The [`Network`] of group `group` on this node.
     pub fn group(self: &Arc<Self>, group: GroupId) -> Arc<dyn Network> {
         Arc::new(GroupNetwork {
-            group: v1::RaftGroup {
-                topic: group.topic,
-                partition: group.partition,
-            },
+            group: group.to_proto(),
             transport: Arc::clone(self),
         })
     }
@@ -153,16 +159,9 @@ impl PeerTransport {
         group: &GroupId,
         batch: bytes::Bytes,
     ) -> Result<v1::ProposeResponse, tonic::Status> {
-        let mut client = self
-            .peers
-            .get(&node_id)
-            .cloned()
-            .ok_or_else(|| tonic::Status::unavailable(format!("node {node_id} is not a peer")))?;
+        let mut client = self.client_of(node_id)?;
         let request = v1::ProposeRequest {
-            group: Some(v1::RaftGroup {
-                topic: group.topic.clone(),
-                partition: group.partition,
-            }),
+            group: Some(group.to_proto()),
             batch,
         };
         match tokio::time::timeout(self.request_timeout, client.propose(request)).await {
@@ -200,11 +199,7 @@ impl PeerTransport {
         group: &GroupId,
         to: u64,
     ) -> Result<v1::TransferLeaderResponse, tonic::Status> {
-        let mut client = self
-            .peers
-            .get(&node_id)
-            .cloned()
-            .ok_or_else(|| tonic::Status::unavailable(format!("node {node_id} is not a peer")))?;
+        let mut client = self.client_of(node_id)?;
         let request = v1::TransferLeaderRequest {
             topic: group.topic.clone(),
             partition: group.partition,
@@ -221,16 +216,9 @@ impl PeerTransport {
     /// Asks node `node_id`, which must lead `group`, for the group's read
     /// index (`PeerService::read_index`).
     pub async fn read_index(&self, node_id: u64, group: &GroupId) -> Result<Option<u64>, tonic::Status> {
-        let mut client = self
-            .peers
-            .get(&node_id)
-            .cloned()
-            .ok_or_else(|| tonic::Status::unavailable(format!("node {node_id} is not a peer")))?;
+        let mut client = self.client_of(node_id)?;
         let request = v1::ReadIndexRequest {
-            group: Some(v1::RaftGroup {
-                topic: group.topic.clone(),
-                partition: group.partition,
-            }),
+            group: Some(group.to_proto()),
         };
         match tokio::time::timeout(self.request_timeout, client.read_index(request)).await {
             Ok(answer) => answer.map(|response| response.into_inner().index),
