@@ -7,6 +7,10 @@
 //! schedule. A peer that stops answering is logged once, at warn, and
 //! once more when it answers again (openraft's own lines about it are
 //! filtered out by default: `docs/operations.md`, "Logs").
+//!
+//! With a TLS configuration every peer is called over `https://`: the node
+//! presents its certificate and checks the peer's (mutual TLS, the peer
+//! listener's side being `spool-server`'s).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 use spool_proto::v1;
 use spool_proto::v1::peer_client::PeerClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::engine::wire::{self, PeerCallKind, WireRequest};
 use crate::error::{Error, Result};
@@ -68,30 +72,38 @@ const REACHABILITY_UNKNOWN: u8 = 0;
 const REACHABILITY_UP: u8 = 1;
 const REACHABILITY_DOWN: u8 = 2;
 
-/// `host:port` or a full URI; the former means plaintext HTTP/2.
-fn peer_uri(address: &str) -> String {
-    if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
+/// `host:port` or a full URI; the former means HTTP/2 over TLS when the
+/// node has a TLS configuration for its peers, plaintext otherwise.
+fn peer_uri(address: &str, tls: bool) -> String {
+    match (address.contains("://"), tls) {
+        (true, _) => address.to_owned(),
+        (false, true) => format!("https://{address}"),
+        (false, false) => format!("http://{address}"),
     }
 }
 
 impl PeerTransport {
     /// Connections (opened lazily, on first use) from node `node_id` to
-    /// every other node of `peers` (node id to peer address).
+    /// every other node of `peers` (node id to peer address), over TLS
+    /// with `tls` (the node's certificate and the nodes' CA).
     pub fn new(
         node_id: u64,
         peers: &BTreeMap<u64, String>,
         config: TransportConfig,
+        tls: Option<ClientTlsConfig>,
     ) -> Result<PeerTransport> {
         let mut clients = BTreeMap::new();
         for (&id, address) in peers.iter().filter(|(id, _)| **id != node_id) {
-            let endpoint = Endpoint::from_shared(peer_uri(address)).map_err(|source| Error::PeerAddress {
+            let address_error = |source: tonic::transport::Error| Error::PeerAddress {
                 node_id: id,
                 address: address.clone(),
                 source: Box::new(source),
-            })?;
+            };
+            let mut endpoint =
+                Endpoint::from_shared(peer_uri(address, tls.is_some())).map_err(address_error)?;
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.clone()).map_err(address_error)?;
+            }
             let channel = endpoint
                 .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
                 .tcp_nodelay(true)
