@@ -710,6 +710,17 @@ mod tests {
     }
 
     #[test]
+    fn init_security_nodes_are_an_id_and_hosts() {
+        assert_eq!(
+            parse_node("2=10.0.0.2, node2.internal"),
+            Ok((2, vec!["10.0.0.2".to_owned(), "node2.internal".to_owned()]))
+        );
+        assert!(parse_node("10.0.0.2").unwrap_err().contains("ID=HOST"));
+        assert!(parse_node("x=10.0.0.2").unwrap_err().contains("whole number"));
+        assert!(parse_node("3=").unwrap_err().contains("no host"));
+    }
+
+    #[test]
     fn from_positions() {
         assert_eq!(parse_from("earliest"), Ok(StartFrom::Earliest));
         assert_eq!(parse_from("latest"), Ok(StartFrom::Latest));

@@ -242,12 +242,20 @@ pub fn run(args: InitSecurityArgs) -> anyhow::Result<()> {
 }
 
 /// Prints each node's certificate hosts and `spoold` command: clients on
-/// port 7070 and peers on 7080 of the node's first host, which must then
-/// be an IP address (a peer address is IP:PORT).
+/// port 7070 and peers on 7080 of the node's first IP address (a peer
+/// address is IP:PORT; a node given by names only gets its first name, to
+/// be replaced by its IP).
 fn print_cluster(nodes: &[(u64, Vec<String>)], d: &str) -> anyhow::Result<()> {
+    let address = |hosts: &[String]| -> String {
+        hosts
+            .iter()
+            .find(|host| host.parse::<IpAddr>().is_ok())
+            .unwrap_or(&hosts[0])
+            .clone()
+    };
     let peers = nodes
         .iter()
-        .map(|(id, hosts)| format!("{id}={}", socket(&hosts[0], 7080)))
+        .map(|(id, hosts)| format!("{id}={}", socket(&address(hosts), 7080)))
         .collect::<Vec<_>>()
         .join(",");
     for (id, hosts) in nodes {
@@ -258,7 +266,7 @@ fn print_cluster(nodes: &[(u64, Vec<String>)], d: &str) -> anyhow::Result<()> {
     for (id, hosts) in nodes {
         outln!(
             "  spoold --node-id {id} --peers {peers} --listen {} --tls-cert {d}/node-{id}.pem --tls-key {d}/node-{id}.key \\\n      --peer-tls-ca {d}/ca.pem --tokens-file {d}/tokens.toml",
-            socket(&hosts[0], 7070)
+            socket(&address(hosts), 7070)
         )?;
     }
     Ok(())
