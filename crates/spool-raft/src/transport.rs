@@ -268,40 +268,65 @@ impl PeerTransport {
         };
         match tokio::time::timeout(self.request_timeout, call).await {
             Ok(Ok(reply)) => {
-                self.answered(to, true);
+                self.answered(to, true, "");
                 Ok(reply.into_inner())
             }
             Ok(Err(status)) => {
-                tracing::debug!(from = self.node_id, to, code = ?status.code(), message = status.message(), "peer call failed");
+                let reason = reason(&status);
+                tracing::debug!(from = self.node_id, to, reason, "peer call failed");
                 // NOT_FOUND is an answer: the peer is up but holds no
                 // replica of the group (yet).
-                self.answered(to, status.code() == tonic::Code::NotFound);
+                self.answered(to, status.code() == tonic::Code::NotFound, &reason);
                 Err(unreachable)
             }
             Err(_) => {
                 tracing::debug!(from = self.node_id, to, "peer call timed out");
-                self.answered(to, false);
+                self.answered(to, false, "no answer in time");
                 Err(unreachable)
             }
         }
     }
 
-    /// Records whether peer `to` answered, logging a change of state.
-    fn answered(&self, to: u64, up: bool) {
+    /// Records whether peer `to` answered, logging a change of state with
+    /// `reason`, what the failed call said.
+    fn answered(&self, to: u64, up: bool, reason: &str) {
         let Some(state) = self.reachability.get(&to) else {
             return;
         };
         let now = if up { REACHABILITY_UP } else { REACHABILITY_DOWN };
         match state.swap(now, Ordering::Relaxed) {
             before if before == now => {}
-            REACHABILITY_UP => tracing::warn!(node_id = self.node_id, peer = to, "peer unreachable"),
+            REACHABILITY_UP => tracing::warn!(node_id = self.node_id, peer = to, reason, "peer unreachable"),
             REACHABILITY_DOWN if up => {
                 tracing::info!(node_id = self.node_id, peer = to, "peer reachable again")
             }
             _ if up => tracing::debug!(node_id = self.node_id, peer = to, "peer reachable"),
-            _ => tracing::info!(node_id = self.node_id, peer = to, "peer not reachable yet"),
+            _ => tracing::info!(
+                node_id = self.node_id,
+                peer = to,
+                reason,
+                "peer not reachable yet"
+            ),
         }
     }
+}
+
+/// What a failed call said, with its causes: a TLS failure (a peer
+/// certificate of another CA, or not naming the address called) is only
+/// "transport error" without them.
+fn reason(status: &tonic::Status) -> String {
+    let mut reason = format!("{:?}: {}", status.code(), status.message());
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        // Causes often repeat their source's words: each is said once.
+        let text = error.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        cause = error.source();
+    }
+    reason
 }
 
 /// One group's view of the transport.
