@@ -12,6 +12,7 @@
 //! leader.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,6 +52,21 @@ pub struct TestCluster {
     /// [`start_in_namespaces`](Self::start_in_namespaces); declared after
     /// `nodes` so that it is dropped once their processes are gone.
     network: Option<Network>,
+    /// The CA bundle clients check the nodes' certificates against, for a
+    /// cluster whose nodes serve TLS ([`start_with`](Self::start_with)).
+    tls_ca: Option<PathBuf>,
+    /// Each node's peer address, node 1's first.
+    peers: Vec<String>,
+}
+
+/// What [`TestCluster::start_with`] adds to a plain cluster.
+#[derive(Default)]
+pub struct Extra {
+    /// Settings of node `id` besides the cluster's own (`KEY=VALUE`).
+    pub settings: Option<Box<dyn Fn(u64) -> Vec<String>>>,
+    /// Set when the nodes serve TLS to clients: the CA bundle that signed
+    /// their certificates. Clients then connect over `https://`.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl TestCluster {
@@ -60,7 +76,17 @@ impl TestCluster {
             .iter()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        Self::launch(peers, None)
+        Self::launch(peers, None, Extra::default())
+    }
+
+    /// Nodes 1..=count on 127.0.0.1 with `extra`'s settings (certificates,
+    /// say) and, when they serve TLS, clients that connect over it.
+    pub fn start_with(count: u64, extra: Extra) -> TestCluster {
+        let peers = free_ports(count as usize)
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        Self::launch(peers, None, extra)
     }
 
     /// Nodes 1..=count, each in a network namespace of its own
@@ -71,12 +97,12 @@ impl TestCluster {
         let peers = (1..=count)
             .map(|id| format!("{}:{PEER_PORT}", network.peer_address(id)))
             .collect();
-        Self::launch(peers, Some(network))
+        Self::launch(peers, Some(network), Extra::default())
     }
 
     /// Starts node `i + 1` with peer address `peers[i]`, in its namespace
-    /// of `network` if there is one.
-    fn launch(peers: Vec<String>, network: Option<Network>) -> TestCluster {
+    /// of `network` if there is one, with `extra`'s settings.
+    fn launch(peers: Vec<String>, network: Option<Network>, extra: Extra) -> TestCluster {
         let peer_map = peers
             .iter()
             .enumerate()
@@ -92,6 +118,12 @@ impl TestCluster {
             // Small preallocations: several servers with five internal
             // topics each would otherwise reserve hundreds of MiB.
             let mut settings = vec![&*node_id, &*peers, "admin_listen=off", "preallocate_bytes=1MiB"];
+            let own = extra
+                .settings
+                .as_ref()
+                .map(|settings| settings(id))
+                .unwrap_or_default();
+            settings.extend(own.iter().map(String::as_str));
             let server = match &network {
                 None => Spoold::start(dir.path(), &settings),
                 Some(network) => {
@@ -110,6 +142,8 @@ impl TestCluster {
             dirs,
             acked: Arc::default(),
             network,
+            tls_ca: extra.tls_ca,
+            peers,
         };
         cluster.wait_for_metadata_leader();
         cluster
@@ -152,20 +186,42 @@ impl TestCluster {
         self.nodes.keys().copied().collect()
     }
 
+    /// Node `id`'s peer address (`HOST:PORT` of its `spool.v1.Peer`).
+    pub fn peer_address(&self, id: u64) -> &str {
+        &self.peers[(id - 1) as usize]
+    }
+
     pub fn url(&self, id: u64) -> String {
-        self.nodes[&id].url()
+        let url = self.nodes[&id].url();
+        match self.tls_ca {
+            Some(_) => url.replacen("http://", "https://", 1),
+            None => url,
+        }
     }
 
     /// A client of node `id` whose calls give up after two seconds, so
     /// that a paused node cannot hold a caller forever.
     pub async fn client(&self, id: u64) -> Result<Client> {
-        Ok(Client::connect_with(self.url(id), client_options()).await?)
+        Ok(Client::connect_with(self.url(id), self.client_options()).await?)
     }
 
     /// A client of node `id` with the default deadline (a minute), for
     /// calls that may wait for an election, such as leadership transfers.
     pub async fn patient_client(&self, id: u64) -> Result<Client> {
-        Ok(Client::connect(self.url(id)).await?)
+        let options = ClientOptions {
+            tls_ca: self.tls_ca.clone(),
+            ..ClientOptions::default()
+        };
+        Ok(Client::connect_with(self.url(id), options).await?)
+    }
+
+    /// Options of a client whose calls give up after two seconds.
+    fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            request_timeout: Some(Duration::from_secs(2)),
+            tls_ca: self.tls_ca.clone(),
+            ..ClientOptions::default()
+        }
     }
 
     pub fn kill9(&mut self, id: u64) {
@@ -232,6 +288,7 @@ impl TestCluster {
     /// not recorded, and the next one carries a new value.
     pub fn spawn_producer(&self, topic: &str, partition: u32, via: &[u64], prefix: &str) -> Load {
         let urls: Vec<String> = via.iter().map(|id| self.url(*id)).collect();
+        let options = self.client_options();
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::clone(&self.acked);
         let (topic, prefix) = (topic.to_owned(), prefix.to_owned());
@@ -245,7 +302,7 @@ impl TestCluster {
                     let value = format!("{prefix}-{sent}");
                     sent += 1;
                     if let std::collections::btree_map::Entry::Vacant(slot) = clients.entry(turn) {
-                        match Client::connect_with(urls[turn].clone(), client_options()).await {
+                        match Client::connect_with(urls[turn].clone(), options.clone()).await {
                             Ok(client) => {
                                 slot.insert(client);
                             }
@@ -480,13 +537,6 @@ impl Load {
     pub async fn stop(self) -> Result<(u64, u64)> {
         self.stop.store(true, Ordering::Relaxed);
         Ok(tokio::time::timeout(WAIT, self.task).await??)
-    }
-}
-
-fn client_options() -> ClientOptions {
-    ClientOptions {
-        request_timeout: Some(Duration::from_secs(2)),
-        ..ClientOptions::default()
     }
 }
 

@@ -177,9 +177,13 @@ const INIT_SECURITY_EXAMPLES: &str = "\
 Examples:
   spool init-security
   spool init-security --dir /etc/spool --host spool.internal --host 10.0.0.5
+  spool init-security --dir /etc/spool --node 1=10.0.0.1,node1.internal --node 2=10.0.0.2 --node 3=10.0.0.3
 
 Writes ca.pem, ca.key, server.pem, server.key and tokens.toml (mode 0600) into --dir, and
-prints the admin token once.";
+prints the admin token once. With --node (a cluster), writes node-ID.pem and node-ID.key for
+each node instead of server.pem and server.key: each certificate names the node's hosts and
+serves both its client and its peer listener, and ca.pem is then the nodes' CA
+(--peer-tls-ca); the spoold command of every node is printed.";
 
 #[derive(Debug, Args)]
 pub struct InitSecurityArgs {
@@ -190,12 +194,37 @@ pub struct InitSecurityArgs {
     /// (default: localhost and 127.0.0.1).
     #[arg(long = "host", value_name = "HOST")]
     pub hosts: Vec<String>,
+    /// A cluster node as ID=HOST[,HOST...]: the names and IP addresses of
+    /// its client and peer addresses; repeatable, one per node.
+    #[arg(long = "node", value_name = "ID=HOSTS", value_parser = parse_node)]
+    pub nodes: Vec<(u64, Vec<String>)>,
     /// Days the server certificate is valid.
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub days: u32,
     /// Principal of the admin token.
     #[arg(long, default_value = "admin", value_name = "NAME")]
     pub principal: String,
+}
+
+/// `ID=HOST[,HOST...]` of `init-security --node`.
+fn parse_node(value: &str) -> Result<(u64, Vec<String>), String> {
+    let (id, hosts) = value
+        .split_once('=')
+        .ok_or_else(|| format!("{value:?} is not ID=HOST[,HOST...]"))?;
+    let id = id
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("node id {id:?} is not a whole number"))?;
+    let hosts: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if hosts.is_empty() {
+        return Err(format!("node {id} names no host"));
+    }
+    Ok((id, hosts))
 }
 
 const TOKEN_EXAMPLES: &str = "\
@@ -678,6 +707,17 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn init_security_nodes_are_an_id_and_hosts() {
+        assert_eq!(
+            parse_node("2=10.0.0.2, node2.internal"),
+            Ok((2, vec!["10.0.0.2".to_owned(), "node2.internal".to_owned()]))
+        );
+        assert!(parse_node("10.0.0.2").unwrap_err().contains("ID=HOST"));
+        assert!(parse_node("x=10.0.0.2").unwrap_err().contains("whole number"));
+        assert!(parse_node("3=").unwrap_err().contains("no host"));
     }
 
     #[test]

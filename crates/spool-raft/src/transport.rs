@@ -7,6 +7,10 @@
 //! schedule. A peer that stops answering is logged once, at warn, and
 //! once more when it answers again (openraft's own lines about it are
 //! filtered out by default: `docs/operations.md`, "Logs").
+//!
+//! With a TLS configuration every peer is called over `https://`: the node
+//! presents its certificate and checks the peer's (mutual TLS, the peer
+//! listener's side being `spool-server`'s).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 use spool_proto::v1;
 use spool_proto::v1::peer_client::PeerClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::engine::wire::{self, PeerCallKind, WireRequest};
 use crate::error::{Error, Result};
@@ -68,30 +72,38 @@ const REACHABILITY_UNKNOWN: u8 = 0;
 const REACHABILITY_UP: u8 = 1;
 const REACHABILITY_DOWN: u8 = 2;
 
-/// `host:port` or a full URI; the former means plaintext HTTP/2.
-fn peer_uri(address: &str) -> String {
-    if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
+/// `host:port` or a full URI; the former means HTTP/2 over TLS when the
+/// node has a TLS configuration for its peers, plaintext otherwise.
+fn peer_uri(address: &str, tls: bool) -> String {
+    match (address.contains("://"), tls) {
+        (true, _) => address.to_owned(),
+        (false, true) => format!("https://{address}"),
+        (false, false) => format!("http://{address}"),
     }
 }
 
 impl PeerTransport {
     /// Connections (opened lazily, on first use) from node `node_id` to
-    /// every other node of `peers` (node id to peer address).
+    /// every other node of `peers` (node id to peer address), over TLS
+    /// with `tls` (the node's certificate and the nodes' CA).
     pub fn new(
         node_id: u64,
         peers: &BTreeMap<u64, String>,
         config: TransportConfig,
+        tls: Option<ClientTlsConfig>,
     ) -> Result<PeerTransport> {
         let mut clients = BTreeMap::new();
         for (&id, address) in peers.iter().filter(|(id, _)| **id != node_id) {
-            let endpoint = Endpoint::from_shared(peer_uri(address)).map_err(|source| Error::PeerAddress {
+            let address_error = |source: tonic::transport::Error| Error::PeerAddress {
                 node_id: id,
                 address: address.clone(),
                 source: Box::new(source),
-            })?;
+            };
+            let mut endpoint =
+                Endpoint::from_shared(peer_uri(address, tls.is_some())).map_err(address_error)?;
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.clone()).map_err(address_error)?;
+            }
             let channel = endpoint
                 .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
                 .tcp_nodelay(true)
@@ -244,40 +256,65 @@ impl PeerTransport {
         };
         match tokio::time::timeout(self.request_timeout, call).await {
             Ok(Ok(reply)) => {
-                self.answered(to, true);
+                self.answered(to, true, "");
                 Ok(reply.into_inner())
             }
             Ok(Err(status)) => {
-                tracing::debug!(from = self.node_id, to, code = ?status.code(), message = status.message(), "peer call failed");
+                let reason = reason(&status);
+                tracing::debug!(from = self.node_id, to, reason, "peer call failed");
                 // NOT_FOUND is an answer: the peer is up but holds no
                 // replica of the group (yet).
-                self.answered(to, status.code() == tonic::Code::NotFound);
+                self.answered(to, status.code() == tonic::Code::NotFound, &reason);
                 Err(unreachable)
             }
             Err(_) => {
                 tracing::debug!(from = self.node_id, to, "peer call timed out");
-                self.answered(to, false);
+                self.answered(to, false, "no answer in time");
                 Err(unreachable)
             }
         }
     }
 
-    /// Records whether peer `to` answered, logging a change of state.
-    fn answered(&self, to: u64, up: bool) {
+    /// Records whether peer `to` answered, logging a change of state with
+    /// `reason`, what the failed call said.
+    fn answered(&self, to: u64, up: bool, reason: &str) {
         let Some(state) = self.reachability.get(&to) else {
             return;
         };
         let now = if up { REACHABILITY_UP } else { REACHABILITY_DOWN };
         match state.swap(now, Ordering::Relaxed) {
             before if before == now => {}
-            REACHABILITY_UP => tracing::warn!(node_id = self.node_id, peer = to, "peer unreachable"),
+            REACHABILITY_UP => tracing::warn!(node_id = self.node_id, peer = to, reason, "peer unreachable"),
             REACHABILITY_DOWN if up => {
                 tracing::info!(node_id = self.node_id, peer = to, "peer reachable again")
             }
             _ if up => tracing::debug!(node_id = self.node_id, peer = to, "peer reachable"),
-            _ => tracing::info!(node_id = self.node_id, peer = to, "peer not reachable yet"),
+            _ => tracing::info!(
+                node_id = self.node_id,
+                peer = to,
+                reason,
+                "peer not reachable yet"
+            ),
         }
     }
+}
+
+/// What a failed call said, with its causes: a TLS failure (a peer
+/// certificate of another CA, or not naming the address called) is only
+/// "transport error" without them.
+fn reason(status: &tonic::Status) -> String {
+    let mut reason = format!("{:?}: {}", status.code(), status.message());
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        // Causes often repeat their source's words: each is said once.
+        let text = error.to_string();
+        if !reason.contains(&text) {
+            reason.push_str(": ");
+            reason.push_str(&text);
+        }
+        cause = error.source();
+    }
+    reason
 }
 
 /// One group's view of the transport.

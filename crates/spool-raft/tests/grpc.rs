@@ -67,6 +67,7 @@ impl Cluster {
                 id,
                 &cluster.peers,
                 TransportConfig::default(),
+                None,
             )?);
             cluster.nodes.insert(
                 id,

@@ -109,6 +109,11 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// PEM CA bundle that gRPC clients' certificates must chain to (mTLS).
     pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA bundle of the cluster's nodes: set, the peer listener serves
+    /// TLS with `tls_cert`/`tls_key` and takes only peers whose certificate
+    /// chains to it, and this node presents its certificate to its peers
+    /// and checks theirs against it (`docs/security.md`, "Peers").
+    pub peer_tls_ca: Option<PathBuf>,
     /// Serve a non-loopback address without TLS or authentication.
     pub insecure: bool,
     /// This node's id in a cluster (`docs/cluster.md`); with `peers`, the
@@ -164,6 +169,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            peer_tls_ca: None,
             insecure: false,
             node_id: None,
             peers: BTreeMap::new(),
@@ -256,6 +262,7 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("tls_cert", ValueKind::Path),
     ("tls_key", ValueKind::Path),
     ("tls_client_ca", ValueKind::Path),
+    ("peer_tls_ca", ValueKind::Path),
     ("insecure", ValueKind::Switch),
     ("node_id", ValueKind::Count),
     ("peers", ValueKind::Peers),
@@ -467,6 +474,7 @@ impl Config {
             "tls_cert" => self.tls_cert = Some(PathBuf::from(value)),
             "tls_key" => self.tls_key = Some(PathBuf::from(value)),
             "tls_client_ca" => self.tls_client_ca = Some(PathBuf::from(value)),
+            "peer_tls_ca" => self.peer_tls_ca = Some(PathBuf::from(value)),
             "insecure" => {
                 self.insecure = match value.trim() {
                     "true" => true,
@@ -591,10 +599,45 @@ impl Config {
         })
     }
 
+    /// The peer listener's TLS files (the client CA being the nodes' CA),
+    /// when peer TLS is on: the node's own certificate serves both as the
+    /// peer listener's and as the one it presents to its peers.
+    pub fn peer_tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: Some(self.peer_tls_ca.clone()?),
+        })
+    }
+
+    /// This node's peer address, in cluster mode.
+    fn own_peer_address(&self) -> Option<SocketAddr> {
+        self.peers.get(&self.node_id?)?.parse().ok()
+    }
+
     /// Secure by default: a listener on an address other than loopback
-    /// needs TLS and authentication, unless `insecure` says otherwise.
+    /// needs TLS and authentication, unless `insecure` says otherwise. For
+    /// the peer listener, mutual TLS is both: a peer is whoever holds a
+    /// certificate of the nodes' CA.
     fn check_exposure(&self) -> Result<(), ConfigError> {
-        if self.insecure || (self.tls_cert.is_some() && self.tokens_file.is_some()) {
+        if self.insecure {
+            return Ok(());
+        }
+        if let Some(address) = self.own_peer_address().filter(|a| !a.ip().is_loopback())
+            && self.peer_tls_ca.is_none()
+        {
+            return Err(ConfigError {
+                key: "peer_tls_ca".to_owned(),
+                origin: "the combined configuration".to_owned(),
+                reason: format!(
+                    "this node's peer address {address} is not a loopback address and peer traffic has no TLS: \
+                     anyone who reaches it could vote and append to the cluster's logs. Run `spool init-security` \
+                     with a --node per node and start spoold with the --tls-cert, --tls-key and --peer-tls-ca flags \
+                     it prints, or pass --insecure to run peer traffic in the clear"
+                ),
+            });
+        }
+        if self.tls_cert.is_some() && self.tokens_file.is_some() {
             return Ok(());
         }
         let exposed = [("listen", Some(self.listen)), ("admin_listen", self.admin_listen)]
@@ -800,6 +843,18 @@ impl Config {
             return Err(fail(
                 "tls_client_ca",
                 "client certificates need TLS: set tls_cert and tls_key too".into(),
+            ));
+        }
+        if self.peer_tls_ca.is_some() && self.tls_cert.is_none() {
+            return Err(fail(
+                "peer_tls_ca",
+                "peer TLS uses this node's certificate: set tls_cert and tls_key too".into(),
+            ));
+        }
+        if self.peer_tls_ca.is_some() && self.node_id.is_none() {
+            return Err(fail(
+                "peer_tls_ca",
+                "peer TLS is for cluster mode: set node_id and peers too".into(),
             ));
         }
         self.check_exposure()?;
@@ -1167,5 +1222,74 @@ mod tests {
         let mut config = Config::default();
         config.set("tls_client_ca", "ca.pem", "flag").unwrap();
         assert_eq!(config.validate().unwrap_err().key, "tls_client_ca");
+    }
+
+    #[test]
+    fn a_non_loopback_peer_address_needs_peer_tls_or_insecure() {
+        let mut config = Config::default();
+        config.set("node_id", "1", "flag --node-id").unwrap();
+        config
+            .set(
+                "peers",
+                "1=10.0.0.1:7080,2=10.0.0.2:7080,3=10.0.0.3:7080",
+                "flag --peers",
+            )
+            .unwrap();
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key, "peer_tls_ca");
+        assert!(
+            err.reason.contains("10.0.0.1:7080")
+                && err.reason.contains("--peer-tls-ca")
+                && err.reason.contains("--insecure"),
+            "{err}"
+        );
+        // TLS and tokens for clients do not cover the peer listener.
+        config.set("tls_cert", "node-1.pem", "flag").unwrap();
+        config.set("tls_key", "node-1.key", "flag").unwrap();
+        config.set("tokens_file", "tokens.toml", "flag").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "peer_tls_ca");
+        config.set("peer_tls_ca", "ca.pem", "flag").unwrap();
+        config.validate().unwrap();
+        let files = config.peer_tls_files().unwrap();
+        assert_eq!(files.client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(files.cert, PathBuf::from("node-1.pem"));
+
+        // Another node's address does not matter: each node checks its own.
+        let mut config = Config::default();
+        config.set("node_id", "1", "flag").unwrap();
+        config
+            .set("peers", "1=127.0.0.1:7080,2=10.0.0.2:7080", "flag")
+            .unwrap();
+        config.validate().unwrap();
+        config.set("node_id", "2", "flag").unwrap();
+        assert_eq!(config.validate().unwrap_err().key, "peer_tls_ca");
+        config.set("insecure", "true", "flag --insecure").unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn peer_tls_needs_the_nodes_certificate_and_cluster_mode() {
+        let mut config = Config::default();
+        config.set("node_id", "1", "flag").unwrap();
+        config.set("peers", "1=127.0.0.1:7080", "flag").unwrap();
+        config.set("peer_tls_ca", "ca.pem", "flag").unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.key == "peer_tls_ca" && err.reason.contains("tls_cert"),
+            "{err}"
+        );
+        let mut config = Config::default();
+        config.set("tls_cert", "server.pem", "flag").unwrap();
+        config.set("tls_key", "server.key", "flag").unwrap();
+        config.set("peer_tls_ca", "ca.pem", "flag").unwrap();
+        let err = config.validate().unwrap_err();
+        assert!(
+            err.key == "peer_tls_ca" && err.reason.contains("cluster mode"),
+            "{err}"
+        );
+        assert_eq!(
+            config.peer_tls_files().map(|f| f.client_ca),
+            Some(Some(PathBuf::from("ca.pem")))
+        );
     }
 }

@@ -25,7 +25,7 @@ use spool_server::admin::Admin;
 use spool_server::admin_service::AdminService;
 use spool_server::admission::AdmissionLayer;
 use spool_server::auth_layer::AuthLayer;
-use spool_server::cluster::{Cluster, ClusterLogService};
+use spool_server::cluster::{Cluster, ClusterLogService, PeerTls};
 use spool_server::cluster_service::ClusterService;
 use spool_server::history::{self, History};
 use spool_server::metrics::{self, ServerMetrics, rpc::RpcLayer};
@@ -46,7 +46,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
     name = "spoold",
     version,
     about = "Spool's server: partitioned, durable commit-log topics over gRPC",
-    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071 --insecure   # metrics, health and the dashboard, open to the network\n  spool init-security && spoold --listen 0.0.0.0:7070 --tls-cert spool-tls/server.pem --tls-key spool-tls/server.key --tokens-file spool-tls/tokens.toml\n  spoold --otlp-endpoint http://127.0.0.1:4317   # trace spans to an OTLP collector\n  spoold --config spool.toml --set retention_ms=3d\n  spoold --node-id 1 --peers 1=127.0.0.1:7080,2=127.0.0.1:7081,3=127.0.0.1:7082   # a cluster node (docs/cluster.md)\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
+    after_help = "Examples:\n  spoold                                   # 127.0.0.1:7070, data in ./spool-data\n  spoold --admin-listen 0.0.0.0:7071 --insecure   # metrics, health and the dashboard, open to the network\n  spool init-security && spoold --listen 0.0.0.0:7070 --tls-cert spool-tls/server.pem --tls-key spool-tls/server.key --tokens-file spool-tls/tokens.toml\n  spoold --otlp-endpoint http://127.0.0.1:4317   # trace spans to an OTLP collector\n  spoold --config spool.toml --set retention_ms=3d\n  spoold --node-id 1 --peers 1=127.0.0.1:7080,2=127.0.0.1:7081,3=127.0.0.1:7082   # a cluster node (docs/cluster.md)\n  spoold --node-id 1 --peers 1=10.0.0.1:7080,2=10.0.0.2:7080,3=10.0.0.3:7080 --listen 10.0.0.1:7070 --tls-cert spool-tls/node-1.pem --tls-key spool-tls/node-1.key --peer-tls-ca spool-tls/ca.pem --tokens-file spool-tls/tokens.toml   # with mutual TLS between nodes\n  SPOOL_FETCH_BYTES_MAX=2MiB spoold --log-format json\n\nEvery configuration key can be set in the TOML file, as SPOOL_<KEY> in the\nenvironment, or with --set KEY=VALUE; see docs/operations.md for the keys."
 )]
 struct Args {
     /// TOML file with configuration keys.
@@ -83,6 +83,11 @@ struct Args {
     /// PEM CA bundle: gRPC clients must present a certificate it signed.
     #[arg(long, value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// PEM CA bundle of the cluster's nodes: peer traffic is mutual TLS
+    /// with --tls-cert and --tls-key, and a peer must present a
+    /// certificate it signed (docs/security.md, "Peers").
+    #[arg(long, value_name = "FILE")]
+    peer_tls_ca: Option<PathBuf>,
     /// Serve an address other than loopback without TLS or authentication.
     #[arg(long)]
     insecure: bool,
@@ -127,6 +132,7 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
         ("tls_cert", &args.tls_cert, "flag --tls-cert"),
         ("tls_key", &args.tls_key, "flag --tls-key"),
         ("tls_client_ca", &args.tls_client_ca, "flag --tls-client-ca"),
+        ("peer_tls_ca", &args.peer_tls_ca, "flag --peer-tls-ca"),
     ] {
         if let Some(path) = path {
             config.set(key, &path.to_string_lossy(), flag)?;
@@ -286,9 +292,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     state.access = Arc::clone(&access);
     let state = Arc::new(state);
+    let peer_tls = match (config.peer_tls_files(), &config.peer_tls_ca) {
+        (Some(files), Some(ca)) => {
+            let client = spool_server::tls::peer_client_config(&files.cert, &files.key, ca)?;
+            let listener = Arc::new(Certificates::load(files, &[b"h2"])?);
+            Some(PeerTls { listener, client })
+        }
+        _ => None,
+    };
     let watched: Vec<Arc<Certificates>> = tls
         .iter()
         .flat_map(|(grpc, admin)| [Arc::clone(grpc), Arc::clone(admin)])
+        .chain(peer_tls.iter().map(|peer| Arc::clone(&peer.listener)))
         .collect();
     tokio::spawn(spool_server::reload::run(
         Arc::clone(&access),
@@ -372,6 +387,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 config.peers.clone(),
                 address.to_string(),
                 config.store.topic_defaults.segment_bytes_max,
+                peer_tls,
                 state.shutdown.clone(),
             )
             .await

@@ -13,6 +13,11 @@
 //! With a client CA bundle (`tls_client_ca`) every client must present a
 //! certificate that chains to it (mutual TLS); the certificate's subject
 //! common name ([`common_name`]) can then name the caller's principal.
+//!
+//! The peer listener of cluster mode takes the same node certificate with
+//! the nodes' CA (`peer_tls_ca`) as its client CA; [`peer_client_config`]
+//! is the other end, what the node presents to its peers when it calls
+//! them and the CA it checks their certificates against.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -129,6 +134,32 @@ pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<rustls::Ser
         .map_err(|e| config_error(e.to_string()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// The TLS settings of this node's calls to its peers: it presents its
+/// own certificate (`cert`, `key`) and takes only a peer whose
+/// certificate chains to `ca` (the nodes' CA) and names the host of the
+/// peer address it called. Read once, at start: a rotated certificate
+/// reaches outgoing connections at the next start (the peer listener's own
+/// certificate reloads like the others).
+pub fn peer_client_config(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+    // Parsed here, so that a bad file fails at start with its name rather
+    // than at the first peer call.
+    certificates("peer CA bundle", ca)?;
+    certificates("certificate", cert)?;
+    PrivateKeyDer::from_pem_file(key).map_err(|e| read_error("key", key, e))?;
+    let read = |what: &'static str, path: &Path| std::fs::read(path).map_err(|e| read_error(what, path, e));
+    let identity = tonic::transport::Identity::from_pem(read("certificate", cert)?, read("key", key)?);
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(
+            "peer CA bundle",
+            ca,
+        )?))
+        .identity(identity))
 }
 
 /// The TLS configuration in force for one listener, swapped on reload.

@@ -29,6 +29,9 @@ use spool_log::Store;
 use spool_raft::{GroupConfig, GroupId, PeerService, PeerTransport, Replica, TransportConfig};
 use tokio::sync::watch;
 use tonic::Status;
+use tonic::transport::ClientTlsConfig;
+
+use crate::tls::Certificates;
 
 pub use self::metadata::{MetadataCommand, MetadataState, TopicEntry, TopicSpec};
 pub use self::service::ClusterLogService;
@@ -59,6 +62,16 @@ pub enum ClusterError {
         #[source]
         source: spool_raft::Error,
     },
+}
+
+/// Mutual TLS between the nodes (`peer_tls_ca`): what the peer listener
+/// serves and requires, and what this node presents when it calls a peer.
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    /// The node's certificate with the nodes' CA as the client CA;
+    /// reloaded with the other listeners' certificates.
+    pub listener: Arc<Certificates>,
+    pub client: ClientTlsConfig,
 }
 
 /// This node's part in a cluster.
@@ -92,13 +105,15 @@ impl Cluster {
     /// when the log is empty) and starts applying committed metadata.
     /// `client_address` is where clients reach this node, named in leader
     /// hints; `group_config` names this node and times every group it
-    /// runs. Everything stops when `shutdown` turns true.
+    /// runs; with `tls` peer traffic both ways is mutual TLS. Everything
+    /// stops when `shutdown` turns true.
     pub async fn start(
         store: Arc<Store>,
         group_config: GroupConfig,
         peers: BTreeMap<u64, String>,
         client_address: String,
         segment_bytes_max: u64,
+        tls: Option<PeerTls>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let node_id = group_config.node_id;
@@ -116,20 +131,15 @@ impl Cluster {
             transport_config.message_bytes_max,
         );
         let transport = Arc::new(
-            PeerTransport::new(node_id, &peers, transport_config)
-                .map_err(|source| ClusterError::Raft { source })?,
+            PeerTransport::new(
+                node_id,
+                &peers,
+                transport_config,
+                tls.as_ref().map(|tls| tls.client.clone()),
+            )
+            .map_err(|source| ClusterError::Raft { source })?,
         );
-        let server = tonic::transport::Server::builder()
-            .add_service(service.clone().into_server())
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                stopped(shutdown.clone()),
-            );
-        tokio::spawn(async move {
-            if let Err(error) = server.await {
-                tracing::error!(%error, "the peer listener failed");
-            }
-        });
+        serve_peers(listener, &service, tls.as_ref(), shutdown.clone());
 
         let partition = {
             let store = Arc::clone(&store);
@@ -163,7 +173,7 @@ impl Cluster {
             segment_bytes_max,
         });
         tokio::spawn(applier::run(Arc::clone(&cluster), shutdown));
-        tracing::info!(node_id, peer_address = %address, nodes = cluster.peers.len(), "cluster mode: peer listener up");
+        tracing::info!(node_id, peer_address = %address, nodes = cluster.peers.len(), peer_tls = tls.is_some(), "cluster mode: peer listener up");
         Ok(cluster)
     }
 
@@ -360,6 +370,35 @@ pub(crate) fn initialize_group(replica: &Replica, config: &GroupConfig, members:
         }
         if let Err(error) = replica.initialize(&members).await {
             tracing::debug!(%error, "the group was initialized elsewhere");
+        }
+    });
+}
+
+/// Serves `spool.v1.Peer` on `listener` until `shutdown`: over mutual TLS
+/// with `tls` (a connection without a certificate of the nodes' CA fails
+/// its handshake and never reaches the service), in the clear without.
+fn serve_peers(
+    listener: tokio::net::TcpListener,
+    service: &PeerService,
+    tls: Option<&PeerTls>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let router = tonic::transport::Server::builder().add_service(service.clone().into_server());
+    let server: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+            crate::tls::incoming(listener, Arc::clone(&tls.listener), |stream, _| Some(stream)),
+            stopped(shutdown),
+        )),
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stopped(shutdown),
+        )),
+    };
+    tokio::spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "the peer listener failed");
         }
     });
 }
