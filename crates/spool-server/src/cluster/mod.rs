@@ -300,8 +300,20 @@ impl Cluster {
         let encoded = Bytes::from(encoded);
         let group = GroupId::metadata();
         let deadline = tokio::time::Instant::now() + METADATA_WAIT;
+        // A proposal that cannot commit (this node leads but is cut off
+        // from the others) waits no longer than the deadline either; its
+        // outcome is then unknown.
+        let gave_up = || {
+            Status::deadline_exceeded(format!(
+                "the metadata change was not confirmed within {} s; it may still take effect: check before retrying",
+                METADATA_WAIT.as_secs()
+            ))
+        };
         let (base_offset, next_offset) = loop {
-            let leader = match self.metadata.append(encoded.clone()).await {
+            let appended = tokio::time::timeout_at(deadline, self.metadata.append(encoded.clone()))
+                .await
+                .map_err(|_| gave_up())?;
+            let leader = match appended {
                 Ok(appended) => break (appended.base_offset, appended.next_offset),
                 Err(spool_raft::Error::NotLeader { leader_id }) => leader_id,
                 Err(error) => {
@@ -311,7 +323,13 @@ impl Cluster {
                 }
             };
             if let Some(leader) = leader.filter(|l| *l != self.node_id) {
-                match self.transport.propose(leader, &group, encoded.clone()).await {
+                let forwarded = tokio::time::timeout_at(
+                    deadline,
+                    self.transport.propose(leader, &group, encoded.clone()),
+                )
+                .await
+                .map_err(|_| gave_up())?;
+                match forwarded {
                     Ok(done) => break (done.base_offset, done.next_offset),
                     Err(status) if status.code() == tonic::Code::InvalidArgument => return Err(status),
                     Err(status) => {
