@@ -10,25 +10,10 @@ mod common;
 
 use anyhow::{Context, Result, bail, ensure};
 use common::Spoold;
-use common::cluster::{TestCluster, produce};
+use common::cluster::TestCluster;
 use spool_client::{Client, Durability, Error, Record};
 
 const TOPIC: &str = "replicated";
-
-/// Produces `count` one-record batches at QUORUM through node `via`
-/// (retried while the partition has no leader) and records each
-/// acknowledgement for the final check.
-async fn produce_through(cluster: &TestCluster, via: u64, prefix: &str, count: usize) -> Result<()> {
-    let client = cluster.client(via).await?;
-    for i in 0..count {
-        let value = format!("{prefix}-{i}");
-        let offset = produce(&client, TOPIC, 0, &value)
-            .await
-            .with_context(|| format!("through node {via}"))?;
-        cluster.record_ack(TOPIC, 0, offset, &value);
-    }
-    Ok(())
-}
 
 #[test]
 fn a_killed_partition_leader_is_replaced_and_every_acknowledged_record_survives() -> Result<()> {
@@ -55,7 +40,9 @@ fn a_killed_partition_leader_is_replaced_and_every_acknowledged_record_survives(
 
         // Through every node: the followers send the client to the leader.
         for id in [1, 2, 3] {
-            produce_through(&cluster, id, &format!("before-{id}"), 5).await?;
+            cluster
+                .produce_through(id, TOPIC, &format!("before-{id}"), 5)
+                .await?;
         }
         let old = cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
         cluster.check(&cluster.ids()).await?;
@@ -64,11 +51,13 @@ fn a_killed_partition_leader_is_replaced_and_every_acknowledged_record_survives(
         let alive: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
         let new = cluster.agreed_leader(&alive, TOPIC, 0).await?;
         ensure!(new != old);
-        produce_through(&cluster, alive[0], "during", 10).await?;
-        produce_through(&cluster, alive[1], "during-other", 5).await?;
+        cluster.produce_through(alive[0], TOPIC, "during", 10).await?;
+        cluster
+            .produce_through(alive[1], TOPIC, "during-other", 5)
+            .await?;
 
         cluster.restart(old);
-        produce_through(&cluster, old, "after", 5).await?;
+        cluster.produce_through(old, TOPIC, "after", 5).await?;
         cluster.check(&cluster.ids()).await?;
         Ok::<_, anyhow::Error>(())
     })?;

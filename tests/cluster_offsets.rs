@@ -44,17 +44,6 @@ impl Delays {
     }
 }
 
-async fn create_topic(nodes: &TestCluster) -> Result<()> {
-    let created = nodes
-        .client(1)
-        .await?
-        .create_topic(spool_client::NewTopic::new(TOPIC, 1))
-        .await
-        .context("creating the topic")?;
-    ensure!(created.partitions == 1);
-    Ok(())
-}
-
 /// The node of `alive` that leads partition 0, found by a probe record
 /// each, which goes into `acked`.
 async fn leader(nodes: &TestCluster, alive: &[u64], acked: &mut BTreeMap<u64, String>) -> Result<u64> {
@@ -116,7 +105,7 @@ fn offsets_stay_dense_through_kill9_of_leaders_and_of_catching_up_followers() ->
     let runtime = runtime()?;
     let mut nodes = TestCluster::start(3);
     runtime.block_on(async {
-        create_topic(&nodes).await?;
+        nodes.create_topic(TOPIC, 1).await?;
         let mut acked = BTreeMap::new();
         let mut delays = Delays::new();
         for round in 0..3 {
@@ -161,7 +150,7 @@ fn a_node_restarted_while_the_others_are_down_serves_its_committed_records() -> 
     let runtime = runtime()?;
     let mut nodes = TestCluster::start(3);
     runtime.block_on(async {
-        create_topic(&nodes).await?;
+        nodes.create_topic(TOPIC, 1).await?;
         let client = nodes.client(2).await?;
         let mut acked = BTreeMap::new();
         for i in 0..20 {

@@ -29,23 +29,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Creates `TOPIC` with `partitions` partitions through node 1 and waits
-/// until every node agrees on each partition's leader.
-async fn create_topic(cluster: &TestCluster, partitions: u32) -> Result<()> {
-    // Creation waits for the metadata group and the new groups' leaders:
-    // longer than the short deadline of `client` on a loaded machine.
-    cluster
-        .patient_client(1)
-        .await?
-        .create_topic(NewTopic::new(TOPIC, partitions))
-        .await
-        .context("creating the topic")?;
-    for partition in 0..partitions {
-        cluster.agreed_leader(&cluster.ids(), TOPIC, partition).await?;
-    }
-    Ok(())
-}
-
 /// Waits until `check` holds for the status node `id` gives.
 async fn wait_for_status(
     cluster: &TestCluster,
@@ -74,7 +57,7 @@ async fn wait_for_status(
 fn status_names_the_same_leaders_on_every_node_and_a_killed_node_as_unreachable() -> Result<()> {
     let mut cluster = TestCluster::start(3);
     runtime()?.block_on(async {
-        create_topic(&cluster, 2).await?;
+        cluster.create_topic(TOPIC, 2).await?;
         let load = cluster.spawn_producer(TOPIC, 0, &[1, 2, 3], "before");
         tokio::time::sleep(Duration::from_millis(500)).await;
         load.stop().await?;
@@ -191,7 +174,7 @@ fn a_single_node_server_has_no_cluster_to_describe() -> Result<()> {
 fn a_paused_leader_is_replaced_and_acknowledges_nothing_it_cannot_keep() -> Result<()> {
     let cluster = TestCluster::start(3);
     runtime()?.block_on(async {
-        create_topic(&cluster, 1).await?;
+        cluster.create_topic(TOPIC, 1).await?;
         let old = cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
         let others: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != old).collect();
         let load = cluster.spawn_producer(TOPIC, 0, &others, "load");
@@ -257,7 +240,7 @@ fn a_paused_leader_is_replaced_and_acknowledges_nothing_it_cannot_keep() -> Resu
 fn leadership_moves_to_the_named_node_through_any_node() -> Result<()> {
     let mut cluster = TestCluster::start(3);
     runtime()?.block_on(async {
-        create_topic(&cluster, 1).await?;
+        cluster.create_topic(TOPIC, 1).await?;
         let load = cluster.spawn_producer(TOPIC, 0, &[1, 2, 3], "load");
         let mut leader = cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
 
@@ -372,7 +355,7 @@ fn chaos_rounds() -> Result<()> {
         .context("CHAOS_ROUNDS is a number")?;
     let mut cluster = TestCluster::start(3);
     runtime()?.block_on(async {
-        create_topic(&cluster, 1).await?;
+        cluster.create_topic(TOPIC, 1).await?;
         for round in 0..rounds {
             let started = Instant::now();
             let leader = cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;

@@ -26,7 +26,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::cluster::{TestCluster, WAIT, one_record_request, produce};
+use common::cluster::{TestCluster, WAIT, one_record_request};
 use spool_client::{Client, Code, NewTopic};
 use tokio::task::JoinHandle;
 
@@ -67,14 +67,9 @@ async fn produce_through(
     count: usize,
 ) -> Result<()> {
     for &id in via {
-        let client = cluster.client(id).await?;
-        for i in 0..count {
-            let value = format!("{prefix}-{id}-{i}");
-            let offset = produce(&client, topic, 0, &value)
-                .await
-                .with_context(|| format!("through node {id}"))?;
-            cluster.record_ack(topic, 0, offset, &value);
-        }
+        cluster
+            .produce_through(id, topic, &format!("{prefix}-{id}"), count)
+            .await?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::cluster::{Extra, TestCluster, produce};
+use common::cluster::{Extra, TestCluster};
 use spool_proto::v1;
 use spool_proto::v1::peer_client::PeerClient;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -75,40 +75,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Produces `count` records at QUORUM through node `via`, recording each
-/// acknowledgement for [`TestCluster::check`].
-async fn produce_through(cluster: &TestCluster, via: u64, prefix: &str, count: usize) -> Result<()> {
-    let client = cluster.client(via).await?;
-    for i in 0..count {
-        let value = format!("{prefix}-{i}");
-        let offset = produce(&client, TOPIC, 0, &value)
-            .await
-            .with_context(|| format!("through node {via}"))?;
-        cluster.record_ack(TOPIC, 0, offset, &value);
-    }
-    Ok(())
-}
-
-async fn create_topic(cluster: &TestCluster) -> Result<()> {
-    let created = cluster
-        .patient_client(1)
-        .await?
-        .create_topic(spool_client::NewTopic::new(TOPIC, 1))
-        .await
-        .context("creating the topic")?;
-    ensure!(created.partitions == 1);
-    Ok(())
-}
-
 #[test]
 fn a_cluster_with_peer_tls_elects_replicates_and_acknowledges_quorum_produces() -> Result<()> {
     let pki = tempfile::tempdir()?;
     init_security(pki.path(), 3)?;
     let mut cluster = secure_cluster(pki.path());
     runtime()?.block_on(async {
-        create_topic(&cluster).await?;
+        cluster.create_topic(TOPIC, 1).await?;
         for id in cluster.ids() {
-            produce_through(&cluster, id, &format!("before-{id}"), 5).await?;
+            cluster
+                .produce_through(id, TOPIC, &format!("before-{id}"), 5)
+                .await?;
         }
         let leader = cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
         let status = cluster.status(1).await?;
@@ -124,9 +101,9 @@ fn a_cluster_with_peer_tls_elects_replicates_and_acknowledges_quorum_produces() 
         let alive: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
         let next = cluster.agreed_leader(&alive, TOPIC, 0).await?;
         ensure!(next != leader);
-        produce_through(&cluster, alive[0], "during", 5).await?;
+        cluster.produce_through(alive[0], TOPIC, "during", 5).await?;
         cluster.restart(leader);
-        produce_through(&cluster, leader, "after", 5).await?;
+        cluster.produce_through(leader, TOPIC, "after", 5).await?;
         cluster.check(&cluster.ids()).await?;
         Ok::<_, anyhow::Error>(())
     })
@@ -188,8 +165,8 @@ fn peer_connections_without_a_node_certificate_are_refused() -> Result<()> {
     let cluster = secure_cluster(pki.path());
     let ca = pki.path().join("ca.pem");
     runtime()?.block_on(async {
-        create_topic(&cluster).await?;
-        produce_through(&cluster, 1, "before", 5).await?;
+        cluster.create_topic(TOPIC, 1).await?;
+        cluster.produce_through(1, TOPIC, "before", 5).await?;
         let target = cluster.peer_address(2).to_owned();
 
         // The test's own client works with a node's certificate, so that
@@ -238,7 +215,7 @@ fn peer_connections_without_a_node_certificate_are_refused() -> Result<()> {
         }
 
         // The cluster is as it was.
-        produce_through(&cluster, 3, "after", 5).await?;
+        cluster.produce_through(3, TOPIC, "after", 5).await?;
         cluster.check(&cluster.ids()).await?;
         Ok::<_, anyhow::Error>(())
     })

@@ -281,6 +281,45 @@ impl TestCluster {
         }
     }
 
+    /// Creates `topic` with `partitions` partitions through node 1 and
+    /// waits until every node agrees on each partition's leader. Creation
+    /// waits for the metadata group and the new groups' leaders: longer
+    /// than the short deadline of [`client`](Self::client) on a loaded
+    /// machine, so it goes through the patient client.
+    pub async fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        let created = self
+            .patient_client(1)
+            .await?
+            .create_topic(spool_client::NewTopic::new(topic, partitions))
+            .await
+            .with_context(|| format!("creating {topic}"))?;
+        ensure!(
+            created.partitions == partitions,
+            "{topic} has {} partitions",
+            created.partitions
+        );
+        for partition in 0..partitions {
+            self.agreed_leader(&self.ids(), topic, partition).await?;
+        }
+        Ok(())
+    }
+
+    /// Produces `count` one-record batches `PREFIX-i` at QUORUM to
+    /// partition 0 of `topic` through node `via` (each retried while the
+    /// partition has no leader) and records each acknowledgement for
+    /// [`check`](Self::check).
+    pub async fn produce_through(&self, via: u64, topic: &str, prefix: &str, count: usize) -> Result<()> {
+        let client = self.client(via).await?;
+        for i in 0..count {
+            let value = format!("{prefix}-{i}");
+            let offset = produce(&client, topic, 0, &value)
+                .await
+                .with_context(|| format!("through node {via}"))?;
+            self.record_ack(topic, 0, offset, &value);
+        }
+        Ok(())
+    }
+
     /// Produces one-record batches at QUORUM to `topic`/`partition`
     /// through the nodes of `via` in turn (the client follows leader
     /// hints), recording every acknowledged record, until the returned
