@@ -501,13 +501,10 @@ impl TestCluster {
 
 /// Whether a failed produce may be sent again: no leader yet, or the one
 /// named is gone (refused connections, or a connection that broke under
-/// the request, which tonic reports as UNKNOWN "transport error"). Its
-/// outcome is unknown: it may have been committed.
+/// the request, which the client reports as UNAVAILABLE). Its outcome is
+/// unknown: it may have been committed.
 pub fn retryable(error: &Error) -> bool {
-    let broken = matches!(error, Error::Other(status)
-        if status.code() == spool_client::Code::Unknown && status.message().contains("transport error"));
-    broken
-        || error.is_retryable()
+    error.is_retryable()
         || error.leader_hint().is_some()
         || matches!(error, Error::Connect { .. } | Error::DeadlineExceeded { .. })
 }

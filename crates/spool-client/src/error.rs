@@ -299,6 +299,11 @@ impl From<Status> for Error {
             Code::AlreadyExists => Error::AlreadyExists { status },
             Code::ResourceExhausted => Error::ResourceExhausted { status },
             Code::Unavailable => Error::Unavailable { status },
+            // A connection that broke under the request (the server died
+            // or a network cut it): tonic reports UNKNOWN "transport
+            // error". The server may have processed it or not, as with
+            // UNAVAILABLE, and another attempt (or another node) may work.
+            Code::Unknown if status.message() == "transport error" => Error::Unavailable { status },
             Code::DataLoss => Error::DataLoss { status },
             Code::DeadlineExceeded => Error::DeadlineExceeded { status },
             _ => Error::Other(status),
@@ -403,6 +408,8 @@ mod tests {
     #[test]
     fn only_unavailable_and_backpressure_are_retryable() {
         assert!(Error::from(Status::unavailable("shutting down")).is_retryable());
+        assert!(Error::from(Status::unknown("transport error")).is_retryable());
+        assert!(!Error::from(Status::unknown("a handler panicked")).is_retryable());
         assert!(Error::from(Status::resource_exhausted("in-flight limit")).is_retryable());
         assert!(!Error::from(Status::invalid_argument("bad")).is_retryable());
         assert!(!Error::ProducerClosed.is_retryable());
