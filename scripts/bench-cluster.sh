@@ -110,8 +110,9 @@ leader_of() {
 
 # caught_up ID: every replica of every group answers, and none lags.
 caught_up() {
-  status_json "$1" | jq -e '[.nodes[].reachable] | all' >/dev/null 2>&1 &&
-    status_json "$1" | jq -e '[.groups[].replicas[] | .lag_entries == 0 and .role != "unreachable"] | all' >/dev/null 2>&1
+  status_json "$1" |
+    jq -e '([.nodes[].reachable] | all) and ([.groups[].replicas[] | .lag_entries == 0 and .role != "unreachable"] | all)' \
+      >/dev/null 2>&1
 }
 
 wait_until() {
