@@ -1,7 +1,8 @@
 //! When a replica may start elections: paused during a leadership transfer
 //! (`transfer.rs`), and for a fresh random time after each election this
 //! replica starts, so that two candidates that keep timing out together
-//! fall apart.
+//! fall apart; and when a replica restarts a failed election itself (not
+//! when a peer with a longer log turned it down: only that peer can win).
 //!
 //! Why the second: openraft 0.9 draws a replica's election timeout once,
 //! when the replica starts, and checks it only on its tick (every 1.5
@@ -18,40 +19,57 @@
 //! starts, and starting that next one itself at a fresh random time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use openraft::{Raft, ServerState};
 
 use super::TypeConfig;
 
-/// Counts the reasons elections are off; they run only at zero.
+/// What decides whether this replica starts elections: the reasons they
+/// are off (they run only at zero), and the last term in which a peer
+/// turned this replica's vote request down for having a longer log.
 #[derive(Debug, Default)]
-pub(super) struct ElectionPauses {
-    count: AtomicUsize,
+pub(super) struct Elections {
+    pauses: AtomicUsize,
+    outlogged_in_term: AtomicU64,
 }
 
-impl ElectionPauses {
+impl Elections {
     /// Keeps `raft` from starting elections until the guard is dropped.
     pub(super) fn pause(self: &Arc<Self>, raft: &Raft<TypeConfig>) -> Paused {
-        self.count.fetch_add(1, Ordering::SeqCst);
+        self.pauses.fetch_add(1, Ordering::SeqCst);
         raft.runtime_config().elect(false);
         Paused {
-            pauses: Arc::clone(self),
+            elections: Arc::clone(self),
             raft: raft.clone(),
         }
+    }
+
+    /// Notes the answer to this replica's vote request for `term`: a
+    /// refusal from a peer whose log is longer than the request's means
+    /// this replica cannot win that election, nor the next while the peer
+    /// is up.
+    pub(super) fn answered(&self, term: u64, refused_for_longer_log: bool) {
+        if refused_for_longer_log {
+            self.outlogged_in_term.fetch_max(term, Ordering::SeqCst);
+        }
+    }
+
+    fn outlogged_in(&self, term: u64) -> bool {
+        self.outlogged_in_term.load(Ordering::SeqCst) == term
     }
 }
 
 /// Elections stay off while this lives (and no other pause does).
 pub(super) struct Paused {
-    pauses: Arc<ElectionPauses>,
+    elections: Arc<Elections>,
     raft: Raft<TypeConfig>,
 }
 
 impl Drop for Paused {
     fn drop(&mut self) {
-        if self.pauses.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.elections.pauses.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.raft.runtime_config().elect(true);
         }
     }
@@ -64,7 +82,15 @@ impl Drop for Paused {
 /// answered), it runs the next election itself, then. Two replicas whose
 /// fixed timeouts fall on the same tick therefore no longer run together
 /// every time, and a failed election costs 1.5 timeouts on average.
-pub(super) async fn break_ties(raft: Raft<TypeConfig>, pauses: Arc<ElectionPauses>, timeout_min: Duration) {
+///
+/// Except when a peer refused the vote for having a longer log: then the
+/// next election is left to openraft's timer, which waits longer after
+/// such a refusal. Running it here at once would raise this replica's
+/// term again and again, and a peer that refuses a vote for the log does
+/// not take on the requester's term: the one replica that can win would
+/// keep asking in terms this one had already voted in (seen: no leader
+/// for over 10 s between two survivors, one a few entries behind).
+pub(super) async fn break_ties(raft: Raft<TypeConfig>, elections: Arc<Elections>, timeout_min: Duration) {
     let mut metrics = raft.metrics();
     let mut candidate_term = None;
     loop {
@@ -74,7 +100,7 @@ pub(super) async fn break_ties(raft: Raft<TypeConfig>, pauses: Arc<ElectionPause
         };
         if state == ServerState::Candidate && candidate_term != Some(term) {
             candidate_term = Some(term);
-            let paused = pauses.pause(&raft);
+            let paused = elections.pause(&raft);
             let retry_in = timeout_min + jitter(timeout_min);
             let failed = tokio::time::timeout(
                 retry_in,
@@ -82,9 +108,14 @@ pub(super) async fn break_ties(raft: Raft<TypeConfig>, pauses: Arc<ElectionPause
             )
             .await
             .is_err();
-            // Still a candidate of this term, and nothing else (a
-            // leadership transfer) holds elections off: run the next one.
-            if failed && pauses.count.load(Ordering::SeqCst) == 1 && raft.trigger().elect().await.is_err() {
+            // Still a candidate of this term, not outdone by a longer log,
+            // and nothing else (a leadership transfer) holds elections
+            // off: run the next one.
+            if failed
+                && !elections.outlogged_in(term)
+                && elections.pauses.load(Ordering::SeqCst) == 1
+                && raft.trigger().elect().await.is_err()
+            {
                 return;
             }
             drop(paused);

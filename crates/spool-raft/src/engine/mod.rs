@@ -36,7 +36,7 @@ use crate::entry;
 use crate::error::{Error, Result};
 use crate::network::Network;
 
-use self::elections::ElectionPauses;
+use self::elections::Elections;
 use self::log_store::PartitionLog;
 use self::peer::PeerFactory;
 use self::state_machine::PartitionStateMachine;
@@ -121,7 +121,7 @@ pub struct Replica {
     network: Arc<dyn Network>,
     /// Why elections are off on this replica, if they are
     /// (`elections.rs`).
-    election_pauses: Arc<ElectionPauses>,
+    elections: Arc<Elections>,
     /// Appends hold it shared; a leadership transfer holds it exclusively,
     /// so that the leader's log stops growing while the target catches up
     /// and takes over (`transfer.rs`).
@@ -188,19 +188,20 @@ impl Replica {
             op: "accept the group configuration",
             source: Box::new(source),
         })?;
+        let elections = Arc::new(Elections::default());
         let factory = PeerFactory {
             from: config.node_id,
             network: Arc::clone(&network),
+            elections: Arc::clone(&elections),
         };
         let raft = Raft::new(config.node_id, Arc::new(raft_config), factory, log, state_machine)
             .await
             .map_err(|source| Error::Stopped {
                 source: Box::new(source),
             })?;
-        let election_pauses = Arc::new(ElectionPauses::default());
         tokio::spawn(elections::break_ties(
             raft.clone(),
-            Arc::clone(&election_pauses),
+            Arc::clone(&elections),
             Duration::from_millis(config.election_timeout_min_ms),
         ));
         Ok(Replica {
@@ -209,7 +210,7 @@ impl Replica {
             partition,
             limits,
             network,
-            election_pauses,
+            elections,
             write_gate: Arc::default(),
         })
     }

@@ -12,6 +12,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 
+use super::elections::Elections;
 use super::{PeerRequest, PeerResponse, TypeConfig};
 use crate::network::Network;
 
@@ -30,6 +31,8 @@ struct MismatchedResponse {
 pub(super) struct PeerFactory {
     pub(super) from: u64,
     pub(super) network: Arc<dyn Network>,
+    /// Told of vote refusals (`elections.rs`).
+    pub(super) elections: Arc<Elections>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerFactory {
@@ -40,6 +43,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerFactory {
             from: self.from,
             target,
             network: self.network.clone(),
+            elections: Arc::clone(&self.elections),
         }
     }
 }
@@ -50,6 +54,7 @@ pub(super) struct PeerClient {
     from: u64,
     target: u64,
     network: Arc<dyn Network>,
+    elections: Arc<Elections>,
 }
 
 impl PeerClient {
@@ -100,8 +105,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RpcError> {
+        let (term, last_log_id) = (rpc.vote.leader_id.term, rpc.last_log_id);
         match self.call(PeerRequest::Vote(rpc)).await? {
-            PeerResponse::Vote(answer) => answer.map_err(|e| self.remote(e)),
+            PeerResponse::Vote(answer) => {
+                let answer = answer.map_err(|e| self.remote(e))?;
+                self.elections
+                    .answered(term, !answer.vote_granted && answer.last_log_id > last_log_id);
+                Ok(answer)
+            }
             _ => Err(self.mismatched("vote")),
         }
     }
