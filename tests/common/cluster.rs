@@ -32,15 +32,29 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub type Acked = BTreeMap<(String, u32), BTreeMap<u64, String>>;
 
 /// Free loopback ports for the peer listeners, which every node must know
-/// before any starts.
+/// before any starts. They are taken below the kernel's ephemeral range
+/// (from 32768), where nothing else is handed out between this check and
+/// the node's own bind: a port from `bind(0)`, once released, may become
+/// the client port another node of a parallel test binds to `:0` (seen:
+/// a node that exited before listening). A per-process start and a
+/// process-wide cursor keep the tests of one run, and mostly those of
+/// runs side by side, on different ports; the bind check skips any taken.
 fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("address").port())
-        .collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    let mut ports = Vec::with_capacity(count);
+    while ports.len() < count {
+        let step = CURSOR.fetch_add(1, Ordering::SeqCst);
+        assert!(step < SPAN, "no free peer port left below the ephemeral range");
+        let port = (FIRST + (start + step) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 pub struct TestCluster {
