@@ -1,8 +1,9 @@
 //! A topic's replication factor in cluster mode, with three real `spoold`
 //! processes: the default (min(3, nodes)), a chosen factor below the node
 //! count placing each partition on that many nodes, and a factor above it
-//! refused; a topic created while a node is down; and a single-node
-//! server refusing any factor above 1.
+//! refused; a topic created while a node is down; one deleted and
+//! created again while a node is down; and a single-node server refusing
+//! any factor above 1.
 
 mod common;
 
@@ -110,6 +111,55 @@ fn a_topic_created_while_its_lowest_node_is_down_gets_leaders_from_the_others() 
             ensure!(offset == 1, "partition {p}'s second record at {offset}");
             ensure!(nodes.agreed_leader(&nodes.ids(), "late", p).await? != 0);
         }
+        Ok(())
+    })
+}
+
+/// A node down while a topic is deleted and created again still holds the
+/// first topic's log when it comes back. It must not join the new
+/// topic's group with it: the new group's first entries have the same
+/// indexes and terms as the old ones, so Raft would take the old records
+/// for the new group's entries (and the old stored commit for its own).
+/// The node drops its old copy; led by it, the topic holds only the new
+/// records.
+#[test]
+fn a_topic_deleted_and_created_again_while_a_node_is_down_holds_only_the_new_topics_records() -> Result<()> {
+    const NAME: &str = "reborn";
+    let runtime = runtime()?;
+    let mut nodes = TestCluster::start(3);
+    runtime.block_on(async {
+        nodes.create_topic(NAME, 1).await?;
+        nodes.produce_through(1, NAME, "old", 30).await?;
+        for id in nodes.ids() {
+            nodes.committed_log(id, NAME, 0, 30).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    nodes.kill9(3);
+    runtime.block_on(async {
+        let via = nodes.patient_client(1).await?;
+        via.delete_topic(NAME).await?;
+        nodes.acked.lock().expect("acks").clear();
+        via.create_topic(topic(NAME, 1, 3)).await?;
+        nodes.agreed_leader(&[1, 2], NAME, 0).await?;
+        nodes.produce_through(1, NAME, "new", 5).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    nodes.restart(3);
+    runtime.block_on(async {
+        nodes.agreed_leader(&nodes.ids(), NAME, 0).await?;
+        nodes.patient_client(1).await?.transfer_leader(NAME, 0, 3).await?;
+        ensure!(nodes.agreed_leader(&nodes.ids(), NAME, 0).await? == 3);
+        nodes.produce_through(1, NAME, "after", 2).await?;
+        nodes.check(&nodes.ids()).await?;
+        let end = nodes.latest(3, NAME, 0).await?;
+        let log = nodes.committed_log(3, NAME, 0, end).await?;
+        let values: Vec<&str> = log.values().map(String::as_str).collect();
+        let expected: Vec<String> = (0..5)
+            .map(|i| format!("new-{i}"))
+            .chain((0..2).map(|i| format!("after-{i}")))
+            .collect();
+        ensure!(values == expected, "node 3 serves {values:?}");
         Ok(())
     })
 }

@@ -111,7 +111,11 @@ impl Spoold {
         }
         let mut child = command
             .args(&args)
-            .env("RUST_LOG", "warn")
+            // TEST_SPOOLD_LOG=info shows what the servers of a test did.
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_SPOOLD_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

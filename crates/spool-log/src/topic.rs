@@ -136,6 +136,9 @@ fn encode_meta(config: &TopicConfig) -> String {
     let _ = writeln!(text, "segment_ms_max={}", config.segment_ms_max);
     let _ = writeln!(text, "retention_ms={}", optional(config.retention_ms));
     let _ = writeln!(text, "retention_bytes={}", optional(config.retention_bytes));
+    if let Some(incarnation) = config.incarnation {
+        let _ = writeln!(text, "incarnation={incarnation}");
+    }
     text
 }
 
@@ -163,6 +166,7 @@ fn decode_meta(text: &str) -> std::result::Result<TopicConfig, String> {
             "segment_ms_max" => config.segment_ms_max = number()?,
             "retention_ms" => config.retention_ms = optional()?,
             "retention_bytes" => config.retention_bytes = optional()?,
+            "incarnation" => config.incarnation = optional()?,
             other => return Err(format!("unknown key {other:?}")),
         }
     }
@@ -185,8 +189,16 @@ mod tests {
             segment_ms_max: 60_000,
             retention_ms: None,
             retention_bytes: Some(5 << 20),
+            incarnation: None,
         };
         assert_eq!(decode_meta(&encode_meta(&config)).unwrap(), config);
+        assert!(!encode_meta(&config).contains("incarnation"));
+        let replicated = TopicConfig {
+            incarnation: Some(412),
+            ..config
+        };
+        assert!(encode_meta(&replicated).ends_with("incarnation=412\n"));
+        assert_eq!(decode_meta(&encode_meta(&replicated)).unwrap(), replicated);
         assert!(decode_meta("partitions=2\n").is_err());
         assert!(decode_meta("version=1\npartitions=0\n").is_err());
     }

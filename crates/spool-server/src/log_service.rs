@@ -430,6 +430,7 @@ impl Log for LogService {
                 defaults.retention_bytes,
                 "retention_bytes",
             )?,
+            incarnation: None,
         };
         let store = Arc::clone(&self.state.store);
         let name = request.name.clone();

@@ -21,7 +21,7 @@ use spool_log::{Partition, TopicConfig};
 use spool_raft::{GroupId, Replica};
 use tokio::sync::watch;
 
-use super::metadata::MetadataCommand;
+use super::metadata::{MetadataCommand, TopicSpec};
 use super::{Cluster, initialize_group};
 
 /// Bytes of the metadata log read at once.
@@ -106,14 +106,13 @@ async fn reconcile(cluster: &Arc<Cluster>, topic: &str) {
     match cluster.topic(topic) {
         Some(entry) => {
             let spec = entry.spec;
-            let partitions =
-                match ensure_local_topic(cluster, topic, spec.partitions, spec.segment_bytes_max).await {
-                    Ok(partitions) => partitions,
-                    Err(error) => {
-                        tracing::error!(topic, %error, "cannot create the local topic of a replicated topic");
-                        return;
-                    }
-                };
+            let partitions = match ensure_local_topic(cluster, topic, &spec, entry.created_offset).await {
+                Ok(partitions) => partitions,
+                Err(error) => {
+                    tracing::error!(topic, %error, "cannot create the local topic of a replicated topic");
+                    return;
+                }
+            };
             for (id, nodes) in spec.replicas.iter().enumerate() {
                 let group = GroupId::new(topic, id as u32);
                 if !nodes.contains(&cluster.node_id) || cluster.service.replica(&group).is_some() {
@@ -129,50 +128,77 @@ async fn reconcile(cluster: &Arc<Cluster>, topic: &str) {
             }
         }
         None => {
-            for (group, replica) in cluster.service.replicas() {
-                if group.topic == topic {
-                    cluster.service.unregister(&group);
-                    let _ = replica.shutdown().await;
-                }
-            }
-            let store = Arc::clone(&cluster.store);
-            let name = topic.to_owned();
-            let deleted = tokio::task::spawn_blocking(move || match store.topic(&name) {
-                Ok(_) => store.delete_topic(&name),
-                Err(_) => Ok(()),
-            })
-            .await;
-            if let Ok(Err(error)) = deleted {
+            if let Err(error) = delete_local_topic(cluster, topic).await {
                 tracing::error!(topic, %error, "cannot delete the local data of a deleted topic");
             }
         }
     }
 }
 
+/// Stops this node's replicas of `topic` and deletes its local data, if
+/// any.
+async fn delete_local_topic(cluster: &Arc<Cluster>, topic: &str) -> spool_log::Result<()> {
+    for (group, replica) in cluster.service.replicas() {
+        if group.topic == topic {
+            cluster.service.unregister(&group);
+            let _ = replica.shutdown().await;
+        }
+    }
+    let store = Arc::clone(&cluster.store);
+    let name = topic.to_owned();
+    tokio::task::spawn_blocking(move || match store.topic(&name) {
+        Ok(_) => store.delete_topic(&name),
+        Err(_) => Ok(()),
+    })
+    .await
+    .expect("deleting a topic does not panic")
+}
+
 /// The local topic's partitions, creating it first if needed. Replicated
 /// partitions keep everything (no retention): Raft needs the log from
 /// offset 0 (`docs/cluster.md`, "What is not done").
+///
+/// A local topic of an earlier creation of the name (`incarnation`; this
+/// node was down, or applied the deletion and the new creation in one
+/// read) is deleted first: its log is not the new topic's, and joining
+/// the new group with it would offer old records as the new group's
+/// entries. A local topic without an incarnation predates it and is kept.
 async fn ensure_local_topic(
     cluster: &Arc<Cluster>,
     topic: &str,
-    partitions: u32,
-    segment_bytes_max: u64,
+    spec: &TopicSpec,
+    incarnation: u64,
 ) -> spool_log::Result<Vec<Partition>> {
+    let local = match cluster.store.topic(topic) {
+        Ok(local) => Some(local.config().incarnation),
+        Err(spool_log::Error::UnknownTopic { .. }) => None,
+        Err(other) => return Err(other),
+    };
+    if let Some(Some(old)) = local
+        && old != incarnation
+    {
+        tracing::warn!(
+            topic,
+            old,
+            new = incarnation,
+            "this node holds an earlier creation of the topic; deleting its local data"
+        );
+        delete_local_topic(cluster, topic).await?;
+    }
     let store = Arc::clone(&cluster.store);
     let name = topic.to_owned();
+    let config = TopicConfig {
+        partitions: spec.partitions,
+        segment_bytes_max: spec.segment_bytes_max,
+        retention_ms: None,
+        retention_bytes: None,
+        incarnation: Some(incarnation),
+        ..store.config().topic_defaults.clone()
+    };
     tokio::task::spawn_blocking(move || {
         let local = match store.topic(&name) {
             Ok(topic) => topic,
-            Err(spool_log::Error::UnknownTopic { .. }) => {
-                let config = TopicConfig {
-                    partitions,
-                    segment_bytes_max,
-                    retention_ms: None,
-                    retention_bytes: None,
-                    ..store.config().topic_defaults.clone()
-                };
-                store.create_topic(&name, config)?
-            }
+            Err(spool_log::Error::UnknownTopic { .. }) => store.create_topic(&name, config)?,
             Err(other) => return Err(other),
         };
         Ok(local.partitions().to_vec())

@@ -134,6 +134,7 @@ impl History {
                     segment_ms_max: SEGMENT_MS_MAX,
                     retention_ms: config.retention_ms,
                     retention_bytes: config.retention_bytes,
+                    incarnation: None,
                 },
             )?,
             Err(other) => return Err(other),
