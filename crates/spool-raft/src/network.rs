@@ -31,11 +31,13 @@ impl GroupId {
         }
     }
 
-    /// The group as peer messages name it.
+    /// The group as peer requests other than Raft's own messages name it
+    /// (no incarnation).
     pub fn to_proto(&self) -> spool_proto::v1::RaftGroup {
         spool_proto::v1::RaftGroup {
             topic: self.topic.clone(),
             partition: self.partition,
+            incarnation: 0,
         }
     }
 

@@ -30,8 +30,16 @@ pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(4);
 pub struct PeerService {
     node_id: u64,
     client_address: Arc<RwLock<String>>,
-    replicas: Arc<RwLock<HashMap<GroupId, Replica>>>,
+    replicas: Arc<RwLock<HashMap<GroupId, Registered>>>,
     message_bytes_max: usize,
+}
+
+/// A replica this node serves, and which creation of its topic it
+/// belongs to (`RaftGroup.incarnation` in `peer.proto`).
+#[derive(Debug, Clone)]
+struct Registered {
+    incarnation: u64,
+    replica: Replica,
 }
 
 impl PeerService {
@@ -54,27 +62,41 @@ impl PeerService {
     }
 
     /// Routes requests for `group` to `replica`, replacing a previous one.
-    pub fn register(&self, group: GroupId, replica: Replica) {
+    /// Raft messages reach it only when they name the same `incarnation`
+    /// (which creation of the topic; 0 for the metadata group), as those
+    /// its own network sends do ([`PeerTransport::group`](crate::PeerTransport::group)).
+    pub fn register(&self, group: GroupId, incarnation: u64, replica: Replica) {
         self.replicas
             .write()
             .expect("replicas lock")
-            .insert(group, replica);
+            .insert(group, Registered { incarnation, replica });
     }
 
     /// Stops routing requests for `group`; returns the replica it held.
     pub fn unregister(&self, group: &GroupId) -> Option<Replica> {
-        self.replicas.write().expect("replicas lock").remove(group)
+        self.replicas
+            .write()
+            .expect("replicas lock")
+            .remove(group)
+            .map(|registered| registered.replica)
     }
 
     /// The replica of `group` on this node.
     pub fn replica(&self, group: &GroupId) -> Option<Replica> {
+        self.registered(group).map(|registered| registered.replica)
+    }
+
+    fn registered(&self, group: &GroupId) -> Option<Registered> {
         self.replicas.read().expect("replicas lock").get(group).cloned()
     }
 
     /// Every replica this node holds.
     pub fn replicas(&self) -> Vec<(GroupId, Replica)> {
         let replicas = self.replicas.read().expect("replicas lock");
-        replicas.iter().map(|(g, r)| (g.clone(), r.clone())).collect()
+        replicas
+            .iter()
+            .map(|(group, registered)| (group.clone(), registered.replica.clone()))
+            .collect()
     }
 
     /// What every replica of this node knows of its group, sorted by
@@ -138,12 +160,19 @@ impl PeerService {
         request: Result<PeerRequest, crate::Error>,
     ) -> Result<Response<v1::RaftReply>, Status> {
         let group = group.ok_or_else(|| Status::invalid_argument("a peer request needs its group"))?;
+        let incarnation = group.incarnation;
         let group = GroupId::new(group.topic, group.partition);
         let request = request.map_err(|error| Status::invalid_argument(error.to_string()))?;
-        let replica = self
-            .replica(&group)
+        let registered = self
+            .registered(&group)
             .ok_or_else(|| Status::not_found(format!("node {} holds no replica of {group}", self.node_id)))?;
-        let response = replica.handle(request).await;
+        if registered.incarnation != incarnation {
+            return Err(Status::not_found(format!(
+                "node {} holds a replica of another creation of {group} (incarnation {}, not {incarnation})",
+                self.node_id, registered.incarnation
+            )));
+        }
+        let response = registered.replica.handle(request).await;
         let reply =
             wire::response_to_proto(&response).map_err(|error| Status::internal(error.to_string()))?;
         Ok(Response::new(reply))

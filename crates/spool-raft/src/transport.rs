@@ -140,10 +140,16 @@ impl PeerTransport {
             .ok_or_else(|| tonic::Status::unavailable(format!("node {node_id} is not a peer")))
     }
 
-    /// The [`Network`] of group `group` on this node.
-    pub fn group(self: &Arc<Self>, group: GroupId) -> Arc<dyn Network> {
+    /// The [`Network`] of this node's replica of `group`, which belongs to
+    /// creation `incarnation` of its topic (0 for the metadata group): its
+    /// Raft messages name it, and peers refuse them unless their replica
+    /// belongs to the same ([`PeerService::register`](crate::PeerService::register)).
+    pub fn group(self: &Arc<Self>, group: GroupId, incarnation: u64) -> Arc<dyn Network> {
         Arc::new(GroupNetwork {
-            group: group.to_proto(),
+            group: spool_proto::v1::RaftGroup {
+                incarnation,
+                ..group.to_proto()
+            },
             transport: Arc::clone(self),
         })
     }

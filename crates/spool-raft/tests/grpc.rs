@@ -95,6 +95,12 @@ impl Cluster {
     /// Opens node `id`'s replica of `group` (creating the partition the
     /// first time) and routes the group's peer requests to it.
     async fn open_replica(&mut self, id: u64, group: &GroupId) -> Result<()> {
+        self.open_replica_of(id, group, 0).await
+    }
+
+    /// [`open_replica`](Self::open_replica) of creation `incarnation` of
+    /// the group's topic.
+    async fn open_replica_of(&mut self, id: u64, group: &GroupId, incarnation: u64) -> Result<()> {
         let node = &self.nodes[&id];
         let partition = match node.store.partition(&group.topic, group.partition) {
             Ok(partition) => partition,
@@ -111,8 +117,13 @@ impl Cluster {
         let mut config = GroupConfig::new(id);
         config.election_timeout_min_ms = 300;
         config.election_timeout_max_ms = 600;
-        let replica = Replica::open(&config, partition, node.transport.group(group.clone())).await?;
-        node.service.register(group.clone(), replica);
+        let replica = Replica::open(
+            &config,
+            partition,
+            node.transport.group(group.clone(), incarnation),
+        )
+        .await?;
+        node.service.register(group.clone(), incarnation, replica);
         Ok(())
     }
 
@@ -121,6 +132,14 @@ impl Cluster {
     async fn crash_replica(&mut self, id: u64, group: &GroupId) -> Result<()> {
         let replica = self.nodes[&id].service.unregister(group).context("no replica")?;
         replica.shutdown().await?;
+        Ok(())
+    }
+
+    /// Drops node `id`'s replica of `group` and its partition's data, as a
+    /// node does for a deleted topic.
+    async fn delete_replica(&mut self, id: u64, group: &GroupId) -> Result<()> {
+        self.crash_replica(id, group).await?;
+        self.nodes[&id].store.delete_topic(&group.topic)?;
         Ok(())
     }
 
@@ -279,5 +298,80 @@ async fn requests_are_routed_by_group_between_groups_on_the_same_servers() -> Re
             "a client batch reached the metadata group"
         );
     }
+    cluster.stop().await
+}
+
+/// A node that still runs a replica of a deleted topic (it has not heard
+/// yet that the topic was deleted and created again) takes no part in the
+/// new topic's group, although the two logs start with the same indexes
+/// and terms: every Raft message names the creation its sender belongs
+/// to, and a node refuses those of another. Once the node opens a replica
+/// of the new creation, that one joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_of_an_earlier_creation_of_the_topic_takes_no_part_in_the_new_group() -> Result<()> {
+    let group = GroupId::new("reborn", 0);
+    let mut cluster = Cluster::start(&[]).await?;
+    for id in 1..=3 {
+        cluster.open_replica_of(id, &group, 6).await?;
+    }
+    cluster.replica(1, &group)?.initialize(&cluster.peers).await?;
+    let leader = cluster.wait_for_leader(&group, 0).await?;
+    cluster.write(&group, leader, "old", 10).await?;
+    cluster.check_acknowledged_writes(&group).await?;
+    let old = cluster.replica(3, &group)?;
+    let old_log = committed_batches(old.partition(), old.partition().committed_offset())?;
+
+    // Deleted and created again (incarnation 7) on nodes 1 and 2 only.
+    cluster.acks.clear();
+    for id in [1, 2] {
+        cluster.delete_replica(id, &group).await?;
+        cluster.open_replica_of(id, &group, 7).await?;
+    }
+    cluster.replica(1, &group)?.initialize(&cluster.peers).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let leader = loop {
+        let leaders: Vec<Option<u64>> = [1, 2]
+            .iter()
+            .map(|id| cluster.replica(*id, &group).map(|r| r.leader_id()))
+            .collect::<Result<_>>()?;
+        if let [Some(a), Some(b)] = leaders[..]
+            && a == b
+            && a != 3
+        {
+            break a;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no leader among nodes 1 and 2: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    cluster.write(&group, leader, "new", 6).await?;
+    // Let the old replica time out and call elections of its own.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let status = cluster.replica(leader, &group)?.status();
+    ensure!(
+        status.matched.get(&3).copied().flatten().is_none(),
+        "the new leader matched node 3's old log: {:?}",
+        status.matched
+    );
+    ensure!(
+        old.partition().committed_offset() == old_log.iter().map(|b| b.last_offset() + 1).max().unwrap_or(0),
+        "the old replica committed something new"
+    );
+    ensure!(
+        committed_batches(old.partition(), old.partition().committed_offset())?.len() == old_log.len(),
+        "the old replica's log changed"
+    );
+    ensure!(
+        cluster.replica(leader, &group)?.leader_id() == Some(leader),
+        "the old replica's elections disturbed the new group"
+    );
+
+    // Node 3 learns of the new creation.
+    cluster.delete_replica(3, &group).await?;
+    cluster.open_replica_of(3, &group, 7).await?;
+    cluster.write(&group, leader, "joined", 3).await?;
+    cluster.check_acknowledged_writes(&group).await?;
     cluster.stop().await
 }

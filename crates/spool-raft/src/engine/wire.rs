@@ -192,6 +192,7 @@ mod tests {
         v1::RaftGroup {
             topic: "orders".into(),
             partition: 3,
+            incarnation: 41,
         }
     }
 

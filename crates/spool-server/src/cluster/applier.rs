@@ -122,7 +122,9 @@ async fn reconcile(cluster: &Arc<Cluster>, topic: &str) {
                     tracing::error!(%group, "the local topic has fewer partitions than the metadata says");
                     continue;
                 };
-                if let Err(error) = open_replica(cluster, group.clone(), partition, nodes).await {
+                if let Err(error) =
+                    open_replica(cluster, group.clone(), entry.created_offset, partition, nodes).await
+                {
                     tracing::error!(%group, %error, "cannot open this node's replica");
                 }
             }
@@ -207,16 +209,21 @@ async fn ensure_local_topic(
     .expect("opening a topic does not panic")
 }
 
+/// Opens and registers this node's replica of `group`, of creation
+/// `incarnation` of its topic.
 async fn open_replica(
     cluster: &Arc<Cluster>,
     group: GroupId,
+    incarnation: u64,
     partition: Partition,
     nodes: &[u64],
 ) -> spool_raft::Result<()> {
     let fresh = partition.high_watermark() == 0;
-    let network = cluster.transport.group(group.clone());
+    let network = cluster.transport.group(group.clone(), incarnation);
     let replica = Replica::open(&cluster.group_config, partition, network).await?;
-    cluster.service.register(group.clone(), replica.clone());
+    cluster
+        .service
+        .register(group.clone(), incarnation, replica.clone());
     if fresh {
         initialize(&replica, cluster, nodes);
     }

@@ -149,10 +149,14 @@ impl Cluster {
                 .map_err(|source| ClusterError::MetadataLog { source })?
         };
         let group = GroupId::metadata();
-        let metadata = Replica::open(&group_config, partition.clone(), transport.group(group.clone()))
-            .await
-            .map_err(|source| ClusterError::Raft { source })?;
-        service.register(group, metadata.clone());
+        let metadata = Replica::open(
+            &group_config,
+            partition.clone(),
+            transport.group(group.clone(), 0),
+        )
+        .await
+        .map_err(|source| ClusterError::Raft { source })?;
+        service.register(group, 0, metadata.clone());
         if partition.high_watermark() == 0 {
             initialize_group(&metadata, &group_config, peers.clone());
         }

@@ -262,6 +262,7 @@ mod tests {
             group: Some(v1::RaftGroup {
                 topic: topic.to_owned(),
                 partition: 0,
+                incarnation: 0,
             }),
             role: role.to_owned(),
             term,
