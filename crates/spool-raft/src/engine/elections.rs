@@ -1,128 +1,210 @@
-//! When a replica may start elections: paused during a leadership transfer
-//! (`transfer.rs`), and for a fresh random time after each election this
-//! replica starts, so that two candidates that keep timing out together
-//! fall apart; and when a replica restarts a failed election itself (not
-//! when a peer with a longer log turned it down: only that peer can win).
+//! When a replica runs for leader. openraft's own election timer is off
+//! (`Config::enable_elect`); [`drive`] decides instead, and starts each
+//! election with `Raft::trigger().elect()`.
 //!
-//! Why the second: openraft 0.9 draws a replica's election timeout once,
-//! when the replica starts, and checks it only on its tick (every 1.5
-//! heartbeats). Two replicas whose timeouts round to the same tick, and
-//! whose ticks happen to line up, become candidates together in the same
-//! term, each votes for itself, neither gets a majority, and they do it
-//! again one timeout later, and again: with two of three replicas left
-//! after a leader's death, there was no leader for three to five seconds
-//! in 3 of 50 kills (`scripts/bench-cluster.sh`), and up to 7.7 s in the
-//! test `candidates_that_time_out_together_still_elect_a_leader_soon`
-//! (at most 1.7 s over 30 failovers with this). Raft's answer is a fresh
-//! random timeout per election; this gives each election one by keeping
-//! the replica's next election off for a random time after each one it
-//! starts, and starting that next one itself at a fresh random time.
+//! Why not openraft 0.9's timer:
+//!
+//! - It draws a replica's election timeout once, when the replica starts,
+//!   and checks it on a tick of 1.5 heartbeats. Two replicas whose
+//!   timeouts fall on the same tick, and that heard the last heartbeat
+//!   together, become candidates in the same term, each votes for itself,
+//!   and they do it again one timeout later, and again: with two of three
+//!   replicas left after a leader's death there was no leader for three to
+//!   five seconds in 3 of 50 kills (`scripts/bench-cluster.sh`), and up to
+//!   7.7 s in the test
+//!   `candidates_that_time_out_together_still_elect_a_leader_soon`. Raft's
+//!   answer is a fresh random timeout for every wait; this draws one.
+//! - After a peer refuses a vote because its log is longer, openraft waits
+//!   twice the longest timeout more before the replica's next election,
+//!   rightly (only the peer with the longer log can win, and a peer that
+//!   refuses a vote for the log does not take on the requester's term, so
+//!   a shorter log that keeps raising the term keeps the other asking in
+//!   terms it has already voted in: no leader for over 10 s in 5 of 25
+//!   runs of `offsets_stay_dense_across_leader_changes_and_restarts` when
+//!   this module once ignored it). But it keeps that flag until its own
+//!   timer has run an election, even long after the replica caught up, so
+//!   that a replica once behind waited up to a second longer after the
+//!   next leader's death. Here the extra wait lasts until a leader is heard
+//!   from again.
+//!
+//! The rules, with `T` the shortest election timeout and the lease the
+//! longest (a voter refuses other candidates while its leader's lease
+//! runs, openraft's `leader_lease`):
+//!
+//! - a follower that has had a leader in its term runs after the lease
+//!   plus a fresh random `T` to `2T` without hearing from it; one without
+//!   (it voted for a candidate that did not win, or never heard of any)
+//!   after a random `T` to `2T`;
+//! - a candidate runs again after a random `T` to `2T` if its election
+//!   has not ended;
+//! - every wait counts from the last message of a leader (an
+//!   append-entries or snapshot request this replica accepted), the last
+//!   vote it granted, or the moment it became a candidate, whichever is
+//!   last; after a refusal for a shorter log it is twice the lease longer;
+//! - a replica that is the group's only voter runs at once; a learner or a
+//!   replica outside the membership never;
+//! - nobody runs while elections are paused on this replica (a leadership
+//!   transfer, `transfer.rs`).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::{Raft, ServerState};
+use tokio::time::Instant;
 
 use super::TypeConfig;
 
-/// What decides whether this replica starts elections: the reasons they
-/// are off (they run only at zero), and the last term in which a peer
-/// turned this replica's vote request down for having a longer log.
-#[derive(Debug, Default)]
+/// What decides whether this replica starts an election: the reasons
+/// elections are off (they run only at zero), when it last heard from a
+/// leader, and whether a peer has refused it for a shorter log since.
+#[derive(Debug)]
 pub(super) struct Elections {
     pauses: AtomicUsize,
-    outlogged_in_term: AtomicU64,
+    last_contact: Mutex<Instant>,
+    outlogged: AtomicBool,
+}
+
+impl Default for Elections {
+    fn default() -> Self {
+        Elections {
+            pauses: AtomicUsize::new(0),
+            last_contact: Mutex::new(Instant::now()),
+            outlogged: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Elections {
-    /// Keeps `raft` from starting elections until the guard is dropped.
-    pub(super) fn pause(self: &Arc<Self>, raft: &Raft<TypeConfig>) -> Paused {
+    /// Keeps this replica from starting elections until the guard is
+    /// dropped.
+    pub(super) fn pause(self: &Arc<Self>) -> Paused {
         self.pauses.fetch_add(1, Ordering::SeqCst);
-        raft.runtime_config().elect(false);
         Paused {
             elections: Arc::clone(self),
-            raft: raft.clone(),
         }
     }
 
-    /// Notes the answer to this replica's vote request for `term`: a
-    /// refusal from a peer whose log is longer than the request's means
-    /// this replica cannot win that election, nor the next while the peer
-    /// is up.
-    pub(super) fn answered(&self, term: u64, refused_for_longer_log: bool) {
+    fn paused(&self) -> bool {
+        self.pauses.load(Ordering::SeqCst) > 0
+    }
+
+    /// Notes a message this replica accepted from its leader, or a vote it
+    /// granted: the wait before its next election starts again, without
+    /// the extra wait of a refusal for a shorter log when `from_leader`.
+    pub(super) fn heard(&self, from_leader: bool) {
+        *self.last_contact.lock().expect("contact lock") = Instant::now();
+        if from_leader {
+            self.outlogged.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn last_contact(&self) -> Instant {
+        *self.last_contact.lock().expect("contact lock")
+    }
+
+    /// Notes the answer to one of this replica's vote requests: refused by
+    /// a peer whose log is longer than the request's means this replica
+    /// cannot win while that peer is up.
+    pub(super) fn answered(&self, refused_for_longer_log: bool) {
         if refused_for_longer_log {
-            self.outlogged_in_term.fetch_max(term, Ordering::SeqCst);
+            self.outlogged.store(true, Ordering::SeqCst);
         }
-    }
-
-    fn outlogged_in(&self, term: u64) -> bool {
-        self.outlogged_in_term.load(Ordering::SeqCst) == term
     }
 }
 
 /// Elections stay off while this lives (and no other pause does).
 pub(super) struct Paused {
     elections: Arc<Elections>,
-    raft: Raft<TypeConfig>,
 }
 
 impl Drop for Paused {
     fn drop(&mut self) {
-        if self.elections.pauses.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.raft.runtime_config().elect(true);
-        }
+        self.elections.pauses.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// Runs until `raft` stops: each time this replica becomes a candidate in
-/// a new term, its own elections go off, and should it still be a
-/// candidate of that term after a fresh random time between `timeout_min`
-/// and twice it (the election failed: a split vote, or no majority
-/// answered), it runs the next election itself, then. Two replicas whose
-/// fixed timeouts fall on the same tick therefore no longer run together
-/// every time, and a failed election costs 1.5 timeouts on average.
-///
-/// Except when a peer refused the vote for having a longer log: then the
-/// next election is left to openraft's timer, which waits longer after
-/// such a refusal. Running it here at once would raise this replica's
-/// term again and again, and a peer that refuses a vote for the log does
-/// not take on the requester's term: the one replica that can win would
-/// keep asking in terms this one had already voted in (seen: no leader
-/// for over 10 s between two survivors, one a few entries behind).
-pub(super) async fn break_ties(raft: Raft<TypeConfig>, elections: Arc<Elections>, timeout_min: Duration) {
+/// A group's election timing: the shortest timeout `T` and the leader
+/// lease (the longest timeout).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    pub(super) timeout_min: Duration,
+    pub(super) lease: Duration,
+}
+
+/// Runs until `raft` stops, starting this replica's elections by the rules
+/// in the module's documentation.
+pub(super) async fn drive(raft: Raft<TypeConfig>, elections: Arc<Elections>, timing: Timing) {
     let mut metrics = raft.metrics();
-    let mut candidate_term = None;
+    // When this replica entered its current (state, term).
+    let mut entered = (ServerState::Follower, 0, Instant::now());
     loop {
-        let (state, term) = {
+        let (state, term, had_leader, voter, sole_voter) = {
             let m = metrics.borrow_and_update();
-            (m.state, m.current_term)
-        };
-        if state == ServerState::Candidate && candidate_term != Some(term) {
-            candidate_term = Some(term);
-            let paused = elections.pause(&raft);
-            let retry_in = timeout_min + jitter(timeout_min);
-            let failed = tokio::time::timeout(
-                retry_in,
-                metrics.wait_for(|m| m.state != ServerState::Candidate || m.current_term != term),
+            let membership = m.membership_config.membership();
+            let voters = membership.voter_ids().count();
+            let voter = membership.voter_ids().any(|id| id == m.id);
+            (
+                m.state,
+                m.current_term,
+                m.vote.committed,
+                voter,
+                voter && voters == 1,
             )
-            .await
-            .is_err();
-            // Still a candidate of this term, not outdone by a longer log,
-            // and nothing else (a leadership transfer) holds elections
-            // off: run the next one.
-            if failed
-                && !elections.outlogged_in(term)
-                && elections.pauses.load(Ordering::SeqCst) == 1
-                && raft.trigger().elect().await.is_err()
-            {
+        };
+        if (entered.0, entered.1) != (state, term) {
+            entered = (state, term, Instant::now());
+        }
+        let campaigning = matches!(state, ServerState::Follower | ServerState::Candidate) && voter;
+        if !campaigning || (sole_voter && state == ServerState::Candidate) {
+            if metrics.changed().await.is_err() {
                 return;
             }
-            drop(paused);
             continue;
         }
-        if metrics.changed().await.is_err() {
-            return;
+        let contact = elections.last_contact();
+        let since = contact.max(entered.2);
+        let mut wait = if sole_voter {
+            Duration::ZERO
+        } else {
+            timing.timeout_min + jitter(timing.timeout_min)
+        };
+        if state == ServerState::Follower && had_leader && !sole_voter {
+            wait += timing.lease;
+        }
+        if elections.outlogged.load(Ordering::SeqCst) {
+            wait += 2 * timing.lease;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(since + wait) => {
+                if elections.last_contact() != contact {
+                    // Heard from a leader (or voted) meanwhile: wait anew.
+                    continue;
+                }
+                if elections.paused() {
+                    tokio::time::sleep(timing.timeout_min).await;
+                    continue;
+                }
+                if raft.trigger().elect().await.is_err() {
+                    return;
+                }
+                // The next wait counts from this election.
+                entered.2 = Instant::now();
+                if state == ServerState::Follower {
+                    // Becoming a candidate changes the metrics; until it
+                    // shows, do not start another.
+                    let _ = tokio::time::timeout(
+                        timing.timeout_min,
+                        metrics.wait_for(|m| m.state != ServerState::Follower || m.current_term != term),
+                    )
+                    .await;
+                }
+            }
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

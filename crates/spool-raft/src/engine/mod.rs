@@ -181,6 +181,9 @@ impl Replica {
             // (`TransportConfig::message_bytes_max`) even at the largest
             // batches.
             max_payload_entries: 64,
+            // Elections are started by `elections::drive`, which draws a
+            // fresh random wait for each (`elections.rs`).
+            enable_elect: false,
             ..Config::default()
         }
         .validate()
@@ -199,10 +202,13 @@ impl Replica {
             .map_err(|source| Error::Stopped {
                 source: Box::new(source),
             })?;
-        tokio::spawn(elections::break_ties(
+        tokio::spawn(elections::drive(
             raft.clone(),
             Arc::clone(&elections),
-            Duration::from_millis(config.election_timeout_min_ms),
+            elections::Timing {
+                timeout_min: Duration::from_millis(config.election_timeout_min_ms),
+                lease: Duration::from_millis(config.election_timeout_max_ms),
+            },
         ));
         Ok(Replica {
             node_id: config.node_id,
@@ -335,11 +341,28 @@ impl Replica {
     pub async fn handle(&self, request: PeerRequest) -> PeerResponse {
         match request {
             PeerRequest::AppendEntries(rpc) => {
-                PeerResponse::AppendEntries(self.raft.append_entries(rpc).await)
+                let answer = self.raft.append_entries(rpc).await;
+                // Any answer but "my vote is higher" accepts the sender as
+                // this term's leader.
+                if matches!(&answer, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                    self.elections.heard(true);
+                }
+                PeerResponse::AppendEntries(answer)
             }
-            PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
+            PeerRequest::Vote(rpc) => {
+                let answer = self.raft.vote(rpc).await;
+                if matches!(&answer, Ok(a) if a.vote_granted) {
+                    self.elections.heard(false);
+                }
+                PeerResponse::Vote(answer)
+            }
             PeerRequest::InstallSnapshot(rpc) => {
-                PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+                let vote = rpc.vote;
+                let answer = self.raft.install_snapshot(rpc).await;
+                if matches!(&answer, Ok(a) if a.vote == vote) {
+                    self.elections.heard(true);
+                }
+                PeerResponse::InstallSnapshot(answer)
             }
             PeerRequest::Elect => {
                 tracing::info!(node_id = self.node_id, group = %self.raft_group_name(), "starting an election on the leader's request");

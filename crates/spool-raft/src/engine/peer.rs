@@ -105,12 +105,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RpcError> {
-        let (term, last_log_id) = (rpc.vote.leader_id.term, rpc.last_log_id);
+        let last_log_id = rpc.last_log_id;
         match self.call(PeerRequest::Vote(rpc)).await? {
             PeerResponse::Vote(answer) => {
                 let answer = answer.map_err(|e| self.remote(e))?;
                 self.elections
-                    .answered(term, !answer.vote_granted && answer.last_log_id > last_log_id);
+                    .answered(!answer.vote_granted && answer.last_log_id > last_log_id);
                 Ok(answer)
             }
             _ => Err(self.mismatched("vote")),

@@ -70,7 +70,7 @@ impl Replica {
         let _gate = tokio::time::timeout_at(deadline, self.write_gate.write())
             .await
             .map_err(|_| timed_out(self))?;
-        let _paused = self.elections.pause(&self.raft);
+        let _paused = self.elections.pause();
         tracing::info!(group = %self.raft_group_name(), from = self.node_id, to, "transferring leadership");
 
         // The target must hold every entry this leader has: only then does
