@@ -3,10 +3,12 @@
 # three spoold processes on 127.0.0.1, a producer at QUORUM through the
 # nodes that do not lead, and per round one fault on the partition's
 # leader, in turn: kill -9 and restart it, pause it (SIGSTOP) past the
-# election timeout and resume it, move its leadership to another node, and
-# restart every node at once. After each round every acknowledged record
-# must be at its acknowledged offset in every node's committed log, and the
-# three logs must be the same (tests/cluster_ops.rs, chaos_rounds).
+# election timeout and resume it, move its leadership to another node,
+# restart every node at once, and restart every node in turn (SIGTERM,
+# its leaderships moved away first). After each round every acknowledged
+# record must be at its acknowledged offset in every node's committed log,
+# and the three logs must be the same (tests/cluster_ops.rs, chaos_rounds;
+# every_fault_once runs one round of each in CI).
 #
 #   scripts/cluster-chaos.sh [ROUNDS]
 #

@@ -7,9 +7,12 @@
 //! with every acknowledged record at its acknowledged offset in every
 //! node's committed log, the logs being the same.
 //!
-//! `chaos_rounds` (ignored; `scripts/cluster-chaos.sh ROUNDS` runs it)
-//! repeats kills, pauses, transfers and full restarts for as many rounds
-//! as asked.
+//! `every_fault_once` runs one round of each fault of the campaign: kill
+//! -9 of the leader, a pause, a transfer, a restart of every node at once
+//! and a rolling restart (each node in turn stopped with SIGTERM and
+//! started again, its leaderships moved away first). `chaos_rounds`
+//! (ignored; `scripts/cluster-chaos.sh ROUNDS` runs it) repeats them for
+//! as many rounds as asked.
 
 mod common;
 
@@ -346,6 +349,20 @@ async fn wait_for_progress(cluster: &TestCluster, count: usize) -> Result<()> {
     Ok(())
 }
 
+/// The faults of the campaign, one per round in turn.
+const FAULTS: [&str; 5] = [
+    "kill -9 and restart the leader",
+    "pause and resume the leader",
+    "transfer the leadership",
+    "restart every node",
+    "restart every node in turn",
+];
+
+#[test]
+fn every_fault_once() -> Result<()> {
+    run_faults(FAULTS.len() as u64)
+}
+
 #[test]
 #[ignore = "a long fault campaign: scripts/cluster-chaos.sh ROUNDS runs it"]
 fn chaos_rounds() -> Result<()> {
@@ -353,6 +370,14 @@ fn chaos_rounds() -> Result<()> {
         .context("CHAOS_ROUNDS names the number of rounds")?
         .parse()
         .context("CHAOS_ROUNDS is a number")?;
+    run_faults(rounds)
+}
+
+/// `rounds` rounds under a producer at QUORUM through the nodes that do
+/// not lead, each with the next of [`FAULTS`], each checked: every
+/// acknowledged record at its offset in every node's committed log, the
+/// logs the same.
+fn run_faults(rounds: u64) -> Result<()> {
     let mut cluster = TestCluster::start(3);
     runtime()?.block_on(async {
         cluster.create_topic(TOPIC, 1).await?;
@@ -360,15 +385,10 @@ fn chaos_rounds() -> Result<()> {
             let started = Instant::now();
             let leader = cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
             let others: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
-            let fault = match round % 4 {
-                0 => "kill -9 and restart the leader",
-                1 => "pause and resume the leader",
-                2 => "transfer the leadership",
-                _ => "restart every node",
-            };
+            let fault = FAULTS[(round % FAULTS.len() as u64) as usize];
             let load = cluster.spawn_producer(TOPIC, 0, &others, &format!("r{round}"));
             wait_for_progress(&cluster, 5).await?;
-            match round % 4 {
+            match round % FAULTS.len() as u64 {
                 0 => {
                     cluster.kill9(leader);
                     cluster.agreed_leader(&others, TOPIC, 0).await?;
@@ -388,7 +408,7 @@ fn chaos_rounds() -> Result<()> {
                         .transfer_leader(TOPIC, 0, others[1])
                         .await?;
                 }
-                _ => {
+                3 => {
                     for id in cluster.ids() {
                         cluster.kill9(id);
                     }
@@ -396,6 +416,7 @@ fn chaos_rounds() -> Result<()> {
                         cluster.restart(id);
                     }
                 }
+                _ => rolling_restart(&mut cluster).await?,
             }
             cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
             wait_for_progress(&cluster, 5).await?;
@@ -412,4 +433,31 @@ fn chaos_rounds() -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Stops each node in turn with SIGTERM and starts it again, as an
+/// upgrade does: before a node stops, the leaderships it holds (the
+/// partition's and the metadata group's) move to another node, and the
+/// next node stops only once the cluster agrees on a leader again and
+/// the producer has made progress.
+async fn rolling_restart(cluster: &mut TestCluster) -> Result<()> {
+    for id in cluster.ids() {
+        let next = id % 3 + 1;
+        for topic in [TOPIC, "__cluster"] {
+            if cluster.agreed_leader(&cluster.ids(), topic, 0).await? == id {
+                cluster
+                    .patient_client(next)
+                    .await?
+                    .transfer_leader(topic, 0, next)
+                    .await
+                    .with_context(|| format!("moving {topic}/0 from node {id} to {next}"))?;
+            }
+        }
+        cluster.terminate(id);
+        wait_for_progress(cluster, 5).await?;
+        cluster.restart(id);
+        cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
+        wait_for_progress(cluster, 5).await?;
+    }
+    Ok(())
 }

@@ -242,6 +242,13 @@ impl TestCluster {
         self.nodes.get_mut(&id).expect("a node").kill9();
     }
 
+    /// SIGTERM: node `id` stops as an operator stops it, and this waits
+    /// until it has exited.
+    pub fn terminate(&mut self, id: u64) {
+        let status = self.nodes.get_mut(&id).expect("a node").terminate();
+        assert!(status.success(), "node {id} exited with {status}");
+    }
+
     /// Starts node `id` again on its directory and addresses.
     pub fn restart(&mut self, id: u64) {
         self.nodes.get_mut(&id).expect("a node").restart_on_same_address();
