@@ -164,6 +164,40 @@ impl Cluster {
         Ok(())
     }
 
+    /// Waits until the replicas other than `crashed` agree on a leader in
+    /// a term after `term`; returns it and the time that took.
+    async fn time_failover(&self, round: usize, term: u64, crashed: u64) -> Result<(u64, Duration)> {
+        let started = tokio::time::Instant::now();
+        let leader = self.wait_for_leader(term, &[crashed]).await?;
+        let took = started.elapsed();
+        eprintln!("round {round}: node {leader} leads {took:?} after node {crashed} crashed");
+        Ok((leader, took))
+    }
+
+    /// Starts node `crashed` again and waits until every replica follows
+    /// one leader and holds one more batch: every log is then the same,
+    /// and the next election is between equals. Returns the leader.
+    async fn rejoin(&mut self, round: usize, crashed: u64) -> Result<u64> {
+        self.start_node(crashed).await?;
+        let leader = self.wait_for_leader(0, &[]).await?;
+        self.write(leader, &format!("caught-up-{round}"), 1).await?;
+        let end = self.acks.last().context("writes")?.appended.next_offset;
+        self.wait_committed_everywhere(end).await?;
+        Ok(leader)
+    }
+
+    /// Ends a test of repeated failovers: every acknowledged write is
+    /// there, and the slowest failover took under 3 s.
+    async fn check_failovers(&self, slowest: Duration) -> Result<()> {
+        self.check_acknowledged_writes().await?;
+        ensure!(
+            slowest < Duration::from_millis(3_000),
+            "a new leader took {slowest:?}"
+        );
+        eprintln!("slowest failover: {slowest:?}");
+        Ok(())
+    }
+
     /// Waits until every running replica has committed `offset`.
     async fn wait_committed_everywhere(&self, offset: u64) -> Result<()> {
         for (id, node) in &self.nodes {
@@ -496,33 +530,17 @@ async fn a_survivor_that_missed_the_last_writes_does_not_keep_the_other_from_win
             .context("the follower that hears the leader commits its writes")??;
         cluster.crash_node(leader).await?;
         cluster.network.heal(behind);
-        let started = tokio::time::Instant::now();
-        let old = leader;
-        leader = cluster.wait_for_leader(term, &[old]).await?;
-        slowest = slowest.max(started.elapsed());
-        eprintln!(
-            "round {round}: node {leader} leads {:?} after node {old} crashed",
-            started.elapsed()
-        );
-        ensure!(leader == ahead, "node {leader} won without the last writes");
-        cluster.start_node(old).await?;
-        leader = cluster.wait_for_leader(0, &[]).await?;
-        cluster.write(leader, &format!("caught-up-{round}"), 1).await?;
-        let end = cluster.acks.last().context("writes")?.appended.next_offset;
-        cluster.wait_committed_everywhere(end).await?;
+        let (new, took) = cluster.time_failover(round, term, leader).await?;
+        slowest = slowest.max(took);
+        ensure!(new == ahead, "node {new} won without the last writes");
+        leader = cluster.rejoin(round, leader).await?;
     }
-    cluster.check_acknowledged_writes().await?;
     // The lease and an election timeout are at most 1.2 s; a vote split
     // with the shorter log's first try costs one more wait of 0.3 to
     // 0.6 s. Without the extra wait after a refusal for the log, the two
     // went on for over 10 s; with openraft's own timer, whose extra wait
     // outlived the round, 3.3 s was seen.
-    ensure!(
-        slowest < Duration::from_millis(3_000),
-        "a new leader took {slowest:?}"
-    );
-    eprintln!("slowest failover: {slowest:?}");
-    Ok(())
+    cluster.check_failovers(slowest).await
 }
 
 /// Replicas whose election timeouts are (nearly) the same and whose ticks
@@ -540,29 +558,11 @@ async fn candidates_that_time_out_together_still_elect_a_leader_soon() -> Result
         let term = cluster.replica(leader).term();
         cluster.write(leader, &format!("round-{round}"), 1).await?;
         cluster.crash_node(leader).await?;
-        let started = tokio::time::Instant::now();
-        let old = leader;
-        leader = cluster.wait_for_leader(term, &[old]).await?;
-        slowest = slowest.max(started.elapsed());
-        eprintln!(
-            "round {round}: node {leader} leads {:?} after node {old} crashed",
-            started.elapsed()
-        );
-        cluster.start_node(old).await?;
-        leader = cluster.wait_for_leader(0, &[]).await?;
-        // Every log the same before the next crash: the next election is
-        // between equals.
-        cluster.write(leader, &format!("caught-up-{round}"), 1).await?;
-        let end = cluster.acks.last().context("writes")?.appended.next_offset;
-        cluster.wait_committed_everywhere(end).await?;
+        let (_, took) = cluster.time_failover(round, term, leader).await?;
+        slowest = slowest.max(took);
+        leader = cluster.rejoin(round, leader).await?;
     }
-    cluster.check_acknowledged_writes().await?;
     // Two timeouts (lease and election) are 0.6 s; a split vote costs up
     // to 0.9 s more. Several in a row mean the candidates stayed in step.
-    ensure!(
-        slowest < Duration::from_millis(3_000),
-        "a new leader took {slowest:?}"
-    );
-    eprintln!("slowest failover: {slowest:?}");
-    Ok(())
+    cluster.check_failovers(slowest).await
 }
