@@ -120,8 +120,9 @@ fn a_topic_created_while_its_lowest_node_is_down_gets_leaders_from_the_others() 
 /// topic's group with it: the new group's first entries have the same
 /// indexes and terms as the old ones, so Raft would take the old records
 /// for the new group's entries (and the old stored commit for its own).
-/// The node drops its old copy; led by it, the topic holds only the new
-/// records.
+/// The node drops its old copy; reads through it never see the old
+/// records, not even right after its start; led by it, the topic holds
+/// only the new records.
 #[test]
 fn a_topic_deleted_and_created_again_while_a_node_is_down_holds_only_the_new_topics_records() -> Result<()> {
     const NAME: &str = "reborn";
@@ -147,6 +148,27 @@ fn a_topic_deleted_and_created_again_while_a_node_is_down_holds_only_the_new_top
     })?;
     nodes.restart(3);
     runtime.block_on(async {
+        // Read through node 3 from its start: never the old records, even
+        // before it has caught up on the metadata.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(client) = nodes.client(3).await
+                && let Ok((records, _)) = client.fetch_records(NAME, 0, 0, 1 << 20, 100).await
+                && !records.is_empty()
+            {
+                let values: Vec<String> = records
+                    .iter()
+                    .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+                    .collect();
+                ensure!(
+                    values.iter().all(|v| v.starts_with("new-")),
+                    "node 3 served {values:?} right after its start"
+                );
+                break;
+            }
+            ensure!(std::time::Instant::now() < deadline, "node 3 served nothing");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         nodes.agreed_leader(&nodes.ids(), NAME, 0).await?;
         nodes.patient_client(1).await?.transfer_leader(NAME, 0, 3).await?;
         ensure!(nodes.agreed_leader(&nodes.ids(), NAME, 0).await? == 3);

@@ -97,6 +97,10 @@ pub struct Cluster {
     default_replication_factor: u32,
     /// Segment size of a topic created without one.
     segment_bytes_max: u64,
+    /// Turns true once this node has confirmed its metadata with the
+    /// metadata leader since it started ([`wait_for_start_sync`](Self::wait_for_start_sync)).
+    synced_since_start: watch::Sender<bool>,
+    started_at: tokio::time::Instant,
 }
 
 impl Cluster {
@@ -175,8 +179,11 @@ impl Cluster {
             client_addresses: Mutex::default(),
             default_replication_factor,
             segment_bytes_max,
+            synced_since_start: watch::Sender::new(false),
+            started_at: tokio::time::Instant::now(),
         });
-        tokio::spawn(applier::run(Arc::clone(&cluster), shutdown));
+        tokio::spawn(applier::run(Arc::clone(&cluster), shutdown.clone()));
+        tokio::spawn(confirm_metadata_at_start(Arc::clone(&cluster), shutdown));
         tracing::info!(node_id, peer_address = %address, nodes = cluster.peers.len(), peer_tls = tls.is_some(), "cluster mode: peer listener up");
         Ok(cluster)
     }
@@ -237,6 +244,20 @@ impl Cluster {
             .map_err(|_| unavailable("this node is still applying the cluster's metadata"))?
             .map_err(|_| Status::unavailable("the server is shutting down"))?;
         Ok(())
+    }
+
+    /// Waits, for at most four of the longest election timeouts after this
+    /// node started, until it has confirmed its metadata with the metadata
+    /// leader. Reads wait for it: until then this node runs its replicas
+    /// from the metadata it stored, and one may belong to a topic deleted
+    /// and created again while the node was down (its records are not the
+    /// new topic's). After that time reads go on without it, so that a
+    /// node left without a metadata majority still serves what its
+    /// replicas committed.
+    pub async fn wait_for_start_sync(&self) {
+        let limit = self.started_at + 4 * Duration::from_millis(self.group_config.election_timeout_max_ms);
+        let mut synced = self.synced_since_start.subscribe();
+        let _ = tokio::time::timeout_at(limit, synced.wait_for(|synced| *synced)).await;
     }
 
     /// The nodes' ids, sorted.
@@ -434,4 +455,20 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Confirms this node's metadata with the metadata leader once after the
+/// start ([`Cluster::wait_for_start_sync`]), trying until it succeeds or
+/// the node stops.
+async fn confirm_metadata_at_start(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if cluster.sync_metadata(Duration::from_secs(2)).await.is_ok() {
+            cluster.synced_since_start.send_replace(true);
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        }
+    }
 }

@@ -98,8 +98,11 @@ impl ClusterLogService {
         }
     }
 
-    /// A partition to read committed records from: this node's replica.
+    /// A partition to read committed records from: this node's replica,
+    /// once the node has confirmed its metadata since it started (or a
+    /// short while has passed: [`Cluster::wait_for_start_sync`]).
     async fn readable(&self, topic: &str, partition: u32) -> Result<Partition, Status> {
+        self.cluster.wait_for_start_sync().await;
         Ok(self.replica(topic, partition).await?.partition().clone())
     }
 
