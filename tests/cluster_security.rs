@@ -120,9 +120,12 @@ enum Caller {
     },
 }
 
-/// Calls `DescribeReplicas` on the peer listener at `address` as `caller`;
-/// the error is whatever the connection or the call said.
-async fn describe_replicas(address: &str, caller: &Caller) -> Result<v1::DescribeReplicasResponse, String> {
+/// A client of the peer listener at `address`, connected as `caller`;
+/// the error is whatever the connection said.
+async fn peer_client(
+    address: &str,
+    caller: &Caller,
+) -> Result<PeerClient<tonic::transport::Channel>, String> {
     let endpoint = match caller {
         Caller::Plaintext => Endpoint::from_shared(format!("http://{address}")).map_err(|e| e.to_string())?,
         Caller::Tls { ca, identity } => {
@@ -139,13 +142,20 @@ async fn describe_replicas(address: &str, caller: &Caller) -> Result<v1::Describ
                 .map_err(|e| e.to_string())?
         }
     };
+    let channel = endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    Ok(PeerClient::new(channel))
+}
+
+/// Calls `DescribeReplicas` on the peer listener at `address` as `caller`;
+/// the error is whatever the connection or the call said.
+async fn describe_replicas(address: &str, caller: &Caller) -> Result<v1::DescribeReplicasResponse, String> {
     let call = async {
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| format!("connect: {e:?}"))?;
-        PeerClient::new(channel)
+        peer_client(address, caller)
+            .await?
             .describe_replicas(v1::DescribeReplicasRequest {})
             .await
             .map(tonic::Response::into_inner)
@@ -215,6 +225,77 @@ fn peer_connections_without_a_node_certificate_are_refused() -> Result<()> {
         }
 
         // The cluster is as it was.
+        cluster.produce_through(3, TOPIC, "after", 5).await?;
+        cluster.check(&cluster.ids()).await?;
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+/// A peer speaks only for the node its certificate names (common name
+/// `spool-node-ID`): a Raft message from another node's identity, even
+/// over a connection with a valid node certificate, is PERMISSION_DENIED
+/// before it reaches a replica; one from its own passes that check.
+#[test]
+fn a_peer_speaks_only_for_the_node_its_certificate_names() -> Result<()> {
+    let pki = tempfile::tempdir()?;
+    init_security(pki.path(), 3)?;
+    let cluster = secure_cluster(pki.path());
+    let as_node_1 = Caller::Tls {
+        ca: pki.path().join("ca.pem"),
+        identity: Some((pki.path().join("node-1.pem"), pki.path().join("node-1.key"))),
+    };
+    runtime()?.block_on(async {
+        cluster.create_topic(TOPIC, 1).await?;
+        cluster.produce_through(1, TOPIC, "before", 5).await?;
+        let mut client = peer_client(cluster.peer_address(2), &as_node_1)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        // Term 1, below the group's: harmless even where it is accepted.
+        let vote = |candidate: u64| v1::RaftVoteRequest {
+            group: Some(v1::RaftGroup {
+                topic: TOPIC.to_owned(),
+                partition: 0,
+                incarnation: 0,
+            }),
+            from: 1,
+            request_json: format!(
+                r#"{{"vote":{{"leader_id":{{"term":1,"voted_for":{candidate}}},"committed":false}},"last_log_id":null}}"#
+            )
+            .into_bytes()
+            .into(),
+        };
+        let status = client
+            .vote(vote(3))
+            .await
+            .err()
+            .context("a vote request for node 3 over node 1's certificate was answered")?;
+        ensure!(
+            status.code() == tonic::Code::PermissionDenied && status.message().contains("node 1"),
+            "{status:?}"
+        );
+        let elect = client
+            .elect(v1::RaftElectRequest {
+                group: Some(v1::RaftGroup {
+                    topic: TOPIC.to_owned(),
+                    partition: 0,
+                    incarnation: 0,
+                }),
+                from: 3,
+            })
+            .await
+            .err()
+            .context("an elect request from node 3 over node 1's certificate was answered")?;
+        ensure!(elect.code() == tonic::Code::PermissionDenied, "{elect:?}");
+        // Its own identity passes: the replica answers (its vote is not
+        // granted, the term being old), or refuses the request for naming
+        // another creation of the topic (NOT_FOUND).
+        match client.vote(vote(1)).await {
+            Ok(reply) => {
+                let answer = String::from_utf8_lossy(&reply.get_ref().result_json).into_owned();
+                ensure!(answer.contains(r#""vote_granted":false"#), "{answer}");
+            }
+            Err(status) => ensure!(status.code() == tonic::Code::NotFound, "{status:?}"),
+        }
         cluster.produce_through(3, TOPIC, "after", 5).await?;
         cluster.check(&cluster.ids()).await?;
         Ok::<_, anyhow::Error>(())

@@ -32,6 +32,22 @@ pub struct PeerService {
     client_address: Arc<RwLock<String>>,
     replicas: Arc<RwLock<HashMap<GroupId, Registered>>>,
     message_bytes_max: usize,
+    /// Set when peers are authenticated: tells which node a request's
+    /// connection proved it is ([`PeerService::with_sender_identity`]).
+    identity: Option<SenderIdentity>,
+}
+
+/// Which node a request's connection proved it is (from its TLS client
+/// certificate), or `None` when it proved none.
+#[derive(Clone)]
+struct SenderIdentity(Arc<Identify>);
+
+type Identify = dyn Fn(&tonic::Extensions) -> Option<u64> + Send + Sync;
+
+impl std::fmt::Debug for SenderIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SenderIdentity")
+    }
 }
 
 /// A replica this node serves, and which creation of its topic it
@@ -52,6 +68,39 @@ impl PeerService {
             client_address: Arc::new(RwLock::new(client_address)),
             replicas: Arc::default(),
             message_bytes_max,
+            identity: None,
+        }
+    }
+
+    /// This service, checking that each Raft message (append-entries,
+    /// vote, install-snapshot, elect) comes from the node it names:
+    /// `identify` tells which node a request's connection proved it is
+    /// (from the peer's certificate), and a message whose sender (the
+    /// leader or candidate its vote names, or the node an elect request
+    /// names) is another node, or a connection that proved none, is
+    /// PERMISSION_DENIED. Without it any peer that may connect could speak
+    /// for any node.
+    pub fn with_sender_identity(
+        mut self,
+        identify: impl Fn(&tonic::Extensions) -> Option<u64> + Send + Sync + 'static,
+    ) -> PeerService {
+        self.identity = Some(SenderIdentity(Arc::new(identify)));
+        self
+    }
+
+    fn check_sender(&self, extensions: &tonic::Extensions, sender: Option<u64>) -> Result<(), Status> {
+        let Some(identity) = &self.identity else {
+            return Ok(());
+        };
+        match (identity.0(extensions), sender) {
+            (Some(proven), Some(sender)) if proven == sender => Ok(()),
+            (Some(proven), Some(sender)) => Err(Status::permission_denied(format!(
+                "the peer's certificate names node {proven}; the message is from node {sender}"
+            ))),
+            (Some(_), None) => Err(Status::invalid_argument("the message names no sender")),
+            (None, _) => Err(Status::permission_denied(
+                "the peer's certificate names no node (its common name must be spool-node-ID)",
+            )),
         }
     }
 
@@ -217,6 +266,18 @@ pub fn not_leader(leader_id: Option<u64>, leader_address: String) -> Status {
     Status::with_details(code, message, details)
 }
 
+/// The node a decoded Raft message speaks for: the leader or candidate
+/// its vote names. `None` for a message that did not decode (refused
+/// later as malformed) or names no node.
+fn sender_of(request: &Result<PeerRequest, Error>) -> Option<u64> {
+    match request.as_ref().ok()? {
+        PeerRequest::AppendEntries(rpc) => rpc.vote.leader_id.voted_for,
+        PeerRequest::Vote(rpc) => rpc.vote.leader_id.voted_for,
+        PeerRequest::InstallSnapshot(rpc) => rpc.vote.leader_id.voted_for,
+        PeerRequest::Elect => None,
+    }
+}
+
 /// The leader hint in `status`, if it carries one.
 pub fn leader_hint(status: &Status) -> Option<v1::LeaderHint> {
     if !matches!(
@@ -234,26 +295,30 @@ impl Peer for PeerService {
         &self,
         request: Request<v1::RaftAppendEntriesRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
-        let mut request = request.into_inner();
+        let (_, extensions, mut request) = request.into_parts();
         let group = request.group.take();
-        self.dispatch(group, wire::append_entries_from_proto(request))
-            .await
+        let request = wire::append_entries_from_proto(request);
+        self.check_sender(&extensions, sender_of(&request))?;
+        self.dispatch(group, request).await
     }
 
     async fn vote(&self, request: Request<v1::RaftVoteRequest>) -> Result<Response<v1::RaftReply>, Status> {
-        let mut request = request.into_inner();
+        let (_, extensions, mut request) = request.into_parts();
         let group = request.group.take();
-        self.dispatch(group, wire::vote_from_proto(request)).await
+        let request = wire::vote_from_proto(request);
+        self.check_sender(&extensions, sender_of(&request))?;
+        self.dispatch(group, request).await
     }
 
     async fn install_snapshot(
         &self,
         request: Request<v1::RaftInstallSnapshotRequest>,
     ) -> Result<Response<v1::RaftReply>, Status> {
-        let mut request = request.into_inner();
+        let (_, extensions, mut request) = request.into_parts();
         let group = request.group.take();
-        self.dispatch(group, wire::install_snapshot_from_proto(request))
-            .await
+        let request = wire::install_snapshot_from_proto(request);
+        self.check_sender(&extensions, sender_of(&request))?;
+        self.dispatch(group, request).await
     }
 
     async fn propose(
@@ -281,8 +346,9 @@ impl Peer for PeerService {
     }
 
     async fn elect(&self, request: Request<v1::RaftElectRequest>) -> Result<Response<v1::RaftReply>, Status> {
-        let group = request.into_inner().group;
-        self.dispatch(group, Ok(PeerRequest::Elect)).await
+        let (_, extensions, request) = request.into_parts();
+        self.check_sender(&extensions, Some(request.from))?;
+        self.dispatch(request.group, Ok(PeerRequest::Elect)).await
     }
 
     async fn describe_replicas(

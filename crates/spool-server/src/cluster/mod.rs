@@ -426,7 +426,11 @@ fn serve_peers(
     tls: Option<&PeerTls>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let router = tonic::transport::Server::builder().add_service(service.clone().into_server());
+    let service = match tls {
+        Some(_) => service.clone().with_sender_identity(certified_node),
+        None => service.clone(),
+    };
+    let router = tonic::transport::Server::builder().add_service(service.into_server());
     let server: std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match tls {
@@ -444,6 +448,16 @@ fn serve_peers(
             tracing::error!(%error, "the peer listener failed");
         }
     });
+}
+
+/// The node a peer connection's verified client certificate names: its
+/// common name is `spool-node-ID` (as `spool init-security --node` makes
+/// it).
+fn certified_node(extensions: &tonic::Extensions) -> Option<u64> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certificates = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?.peer_certs()?;
+    let name = crate::tls::common_name(certificates.first()?.as_ref())?;
+    name.strip_prefix("spool-node-")?.parse().ok()
 }
 
 async fn stopped(mut shutdown: watch::Receiver<bool>) {
