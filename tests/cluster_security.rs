@@ -302,6 +302,58 @@ fn a_peer_speaks_only_for_the_node_its_certificate_names() -> Result<()> {
     })
 }
 
+/// Replaces `path` with `contents` as deployment tools do (a new file
+/// renamed over it), so that the nodes' file watcher sees the change.
+fn replace_file(path: &Path, contents: &[u8]) -> Result<()> {
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, contents)?;
+    std::fs::rename(&staged, path)?;
+    Ok(())
+}
+
+/// The peer certificates move to a new CA while every node runs: first
+/// every node trusts both CAs, then presents its new certificate, then
+/// trusts only the new CA, each step picked up from the files (no
+/// restart). A node restarted afterwards is reached by the others over
+/// new connections, which must present their new certificates and trust
+/// the new CA only: it catches up. (The outgoing side once kept the
+/// files read at start, and the restarted node never heard from the
+/// others.)
+#[test]
+fn peer_certificates_move_to_a_new_ca_without_a_restart() -> Result<()> {
+    let pki = tempfile::tempdir()?;
+    init_security(pki.path(), 3)?;
+    let next = tempfile::tempdir()?;
+    init_security(next.path(), 3)?;
+    let mut cluster = secure_cluster(pki.path());
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        cluster.create_topic(TOPIC, 1).await?;
+        cluster.produce_through(1, TOPIC, "before", 5).await
+    })?;
+    let old_ca = std::fs::read(pki.path().join("ca.pem"))?;
+    let new_ca = std::fs::read(next.path().join("ca.pem"))?;
+    // Longer than the watcher's poll (1 s) and a reload.
+    let settle = || std::thread::sleep(Duration::from_millis(2_500));
+    replace_file(&pki.path().join("ca.pem"), &[old_ca, new_ca.clone()].concat())?;
+    settle();
+    for id in 1..=3 {
+        for file in [format!("node-{id}.key"), format!("node-{id}.pem")] {
+            replace_file(&pki.path().join(&file), &std::fs::read(next.path().join(&file))?)?;
+        }
+    }
+    settle();
+    replace_file(&pki.path().join("ca.pem"), &new_ca)?;
+    settle();
+    runtime.block_on(cluster.produce_through(2, TOPIC, "rotated", 5))?;
+    cluster.kill9(3);
+    cluster.restart(3);
+    runtime.block_on(async {
+        cluster.produce_through(1, TOPIC, "after", 5).await?;
+        cluster.check(&cluster.ids()).await
+    })
+}
+
 #[test]
 fn a_node_with_a_non_loopback_peer_address_and_no_peer_tls_does_not_start() -> Result<()> {
     let data = tempfile::tempdir()?;

@@ -13,8 +13,8 @@
 //! listener's side being `spool-server`'s).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use spool_proto::v1;
@@ -60,7 +60,11 @@ impl Default for TransportConfig {
 #[derive(Debug)]
 pub struct PeerTransport {
     node_id: u64,
-    peers: BTreeMap<u64, PeerClient<Channel>>,
+    /// Every other node's peer address, to connect again with a new TLS
+    /// configuration ([`set_tls`](Self::set_tls)).
+    addresses: BTreeMap<u64, String>,
+    config: TransportConfig,
+    peers: RwLock<BTreeMap<u64, PeerClient<Channel>>>,
     /// Per peer, what its last answer said (`REACHABILITY_*`), so that a
     /// change is logged once rather than per call and group.
     reachability: BTreeMap<u64, AtomicU8>,
@@ -82,6 +86,39 @@ fn peer_uri(address: &str, tls: bool) -> String {
     }
 }
 
+/// A lazily connected client per peer of `addresses`, over TLS with
+/// `tls` when given.
+fn connect(
+    addresses: &BTreeMap<u64, String>,
+    config: &TransportConfig,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<BTreeMap<u64, PeerClient<Channel>>> {
+    let mut clients = BTreeMap::new();
+    for (&id, address) in addresses {
+        let address_error = |source: tonic::transport::Error| Error::PeerAddress {
+            node_id: id,
+            address: address.clone(),
+            source: Box::new(source),
+        };
+        let mut endpoint = Endpoint::from_shared(peer_uri(address, tls.is_some())).map_err(address_error)?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(address_error)?;
+        }
+        let channel = endpoint
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_millis(config.keepalive_interval_ms))
+            .keep_alive_timeout(Duration::from_millis(config.keepalive_timeout_ms))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let client = PeerClient::new(channel)
+            .max_decoding_message_size(config.message_bytes_max)
+            .max_encoding_message_size(config.message_bytes_max);
+        clients.insert(id, client);
+    }
+    Ok(clients)
+}
+
 impl PeerTransport {
     /// Connections (opened lazily, on first use) from node `node_id` to
     /// every other node of `peers` (node id to peer address), over TLS
@@ -92,39 +129,37 @@ impl PeerTransport {
         config: TransportConfig,
         tls: Option<ClientTlsConfig>,
     ) -> Result<PeerTransport> {
-        let mut clients = BTreeMap::new();
-        for (&id, address) in peers.iter().filter(|(id, _)| **id != node_id) {
-            let address_error = |source: tonic::transport::Error| Error::PeerAddress {
-                node_id: id,
-                address: address.clone(),
-                source: Box::new(source),
-            };
-            let mut endpoint =
-                Endpoint::from_shared(peer_uri(address, tls.is_some())).map_err(address_error)?;
-            if let Some(tls) = &tls {
-                endpoint = endpoint.tls_config(tls.clone()).map_err(address_error)?;
-            }
-            let channel = endpoint
-                .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_millis(config.keepalive_interval_ms))
-                .keep_alive_timeout(Duration::from_millis(config.keepalive_timeout_ms))
-                .keep_alive_while_idle(true)
-                .connect_lazy();
-            let client = PeerClient::new(channel)
-                .max_decoding_message_size(config.message_bytes_max)
-                .max_encoding_message_size(config.message_bytes_max);
-            clients.insert(id, client);
-        }
+        let addresses: BTreeMap<u64, String> = peers
+            .iter()
+            .filter(|(id, _)| **id != node_id)
+            .map(|(id, address)| (*id, address.clone()))
+            .collect();
+        let clients = connect(&addresses, &config, tls.as_ref())?;
         Ok(PeerTransport {
             node_id,
             reachability: clients
                 .keys()
                 .map(|id| (*id, AtomicU8::new(REACHABILITY_UNKNOWN)))
                 .collect(),
-            peers: clients,
+            peers: RwLock::new(clients),
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            addresses,
+            config,
         })
+    }
+
+    /// Connects to the peers again with `tls` (a rotated certificate or
+    /// CA bundle): calls from now on go over new connections presenting
+    /// it; calls in flight finish on the old ones. Transports made without
+    /// TLS stay in the clear.
+    pub fn set_tls(&self, tls: ClientTlsConfig) -> Result<()> {
+        let clients = connect(&self.addresses, &self.config, Some(&tls))?;
+        *self.peers.write().expect("peers lock") = clients;
+        Ok(())
+    }
+
+    fn client(&self, node_id: u64) -> Option<PeerClient<Channel>> {
+        self.peers.read().expect("peers lock").get(&node_id).cloned()
     }
 
     pub fn node_id(&self) -> u64 {
@@ -134,9 +169,7 @@ impl PeerTransport {
     /// The connection to node `node_id`, for the calls that answer with a
     /// status of their own.
     fn client_of(&self, node_id: u64) -> Result<PeerClient<Channel>, tonic::Status> {
-        self.peers
-            .get(&node_id)
-            .cloned()
+        self.client(node_id)
             .ok_or_else(|| tonic::Status::unavailable(format!("node {node_id} is not a peer")))
     }
 
@@ -160,7 +193,7 @@ impl PeerTransport {
             from: self.node_id,
             to: node_id,
         };
-        let mut client = self.peers.get(&node_id).cloned().ok_or(unreachable)?;
+        let mut client = self.client(node_id).ok_or(unreachable)?;
         let call = client.describe_node(v1::DescribeNodeRequest {});
         match tokio::time::timeout(self.request_timeout, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
@@ -200,7 +233,7 @@ impl PeerTransport {
             from: self.node_id,
             to: node_id,
         };
-        let mut client = self.peers.get(&node_id).cloned().ok_or(unreachable)?;
+        let mut client = self.client(node_id).ok_or(unreachable)?;
         let call = client.describe_replicas(v1::DescribeReplicasRequest {});
         match tokio::time::timeout(timeout.min(self.request_timeout), call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
@@ -251,7 +284,7 @@ impl PeerTransport {
             from: self.node_id,
             to,
         };
-        let mut client = self.peers.get(&to).cloned().ok_or(unreachable)?;
+        let mut client = self.client(to).ok_or(unreachable)?;
         let call = async move {
             match request {
                 WireRequest::AppendEntries(request) => client.append_entries(request).await,

@@ -139,9 +139,9 @@ pub fn server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Arc<rustls::Ser
 /// The TLS settings of this node's calls to its peers: it presents its
 /// own certificate (`cert`, `key`) and takes only a peer whose
 /// certificate chains to `ca` (the nodes' CA) and names the host of the
-/// peer address it called. Read once, at start: a rotated certificate
-/// reaches outgoing connections at the next start (the peer listener's own
-/// certificate reloads like the others).
+/// peer address it called. Read at start and again each time the peer
+/// listener's certificates reload (`cluster/mod.rs`), so that a rotated
+/// certificate or CA bundle reaches outgoing connections too.
 pub fn peer_client_config(
     cert: &Path,
     key: &Path,
@@ -168,6 +168,9 @@ pub struct Certificates {
     files: TlsFiles,
     alpn: Vec<&'static [u8]>,
     current: RwLock<Arc<rustls::ServerConfig>>,
+    /// Counts the reloads put in force, for what follows them (the peer
+    /// transport's client side, `cluster/mod.rs`).
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl Certificates {
@@ -178,6 +181,7 @@ impl Certificates {
             files,
             alpn: alpn.to_vec(),
             current: RwLock::new(config),
+            reloads: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -190,7 +194,13 @@ impl Certificates {
     pub fn reload(&self) -> Result<(), TlsError> {
         let config = server_config(&self.files, &self.alpn)?;
         *self.current.write().expect("never poisoned") = config;
+        self.reloads.send_modify(|count| *count += 1);
         Ok(())
+    }
+
+    /// Changes each time a reload is put in force.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 
     fn acceptor(&self) -> TlsAcceptor {

@@ -144,6 +144,13 @@ impl Cluster {
             .map_err(|source| ClusterError::Raft { source })?,
         );
         serve_peers(listener, &service, tls.as_ref(), shutdown.clone());
+        if let Some(tls) = &tls {
+            tokio::spawn(follow_certificate_reloads(
+                Arc::clone(&tls.listener),
+                Arc::clone(&transport),
+                shutdown.clone(),
+            ));
+        }
 
         let partition = {
             let store = Arc::clone(&store);
@@ -448,6 +455,38 @@ fn serve_peers(
             tracing::error!(%error, "the peer listener failed");
         }
     });
+}
+
+/// Each time the peer listener's certificates reload (a rotated
+/// certificate, key or peer CA bundle), connects to the peers again with
+/// them, so that outgoing calls present what the listener serves.
+async fn follow_certificate_reloads(
+    certificates: Arc<Certificates>,
+    transport: Arc<PeerTransport>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut reloads = certificates.reloads();
+    loop {
+        tokio::select! {
+            changed = reloads.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        }
+        let files = certificates.files();
+        let Some(ca) = files.client_ca.as_deref() else {
+            return;
+        };
+        let config = match crate::tls::peer_client_config(&files.cert, &files.key, ca) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(%error, "peer connections keep the certificate in force");
+                continue;
+            }
+        };
+        match transport.set_tls(config) {
+            Ok(()) => tracing::info!("peer connections use the reloaded certificates"),
+            Err(error) => tracing::error!(%error, "peer connections keep the certificate in force"),
+        }
+    }
 }
 
 /// The node a peer connection's verified client certificate names: its
