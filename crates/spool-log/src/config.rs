@@ -119,8 +119,8 @@ pub struct TopicConfig {
     /// Oldest closed segments are deleted while the partition is larger.
     pub retention_bytes: Option<u64>,
     /// Set on a node's copy of a replicated topic: which creation of the
-    /// name it belongs to (the cluster's metadata log offset of the command
-    /// that created the topic). A node that was down while the topic was
+    /// name it belongs to (one more than the cluster's metadata log offset
+    /// of the command that created the topic). A node that was down while the topic was
     /// deleted and created again tells its old data from the new topic's
     /// by it. `None` for a topic of this node alone.
     pub incarnation: Option<u64>,

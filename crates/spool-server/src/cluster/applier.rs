@@ -106,7 +106,8 @@ async fn reconcile(cluster: &Arc<Cluster>, topic: &str) {
     match cluster.topic(topic) {
         Some(entry) => {
             let spec = entry.spec;
-            let partitions = match ensure_local_topic(cluster, topic, &spec, entry.created_offset).await {
+            let incarnation = incarnation(entry.created_offset);
+            let partitions = match ensure_local_topic(cluster, topic, &spec, incarnation).await {
                 Ok(partitions) => partitions,
                 Err(error) => {
                     tracing::error!(topic, %error, "cannot create the local topic of a replicated topic");
@@ -122,8 +123,7 @@ async fn reconcile(cluster: &Arc<Cluster>, topic: &str) {
                     tracing::error!(%group, "the local topic has fewer partitions than the metadata says");
                     continue;
                 };
-                if let Err(error) =
-                    open_replica(cluster, group.clone(), entry.created_offset, partition, nodes).await
+                if let Err(error) = open_replica(cluster, group.clone(), incarnation, partition, nodes).await
                 {
                     tracing::error!(%group, %error, "cannot open this node's replica");
                 }
@@ -135,6 +135,14 @@ async fn reconcile(cluster: &Arc<Cluster>, topic: &str) {
             }
         }
     }
+}
+
+/// Which creation of its name a topic created by the metadata command at
+/// `created_offset` is: one more than that offset, so that 0 (the
+/// metadata group's, and what a message without one carries) names no
+/// topic.
+fn incarnation(created_offset: u64) -> u64 {
+    created_offset + 1
 }
 
 /// Stops this node's replicas of `topic` and deletes its local data, if
