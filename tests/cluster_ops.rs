@@ -333,6 +333,53 @@ fn leadership_moves_to_the_named_node_through_any_node() -> Result<()> {
     })
 }
 
+/// A node stopped with SIGTERM first hands the leadership of every group
+/// it leads to another replica: as soon as it has exited, the other nodes
+/// already name a live leader of the partition and of the metadata group
+/// (after a crash they would name the dead node until an election, about
+/// a second later), and no acknowledged record is lost.
+#[test]
+fn a_node_stopped_with_sigterm_hands_its_leaderships_over_first() -> Result<()> {
+    let mut cluster = TestCluster::start(3);
+    runtime()?.block_on(async {
+        cluster.create_topic(TOPIC, 1).await?;
+        let leader = cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
+        // The metadata group led by the same node, so that one stop hands
+        // over both.
+        cluster
+            .patient_client(leader)
+            .await?
+            .transfer_leader("__cluster", 0, leader)
+            .await?;
+        cluster.produce_through(leader, TOPIC, "before", 5).await?;
+        let others: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
+        let load = cluster.spawn_producer(TOPIC, 0, &others, "load");
+        wait_for_progress(&cluster, 5).await?;
+        cluster.terminate(leader);
+        for id in &others {
+            let status = cluster.status(*id).await?;
+            for topic in [TOPIC, "__cluster"] {
+                let named = status
+                    .groups
+                    .iter()
+                    .find(|g| g.topic == topic)
+                    .with_context(|| format!("node {id} reports no {topic}/0"))?
+                    .leader_id;
+                ensure!(
+                    named.is_some_and(|l| others.contains(&l)),
+                    "right after node {leader} stopped, node {id} names {named:?} as the leader of {topic}/0"
+                );
+            }
+        }
+        wait_for_progress(&cluster, 5).await?;
+        cluster.restart(leader);
+        cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
+        let (sent, failed) = load.stop().await?;
+        eprintln!("{sent} produces, {failed} failed");
+        cluster.check(&cluster.ids()).await
+    })
+}
+
 /// Waits until the running producer has had `count` more records
 /// acknowledged.
 async fn wait_for_progress(cluster: &TestCluster, count: usize) -> Result<()> {

@@ -36,6 +36,10 @@ use crate::tls::Certificates;
 pub use self::metadata::{MetadataCommand, MetadataState, TopicEntry, TopicSpec};
 pub use self::service::ClusterLogService;
 
+/// How long a stopping node tries to hand over the leadership of each
+/// group it leads ([`Cluster::shutdown`]).
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a metadata change may wait for the metadata group's leader
 /// and for its own application on this node.
 const METADATA_WAIT: Duration = Duration::from_secs(10);
@@ -101,6 +105,8 @@ pub struct Cluster {
     /// metadata leader since it started ([`wait_for_start_sync`](Self::wait_for_start_sync)).
     synced_since_start: watch::Sender<bool>,
     started_at: tokio::time::Instant,
+    /// Stops the peer listener ([`shutdown`](Self::shutdown)).
+    peers_stop: watch::Sender<bool>,
 }
 
 impl Cluster {
@@ -143,7 +149,11 @@ impl Cluster {
             )
             .map_err(|source| ClusterError::Raft { source })?,
         );
-        serve_peers(listener, &service, tls.as_ref(), shutdown.clone());
+        // The peer listener outlives the client listener: it stops at the
+        // end of `Cluster::shutdown`, after this node has handed its
+        // leaderships over (which needs its peers' votes and answers).
+        let peers_stop = watch::Sender::new(false);
+        serve_peers(listener, &service, tls.as_ref(), peers_stop.subscribe());
         if let Some(tls) = &tls {
             tokio::spawn(follow_certificate_reloads(
                 Arc::clone(&tls.listener),
@@ -188,6 +198,7 @@ impl Cluster {
             segment_bytes_max,
             synced_since_start: watch::Sender::new(false),
             started_at: tokio::time::Instant::now(),
+            peers_stop,
         });
         tokio::spawn(applier::run(Arc::clone(&cluster), shutdown.clone()));
         tokio::spawn(confirm_metadata_at_start(Arc::clone(&cluster), shutdown));
@@ -285,12 +296,57 @@ impl Cluster {
         self.service.replica(&GroupId::new(topic, partition))
     }
 
-    /// Stops every replica of this node (before the store closes).
+    /// Stops this node's part (before the store closes): hands over the
+    /// leadership of every group it leads ([`hand_over`](Self::hand_over)),
+    /// stops every replica, then the peer listener.
     pub async fn shutdown(&self) {
+        self.hand_over().await;
         for (group, replica) in self.service.replicas() {
             self.service.unregister(&group);
             if let Err(error) = replica.shutdown().await {
                 tracing::warn!(%group, %error, "a replica did not stop cleanly");
+            }
+        }
+        self.peers_stop.send_replace(true);
+    }
+
+    /// Moves the leadership of every group this node leads to its most
+    /// caught-up other voter, all groups at once, each within
+    /// [`HAND_OVER_TIMEOUT`]: a node stopped on purpose (SIGTERM, a rolling
+    /// restart) then leaves leaders behind, and writes pause for a
+    /// transfer (a fraction of a second) instead of an election after
+    /// the lease runs out (about a second). A group whose transfer fails
+    /// elects a leader as after a crash.
+    async fn hand_over(&self) {
+        let mut transfers = tokio::task::JoinSet::new();
+        for (group, replica) in self.service.replicas() {
+            let status = replica.status();
+            if status.role != spool_raft::Role::Leader {
+                continue;
+            }
+            let target = status
+                .matched
+                .iter()
+                .filter(|(id, _)| **id != self.node_id && status.voters.contains(id))
+                .max_by_key(|(id, matched)| (**matched, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id);
+            let Some(target) = target else {
+                continue;
+            };
+            transfers.spawn(async move {
+                let result = replica.transfer_leadership(target, HAND_OVER_TIMEOUT).await;
+                (group, target, result)
+            });
+        }
+        while let Some(joined) = transfers.join_next().await {
+            match joined {
+                Ok((group, to, Ok(term))) => {
+                    tracing::info!(%group, to, term, "handed the leadership over before stopping")
+                }
+                Ok((group, to, Err(error))) => {
+                    tracing::warn!(%group, to, %error, "could not hand the leadership over; the group will elect one")
+                }
+                Err(join) => tracing::warn!(%join, "a leadership hand-over panicked"),
             }
         }
     }
