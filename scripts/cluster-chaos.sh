@@ -5,7 +5,7 @@
 # leader, in turn: kill -9 and restart it, pause it (SIGSTOP) past the
 # election timeout and resume it, move its leadership to another node,
 # restart every node at once, and restart every node in turn (SIGTERM,
-# its leaderships moved away first). After each round every acknowledged
+# which hands the node's leaderships over). After each round every acknowledged
 # record must be at its acknowledged offset in every node's committed log,
 # and the three logs must be the same (tests/cluster_ops.rs, chaos_rounds;
 # every_fault_once runs one round of each in CI).

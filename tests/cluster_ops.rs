@@ -9,8 +9,8 @@
 //!
 //! `every_fault_once` runs one round of each fault of the campaign: kill
 //! -9 of the leader, a pause, a transfer, a restart of every node at once
-//! and a rolling restart (each node in turn stopped with SIGTERM and
-//! started again, its leaderships moved away first). `chaos_rounds`
+//! and a rolling restart (each node in turn stopped with SIGTERM, which
+//! hands its leaderships over, and started again). `chaos_rounds`
 //! (ignored; `scripts/cluster-chaos.sh ROUNDS` runs it) repeats them for
 //! as many rounds as asked.
 
@@ -483,23 +483,11 @@ fn run_faults(rounds: u64) -> Result<()> {
 }
 
 /// Stops each node in turn with SIGTERM and starts it again, as an
-/// upgrade does: before a node stops, the leaderships it holds (the
-/// partition's and the metadata group's) move to another node, and the
-/// next node stops only once the cluster agrees on a leader again and
-/// the producer has made progress.
+/// upgrade does (a stopping node hands its leaderships over itself); the
+/// next node stops only once the cluster agrees on a leader again and the
+/// producer has made progress.
 async fn rolling_restart(cluster: &mut TestCluster) -> Result<()> {
     for id in cluster.ids() {
-        let next = id % 3 + 1;
-        for topic in [TOPIC, "__cluster"] {
-            if cluster.agreed_leader(&cluster.ids(), topic, 0).await? == id {
-                cluster
-                    .patient_client(next)
-                    .await?
-                    .transfer_leader(topic, 0, next)
-                    .await
-                    .with_context(|| format!("moving {topic}/0 from node {id} to {next}"))?;
-            }
-        }
         cluster.terminate(id);
         wait_for_progress(cluster, 5).await?;
         cluster.restart(id);
