@@ -520,8 +520,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => router.add_service(log),
     };
+    let handing_over = cluster.clone();
     let stopped = async move {
         shutdown_signal().await;
+        // Leaderships move to other nodes while this one still takes
+        // requests: those that reach it meanwhile are answered with the
+        // new leaders' hints instead of a closed connection.
+        if let Some(cluster) = &handing_over {
+            cluster.hand_over().await;
+        }
         health::set_not_serving(&health_reporter).await;
         let _ = shutdown_tx.send(true);
     };

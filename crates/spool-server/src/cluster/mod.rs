@@ -297,8 +297,9 @@ impl Cluster {
     }
 
     /// Stops this node's part (before the store closes): hands over the
-    /// leadership of every group it leads ([`hand_over`](Self::hand_over)),
-    /// stops every replica, then the peer listener.
+    /// leadership of every group it still leads ([`hand_over`](Self::hand_over);
+    /// `spoold` has done so once already, before it stopped taking client
+    /// requests), stops every replica, then the peer listener.
     pub async fn shutdown(&self) {
         self.hand_over().await;
         for (group, replica) in self.service.replicas() {
@@ -317,7 +318,7 @@ impl Cluster {
     /// transfer (a fraction of a second) instead of an election after
     /// the lease runs out (about a second). A group whose transfer fails
     /// elects a leader as after a crash.
-    async fn hand_over(&self) {
+    pub async fn hand_over(&self) {
         let mut transfers = tokio::task::JoinSet::new();
         for (group, replica) in self.service.replicas() {
             let status = replica.status();
