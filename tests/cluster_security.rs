@@ -251,12 +251,13 @@ fn a_peer_speaks_only_for_the_node_its_certificate_names() -> Result<()> {
             .await
             .map_err(anyhow::Error::msg)?;
         // Term 1, below the group's: harmless even where it is accepted.
+        let group = v1::RaftGroup {
+            topic: TOPIC.to_owned(),
+            partition: 0,
+            incarnation: 0,
+        };
         let vote = |candidate: u64| v1::RaftVoteRequest {
-            group: Some(v1::RaftGroup {
-                topic: TOPIC.to_owned(),
-                partition: 0,
-                incarnation: 0,
-            }),
+            group: Some(group.clone()),
             from: 1,
             request_json: format!(
                 r#"{{"vote":{{"leader_id":{{"term":1,"voted_for":{candidate}}},"committed":false}},"last_log_id":null}}"#
@@ -275,11 +276,7 @@ fn a_peer_speaks_only_for_the_node_its_certificate_names() -> Result<()> {
         );
         let elect = client
             .elect(v1::RaftElectRequest {
-                group: Some(v1::RaftGroup {
-                    topic: TOPIC.to_owned(),
-                    partition: 0,
-                    incarnation: 0,
-                }),
+                group: Some(group.clone()),
                 from: 3,
             })
             .await

@@ -273,6 +273,10 @@ impl Cluster {
     /// node left without a metadata majority still serves what its
     /// replicas committed.
     pub async fn wait_for_start_sync(&self) {
+        // Every read asks: once confirmed, a look at the flag is all.
+        if *self.synced_since_start.borrow() {
+            return;
+        }
         let limit = self.started_at + 4 * Duration::from_millis(self.group_config.election_timeout_max_ms);
         let mut synced = self.synced_since_start.subscribe();
         let _ = tokio::time::timeout_at(limit, synced.wait_for(|synced| *synced)).await;
