@@ -85,7 +85,10 @@ fn status_names_the_same_leaders_on_every_node_and_a_killed_node_as_unreachable(
                 .iter()
                 .map(|g| format!("{}/{}", g.topic, g.partition))
                 .collect();
-            ensure!(groups == ["__cluster/0", "ops/0", "ops/1"], "{groups:?}");
+            ensure!(
+                groups == ["__cluster/0", "__jobs/0", "ops/0", "ops/1"],
+                "{groups:?}"
+            );
             for group in &status.groups {
                 let leader = group.leader_id.context("a leader")?;
                 let roles: Vec<&str> = group.replicas.iter().map(|r| r.role.as_str()).collect();
@@ -107,12 +110,12 @@ fn status_names_the_same_leaders_on_every_node_and_a_killed_node_as_unreachable(
         ensure!(table.contains("ops/1") && table.contains("=leader"), "{table}");
         let json = cluster.nodes[&3].json(&["cluster", "status", "--json"]);
         ensure!(
-            json["node_id"] == 3 && json["groups"].as_array().map(Vec::len) == Some(3),
+            json["node_id"] == 3 && json["groups"].as_array().map(Vec::len) == Some(4),
             "{json}"
         );
 
         // Kill a node that leads nothing of partition 0; produce on.
-        let leader = leaders[0][1].context("a leader of ops/0")?;
+        let leader = leaders[0][2].context("a leader of ops/0")?;
         let victim = cluster
             .ids()
             .into_iter()

@@ -58,6 +58,10 @@ pub enum LoggedJob {
 /// Reads job histories from the `__jobs` partition.
 pub(crate) struct HistoryReader<'a> {
     pub partition: &'a Partition,
+    /// Events at or past this offset are not read: in a cluster, the
+    /// committed offset, so a history never shows an event a failover
+    /// could remove.
+    pub end: u64,
 }
 
 impl HistoryReader<'_> {
@@ -185,7 +189,11 @@ impl HistoryReader<'_> {
     ) -> spool_log::Result<()> {
         let key = id.to_be_bytes();
         let mut found = whole_log;
+        let end = self.end;
         self.partition.scan(offset, |batch, record| {
+            if record.offset >= end {
+                return ControlFlow::Break(());
+            }
             if record.key != Some(&key[..]) {
                 let later = record
                     .key

@@ -37,6 +37,7 @@ mod indexes;
 pub mod job;
 pub mod latency;
 pub mod queue;
+mod replication;
 mod request;
 pub mod retention;
 pub mod runtime;
@@ -60,6 +61,7 @@ pub use crate::queue::{
     Backoff, QueueConfig, QueueConfigChange, RATE_LIMIT_JOBS_MAX, RATE_LIMIT_WINDOW_MS_MAX, RateLimit,
     validate_queue_name,
 };
+pub use crate::replication::{Proposed, Replication, Ticket};
 pub use crate::retention::HISTORY_RETENTION_DEFAULT;
 pub use crate::runtime::{JobsRuntime, RuntimeConfig, StartError, Startup};
 pub use crate::search::{SearchField, SearchHits, SearchQuery, fingerprint};

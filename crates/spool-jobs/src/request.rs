@@ -180,6 +180,17 @@ pub enum JobError {
     LimitExceeded { limit: &'static str, max: u64 },
     #[error("the job service is unavailable: {reason}")]
     Unavailable { reason: String },
+    /// Cluster mode: this node does not lead `__jobs` (or has not applied
+    /// its term's first entry yet); the leader it knows of, with its client
+    /// address when known.
+    #[error("{}", match leader_id {
+        Some(id) => format!("this node does not lead the job layer; node {id} does"),
+        None => "the job layer has no leader yet".to_owned(),
+    })]
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_address: String,
+    },
 }
 
 pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> JobError {

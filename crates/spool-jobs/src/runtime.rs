@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 use spool_log::{Durability, Partition, Record, Retention, Store};
 use tokio::sync::oneshot;
 
+use crate::replication::{Epoch, Replication, Ticket};
+
 use crate::activity::QueueMetrics;
 use crate::config::JobsConfig;
 use crate::core::{ClaimedJob, JobError, JobsCore, Reply, Request, RequestId, Step};
@@ -105,16 +107,22 @@ impl RuntimeConfig {
     }
 }
 
-/// An answer and the log offset that must be durable before it is given
-/// out (the end of the log when it was computed).
-type Answer<T> = (T, u64);
+/// An answer and what must be safe before it is given out (the events up
+/// to the end of the log when it was computed).
+type Answer<T> = (T, Ticket);
 type Responder = oneshot::Sender<Answer<Result<Reply, JobError>>>;
-/// A read of the table: gets the table, the time and the end of the log.
-type Read = Box<dyn FnOnce(&JobsCore, i64, u64) + Send>;
+/// A read of the table: gets the table, the time and the ticket of what
+/// the table reflects, or why this node cannot answer.
+type Read = Box<dyn FnOnce(Result<(&JobsCore, i64, Ticket), JobError>) + Send>;
 
 enum Message {
     Request(Request, Responder),
-    Read(Read),
+    /// A read; `anywhere` when a follower's table may answer it (metrics),
+    /// else only the serving leader's (or a single node's) does.
+    Read {
+        read: Read,
+        anywhere: bool,
+    },
     Stop(mpsc::Sender<()>),
 }
 
@@ -156,6 +164,9 @@ pub struct JobsRuntime {
     sender: mpsc::Sender<Message>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     partition: Partition,
+    /// Cluster mode: `__jobs` is replicated, and histories are read up to
+    /// its committed offset.
+    replicated: bool,
     /// The limits the core runs with (they never change while it runs).
     jobs: JobsConfig,
 }
@@ -231,31 +242,47 @@ fn claim_offset(
     Some(in_turn.or(earlier).unwrap_or(0))
 }
 
-/// Waits until the events up to `offset` are on disk.
-async fn durable(partition: &Partition, offset: u64) -> Result<(), JobError> {
-    if partition.durable_offset() >= offset {
-        return Ok(());
-    }
-    partition.wait_durable(offset).await.map(|_| ()).map_err(|error| {
-        unavailable(&format!(
-            "writing job events failed ({error}); restart the server"
-        ))
-    })
-}
-
 impl JobsRuntime {
     /// Opens the events topic (creating it), restores the snapshot, replays
     /// the events after it and starts the thread.
     pub fn start(store: &Store, mut config: RuntimeConfig) -> Result<(JobsRuntime, Startup), StartError> {
-        let started = Instant::now();
         let partition = store.internal_partition(TOPIC)?;
         let batch_bytes_max = usize::try_from(store.config().batch_bytes_max).unwrap_or(usize::MAX);
         config.append_batch_bytes_max = config.append_batch_bytes_max.min(batch_bytes_max);
-        let seed = (config.clock)() as u64 ^ u64::from(std::process::id()).rotate_left(32);
-        let (mut core, snapshot_offset) = match snapshot::load(&config.snapshot_dir, &config.jobs, seed) {
-            Some((core, offset)) if offset <= partition.high_watermark() => (core, Some(offset)),
-            _ => (JobsCore::new(config.jobs.clone(), seed), None),
+        JobsRuntime::start_on(partition, None, config)
+    }
+
+    /// Cluster mode: starts the job layer over `partition`, the local
+    /// replica of the replicated `__jobs` (already open, its committed
+    /// offset restored). The table is rebuilt from the committed events
+    /// and follows the group: it applies committed events while another
+    /// node leads, and takes requests once `replication` says this node
+    /// serves (`replication.rs`). The history retention does not run:
+    /// a replica's log starts at offset 0.
+    pub fn start_replicated(
+        partition: Partition,
+        replication: Arc<dyn Replication>,
+        mut config: RuntimeConfig,
+    ) -> Result<(JobsRuntime, Startup), StartError> {
+        let batch_bytes_max = usize::try_from(partition.batch_limits().batch_bytes_max).unwrap_or(usize::MAX);
+        config.append_batch_bytes_max = config.append_batch_bytes_max.min(batch_bytes_max);
+        JobsRuntime::start_on(partition, Some(replication), config)
+    }
+
+    fn start_on(
+        partition: Partition,
+        replication: Option<Arc<dyn Replication>>,
+        config: RuntimeConfig,
+    ) -> Result<(JobsRuntime, Startup), StartError> {
+        let started = Instant::now();
+        let replicated = replication.is_some();
+        // A replica builds its table from committed events only.
+        let end = if replicated {
+            partition.committed_offset()
+        } else {
+            partition.high_watermark()
         };
+        let (mut core, snapshot_offset) = load_snapshot(&config, end);
         let log_start_offset = partition.log_start_offset();
         if log_start_offset > snapshot_offset.unwrap_or(0) {
             return Err(StartError::SnapshotMissing {
@@ -265,7 +292,7 @@ impl JobsRuntime {
             });
         }
         let from = snapshot_offset.unwrap_or(0);
-        let replayed_events = replay(&partition, &mut core, from)?;
+        let replayed_events = replay(&partition, &mut core, from, end)?;
         let startup = Startup {
             snapshot_offset,
             replayed_events,
@@ -281,9 +308,16 @@ impl JobsRuntime {
         );
         let (sender, receiver) = mpsc::channel();
         let jobs = config.jobs.clone();
+        let role = if replicated {
+            Role::Following { applied: end }
+        } else {
+            Role::Local
+        };
         let worker = Worker {
             core,
             partition: partition.clone(),
+            replication,
+            role,
             config,
             pending: HashMap::new(),
             next_request: 0,
@@ -310,6 +344,7 @@ impl JobsRuntime {
                 sender,
                 thread: std::sync::Mutex::new(Some(thread)),
                 partition,
+                replicated,
                 jobs,
             },
             startup,
@@ -333,21 +368,21 @@ impl JobsRuntime {
     pub fn submit(&self, request: Request) -> impl Future<Output = Result<Reply, JobError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let sent = self.sender.send(Message::Request(request, tx));
-        let partition = self.partition.clone();
         async move {
             sent.map_err(|_| unavailable("the job service has stopped"))?;
-            let (reply, offset) = rx.await.map_err(|_| unavailable("the job service has stopped"))?;
-            durable(&partition, offset).await?;
+            let (reply, ticket) = rx.await.map_err(|_| unavailable("the job service has stopped"))?;
+            ticket.wait().await?;
             reply
         }
     }
 
     /// The first half of [`call`](Self::call): the reply as decided and
-    /// the log offset its events reach, once they are appended (not yet
-    /// durable). The caller must [`wait_durable`](Self::wait_durable) for
-    /// that offset before it hands the reply out. For callers that time
-    /// the two halves apart (the server's trace spans).
-    pub async fn decide(&self, request: Request) -> Result<(Result<Reply, JobError>, u64), JobError> {
+    /// the ticket of its events, once they are appended (not yet durable,
+    /// or committed in a cluster). The caller must
+    /// [`wait_durable`](Self::wait_durable) for the ticket before it hands
+    /// the reply out. For callers that time the two halves apart (the
+    /// server's trace spans).
+    pub async fn decide(&self, request: Request) -> Result<(Result<Reply, JobError>, Ticket), JobError> {
         let (tx, rx) = oneshot::channel();
         self.sender
             .send(Message::Request(request, tx))
@@ -355,10 +390,28 @@ impl JobsRuntime {
         rx.await.map_err(|_| unavailable("the job service has stopped"))
     }
 
-    /// The second half of [`call`](Self::call): waits until the events up
-    /// to `offset` are on disk (the group commit of `__jobs`).
-    pub async fn wait_durable(&self, offset: u64) -> Result<(), JobError> {
-        durable(&self.partition, offset).await
+    /// The second half of [`call`](Self::call): waits until the events of
+    /// `ticket` are on disk (the group commit of `__jobs`), or committed in
+    /// a cluster.
+    pub async fn wait_durable(&self, ticket: &Ticket) -> Result<(), JobError> {
+        ticket.wait().await
+    }
+
+    /// Sends a read of the table and returns what it answered with the
+    /// ticket of what the table reflected.
+    async fn ask<T: Send + 'static>(
+        &self,
+        anywhere: bool,
+        read: impl FnOnce(&JobsCore, i64) -> T + Send + 'static,
+    ) -> Result<(T, Ticket), JobError> {
+        let (tx, rx) = oneshot::channel();
+        let read: Read = Box::new(move |table| {
+            let _ = tx.send(table.map(|(core, now, ticket)| (read(core, now), ticket)));
+        });
+        self.sender
+            .send(Message::Read { read, anywhere })
+            .map_err(|_| unavailable("the job service has stopped"))?;
+        rx.await.map_err(|_| unavailable("the job service has stopped"))?
     }
 
     /// Runs `read` against the current job table and returns what it
@@ -367,15 +420,8 @@ impl JobsRuntime {
         &self,
         read: impl FnOnce(&JobsCore, i64) -> T + Send + 'static,
     ) -> Result<T, JobError> {
-        let (tx, rx) = oneshot::channel();
-        let message = Message::Read(Box::new(move |core, now, offset| {
-            let _ = tx.send((read(core, now), offset));
-        }));
-        self.sender
-            .send(message)
-            .map_err(|_| unavailable("the job service has stopped"))?;
-        let (value, offset) = rx.await.map_err(|_| unavailable("the job service has stopped"))?;
-        durable(&self.partition, offset).await?;
+        let (value, ticket) = self.ask(false, read).await?;
+        ticket.wait().await?;
         Ok(value)
     }
 
@@ -387,14 +433,7 @@ impl JobsRuntime {
         &self,
         read: impl FnOnce(&JobsCore, i64) -> T + Send + 'static,
     ) -> Result<T, JobError> {
-        let (tx, rx) = oneshot::channel();
-        let message = Message::Read(Box::new(move |core, now, _| {
-            let _ = tx.send(read(core, now));
-        }));
-        self.sender
-            .send(message)
-            .map_err(|_| unavailable("the job service has stopped"))?;
-        rx.await.map_err(|_| unavailable("the job service has stopped"))
+        Ok(self.ask(false, read).await?.0)
     }
 
     /// The metrics of every known queue, sorted by name (see
@@ -402,16 +441,11 @@ impl JobsRuntime {
     /// Unlike [`read`](Self::read) it does not wait for the disk: a scrape
     /// must not stall behind an fsync, and counting an event a crash could
     /// still take back is harmless in statistics. It costs the job thread
-    /// one pass over the running jobs and each queue's available jobs.
+    /// one pass over the running jobs and each queue's available jobs. A
+    /// follower in a cluster answers from its standby table (what is
+    /// committed).
     pub async fn metrics_snapshot(&self) -> Result<Vec<QueueMetrics>, JobError> {
-        let (tx, rx) = oneshot::channel();
-        let message = Message::Read(Box::new(move |core, now, _| {
-            let _ = tx.send(core.metrics_snapshot(now));
-        }));
-        self.sender
-            .send(message)
-            .map_err(|_| unavailable("the job service has stopped"))?;
-        rx.await.map_err(|_| unavailable("the job service has stopped"))
+        Ok(self.ask(true, |core, now| core.metrics_snapshot(now)).await?.0)
     }
 
     /// Up to `limit` events of job `id` from the log, from log offset
@@ -422,6 +456,7 @@ impl JobsRuntime {
     pub fn history(&self, id: JobId, from: u64, limit: usize) -> spool_log::Result<HistoryPage> {
         let reader = HistoryReader {
             partition: &self.partition,
+            end: self.history_end(),
         };
         reader.page(id, from, limit, || self.holds_blocking(id))
     }
@@ -432,17 +467,29 @@ impl JobsRuntime {
     pub fn job_from_log(&self, id: JobId) -> spool_log::Result<LoggedJob> {
         HistoryReader {
             partition: &self.partition,
+            end: self.history_end(),
         }
         .job(id)
+    }
+
+    /// Where histories end: everything on a single node, what is committed
+    /// in a cluster.
+    fn history_end(&self) -> u64 {
+        if self.replicated {
+            self.partition.committed_offset()
+        } else {
+            u64::MAX
+        }
     }
 
     /// Whether the job table holds job `id`, asked of the job thread from a
     /// thread that may block. False if the job service has stopped.
     fn holds_blocking(&self, id: JobId) -> bool {
         let (tx, rx) = mpsc::channel();
-        let message = Message::Read(Box::new(move |core, _, _| {
-            let _ = tx.send(core.job(id).is_some());
-        }));
+        let read: Read = Box::new(move |table| {
+            let _ = tx.send(table.is_ok_and(|(core, _, _)| core.job(id).is_some()));
+        });
+        let message = Message::Read { read, anywhere: true };
         self.sender.send(message).is_ok() && rx.recv().unwrap_or(false)
     }
 
@@ -464,10 +511,26 @@ impl Drop for JobsRuntime {
     }
 }
 
-/// Applies every event from `from` to the end of the log.
-fn replay(partition: &Partition, core: &mut JobsCore, from: u64) -> spool_log::Result<u64> {
+/// The latest snapshot in `config.snapshot_dir` covering no more than
+/// `end`, with the table it holds, or an empty table.
+fn load_snapshot(config: &RuntimeConfig, end: u64) -> (JobsCore, Option<u64>) {
+    // Lease tokens come from this seed: a fresh one per table built, so a
+    // token handed out before a restart or failover is never handed out
+    // again.
+    let seed = (config.clock)() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+    match snapshot::load(&config.snapshot_dir, &config.jobs, seed) {
+        Some((core, offset)) if offset <= end => (core, Some(offset)),
+        _ => (JobsCore::new(config.jobs.clone(), seed), None),
+    }
+}
+
+/// Applies every event from `from` up to `end` (or the end of the log).
+fn replay(partition: &Partition, core: &mut JobsCore, from: u64, end: u64) -> spool_log::Result<u64> {
     let mut count = 0;
     partition.scan(from, |batch, record| {
+        if record.offset >= end {
+            return ControlFlow::Break(());
+        }
         match record
             .value
             .and_then(|value| Event::decode(batch.slice_ref(value)))
@@ -483,9 +546,29 @@ fn replay(partition: &Partition, core: &mut JobsCore, from: u64) -> spool_log::R
     Ok(count)
 }
 
+/// What the job thread does with the log.
+enum Role {
+    /// A single node: appends to the local `__jobs`, answers once fsynced.
+    Local,
+    /// Cluster mode, another node leads (or none does yet): the table
+    /// applies the committed events up to `applied`, and requests are
+    /// answered with the leader's address.
+    Following { applied: u64 },
+    /// Cluster mode, this node serves in `term`: events are proposed from
+    /// `next_offset` on, and answers wait for their commit in `epoch`.
+    Leading {
+        term: u64,
+        epoch: Arc<Epoch>,
+        next_offset: u64,
+    },
+}
+
 struct Worker {
     core: JobsCore,
     partition: Partition,
+    /// Cluster mode: the replicated `__jobs`.
+    replication: Option<Arc<dyn Replication>>,
+    role: Role,
     config: RuntimeConfig,
     pending: HashMap<RequestId, Responder>,
     next_request: RequestId,
@@ -494,8 +577,10 @@ struct Worker {
     /// set by the thread that writes it once it is durable.
     snapshot_offset: Arc<AtomicU64>,
     last_retention_check: Instant,
-    /// Set when an append failed: the table is then ahead of the log, so
-    /// the service refuses everything until it is restarted and replays.
+    /// Set when an append failed on a single node: the table is then ahead
+    /// of the log, so the service refuses everything until it is restarted
+    /// and replays. (In a cluster the node gives the leadership up and
+    /// rebuilds its table instead.)
     failed: Option<String>,
     /// The thread writing a snapshot or deleting old segments, if any: one
     /// at a time.
@@ -509,19 +594,31 @@ struct Worker {
 }
 
 const IDLE_WAKE: Duration = Duration::from_millis(500);
+/// How often a cluster node looks at its role and, as a follower, at the
+/// committed offset, when no request wakes it.
+const ROLE_WAKE: Duration = Duration::from_millis(20);
 const MESSAGES_PER_TURN_MAX: usize = 8_192;
+/// How long a snapshot taken by a leader waits for its events' commit.
+const SNAPSHOT_COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 impl Worker {
     fn run(mut self, receiver: mpsc::Receiver<Message>) {
-        // Leases that ran out while the server was down expire now.
-        let now = (self.config.clock)();
-        let step = self.core.tick(now);
-        self.finish(step);
-        loop {
+        // Leases that ran out while the server was down expire now (in a
+        // cluster, when this node starts to serve).
+        if self.serving() {
             let now = (self.config.clock)();
-            let wait = self.core.next_deadline().map_or(IDLE_WAKE, |deadline| {
+            let step = self.core.tick(now);
+            self.finish(step);
+        }
+        loop {
+            self.follow_role();
+            let now = (self.config.clock)();
+            let mut wait = self.core.next_deadline().map_or(IDLE_WAKE, |deadline| {
                 Duration::from_millis(deadline.saturating_sub(now).clamp(0, 500) as u64)
             });
+            if self.replication.is_some() {
+                wait = wait.min(ROLE_WAKE);
+            }
             let mut messages = Vec::new();
             match receiver.recv_timeout(wait) {
                 Ok(message) => messages.push(message),
@@ -545,14 +642,23 @@ impl Worker {
                 open
             });
             let now = (self.config.clock)();
-            let mut step = self.core.tick(now);
+            let serving = self.serving();
+            let mut step = if serving {
+                self.core.tick(now)
+            } else {
+                Step::default()
+            };
             let mut stop = None;
             let mut reads = Vec::new();
             for message in messages {
                 match message {
                     Message::Request(request, responder) => {
                         if let Some(reason) = &self.failed {
-                            let _ = responder.send((Err(unavailable(reason)), 0));
+                            let _ = responder.send((Err(unavailable(reason)), Ticket::ready()));
+                            continue;
+                        }
+                        if !serving {
+                            let _ = responder.send((Err(self.not_leader()), Ticket::ready()));
                             continue;
                         }
                         self.next_request += 1;
@@ -560,19 +666,24 @@ impl Worker {
                         self.pending.insert(id, responder);
                         self.core.handle_into(&mut step, id, request, now);
                     }
-                    Message::Read(read) => reads.push(read),
+                    Message::Read { read, anywhere } => reads.push((read, anywhere)),
                     Message::Stop(ack) => stop = Some(ack),
                 }
             }
             self.finish(step);
             // Reads see the table after this turn; their answers wait for
-            // the same offset as the turn's replies. Once an append has
-            // failed the table is ahead of the log: reads are dropped
-            // unanswered, which their callers hear as UNAVAILABLE.
-            if self.failed.is_none() {
-                let offset = self.partition.high_watermark();
-                for read in reads {
-                    read(&self.core, now, offset);
+            // the same ticket as the turn's replies. Once an append has
+            // failed the table is ahead of the log: reads are refused.
+            let ticket = self.ticket(self.end_offset());
+            for (read, anywhere) in reads {
+                if let Some(reason) = &self.failed {
+                    read(Err(unavailable(reason)));
+                } else if self.serving() {
+                    read(Ok((&self.core, now, ticket.clone())));
+                } else if anywhere {
+                    read(Ok((&self.core, now, Ticket::ready())));
+                } else {
+                    read(Err(self.not_leader()));
                 }
             }
             if let Some(ack) = stop {
@@ -590,35 +701,193 @@ impl Worker {
             }
         }
         for (_, responder) in self.pending.drain() {
-            let _ = responder.send((Err(unavailable("the job service has stopped")), 0));
+            let _ = responder.send((Err(unavailable("the job service has stopped")), Ticket::ready()));
         }
     }
 
-    /// Appends a step's events, asks for their fsync and sends the replies,
-    /// each with the offset its caller waits for to be durable: the end of
-    /// the turn, except for a claim (see [`claim_offset`]).
+    /// Whether this node's table takes requests: a single node always, a
+    /// cluster node while it serves as the leader of `__jobs`.
+    fn serving(&self) -> bool {
+        !matches!(self.role, Role::Following { .. })
+    }
+
+    /// The answer to a request this node cannot serve: the leader it knows
+    /// of, with its address.
+    fn not_leader(&self) -> JobError {
+        let (leader_id, leader_address) = self
+            .replication
+            .as_ref()
+            .map_or((None, String::new()), |replication| replication.leader());
+        JobError::NotLeader {
+            leader_id,
+            leader_address,
+        }
+    }
+
+    /// The offset after the last event the table reflects.
+    fn end_offset(&self) -> u64 {
+        match &self.role {
+            Role::Local => self.partition.high_watermark(),
+            Role::Following { applied } => *applied,
+            Role::Leading { next_offset, .. } => *next_offset,
+        }
+    }
+
+    /// Offsets below this are safe: durable on a single node, committed in
+    /// a cluster.
+    fn safe_offset(&self) -> u64 {
+        match &self.role {
+            Role::Local => self.partition.durable_offset(),
+            Role::Following { applied } => *applied,
+            Role::Leading { epoch, .. } => epoch.committed(),
+        }
+    }
+
+    /// What an answer reflecting the events below `offset` waits for.
+    fn ticket(&self, offset: u64) -> Ticket {
+        match &self.role {
+            Role::Local => Ticket::durable(&self.partition, offset),
+            Role::Following { .. } => Ticket::ready(),
+            Role::Leading { epoch, .. } => Ticket::committed(epoch, offset),
+        }
+    }
+
+    /// Cluster mode: follows the group. A follower applies what was
+    /// committed since its last turn and starts to serve once this node
+    /// leads and has applied its term's first entry; a leader that lost
+    /// the leadership (or whose proposal was refused) rebuilds its table
+    /// from the committed log, since its table may hold events that will
+    /// never commit.
+    fn follow_role(&mut self) {
+        let Some(replication) = self.replication.clone() else {
+            return;
+        };
+        if let Role::Leading { term, epoch, .. } = &self.role
+            && (epoch.failed() || replication.serving_term() != Some(*term))
+        {
+            let term = *term;
+            self.step_down();
+            tracing::info!(
+                term,
+                "no longer leading __jobs: the job table follows the new leader"
+            );
+        }
+        let Role::Following { applied } = self.role else {
+            return;
+        };
+        let applied = self.apply_committed(applied);
+        self.role = Role::Following { applied };
+        let Some(term) = replication.serving_term() else {
+            return;
+        };
+        // Every event an earlier leader committed is applied, and nothing
+        // of this term is proposed yet: the log ends at the commit.
+        let committed = self.partition.committed_offset();
+        if applied != committed || self.partition.high_watermark() != committed {
+            return;
+        }
+        self.role = Role::Leading {
+            term,
+            epoch: Epoch::new(committed),
+            next_offset: committed,
+        };
+        tracing::info!(
+            term,
+            offset = committed,
+            jobs = self.core.job_count(),
+            "leading __jobs: the job layer takes requests on this node"
+        );
+        let now = (self.config.clock)();
+        let step = self.core.tick(now);
+        self.finish(step);
+    }
+
+    /// Applies the events committed since `applied`; returns how far the
+    /// table now reflects the log.
+    fn apply_committed(&mut self, applied: u64) -> u64 {
+        let committed = self.partition.committed_offset();
+        if committed <= applied {
+            return applied;
+        }
+        match replay(&self.partition, &mut self.core, applied, committed) {
+            Ok(events) => {
+                self.events_since_snapshot += events;
+                committed
+            }
+            Err(error) => {
+                tracing::warn!(%error, applied, committed, "cannot read committed job events; trying again");
+                applied
+            }
+        }
+    }
+
+    /// Gives the leadership up: parked claims hear where the leader is, and
+    /// the table is rebuilt from the latest snapshot and the committed
+    /// events.
+    fn step_down(&mut self) {
+        let not_leader = self.not_leader();
+        for (_, responder) in self.pending.drain() {
+            let _ = responder.send((Err(not_leader.clone()), Ticket::ready()));
+        }
+        self.unsynced.clear();
+        let committed = self.partition.committed_offset();
+        let (mut core, snapshot_offset) = load_snapshot(&self.config, committed);
+        let from = snapshot_offset.unwrap_or(0);
+        match replay(&self.partition, &mut core, from, committed) {
+            Ok(events) => {
+                self.core = core;
+                self.events_since_snapshot = events;
+                self.role = Role::Following { applied: committed };
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot rebuild the job table from __jobs; the job service stops answering until restarted");
+                self.failed = Some(format!(
+                    "rebuilding the job table failed ({error}); restart the server"
+                ));
+                self.role = Role::Following { applied: committed };
+            }
+        }
+    }
+
+    /// Appends a step's events, asks for their fsync (or proposes them)
+    /// and sends the replies, each with the ticket its caller waits for:
+    /// the end of the turn, except for a claim (see [`claim_offset`]).
     fn finish(&mut self, step: Step) {
         let Step { events, mut replies } = step;
-        let turn_start = self.partition.high_watermark();
+        let turn_start = self.end_offset();
         if !events.is_empty() && self.failed.is_none() {
             match self.append(&events) {
                 Ok(()) => {
                     self.events_since_snapshot += events.len() as u64;
-                    self.partition.request_flush();
+                    if matches!(self.role, Role::Local) {
+                        self.partition.request_flush();
+                    }
                 }
                 Err(error) => {
-                    tracing::error!(%error, "appending job events failed; the job service stops answering until restarted");
-                    let reason = format!("writing job events failed ({error}); restart the server");
+                    let reason = match &self.role {
+                        Role::Leading { epoch, .. } => {
+                            // The table is ahead of the log: the next turn
+                            // gives the leadership up and rebuilds it.
+                            tracing::error!(%error, "proposing job events failed; rebuilding the job table");
+                            epoch.settle(&Err(error.clone()));
+                            format!("proposing job events failed ({error}); retry")
+                        }
+                        _ => {
+                            tracing::error!(%error, "appending job events failed; the job service stops answering until restarted");
+                            let reason = format!("writing job events failed ({error}); restart the server");
+                            self.failed = Some(reason.clone());
+                            reason
+                        }
+                    };
                     for reply in &mut replies {
                         reply.1 = Err(unavailable(&reason));
                     }
-                    self.failed = Some(reason);
                 }
             }
         }
-        let offset = self.partition.high_watermark();
-        let durable = self.partition.durable_offset();
-        while self.unsynced.front().is_some_and(|&(at, _)| at < durable) {
+        let offset = self.end_offset();
+        let safe = self.safe_offset();
+        while self.unsynced.front().is_some_and(|&(at, _)| at < safe) {
             self.unsynced.pop_front();
         }
         for (id, reply) in replies {
@@ -635,7 +904,7 @@ impl Worker {
                     }
                     _ => offset,
                 };
-                let _ = responder.send((reply, offset));
+                let _ = responder.send((reply, self.ticket(offset)));
             }
         }
         if self.failed.is_none() {
@@ -645,7 +914,7 @@ impl Worker {
         }
     }
 
-    fn append(&mut self, events: &[Event]) -> spool_log::Result<()> {
+    fn append(&mut self, events: &[Event]) -> Result<(), String> {
         // Every event of the turn is encoded into one reused buffer.
         let mut buffer = std::mem::take(&mut self.encode_buffer);
         buffer.clear();
@@ -676,7 +945,7 @@ impl Worker {
                 });
                 end += 1;
             }
-            if let Err(error) = self.partition.append(&records, Durability::None) {
+            if let Err(error) = self.put(&records) {
                 result = Err(error);
                 break;
             }
@@ -686,10 +955,43 @@ impl Worker {
         result
     }
 
+    /// Appends one batch of events: to the local log, or proposed to the
+    /// replicated `__jobs` behind every batch proposed before it.
+    fn put(&mut self, records: &[Record<'_>]) -> Result<(), String> {
+        let replication = self.replication.clone();
+        match (&mut self.role, replication) {
+            (
+                Role::Leading {
+                    epoch, next_offset, ..
+                },
+                Some(replication),
+            ) => {
+                let now = records
+                    .first()
+                    .and_then(|record| record.timestamp_ms)
+                    .unwrap_or(0);
+                let encoded = spool_log::batch::encode_to_vec(records, now, self.partition.batch_limits())
+                    .map_err(|error| error.to_string())?;
+                *next_offset += records.len() as u64;
+                let epoch = Arc::clone(epoch);
+                replication.propose(encoded, Box::new(move |outcome| epoch.settle(&outcome)));
+                Ok(())
+            }
+            (Role::Local, _) => self
+                .partition
+                .append(records, Durability::None)
+                .map(|_| ())
+                .map_err(|error| error.to_string()),
+            _ => Err("this node does not serve the job layer".to_owned()),
+        }
+    }
+
     /// Takes the step the history retention calls for now.
     fn check_retention(&mut self, now: i64) {
         let retention = &self.config.history_retention;
-        if retention.keeps_everything() || self.failed.is_some() {
+        // A replica's log starts at offset 0 (`docs/cluster.md`): in a
+        // cluster nothing is trimmed.
+        if retention.keeps_everything() || self.failed.is_some() || !matches!(self.role, Role::Local) {
             return;
         }
         let step = retention::next_step(
@@ -755,26 +1057,44 @@ impl Worker {
             // The previous one is still being written: try next turn.
             return;
         }
-        let offset = self.partition.high_watermark();
+        let offset = self.end_offset();
         let encoded = snapshot::encode(&self.core, offset);
         let dir = self.config.snapshot_dir.clone();
         let jobs = self.core.job_count();
         let partition = self.partition.clone();
         let retention = self.config.history_retention;
+        let trim = matches!(self.role, Role::Local) && !retention.keeps_everything();
         let clock = Arc::clone(&self.config.clock);
         let snapshot_offset = Arc::clone(&self.snapshot_offset);
-        // A snapshot must never reflect events a crash could still take
-        // away: it is written once the log holds them durably.
+        // A leader's table may hold events not committed yet; a follower's
+        // holds committed ones only.
+        let epoch = match &self.role {
+            Role::Leading { epoch, .. } => Some(Arc::clone(epoch)),
+            _ => None,
+        };
+        let local = matches!(self.role, Role::Local);
+        // A snapshot must never reflect events a crash (or a failover)
+        // could still take away: it is written once the log holds them
+        // durably (committed, in a cluster).
         let write = move || {
-            if let Err(error) = partition.wait_durable_blocking(offset) {
+            if local && let Err(error) = partition.wait_durable_blocking(offset) {
                 tracing::warn!(%error, "not writing the jobs snapshot: its events are not durable");
+                return;
+            }
+            if let Some(epoch) = epoch
+                && !epoch.wait_blocking(offset, SNAPSHOT_COMMIT_WAIT)
+            {
+                tracing::warn!(
+                    offset,
+                    "not writing the jobs snapshot: its events were not committed"
+                );
                 return;
             }
             match snapshot::write(&dir, &encoded) {
                 Ok(()) => {
                     tracing::debug!(offset, jobs, bytes = encoded.len(), "jobs snapshot written");
                     snapshot_offset.store(offset, Ordering::Release);
-                    if !retention.keeps_everything() {
+                    if trim {
                         let retention_start = partition.retention_start(&retention, clock());
                         delete_below(&partition, retention::trim_offset(retention_start, offset));
                     }

@@ -13,7 +13,8 @@ use std::pin::Pin;
 pub use crate::engine::{PeerRequest, PeerResponse};
 
 /// A Raft group of a cluster, named by the partition whose log is its
-/// Raft log. The metadata group is [`GroupId::metadata`].
+/// Raft log. The metadata group is [`GroupId::metadata`], the job
+/// layer's [`GroupId::jobs`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId {
     pub topic: String,
@@ -41,9 +42,24 @@ impl GroupId {
         }
     }
 
+    /// The internal topic whose partition 0 holds the job layer's events.
+    pub const JOBS_TOPIC: &'static str = "__jobs";
+
     /// The cluster's metadata group.
     pub fn metadata() -> GroupId {
         GroupId::new(GroupId::METADATA_TOPIC, 0)
+    }
+
+    /// The job layer's group (`__jobs`), over every node like the
+    /// metadata group.
+    pub fn jobs() -> GroupId {
+        GroupId::new(GroupId::JOBS_TOPIC, 0)
+    }
+
+    /// Whether this is a group of every node (the metadata or the job
+    /// layer's), not a topic's partition.
+    pub fn is_internal(&self) -> bool {
+        *self == GroupId::metadata() || *self == GroupId::jobs()
     }
 }
 

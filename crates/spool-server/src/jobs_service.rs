@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use spool_auth::Action;
-use spool_jobs::{JobsRuntime, LoggedJob, Reply, Request, Trimmed};
+use spool_jobs::{JobsRuntime, LoggedJob, Reply, Request, Ticket, Trimmed};
 use spool_proto::v1::{self, jobs_server::Jobs};
 use spool_telemetry::{MESSAGING_SYSTEM, TARGET, TRACEPARENT, TRACESTATE};
 use tokio::sync::watch;
@@ -143,22 +143,25 @@ impl JobsService {
     /// Sends a request to the job runtime and answers once its events are
     /// durable, each half in a span.
     async fn call(&self, request: Request) -> Result<Reply, Status> {
-        let (reply, offset) = self.decide(request).await?;
-        self.wait_durable(offset).await?;
+        let (reply, ticket) = self.decide(request).await?;
+        self.wait_durable(&ticket).await?;
         reply.map_err(job_status)
     }
 
-    async fn decide(&self, request: Request) -> Result<(Result<Reply, spool_jobs::JobError>, u64), Status> {
+    async fn decide(
+        &self,
+        request: Request,
+    ) -> Result<(Result<Reply, spool_jobs::JobError>, Ticket), Status> {
         let span =
             tracing::info_span!(target: TARGET, "append __jobs", spool.log.offset = tracing::field::Empty);
-        let (reply, offset) = self
+        let (reply, ticket) = self
             .runtime
             .decide(request)
             .instrument(span.clone())
             .await
             .map_err(job_status)?;
-        span.record("spool.log.offset", offset);
-        Ok((reply, offset))
+        span.record("spool.log.offset", ticket.offset());
+        Ok((reply, ticket))
     }
 
     /// Pauses or resumes `queue`; true when that changed its state.
@@ -169,9 +172,9 @@ impl JobsService {
         }
     }
 
-    async fn wait_durable(&self, offset: u64) -> Result<(), Status> {
+    async fn wait_durable(&self, ticket: &Ticket) -> Result<(), Status> {
         self.runtime
-            .wait_durable(offset)
+            .wait_durable(ticket)
             .instrument(tracing::info_span!(target: TARGET, "fsync wait"))
             .await
             .map_err(job_status)
@@ -287,7 +290,7 @@ impl Jobs for JobsService {
         }
         let spec = claim_spec(request.into_inner());
         let mut shutdown = self.shutdown.clone();
-        let (reply, offset) = tokio::select! {
+        let (reply, ticket) = tokio::select! {
             decided = self.decide(Request::Claim(spec)) => decided?,
             // A claim waiting for work does not hold the shutdown up; the
             // caller hears UNAVAILABLE and backs off instead of spinning.
@@ -314,7 +317,7 @@ impl Jobs for JobsService {
                 .collect(),
             _ => Vec::new(),
         };
-        self.wait_durable(offset).await?;
+        self.wait_durable(&ticket).await?;
         drop(claim_spans);
         let reply = reply.map_err(job_status)?;
         let Reply::Claimed(claimed) = reply else {

@@ -310,6 +310,44 @@ async fn run(config: Config) -> anyhow::Result<()> {
         watched,
         state.shutdown.clone(),
     ));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    let admin_listener = match config.admin_listen {
+        Some(admin) => Some(
+            tokio::net::TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("cannot listen on {admin} (admin_listen; `off` turns it off)"))?,
+        ),
+        None => None,
+    };
+
+    // Cluster mode (`--node-id` with `--peers`): the peer listener, the
+    // metadata group and the job layer's group start here (before the job
+    // runtime, which runs over the latter), and the Log service is the
+    // replicated one. Without them nothing of it runs.
+    let cluster = match config.node_id {
+        Some(node_id) => Some(
+            Cluster::start(
+                Arc::clone(&store),
+                GroupConfig {
+                    node_id,
+                    heartbeat_interval_ms: config.raft_heartbeat_interval_ms,
+                    election_timeout_min_ms: config.raft_election_timeout_ms,
+                    election_timeout_max_ms: 2 * config.raft_election_timeout_ms,
+                },
+                config.peers.clone(),
+                address.to_string(),
+                config.store.topic_defaults.segment_bytes_max,
+                peer_tls,
+                state.shutdown.clone(),
+            )
+            .await
+            .context("cannot start cluster mode")?,
+        ),
+        None => None,
+    };
     let jobs = {
         let store = Arc::clone(&store);
         let runtime_config = RuntimeConfig {
@@ -319,8 +357,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             retention_check_interval_ms: config.store.retention_check_interval_ms,
             ..RuntimeConfig::new(config.data_dir.join("jobs"))
         };
-        let (runtime, startup) =
-            tokio::task::spawn_blocking(move || JobsRuntime::start(&store, runtime_config)).await??;
+        // In a cluster `__jobs` is replicated: the table follows its
+        // group, and takes requests on the node that leads it.
+        let replicated = cluster.as_ref().map(|cluster| cluster.jobs_group());
+        let (runtime, startup) = tokio::task::spawn_blocking(move || match replicated {
+            Some((partition, group)) => JobsRuntime::start_replicated(partition, group, runtime_config),
+            None => JobsRuntime::start(&store, runtime_config),
+        })
+        .await??;
         tracing::info!(
             jobs = startup.jobs,
             replayed_events = startup.replayed_events,
@@ -347,19 +391,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let address = listener.local_addr()?;
-    let admin_listener = match config.admin_listen {
-        Some(admin) => Some(
-            tokio::net::TcpListener::bind(admin)
-                .await
-                .with_context(|| format!("cannot listen on {admin} (admin_listen; `off` turns it off)"))?,
-        ),
-        None => None,
-    };
-
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health::set_serving(&health_reporter).await;
     tokio::spawn(health::follow_storage(
@@ -371,30 +402,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // A fetch returns at least one whole batch even past its byte budget,
     // so a response can reach fetch_bytes_max plus one largest batch.
     let encode_max = (config.fetch_bytes_max + config.store.batch_bytes_max) as usize + (1 << 20);
-    // Cluster mode (`--node-id` with `--peers`): the peer listener and the
-    // metadata group start here, and the Log service is the replicated
-    // one. Without them nothing of it runs.
-    let cluster = match config.node_id {
-        Some(node_id) => Some(
-            Cluster::start(
-                Arc::clone(&store),
-                GroupConfig {
-                    node_id,
-                    heartbeat_interval_ms: config.raft_heartbeat_interval_ms,
-                    election_timeout_min_ms: config.raft_election_timeout_ms,
-                    election_timeout_max_ms: 2 * config.raft_election_timeout_ms,
-                },
-                config.peers.clone(),
-                address.to_string(),
-                config.store.topic_defaults.segment_bytes_max,
-                peer_tls,
-                state.shutdown.clone(),
-            )
-            .await
-            .context("cannot start cluster mode")?,
-        ),
-        None => None,
-    };
     let log = LogServer::new(LogService::new(Arc::clone(&state)))
         .max_decoding_message_size(config.request_bytes_max as usize)
         .max_encoding_message_size(encode_max);

@@ -95,6 +95,10 @@ pub fn job_status(error: spool_jobs::JobError) -> Status {
             _ => Status::invalid_argument(message),
         },
         JobError::Unavailable { .. } => Status::unavailable(message),
+        JobError::NotLeader {
+            leader_id,
+            leader_address,
+        } => spool_raft::not_leader(leader_id, leader_address),
         _ => Status::internal(message),
     }
 }

@@ -259,6 +259,60 @@ impl Replica {
         }
     }
 
+    /// Queues one encoded batch behind every batch queued before it and
+    /// returns as soon as openraft holds it, with a future of its commit:
+    /// for a writer that keeps many batches in flight in a fixed order (the
+    /// job layer's `__jobs`), which awaiting [`append`](Self::append) one
+    /// call at a time, or from separate tasks, would not give. Batches
+    /// queued by one caller, one call after another, become entries in
+    /// that order. The future answers as [`append`](Self::append) does; a
+    /// leadership transfer waits for every queued batch's outcome.
+    pub async fn propose(
+        &self,
+        encoded: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<Appended>> + Send + 'static> {
+        entry::check_client_batch(&encoded, self.limits)?;
+        let gate = Arc::clone(&self.write_gate).read_owned().await;
+        let receiver = self
+            .raft
+            .client_write_ff(encoded)
+            .await
+            .map_err(|fatal| Error::Stopped {
+                source: Box::new(fatal),
+            })?;
+        Ok(async move {
+            let answer = receiver.await;
+            drop(gate);
+            match answer {
+                Ok(Ok(response)) => Ok(response.data),
+                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(Error::NotLeader {
+                    leader_id: forward.leader_id,
+                }),
+                Ok(Err(other)) => Err(Error::Raft {
+                    op: "append a batch",
+                    source: Box::new(other),
+                }),
+                Err(dropped) => Err(Error::Raft {
+                    op: "hear whether a batch was committed",
+                    source: Box::new(dropped),
+                }),
+            }
+        })
+    }
+
+    /// The term this replica leads in, once it has applied that term's
+    /// first entry (so everything an earlier leader committed is applied
+    /// here too): a leader whose state machine may take requests. `None`
+    /// on a follower, a candidate, and a leader still committing its
+    /// first entry.
+    pub fn serving_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leads = metrics.current_leader == Some(self.node_id);
+        let applied_term = metrics.last_applied.map(|applied| applied.leader_id.term);
+        (leads && applied_term == Some(metrics.current_term)).then_some(metrics.current_term)
+    }
+
     pub fn node_id(&self) -> u64 {
         self.node_id
     }

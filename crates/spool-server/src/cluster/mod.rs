@@ -14,6 +14,7 @@
 //! this runs there.
 
 mod applier;
+mod jobs;
 pub mod metadata;
 mod operations;
 mod service;
@@ -61,6 +62,12 @@ pub enum ClusterError {
         #[source]
         source: spool_log::Error,
     },
+    #[error("cannot open the internal log {topic}")]
+    InternalLog {
+        topic: String,
+        #[source]
+        source: spool_log::Error,
+    },
     #[error("cannot start the metadata group")]
     Raft {
         #[source]
@@ -92,6 +99,8 @@ pub struct Cluster {
     service: PeerService,
     transport: Arc<PeerTransport>,
     metadata: Replica,
+    /// This node's replica of the job layer's group (`__jobs`).
+    jobs: Replica,
     state: RwLock<MetadataState>,
     /// The metadata offset applied through on this node.
     applied: watch::Sender<u64>,
@@ -181,6 +190,15 @@ impl Cluster {
         if partition.high_watermark() == 0 {
             initialize_group(&metadata, &group_config, peers.clone());
         }
+        let jobs = open_internal_group(
+            &store,
+            GroupId::jobs(),
+            &group_config,
+            &transport,
+            &service,
+            &peers,
+        )
+        .await?;
         let default_replication_factor = peers.len().min(3) as u32;
         let cluster = Arc::new(Cluster {
             node_id,
@@ -191,6 +209,7 @@ impl Cluster {
             service,
             transport,
             metadata,
+            jobs,
             state: RwLock::default(),
             applied: watch::Sender::new(0),
             client_addresses: Mutex::default(),
@@ -293,6 +312,14 @@ impl Cluster {
 
     pub fn segment_bytes_max(&self) -> u64 {
         self.segment_bytes_max
+    }
+
+    /// The job layer's side of the cluster: this node's replica of
+    /// `__jobs` (its partition, with the committed offset restored) and
+    /// what the job runtime proposes through (`jobs.rs`).
+    pub fn jobs_group(self: &Arc<Self>) -> (spool_log::Partition, Arc<dyn spool_jobs::Replication>) {
+        let group = self::jobs::JobsGroup::start(self, self.jobs.clone());
+        (self.jobs.partition().clone(), group)
     }
 
     /// This node's replica of partition `partition` of `topic`.
@@ -483,6 +510,38 @@ pub(crate) fn initialize_group(replica: &Replica, config: &GroupConfig, members:
             tracing::debug!(%error, "the group was initialized elsewhere");
         }
     });
+}
+
+/// Opens this node's replica of `group`, a group of every node over an
+/// internal topic of its own (the job layer's), registers it with the peer
+/// service and, when its log is empty, makes its first membership.
+async fn open_internal_group(
+    store: &Arc<Store>,
+    group: GroupId,
+    config: &GroupConfig,
+    transport: &Arc<PeerTransport>,
+    service: &PeerService,
+    peers: &BTreeMap<u64, String>,
+) -> Result<Replica, ClusterError> {
+    let partition = {
+        let store = Arc::clone(store);
+        let topic = group.topic.clone();
+        tokio::task::spawn_blocking(move || store.internal_partition(&topic))
+            .await
+            .expect("opening an internal log does not panic")
+            .map_err(|source| ClusterError::InternalLog {
+                topic: group.topic.clone(),
+                source,
+            })?
+    };
+    let replica = Replica::open(config, partition.clone(), transport.group(group.clone(), 0))
+        .await
+        .map_err(|source| ClusterError::Raft { source })?;
+    service.register(group, 0, replica.clone());
+    if partition.high_watermark() == 0 {
+        initialize_group(&replica, config, peers.clone());
+    }
+    Ok(replica)
 }
 
 /// Serves `spool.v1.Peer` on `listener` until `shutdown`: over mutual TLS

@@ -111,7 +111,7 @@ impl Cluster {
     /// The nodes holding a replica of `group`, from the metadata: every
     /// node for the metadata group.
     fn group_replicas(&self, group: &GroupId) -> Result<Vec<u64>, Status> {
-        if *group == GroupId::metadata() {
+        if group.is_internal() {
             return Ok(self.node_ids());
         }
         let topic = self
@@ -164,11 +164,12 @@ pub fn combine(
         }
     }
     let no_reports = Vec::new();
-    let mut groups = vec![group_status(
-        &GroupId::metadata(),
-        &peers.keys().copied().collect::<Vec<_>>(),
-        reports.get(&GroupId::metadata()).unwrap_or(&no_reports),
-    )];
+    let every_node = peers.keys().copied().collect::<Vec<_>>();
+    let mut groups: Vec<_> = [GroupId::metadata(), GroupId::jobs()]
+        .iter()
+        .filter(|group| *group == &GroupId::metadata() || reports.contains_key(group))
+        .map(|group| group_status(group, &every_node, reports.get(group).unwrap_or(&no_reports)))
+        .collect();
     for (name, topic) in metadata.topics() {
         for (partition, replicas) in topic.spec.replicas.iter().enumerate() {
             let group = GroupId::new(name.clone(), partition as u32);
