@@ -320,6 +320,9 @@ pub struct Client {
     /// Cluster mode: the connection to each partition's leader this client
     /// was sent to, by (topic, partition), shared by clones.
     leaders: Arc<Mutex<HashMap<(String, u32), Client>>>,
+    /// Cluster mode: the leader of the job layer this client was sent to
+    /// (`jobs/route.rs`), shared by clones.
+    jobs_leader: Arc<Mutex<Option<Client>>>,
 }
 
 impl Client {
@@ -406,6 +409,7 @@ impl Client {
             message_bytes_max: options.message_bytes_max,
             options: Arc::new(options.clone()),
             leaders: Arc::default(),
+            jobs_leader: Arc::default(),
         }
     }
 
@@ -439,8 +443,18 @@ impl Client {
 
     /// The typed client of the `spool.v1.Jobs` service, on the same
     /// connection (see [`Jobs`]).
+    ///
+    /// In cluster mode its requests go to the node that leads the job
+    /// layer: a node that does not answers with the leader's address, and
+    /// the request is sent there (`docs/cluster.md`, "The job layer").
     pub fn jobs(&self) -> Jobs {
-        Jobs::new(self.jobs.clone(), self.request_timeout)
+        Jobs::new(self.jobs_route(), self.request_timeout)
+    }
+
+    /// Where this client's job requests go (cluster mode: the job layer's
+    /// leader once a node has named it).
+    pub(crate) fn jobs_route(&self) -> crate::jobs::JobsRoute {
+        crate::jobs::JobsRoute::new(self, Arc::clone(&self.jobs_leader))
     }
 
     /// The generated tonic client of the `spool.v1.Jobs` service, on the
@@ -574,7 +588,7 @@ impl Client {
     /// A client of another node of the same cluster, at `address`
     /// (host:port), with this client's options and scheme; it connects on
     /// its first call.
-    fn to_node(&self, address: &str) -> Result<Client> {
+    pub(crate) fn to_node(&self, address: &str) -> Result<Client> {
         let scheme = if self.url.starts_with("https://") {
             "https"
         } else {

@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+mod route;
 mod types;
 
 use std::time::Duration;
@@ -40,6 +41,7 @@ use spool_telemetry::{TRACEPARENT, TRACESTATE};
 use tonic::{Code, Request, Status};
 use tracing::Instrument as _;
 
+pub(crate) use self::route::{FOLLOW_PAUSE, JobsRoute};
 pub use self::types::{
     AttemptError, AttemptOutcome, CancelOutcome, Claim, ClaimedJob, DeadFilter, Enqueued, EvictionRule,
     Finish, HistoryPage, JobAttempt, JobEvent, JobEventKind, JobInfo, JobQuery, JobState, LatencyWindows,
@@ -52,16 +54,33 @@ use crate::error::{Error, Result};
 /// connection ([`Client::jobs`](crate::Client::jobs)). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Jobs {
-    inner: JobsClient<Transport>,
+    route: JobsRoute,
     request_timeout: Option<Duration>,
 }
 
 impl Jobs {
-    pub(crate) fn new(inner: JobsClient<Transport>, request_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(route: JobsRoute, request_timeout: Option<Duration>) -> Self {
         Jobs {
-            inner,
+            route,
             request_timeout,
         }
+    }
+
+    /// Sends `message` with `send` (a method of the generated client),
+    /// with the client's deadline plus `wait`, to the job layer's leader
+    /// (`route.rs`).
+    async fn call<T: Clone, R, Fut>(
+        &self,
+        message: T,
+        wait: Duration,
+        send: impl Fn(JobsClient<Transport>, Request<T>) -> Fut,
+    ) -> std::result::Result<tonic::Response<R>, Status>
+    where
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<R>, Status>>,
+    {
+        self.route
+            .call(message, |message| self.request(message, wait), send)
+            .await
     }
 
     /// A request with the client's deadline, plus `wait` for a long poll.
@@ -94,8 +113,12 @@ impl Jobs {
             job.headers.insert(TRACEPARENT.to_owned(), traceparent);
         });
         async {
-            let request = self.request(job.into_proto(), Duration::ZERO);
-            let response = self.inner.clone().enqueue(request).await?.into_inner();
+            let response = self
+                .call(job.into_proto(), Duration::ZERO, |mut jobs, request| async move {
+                    jobs.enqueue(request).await
+                })
+                .await?
+                .into_inner();
             tracing::Span::current().record("messaging.message.id", response.job_id.as_str());
             Ok(Enqueued::from_proto(response))
         }
@@ -125,9 +148,9 @@ impl Jobs {
             jobs: jobs.into_iter().map(NewJob::into_proto).collect(),
         };
         let response = self
-            .inner
-            .clone()
-            .enqueue_batch(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.enqueue_batch(request).await
+            })
             .await?
             .into_inner();
         if response.results.len() != count {
@@ -147,9 +170,9 @@ impl Jobs {
             job_id: job_id.to_owned(),
         };
         let response = self
-            .inner
-            .clone()
-            .get_job(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.get_job(request).await
+            })
             .await?
             .into_inner();
         let job = response
@@ -175,9 +198,9 @@ impl Jobs {
             include_payload: query.include_payload,
         };
         let response = self
-            .inner
-            .clone()
-            .list_jobs(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.list_jobs(request).await
+            })
             .await?
             .into_inner();
         Ok(Page {
@@ -204,9 +227,9 @@ impl Jobs {
             limit,
         };
         let response = self
-            .inner
-            .clone()
-            .history(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.history(request).await
+            })
             .await?
             .into_inner();
         Ok(HistoryPage {
@@ -237,9 +260,9 @@ impl Jobs {
             dry_run: false,
         };
         let response = self
-            .inner
-            .clone()
-            .retry_dead(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.retry_dead(request).await
+            })
             .await?;
         Ok(response.into_inner().retried_count)
     }
@@ -265,9 +288,9 @@ impl Jobs {
             dry_run: false,
         };
         let response = self
-            .inner
-            .clone()
-            .purge_dead(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.purge_dead(request).await
+            })
             .await?;
         Ok(response.into_inner().purged_count)
     }
@@ -280,9 +303,9 @@ impl Jobs {
             job_id: job_id.to_owned(),
         };
         let response = self
-            .inner
-            .clone()
-            .cancel(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.cancel(request).await
+            })
             .await?
             .into_inner();
         Ok(if response.cancel_requested {
@@ -301,9 +324,9 @@ impl Jobs {
             queue: queue.to_owned(),
         };
         let response = self
-            .inner
-            .clone()
-            .queue_stats(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.queue_stats(request).await
+            })
             .await?;
         Ok(QueueStats::from_proto(response.into_inner()))
     }
@@ -316,9 +339,9 @@ impl Jobs {
             queue: queue.to_owned(),
         };
         let response = self
-            .inner
-            .clone()
-            .pause_queue(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.pause_queue(request).await
+            })
             .await?;
         Ok(response.into_inner().changed)
     }
@@ -329,9 +352,9 @@ impl Jobs {
             queue: queue.to_owned(),
         };
         let response = self
-            .inner
-            .clone()
-            .resume_queue(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.resume_queue(request).await
+            })
             .await?;
         Ok(response.into_inner().changed)
     }
@@ -342,9 +365,9 @@ impl Jobs {
     pub async fn configure_queue(&self, queue: &str, change: &QueueConfigChange) -> Result<QueueConfig> {
         let request = change.to_request(queue);
         let response = self
-            .inner
-            .clone()
-            .configure_queue(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.configure_queue(request).await
+            })
             .await?;
         Ok(QueueConfig::from_proto(
             response.into_inner().config.unwrap_or_default(),
@@ -359,9 +382,9 @@ impl Jobs {
             force,
         };
         let response = self
-            .inner
-            .clone()
-            .delete_queue(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.delete_queue(request).await
+            })
             .await?;
         Ok(response.into_inner().purged_count)
     }
@@ -371,9 +394,11 @@ impl Jobs {
     /// and its settings, sorted by name.
     pub async fn list_queues(&self) -> Result<Vec<QueueSummary>> {
         let response = self
-            .inner
-            .clone()
-            .list_queues(self.request(v1::ListQueuesRequest {}, Duration::ZERO))
+            .call(
+                v1::ListQueuesRequest {},
+                Duration::ZERO,
+                |mut jobs, request| async move { jobs.list_queues(request).await },
+            )
             .await?;
         Ok(response
             .into_inner()
@@ -394,9 +419,9 @@ impl Jobs {
             worker_id: claim.worker_id.clone(),
         };
         let response = self
-            .inner
-            .clone()
-            .claim(self.request(request, claim.max_wait))
+            .call(request, claim.max_wait, |mut jobs, request| async move {
+                jobs.claim(request).await
+            })
             .await?
             .into_inner();
         Ok(response.jobs.into_iter().map(ClaimedJob::from_proto).collect())
@@ -414,9 +439,9 @@ impl Jobs {
             items: outcomes.into_iter().map(Finish::into_proto).collect(),
         };
         let response = self
-            .inner
-            .clone()
-            .finish_batch(self.request(request, Duration::ZERO))
+            .call(request, Duration::ZERO, |mut jobs, request| async move {
+                jobs.finish_batch(request).await
+            })
             .await?
             .into_inner();
         if response.results.len() != count {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::Transport;
-use spool_proto::v1::{self, finish_item::Outcome as ItemOutcome, jobs_client::JobsClient};
+use crate::jobs::JobsRoute;
+use spool_proto::v1::{self, finish_item::Outcome as ItemOutcome};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::time::Instant;
 use tonic::Code;
@@ -67,7 +67,7 @@ pub(crate) fn fate(result: &v1::FinishResult) -> Fate {
 /// Collects acknowledgements from `receiver` and sends them in batches until
 /// every sender is gone and everything received has been sent or given up.
 pub(crate) async fn run(
-    jobs: JobsClient<Transport>,
+    jobs: JobsRoute,
     mut receiver: mpsc::Receiver<Ack>,
     settings: AckSettings,
     stats: Arc<Stats>,
@@ -113,7 +113,7 @@ pub(crate) async fn run(
 }
 
 struct Sender {
-    jobs: JobsClient<Transport>,
+    jobs: JobsRoute,
     settings: AckSettings,
     stats: Arc<Stats>,
 }
@@ -133,12 +133,18 @@ impl Sender {
             request.set_timeout(self.settings.request_timeout);
             let sent = async {
                 crate::trace::inject(&mut request);
-                self.jobs.clone().finish_batch(request).await
+                self.jobs.target().finish_batch(request).await
             };
             let results = match sent.instrument(span).await {
                 Ok(response) => {
                     self.stats.add_finish_batch();
                     response.into_inner().results
+                }
+                // Cluster mode: sent to a node that does not lead the job
+                // layer; sent again to the leader it named.
+                Err(status) if self.jobs.follow(&status) => {
+                    tokio::time::sleep(crate::jobs::FOLLOW_PAUSE).await;
+                    continue;
                 }
                 Err(status) if is_transient(status.code()) => {
                     let delay = backoff.next_delay();

@@ -230,13 +230,21 @@ async fn heartbeats(shared: &Shared, job: &Job) -> Infallible {
         request.set_timeout(shared.config.request_timeout.min(job.lease()));
         crate::trace::inject(&mut request);
         drop(_entered);
-        match shared.jobs.clone().heartbeat(request).instrument(span).await {
+        match shared.jobs.target().heartbeat(request).instrument(span).await {
             Ok(response) => {
                 let response = response.into_inner();
                 if response.cancel_requested && job.stop(StopReason::Cancelled) {
                     tracing::info!("the job was cancelled; telling the handler");
                 }
                 interval = third(Duration::from_millis(response.lease_ms));
+            }
+            // Cluster mode: sent to a node that does not lead the job
+            // layer; the next heartbeat goes to the leader it named.
+            Err(status) if shared.jobs.follow(&status) => {
+                if let Some(progress) = progress {
+                    job.restore_progress(progress);
+                }
+                interval = crate::jobs::FOLLOW_PAUSE;
             }
             Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
                 if job.stop(StopReason::LeaseLost) {
@@ -279,7 +287,7 @@ async fn release(shared: &Shared, job: &Job, why: &str) {
         });
         request.set_timeout(shared.config.request_timeout);
         crate::trace::inject(&mut request);
-        match shared.jobs.clone().release(request).await {
+        match shared.jobs.target().release(request).await {
             Ok(_) => {
                 shared.stats.add_released();
                 tracing::info!(
@@ -287,6 +295,12 @@ async fn release(shared: &Shared, job: &Job, why: &str) {
                     "job released: available again at once, the attempt not counted"
                 );
                 return;
+            }
+            Err(status) if shared.jobs.follow(&status) => {
+                tracing::debug!(
+                    "release sent to a node that does not lead the job layer; sending it to the leader"
+                );
+                tokio::time::sleep(crate::jobs::FOLLOW_PAUSE).await;
             }
             Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
                 shared.stats.add_lost();

@@ -106,7 +106,7 @@ fn send(shared: &Arc<Shared>, claims: &mut JoinSet<Answer>, permits: Vec<OwnedSe
         worker_id: config.worker_id.clone(),
     });
     request.set_timeout(config.claim_wait + config.request_timeout);
-    let mut jobs = shared.jobs.clone();
+    let mut jobs = shared.jobs.target();
     claims.spawn(async move {
         let asked_at = Instant::now();
         let result = jobs.claim(request).await;
@@ -157,6 +157,9 @@ fn settle(
             start(shared, tasks, jobs, permits, claimed_at);
             Ok(None)
         }
+        // Cluster mode: asked a node that does not lead the job layer;
+        // the next claim goes to the leader it named.
+        Err(status) if shared.jobs.follow(&status) => Ok(Some(crate::jobs::FOLLOW_PAUSE)),
         Err(status) if is_transient(status.code()) => {
             let delay = backoff.next_delay();
             let error = crate::Error::from(status);

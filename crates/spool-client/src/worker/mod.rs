@@ -97,8 +97,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::client::Transport;
-use spool_proto::v1::{self, jobs_client::JobsClient};
+use crate::jobs::JobsRoute;
+use spool_proto::v1;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tonic::Code;
@@ -390,7 +390,7 @@ pub(crate) fn is_transient(code: Code) -> bool {
 
 /// What the claimer and the job tasks share.
 pub(crate) struct Shared {
-    pub(crate) jobs: JobsClient<Transport>,
+    pub(crate) jobs: JobsRoute,
     pub(crate) config: WorkerConfig,
     pub(crate) handlers: HashMap<String, Arc<dyn DynHandler>>,
     pub(crate) queues: Vec<String>,
@@ -408,7 +408,7 @@ pub(crate) struct Shared {
 
 /// Runs handlers for jobs; see the [module documentation](self).
 pub struct Worker {
-    jobs: JobsClient<Transport>,
+    jobs: JobsRoute,
     config: WorkerConfig,
     handlers: HashMap<String, Arc<dyn DynHandler>>,
 }
@@ -428,7 +428,7 @@ impl Worker {
     /// A worker on `client`'s connection, with no handlers yet.
     pub fn new(client: &Client, config: WorkerConfig) -> Self {
         Worker {
-            jobs: client.jobs_client(),
+            jobs: client.jobs_route(),
             config,
             handlers: HashMap::new(),
         }
