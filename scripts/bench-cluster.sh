@@ -13,6 +13,11 @@
 #      directory each, peer and client listeners on 127.0.0.1), a topic of
 #      one partition with three replicas, and the same two commands at
 #      --durability quorum against the partition's leader;
+#   4b. jobs end to end through the Rust worker runtime, no-op handler, on
+#      the single node (step 3's server, started again) and on the cluster
+#      (where `__jobs` is replicated over the three nodes; the client is
+#      sent to its leader): spool bench jobs --count J --worker-runtime
+#      --consumers 2 --claim-batch 500;
 #   5. failover, KILLS times (50; 5 with --quick): kill -9 the partition's
 #      leader and time until a produce at QUORUM through another node is
 #      acknowledged (one `spool produce` per attempt, every 20 ms; each
@@ -38,8 +43,9 @@ bench_setup cluster
 produce_count=2000000
 latency_s=20
 kills=50
+jobs_count=300000
 if [ "$quick" = 1 ]; then
-  produce_count=200000 latency_s=3 kills=5
+  produce_count=200000 latency_s=3 kills=5 jobs_count=30000
 fi
 
 bench_section "machine"
@@ -75,9 +81,22 @@ produce_and_latency() {
   fi
 }
 
+# jobs_end_to_end KEY TARGET: no-op jobs through the worker runtime against
+# $SPOOLD_URL.
+jobs_end_to_end() {
+  local key="$1" target="$2"
+  if spool_bench "$key.jobs" bench jobs --count "$jobs_count" --worker-runtime --consumers 2 --claim-batch 500 \
+    --queue "bench-$key" --json; then
+    report "$key.jobs" "$(jq -r .completed_per_s <<<"$RUN_JSON")" jobs/s "$target" "$RUN_COMMAND" \
+      "no-op jobs: enqueue, claim, complete; 2 workers of concurrency 500; steal $RUN_STEAL%"
+  fi
+}
+
 bench_section "single node, FSYNC"
 spoold_start single "$scratch/single" --admin-listen off
 produce_and_latency single fsync "" ""
+bench_quiet
+jobs_end_to_end single ""
 spoold_stop TERM
 
 bench_section "three nodes, QUORUM"
@@ -136,6 +155,8 @@ wait_until "a leader for bench/0" find_leader
 echo "leader of bench/0: node $leader"
 SPOOLD_URL="$(node_url "$leader")"
 produce_and_latency cluster quorum ">= 300000" "< 10" --topic bench --keep
+bench_quiet
+jobs_end_to_end cluster ">= 20000"
 
 bench_section "failover: kill -9 of the partition's leader, $kills times"
 times_ms=()
@@ -171,6 +192,8 @@ report cluster.failover.p99 "$(percentile 99)" ms "< 2000" "$failover_command" "
 report cluster.failover.max "$(percentile 100)" ms "" "$failover_command" "$kills kills"
 report_ratio cluster.produce1000.vs_single cluster.produce1000 single.produce1000 "" \
   "QUORUM on three nodes against FSYNC on one, same run"
+report_ratio cluster.jobs.vs_single cluster.jobs single.jobs "" \
+  "jobs with __jobs replicated on three nodes against one node, same run"
 
 bench_section "summary"
 report_table

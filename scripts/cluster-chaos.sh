@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Runs the cluster fault campaign for any number of rounds (default 200):
 # three spoold processes on 127.0.0.1, a producer at QUORUM through the
-# nodes that do not lead, and per round one fault on the partition's
-# leader, in turn: kill -9 and restart it, pause it (SIGSTOP) past the
+# nodes that do not lead, a job load (enqueues, claims, completions), and
+# per round one fault on the leader of the partition (first cycle of five
+# rounds) or of the job layer's group `__jobs` (next cycle), in turn: kill -9 and restart it, pause it (SIGSTOP) past the
 # election timeout and resume it, move its leadership to another node,
 # restart every node at once, and restart every node in turn (SIGTERM,
 # which hands the node's leaderships over). After each round every acknowledged
 # record must be at its acknowledged offset in every node's committed log,
-# and the three logs must be the same (tests/cluster_ops.rs, chaos_rounds;
-# every_fault_once runs one round of each in CI).
+# and the three logs must be the same; every acknowledged job must exist,
+# every acknowledged completion must hold, and no job whose completion was
+# acknowledged may be handed out again (tests/cluster_ops.rs, chaos_rounds;
+# every_fault_once runs one round of each in CI, and a kill of the
+# job layer's leader).
 #
 #   scripts/cluster-chaos.sh [ROUNDS]
 #

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use common::Spoold;
 use common::cluster::{TestCluster, WAIT, one_record_request};
+use common::job_load::JobLoad;
 use spool_client::{Client, Code, Error, NewTopic};
 
 const TOPIC: &str = "ops";
@@ -408,9 +409,23 @@ const FAULTS: [&str; 5] = [
     "restart every node in turn",
 ];
 
+/// Faults hit the leader of the partition in the first cycle of
+/// [`FAULTS`], the leader of the job layer's group (`__jobs`) in the next,
+/// and so on.
+fn target_of(round: u64) -> &'static str {
+    if (round / FAULTS.len() as u64) % 2 == 0 {
+        TOPIC
+    } else {
+        JOBS_TOPIC
+    }
+}
+
+const JOBS_TOPIC: &str = "__jobs";
+
 #[test]
 fn every_fault_once() -> Result<()> {
-    run_faults(FAULTS.len() as u64)
+    // And once more: a kill of the job layer's leader.
+    run_faults(FAULTS.len() as u64 + 1)
 }
 
 #[test]
@@ -424,38 +439,47 @@ fn chaos_rounds() -> Result<()> {
 }
 
 /// `rounds` rounds under a producer at QUORUM through the nodes that do
-/// not lead, each with the next of [`FAULTS`], each checked: every
+/// not lead and a job load (enqueues, claims and completions; see
+/// `common/job_load.rs`), each with the next of [`FAULTS`] on the leader
+/// of the partition or of `__jobs` ([`target_of`]), each checked: every
 /// acknowledged record at its offset in every node's committed log, the
-/// logs the same.
+/// logs the same; every acknowledged job there, every acknowledged
+/// completion kept, no completed job handed out again.
 fn run_faults(rounds: u64) -> Result<()> {
     let mut cluster = TestCluster::start(3);
     runtime()?.block_on(async {
         cluster.create_topic(TOPIC, 1).await?;
+        let mut jobs_acknowledged = 0;
         for round in 0..rounds {
             let started = Instant::now();
-            let leader = cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
+            let target = target_of(round);
+            let leader = cluster.agreed_leader(&cluster.ids(), target, 0).await?;
             let others: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
             let fault = FAULTS[(round % FAULTS.len() as u64) as usize];
             let load = cluster.spawn_producer(TOPIC, 0, &others, &format!("r{round}"));
+            let jobs = JobLoad::spawn(cluster.url(others[0]), cluster.url(others[1]), cluster.client_options());
             wait_for_progress(&cluster, 5).await?;
+            jobs.wait_for_progress(3).await?;
             match round % FAULTS.len() as u64 {
                 0 => {
                     cluster.kill9(leader);
-                    cluster.agreed_leader(&others, TOPIC, 0).await?;
+                    cluster.agreed_leader(&others, target, 0).await?;
                     wait_for_progress(&cluster, 5).await?;
+                    jobs.wait_for_progress(3).await?;
                     cluster.restart(leader);
                 }
                 1 => {
                     cluster.pause(leader);
-                    cluster.agreed_leader(&others, TOPIC, 0).await?;
+                    cluster.agreed_leader(&others, target, 0).await?;
                     wait_for_progress(&cluster, 5).await?;
+                    jobs.wait_for_progress(3).await?;
                     cluster.resume(leader);
                 }
                 2 => {
                     cluster
                         .patient_client(others[0])
                         .await?
-                        .transfer_leader(TOPIC, 0, others[1])
+                        .transfer_leader(target, 0, others[1])
                         .await?;
                 }
                 3 => {
@@ -469,16 +493,29 @@ fn run_faults(rounds: u64) -> Result<()> {
                 _ => rolling_restart(&mut cluster).await?,
             }
             cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
+            cluster.agreed_leader(&cluster.ids(), JOBS_TOPIC, 0).await?;
             wait_for_progress(&cluster, 5).await?;
+            jobs.wait_for_progress(3).await?;
             let (sent, failed) = load.stop().await?;
+            let job_url = cluster.url(others[0]);
+            let job_record = jobs.stop().await?;
             cluster
                 .check(&cluster.ids())
                 .await
-                .with_context(|| format!("round {round} ({fault})"))?;
+                .with_context(|| format!("round {round} ({fault} on {target})"))?;
+            JobLoad::check(&job_record, &job_url, &cluster.client_options())
+                .await
+                .with_context(|| format!("round {round} ({fault} on {target}): the job layer"))?;
+            let job_record = job_record.lock().expect("job record lock");
+            jobs_acknowledged += job_record.enqueued.len();
             eprintln!(
-                "round {round}: {fault}: ok in {} ms ({sent} produces, {failed} failed, {} acknowledged in all)",
+                "round {round}: {fault} on {target}: ok in {} ms ({sent} produces, {failed} failed, {} acknowledged in all; \
+                 {} jobs enqueued, {} completed, {} job calls failed, {jobs_acknowledged} jobs acknowledged in all)",
                 started.elapsed().as_millis(),
-                cluster.acked_count(TOPIC, 0)
+                cluster.acked_count(TOPIC, 0),
+                job_record.enqueued.len(),
+                job_record.completed.len(),
+                job_record.failed_calls,
             );
         }
         Ok(())

@@ -230,7 +230,7 @@ impl TestCluster {
     }
 
     /// Options of a client whose calls give up after two seconds.
-    fn client_options(&self) -> ClientOptions {
+    pub fn client_options(&self) -> ClientOptions {
         ClientOptions {
             request_timeout: Some(Duration::from_secs(2)),
             tls_ca: self.tls_ca.clone(),

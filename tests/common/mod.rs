@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod dashboard;
+pub mod job_load;
 pub mod netns;
 pub mod otlp;
 pub mod scrape;

@@ -61,7 +61,13 @@ impl JobsRoute {
                 tonic::Code::FailedPrecondition | tonic::Code::Unavailable
             )
         });
-        let lost = matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown);
+        // The node did not answer, or not in time (killed, paused, cut
+        // off): the next call asks the node connected to, which names the
+        // leader it knows.
+        let lost = matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+        );
         if hint.is_none() && !lost {
             // An answer about the request itself: the route is right.
             return false;
