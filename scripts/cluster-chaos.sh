@@ -3,8 +3,9 @@
 # three spoold processes on 127.0.0.1, a producer at QUORUM through the
 # nodes that do not lead, a job load (enqueues, claims, completions), and
 # per round one fault on the leader of the partition (first cycle of five
-# rounds) or of the job layer's group `__jobs` (next cycle), in turn: kill -9 and restart it, pause it (SIGSTOP) past the
-# election timeout and resume it, move its leadership to another node,
+# rounds) or of the job layer's group `__jobs` (next cycle), in turn:
+# kill -9 and restart it, pause it (SIGSTOP) past the election timeout and
+# resume it, move its leadership to another node,
 # restart every node at once, and restart every node in turn (SIGTERM,
 # which hands the node's leaderships over). After each round every acknowledged
 # record must be at its acknowledged offset in every node's committed log,
