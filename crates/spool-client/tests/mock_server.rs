@@ -216,6 +216,13 @@ impl Log for Mock {
             None => unimplemented(),
         }
     }
+
+    async fn init_producer(
+        &self,
+        _: Request<v1::InitProducerRequest>,
+    ) -> Result<Response<v1::InitProducerResponse>, Status> {
+        unimplemented()
+    }
 }
 
 /// Starts a mock with `partitions` partitions on a loopback port.
