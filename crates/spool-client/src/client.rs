@@ -759,8 +759,12 @@ impl Client {
             .init_producer(self.request(request))
             .await?
             .into_inner();
-        let epoch = i16::try_from(response.producer_epoch)
-            .map_err(|_| Error::protocol(format!("producer epoch {} is out of range", response.producer_epoch)))?;
+        let epoch = i16::try_from(response.producer_epoch).map_err(|_| {
+            Error::protocol(format!(
+                "producer epoch {} is out of range",
+                response.producer_epoch
+            ))
+        })?;
         if response.producer_id < 0 || epoch < 0 {
             return Err(Error::protocol(format!(
                 "InitProducer answered producer id {} and epoch {epoch}",

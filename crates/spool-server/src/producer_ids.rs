@@ -14,8 +14,11 @@ use tonic::Status;
 /// A fresh producer id, at least 1.
 pub fn allocate() -> Result<i64, Status> {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes)
-        .map_err(|error| Status::internal(format!("no randomness from the system for a producer id: {error}")))?;
+    getrandom::fill(&mut bytes).map_err(|error| {
+        Status::internal(format!(
+            "no randomness from the system for a producer id: {error}"
+        ))
+    })?;
     let id = (u64::from_le_bytes(bytes) >> 1) as i64;
     Ok(id.max(1))
 }

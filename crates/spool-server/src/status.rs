@@ -87,7 +87,10 @@ pub fn out_of_range(message: String, earliest: u64, latest: u64) -> Status {
 /// the reason in trailing metadata for clients to act on.
 fn producer_refusal(reason: &'static str, message: String) -> Status {
     let mut metadata = MetadataMap::new();
-    metadata.insert(PRODUCER_ERROR_KEY, tonic::metadata::MetadataValue::from_static(reason));
+    metadata.insert(
+        PRODUCER_ERROR_KEY,
+        tonic::metadata::MetadataValue::from_static(reason),
+    );
     Status::with_metadata(Code::FailedPrecondition, message, metadata)
 }
 

@@ -20,8 +20,8 @@ use tonic::Code;
 use tracing::Instrument as _;
 
 use self::accumulator::{Accumulator, Next, PendingBatch};
-use self::idempotence::Sequencer;
 pub use self::delivery::{BatchAck, DeliveryFuture, RecordAck};
+use self::idempotence::Sequencer;
 pub use self::limits::ProduceLimits;
 use crate::client::{Client, Durability};
 use crate::error::{Error, Result};
@@ -536,7 +536,12 @@ impl Core {
             }
             Some(sequencer) => {
                 let send = |numbered| {
-                    self.send_with_retries(partition, numbered, record_count, Error::is_retryable_when_idempotent)
+                    self.send_with_retries(
+                        partition,
+                        numbered,
+                        record_count,
+                        Error::is_retryable_when_idempotent,
+                    )
                 };
                 sequencer
                     .send(&self.client, &self.topic, partition, encoded, record_count, send)
