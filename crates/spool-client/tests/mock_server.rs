@@ -128,6 +128,7 @@ impl Log for Mock {
                 },
                 log_append_time_ms: 0,
                 record_indexes: Vec::new(),
+                duplicate: false,
             }],
         }))
     }

@@ -798,6 +798,7 @@ mod tests {
                 durability: v1::Durability::Fsync as i32,
                 log_append_time_ms: 5,
                 record_indexes: Vec::new(),
+                duplicate: false,
             }],
         };
         let ack = batch_ack(response(10, 19), 1, 10).unwrap();
