@@ -260,12 +260,15 @@ impl Error {
     }
 
     /// True for errors an idempotent producer retries: those of
-    /// [`is_retryable`](Self::is_retryable), a deadline that passed, and a
-    /// node that named another as the partition's leader. A retried batch
+    /// [`is_retryable`](Self::is_retryable), a deadline that passed, a
+    /// connection that could not be made, and a node that named another
+    /// as the partition's leader. A retried batch
     /// carries the same producer id and sequence, so the server stores it
     /// once whatever became of the first attempt.
     pub fn is_retryable_when_idempotent(&self) -> bool {
-        self.is_retryable() || matches!(self, Error::DeadlineExceeded { .. }) || self.leader_hint().is_some()
+        self.is_retryable()
+            || matches!(self, Error::DeadlineExceeded { .. } | Error::Connect { .. })
+            || self.leader_hint().is_some()
     }
 
     /// Why the server refused an idempotent producer's batch
