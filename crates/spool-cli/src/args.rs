@@ -525,6 +525,10 @@ pub struct ProduceArgs {
     /// Largest batch sent in one request.
     #[arg(long, default_value = "256KiB", value_parser = parse_bytes, value_name = "SIZE")]
     pub batch_bytes: u64,
+    /// Number batches with a producer id and sequence, so that a batch
+    /// retried after a lost answer (or a cluster failover) is stored once.
+    #[arg(long)]
+    pub idempotent: bool,
 }
 
 /// A `--from` position.

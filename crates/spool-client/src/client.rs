@@ -759,6 +759,35 @@ impl Client {
             .collect())
     }
 
+    /// A fresh producer id and its epoch (0), for an idempotent producer
+    /// writing to `topic` (the call needs `produce` on it). A server older
+    /// than this call answers [`Error::Other`] with
+    /// [`Code::Unimplemented`](tonic::Code::Unimplemented).
+    pub async fn init_producer(&self, topic: &str) -> Result<(i64, i16)> {
+        let request = v1::InitProducerRequest {
+            topic: topic.to_owned(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .init_producer(self.request(request))
+            .await?
+            .into_inner();
+        let epoch = i16::try_from(response.producer_epoch).map_err(|_| {
+            Error::protocol(format!(
+                "producer epoch {} is out of range",
+                response.producer_epoch
+            ))
+        })?;
+        if response.producer_id < 0 || epoch < 0 {
+            return Err(Error::protocol(format!(
+                "InitProducer answered producer id {} and epoch {epoch}",
+                response.producer_id
+            )));
+        }
+        Ok((response.producer_id, epoch))
+    }
+
     /// The server's version, size limits and default durability. A server
     /// older than this call answers [`Error::Other`] with
     /// [`Code::Unimplemented`](tonic::Code::Unimplemented).

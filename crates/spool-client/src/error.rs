@@ -7,6 +7,8 @@ use tonic::{Code, Status};
 /// Trailing metadata key the server sets on `OUT_OF_RANGE`: the partition's
 /// log start offset, as a decimal string.
 pub const LOG_START_OFFSET_METADATA: &str = "spool-log-start-offset";
+/// Trailing metadata of an idempotent producer's refused batch.
+pub const PRODUCER_ERROR_METADATA: &str = "spool-producer-error";
 
 /// Trailing metadata key the server sets on `OUT_OF_RANGE`: the partition's
 /// high watermark, as a decimal string.
@@ -255,6 +257,29 @@ impl Error {
     /// twice if the first attempt reached the server before the failure.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::ResourceExhausted { .. })
+    }
+
+    /// True for errors an idempotent producer retries: those of
+    /// [`is_retryable`](Self::is_retryable), a deadline that passed, a
+    /// connection that could not be made, and a node that named another
+    /// as the partition's leader. A retried batch
+    /// carries the same producer id and sequence, so the server stores it
+    /// once whatever became of the first attempt.
+    pub fn is_retryable_when_idempotent(&self) -> bool {
+        self.is_retryable()
+            || matches!(self, Error::DeadlineExceeded { .. } | Error::Connect { .. })
+            || self.leader_hint().is_some()
+    }
+
+    /// Why the server refused an idempotent producer's batch
+    /// (FAILED_PRECONDITION with `spool-producer-error` metadata):
+    /// `out-of-order-sequence`, `unknown-producer` or `producer-fenced`.
+    pub fn producer_error(&self) -> Option<&str> {
+        let status = self.status()?;
+        if status.code() != Code::FailedPrecondition {
+            return None;
+        }
+        status.metadata().get(PRODUCER_ERROR_METADATA)?.to_str().ok()
     }
 
     /// Cluster mode: the leader a node named when it refused a request

@@ -128,6 +128,7 @@ impl Log for Mock {
                 },
                 log_append_time_ms: 0,
                 record_indexes: Vec::new(),
+                duplicate: false,
             }],
         }))
     }
@@ -215,6 +216,13 @@ impl Log for Mock {
             Some(info) => Ok(Response::new(info)),
             None => unimplemented(),
         }
+    }
+
+    async fn init_producer(
+        &self,
+        _: Request<v1::InitProducerRequest>,
+    ) -> Result<Response<v1::InitProducerResponse>, Status> {
+        unimplemented()
     }
 }
 

@@ -20,8 +20,8 @@ mod record;
 use bytes::Bytes;
 
 pub use self::header::{
-    BatchHeader, HEADER_BYTES, LENGTH_PREFIX_BYTES, MAGIC, compute_crc, field, stamp_base_offset,
-    stamp_leader_epoch, verify,
+    BatchHeader, HEADER_BYTES, LENGTH_PREFIX_BYTES, MAGIC, ProducerFields, compute_crc, field,
+    stamp_base_offset, stamp_leader_epoch, stamp_producer, verify,
 };
 pub use self::record::RecordView;
 use self::record::decode_record;
@@ -233,20 +233,20 @@ pub fn validate_encoded(batch: &[u8], limits: BatchLimits) -> Result<BatchHeader
     }
     let header = verify(batch)?;
     // Fields this version does not support must hold their neutral values,
-    // so a stored batch never claims compression, transactions or an
-    // idempotent producer it does not have.
+    // so a stored batch never claims compression or transactions it does
+    // not have; the producer fields are a plain batch's or an idempotent
+    // producer's, never a mix.
     if header.attributes != 0 {
         return Err(FormatError::UnsupportedAttributes {
             attributes: header.attributes,
         });
     }
-    if header.producer_id != -1 || header.producer_epoch != -1 || header.base_sequence != -1 {
-        return Err(FormatError::ProducerFieldsSet {
-            producer_id: header.producer_id,
-            producer_epoch: header.producer_epoch,
-            base_sequence: header.base_sequence,
-        });
+    ProducerFields {
+        producer_id: header.producer_id,
+        producer_epoch: header.producer_epoch,
+        base_sequence: header.base_sequence,
     }
+    .check()?;
     let mut max_timestamp_ms = i64::MIN;
     let mut count = 0u32;
     let mut at = HEADER_BYTES;
@@ -560,6 +560,7 @@ mod tests {
             (field::MAX_TIMESTAMP, 0i64.to_le_bytes().to_vec()),
             (field::ATTRIBUTES, 1u16.to_le_bytes().to_vec()),
             (field::PRODUCER_ID, 7i64.to_le_bytes().to_vec()),
+            (field::PRODUCER_EPOCH, 3i16.to_le_bytes().to_vec()),
         ] {
             let mut batch = sample();
             batch[field_at..field_at + bytes.len()].copy_from_slice(&bytes);
@@ -570,9 +571,43 @@ mod tests {
                     error,
                     FormatError::MaxTimestampMismatch { .. }
                         | FormatError::UnsupportedAttributes { attributes: 1 }
-                        | FormatError::ProducerFieldsSet { producer_id: 7, .. }
+                        | FormatError::ProducerFieldsInvalid { .. }
                 ),
                 "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn producer_fields_are_all_unset_or_all_set() {
+        let mut batch = sample();
+        let idempotent = ProducerFields {
+            producer_id: 42,
+            producer_epoch: 0,
+            base_sequence: 7,
+        };
+        stamp_producer(&mut batch, idempotent);
+        let header = validate_encoded(&batch, LIMITS).unwrap();
+        assert_eq!(header.producer(), Some(idempotent));
+        stamp_producer(&mut batch, ProducerFields::NONE);
+        assert_eq!(validate_encoded(&batch, LIMITS).unwrap().producer(), None);
+        for (producer_id, producer_epoch, base_sequence) in
+            [(42, -1, 0), (42, 0, -1), (-1, 0, 0), (-2, 0, 0), (42, -3, 0)]
+        {
+            let fields = ProducerFields {
+                producer_id,
+                producer_epoch,
+                base_sequence,
+            };
+            stamp_producer(&mut batch, fields);
+            assert_eq!(
+                validate_encoded(&batch, LIMITS),
+                Err(FormatError::ProducerFieldsInvalid {
+                    producer_id,
+                    producer_epoch,
+                    base_sequence
+                }),
+                "{fields:?}"
             );
         }
     }

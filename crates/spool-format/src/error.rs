@@ -71,11 +71,13 @@ pub enum FormatError {
     )]
     UnsupportedAttributes { attributes: u16 },
 
-    /// Producer fields of an idempotent producer, which Spool does not have.
+    /// Producer fields that are neither all -1 (a plain batch) nor an
+    /// idempotent producer's: producer id at least 0 with epoch and base
+    /// sequence at least 0.
     #[error(
-        "producer id, epoch and base sequence must be -1, not {producer_id}, {producer_epoch} and {base_sequence}"
+        "producer id, epoch and base sequence must be all -1 (a plain batch) or all at least 0 (an idempotent producer), not {producer_id}, {producer_epoch} and {base_sequence}"
     )]
-    ProducerFieldsSet {
+    ProducerFieldsInvalid {
         producer_id: i64,
         producer_epoch: i16,
         base_sequence: i32,

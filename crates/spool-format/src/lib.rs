@@ -22,5 +22,5 @@ pub mod error;
 pub mod units;
 mod varint;
 
-pub use batch::{Batch, BatchHeader, BatchLimits, Header, Record, RecordView};
+pub use batch::{Batch, BatchHeader, BatchLimits, Header, ProducerFields, Record, RecordView};
 pub use error::{FormatError, RecordProblem};

@@ -45,6 +45,14 @@ pub struct StoreConfig {
     /// the step by which they shrink. At least `batch_bytes_max`, so that
     /// every batch fits in one.
     pub internal_segment_bytes_max: u64,
+    /// An idempotent producer whose last batch in a partition is older than
+    /// this (by the batch's max timestamp) is forgotten there, at the next
+    /// segment roll or open; its next batch is then refused as from an
+    /// unknown producer. Kafka's `producer.id.expiration.ms`.
+    pub producer_state_retention_ms: u64,
+    /// Most idempotent producers a partition remembers; past it the least
+    /// recently active one is forgotten.
+    pub producers_max: u64,
     /// Failure injection for tests of disk-full and fsync-failure handling.
     pub faults: Option<Arc<FaultInjector>>,
     /// Told about flushes and poisoned partitions (metrics, health).
@@ -65,6 +73,8 @@ impl Default for StoreConfig {
             retention_check_interval_ms: 60_000,
             topic_defaults: TopicConfig::default(),
             internal_segment_bytes_max: 64 * MIB,
+            producer_state_retention_ms: DAY_MS,
+            producers_max: 10_000,
             faults: None,
             observer: None,
         }
@@ -101,7 +111,22 @@ impl StoreConfig {
                 "below batch_bytes_max",
             ));
         }
+        check_range(
+            "producer_state_retention_ms",
+            self.producer_state_retention_ms,
+            1000,
+            365 * DAY_MS,
+        )?;
+        check_range("producers_max", self.producers_max, 1, 10_000_000)?;
         self.topic_defaults.validate()
+    }
+
+    /// The bounds of every partition's producer table.
+    pub fn producer_limits(&self) -> crate::producers::ProducerLimits {
+        crate::producers::ProducerLimits {
+            retention_ms: self.producer_state_retention_ms,
+            producers_max: self.producers_max as usize,
+        }
     }
 }
 

@@ -174,6 +174,36 @@ pub enum Error {
         current_voted_for: Option<u64>,
     },
 
+    /// An idempotent producer's batch whose base sequence does not follow
+    /// the producer's last batch in this partition (and is not one of its
+    /// last five, which would be a duplicate). Nothing was appended.
+    #[error(
+        "out of order sequence: producer {producer_id} must send base sequence {expected} next, got {got}"
+    )]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+
+    /// A batch of a producer id the partition does not remember, whose
+    /// base sequence is not 0: the producer's state expired
+    /// (`producer_state_retention_ms`) or was never there. Nothing was
+    /// appended; the producer must get a new id.
+    #[error(
+        "unknown producer: partition has no state for producer {producer_id} (a new producer starts at base sequence 0, got {base_sequence})"
+    )]
+    UnknownProducer { producer_id: i64, base_sequence: i32 },
+
+    /// A batch whose producer epoch is older than the partition's for the
+    /// same producer id: another instance took the id over.
+    #[error("producer {producer_id} is fenced: epoch {epoch} is older than the current {current_epoch}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
+
     /// A file we wrote cannot be parsed back.
     #[error("bad file {}: {reason}", path.display())]
     BadFile { path: PathBuf, reason: String },

@@ -34,6 +34,7 @@ mod mmap;
 pub mod names;
 pub mod observer;
 pub mod partition;
+pub mod producers;
 mod recovery;
 mod retention;
 pub mod segment;

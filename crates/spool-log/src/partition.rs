@@ -7,6 +7,7 @@
 //! (an `Arc` behind a lock held only to clone it) and read published bytes
 //! without ever waiting for the writer.
 
+mod idempotence;
 mod truncate;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use crate::context::StoreContext;
 use crate::error::{Error, Result};
 use crate::flusher::FlushTarget;
 use crate::observer::FlushReport;
+use crate::producers::ProducerTable;
 pub use crate::recovery::PartitionRecovery;
 use crate::recovery::{self, Recovered};
 use crate::retention::{Retention, SegmentSummary, segments_below};
@@ -49,6 +51,10 @@ pub struct AppendOutcome {
     /// Time the batch was appended; records without a timestamp carry it.
     pub append_time_ms: i64,
     pub durability: Durability,
+    /// The batch was an idempotent producer's retry of a batch the
+    /// partition already holds: nothing was appended, and the offsets are
+    /// the original's.
+    pub duplicate: bool,
 }
 
 /// The answer to a read.
@@ -139,6 +145,9 @@ pub(crate) struct PartitionShared {
     terms_in_use: AtomicBool,
     /// The Raft vote (`vote.rs`); the lock serializes stores.
     vote: Mutex<VoteFile>,
+    /// The idempotent producers of the log (`producers.rs`). Changed only
+    /// under the writer lock, taken after it.
+    producers: Mutex<ProducerTable>,
 }
 
 fn summarize(segments: &[Arc<Segment>]) -> Vec<SegmentSummary> {
@@ -218,7 +227,9 @@ impl Partition {
             terms_in_use: AtomicBool::new(!terms.is_empty()),
             terms: Mutex::new(terms),
             vote: Mutex::new(vote),
+            producers: Mutex::new(ProducerTable::default()),
         });
+        shared.rebuild_producers()?;
         Ok((Partition { shared }, report))
     }
 
@@ -381,6 +392,13 @@ impl Partition {
     ) -> Result<AppendOutcome> {
         let now = now_ms();
         let header = batch::validate_encoded(encoded, self.limits())?;
+        if let Some(fields) = header.producer() {
+            let (header, duplicate) = self
+                .shared
+                .append_idempotent(encoded, header, fields, term, now)?;
+            let outcome = self.finish(header, now, durability)?;
+            return Ok(AppendOutcome { duplicate, ..outcome });
+        }
         let header = self.shared.append_with(
             encoded.len() as u64,
             header.record_count,
@@ -441,6 +459,7 @@ impl Partition {
             last_offset,
             append_time_ms: now,
             durability,
+            duplicate: false,
         })
     }
 
@@ -496,6 +515,7 @@ impl Partition {
             last_offset: header.last_offset(),
             append_time_ms: now,
             durability,
+            duplicate: false,
         })
     }
 
@@ -867,6 +887,19 @@ impl PartitionShared {
         self.writer.lock().expect("partition writer lock")
     }
 
+    /// The writer lock, for an append: refused when the partition is
+    /// poisoned or closed.
+    fn lock_writer_for_append(&self) -> Result<MutexGuard<'_, Option<SegmentWriter>>> {
+        let slot = self.lock_writer();
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(self.poisoned_error());
+        }
+        if slot.is_none() {
+            return Err(Error::Closed);
+        }
+        Ok(slot)
+    }
+
     fn append_with(
         &self,
         len: u64,
@@ -875,20 +908,8 @@ impl PartitionShared {
         now: i64,
         encode: impl FnOnce(&mut [u8], u64) -> Result<BatchHeader>,
     ) -> Result<BatchHeader> {
-        if len > self.settings.segment_bytes_max {
-            return Err(Error::LimitExceeded {
-                limit: "segment_bytes_max",
-                actual: len,
-                max: self.settings.segment_bytes_max,
-            });
-        }
-        let mut slot = self.lock_writer();
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(self.poisoned_error());
-        }
-        if slot.is_none() {
-            return Err(Error::Closed);
-        }
+        self.check_segment_room(len)?;
+        let mut slot = self.lock_writer_for_append()?;
         let base_offset = self.high_watermark.get();
         // Every single-node append is in term 0 on a partition without a
         // term list: one load and a branch, checked here so that the call
@@ -996,6 +1017,9 @@ impl PartitionShared {
         }
         let writer = slot.as_mut().expect("writer present");
         let header = writer.append(len, now, |buffer| encode(buffer, base_offset))?;
+        if header.producer_id != -1 {
+            self.record_producer(&header);
+        }
         self.high_watermark.advance(header.next_offset());
         self.stats
             .appended_records
@@ -1043,6 +1067,7 @@ impl PartitionShared {
     /// the partition as it was.
     fn roll(&self, slot: &mut Option<SegmentWriter>, base_offset: u64) -> Result<()> {
         let context = &self.context;
+        self.snapshot_producers(base_offset);
         let open = context.open_segments.fetch_add(1, Ordering::SeqCst) + 1;
         if open > context.config.open_segments_max {
             context.open_segments.fetch_sub(1, Ordering::SeqCst);

@@ -211,6 +211,28 @@ impl Segment {
         Ok(None)
     }
 
+    /// Calls `visit` with the header of every published batch from the one
+    /// holding `offset` on, checking headers and offset continuity but not
+    /// CRCs: for state kept in the headers (the producer table), rebuilt
+    /// from batches that recovery or the append path already checked.
+    pub(crate) fn visit_headers(
+        &self,
+        offset: u64,
+        mut visit: impl FnMut(&BatchHeader),
+    ) -> Result<(), Damage> {
+        let end = self.log.published_len();
+        let Some((mut position, mut batch_offset)) = self.seek(offset, end)? else {
+            return Ok(());
+        };
+        while position < end {
+            let header = self.header_at(position, end, batch_offset)?;
+            visit(&header);
+            position += header.total_bytes() as u64;
+            batch_offset = header.next_offset();
+        }
+        Ok(())
+    }
+
     /// Byte position and base offset of the batch holding `offset`, if it
     /// is published.
     pub(crate) fn batch_holding(&self, offset: u64) -> Result<Option<(u64, u64)>, Damage> {

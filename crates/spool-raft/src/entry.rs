@@ -9,7 +9,7 @@
 //! offset space.
 
 use bytes::Bytes;
-use spool_format::batch::{self, BatchLimits};
+use spool_format::batch::{self, BatchHeader, BatchLimits};
 
 use crate::error::{Error, Result};
 
@@ -27,10 +27,9 @@ pub enum EntryKind {
 /// Checks a client's encoded batch before it becomes a Raft entry: a valid
 /// stored batch within `limits`. A batch refused here never reaches the
 /// log, where a bad entry would be a storage error that stops the replica.
-pub fn check_client_batch(encoded: &Bytes, limits: BatchLimits) -> Result<()> {
-    batch::validate_encoded(encoded, limits)
-        .map(|_| ())
-        .map_err(|source| Error::InvalidBatch { source })
+/// Returns the batch's header.
+pub fn check_client_batch(encoded: &Bytes, limits: BatchLimits) -> Result<BatchHeader> {
+    batch::validate_encoded(encoded, limits).map_err(|source| Error::InvalidBatch { source })
 }
 
 #[cfg(test)]

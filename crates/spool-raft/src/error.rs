@@ -88,6 +88,20 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An idempotent producer's batch the partition's producer table
+    /// refuses (`spool_log::Error::OutOfOrderSequence`, `UnknownProducer`,
+    /// `ProducerFenced`). Nothing was proposed.
+    #[error("{source}")]
+    ProducerRefused {
+        #[source]
+        source: spool_log::Error,
+    },
+    /// A retried batch whose original is in the leader's log but was not
+    /// committed within the time allowed: its outcome is still unknown.
+    #[error(
+        "the original of this retried batch (offset {base_offset}) was not committed within {timeout_ms} ms"
+    )]
+    DuplicateNotCommitted { base_offset: u64, timeout_ms: u64 },
     /// This replica is not the leader; `leader_id` is the one it knows of.
     #[error("not the leader (leader: {leader_id:?})")]
     NotLeader { leader_id: Option<u64> },

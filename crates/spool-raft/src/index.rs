@@ -178,6 +178,16 @@ impl EntryIndex {
             .copied()
     }
 
+    /// The index of the client entry whose batch starts at `base_offset`.
+    pub fn index_of_batch(&self, base_offset: u64) -> Option<u64> {
+        let first = self.slots.partition_point(|s| s.base_offset < base_offset);
+        self.slots[first..]
+            .iter()
+            .take_while(|s| s.base_offset == base_offset)
+            .position(|s| s.kind == EntryKind::Records)
+            .map(|i| (first + i) as u64)
+    }
+
     /// The slots of the indexes in `start..end`, clipped to the log.
     pub fn range(&self, start: u64, end: u64) -> &[Slot] {
         let len = self.slots.len();

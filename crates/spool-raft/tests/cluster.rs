@@ -566,3 +566,111 @@ async fn candidates_that_time_out_together_still_elect_a_leader_soon() -> Result
     // to 0.9 s more. Several in a row mean the candidates stayed in step.
     cluster.check_failovers(slowest).await
 }
+
+/// An idempotent producer's batch: `count` records named by `tag`, from
+/// producer `producer_id` (epoch 0) numbered from `base_sequence`.
+fn producer_batch(tag: &str, count: usize, producer_id: i64, base_sequence: i32) -> Bytes {
+    let values: Vec<Vec<u8>> = (0..count).map(|i| format!("{tag}/{i}").into_bytes()).collect();
+    let records: Vec<Record<'_>> = values.iter().map(|v| Record::value(v)).collect();
+    // The producer table forgets producers by their batches' timestamps:
+    // these must be recent.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    let mut bytes = batch::encode_to_vec(&records, now_ms, limits()).expect("a small batch encodes");
+    batch::stamp_producer(
+        &mut bytes,
+        batch::ProducerFields {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence,
+        },
+    );
+    Bytes::from(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_failover_is_answered_with_the_original_offsets() -> Result<()> {
+    let mut cluster = Cluster::start().await?;
+    let old = cluster.wait_for_leader(0, &[]).await?;
+    cluster.write(old, "plain", 3).await?;
+
+    // Two copies of one batch at once on the leader: proposed once, both
+    // answered with its offsets.
+    let first = producer_batch("idempotent-0", 2, 77, 0);
+    let (a, b) = tokio::join!(
+        cluster.replica(old).append(first.clone()),
+        cluster.replica(old).append(first.clone())
+    );
+    let (a, b) = (a?, b?);
+    ensure!(a.base_offset == b.base_offset && a.next_offset == b.next_offset);
+    ensure!(
+        a.duplicate != b.duplicate,
+        "exactly one copy is appended: {a:?} {b:?}"
+    );
+    let original = if a.duplicate { b } else { a };
+    cluster.acks.push(Ack {
+        tag: "idempotent-0".into(),
+        count: 2,
+        appended: original,
+    });
+    cluster.check_acknowledged_writes().await?;
+
+    let old_term = cluster.replica(old).term();
+    cluster.crash_node(old).await?;
+    let new = cluster.wait_for_leader(old_term, &[old]).await?;
+    let retried = cluster.replica(new).append(first.clone()).await?;
+    ensure!(retried.duplicate, "the new leader knows the batch: {retried:?}");
+    ensure!((retried.base_offset, retried.next_offset) == (original.base_offset, original.next_offset));
+    ensure!(
+        retried.index == original.index,
+        "the answer names the original entry"
+    );
+
+    // The producer goes on from its sequence; a gap is refused.
+    let gap = cluster.replica(new).append(producer_batch("gap", 1, 77, 5)).await;
+    match gap {
+        Err(Error::ProducerRefused {
+            source:
+                spool_log::Error::OutOfOrderSequence {
+                    expected: 2, got: 5, ..
+                },
+        }) => {}
+        other => bail!("a gap must be refused as out of order, got {other:?}"),
+    }
+    let next = cluster
+        .replica(new)
+        .append(producer_batch("idempotent-1", 1, 77, 2))
+        .await?;
+    ensure!(!next.duplicate);
+    cluster.acks.push(Ack {
+        tag: "idempotent-1".into(),
+        count: 1,
+        appended: next,
+    });
+
+    // The old leader rejoins; every log holds each batch once.
+    cluster.start_node(old).await?;
+    cluster.write(new, "rejoined", 2).await?;
+    cluster.check_acknowledged_writes().await?;
+    let end = cluster
+        .acks
+        .iter()
+        .map(|a| a.appended.next_offset)
+        .max()
+        .unwrap_or(0);
+    for node in cluster.nodes.values() {
+        let partition = node.replica.partition();
+        ensure!(
+            partition.high_watermark() == end,
+            "nothing past the acknowledged writes"
+        );
+        let copies = committed_batches(partition, end)?
+            .iter()
+            .filter(|b| b.header().producer_id == 77 && b.header().base_sequence == 0)
+            .count();
+        ensure!(copies == 1, "the batch is stored {copies} times");
+    }
+    Ok(())
+}

@@ -244,6 +244,8 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("retention_ms", ValueKind::Duration),
     ("retention_bytes", ValueKind::Size),
     ("internal_segment_bytes", ValueKind::Size),
+    ("producer_state_retention_ms", ValueKind::Duration),
+    ("producers_max", ValueKind::Count),
     ("job_attempts_max", ValueKind::Count),
     ("job_lease_ms", ValueKind::Duration),
     ("job_dedup_window_ms", ValueKind::Duration),
@@ -454,6 +456,8 @@ impl Config {
             "retention_ms" => topic.retention_ms = optional(&ms)?,
             "retention_bytes" => topic.retention_bytes = optional(&bytes)?,
             "internal_segment_bytes" => self.store.internal_segment_bytes_max = bytes()?,
+            "producer_state_retention_ms" => self.store.producer_state_retention_ms = ms()?,
+            "producers_max" => self.store.producers_max = count()?,
             "job_attempts_max" => {
                 self.jobs.attempts_max_default = u32::try_from(count()?).map_err(|e| error(e.to_string()))?;
             }

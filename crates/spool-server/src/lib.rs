@@ -53,6 +53,7 @@ pub mod jobs_service;
 pub mod log_service;
 pub mod metrics;
 pub mod metrics_service;
+pub mod producer_ids;
 pub mod reflection;
 pub mod reload;
 pub mod status;

@@ -622,6 +622,7 @@ impl Log for LogService {
                 durability: convert::durability_to_proto(durability),
                 log_append_time_ms: outcome.append_time_ms,
                 record_indexes,
+                duplicate: outcome.duplicate,
             });
         }
         Ok(Response::new(v1::ProduceResponse { results }))
@@ -838,6 +839,20 @@ impl Log for LogService {
             })
             .collect();
         Ok(Response::new(v1::GetCheckpointResponse { partitions }))
+    }
+
+    async fn init_producer(
+        &self,
+        request: Request<v1::InitProducerRequest>,
+    ) -> Result<Response<v1::InitProducerResponse>, Status> {
+        self.state
+            .access
+            .check(caller(&request), Action::PRODUCE, &request.get_ref().topic)?;
+        client_topic_name(&request.get_ref().topic)?;
+        Ok(Response::new(v1::InitProducerResponse {
+            producer_id: crate::producer_ids::allocate()?,
+            producer_epoch: 0,
+        }))
     }
 
     async fn get_server_info(

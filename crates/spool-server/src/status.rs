@@ -9,6 +9,10 @@ use crate::metrics::refusals::{self, Reason};
 /// Trailing metadata carrying the valid offset range with OUT_OF_RANGE.
 pub const LOG_START_OFFSET_KEY: &str = "spool-log-start-offset";
 pub const HIGH_WATERMARK_KEY: &str = "spool-high-watermark";
+/// Trailing metadata naming why an idempotent producer's batch was refused
+/// (FAILED_PRECONDITION): `out-of-order-sequence`, `unknown-producer` or
+/// `producer-fenced`.
+pub const PRODUCER_ERROR_KEY: &str = "spool-producer-error";
 
 /// Maps an engine error to the status code a client can act on.
 pub fn status(error: Error) -> Status {
@@ -57,6 +61,9 @@ pub fn status(error: Error) -> Status {
         Error::Closed => Status::unavailable(message),
         Error::Poisoned { .. } => Status::internal(message),
         Error::Locked { .. } | Error::Io { .. } | Error::BadFile { .. } => Status::internal(message),
+        Error::OutOfOrderSequence { .. } => producer_refusal("out-of-order-sequence", message),
+        Error::UnknownProducer { .. } => producer_refusal("unknown-producer", message),
+        Error::ProducerFenced { .. } => producer_refusal("producer-fenced", message),
         _ => Status::internal(message),
     }
 }
@@ -74,6 +81,17 @@ pub fn out_of_range(message: String, earliest: u64, latest: u64) -> Status {
         latest.to_string().parse().expect("ascii digits"),
     );
     Status::with_metadata(Code::OutOfRange, message, metadata)
+}
+
+/// FAILED_PRECONDITION for an idempotent producer's refused batch, with
+/// the reason in trailing metadata for clients to act on.
+fn producer_refusal(reason: &'static str, message: String) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(
+        PRODUCER_ERROR_KEY,
+        tonic::metadata::MetadataValue::from_static(reason),
+    );
+    Status::with_metadata(Code::FailedPrecondition, message, metadata)
 }
 
 /// Maps a job-layer error to its status code.

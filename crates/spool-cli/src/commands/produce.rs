@@ -33,6 +33,7 @@ pub async fn run(context: &Context, args: ProduceArgs) -> anyhow::Result<()> {
         batch_bytes_max: usize::try_from(args.batch_bytes).unwrap_or(usize::MAX),
         linger_ms: args.linger_ms,
         durability,
+        idempotent: args.idempotent,
         ..ProducerConfig::default()
     };
     let producer = context

@@ -34,6 +34,10 @@ pub struct BatchAck {
     pub durability: Durability,
     /// Server time of the append, Unix epoch milliseconds.
     pub log_append_time_ms: i64,
+    /// An idempotent producer's retry of a batch the server had stored:
+    /// the offsets are the original's (the first attempt's answer was
+    /// lost).
+    pub duplicate: bool,
 }
 
 impl BatchAck {
@@ -155,6 +159,7 @@ mod tests {
             last_offset: 12,
             durability: Durability::Fsync,
             log_append_time_ms: 0,
+            duplicate: false,
         }));
         let offsets: Vec<u64> = waiter.await.unwrap().iter().map(|ack| ack.offset).collect();
         assert_eq!(offsets, [10, 11, 12]);

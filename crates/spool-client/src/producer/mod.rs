@@ -2,6 +2,7 @@
 
 mod accumulator;
 mod delivery;
+mod idempotence;
 mod limits;
 
 use std::hash::{BuildHasher, RandomState};
@@ -20,6 +21,7 @@ use tracing::Instrument as _;
 
 use self::accumulator::{Accumulator, Next, PendingBatch};
 pub use self::delivery::{BatchAck, DeliveryFuture, RecordAck};
+use self::idempotence::Sequencer;
 pub use self::limits::ProduceLimits;
 use crate::client::{Client, Durability};
 use crate::error::{Error, Result};
@@ -52,6 +54,18 @@ pub struct ProducerConfig {
     pub retry_backoff_ms: u64,
     /// Longest wait between retries.
     pub retry_backoff_max_ms: u64,
+    /// Number every batch with a producer id and sequence (from
+    /// `Log.InitProducer`), so that a retry is stored once: see
+    /// "Idempotence" on [`Producer`]. Off by default.
+    pub idempotent: bool,
+}
+
+impl ProducerConfig {
+    /// This configuration with idempotence on or off.
+    pub fn idempotent(mut self, on: bool) -> Self {
+        self.idempotent = on;
+        self
+    }
 }
 
 impl Default for ProducerConfig {
@@ -65,6 +79,7 @@ impl Default for ProducerConfig {
             retries_max: 10,
             retry_backoff_ms: 50,
             retry_backoff_max_ms: 5_000,
+            idempotent: false,
         }
     }
 }
@@ -110,6 +125,23 @@ pub enum Target {
 /// tolerate duplicates must deduplicate (for example by a unique id in a
 /// header). Set [`ProducerConfig::retries_max`] to 0 to handle failures
 /// yourself.
+///
+/// **Idempotence** ([`ProducerConfig::idempotent`]) removes those
+/// duplicates. The producer asks the server for a producer id
+/// (`Log.InitProducer`) and numbers each partition's batches with
+/// sequences, in the batch header; a retry resends the same bytes, and
+/// the server stores a batch it already holds only once, answering with
+/// the original offsets ([`BatchAck::duplicate`]). Retries then also cover
+/// `DEADLINE_EXCEEDED` and a cluster node that names another leader, all
+/// safe to repeat. Each partition sends one batch at a time, including
+/// [`send_batch`](Producer::send_batch) calls, since the server refuses a
+/// sequence that does not follow the last one stored. A batch that fails
+/// for good (retries exhausted) has an unknown outcome, as without
+/// idempotence; the partition's next batch then starts under a new
+/// producer id. `docs/api.md` ("Idempotent producers") says exactly what
+/// is guaranteed. Off by default: a server older than `InitProducer`
+/// refuses numbered batches, and a producer that wants the most requests in
+/// flight per partition may prefer to deduplicate downstream.
 ///
 /// Records without a timestamp get the time their batch is encoded.
 ///
@@ -172,6 +204,9 @@ struct Core {
     closing: AtomicBool,
     /// Rotation for `Target::Any`.
     next_any_partition: AtomicU32,
+    /// Each partition's producer id and next sequence, for an idempotent
+    /// producer.
+    sequencer: Option<Sequencer>,
 }
 
 /// The partition sender tasks; dropping the last producer clone tells them
@@ -216,6 +251,12 @@ impl Producer {
             client_message_bytes_max: client.message_bytes_max() as u64,
             topic_bytes: topic.len() as u64,
         };
+        // Asked once here, so that a server without the call fails the
+        // creation rather than the first send.
+        let sequencer = match config.idempotent {
+            true => Some(Sequencer::new(partitions, client.init_producer(topic).await?)),
+            false => None,
+        };
         let batch_bytes_max = config
             .batch_bytes_max
             .min(usize::try_from(limits.batch_bytes_max()).unwrap_or(usize::MAX));
@@ -235,6 +276,7 @@ impl Producer {
             in_flight: Semaphore::new(config.in_flight_max.max(1)),
             closing: AtomicBool::new(false),
             next_any_partition: AtomicU32::new(0),
+            sequencer,
             config,
         });
         let tasks = (0..partitions)
@@ -479,13 +521,43 @@ impl Core {
         batch.delivery.0.complete(outcome);
     }
 
-    /// Sends one encoded batch with retries, holding an in-flight permit.
+    /// Sends one encoded batch with retries, holding an in-flight permit;
+    /// numbered first when the producer is idempotent.
     async fn send_encoded(&self, partition: u32, encoded: Bytes, record_count: u64) -> Result<BatchAck> {
         let _permit = self
             .in_flight
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        match &self.sequencer {
+            None => {
+                self.send_with_retries(partition, encoded, record_count, Error::is_retryable)
+                    .await
+            }
+            Some(sequencer) => {
+                let send = |numbered| {
+                    self.send_with_retries(
+                        partition,
+                        numbered,
+                        record_count,
+                        Error::is_retryable_when_idempotent,
+                    )
+                };
+                sequencer
+                    .send(&self.client, &self.topic, partition, encoded, record_count, send)
+                    .await
+            }
+        }
+    }
+
+    /// Sends one encoded batch, retrying the errors `retryable` accepts.
+    async fn send_with_retries(
+        &self,
+        partition: u32,
+        encoded: Bytes,
+        record_count: u64,
+        retryable: fn(&Error) -> bool,
+    ) -> Result<BatchAck> {
         let mut backoff_ms = self.config.retry_backoff_ms.max(1);
         let mut attempt = 0;
         loop {
@@ -497,7 +569,7 @@ impl Core {
             };
             match self.client.produce(request).await {
                 Ok(response) => return batch_ack(response, partition, record_count),
-                Err(error) if error.is_retryable() && attempt < self.config.retries_max => {
+                Err(error) if retryable(&error) && attempt < self.config.retries_max => {
                     attempt += 1;
                     let wait = jittered(backoff_ms);
                     tracing::debug!(
@@ -620,6 +692,7 @@ fn batch_ack(response: v1::ProduceResponse, partition: u32, record_count: u64) -
         durability: Durability::from_proto(result.durability)
             .ok_or_else(|| Error::protocol("Produce answered without a durability"))?,
         log_append_time_ms: result.log_append_time_ms,
+        duplicate: result.duplicate,
     })
 }
 
@@ -725,6 +798,7 @@ mod tests {
                 durability: v1::Durability::Fsync as i32,
                 log_append_time_ms: 5,
                 record_indexes: Vec::new(),
+                duplicate: false,
             }],
         };
         let ack = batch_ack(response(10, 19), 1, 10).unwrap();

@@ -107,6 +107,54 @@ impl BatchHeader {
     pub fn next_offset(&self) -> u64 {
         self.last_offset().saturating_add(1)
     }
+
+    /// The idempotent producer's fields, or `None` for a plain batch
+    /// (producer id -1). Says nothing about whether the fields are valid:
+    /// [`ProducerFields::check`] does.
+    #[inline]
+    pub fn producer(&self) -> Option<ProducerFields> {
+        (self.producer_id != -1).then_some(ProducerFields {
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+        })
+    }
+}
+
+/// The fields an idempotent producer sets in a batch header: who sent the
+/// batch (id and epoch) and the sequence number of its first record.
+/// Kafka's meaning: each producer numbers the records it sends to a
+/// partition 0, 1, 2, ..., so a batch sent twice is recognized by its
+/// producer id and base sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProducerFields {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl ProducerFields {
+    /// The fields of a plain batch, sent without a producer id.
+    pub const NONE: ProducerFields = ProducerFields {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+
+    /// Accepts the two shapes a batch may have: all three -1 (a plain
+    /// batch), or producer id, epoch and base sequence all at least 0.
+    pub fn check(self) -> Result<(), FormatError> {
+        let plain = self == ProducerFields::NONE;
+        let idempotent = self.producer_id >= 0 && self.producer_epoch >= 0 && self.base_sequence >= 0;
+        if plain || idempotent {
+            return Ok(());
+        }
+        Err(FormatError::ProducerFieldsInvalid {
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+        })
+    }
 }
 
 /// The CRC stored in a batch: CRC-32 (IEEE) of everything after the field.
@@ -145,6 +193,18 @@ pub fn stamp_base_offset(batch: &mut [u8], base_offset: u64) {
 /// checksum stays valid and stamping costs four bytes.
 pub fn stamp_leader_epoch(batch: &mut [u8], leader_epoch: i32) {
     batch[field::LEADER_EPOCH..][..4].copy_from_slice(&leader_epoch.to_le_bytes());
+}
+
+/// Writes the producer fields into an encoded batch and recomputes the
+/// CRC, which covers them: for a client that numbers a batch after
+/// encoding it. Returns the new CRC.
+pub fn stamp_producer(batch: &mut [u8], fields: ProducerFields) -> u32 {
+    batch[field::PRODUCER_ID..][..8].copy_from_slice(&fields.producer_id.to_le_bytes());
+    batch[field::PRODUCER_EPOCH..][..2].copy_from_slice(&fields.producer_epoch.to_le_bytes());
+    batch[field::BASE_SEQUENCE..][..4].copy_from_slice(&fields.base_sequence.to_le_bytes());
+    let crc = compute_crc(batch);
+    batch[field::CRC..][..4].copy_from_slice(&crc.to_le_bytes());
+    crc
 }
 
 fn read_u16(bytes: &[u8], at: usize) -> u16 {

@@ -121,6 +121,13 @@ impl PartitionShared {
             self.poison();
         }
         result?;
+        // Under the writer lock still, so no append is recorded in the
+        // table that the rebuild replaces.
+        if let Err(error) = self.rebuild_producers() {
+            tracing::error!(topic = %self.topic, partition = self.id, from, %error, "rebuilding the producer table failed; refusing further appends until reopened");
+            self.poison();
+            return Err(error);
+        }
         tracing::info!(topic = %self.topic, partition = self.id, from, "truncated the log");
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! partition's term list, the index from [`EntryIndex`](crate::index::EntryIndex).
 
 mod elections;
+mod idempotence;
 mod log_store;
 mod peer;
 mod state_machine;
@@ -18,7 +19,7 @@ pub(crate) mod wire;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,9 +35,11 @@ use spool_log::Partition;
 
 use crate::entry;
 use crate::error::{Error, Result};
+use crate::index::EntryIndex;
 use crate::network::Network;
 
 use self::elections::Elections;
+use self::idempotence::InFlight;
 use self::log_store::PartitionLog;
 use self::peer::PeerFactory;
 use self::state_machine::PartitionStateMachine;
@@ -62,6 +65,10 @@ pub struct Appended {
     pub base_offset: u64,
     /// The offset after the entry's last record.
     pub next_offset: u64,
+    /// The batch was an idempotent producer's retry of a committed batch:
+    /// nothing was proposed, and the offsets are the original's.
+    #[serde(default)]
+    pub duplicate: bool,
 }
 
 /// A message from one replica of a group to another.
@@ -126,6 +133,12 @@ pub struct Replica {
     /// so that the leader's log stops growing while the target catches up
     /// and takes over (`transfer.rs`).
     write_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Batches with a producer id proposed and not yet answered; the lock
+    /// serializes their check and proposal (`idempotence.rs`).
+    in_flight: Arc<tokio::sync::Mutex<InFlight>>,
+    /// The index map, shared with the log store, to name a duplicate's
+    /// entry.
+    index: Arc<RwLock<EntryIndex>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -166,6 +179,7 @@ impl Replica {
         // refuse must never become an entry, since a failed append stops
         // the Raft node.
         let limits = partition.batch_limits();
+        let index = log.index();
         let state_machine =
             PartitionStateMachine::new(partition.clone(), log.index(), last_applied, membership);
         let raft_config = Config {
@@ -218,6 +232,8 @@ impl Replica {
             network,
             elections,
             write_gate: Arc::default(),
+            in_flight: Arc::default(),
+            index,
         })
     }
 
@@ -239,11 +255,20 @@ impl Replica {
     /// it) and returns once it is committed: on disk on a majority of the
     /// group and applied here. Only the leader accepts it
     /// ([`Error::NotLeader`] names the leader it knows of).
+    ///
+    /// A batch with a producer id is first checked against the producer
+    /// table of the leader's log and the batches it has in flight
+    /// (`idempotence.rs`): a retry of a committed batch is answered with
+    /// the original's offsets (`duplicate`), a sequence that does not
+    /// follow is [`Error::ProducerRefused`].
     pub async fn append(&self, encoded: Bytes) -> Result<Appended> {
-        entry::check_client_batch(&encoded, self.limits)?;
+        let header = entry::check_client_batch(&encoded, self.limits)?;
         // Waits while a leadership transfer runs; once it is done this
         // replica is most likely a follower and answers NotLeader.
         let _gate = self.write_gate.read().await;
+        if let Some(fields) = header.producer() {
+            return self.append_idempotent(encoded, fields, header.record_count).await;
+        }
         match self.raft.client_write(encoded).await {
             Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(Error::NotLeader {

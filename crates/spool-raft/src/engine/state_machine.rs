@@ -112,6 +112,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
                 index: entry.log_id.index,
                 base_offset: slot.base_offset,
                 next_offset: slot.next_offset,
+                duplicate: false,
             });
         }
         if let Some(offset) = committed_offset {

@@ -121,6 +121,7 @@ impl ClusterLogService {
         match replica.append(encoded).await {
             Ok(appended) => Ok(appended),
             Err(spool_raft::Error::NotLeader { leader_id }) => Err(self.cluster.not_leader(leader_id).await),
+            Err(spool_raft::Error::ProducerRefused { source }) => Err(status(source)),
             Err(error @ spool_raft::Error::InvalidBatch { .. }) => {
                 Err(Status::invalid_argument(error.to_string()))
             }
@@ -379,6 +380,7 @@ impl Log for ClusterLogService {
                     durability: quorum,
                     log_append_time_ms: now_ms(),
                     record_indexes: Vec::new(),
+                    duplicate: appended.duplicate,
                 });
             }
             produce_request::Data::Records(list) => {
@@ -404,6 +406,7 @@ impl Log for ClusterLogService {
                         durability: quorum,
                         log_append_time_ms: now_ms(),
                         record_indexes,
+                        duplicate: appended.duplicate,
                     });
                 }
             }
@@ -536,6 +539,14 @@ impl Log for ClusterLogService {
         request: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
         self.local.get_checkpoint(request).await
+    }
+
+    async fn init_producer(
+        &self,
+        request: Request<v1::InitProducerRequest>,
+    ) -> Result<Response<v1::InitProducerResponse>, Status> {
+        // Ids are random, so any node hands them out alone.
+        self.local.init_producer(request).await
     }
 
     async fn get_server_info(
