@@ -571,13 +571,30 @@ impl Client {
         };
         let leader = self.to_node(&address)?;
         tracing::debug!(topic = %request.topic, partition = ?request.partition, leader = %leader.url, "following a leader hint");
-        if let Some(key) = route {
+        if let Some(key) = &route {
             self.leaders
                 .lock()
                 .expect("leaders lock")
-                .insert(key, leader.clone());
+                .insert(key.clone(), leader.clone());
         }
-        leader.produce_here(request).await
+        match leader.produce_here(request).await {
+            // The leader named cannot be reached (it died and the node
+            // asked has not noticed yet): the answer is that node's, "the
+            // leadership is moving", which a producer retries soon, and
+            // the next call starts from the node connected to again.
+            Err(unreachable)
+                if matches!(unreachable, Error::Connect { .. })
+                    || matches!(unreachable, Error::Unavailable { .. })
+                        && unreachable.leader_hint().is_none() =>
+            {
+                if let Some(key) = &route {
+                    self.leaders.lock().expect("leaders lock").remove(key);
+                }
+                tracing::debug!(error = %unreachable, "the leader named cannot be reached");
+                Err(error)
+            }
+            answer => answer,
+        }
     }
 
     async fn produce_here(&self, request: v1::ProduceRequest) -> Result<v1::ProduceResponse> {

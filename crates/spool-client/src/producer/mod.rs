@@ -49,6 +49,9 @@ pub struct ProducerConfig {
     pub durability: Durability,
     /// Retries of a request that failed with `UNAVAILABLE` or
     /// `RESOURCE_EXHAUSTED`, after the first attempt. 0 never retries.
+    /// In a cluster, a request refused because the partition's leadership
+    /// is moving (an answer with a leader hint) is retried every 200 ms at
+    /// most, for up to 30 s, without counting here: it was not acted on.
     pub retries_max: u32,
     /// Wait before the first retry; doubled each retry, with jitter.
     pub retry_backoff_ms: u64,
@@ -560,6 +563,7 @@ impl Core {
     ) -> Result<BatchAck> {
         let mut backoff_ms = self.config.retry_backoff_ms.max(1);
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         loop {
             let request = v1::ProduceRequest {
                 topic: self.topic.clone(),
@@ -569,6 +573,23 @@ impl Core {
             };
             match self.client.produce(request).await {
                 Ok(response) => return batch_ack(response, partition, record_count),
+                // Cluster mode: the leadership is moving (an election, a
+                // transfer). The request was not acted on, so it is sent
+                // again, soon and without counting against `retries_max`,
+                // for as long as a failover takes.
+                Err(error)
+                    if self.config.retries_max > 0
+                        && error.leader_hint().is_some()
+                        && started.elapsed() < LEADER_CHANGE_PATIENCE =>
+                {
+                    let wait = jittered(backoff_ms.min(LEADER_CHANGE_BACKOFF_MS));
+                    tracing::debug!(
+                        topic = %self.topic, partition, wait_ms = wait.as_millis() as u64, %error,
+                        "the partition's leadership is moving; retrying produce"
+                    );
+                    tokio::time::sleep(wait).await;
+                    backoff_ms = (backoff_ms * 2).min(self.config.retry_backoff_max_ms.max(1));
+                }
                 Err(error) if retryable(&error) && attempt < self.config.retries_max => {
                     attempt += 1;
                     let wait = jittered(backoff_ms);
@@ -584,6 +605,14 @@ impl Core {
         }
     }
 }
+
+/// Longest wait between retries while a partition's leadership moves: an
+/// election takes about a second, and a longer wait only adds to it.
+const LEADER_CHANGE_BACKOFF_MS: u64 = 200;
+
+/// How long a producer keeps retrying a batch while nodes answer that the
+/// partition's leadership is moving, before the answer is an error.
+const LEADER_CHANGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Most links a batch's `send` span keeps to the contexts of its records.
 pub const TRACE_LINKS_MAX: usize = 32;

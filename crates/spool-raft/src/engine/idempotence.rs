@@ -110,7 +110,11 @@ impl Replica {
                     drop(in_flight);
                     return self.committed_duplicate(original).await;
                 }
-                Decision::Propose => return self.propose(in_flight, encoded, fields, record_count).await,
+                Decision::Propose => {
+                    return self
+                        .propose_numbered(in_flight, encoded, fields, record_count)
+                        .await;
+                }
             }
         }
     }
@@ -137,7 +141,7 @@ impl Replica {
     /// Proposes the batch, remembering it as in flight until openraft
     /// answers; the lock is released once the proposal is queued, so the
     /// wait for the commit is not serialized.
-    async fn propose(
+    async fn propose_numbered(
         &self,
         mut in_flight: tokio::sync::MutexGuard<'_, InFlight>,
         encoded: Bytes,

@@ -291,12 +291,18 @@ impl Replica {
     /// call at a time, or from separate tasks, would not give. Batches
     /// queued by one caller, one call after another, become entries in
     /// that order. The future answers as [`append`](Self::append) does; a
-    /// leadership transfer waits for every queued batch's outcome.
+    /// leadership transfer waits for every queued batch's outcome. A batch
+    /// with a producer id is checked as [`append`](Self::append) checks it,
+    /// and is then not ordered with the others.
     pub async fn propose(
         &self,
         encoded: Bytes,
-    ) -> Result<impl std::future::Future<Output = Result<Appended>> + Send + 'static> {
-        entry::check_client_batch(&encoded, self.limits)?;
+    ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = Result<Appended>> + Send + 'static>>> {
+        let header = entry::check_client_batch(&encoded, self.limits)?;
+        if header.producer().is_some() {
+            let replica = self.clone();
+            return Ok(Box::pin(async move { replica.append(encoded).await }));
+        }
         let gate = Arc::clone(&self.write_gate).read_owned().await;
         let receiver = self
             .raft
@@ -305,7 +311,7 @@ impl Replica {
             .map_err(|fatal| Error::Stopped {
                 source: Box::new(fatal),
             })?;
-        Ok(async move {
+        Ok(Box::pin(async move {
             let answer = receiver.await;
             drop(gate);
             match answer {
@@ -322,7 +328,7 @@ impl Replica {
                     source: Box::new(dropped),
                 }),
             }
-        })
+        }))
     }
 
     /// The term this replica leads in, once it has applied that term's
