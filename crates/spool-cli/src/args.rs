@@ -295,14 +295,17 @@ pub enum ClusterCommand {
     #[command(name = "transfer-leader", after_help = CLUSTER_EXAMPLES)]
     TransferLeader {
         /// The partition's topic.
-        #[arg(long, value_name = "TOPIC", required_unless_present = "metadata")]
+        #[arg(long, value_name = "TOPIC", required_unless_present_any = ["metadata", "jobs"])]
         topic: Option<String>,
         /// The partition (default 0).
-        #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "metadata")]
+        #[arg(long, value_name = "N", default_value_t = 0, conflicts_with_all = ["metadata", "jobs"])]
         partition: u32,
         /// The metadata group instead of a partition.
-        #[arg(long, conflicts_with = "topic")]
+        #[arg(long, conflicts_with_all = ["topic", "jobs"])]
         metadata: bool,
+        /// The job layer's group (`__jobs`) instead of a partition.
+        #[arg(long, conflicts_with = "topic")]
+        jobs: bool,
         /// The node to lead: one of the group's replicas.
         #[arg(long, value_name = "NODE")]
         to: u64,

@@ -12,6 +12,10 @@ use crate::proto;
 /// and [`GroupStatus::topic`] (partition 0).
 pub const METADATA_GROUP_TOPIC: &str = "__cluster";
 
+/// The topic name of the job layer's group (`__jobs`) in
+/// [`Client::transfer_leader`] (partition 0).
+pub const JOBS_GROUP_TOPIC: &str = "__jobs";
+
 /// A cluster as one node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterStatus {

@@ -93,7 +93,9 @@ pub use client::{
     HistorySeries, MESSAGE_BYTES_MAX_DEFAULT, NewTopic, OffsetSpec, PartitionInfo, PartitionOffset,
     ServerInfo, ServerLimits, TopicConfig, TopicDescription, Transport,
 };
-pub use cluster::{ClusterStatus, GroupStatus, METADATA_GROUP_TOPIC, NodeStatus, ReplicaProgress};
+pub use cluster::{
+    ClusterStatus, GroupStatus, JOBS_GROUP_TOPIC, METADATA_GROUP_TOPIC, NodeStatus, ReplicaProgress,
+};
 pub use consumer::{CheckpointFallback, Consumer, ConsumerBuilder, StartPosition};
 pub use error::{
     Error, ExceededLimit, HIGH_WATERMARK_METADATA, LOG_START_OFFSET_METADATA, Result, SizeLimit,

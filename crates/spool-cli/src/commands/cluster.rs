@@ -3,7 +3,7 @@
 //! (`spool.v1.Cluster`, `docs/cluster.md`).
 
 use serde_json::{Value, json};
-use spool_client::{ClusterStatus, METADATA_GROUP_TOPIC, ReplicaProgress};
+use spool_client::{ClusterStatus, JOBS_GROUP_TOPIC, METADATA_GROUP_TOPIC, ReplicaProgress};
 
 use crate::args::ClusterCommand;
 use crate::args::jobs::OutputFormat;
@@ -25,12 +25,14 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<(
             topic,
             partition,
             metadata,
+            jobs,
             to,
         } => {
-            let (topic, partition) = match (metadata, topic) {
-                (true, _) => (METADATA_GROUP_TOPIC.to_owned(), 0),
-                (false, Some(topic)) => (topic, partition),
-                (false, None) => anyhow::bail!("name a --topic (or --metadata)"),
+            let (topic, partition) = match (metadata, jobs, topic) {
+                (true, _, _) => (METADATA_GROUP_TOPIC.to_owned(), 0),
+                (false, true, _) => (JOBS_GROUP_TOPIC.to_owned(), 0),
+                (false, false, Some(topic)) => (topic, partition),
+                (false, false, None) => anyhow::bail!("name a --topic (or --metadata, or --jobs)"),
             };
             let term = context
                 .client

@@ -84,11 +84,13 @@ async fn propose_in_order(replica: Replica, mut batches: mpsc::UnboundedReceiver
 }
 
 /// Learns every node's client address, asking again for those that did not
-/// answer, until all are known.
+/// answer (every 0.5 s at first, then less often, up to every 10 s)
+/// until all are known.
 async fn learn_addresses(
     cluster: Arc<Cluster>,
     addresses: Arc<Mutex<std::collections::HashMap<u64, String>>>,
 ) {
+    let mut pause = Duration::from_millis(500);
     loop {
         let mut missing = false;
         for id in cluster.node_ids() {
@@ -105,6 +107,7 @@ async fn learn_addresses(
         if !missing {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(10));
     }
 }
