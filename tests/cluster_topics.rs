@@ -2,8 +2,10 @@
 //! processes: the default (min(3, nodes)), a chosen factor below the node
 //! count placing each partition on that many nodes, and a factor above it
 //! refused; a topic created while a node is down; one deleted and
-//! created again while a node is down; and a single-node server refusing
-//! any factor above 1.
+//! created again while a node is down; a single-node server refusing
+//! any factor above 1; and named checkpoints, stored by the metadata
+//! group, the same through every node and across the death of the
+//! metadata leader.
 
 mod common;
 
@@ -197,4 +199,90 @@ fn a_single_node_server_refuses_more_than_one_copy() -> Result<()> {
             other => bail!("a factor of 2 on a single node answered {other:?}"),
         }
     })
+}
+
+#[test]
+fn checkpoints_are_the_same_through_every_node_and_outlive_the_metadata_leader() -> Result<()> {
+    let mut cluster = TestCluster::start(3);
+    runtime()?.block_on(async {
+        cluster.create_topic("ck", 2).await?;
+        let first = cluster.patient_client(1).await?;
+        for i in 0..4 {
+            produce(&first, "ck", 0, &format!("r{i}")).await?;
+        }
+        let achieved = first
+            .commit_checkpoint(
+                "billing",
+                "ck",
+                &[(0, 3), (1, 0)],
+                spool_client::Durability::Fsync,
+            )
+            .await?;
+        ensure!(
+            achieved == spool_client::Durability::Quorum,
+            "a checkpoint in a cluster is committed by the metadata group: {achieved:?}"
+        );
+        for id in cluster.ids() {
+            let positions = positions(&cluster.patient_client(id).await?).await?;
+            ensure!(positions == [(0, 3), (1, 0)], "node {id}: {positions:?}");
+        }
+
+        // Bad input is refused, and nothing is stored.
+        let refused = first
+            .commit_checkpoint("__internal", "ck", &[(0, 1)], spool_client::Durability::Fsync)
+            .await;
+        ensure!(
+            matches!(refused, Err(Error::InvalidArgument { .. })),
+            "{refused:?}"
+        );
+        let refused = first
+            .commit_checkpoint("billing", "ck", &[(7, 1)], spool_client::Durability::Fsync)
+            .await;
+        ensure!(matches!(refused, Err(Error::NotFound { .. })), "{refused:?}");
+        let refused = first
+            .commit_checkpoint("billing", "nope", &[(0, 1)], spool_client::Durability::Fsync)
+            .await;
+        ensure!(matches!(refused, Err(Error::NotFound { .. })), "{refused:?}");
+
+        // The metadata leader dies; the others keep and take checkpoints.
+        let leader = cluster.agreed_leader(&cluster.ids(), "__cluster", 0).await?;
+        cluster.kill9(leader);
+        let alive: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
+        cluster.agreed_leader(&alive, "__cluster", 0).await?;
+        let survivor = cluster.patient_client(alive[0]).await?;
+        ensure!(positions(&survivor).await? == [(0, 3), (1, 0)]);
+        survivor
+            .commit_checkpoint("billing", "ck", &[(0, 4)], spool_client::Durability::Fsync)
+            .await?;
+
+        // Restarted, the old leader has the commit it missed.
+        cluster.restart(leader);
+        let restarted = cluster.patient_client(leader).await?;
+        let deadline = std::time::Instant::now() + common::cluster::WAIT;
+        loop {
+            match positions(&restarted).await {
+                Ok(positions) if positions == [(0, 4), (1, 0)] => break,
+                other if std::time::Instant::now() < deadline => {
+                    eprintln!("node {leader} not caught up yet: {other:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                other => bail!("node {leader} after its restart: {other:?}"),
+            }
+        }
+
+        // Deleting the topic drops its checkpoints.
+        survivor.delete_topic("ck").await?;
+        ensure!(positions(&survivor).await?.is_empty());
+        Ok(())
+    })
+}
+
+/// The `billing` consumer's positions in `ck`, as (partition, offset).
+async fn positions(client: &Client) -> Result<Vec<(u32, u64)>> {
+    Ok(client
+        .get_checkpoint("billing", "ck")
+        .await?
+        .into_iter()
+        .map(|checkpoint| (checkpoint.partition, checkpoint.offset))
+        .collect())
 }

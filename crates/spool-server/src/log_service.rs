@@ -757,17 +757,7 @@ impl Log for LogService {
             .access
             .check(caller(&request), Action::CONSUME, &request.get_ref().topic)?;
         let request = request.into_inner();
-        if is_internal_topic(&request.consumer) {
-            return Err(Status::invalid_argument(
-                "consumer names starting with \"__\" are reserved",
-            ));
-        }
-        validate_topic_name(&request.consumer).map_err(|_| {
-            Status::invalid_argument(format!(
-                "consumer name {:?} must be 1 to 249 characters of A-Z a-z 0-9 . _ -",
-                request.consumer
-            ))
-        })?;
+        check_consumer_name(&request.consumer)?;
         validate_topic_name(&request.topic).map_err(status)?;
         let topic = self.state.store.topic(&request.topic).map_err(status)?;
         if request.partitions.is_empty() {
@@ -923,4 +913,19 @@ mod tests {
             vec![(2, vec![0, 1, 2, 3])]
         );
     }
+}
+
+/// A checkpoint's consumer name follows the topic names' rules, without
+/// the reserved `__` prefix.
+pub(crate) fn check_consumer_name(consumer: &str) -> Result<(), Status> {
+    if is_internal_topic(consumer) {
+        return Err(Status::invalid_argument(
+            "consumer names starting with \"__\" are reserved",
+        ));
+    }
+    validate_topic_name(consumer).map_err(|_| {
+        Status::invalid_argument(format!(
+            "consumer name {consumer:?} must be 1 to 249 characters of A-Z a-z 0-9 . _ -"
+        ))
+    })
 }

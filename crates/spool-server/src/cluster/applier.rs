@@ -58,7 +58,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
             let mut state = cluster.state.write().expect("metadata lock");
             commands
                 .into_iter()
-                .map(|(at, command)| state.apply(at, command))
+                .filter_map(|(at, command)| state.apply(at, command))
                 .collect()
         };
         for topic in touched {

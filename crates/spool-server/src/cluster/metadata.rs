@@ -1,5 +1,6 @@
 //! The metadata group's state machine: which topics exist, with how many
-//! partitions, and which nodes hold each partition's replicas. A command
+//! partitions, which nodes hold each partition's replicas, and the named
+//! consumer checkpoints of the cluster's topics. A command
 //! is one record (JSON in its value) of a batch in the metadata group's
 //! log (`__cluster`, partition 0); every node folds the committed
 //! commands in log order into the same [`MetadataState`]. Pure: reading
@@ -13,8 +14,28 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum MetadataCommand {
-    CreateTopic { name: String, spec: TopicSpec },
-    DeleteTopic { name: String },
+    CreateTopic {
+        name: String,
+        spec: TopicSpec,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// A consumer's positions in a topic (`Log.CommitCheckpoint`), each
+    /// partition with its offset; partitions not listed keep theirs.
+    CommitCheckpoint {
+        consumer: String,
+        topic: String,
+        positions: Vec<(u32, u64)>,
+        commit_time_ms: i64,
+    },
+}
+
+/// A stored checkpoint position: the offset and when it was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointPosition {
+    pub offset: u64,
+    pub commit_time_ms: i64,
 }
 
 /// A replicated topic as the metadata group knows it.
@@ -40,27 +61,62 @@ pub struct TopicEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataState {
     topics: BTreeMap<String, TopicEntry>,
+    /// By (consumer, topic), each partition's position.
+    checkpoints: BTreeMap<(String, String), BTreeMap<u32, CheckpointPosition>>,
 }
 
 impl MetadataState {
     /// Applies the command stored at metadata offset `offset`. Creating a
     /// name that exists and deleting one that does not change nothing: two
     /// nodes may propose the same name at once, and the first committed
-    /// wins. Returns the topic name the command touched.
-    pub fn apply(&mut self, offset: u64, command: MetadataCommand) -> String {
+    /// wins. Deleting a topic drops its checkpoints (a topic created again
+    /// under the name has other records at those offsets); a checkpoint of
+    /// a topic that does not exist (deleted while the commit was on its
+    /// way) is dropped. Returns the topic whose replicas the command
+    /// changes, if any.
+    pub fn apply(&mut self, offset: u64, command: MetadataCommand) -> Option<String> {
         match command {
             MetadataCommand::CreateTopic { name, spec } => {
                 self.topics.entry(name.clone()).or_insert(TopicEntry {
                     spec,
                     created_offset: offset,
                 });
-                name
+                Some(name)
             }
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(&name);
-                name
+                self.checkpoints.retain(|(_, topic), _| *topic != name);
+                Some(name)
+            }
+            MetadataCommand::CommitCheckpoint {
+                consumer,
+                topic,
+                positions,
+                commit_time_ms,
+            } => {
+                if self.topics.contains_key(&topic) {
+                    let stored = self.checkpoints.entry((consumer, topic)).or_default();
+                    for (partition, offset) in positions {
+                        stored.insert(
+                            partition,
+                            CheckpointPosition {
+                                offset,
+                                commit_time_ms,
+                            },
+                        );
+                    }
+                }
+                None
             }
         }
+    }
+
+    /// `consumer`'s positions in `topic`, by partition (empty when none).
+    pub fn checkpoint(&self, consumer: &str, topic: &str) -> BTreeMap<u32, CheckpointPosition> {
+        self.checkpoints
+            .get(&(consumer.to_owned(), topic.to_owned()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicEntry> {
@@ -131,7 +187,7 @@ mod tests {
             name: "orders".into(),
             spec: spec(partitions),
         };
-        assert_eq!(state.apply(10, create(2)), "orders");
+        assert_eq!(state.apply(10, create(2)).as_deref(), Some("orders"));
         state.apply(20, create(5));
         let entry = state.topic("orders").unwrap();
         assert_eq!((entry.spec.partitions, entry.created_offset), (2, 10));
@@ -151,6 +207,54 @@ mod tests {
         );
         state.apply(50, create(5));
         assert_eq!(state.topic("orders").unwrap().created_offset, 50);
+    }
+
+    #[test]
+    fn checkpoints_keep_the_latest_position_per_partition_and_go_with_their_topic() {
+        let mut state = MetadataState::default();
+        let commit = |topic: &str, positions: Vec<(u32, u64)>, at| MetadataCommand::CommitCheckpoint {
+            consumer: "billing".into(),
+            topic: topic.into(),
+            positions,
+            commit_time_ms: at,
+        };
+        // No topic yet: nothing is stored.
+        assert_eq!(state.apply(1, commit("orders", vec![(0, 5)], 100)), None);
+        assert!(state.checkpoint("billing", "orders").is_empty());
+
+        state.apply(
+            2,
+            MetadataCommand::CreateTopic {
+                name: "orders".into(),
+                spec: spec(2),
+            },
+        );
+        state.apply(3, commit("orders", vec![(0, 5), (1, 7)], 100));
+        state.apply(4, commit("orders", vec![(1, 9)], 200));
+        let stored = state.checkpoint("billing", "orders");
+        assert_eq!(
+            stored[&0],
+            CheckpointPosition {
+                offset: 5,
+                commit_time_ms: 100
+            }
+        );
+        assert_eq!(
+            stored[&1],
+            CheckpointPosition {
+                offset: 9,
+                commit_time_ms: 200
+            }
+        );
+        assert!(state.checkpoint("other", "orders").is_empty());
+
+        state.apply(
+            5,
+            MetadataCommand::DeleteTopic {
+                name: "orders".into(),
+            },
+        );
+        assert!(state.checkpoint("billing", "orders").is_empty());
     }
 
     #[test]

@@ -527,18 +527,89 @@ impl Log for ClusterLogService {
         Ok(Response::new(v1::ListOffsetsResponse { offsets }))
     }
 
+    /// Stores the positions through the metadata group, so that every node
+    /// answers the same: committed there (durability QUORUM) and applied
+    /// on this node before the answer.
     async fn commit_checkpoint(
         &self,
         request: Request<v1::CommitCheckpointRequest>,
     ) -> Result<Response<v1::CommitCheckpointResponse>, Status> {
-        self.local.commit_checkpoint(request).await
+        self.state
+            .access
+            .check(caller(&request), Action::CONSUME, &request.get_ref().topic)?;
+        let request = request.into_inner();
+        crate::log_service::check_consumer_name(&request.consumer)?;
+        let spec = self.spec(&request.topic).await?;
+        if request.partitions.is_empty() {
+            return Err(Status::invalid_argument(
+                "a checkpoint needs at least one partition",
+            ));
+        }
+        let mut positions = Vec::with_capacity(request.partitions.len());
+        for checkpoint in &request.partitions {
+            if checkpoint.partition >= spec.partitions {
+                return Err(Status::not_found(format!(
+                    "partition {} of topic {:?} does not exist ({} partitions)",
+                    checkpoint.partition, request.topic, spec.partitions
+                )));
+            }
+            // The node asked may trail the partition's leader, so it can
+            // only refuse what is past what it knows to be committed when
+            // it leads the partition.
+            if let Some(replica) = self.cluster.replica(&request.topic, checkpoint.partition)
+                && replica.leader_id() == Some(self.cluster.node_id())
+            {
+                let end = replica.partition().committed_offset();
+                if checkpoint.offset > end {
+                    return Err(out_of_range(
+                        format!(
+                            "checkpoint offset {} of partition {} is past the committed offset {end}",
+                            checkpoint.offset, checkpoint.partition
+                        ),
+                        replica.partition().log_start_offset(),
+                        end,
+                    ));
+                }
+            }
+            positions.push((checkpoint.partition, checkpoint.offset));
+        }
+        let command = MetadataCommand::CommitCheckpoint {
+            consumer: request.consumer,
+            topic: request.topic,
+            positions,
+            commit_time_ms: now_ms(),
+        };
+        self.cluster.propose(&command).await?;
+        Ok(Response::new(v1::CommitCheckpointResponse {
+            durability: v1::Durability::Quorum as i32,
+        }))
     }
 
+    /// The positions as the metadata group has them: this node first
+    /// catches up with the metadata leader's commit, so a checkpoint
+    /// committed through any node is seen.
     async fn get_checkpoint(
         &self,
         request: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::GetCheckpointResponse>, Status> {
-        self.local.get_checkpoint(request).await
+        self.state
+            .access
+            .check(caller(&request), Action::CONSUME, &request.get_ref().topic)?;
+        let request = request.into_inner();
+        validate_topic_name(&request.topic).map_err(status)?;
+        self.cluster.sync_metadata(METADATA_SYNC_WAIT).await?;
+        let partitions = self
+            .cluster
+            .state()
+            .checkpoint(&request.consumer, &request.topic)
+            .into_iter()
+            .map(|(partition, position)| v1::PartitionCheckpoint {
+                partition,
+                offset: position.offset,
+                commit_time_ms: position.commit_time_ms,
+            })
+            .collect();
+        Ok(Response::new(v1::GetCheckpointResponse { partitions }))
     }
 
     async fn init_producer(
