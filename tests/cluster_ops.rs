@@ -413,7 +413,7 @@ const FAULTS: [&str; 5] = [
 /// [`FAULTS`], the leader of the job layer's group (`__jobs`) in the next,
 /// and so on.
 fn target_of(round: u64) -> &'static str {
-    if (round / FAULTS.len() as u64) % 2 == 0 {
+    if (round / FAULTS.len() as u64).is_multiple_of(2) {
         TOPIC
     } else {
         JOBS_TOPIC

@@ -873,6 +873,21 @@ pub(crate) fn record_timestamp(partition: &Partition, offset: u64) -> Option<i64
         .map(|r| r.timestamp_ms)
 }
 
+/// A checkpoint's consumer name follows the topic names' rules, without
+/// the reserved `__` prefix.
+pub(crate) fn check_consumer_name(consumer: &str) -> Result<(), Status> {
+    if is_internal_topic(consumer) {
+        return Err(Status::invalid_argument(
+            "consumer names starting with \"__\" are reserved",
+        ));
+    }
+    validate_topic_name(consumer).map_err(|_| {
+        Status::invalid_argument(format!(
+            "consumer name {consumer:?} must be 1 to 249 characters of A-Z a-z 0-9 . _ -"
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -913,19 +928,4 @@ mod tests {
             vec![(2, vec![0, 1, 2, 3])]
         );
     }
-}
-
-/// A checkpoint's consumer name follows the topic names' rules, without
-/// the reserved `__` prefix.
-pub(crate) fn check_consumer_name(consumer: &str) -> Result<(), Status> {
-    if is_internal_topic(consumer) {
-        return Err(Status::invalid_argument(
-            "consumer names starting with \"__\" are reserved",
-        ));
-    }
-    validate_topic_name(consumer).map_err(|_| {
-        Status::invalid_argument(format!(
-            "consumer name {consumer:?} must be 1 to 249 characters of A-Z a-z 0-9 . _ -"
-        ))
-    })
 }
