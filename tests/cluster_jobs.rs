@@ -49,15 +49,7 @@ fn acknowledged_jobs_survive_a_killed_job_layer_leader_and_completed_ones_never_
         }
         let claimed = claim_all(&client, 10).await?;
         ensure!(claimed.len() == 10, "claimed {} of 10", claimed.len());
-        let outcomes = claimed
-            .iter()
-            .map(|(id, token)| Finish::Complete {
-                job_id: id.clone(),
-                lease_token: token.clone(),
-                result: bytes::Bytes::from_static(b"sent"),
-            })
-            .collect();
-        for result in jobs.finish(outcomes).await? {
+        for result in jobs.finish(completions(&claimed)).await? {
             ensure!(result? == Some(JobState::Succeeded));
         }
         let completed: BTreeSet<String> = claimed.keys().cloned().collect();
@@ -83,15 +75,7 @@ fn acknowledged_jobs_survive_a_killed_job_layer_leader_and_completed_ones_never_
             reclaimed_ids == expected,
             "after the failover the claims handed out {reclaimed_ids:?}, expected {expected:?}"
         );
-        let outcomes = reclaimed
-            .iter()
-            .map(|(id, token)| Finish::Complete {
-                job_id: id.clone(),
-                lease_token: token.clone(),
-                result: bytes::Bytes::from_static(b"sent"),
-            })
-            .collect();
-        for result in survivor.jobs().finish(outcomes).await? {
+        for result in survivor.jobs().finish(completions(&reclaimed)).await? {
             ensure!(result? == Some(JobState::Succeeded));
         }
 
@@ -246,6 +230,18 @@ fn a_worker_runs_every_job_through_a_failover_of_the_job_layer() -> Result<()> {
         );
         Ok(())
     })
+}
+
+/// A completion of each claimed job (job id to lease token).
+fn completions(claimed: &BTreeMap<String, String>) -> Vec<Finish> {
+    claimed
+        .iter()
+        .map(|(id, token)| Finish::Complete {
+            job_id: id.clone(),
+            lease_token: token.clone(),
+            result: bytes::Bytes::from_static(b"sent"),
+        })
+        .collect()
 }
 
 /// Claims up to `max` jobs of the queue, asking until a claim comes back

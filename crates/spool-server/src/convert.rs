@@ -147,3 +147,17 @@ pub fn topic_config(name: &str, config: &spool_log::TopicConfig) -> v1::TopicCon
         internal: spool_log::is_internal_topic(name),
     }
 }
+
+/// Stored checkpoint positions as GetCheckpoint answers them, by partition.
+pub fn checkpoints(
+    positions: std::collections::BTreeMap<u32, crate::checkpoints::Position>,
+) -> Vec<v1::PartitionCheckpoint> {
+    positions
+        .into_iter()
+        .map(|(partition, position)| v1::PartitionCheckpoint {
+            partition,
+            offset: position.offset,
+            commit_time_ms: position.commit_time_ms,
+        })
+        .collect()
+}

@@ -817,17 +817,8 @@ impl Log for LogService {
             .check(caller(&request), Action::CONSUME, &request.get_ref().topic)?;
         let request = request.into_inner();
         validate_topic_name(&request.topic).map_err(status)?;
-        let partitions = self
-            .state
-            .checkpoints
-            .get(&request.consumer, &request.topic)
-            .into_iter()
-            .map(|(partition, position)| v1::PartitionCheckpoint {
-                partition,
-                offset: position.offset,
-                commit_time_ms: position.commit_time_ms,
-            })
-            .collect();
+        let positions = self.state.checkpoints.get(&request.consumer, &request.topic);
+        let partitions = convert::checkpoints(positions);
         Ok(Response::new(v1::GetCheckpointResponse { partitions }))
     }
 

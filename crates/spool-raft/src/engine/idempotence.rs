@@ -23,7 +23,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::error::{ClientWriteError, RaftError};
 use spool_format::batch::ProducerFields;
 use spool_log::producers::{ProducerBatch, ProducerEntry, SequenceCheck};
 use tokio::sync::watch;
@@ -181,20 +180,7 @@ impl Replica {
             }
         }
         drop(finished);
-        match answer {
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(Error::NotLeader {
-                leader_id: forward.leader_id,
-            }),
-            Ok(Err(other)) => Err(Error::Raft {
-                op: "append a batch",
-                source: Box::new(RaftError::<u64, _>::APIError(other)),
-            }),
-            Err(closed) => Err(Error::Raft {
-                op: "append a batch",
-                source: Box::new(closed),
-            }),
-        }
+        super::write_outcome(answer)
     }
 
     /// The answer to a duplicate of `original`, once the original is

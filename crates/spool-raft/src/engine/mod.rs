@@ -115,6 +115,34 @@ impl GroupConfig {
     }
 }
 
+/// What openraft's answer to a proposed batch (`client_write_ff`'s
+/// receiver) means for its writer: where it was committed, the leader to
+/// ask instead, or why its outcome is unknown.
+fn write_outcome<E: std::error::Error + Send + Sync + 'static>(
+    answer: std::result::Result<
+        std::result::Result<
+            openraft::raft::ClientWriteResponse<TypeConfig>,
+            ClientWriteError<u64, BasicNode>,
+        >,
+        E,
+    >,
+) -> Result<Appended> {
+    match answer {
+        Ok(Ok(response)) => Ok(response.data),
+        Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(Error::NotLeader {
+            leader_id: forward.leader_id,
+        }),
+        Ok(Err(other)) => Err(Error::Raft {
+            op: "append a batch",
+            source: Box::new(other),
+        }),
+        Err(dropped) => Err(Error::Raft {
+            op: "hear whether a batch was committed",
+            source: Box::new(dropped),
+        }),
+    }
+}
+
 /// One replica of a partition's Raft group. Cheap to clone; every clone
 /// drives the same engine.
 #[derive(Clone)]
@@ -314,20 +342,7 @@ impl Replica {
         Ok(Box::pin(async move {
             let answer = receiver.await;
             drop(gate);
-            match answer {
-                Ok(Ok(response)) => Ok(response.data),
-                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(Error::NotLeader {
-                    leader_id: forward.leader_id,
-                }),
-                Ok(Err(other)) => Err(Error::Raft {
-                    op: "append a batch",
-                    source: Box::new(other),
-                }),
-                Err(dropped) => Err(Error::Raft {
-                    op: "hear whether a batch was committed",
-                    source: Box::new(dropped),
-                }),
-            }
+            write_outcome(answer)
         }))
     }
 

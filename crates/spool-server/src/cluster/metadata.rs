@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoints::Position;
+
 /// A change to the cluster's metadata, proposed to the metadata group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -29,13 +31,6 @@ pub enum MetadataCommand {
         positions: Vec<(u32, u64)>,
         commit_time_ms: i64,
     },
-}
-
-/// A stored checkpoint position: the offset and when it was committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CheckpointPosition {
-    pub offset: u64,
-    pub commit_time_ms: i64,
 }
 
 /// A replicated topic as the metadata group knows it.
@@ -62,7 +57,7 @@ pub struct TopicEntry {
 pub struct MetadataState {
     topics: BTreeMap<String, TopicEntry>,
     /// By (consumer, topic), each partition's position.
-    checkpoints: BTreeMap<(String, String), BTreeMap<u32, CheckpointPosition>>,
+    checkpoints: BTreeMap<(String, String), BTreeMap<u32, Position>>,
 }
 
 impl MetadataState {
@@ -99,7 +94,7 @@ impl MetadataState {
                     for (partition, offset) in positions {
                         stored.insert(
                             partition,
-                            CheckpointPosition {
+                            Position {
                                 offset,
                                 commit_time_ms,
                             },
@@ -112,7 +107,7 @@ impl MetadataState {
     }
 
     /// `consumer`'s positions in `topic`, by partition (empty when none).
-    pub fn checkpoint(&self, consumer: &str, topic: &str) -> BTreeMap<u32, CheckpointPosition> {
+    pub fn checkpoint(&self, consumer: &str, topic: &str) -> BTreeMap<u32, Position> {
         self.checkpoints
             .get(&(consumer.to_owned(), topic.to_owned()))
             .cloned()
@@ -234,14 +229,14 @@ mod tests {
         let stored = state.checkpoint("billing", "orders");
         assert_eq!(
             stored[&0],
-            CheckpointPosition {
+            Position {
                 offset: 5,
                 commit_time_ms: 100
             }
         );
         assert_eq!(
             stored[&1],
-            CheckpointPosition {
+            Position {
                 offset: 9,
                 commit_time_ms: 200
             }

@@ -598,17 +598,8 @@ impl Log for ClusterLogService {
         let request = request.into_inner();
         validate_topic_name(&request.topic).map_err(status)?;
         self.cluster.sync_metadata(METADATA_SYNC_WAIT).await?;
-        let partitions = self
-            .cluster
-            .state()
-            .checkpoint(&request.consumer, &request.topic)
-            .into_iter()
-            .map(|(partition, position)| v1::PartitionCheckpoint {
-                partition,
-                offset: position.offset,
-                commit_time_ms: position.commit_time_ms,
-            })
-            .collect();
+        let positions = self.cluster.state().checkpoint(&request.consumer, &request.topic);
+        let partitions = convert::checkpoints(positions);
         Ok(Response::new(v1::GetCheckpointResponse { partitions }))
     }
 
