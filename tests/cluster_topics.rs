@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail, ensure};
 use common::Spoold;
-use common::cluster::{TestCluster, produce};
+use common::cluster::{Extra, TestCluster, produce};
+use common::dashboard;
 use spool_client::{Client, Error, NewTopic};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -285,4 +286,56 @@ async fn positions(client: &Client) -> Result<Vec<(u32, u64)>> {
         .into_iter()
         .map(|checkpoint| (checkpoint.partition, checkpoint.offset))
         .collect())
+}
+
+#[test]
+fn the_dashboard_of_any_node_shows_and_resets_the_cluster_s_checkpoints() -> Result<()> {
+    let extra = Extra {
+        settings: Some(Box::new(|_| vec!["admin_listen=127.0.0.1:0".to_owned()])),
+        ..Extra::default()
+    };
+    let cluster = TestCluster::start_with(3, extra);
+    runtime()?.block_on(async {
+        cluster.create_topic("ck", 2).await?;
+        let first = cluster.patient_client(1).await?;
+        for i in 0..4 {
+            produce(&first, "ck", 0, &format!("r{i}")).await?;
+        }
+        first
+            .commit_checkpoint(
+                "billing",
+                "ck",
+                &[(0, 1), (1, 0)],
+                spool_client::Durability::Fsync,
+            )
+            .await?;
+
+        // Every node's dashboard lists the checkpoint committed through
+        // node 1, with its lag against the committed records.
+        for id in cluster.ids() {
+            let admin = cluster.nodes[&id].admin_addr.expect("the dashboard is on");
+            let consumers =
+                tokio::task::spawn_blocking(move || dashboard::get(admin, "/api/v1/consumers")).await?;
+            let billing = &consumers["consumers"][0];
+            ensure!(
+                billing["consumer"] == "billing" && billing["topic"] == "ck" && billing["lag_records"] == 3,
+                "node {id}: {consumers}"
+            );
+        }
+
+        // A reset through node 3's dashboard is the cluster's checkpoint.
+        let admin = cluster.nodes[&3].admin_addr.expect("the dashboard is on");
+        let (status, answer) = tokio::task::spawn_blocking(move || {
+            dashboard::post(
+                admin,
+                "/api/v1/consumers/billing/ck/reset",
+                &serde_json::json!({ "to": "latest" }),
+            )
+        })
+        .await?;
+        ensure!(status == 200, "{answer}");
+        let through_node_2 = positions(&cluster.patient_client(2).await?).await?;
+        ensure!(through_node_2 == [(0, 4), (1, 0)], "{through_node_2:?}");
+        Ok(())
+    })
 }

@@ -131,12 +131,19 @@ impl TestCluster {
             let peers = format!("peers={peer_map}");
             // Small preallocations: several servers with five internal
             // topics each would otherwise reserve hundreds of MiB.
-            let mut settings = vec![&*node_id, &*peers, "admin_listen=off", "preallocate_bytes=1MiB"];
             let own = extra
                 .settings
                 .as_ref()
                 .map(|settings| settings(id))
                 .unwrap_or_default();
+            // The dashboard is off unless the test's settings open it.
+            let admin = if own.iter().any(|setting| setting.starts_with("admin_listen=")) {
+                None
+            } else {
+                Some("admin_listen=off")
+            };
+            let mut settings = vec![&*node_id, &*peers, "preallocate_bytes=1MiB"];
+            settings.extend(admin);
             settings.extend(own.iter().map(String::as_str));
             let server = match &network {
                 None => Spoold::start(dir.path(), &settings),

@@ -53,6 +53,10 @@ pub struct ServerState {
     pub audit: Audit,
     /// Spreads unkeyed records without an explicit partition.
     next_partition: AtomicU32,
+    /// Cluster mode: this node's part, set once it has started. What reads
+    /// named checkpoints outside the Log service (the dashboard, the
+    /// consumer-lag metrics) reads the cluster's through it.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl ServerState {
@@ -77,7 +81,23 @@ impl ServerState {
             access: Arc::new(Access::open()),
             audit,
             next_partition: AtomicU32::new(0),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Every named checkpoint: the metadata group's in a cluster, this
+    /// node's store otherwise.
+    pub fn all_checkpoints(
+        &self,
+    ) -> Vec<(
+        String,
+        String,
+        std::collections::BTreeMap<u32, crate::checkpoints::Position>,
+    )> {
+        match self.cluster.get() {
+            Some(cluster) => cluster.state().all_checkpoints(),
+            None => self.checkpoints.all(),
+        }
     }
 }
 

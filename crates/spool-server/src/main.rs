@@ -348,6 +348,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    if let Some(cluster) = &cluster {
+        // The dashboard and the consumer-lag metrics read the cluster's
+        // checkpoints and topics through it.
+        let _ = state.cluster.set(Arc::clone(cluster));
+    }
     let jobs = {
         let store = Arc::clone(&store);
         let runtime_config = RuntimeConfig {

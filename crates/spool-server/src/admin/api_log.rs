@@ -11,7 +11,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use spool_metrics::http::Response;
-use spool_proto::v1::{self, jobs_server::Jobs, log_server::Log};
+use spool_proto::v1::{self, jobs_server::Jobs};
 use tonic::Request;
 
 use super::json::{error, now_ms, ok, refused};
@@ -77,7 +77,7 @@ pub(super) async fn overview(admin: &Admin) -> Response {
             Err(status) => return refused(&status),
         }
     }
-    let consumers = admin.state.checkpoints.all().len();
+    let consumers = admin.state.all_checkpoints().len();
     ok(&json!({
         "time_ms": now_ms(),
         "version": env!("CARGO_PKG_VERSION"),

@@ -167,6 +167,56 @@ fn find_route(path: &str) -> Option<(Route, &'static [Method], Vec<String>)> {
     })
 }
 
+/// The Log service the dashboard calls: the cluster's on a cluster node
+/// (topics, offsets and checkpoints as the cluster has them), else the
+/// single node's.
+#[derive(Debug, Clone)]
+enum AdminLog {
+    Local(LogService),
+    Cluster(crate::cluster::ClusterLogService),
+}
+
+/// One Log call on whichever service the dashboard uses.
+macro_rules! delegate {
+    ($($name:ident($request:ty) -> $response:ty;)*) => {
+        impl AdminLog {
+            $(
+                async fn $name(
+                    &self,
+                    request: tonic::Request<$request>,
+                ) -> Result<tonic::Response<$response>, tonic::Status> {
+                    use spool_proto::v1::log_server::Log as _;
+                    match self {
+                        AdminLog::Local(log) => log.$name(request).await,
+                        AdminLog::Cluster(log) => log.$name(request).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+delegate! {
+    commit_checkpoint(spool_proto::v1::CommitCheckpointRequest) -> spool_proto::v1::CommitCheckpointResponse;
+    describe_topic(spool_proto::v1::DescribeTopicRequest) -> spool_proto::v1::DescribeTopicResponse;
+    fetch(spool_proto::v1::FetchRequest) -> spool_proto::v1::FetchResponse;
+    get_checkpoint(spool_proto::v1::GetCheckpointRequest) -> spool_proto::v1::GetCheckpointResponse;
+    list_offsets(spool_proto::v1::ListOffsetsRequest) -> spool_proto::v1::ListOffsetsResponse;
+    list_topics(spool_proto::v1::ListTopicsRequest) -> spool_proto::v1::ListTopicsResponse;
+}
+
+impl AdminLog {
+    fn for_state(state: &Arc<ServerState>) -> AdminLog {
+        match state.cluster.get() {
+            Some(cluster) => AdminLog::Cluster(crate::cluster::ClusterLogService::new(
+                Arc::clone(state),
+                Arc::clone(cluster),
+            )),
+            None => AdminLog::Local(LogService::new(Arc::clone(state))),
+        }
+    }
+}
+
 /// What the admin pages read.
 #[derive(Debug)]
 pub struct Admin {
@@ -174,7 +224,7 @@ pub struct Admin {
     state: Arc<ServerState>,
     /// `None` when the server keeps no metrics history.
     history: Option<Arc<crate::history::History>>,
-    log: LogService,
+    log: AdminLog,
     /// `None` for a listener without the job layer (unit tests).
     jobs: Option<JobsService>,
     audit: Audit,
@@ -253,7 +303,7 @@ impl Admin {
         let audit = state.audit.clone();
         Ok(Admin {
             exposition,
-            log: LogService::new(Arc::clone(&state)),
+            log: AdminLog::for_state(&state),
             state,
             history,
             jobs,

@@ -106,6 +106,14 @@ impl MetadataState {
         }
     }
 
+    /// Every stored checkpoint: consumer, topic and positions, sorted.
+    pub fn all_checkpoints(&self) -> Vec<(String, String, BTreeMap<u32, Position>)> {
+        self.checkpoints
+            .iter()
+            .map(|((consumer, topic), positions)| (consumer.clone(), topic.clone(), positions.clone()))
+            .collect()
+    }
+
     /// `consumer`'s positions in `topic`, by partition (empty when none).
     pub fn checkpoint(&self, consumer: &str, topic: &str) -> BTreeMap<u32, Position> {
         self.checkpoints

@@ -43,7 +43,9 @@ pub(crate) fn consumer_lags(state: &ServerState) -> Vec<Lag> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as i64);
     let mut lags = Vec::new();
-    for (consumer, topic, positions) in state.checkpoints.all() {
+    // In a cluster a consumer reads up to the committed offset.
+    let replicated = state.cluster.get().is_some();
+    for (consumer, topic, positions) in state.all_checkpoints() {
         // A checkpoint may outlive its topic or name a partition a
         // topic no longer has: nothing to measure then.
         let Ok(stored) = state.store.topic(&topic) else {
@@ -53,7 +55,11 @@ pub(crate) fn consumer_lags(state: &ServerState) -> Vec<Lag> {
             let Ok(handle) = stored.partition(partition) else {
                 continue;
             };
-            let high_watermark = handle.high_watermark();
+            let high_watermark = if replicated {
+                handle.committed_offset()
+            } else {
+                handle.high_watermark()
+            };
             let records = high_watermark.saturating_sub(position.offset);
             let oldest_unread = position.offset.max(handle.log_start_offset());
             let seconds = if oldest_unread < high_watermark {
