@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::cluster::{TestCluster, WAIT};
+use common::cluster::{Extra, TestCluster, WAIT};
+use common::dashboard;
 use spool_client::jobs::{Claim, Finish, JobState, NewJob};
 use spool_client::worker::{Job, Outcome, Worker, WorkerConfig};
 use spool_client::{Client, Error};
@@ -228,6 +229,48 @@ fn a_worker_runs_every_job_through_a_failover_of_the_job_layer() -> Result<()> {
             "{} jobs ran more than once (worker report {report:?}): {again:?}",
             again.len()
         );
+        Ok(())
+    })
+}
+
+#[test]
+fn a_follower_s_dashboard_shows_the_jobs_from_its_standby_table() -> Result<()> {
+    let extra = Extra {
+        settings: Some(Box::new(|_| vec!["admin_listen=127.0.0.1:0".to_owned()])),
+        ..Extra::default()
+    };
+    let cluster = TestCluster::start_with(3, extra);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let leader = cluster.agreed_leader(&cluster.ids(), JOBS_TOPIC, 0).await?;
+        let follower = cluster
+            .ids()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("a follower");
+        let client = cluster.patient_client(leader).await?;
+        let jobs = (0..5).map(|i| NewJob::new(QUEUE, format!("job-{i}"))).collect();
+        client.jobs().enqueue_batch(jobs).await?;
+
+        // The follower's page counts them once it has applied the commit
+        // (within tens of milliseconds).
+        let admin = cluster.nodes[&follower].admin_addr.expect("the dashboard is on");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let queues = tokio::task::spawn_blocking(move || dashboard::get(admin, "/api/v1/queues")).await?;
+            let available = queues["queues"]
+                .as_array()
+                .and_then(|queues| queues.iter().find(|q| q["queue"] == QUEUE))
+                .map(|queue| queue["counts"]["available"].clone());
+            if available == Some(serde_json::json!(5)) {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "node {follower}'s dashboard: {queues}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(())
     })
 }

@@ -425,6 +425,20 @@ impl JobsRuntime {
         Ok(value)
     }
 
+    /// [`read`](Self::read), also on a cluster node that does not lead
+    /// the job layer, which answers from its standby table: what is
+    /// committed, as far as it has applied (it trails the leader by at
+    /// most a few tens of milliseconds). For pages that show the jobs,
+    /// not for answers a client acts on.
+    pub async fn read_standby<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&JobsCore, i64) -> T + Send + 'static,
+    ) -> Result<T, JobError> {
+        let (value, ticket) = self.ask(true, read).await?;
+        ticket.wait().await?;
+        Ok(value)
+    }
+
     /// Runs `read` against the current job table and answers at once,
     /// without waiting for the disk: for what no crash can take back, such
     /// as the queue of a job (fixed at its enqueue), which the server's

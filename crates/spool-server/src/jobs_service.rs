@@ -42,6 +42,9 @@ pub struct JobsService {
     access: Arc<Access>,
     /// `None`: administrative actions are not recorded (unit tests).
     audit: Option<Audit>,
+    /// Reads of the table answer on a cluster node that does not lead the
+    /// job layer too, from its standby table (the dashboard's service).
+    standby_reads: bool,
 }
 
 impl JobsService {
@@ -51,6 +54,41 @@ impl JobsService {
             shutdown,
             access: Arc::new(Access::open()),
             audit: None,
+            standby_reads: false,
+        }
+    }
+
+    /// This service with reads of the job table answered on any cluster
+    /// node, from its standby table when another node leads the job layer
+    /// (`JobsRuntime::read_standby`): for the dashboard, whose pages show
+    /// jobs rather than act on them. Changes still go to the leader.
+    pub fn with_standby_reads(mut self) -> Self {
+        self.standby_reads = true;
+        self
+    }
+
+    /// Reads the job table once what it reflects is safe (see
+    /// [`with_standby_reads`](Self::with_standby_reads)).
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&spool_jobs::JobsCore, i64) -> T + Send + 'static,
+    ) -> Result<T, spool_jobs::JobError> {
+        if self.standby_reads {
+            self.runtime.read_standby(read).await
+        } else {
+            self.runtime.read(read).await
+        }
+    }
+
+    /// Reads what no crash can take back (a job's queue) at once.
+    async fn peek<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&spool_jobs::JobsCore, i64) -> T + Send + 'static,
+    ) -> Result<T, spool_jobs::JobError> {
+        if self.standby_reads {
+            self.runtime.read_standby(read).await
+        } else {
+            self.runtime.peek(read).await
         }
     }
 
@@ -83,7 +121,6 @@ impl JobsService {
             return Ok(());
         }
         let queues = self
-            .runtime
             .peek(move |core, _| {
                 ids.iter()
                     .filter_map(|&id| core.job(id).map(|job| job.queue.to_string()))
@@ -104,7 +141,6 @@ impl JobsService {
             return Ok(());
         }
         let queue = self
-            .runtime
             .peek(move |core, _| core.job(id).map(|job| job.queue.to_string()))
             .await
             .map_err(job_status)?;
@@ -526,7 +562,6 @@ impl Jobs for JobsService {
         let caller = caller(&request).cloned();
         let id = parse_job_id(&request.into_inner().job_id)?;
         let in_memory = self
-            .runtime
             .read(move |core, _| core.job(id).map(|job| job_to_proto(job, true)))
             .await
             .map_err(job_status)?;
@@ -577,7 +612,6 @@ impl Jobs for JobsService {
         let include_payload = request.include_payload;
         let queue = request.queue;
         let jobs = self
-            .runtime
             .read(move |core, _| {
                 core.list(&queue, state, after, limit).map(|jobs| {
                     jobs.into_iter()
@@ -633,7 +667,6 @@ impl Jobs for JobsService {
             // Every event is gone: the job is still worth an answer if the
             // table holds it (a dead job kept past the history retention).
             let in_table = self
-                .runtime
                 .read(move |core, _| core.job(id).is_some())
                 .await
                 .map_err(job_status)?;
@@ -710,7 +743,6 @@ impl Jobs for JobsService {
         let queue = request.into_inner().queue;
         let name = queue.clone();
         let stats = self
-            .runtime
             .read(move |core, now| core.stats(&name, now))
             .await
             .and_then(|stats| stats)
@@ -725,7 +757,6 @@ impl Jobs for JobsService {
     ) -> Result<Response<v1::ListQueuesResponse>, Status> {
         let caller = caller(&request);
         let summaries = self
-            .runtime
             .read(|core, now| core.queue_summaries(now))
             .await
             .map_err(job_status)?;
@@ -843,7 +874,6 @@ impl Jobs for JobsService {
         let caller = caller(&request).cloned();
         let query = search_query(request.into_inner())?;
         let (jobs, more) = self
-            .runtime
             .read(move |core, _| {
                 let hits = core.search(&query);
                 let jobs: Vec<v1::Job> = hits.jobs.iter().map(|job| job_to_proto(job, false)).collect();

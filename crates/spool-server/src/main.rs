@@ -431,7 +431,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let admin_address = admin_listener.local_addr()?;
             let admin = {
                 let (exposition, state) = (Arc::clone(&exposition), Arc::clone(&state));
-                let jobs = JobsService::new(Arc::clone(&jobs), state.shutdown.clone());
+                let jobs = JobsService::new(Arc::clone(&jobs), state.shutdown.clone()).with_standby_reads();
                 tokio::task::spawn_blocking(move || Admin::new(exposition, state, history, Some(jobs)))
                     .await?
                     .context("cannot open the audit trail (__audit)")?
