@@ -215,19 +215,24 @@ fn a_worker_runs_every_job_through_a_failover_of_the_job_layer() -> Result<()> {
         )
         .await?;
 
-        // At least once: a job runs again only if its completion was not
-        // acknowledged when the leader died, at most the jobs in flight.
+        // At least once: every job's completion was acknowledged once, and
+        // a job ran again only after the server refused its first
+        // completion (its lease, answered before it was committed, died
+        // with the leader: `lost`). How many that is depends on how far
+        // the commits trailed the claims when the leader died.
         let runs = runs.lock().expect("runs lock").clone();
         ensure!(runs.len() == JOBS, "{} of {JOBS} jobs ran", runs.len());
+        ensure!(report.completed == JOBS as u64, "{report:?}");
         let again: Vec<_> = runs.iter().filter(|(_, count)| **count > 1).collect();
         eprintln!(
             "{} of {JOBS} jobs ran more than once; worker report: {report:?}",
             again.len()
         );
         ensure!(
-            again.len() <= 4 * CONCURRENCY,
-            "{} jobs ran more than once (worker report {report:?}): {again:?}",
-            again.len()
+            again.len() as u64 <= report.lost,
+            "{} jobs ran more than once, {} leases lost (worker report {report:?}): {again:?}",
+            again.len(),
+            report.lost
         );
         Ok(())
     })
