@@ -287,6 +287,24 @@ fn leadership_moves_to_the_named_node_through_any_node() -> Result<()> {
         ensure!(output.status.success(), "{said}");
         ensure!(said.contains(&format!("node {to} leads __cluster/0")), "{said}");
         ensure!(cluster.agreed_leader(&cluster.ids(), "__cluster", 0).await? == to);
+
+        // The job layer's group, through the CLI; jobs are still taken.
+        let jobs_leader = cluster.agreed_leader(&cluster.ids(), "__jobs", 0).await?;
+        let to = jobs_leader % 3 + 1;
+        let output = cluster.nodes[&jobs_leader]
+            .spool(&["cluster", "transfer-leader", "--jobs", "--to", &to.to_string()])
+            .output();
+        let said = String::from_utf8_lossy(&output.stderr);
+        ensure!(output.status.success(), "{said}");
+        ensure!(said.contains(&format!("node {to} leads __jobs/0")), "{said}");
+        ensure!(cluster.agreed_leader(&cluster.ids(), "__jobs", 0).await? == to);
+        cluster
+            .patient_client(jobs_leader)
+            .await?
+            .jobs()
+            .enqueue(spool_client::jobs::NewJob::new("after-transfer", "x"))
+            .await?;
+
         // Topics are still created through the moved metadata group.
         cluster
             .patient_client(1)
