@@ -10,17 +10,14 @@ mod common;
 
 use anyhow::{Context, Result, bail, ensure};
 use common::Spoold;
-use common::cluster::TestCluster;
+use common::cluster::{TestCluster, runtime};
 use spool_client::{Client, Durability, Error, Record};
 
 const TOPIC: &str = "replicated";
 
 #[test]
 fn a_killed_partition_leader_is_replaced_and_every_acknowledged_record_survives() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let mut cluster = TestCluster::start(3);
     runtime.block_on(async {
         let admin = cluster.client(2).await?;

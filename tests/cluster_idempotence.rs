@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use common::cluster::TestCluster;
+use common::cluster::{TestCluster, runtime};
 use spool_client::{Durability, ProducerConfig, Record, Target};
 
 const TOPIC: &str = "idempotent";
@@ -18,10 +18,7 @@ const RECORDS: usize = 400;
 
 #[test]
 fn an_idempotent_producer_stores_each_record_once_across_a_leader_kill() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let mut cluster = TestCluster::start(3);
     runtime.block_on(async {
         cluster.create_topic(TOPIC, 1).await?;

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::cluster::{Extra, TestCluster, WAIT};
+use common::cluster::{Extra, TestCluster, WAIT, runtime};
 use common::dashboard;
 use spool_client::jobs::{Claim, Finish, JobState, NewJob};
 use spool_client::worker::{Job, Outcome, Worker, WorkerConfig};
@@ -24,10 +24,7 @@ const QUEUE: &str = "emails";
 
 #[test]
 fn acknowledged_jobs_survive_a_killed_job_layer_leader_and_completed_ones_never_run_again() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let mut cluster = TestCluster::start(3);
     runtime.block_on(async {
         let leader = cluster.agreed_leader(&cluster.ids(), JOBS_TOPIC, 0).await?;
@@ -116,10 +113,7 @@ fn acknowledged_jobs_survive_a_killed_job_layer_leader_and_completed_ones_never_
 fn a_worker_runs_every_job_through_a_failover_of_the_job_layer() -> Result<()> {
     const JOBS: usize = 300;
     const CONCURRENCY: usize = 4;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     let mut cluster = TestCluster::start(3);
     runtime.block_on(async {
         let leader = cluster.agreed_leader(&cluster.ids(), JOBS_TOPIC, 0).await?;
@@ -245,10 +239,7 @@ fn a_follower_s_dashboard_shows_the_jobs_from_its_standby_table() -> Result<()> 
         ..Extra::default()
     };
     let cluster = TestCluster::start_with(3, extra);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let leader = cluster.agreed_leader(&cluster.ids(), JOBS_TOPIC, 0).await?;
         let follower = cluster

@@ -10,16 +10,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::cluster::{TestCluster, WAIT, probe_leader, produce};
+use common::cluster::{TestCluster, WAIT, probe_leader, produce, runtime};
 
 const TOPIC: &str = "dense";
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
 
 /// A small deterministic generator for kill delays, seeded per run and
 /// printed, so a failing schedule can be told apart from another.

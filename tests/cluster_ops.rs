@@ -20,18 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::Spoold;
-use common::cluster::{TestCluster, WAIT, one_record_request};
+use common::cluster::{TestCluster, WAIT, one_record_request, runtime};
 use common::job_load::JobLoad;
 use spool_client::{Client, Code, Error, NewTopic};
 
 const TOPIC: &str = "ops";
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
 
 /// Waits until `check` holds for the status node `id` gives.
 async fn wait_for_status(

@@ -26,18 +26,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::cluster::{TestCluster, WAIT, one_record_request};
+use common::cluster::{TestCluster, WAIT, one_record_request, runtime};
 use spool_client::{Client, Code, NewTopic};
 use tokio::task::JoinHandle;
 
 const TOPIC: &str = "cut";
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
 
 /// Creates `topic` (one partition, `replication_factor` replicas, 0 for
 /// the default) through node `via` and waits until every node agrees on

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::cluster::{Extra, TestCluster};
+use common::cluster::{Extra, TestCluster, runtime};
 use spool_proto::v1;
 use spool_proto::v1::peer_client::PeerClient;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -66,13 +66,6 @@ fn secure_cluster(pki: &Path) -> TestCluster {
             tls_ca: Some(pki.join("ca.pem")),
         },
     )
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
 }
 
 #[test]

@@ -13,16 +13,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail, ensure};
 use common::Spoold;
-use common::cluster::{Extra, TestCluster, produce};
+use common::cluster::{Extra, TestCluster, produce, runtime};
 use common::dashboard;
 use spool_client::{Client, Error, NewTopic};
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
 
 fn topic(name: &str, partitions: u32, replication_factor: u32) -> NewTopic {
     NewTopic {

@@ -57,6 +57,15 @@ fn free_ports(count: usize) -> Vec<u16> {
     ports
 }
 
+/// The runtime the cluster tests drive their clients on: two worker
+/// threads, as many as the machine's cores.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
 pub struct TestCluster {
     pub nodes: BTreeMap<u64, Spoold>,
     /// Data directories, kept across restarts.
