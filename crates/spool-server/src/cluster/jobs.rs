@@ -2,7 +2,7 @@
 //! runtime's [`Replication`] asks of it, over this node's [`Replica`]
 //! (`docs/cluster.md`, "The job layer").
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,8 +17,8 @@ pub struct JobsGroup {
     replica: Replica,
     /// Batches to propose, in the order the job thread made them.
     queue: mpsc::UnboundedSender<(Bytes, Proposed)>,
-    /// The client addresses of the nodes, as learned (`DescribeNode`).
-    addresses: Arc<Mutex<std::collections::HashMap<u64, String>>>,
+    /// Where the leader's client address is looked up.
+    cluster: Arc<Cluster>,
 }
 
 impl std::fmt::Debug for JobsGroup {
@@ -31,17 +31,17 @@ impl std::fmt::Debug for JobsGroup {
 
 impl JobsGroup {
     /// Starts proposing for `replica`, this node's replica of `__jobs`, and
-    /// learns the other nodes' client addresses in the background (for the
-    /// answers that name the leader).
+    /// has the cluster learn the other nodes' client addresses in the
+    /// background (for the answers that name the leader, which must not
+    /// wait for a peer call).
     pub fn start(cluster: &Arc<Cluster>, replica: Replica) -> Arc<JobsGroup> {
         let (queue, batches) = mpsc::unbounded_channel();
         tokio::spawn(propose_in_order(replica.clone(), batches));
-        let addresses = Arc::new(Mutex::new(std::collections::HashMap::new()));
-        tokio::spawn(learn_addresses(Arc::clone(cluster), Arc::clone(&addresses)));
+        tokio::spawn(learn_addresses(Arc::clone(cluster)));
         Arc::new(JobsGroup {
             replica,
             queue,
-            addresses,
+            cluster: Arc::clone(cluster),
         })
     }
 }
@@ -54,7 +54,7 @@ impl Replication for JobsGroup {
     fn leader(&self) -> (Option<u64>, String) {
         let leader = self.replica.leader_id();
         let address = leader
-            .and_then(|id| self.addresses.lock().expect("address lock").get(&id).cloned())
+            .and_then(|id| self.cluster.known_client_address(id))
             .unwrap_or_default();
         (leader, address)
     }
@@ -83,25 +83,17 @@ async fn propose_in_order(replica: Replica, mut batches: mpsc::UnboundedReceiver
     }
 }
 
-/// Learns every node's client address, asking again for those that did not
-/// answer (every 0.5 s at first, then less often, up to every 10 s)
-/// until all are known.
-async fn learn_addresses(
-    cluster: Arc<Cluster>,
-    addresses: Arc<Mutex<std::collections::HashMap<u64, String>>>,
-) {
+/// Has the cluster learn every node's client address (its cache,
+/// `Cluster::client_address`), asking again for those that did not answer
+/// (every 0.5 s at first, then less often, up to every 10 s) until all are
+/// known.
+async fn learn_addresses(cluster: Arc<Cluster>) {
     let mut pause = Duration::from_millis(500);
     loop {
         let mut missing = false;
         for id in cluster.node_ids() {
-            if addresses.lock().expect("address lock").contains_key(&id) {
-                continue;
-            }
-            match cluster.client_address(id).await {
-                Some(address) => {
-                    addresses.lock().expect("address lock").insert(id, address);
-                }
-                None => missing = true,
+            if cluster.client_address(id).await.is_none() {
+                missing = true;
             }
         }
         if !missing {

@@ -57,11 +57,6 @@ pub enum ClusterError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open the metadata log (__cluster)")]
-    MetadataLog {
-        #[source]
-        source: spool_log::Error,
-    },
     #[error("cannot open the internal log {topic}")]
     InternalLog {
         topic: String,
@@ -171,25 +166,15 @@ impl Cluster {
             ));
         }
 
-        let partition = {
-            let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || store.internal_partition(GroupId::METADATA_TOPIC))
-                .await
-                .expect("opening the metadata log does not panic")
-                .map_err(|source| ClusterError::MetadataLog { source })?
-        };
-        let group = GroupId::metadata();
-        let metadata = Replica::open(
+        let metadata = open_internal_group(
+            &store,
+            GroupId::metadata(),
             &group_config,
-            partition.clone(),
-            transport.group(group.clone(), 0),
+            &transport,
+            &service,
+            &peers,
         )
-        .await
-        .map_err(|source| ClusterError::Raft { source })?;
-        service.register(group, 0, metadata.clone());
-        if partition.high_watermark() == 0 {
-            initialize_group(&metadata, &group_config, peers.clone());
-        }
+        .await?;
         let jobs = open_internal_group(
             &store,
             GroupId::jobs(),
@@ -385,11 +370,8 @@ impl Cluster {
 
     /// Where clients reach node `node_id`, if it can be learned.
     pub async fn client_address(&self, node_id: u64) -> Option<String> {
-        if node_id == self.node_id {
-            return Some(self.client_address.clone());
-        }
-        if let Some(address) = self.client_addresses.lock().expect("address lock").get(&node_id) {
-            return Some(address.clone());
+        if let Some(address) = self.known_client_address(node_id) {
+            return Some(address);
         }
         let described = self.transport.describe_node(node_id).await.ok()?;
         self.client_addresses
@@ -397,6 +379,19 @@ impl Cluster {
             .expect("address lock")
             .insert(node_id, described.client_address.clone());
         Some(described.client_address)
+    }
+
+    /// Where clients reach node `node_id`, if this node has learned it
+    /// already ([`client_address`](Self::client_address) asks the node).
+    fn known_client_address(&self, node_id: u64) -> Option<String> {
+        if node_id == self.node_id {
+            return Some(self.client_address.clone());
+        }
+        self.client_addresses
+            .lock()
+            .expect("address lock")
+            .get(&node_id)
+            .cloned()
     }
 
     /// The status for a request this node cannot serve because it does
@@ -513,7 +508,8 @@ pub(crate) fn initialize_group(replica: &Replica, config: &GroupConfig, members:
 }
 
 /// Opens this node's replica of `group`, a group of every node over an
-/// internal topic of its own (the job layer's), registers it with the peer
+/// internal topic of its own (the metadata group's, the job layer's),
+/// registers it with the peer
 /// service and, when its log is empty, makes its first membership.
 async fn open_internal_group(
     store: &Arc<Store>,
