@@ -147,13 +147,7 @@ impl Replica {
         fields: ProducerFields,
         record_count: u32,
     ) -> Result<Appended> {
-        let receiver = self
-            .raft
-            .client_write_ff(encoded)
-            .await
-            .map_err(|fatal| Error::Stopped {
-                source: Box::new(fatal),
-            })?;
+        let committed = self.queue_write(encoded).await?;
         let (finished, done) = watch::channel(());
         let id = in_flight.next_id;
         in_flight.next_id += 1;
@@ -169,7 +163,7 @@ impl Replica {
                 done,
             });
         drop(in_flight);
-        let answer = receiver.await;
+        let answer = committed.await;
         {
             let mut in_flight = self.in_flight.lock().await;
             if let Some(queue) = in_flight.producers.get_mut(&fields.producer_id) {
@@ -180,7 +174,7 @@ impl Replica {
             }
         }
         drop(finished);
-        super::write_outcome(answer)
+        answer
     }
 
     /// The answer to a duplicate of `original`, once the original is

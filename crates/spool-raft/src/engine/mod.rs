@@ -297,19 +297,24 @@ impl Replica {
         if let Some(fields) = header.producer() {
             return self.append_idempotent(encoded, fields, header.record_count).await;
         }
-        match self.raft.client_write(encoded).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(Error::NotLeader {
-                leader_id: forward.leader_id,
-            }),
-            Err(RaftError::Fatal(fatal)) => Err(Error::Stopped {
+        self.queue_write(encoded).await?.await
+    }
+
+    /// Hands one batch to openraft, behind every batch handed to it before,
+    /// and returns as soon as openraft holds it, with a future of its
+    /// outcome ([`write_outcome`]).
+    async fn queue_write(
+        &self,
+        encoded: Bytes,
+    ) -> Result<impl std::future::Future<Output = Result<Appended>> + Send + 'static> {
+        let receiver = self
+            .raft
+            .client_write_ff(encoded)
+            .await
+            .map_err(|fatal| Error::Stopped {
                 source: Box::new(fatal),
-            }),
-            Err(other) => Err(Error::Raft {
-                op: "append a batch",
-                source: Box::new(other),
-            }),
-        }
+            })?;
+        Ok(async move { write_outcome(receiver.await) })
     }
 
     /// Queues one encoded batch behind every batch queued before it and
@@ -332,17 +337,11 @@ impl Replica {
             return Ok(Box::pin(async move { replica.append(encoded).await }));
         }
         let gate = Arc::clone(&self.write_gate).read_owned().await;
-        let receiver = self
-            .raft
-            .client_write_ff(encoded)
-            .await
-            .map_err(|fatal| Error::Stopped {
-                source: Box::new(fatal),
-            })?;
+        let committed = self.queue_write(encoded).await?;
         Ok(Box::pin(async move {
-            let answer = receiver.await;
+            let outcome = committed.await;
             drop(gate);
-            write_outcome(answer)
+            outcome
         }))
     }
 
