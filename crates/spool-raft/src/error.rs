@@ -117,6 +117,22 @@ pub enum Error {
         timeout_ms: u64,
         leader_id: Option<u64>,
     },
+    /// A change of voters that leaves out the leader making it: the
+    /// leadership must move to one of the new voters first.
+    #[error(
+        "node {leader_id} leads the group and is not among the new voters {voters:?}: move its leadership first"
+    )]
+    LeaderNotInVoters { leader_id: u64, voters: Vec<u64> },
+    /// A change of voters with none.
+    #[error("a group needs at least one voter")]
+    NoVoters,
+    /// A node being added to a group did not catch up with the leader's
+    /// log in time; it stays a learner (receiving the log) and a retry
+    /// goes on from there.
+    #[error(
+        "node {node_id} did not catch up with the leader's log within {timeout_ms} ms; it stays a learner"
+    )]
+    CatchUpTimedOut { node_id: u64, timeout_ms: u64 },
     /// A peer answered a request with the answer to another kind of
     /// request: a transport bug.
     #[error("a peer answered a {request} request with another kind of answer")]

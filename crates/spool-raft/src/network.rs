@@ -86,4 +86,12 @@ pub trait Network: Debug + Send + Sync + 'static {
     /// Delivers `request` from node `from` to node `to` and returns its
     /// answer.
     fn send(&self, from: u64, to: u64, request: PeerRequest) -> PeerCall;
+
+    /// Tells the transport where node `node_id` listens, as a group's
+    /// membership names it: a node added to the cluster
+    /// ([`Replica::change_voters`](crate::Replica::change_voters)) is
+    /// reached through the address its membership entry carries, on every
+    /// node that replicates to it or asks it for a vote. A transport that
+    /// already knows the node keeps what it knows.
+    fn learn(&self, _node_id: u64, _address: &str) {}
 }

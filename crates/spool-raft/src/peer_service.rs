@@ -7,7 +7,7 @@
 //! (`DescribeReplicas`), proposals and leadership transfers to the groups
 //! it leads.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -179,6 +179,28 @@ impl PeerService {
             Err(Error::NotLeader { leader_id }) => Err(not_leader(leader_id, String::new())),
             Err(error @ Error::NotAVoter { .. }) => Err(Status::invalid_argument(error.to_string())),
             Err(error) => Err(Status::unavailable(error.to_string())),
+        }
+    }
+
+    /// Makes `voters` the voting members of `group`, which this node's
+    /// replica must lead: the answer to `ChangeVoters`, and what a node
+    /// does for a change it was asked for and leads itself.
+    pub async fn change_voters(
+        &self,
+        group: &GroupId,
+        voters: &BTreeMap<u64, String>,
+        timeout: Duration,
+    ) -> Result<v1::ChangeVotersResponse, Status> {
+        let replica = self
+            .replica(group)
+            .ok_or_else(|| Status::not_found(format!("node {} holds no replica of {group}", self.node_id)))?;
+        match replica.change_voters(voters, timeout).await {
+            Ok(term) => Ok(v1::ChangeVotersResponse { term }),
+            Err(Error::NotLeader { leader_id }) => Err(not_leader(leader_id, String::new())),
+            Err(error @ (Error::LeaderNotInVoters { .. } | Error::NoVoters)) => {
+                Err(Status::failed_precondition(error.to_string()))
+            }
+            Err(error) => Err(Status::unavailable(format!("{group}: {error}"))),
         }
     }
 
@@ -381,6 +403,24 @@ impl Peer for PeerService {
             .read_index(&GroupId::new(group.topic, group.partition))
             .await?;
         Ok(Response::new(v1::ReadIndexResponse { index }))
+    }
+
+    async fn change_voters(
+        &self,
+        request: Request<v1::ChangeVotersRequest>,
+    ) -> Result<Response<v1::ChangeVotersResponse>, Status> {
+        let request = request.into_inner();
+        let group = request
+            .group
+            .ok_or_else(|| Status::invalid_argument("a change of voters names its group"))?;
+        let voters: BTreeMap<u64, String> = request.voters.into_iter().collect();
+        self.change_voters(
+            &GroupId::new(group.topic, group.partition),
+            &voters,
+            Duration::from_millis(request.timeout_ms),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn describe_node(

@@ -60,15 +60,24 @@ impl Default for TransportConfig {
 #[derive(Debug)]
 pub struct PeerTransport {
     node_id: u64,
-    /// Every other node's peer address, to connect again with a new TLS
-    /// configuration ([`set_tls`](Self::set_tls)).
-    addresses: BTreeMap<u64, String>,
     config: TransportConfig,
-    peers: RwLock<BTreeMap<u64, PeerClient<Channel>>>,
-    /// Per peer, what its last answer said (`REACHABILITY_*`), so that a
-    /// change is logged once rather than per call and group.
-    reachability: BTreeMap<u64, AtomicU8>,
+    /// Every other node this node knows of: the `--peers` map, and nodes
+    /// added since ([`add_peer`](Self::add_peer)).
+    peers: RwLock<BTreeMap<u64, Peer>>,
+    /// The TLS configuration connections are made with, to connect a
+    /// node added later, or again after a rotation.
+    tls: RwLock<Option<ClientTlsConfig>>,
     request_timeout: Duration,
+}
+
+/// One peer: its address, the (lazily connected) client, and what its
+/// last answer said (`REACHABILITY_*`), so that a change is logged once
+/// rather than per call and group.
+#[derive(Debug)]
+struct Peer {
+    address: String,
+    client: PeerClient<Channel>,
+    reachability: Arc<AtomicU8>,
 }
 
 /// The peer has not answered yet (it may still be starting).
@@ -86,37 +95,33 @@ fn peer_uri(address: &str, tls: bool) -> String {
     }
 }
 
-/// A lazily connected client per peer of `addresses`, over TLS with
+/// A lazily connected client of node `id` at `address`, over TLS with
 /// `tls` when given.
 fn connect(
-    addresses: &BTreeMap<u64, String>,
+    id: u64,
+    address: &str,
     config: &TransportConfig,
     tls: Option<&ClientTlsConfig>,
-) -> Result<BTreeMap<u64, PeerClient<Channel>>> {
-    let mut clients = BTreeMap::new();
-    for (&id, address) in addresses {
-        let address_error = |source: tonic::transport::Error| Error::PeerAddress {
-            node_id: id,
-            address: address.clone(),
-            source: Box::new(source),
-        };
-        let mut endpoint = Endpoint::from_shared(peer_uri(address, tls.is_some())).map_err(address_error)?;
-        if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(address_error)?;
-        }
-        let channel = endpoint
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_millis(config.keepalive_interval_ms))
-            .keep_alive_timeout(Duration::from_millis(config.keepalive_timeout_ms))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
-        let client = PeerClient::new(channel)
-            .max_decoding_message_size(config.message_bytes_max)
-            .max_encoding_message_size(config.message_bytes_max);
-        clients.insert(id, client);
+) -> Result<PeerClient<Channel>> {
+    let address_error = |source: tonic::transport::Error| Error::PeerAddress {
+        node_id: id,
+        address: address.to_owned(),
+        source: Box::new(source),
+    };
+    let mut endpoint = Endpoint::from_shared(peer_uri(address, tls.is_some())).map_err(address_error)?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone()).map_err(address_error)?;
     }
-    Ok(clients)
+    let channel = endpoint
+        .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_millis(config.keepalive_interval_ms))
+        .keep_alive_timeout(Duration::from_millis(config.keepalive_timeout_ms))
+        .keep_alive_while_idle(true)
+        .connect_lazy();
+    Ok(PeerClient::new(channel)
+        .max_decoding_message_size(config.message_bytes_max)
+        .max_encoding_message_size(config.message_bytes_max))
 }
 
 impl PeerTransport {
@@ -129,23 +134,62 @@ impl PeerTransport {
         config: TransportConfig,
         tls: Option<ClientTlsConfig>,
     ) -> Result<PeerTransport> {
-        let addresses: BTreeMap<u64, String> = peers
-            .iter()
-            .filter(|(id, _)| **id != node_id)
-            .map(|(id, address)| (*id, address.clone()))
-            .collect();
-        let clients = connect(&addresses, &config, tls.as_ref())?;
-        Ok(PeerTransport {
+        let transport = PeerTransport {
             node_id,
-            reachability: clients
-                .keys()
-                .map(|id| (*id, AtomicU8::new(REACHABILITY_UNKNOWN)))
-                .collect(),
-            peers: RwLock::new(clients),
-            request_timeout: Duration::from_millis(config.request_timeout_ms),
-            addresses,
             config,
-        })
+            peers: RwLock::default(),
+            tls: RwLock::new(tls),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        };
+        for (&id, address) in peers {
+            transport.add_peer(id, address)?;
+        }
+        Ok(transport)
+    }
+
+    /// Makes node `id` reachable at `address` (a node added to the
+    /// cluster, or one whose address changed); calls in flight to an
+    /// earlier address finish on its connection. This node itself is
+    /// never a peer.
+    pub fn add_peer(&self, id: u64, address: &str) -> Result<()> {
+        if id == self.node_id {
+            return Ok(());
+        }
+        let mut peers = self.peers.write().expect("peers lock");
+        if peers.get(&id).is_some_and(|peer| peer.address == address) {
+            return Ok(());
+        }
+        let tls = self.tls.read().expect("tls lock").clone();
+        let client = connect(id, address, &self.config, tls.as_ref())?;
+        let reachability = peers
+            .get(&id)
+            .map(|peer| Arc::clone(&peer.reachability))
+            .unwrap_or_else(|| Arc::new(AtomicU8::new(REACHABILITY_UNKNOWN)));
+        peers.insert(
+            id,
+            Peer {
+                address: address.to_owned(),
+                client,
+                reachability,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets node `id` (removed from the cluster): calls to it fail
+    /// as unreachable from now on.
+    pub fn remove_peer(&self, id: u64) {
+        self.peers.write().expect("peers lock").remove(&id);
+    }
+
+    /// Every peer this node knows of, with its address.
+    pub fn peer_addresses(&self) -> BTreeMap<u64, String> {
+        self.peers
+            .read()
+            .expect("peers lock")
+            .iter()
+            .map(|(id, peer)| (*id, peer.address.clone()))
+            .collect()
     }
 
     /// Connects to the peers again with `tls` (a rotated certificate or
@@ -153,13 +197,26 @@ impl PeerTransport {
     /// it; calls in flight finish on the old ones. Transports made without
     /// TLS stay in the clear.
     pub fn set_tls(&self, tls: ClientTlsConfig) -> Result<()> {
-        let clients = connect(&self.addresses, &self.config, Some(&tls))?;
-        *self.peers.write().expect("peers lock") = clients;
+        let mut peers = self.peers.write().expect("peers lock");
+        let mut clients = BTreeMap::new();
+        for (&id, peer) in peers.iter() {
+            clients.insert(id, connect(id, &peer.address, &self.config, Some(&tls))?);
+        }
+        for (id, client) in clients {
+            if let Some(peer) = peers.get_mut(&id) {
+                peer.client = client;
+            }
+        }
+        *self.tls.write().expect("tls lock") = Some(tls);
         Ok(())
     }
 
     fn client(&self, node_id: u64) -> Option<PeerClient<Channel>> {
-        self.peers.read().expect("peers lock").get(&node_id).cloned()
+        self.peers
+            .read()
+            .expect("peers lock")
+            .get(&node_id)
+            .map(|peer| peer.client.clone())
     }
 
     pub fn node_id(&self) -> u64 {
@@ -264,6 +321,32 @@ impl PeerTransport {
         }
     }
 
+    /// Asks node `node_id`, which must lead `group`, to make `voters` the
+    /// group's voting members, allowing it `timeout` (the call's own
+    /// deadline is a little longer). A refusal comes back as the node's
+    /// status (with a leader hint when it does not lead).
+    pub async fn change_voters(
+        &self,
+        node_id: u64,
+        group: &GroupId,
+        voters: &BTreeMap<u64, String>,
+        timeout: Duration,
+    ) -> Result<v1::ChangeVotersResponse, tonic::Status> {
+        let mut client = self.client_of(node_id)?;
+        let request = v1::ChangeVotersRequest {
+            group: Some(group.to_proto()),
+            voters: voters.clone().into_iter().collect(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        let deadline = timeout + self.request_timeout;
+        match tokio::time::timeout(deadline, client.change_voters(request)).await {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::unavailable(format!(
+                "node {node_id} did not answer in time"
+            ))),
+        }
+    }
+
     /// Asks node `node_id`, which must lead `group`, for the group's read
     /// index (`PeerService::read_index`).
     pub async fn read_index(&self, node_id: u64, group: &GroupId) -> Result<Option<u64>, tonic::Status> {
@@ -317,7 +400,13 @@ impl PeerTransport {
     /// Records whether peer `to` answered, logging a change of state with
     /// `reason`, what the failed call said.
     fn answered(&self, to: u64, up: bool, reason: &str) {
-        let Some(state) = self.reachability.get(&to) else {
+        let Some(state) = self
+            .peers
+            .read()
+            .expect("peers lock")
+            .get(&to)
+            .map(|peer| Arc::clone(&peer.reachability))
+        else {
             return;
         };
         let now = if up { REACHABILITY_UP } else { REACHABILITY_DOWN };
@@ -385,5 +474,27 @@ impl Network for GroupNetwork {
                 unreachable
             })
         })
+    }
+
+    fn learn(&self, node_id: u64, address: &str) {
+        let known = self
+            .transport
+            .peers
+            .read()
+            .expect("peers lock")
+            .contains_key(&node_id);
+        if known || node_id == self.transport.node_id || address.is_empty() {
+            return;
+        }
+        match self.transport.add_peer(node_id, address) {
+            Ok(()) => tracing::info!(
+                node_id,
+                address,
+                "learned a peer's address from a group's membership"
+            ),
+            Err(error) => {
+                tracing::warn!(node_id, address, %error, "a membership names an address that cannot be used")
+            }
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! Operations on a running group of three replicas in one process (the
 //! in-process network): what each replica reports of the group
 //! (`Replica::status`), and moving the leadership to a chosen replica
-//! (`Replica::transfer_leadership`) while writes keep coming, with every
-//! acknowledged write afterwards at its acknowledged offsets on every
-//! replica.
+//! (`Replica::transfer_leadership`) while writes keep coming, and changing
+//! the group's voters (`Replica::change_voters`: a replica moved from one
+//! node to another), with every acknowledged write afterwards at its
+//! acknowledged offsets on every replica.
 
 mod common;
 
@@ -25,12 +26,19 @@ struct Group {
 }
 
 impl Group {
+    /// Replicas 1 to 3, a group of three voters.
     async fn start() -> Result<Group> {
+        Group::start_with(3).await
+    }
+
+    /// Replicas 1 to `count`, the first three the group's voters and the
+    /// others outside it (nodes that may join).
+    async fn start_with(count: u64) -> Result<Group> {
         let dir = tempfile::tempdir()?;
         let network = InProcessNetwork::new();
         let mut stores = Vec::new();
         let mut replicas = BTreeMap::new();
-        for id in 1..=3u64 {
+        for id in 1..=count {
             let (store, _) = Store::open(dir.path().join(format!("node-{id}")), store_config())?;
             let config = TopicConfig {
                 partitions: 1,
@@ -62,7 +70,11 @@ impl Group {
     async fn leader(&self) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let leaders: Vec<Option<u64>> = self.replicas.values().map(Replica::leader_id).collect();
+            let voters = self
+                .replicas
+                .values()
+                .filter(|r| r.status().voters.contains(&r.node_id()));
+            let leaders: Vec<Option<u64>> = voters.map(Replica::leader_id).collect();
             if let Some(Some(leader)) = leaders.first()
                 && leaders.iter().all(|l| *l == Some(*leader))
                 && self.replicas[leader].status().role == Role::Leader
@@ -98,7 +110,11 @@ async fn write(replicas: &BTreeMap<u64, Replica>, tag: String) -> Result<Ack> {
             // No leader known, or leadership lost with the write in
             // flight: its outcome is unknown and it is not counted.
             Err(_) => {
-                via = via % 3 + 1;
+                via = replicas
+                    .range(via + 1..)
+                    .next()
+                    .or(replicas.first_key_value())
+                    .map_or(via, |(id, _)| *id);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -237,5 +253,62 @@ async fn leadership_moves_to_the_chosen_replica_while_writes_continue() -> Resul
 
     let acks = tokio::time::timeout(Duration::from_secs(60), writer).await???;
     check(&replicas, &acks).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moves_to_a_new_node_which_then_counts_for_the_majority() -> Result<()> {
+    let group = Group::start_with(4).await?;
+    let mut leader = group.leader().await?;
+    let voters_of = |ids: &[u64]| -> BTreeMap<u64, Replica> {
+        ids.iter().map(|id| (*id, group.replicas[id].clone())).collect()
+    };
+    let mut acks = Vec::new();
+    for i in 0..20 {
+        acks.push(write(&voters_of(&[1, 2, 3]), format!("before-{i}")).await?);
+    }
+
+    // Node 3's replica moves to node 4. A leader that is leaving hands
+    // over first; a leader asked to leave itself out refuses.
+    let new_voters: BTreeMap<u64, String> = [1, 2, 4].iter().map(|id| (*id, format!("node-{id}"))).collect();
+    if leader == 3 {
+        let refused = group.replicas[&3].change_voters(&new_voters, WAIT).await;
+        assert!(
+            matches!(refused, Err(Error::LeaderNotInVoters { leader_id: 3, .. })),
+            "{refused:?}"
+        );
+        group.replicas[&3].transfer_leadership(1, WAIT).await?;
+        leader = 1;
+    }
+    let not_leader = if leader == 1 { 2 } else { 1 };
+    let refused = group.replicas[&not_leader].change_voters(&new_voters, WAIT).await;
+    assert!(matches!(refused, Err(Error::NotLeader { .. })), "{refused:?}");
+    group.replicas[&leader].change_voters(&new_voters, WAIT).await?;
+    let status = group.replicas[&leader].status();
+    assert_eq!(status.voters, vec![1, 2, 4]);
+    assert!(status.learners.is_empty(), "{status:?}");
+    // Asking again changes nothing.
+    group.replicas[&leader].change_voters(&new_voters, WAIT).await?;
+
+    let moved = voters_of(&[1, 2, 4]);
+    for i in 0..20 {
+        acks.push(write(&moved, format!("after-{i}")).await?);
+    }
+    check(&moved, &acks).await?;
+
+    // Node 3 is out, node 4 in: with node 3 and the other follower
+    // stopped, the leader and node 4 are a majority of the new voters and
+    // still commit.
+    let other = if leader == 1 { 2 } else { 1 };
+    group.replicas[&3].shutdown().await?;
+    group.replicas[&other].shutdown().await?;
+    let pair = voters_of(&[leader, 4]);
+    for i in 0..5 {
+        let ack = tokio::time::timeout(WAIT, write(&pair, format!("pair-{i}")))
+            .await
+            .context("the leader and node 4 did not commit")??;
+        acks.push(ack);
+    }
+    check(&pair, &acks).await?;
     Ok(())
 }

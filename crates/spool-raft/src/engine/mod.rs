@@ -11,6 +11,7 @@
 mod elections;
 mod idempotence;
 mod log_store;
+mod membership;
 mod peer;
 mod state_machine;
 mod status;

@@ -38,7 +38,8 @@ pub(super) struct PeerFactory {
 impl RaftNetworkFactory<TypeConfig> for PeerFactory {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        self.network.learn(target, &node.addr);
         PeerClient {
             from: self.from,
             target,
