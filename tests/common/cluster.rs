@@ -179,6 +179,42 @@ impl TestCluster {
         cluster
     }
 
+    /// Starts node `id` (the next id: one more than the highest) on
+    /// 127.0.0.1 with `--join`: it knows the other nodes from its peer map
+    /// and waits to be added (`spool cluster add-node`). Returns its peer
+    /// address.
+    pub fn start_joining(&mut self, id: u64) -> String {
+        assert_eq!(
+            id as usize,
+            self.peers.len() + 1,
+            "a joining node takes the next id"
+        );
+        assert!(self.network.is_none(), "joining nodes run on 127.0.0.1");
+        let address = format!("127.0.0.1:{}", free_ports(1)[0]);
+        self.peers.push(address.clone());
+        let peer_map = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, address)| format!("{}={address}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let dir = tempfile::tempdir().expect("data directory");
+        let node_id = format!("node_id={id}");
+        let peers = format!("peers={peer_map}");
+        let settings = [
+            &*node_id,
+            &*peers,
+            "join=true",
+            "preallocate_bytes=1MiB",
+            "admin_listen=off",
+        ];
+        let server = Spoold::start(dir.path(), &settings);
+        self.dirs.push(dir);
+        self.nodes.insert(id, server);
+        address
+    }
+
     /// Blocks until every node names the same leader of the metadata group:
     /// the cluster then takes admin calls (topic creation) at once, without
     /// the first one waiting out the first elections under a short

@@ -136,12 +136,20 @@ Examples:
   spool cluster status --json
   spool cluster transfer-leader --topic orders --partition 2 --to 3
   spool cluster transfer-leader --metadata --to 1
+  spool cluster add-node --node-id 4 --peer-address 127.0.0.1:7083
+  spool cluster move-replica --topic orders --partition 0 --from 1 --to 4
+  spool cluster remove-node --node-id 1
 
 status asks every node over its peer listener: a node that does not answer within a second is
 shown unreachable, and its replicas' lag is the leader's last word on them. transfer-leader
 answers once the node named leads (exit code 1 otherwise); writes to the partition wait for the
 moment it takes, usually well under a second. To restart a node without a leader election
-timeout, move every leadership it holds to another node first.";
+timeout, move every leadership it holds to another node first.
+
+add-node, move-replica and remove-node answer once the change is committed; a new replica first
+catches up with the whole log (up to two minutes). Asked again after a failure, each goes on
+where it stopped. To replace node 1 by node 4: start node 4 with --join, add it, move every
+replica node 1 holds to it, remove node 1, stop node 1 (docs/cluster.md, \"Membership\").";
 
 const AUDIT_EXAMPLES: &str = "\
 Examples:
@@ -307,6 +315,40 @@ pub enum ClusterCommand {
         #[arg(long, conflicts_with = "topic")]
         jobs: bool,
         /// The node to lead: one of the group's replicas.
+        #[arg(long, value_name = "NODE")]
+        to: u64,
+    },
+    /// Add a node, started with `spoold --join`, to the cluster: it joins
+    /// the metadata and job layer's groups, and new topics may place
+    /// replicas on it.
+    #[command(name = "add-node", after_help = CLUSTER_EXAMPLES)]
+    AddNode {
+        /// The new node's id (never used by another node before).
+        #[arg(long, value_name = "ID")]
+        node_id: u64,
+        /// Its peer listener, host:port, as its own --peers names it.
+        #[arg(long, value_name = "ADDR")]
+        peer_address: String,
+    },
+    /// Remove a node from the cluster, once it holds no partition's
+    /// replica; stop it afterwards.
+    #[command(name = "remove-node", after_help = CLUSTER_EXAMPLES)]
+    RemoveNode {
+        #[arg(long, value_name = "ID")]
+        node_id: u64,
+    },
+    /// Move a partition's replica from one node to another.
+    #[command(name = "move-replica", after_help = CLUSTER_EXAMPLES)]
+    MoveReplica {
+        #[arg(long, value_name = "TOPIC")]
+        topic: String,
+        /// The partition (default 0).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        partition: u32,
+        /// The node that holds the replica now.
+        #[arg(long, value_name = "NODE")]
+        from: u64,
+        /// The node to hold it.
         #[arg(long, value_name = "NODE")]
         to: u64,
     },

@@ -1,6 +1,9 @@
-//! The `spool.v1.Cluster` calls: a cluster's status and leadership
-//! transfers. Every call needs a token with `cluster=admin`; a server
-//! that is not a cluster node answers FAILED_PRECONDITION.
+//! The `spool.v1.Cluster` calls: a cluster's status, leadership
+//! transfers, and membership changes (nodes added and removed, replicas
+//! moved). Every call needs a token with `cluster=admin`; a server that is
+//! not a cluster node answers FAILED_PRECONDITION.
+
+use std::time::Duration;
 
 use tonic::Request;
 
@@ -15,6 +18,17 @@ pub const METADATA_GROUP_TOPIC: &str = "__cluster";
 /// The topic name of the job layer's group (`__jobs`) in
 /// [`Client::transfer_leader`] (partition 0).
 pub const JOBS_GROUP_TOPIC: &str = "__jobs";
+
+/// How long a membership change may take: the server gives a new replica
+/// two minutes to catch up with the log, and some more to find leaders.
+const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A membership change's request, with its deadline.
+fn membership_request<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(MEMBERSHIP_CHANGE_TIMEOUT);
+    request
+}
 
 /// A cluster as one node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,5 +146,50 @@ impl Client {
             .await?
             .into_inner();
         Ok(response.term)
+    }
+
+    /// Adds node `node_id`, started with `--join` and listening for peers
+    /// on `peer_address`, to the cluster; answers once it votes in the
+    /// metadata and job layer's groups, with the cluster's nodes.
+    pub async fn add_node(&self, node_id: u64, peer_address: &str) -> Result<Vec<u64>> {
+        let request = proto::AddNodeRequest {
+            node_id,
+            peer_address: peer_address.to_owned(),
+        };
+        let response = self
+            .cluster_client()
+            .add_node(membership_request(request))
+            .await?
+            .into_inner();
+        Ok(response.node_ids)
+    }
+
+    /// Removes node `node_id` from the cluster (it must hold no
+    /// partition's replica); answers with the cluster's nodes.
+    pub async fn remove_node(&self, node_id: u64) -> Result<Vec<u64>> {
+        let response = self
+            .cluster_client()
+            .remove_node(membership_request(proto::RemoveNodeRequest { node_id }))
+            .await?
+            .into_inner();
+        Ok(response.node_ids)
+    }
+
+    /// Moves partition `partition` of `topic`'s replica from node `from` to
+    /// node `to`; answers once the new replica votes and the old one has
+    /// left, with the nodes holding the partition's replicas.
+    pub async fn move_replica(&self, topic: &str, partition: u32, from: u64, to: u64) -> Result<Vec<u64>> {
+        let request = proto::MoveReplicaRequest {
+            topic: topic.to_owned(),
+            partition,
+            from_node_id: from,
+            to_node_id: to,
+        };
+        let response = self
+            .cluster_client()
+            .move_replica(membership_request(request))
+            .await?
+            .into_inner();
+        Ok(response.replicas)
     }
 }

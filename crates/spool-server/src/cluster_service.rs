@@ -1,8 +1,9 @@
-//! `spool.v1.Cluster`: a cluster's status and leadership transfers, for
+//! `spool.v1.Cluster`: a cluster's status, leadership transfers and
+//! membership changes (nodes added and removed, replicas moved), for
 //! cluster admins, on the client listener of every node (the work is in
 //! `cluster/operations.rs`). A single-node server serves it too, and
 //! answers FAILED_PRECONDITION: there is no cluster to describe. Each
-//! transfer is recorded in the audit trail.
+//! change is recorded in the audit trail.
 
 use std::sync::Arc;
 
@@ -69,6 +70,70 @@ impl cluster_server::Cluster for ClusterService {
         });
         self.audit
             .record_call(caller.as_ref(), "transfer_leader", target, 1)
+            .await?;
+        Ok(Response::new(done))
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<v1::AddNodeRequest>,
+    ) -> Result<Response<v1::AddNodeResponse>, Status> {
+        let caller = caller(&request).cloned();
+        self.access.check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
+        let cluster = self.cluster()?;
+        let request = request.into_inner();
+        let done = cluster.add_node(request.node_id, &request.peer_address).await?;
+        let target = serde_json::json!({
+            "node_id": request.node_id,
+            "peer_address": request.peer_address,
+        });
+        self.audit
+            .record_call(caller.as_ref(), "add_node", target, 1)
+            .await?;
+        Ok(Response::new(done))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<v1::RemoveNodeRequest>,
+    ) -> Result<Response<v1::RemoveNodeResponse>, Status> {
+        let caller = caller(&request).cloned();
+        self.access.check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
+        let cluster = self.cluster()?;
+        let node_id = request.into_inner().node_id;
+        let done = cluster.remove_node(node_id).await?;
+        let target = serde_json::json!({ "node_id": node_id });
+        self.audit
+            .record_call(caller.as_ref(), "remove_node", target, 1)
+            .await?;
+        Ok(Response::new(done))
+    }
+
+    async fn move_replica(
+        &self,
+        request: Request<v1::MoveReplicaRequest>,
+    ) -> Result<Response<v1::MoveReplicaResponse>, Status> {
+        let caller = caller(&request).cloned();
+        self.access.check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
+        let cluster = self.cluster()?;
+        let request = request.into_inner();
+        let done = cluster
+            .move_replica(
+                &request.topic,
+                request.partition,
+                request.from_node_id,
+                request.to_node_id,
+            )
+            .await?;
+        let target = serde_json::json!({
+            "topic": request.topic,
+            "partition": request.partition,
+            "from": request.from_node_id,
+            "to": request.to_node_id,
+            "replicas": done.replicas,
+        });
+        self.audit
+            .record_call(caller.as_ref(), "move_replica", target, 1)
             .await?;
         Ok(Response::new(done))
     }

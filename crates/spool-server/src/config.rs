@@ -123,6 +123,10 @@ pub struct Config {
     /// address, where the node's `spool.v1.Peer` listener serves. Empty in
     /// single-node mode.
     pub peers: BTreeMap<u64, String>,
+    /// Cluster mode: this node joins a running cluster (it waits to be
+    /// added with `spool cluster add-node`) instead of starting a new one
+    /// with the nodes of `peers`.
+    pub join: bool,
     /// Cluster mode: how often a group's leader sends heartbeats.
     pub raft_heartbeat_interval_ms: u64,
     /// Cluster mode: the shortest election timeout (the longest is twice
@@ -173,6 +177,7 @@ impl Default for Config {
             insecure: false,
             node_id: None,
             peers: BTreeMap::new(),
+            join: false,
             raft_heartbeat_interval_ms: 50,
             raft_election_timeout_ms: 250,
         }
@@ -268,6 +273,7 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("insecure", ValueKind::Switch),
     ("node_id", ValueKind::Count),
     ("peers", ValueKind::Peers),
+    ("join", ValueKind::Switch),
     ("raft_heartbeat_interval_ms", ValueKind::Duration),
     ("raft_election_timeout_ms", ValueKind::Duration),
 ];
@@ -479,11 +485,15 @@ impl Config {
             "tls_key" => self.tls_key = Some(PathBuf::from(value)),
             "tls_client_ca" => self.tls_client_ca = Some(PathBuf::from(value)),
             "peer_tls_ca" => self.peer_tls_ca = Some(PathBuf::from(value)),
-            "insecure" => {
-                self.insecure = match value.trim() {
+            "insecure" | "join" => {
+                let switch = match value.trim() {
                     "true" => true,
                     "false" => false,
                     _ => return Err(error(format!("{value:?} is neither \"true\" nor \"false\""))),
+                };
+                match key {
+                    "insecure" => self.insecure = switch,
+                    _ => self.join = switch,
                 }
             }
             "node_id" => self.node_id = Some(count()?),
@@ -853,6 +863,12 @@ impl Config {
             return Err(fail(
                 "peer_tls_ca",
                 "peer TLS uses this node's certificate: set tls_cert and tls_key too".into(),
+            ));
+        }
+        if self.join && self.node_id.is_none() {
+            return Err(fail(
+                "join",
+                "joining a cluster is for cluster mode: set node_id and peers too".into(),
             ));
         }
         if self.peer_tls_ca.is_some() && self.node_id.is_none() {

@@ -25,7 +25,7 @@ use spool_server::admin::Admin;
 use spool_server::admin_service::AdminService;
 use spool_server::admission::AdmissionLayer;
 use spool_server::auth_layer::AuthLayer;
-use spool_server::cluster::{Cluster, ClusterLogService, PeerTls};
+use spool_server::cluster::{Bootstrap, Cluster, ClusterLogService, PeerTls};
 use spool_server::cluster_service::ClusterService;
 use spool_server::history::{self, History};
 use spool_server::metrics::{self, ServerMetrics, rpc::RpcLayer};
@@ -99,6 +99,10 @@ struct Args {
     /// listener (Raft traffic), not its client address.
     #[arg(long, value_name = "ID=ADDR,...")]
     peers: Option<String>,
+    /// Join a running cluster instead of starting a new one: the node
+    /// waits until an operator adds it (`spool cluster add-node`).
+    #[arg(long)]
+    join: bool,
     /// Any configuration key, as KEY=VALUE; may be repeated.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -146,6 +150,9 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(peers) = &args.peers {
         config.set("peers", peers, "flag --peers")?;
+    }
+    if args.join {
+        config.set("join", "true", "flag --join")?;
     }
     for pair in &args.set {
         let (key, value) = pair
@@ -337,7 +344,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     election_timeout_min_ms: config.raft_election_timeout_ms,
                     election_timeout_max_ms: 2 * config.raft_election_timeout_ms,
                 },
-                config.peers.clone(),
+                Bootstrap {
+                    peers: config.peers.clone(),
+                    join: config.join,
+                },
                 address.to_string(),
                 config.store.topic_defaults.segment_bytes_max,
                 peer_tls,

@@ -1,6 +1,7 @@
-//! `spool cluster status|transfer-leader`: a cluster's nodes and Raft
-//! groups as any node sees them, and moving a group's leadership
-//! (`spool.v1.Cluster`, `docs/cluster.md`).
+//! `spool cluster status|transfer-leader|add-node|remove-node|move-replica`:
+//! a cluster's nodes and Raft groups as any node sees them, moving a
+//! group's leadership, and membership changes (`spool.v1.Cluster`,
+//! `docs/cluster.md`).
 
 use serde_json::{Value, json};
 use spool_client::{ClusterStatus, JOBS_GROUP_TOPIC, METADATA_GROUP_TOPIC, ReplicaProgress};
@@ -42,7 +43,50 @@ pub async fn run(context: &Context, command: ClusterCommand) -> anyhow::Result<(
             errln!("node {to} leads {topic}/{partition} (term {term})");
             Ok(())
         }
+        ClusterCommand::AddNode {
+            node_id,
+            peer_address,
+        } => {
+            let nodes = context
+                .client
+                .add_node(node_id, &peer_address)
+                .await
+                .explain(context.subject())?;
+            errln!("node {node_id} joined the cluster; nodes: {}", ids(&nodes));
+            Ok(())
+        }
+        ClusterCommand::RemoveNode { node_id } => {
+            let nodes = context
+                .client
+                .remove_node(node_id)
+                .await
+                .explain(context.subject())?;
+            errln!(
+                "node {node_id} left the cluster (stop it now); nodes: {}",
+                ids(&nodes)
+            );
+            Ok(())
+        }
+        ClusterCommand::MoveReplica {
+            topic,
+            partition,
+            from,
+            to,
+        } => {
+            let replicas = context
+                .client
+                .move_replica(&topic, partition, from, to)
+                .await
+                .explain(context.about(&topic))?;
+            errln!("{topic}/{partition} is on nodes {}", ids(&replicas));
+            Ok(())
+        }
     }
+}
+
+/// `1, 2, 4`.
+fn ids(nodes: &[u64]) -> String {
+    nodes.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// `2=leader 1=follower(lag 0) 3=unreachable(lag 4)`.

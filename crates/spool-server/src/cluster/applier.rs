@@ -3,8 +3,10 @@
 //! [`MetadataState`](super::MetadataState), then makes the node match it
 //! for every topic a command touched: the local topic exists with the
 //! spec's partitions, and this node's replicas of them run (a new group's
-//! replicas each make its first membership) — or, for a deleted topic,
-//! its replicas stop and its local data goes.
+//! replicas each make its first membership; a replica moved here waits
+//! for the group's leader), a replica moved away stops — or, for a
+//! deleted topic, its replicas stop and its local data goes. Nodes added
+//! and removed change whom the transport can reach.
 //!
 //! After a restart the log is applied again from its start: at once up
 //! to the commit the metadata replica stored (`raft-commit`), the rest
@@ -30,6 +32,7 @@ const READ_BYTES: u64 = 1 << 20;
 pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
     let partition = cluster.metadata.partition().clone();
     let mut offset = partition.log_start_offset();
+    let mut removed_reported = false;
     loop {
         tokio::select! {
             result = partition.wait_committed(offset) => {
@@ -61,11 +64,38 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
                 .filter_map(|(at, command)| state.apply(at, command))
                 .collect()
         };
+        follow_nodes(&cluster, &mut removed_reported);
         for topic in touched {
             reconcile(&cluster, &topic).await;
         }
         offset = next_offset;
         cluster.applied.send_replace(offset);
+    }
+}
+
+/// Makes the transport reach the cluster's nodes as the metadata now
+/// names them: a node added is reachable at its peer address. A removed
+/// node stays reachable (it may still lead a group whose voters are being
+/// changed to leave it out; once out, nothing calls it). A node that
+/// finds itself removed says so once.
+fn follow_nodes(cluster: &Cluster, removed_reported: &mut bool) {
+    for (id, address) in &cluster.peers() {
+        if let Err(error) = cluster.transport.add_peer(*id, address) {
+            tracing::error!(node_id = id, address, %error, "cannot reach an added node at its peer address");
+        }
+    }
+    if !*removed_reported
+        && cluster
+            .state
+            .read()
+            .expect("metadata lock")
+            .is_removed(cluster.node_id)
+    {
+        *removed_reported = true;
+        tracing::warn!(
+            node_id = cluster.node_id,
+            "this node was removed from the cluster: it holds no replica and takes part in no group; stop it"
+        );
     }
 }
 
@@ -105,7 +135,7 @@ fn read_commands(
 async fn reconcile(cluster: &Arc<Cluster>, topic: &str) {
     match cluster.topic(topic) {
         Some(entry) => {
-            let spec = entry.spec;
+            let spec = entry.spec.clone();
             let incarnation = incarnation(entry.created_offset);
             let partitions = match ensure_local_topic(cluster, topic, &spec, incarnation).await {
                 Ok(partitions) => partitions,
@@ -116,14 +146,30 @@ async fn reconcile(cluster: &Arc<Cluster>, topic: &str) {
             };
             for (id, nodes) in spec.replicas.iter().enumerate() {
                 let group = GroupId::new(topic, id as u32);
-                if !nodes.contains(&cluster.node_id) || cluster.service.replica(&group).is_some() {
+                let running = cluster.service.replica(&group);
+                if !nodes.contains(&cluster.node_id) {
+                    // Moved away: the group's voters no longer include this
+                    // node. The files stay (a move back resumes from them,
+                    // as a follower that was down).
+                    if let Some(replica) = running {
+                        cluster.service.unregister(&group);
+                        let _ = replica.shutdown().await;
+                        tracing::info!(%group, "this node's replica moved away; stopped it");
+                    }
+                    continue;
+                }
+                if running.is_some() {
                     continue;
                 }
                 let Some(partition) = partitions.get(id).cloned() else {
                     tracing::error!(%group, "the local topic has fewer partitions than the metadata says");
                     continue;
                 };
-                if let Err(error) = open_replica(cluster, group.clone(), incarnation, partition, nodes).await
+                // A moved partition's group has a membership already; a
+                // replica with an empty log waits for its leader.
+                let founders = (!entry.moved.contains(&(id as u32))).then_some(nodes.as_slice());
+                if let Err(error) =
+                    open_replica(cluster, group.clone(), incarnation, partition, founders).await
                 {
                     tracing::error!(%group, %error, "cannot open this node's replica");
                 }
@@ -218,13 +264,14 @@ async fn ensure_local_topic(
 }
 
 /// Opens and registers this node's replica of `group`, of creation
-/// `incarnation` of its topic.
+/// `incarnation` of its topic; with an empty log, it makes the group's
+/// first membership of `founders` when given (`initialize`).
 async fn open_replica(
     cluster: &Arc<Cluster>,
     group: GroupId,
     incarnation: u64,
     partition: Partition,
-    nodes: &[u64],
+    founders: Option<&[u64]>,
 ) -> spool_raft::Result<()> {
     let fresh = partition.high_watermark() == 0;
     let network = cluster.transport.group(group.clone(), incarnation);
@@ -232,7 +279,7 @@ async fn open_replica(
     cluster
         .service
         .register(group.clone(), incarnation, replica.clone());
-    if fresh {
+    if fresh && let Some(nodes) = founders {
         initialize(&replica, cluster, nodes);
     }
     tracing::info!(%group, fresh, "opened this node's replica");
@@ -242,9 +289,10 @@ async fn open_replica(
 /// Asks for the group's first membership, its replicas on `nodes`
 /// (`initialize_group`).
 fn initialize(replica: &Replica, cluster: &Cluster, nodes: &[u64]) {
+    let peers = cluster.peers();
     let members: BTreeMap<u64, String> = nodes
         .iter()
-        .filter_map(|id| cluster.peers.get(id).map(|address| (*id, address.clone())))
+        .filter_map(|id| peers.get(id).map(|address| (*id, address.clone())))
         .collect();
     initialize_group(replica, &cluster.group_config, members);
 }

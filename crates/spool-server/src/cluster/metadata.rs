@@ -1,4 +1,5 @@
-//! The metadata group's state machine: which topics exist, with how many
+//! The metadata group's state machine: which nodes the cluster has
+//! besides those it started with, which topics exist, with how many
 //! partitions, which nodes hold each partition's replicas, and the named
 //! consumer checkpoints of the cluster's topics. A command
 //! is one record (JSON in its value) of a batch in the metadata group's
@@ -6,7 +7,7 @@
 //! commands in log order into the same [`MetadataState`]. Pure: reading
 //! the log and acting on the state is `applier.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,26 @@ pub enum MetadataCommand {
         positions: Vec<(u32, u64)>,
         commit_time_ms: i64,
     },
+    /// A node joins the cluster (`spool cluster add-node`): its peer
+    /// address, for every node to reach it.
+    AddNode {
+        node_id: u64,
+        peer_address: String,
+    },
+    /// A node leaves the cluster (`spool cluster remove-node`); its id is
+    /// never used again.
+    RemoveNode {
+        node_id: u64,
+    },
+    /// The nodes holding a partition's replicas change (`spool cluster
+    /// move-replica`): first to the old and the new together while the
+    /// new replica catches up and the Raft group's voters change, then to
+    /// the new ones.
+    SetReplicas {
+        topic: String,
+        partition: u32,
+        replicas: Vec<u64>,
+    },
 }
 
 /// A replicated topic as the metadata group knows it.
@@ -50,11 +71,19 @@ pub struct TopicSpec {
 pub struct TopicEntry {
     pub spec: TopicSpec,
     pub created_offset: u64,
+    /// Partitions whose replicas have changed since the creation: their
+    /// groups have a membership, and a replica that starts with an empty
+    /// log must wait for the leader rather than make a first one.
+    pub moved: BTreeSet<u32>,
 }
 
 /// Every node's view of the committed metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataState {
+    /// Nodes added since the cluster's first start, with their peer
+    /// addresses (the first ones are the `--peers` map).
+    added: BTreeMap<u64, String>,
+    removed: BTreeSet<u64>,
     topics: BTreeMap<String, TopicEntry>,
     /// By (consumer, topic), each partition's position.
     checkpoints: BTreeMap<(String, String), BTreeMap<u32, Position>>,
@@ -75,6 +104,7 @@ impl MetadataState {
                 self.topics.entry(name.clone()).or_insert(TopicEntry {
                     spec,
                     created_offset: offset,
+                    moved: BTreeSet::new(),
                 });
                 Some(name)
             }
@@ -103,7 +133,47 @@ impl MetadataState {
                 }
                 None
             }
+            MetadataCommand::AddNode {
+                node_id,
+                peer_address,
+            } => {
+                if !self.removed.contains(&node_id) {
+                    self.added.insert(node_id, peer_address);
+                }
+                None
+            }
+            MetadataCommand::RemoveNode { node_id } => {
+                self.added.remove(&node_id);
+                self.removed.insert(node_id);
+                None
+            }
+            MetadataCommand::SetReplicas {
+                topic,
+                partition,
+                replicas,
+            } => {
+                let entry = self.topics.get_mut(&topic)?;
+                let slot = entry.spec.replicas.get_mut(partition as usize)?;
+                *slot = replicas;
+                entry.moved.insert(partition);
+                Some(topic)
+            }
         }
+    }
+
+    /// The cluster's nodes now, with their peer addresses: `bootstrap`
+    /// (the `--peers` map the cluster started with) and the nodes added
+    /// since, less those removed.
+    pub fn nodes(&self, bootstrap: &BTreeMap<u64, String>) -> BTreeMap<u64, String> {
+        let mut nodes = bootstrap.clone();
+        nodes.extend(self.added.iter().map(|(id, address)| (*id, address.clone())));
+        nodes.retain(|id, _| !self.removed.contains(id));
+        nodes
+    }
+
+    /// Whether node `node_id` was removed from the cluster.
+    pub fn is_removed(&self, node_id: u64) -> bool {
+        self.removed.contains(&node_id)
     }
 
     /// Every stored checkpoint: consumer, topic and positions, sorted.
@@ -258,6 +328,66 @@ mod tests {
             },
         );
         assert!(state.checkpoint("billing", "orders").is_empty());
+    }
+
+    #[test]
+    fn nodes_join_and_leave_and_a_removed_id_stays_removed() {
+        let bootstrap: BTreeMap<u64, String> = (1..=3).map(|id| (id, format!("10.0.0.{id}:7080"))).collect();
+        let mut state = MetadataState::default();
+        assert_eq!(state.nodes(&bootstrap), bootstrap);
+        state.apply(
+            1,
+            MetadataCommand::AddNode {
+                node_id: 4,
+                peer_address: "10.0.0.4:7080".into(),
+            },
+        );
+        state.apply(2, MetadataCommand::RemoveNode { node_id: 2 });
+        let ids: Vec<u64> = state.nodes(&bootstrap).into_keys().collect();
+        assert_eq!(ids, [1, 3, 4]);
+        assert!(state.is_removed(2) && !state.is_removed(4));
+        state.apply(
+            3,
+            MetadataCommand::AddNode {
+                node_id: 2,
+                peer_address: "10.0.0.9:7080".into(),
+            },
+        );
+        assert!(!state.nodes(&bootstrap).contains_key(&2));
+    }
+
+    #[test]
+    fn a_partitions_replicas_change_and_the_partition_is_marked_moved() {
+        let mut state = MetadataState::default();
+        state.apply(
+            1,
+            MetadataCommand::CreateTopic {
+                name: "orders".into(),
+                spec: spec(2),
+            },
+        );
+        let set = |partition, replicas: Vec<u64>| MetadataCommand::SetReplicas {
+            topic: "orders".into(),
+            partition,
+            replicas,
+        };
+        assert_eq!(
+            state.apply(2, set(1, vec![2, 3, 1, 4])).as_deref(),
+            Some("orders")
+        );
+        assert_eq!(state.apply(3, set(1, vec![2, 3, 4])).as_deref(), Some("orders"));
+        let entry = state.topic("orders").unwrap();
+        assert_eq!(entry.spec.replicas[1], [2, 3, 4]);
+        assert_eq!(entry.spec.replicas[0], [1, 2, 3]);
+        assert_eq!(entry.moved, BTreeSet::from([1]));
+        // A partition or topic that does not exist: nothing changes.
+        assert_eq!(state.apply(4, set(7, vec![1])), None);
+        let other = MetadataCommand::SetReplicas {
+            topic: "other".into(),
+            partition: 0,
+            replicas: vec![1],
+        };
+        assert_eq!(state.apply(5, other), None);
     }
 
     #[test]

@@ -80,6 +80,18 @@ pub struct PeerTls {
     pub client: ClientTlsConfig,
 }
 
+/// The nodes a cluster node starts with: the `--peers` map (this node
+/// included) and whether this node joins a running cluster (`--join`)
+/// rather than starting one with the others.
+#[derive(Debug, Clone, Default)]
+pub struct Bootstrap {
+    pub peers: BTreeMap<u64, String>,
+    /// Set, this node never makes a group's first membership: it waits to
+    /// be added (`spool cluster add-node`), and learns the groups from
+    /// their leaders.
+    pub join: bool,
+}
+
 /// This node's part in a cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -87,8 +99,10 @@ pub struct Cluster {
     /// This node's id and the Raft timing of every group
     /// (`raft_heartbeat_interval_ms`, `raft_election_timeout_ms`).
     group_config: GroupConfig,
-    /// Every node's peer address, this one's included.
-    peers: BTreeMap<u64, String>,
+    /// The `--peers` map this node started with; the cluster's nodes now
+    /// are these and those added since, less those removed
+    /// ([`peers`](Self::peers)).
+    bootstrap: BTreeMap<u64, String>,
     client_address: String,
     store: Arc<Store>,
     service: PeerService,
@@ -101,8 +115,6 @@ pub struct Cluster {
     applied: watch::Sender<u64>,
     /// Other nodes' client addresses, learned with `DescribeNode`.
     client_addresses: Mutex<HashMap<u64, String>>,
-    /// Replicas per partition of a topic created without a count.
-    default_replication_factor: u32,
     /// Segment size of a topic created without one.
     segment_bytes_max: u64,
     /// Turns true once this node has confirmed its metadata with the
@@ -124,13 +136,14 @@ impl Cluster {
     pub async fn start(
         store: Arc<Store>,
         group_config: GroupConfig,
-        peers: BTreeMap<u64, String>,
+        bootstrap: Bootstrap,
         client_address: String,
         segment_bytes_max: u64,
         tls: Option<PeerTls>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let node_id = group_config.node_id;
+        let Bootstrap { peers, join } = bootstrap;
         let own = peers.get(&node_id).cloned().unwrap_or_default();
         let address: SocketAddr = own
             .parse()
@@ -172,7 +185,7 @@ impl Cluster {
             &group_config,
             &transport,
             &service,
-            &peers,
+            (!join).then_some(&peers),
         )
         .await?;
         let jobs = open_internal_group(
@@ -181,14 +194,13 @@ impl Cluster {
             &group_config,
             &transport,
             &service,
-            &peers,
+            (!join).then_some(&peers),
         )
         .await?;
-        let default_replication_factor = peers.len().min(3) as u32;
         let cluster = Arc::new(Cluster {
             node_id,
             group_config,
-            peers,
+            bootstrap: peers,
             client_address,
             store,
             service,
@@ -198,7 +210,6 @@ impl Cluster {
             state: RwLock::default(),
             applied: watch::Sender::new(0),
             client_addresses: Mutex::default(),
-            default_replication_factor,
             segment_bytes_max,
             synced_since_start: watch::Sender::new(false),
             started_at: tokio::time::Instant::now(),
@@ -206,7 +217,7 @@ impl Cluster {
         });
         tokio::spawn(applier::run(Arc::clone(&cluster), shutdown.clone()));
         tokio::spawn(confirm_metadata_at_start(Arc::clone(&cluster), shutdown));
-        tracing::info!(node_id, peer_address = %address, nodes = cluster.peers.len(), peer_tls = tls.is_some(), "cluster mode: peer listener up");
+        tracing::info!(node_id, peer_address = %address, nodes = cluster.bootstrap.len(), join, peer_tls = tls.is_some(), "cluster mode: peer listener up");
         Ok(cluster)
     }
 
@@ -286,13 +297,15 @@ impl Cluster {
         let _ = tokio::time::timeout_at(limit, synced.wait_for(|synced| *synced)).await;
     }
 
-    /// The nodes' ids, sorted.
-    pub fn node_ids(&self) -> Vec<u64> {
-        self.peers.keys().copied().collect()
+    /// The cluster's nodes now, with their peer addresses: those it
+    /// started with and those added since, less those removed.
+    pub fn peers(&self) -> BTreeMap<u64, String> {
+        self.state.read().expect("metadata lock").nodes(&self.bootstrap)
     }
 
-    pub fn default_replication_factor(&self) -> u32 {
-        self.default_replication_factor
+    /// The nodes' ids, sorted.
+    pub fn node_ids(&self) -> Vec<u64> {
+        self.peers().into_keys().collect()
     }
 
     pub fn segment_bytes_max(&self) -> u64 {
@@ -510,14 +523,16 @@ pub(crate) fn initialize_group(replica: &Replica, config: &GroupConfig, members:
 /// Opens this node's replica of `group`, a group of every node over an
 /// internal topic of its own (the metadata group's, the job layer's),
 /// registers it with the peer
-/// service and, when its log is empty, makes its first membership.
+/// service and, when its log is empty, makes its first membership of
+/// `peers` (none for a node that joins a running cluster: the leader
+/// adds it).
 async fn open_internal_group(
     store: &Arc<Store>,
     group: GroupId,
     config: &GroupConfig,
     transport: &Arc<PeerTransport>,
     service: &PeerService,
-    peers: &BTreeMap<u64, String>,
+    peers: Option<&BTreeMap<u64, String>>,
 ) -> Result<Replica, ClusterError> {
     let partition = {
         let store = Arc::clone(store);
@@ -534,7 +549,9 @@ async fn open_internal_group(
         .await
         .map_err(|source| ClusterError::Raft { source })?;
     service.register(group, 0, replica.clone());
-    if partition.high_watermark() == 0 {
+    if let Some(peers) = peers
+        && partition.high_watermark() == 0
+    {
         initialize_group(&replica, config, peers.clone());
     }
     Ok(replica)

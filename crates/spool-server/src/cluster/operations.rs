@@ -6,6 +6,7 @@
 //! "Operations", says what an operator sees.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Duration;
 
 use spool_proto::v1;
@@ -13,7 +14,7 @@ use spool_raft::{GroupId, TRANSFER_TIMEOUT};
 use tonic::Status;
 
 use super::Cluster;
-use super::metadata::MetadataState;
+use super::metadata::{MetadataCommand, MetadataState};
 
 /// How long a node waits for another's description before reporting it
 /// unreachable.
@@ -25,6 +26,28 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// seen to run out with twelve nodes of four test clusters on two cores.
 const FORWARD_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long a node joining a group may take to catch up with its log (the
+/// whole log: nothing is purged) before the change is given up, the node
+/// left a learner.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Every partition of which node `node_id` holds a replica, as
+/// `topic/partition`.
+fn replicas_on(state: &MetadataState, node_id: u64) -> Vec<String> {
+    state
+        .topics()
+        .flat_map(|(name, topic)| {
+            topic
+                .spec
+                .replicas
+                .iter()
+                .enumerate()
+                .filter(|(_, nodes)| nodes.contains(&node_id))
+                .map(move |(partition, _)| format!("{name}/{partition}"))
+        })
+        .collect()
+}
+
 /// The role reported for a replica whose node did not answer, or which
 /// holds no open replica of the group.
 pub const UNREACHABLE: &str = "unreachable";
@@ -34,8 +57,8 @@ impl Cluster {
     /// peer map (asked in parallel, each for at most a second) and every
     /// group of the metadata this node has applied.
     pub async fn status(&self) -> v1::ClusterStatusResponse {
-        let asked = self
-            .peers
+        let peers = self.peers();
+        let asked = peers
             .keys()
             .filter(|id| **id != self.node_id)
             .map(|&id| async move {
@@ -47,7 +70,7 @@ impl Cluster {
         let mut answers: BTreeMap<u64, Option<v1::DescribeReplicasResponse>> =
             futures_util::future::join_all(asked).await.into_iter().collect();
         answers.insert(self.node_id, Some(self.service.describe_replicas()));
-        combine(self.node_id, &self.peers, &self.state(), &answers)
+        combine(self.node_id, &peers, &self.state(), &answers)
     }
 
     /// Makes node `to` the leader of `group` (this node forwards to the
@@ -64,48 +87,302 @@ impl Cluster {
                 "node {to} is not a replica of {group} (replicas: {replicas:?})"
             )));
         }
-        // The leader may be gone (killed, paused) with an election under
-        // way: then the next leader is asked, until this deadline.
-        let deadline = tokio::time::Instant::now() + TRANSFER_TIMEOUT + FORWARD_PATIENCE;
+        self.on_leader(
+            group,
+            &replicas,
+            TRANSFER_TIMEOUT + FORWARD_PATIENCE,
+            "move the leadership of",
+            |via| async move {
+                if via == self.node_id {
+                    self.service.transfer_leadership(group, to).await
+                } else {
+                    self.transport.transfer_leader(via, group, to).await
+                }
+            },
+        )
+        .await
+    }
+
+    /// Runs `call` on the leader of `group`, whose replicas are on
+    /// `replicas`: first through the leader this node knows of (or a
+    /// replica, which names it), then through each leader hint; a node
+    /// that cannot tell is retried, the next replica in turn, for up to
+    /// `patience` (the leader may be gone, killed or paused, with an
+    /// election under way). `what` names the call in the error.
+    async fn on_leader<T, F, Fut>(
+        &self,
+        group: &GroupId,
+        replicas: &[u64],
+        patience: Duration,
+        what: &str,
+        call: F,
+    ) -> Result<T, Status>
+    where
+        F: Fn(u64) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + patience;
         let mut hinted: Option<u64> = None;
+        let mut turn = 0;
         loop {
             let known = self
                 .replica(&group.topic, group.partition)
                 .and_then(|r| r.leader_id());
             // Without a leader known here, any replica can name it.
-            let via = hinted.or(known).unwrap_or(replicas[0]);
-            let answer = if via == self.node_id {
-                self.service.transfer_leadership(group, to).await
-            } else {
-                self.transport.transfer_leader(via, group, to).await
-            };
-            let status = match answer {
+            let via = hinted.or(known).unwrap_or(replicas[turn % replicas.len()]);
+            let status = match call(via).await {
                 Ok(done) => return Ok(done),
                 Err(status) => status,
             };
-            match spool_raft::leader_hint(&status).and_then(|hint| hint.leader_id) {
+            let hint = spool_raft::leader_hint(&status);
+            match hint.as_ref().and_then(|hint| hint.leader_id) {
                 Some(next) if Some(next) != hinted && next != via => {
                     hinted = Some(next);
                     continue;
                 }
                 _ => {}
             }
-            let retry = matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::FailedPrecondition
-            ) && tokio::time::Instant::now() < deadline;
+            // FAILED_PRECONDITION is "not the leader" only with a hint; without
+            // one it is the leader's refusal.
+            let retry = (status.code() == tonic::Code::Unavailable
+                || (status.code() == tonic::Code::FailedPrecondition && hint.is_some()))
+                && tokio::time::Instant::now() < deadline;
             if !retry {
                 return Err(Status::new(
                     status.code(),
-                    format!(
-                        "node {via}, asked to move the leadership of {group}: {}",
-                        status.message()
-                    ),
+                    format!("node {via}, asked to {what} {group}: {}", status.message()),
                 ));
             }
             hinted = None;
+            turn += 1;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Makes `voters` (node id to peer address) the voting members of
+    /// `group`, whose replicas the metadata places on `replicas`: run on
+    /// the group's leader, which first moves its leadership to another of
+    /// `voters` when it is not one of them itself.
+    async fn change_group_voters(
+        &self,
+        group: &GroupId,
+        replicas: &[u64],
+        voters: &BTreeMap<u64, String>,
+    ) -> Result<u64, Status> {
+        let patience = CATCH_UP_TIMEOUT + FORWARD_PATIENCE;
+        let mut moved_leadership = false;
+        loop {
+            let answer = self
+                .on_leader(
+                    group,
+                    replicas,
+                    patience,
+                    "change the voters of",
+                    |via| async move {
+                        if via == self.node_id {
+                            self.service.change_voters(group, voters, CATCH_UP_TIMEOUT).await
+                        } else {
+                            self.transport
+                                .change_voters(via, group, voters, CATCH_UP_TIMEOUT)
+                                .await
+                        }
+                    },
+                )
+                .await;
+            match answer {
+                Ok(done) => return Ok(done.term),
+                // The leader is leaving the group: the leadership goes to a
+                // replica that stays, which then makes the change.
+                Err(status) if status.code() == tonic::Code::FailedPrecondition && !moved_leadership => {
+                    let staying = replicas
+                        .iter()
+                        .copied()
+                        .find(|id| voters.contains_key(id))
+                        .ok_or_else(|| {
+                            Status::invalid_argument(format!("no replica of {group} stays a voter"))
+                        })?;
+                    self.transfer_leader(group, staying).await?;
+                    moved_leadership = true;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+
+    /// Adds node `node_id`, listening for peers on `peer_address` and
+    /// started with `--join`, to the cluster: it becomes a voter of the
+    /// metadata group and of the job layer's, once it holds their logs,
+    /// and then a node new topics place replicas on. Running it again
+    /// after a failure goes on where it stopped.
+    pub async fn add_node(&self, node_id: u64, peer_address: &str) -> Result<v1::AddNodeResponse, Status> {
+        let state = self.state();
+        if state.is_removed(node_id) {
+            return Err(Status::invalid_argument(format!(
+                "node {node_id} was removed from the cluster; a node that joins takes a new id"
+            )));
+        }
+        let mut peers = self.peers();
+        match peers.get(&node_id) {
+            Some(known) if known != peer_address => {
+                return Err(Status::already_exists(format!(
+                    "node {node_id} is already a node of the cluster, at {known}"
+                )));
+            }
+            _ => {}
+        }
+        if peer_address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "peer address {peer_address:?} is not host:port"
+            )));
+        }
+        self.check_node_answers(node_id, peer_address).await?;
+        peers.insert(node_id, peer_address.to_owned());
+        let every_node: Vec<u64> = peers.keys().copied().collect();
+        for group in [GroupId::metadata(), GroupId::jobs()] {
+            self.change_group_voters(&group, &every_node, &peers).await?;
+        }
+        self.propose(&MetadataCommand::AddNode {
+            node_id,
+            peer_address: peer_address.to_owned(),
+        })
+        .await?;
+        tracing::info!(node_id, peer_address, "a node joined the cluster");
+        Ok(v1::AddNodeResponse { node_ids: every_node })
+    }
+
+    /// Makes sure that the node listening on `peer_address` is node
+    /// `node_id`: a wrong pair would make another node count twice in
+    /// every group it joins.
+    async fn check_node_answers(&self, node_id: u64, peer_address: &str) -> Result<(), Status> {
+        if node_id == self.node_id {
+            return Err(Status::already_exists(format!("node {node_id} is this node")));
+        }
+        self.transport
+            .add_peer(node_id, peer_address)
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        match self.transport.describe_node(node_id).await {
+            Ok(described) if described.node_id == node_id => Ok(()),
+            Ok(described) => {
+                self.transport.remove_peer(node_id);
+                Err(Status::invalid_argument(format!(
+                    "{peer_address} is node {}, not node {node_id}",
+                    described.node_id
+                )))
+            }
+            Err(_) => Err(Status::unavailable(format!(
+                "node {node_id} does not answer at {peer_address}: start it first (spoold --node-id {node_id} --join ...)"
+            ))),
+        }
+    }
+
+    /// Removes node `node_id` from the cluster: it leaves the metadata
+    /// group and the job layer's, and is never used again. Refused while
+    /// it holds a partition's replica (move those first). Running it
+    /// again after a failure goes on where it stopped.
+    pub async fn remove_node(&self, node_id: u64) -> Result<v1::RemoveNodeResponse, Status> {
+        let state = self.state();
+        if !state.is_removed(node_id) {
+            let peers = self.peers();
+            if !peers.contains_key(&node_id) {
+                return Err(Status::not_found(format!(
+                    "node {node_id} is not a node of the cluster"
+                )));
+            }
+            if peers.len() == 1 {
+                return Err(Status::failed_precondition(format!(
+                    "node {node_id} is the cluster's last node"
+                )));
+            }
+            let held = replicas_on(&state, node_id);
+            if !held.is_empty() {
+                return Err(Status::failed_precondition(format!(
+                    "node {node_id} still holds replicas of {}: move them first (spool cluster move-replica)",
+                    held.join(", ")
+                )));
+            }
+            self.propose(&MetadataCommand::RemoveNode { node_id }).await?;
+        }
+        let peers = self.peers();
+        let mut every_node: Vec<u64> = peers.keys().copied().collect();
+        every_node.push(node_id);
+        for group in [GroupId::metadata(), GroupId::jobs()] {
+            self.change_group_voters(&group, &every_node, &peers).await?;
+        }
+        tracing::info!(node_id, "a node left the cluster");
+        Ok(v1::RemoveNodeResponse {
+            node_ids: peers.into_keys().collect(),
+        })
+    }
+
+    /// Moves partition `partition` of `topic`'s replica from node `from`
+    /// to node `to`: the metadata first places it on both (`to` opens a
+    /// replica, empty, that waits for the leader), the group's voters
+    /// change (`to` catches up as a learner, then votes; `from` leaves),
+    /// and the metadata then places it on the new set (`from` stops its
+    /// replica). Running it again after a failure goes on where it
+    /// stopped; asked once the move is done, it answers at once.
+    pub async fn move_replica(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<v1::MoveReplicaResponse, Status> {
+        let group = GroupId::new(topic, partition);
+        if group.is_internal() {
+            return Err(Status::invalid_argument(format!(
+                "{group} is on every node; add and remove nodes instead"
+            )));
+        }
+        let current = self.group_replicas(&group)?;
+        let peers = self.peers();
+        if !peers.contains_key(&to) {
+            return Err(Status::invalid_argument(format!(
+                "node {to} is not a node of the cluster"
+            )));
+        }
+        let done: Vec<u64> = current
+            .iter()
+            .map(|&id| if id == from { to } else { id })
+            .collect();
+        if current.contains(&to) && !current.contains(&from) {
+            return Ok(v1::MoveReplicaResponse { replicas: current });
+        }
+        if !current.contains(&from) {
+            return Err(Status::invalid_argument(format!(
+                "node {from} holds no replica of {group} (replicas: {current:?})"
+            )));
+        }
+        if from == to {
+            return Err(Status::invalid_argument("a replica moves to another node"));
+        }
+        let mut both = current.clone();
+        if !both.contains(&to) {
+            both.push(to);
+            self.propose(&MetadataCommand::SetReplicas {
+                topic: topic.to_owned(),
+                partition,
+                replicas: both.clone(),
+            })
+            .await?;
+        }
+        let mut voters = BTreeMap::new();
+        for id in done.iter().filter(|id| **id != from) {
+            let address = peers.get(id).ok_or_else(|| {
+                Status::failed_precondition(format!("node {id} is no longer a node of the cluster"))
+            })?;
+            voters.insert(*id, address.clone());
+        }
+        self.change_group_voters(&group, &both, &voters).await?;
+        let replicas: Vec<u64> = done.into_iter().filter(|id| voters.contains_key(id)).collect();
+        self.propose(&MetadataCommand::SetReplicas {
+            topic: topic.to_owned(),
+            partition,
+            replicas: replicas.clone(),
+        })
+        .await?;
+        tracing::info!(%group, from, to, "a replica moved");
+        Ok(v1::MoveReplicaResponse { replicas })
     }
 
     /// The nodes holding a replica of `group`, from the metadata: every

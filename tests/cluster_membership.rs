@@ -1,0 +1,191 @@
+//! Membership changes on real `spoold` processes on 127.0.0.1: a node
+//! replaces another under a QUORUM produce load. Node 4 starts with
+//! `--join` and is added (`spool cluster add-node`), every replica node 1
+//! holds moves to it (`spool cluster move-replica`), node 1 is removed
+//! (`spool cluster remove-node`) and killed. Throughout, every
+//! acknowledged record stays at its offset on every replica; afterwards
+//! the cluster of nodes 2, 3 and 4 produces, places new topics on its own
+//! nodes, runs jobs, and node 4 restarted keeps its place. The refusals
+//! an operator can meet are checked on the way: a move to a node that has
+//! not joined, an id at the wrong address, removing a node that still
+//! holds replicas.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::cluster::{TestCluster, WAIT, runtime};
+use spool_client::jobs::{Claim, Finish, JobState, NewJob};
+use spool_client::{Client, Error, NewTopic};
+
+#[test]
+fn a_node_replaces_another_under_a_produce_load() -> Result<()> {
+    let runtime = runtime()?;
+    let mut cluster = TestCluster::start(3);
+    runtime.block_on(cluster.create_topic("orders", 1))?;
+    runtime.block_on(cluster.create_topic("audit", 1))?;
+    runtime.block_on(cluster.produce_through(2, "orders", "before", 30))?;
+    runtime.block_on(cluster.produce_through(3, "audit", "before", 10))?;
+    let admin = runtime.block_on(cluster.patient_client(2))?;
+
+    // Node 4 is not a node yet: nothing can move to it.
+    let refused = runtime.block_on(admin.move_replica("orders", 0, 1, 4));
+    ensure!(
+        matches!(&refused, Err(Error::InvalidArgument { status }) if status.message().contains("node 4 is not a node")),
+        "a move to a node that has not joined: {refused:?}"
+    );
+
+    let address = cluster.start_joining(4);
+    let load = {
+        let _inside = runtime.enter();
+        cluster.spawn_producer("orders", 0, &[2, 3, 4], "load")
+    };
+    runtime.block_on(async {
+        // The address of node 3 under id 4 would count node 3 twice.
+        let wrong = admin.add_node(4, cluster.peer_address(3)).await;
+        ensure!(
+            matches!(&wrong, Err(Error::InvalidArgument { status }) if status.message().contains("is node 3, not node 4")),
+            "node 3's address taken for node 4: {wrong:?}"
+        );
+
+        // Through the CLI, as an operator adds it.
+        let output = cluster.nodes[&2]
+            .spool(&["cluster", "add-node", "--node-id", "4", "--peer-address", &address])
+            .output();
+        let said = String::from_utf8_lossy(&output.stderr);
+        ensure!(output.status.success(), "spool cluster add-node: {said}");
+        ensure!(said.contains("node 4 joined the cluster; nodes: 1, 2, 3, 4"), "{said}");
+        // Asked again, it is already done.
+        ensure!(admin.add_node(4, &address).await? == [1, 2, 3, 4]);
+
+        let status = cluster.status(4).await?;
+        let nodes: Vec<u64> = status.nodes.iter().map(|n| n.node_id).collect();
+        ensure!(nodes == [1, 2, 3, 4], "node 4's status lists nodes {nodes:?}");
+        for group in ["__cluster", "__jobs"] {
+            let replicas = voters_seen(&cluster, 2, group).await?;
+            ensure!(replicas == [1, 2, 3, 4], "{group} is on {replicas:?}");
+        }
+
+        // Removing node 1 is refused while it holds replicas.
+        let refused = admin.remove_node(1).await;
+        ensure!(
+            matches!(&refused, Err(Error::Other(status))
+                if status.code() == tonic::Code::FailedPrecondition
+                    && status.message().contains("audit/0")
+                    && status.message().contains("orders/0")),
+            "removing a node that holds replicas: {refused:?}"
+        );
+
+        // Every replica of node 1 moves to node 4, under the load.
+        let output = cluster.nodes[&3]
+            .spool(&["cluster", "move-replica", "--topic", "orders", "--from", "1", "--to", "4"])
+            .output();
+        let said = String::from_utf8_lossy(&output.stderr);
+        ensure!(output.status.success(), "spool cluster move-replica: {said}");
+        ensure!(said.contains("orders/0 is on nodes 4, 2, 3"), "{said}");
+        let orders = voters_seen(&cluster, 4, "orders").await?;
+        ensure!(orders == [4, 2, 3], "orders/0 is on {orders:?}");
+        ensure!(admin.move_replica("audit", 0, 1, 4).await? == [4, 2, 3]);
+        // Asked again once done, it answers at once.
+        ensure!(admin.move_replica("audit", 0, 1, 4).await? == [4, 2, 3]);
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let (sent, failed) = runtime.block_on(load.stop())?;
+    ensure!(
+        sent > failed,
+        "the load got {sent} answers, {failed} of them failures"
+    );
+    runtime.block_on(cluster.check(&[2, 3, 4]))?;
+
+    runtime.block_on(async {
+        let removed = admin.remove_node(1).await?;
+        ensure!(removed == [2, 3, 4], "nodes after the removal: {removed:?}");
+        for group in ["__cluster", "__jobs"] {
+            let replicas = voters_seen(&cluster, 3, group).await?;
+            ensure!(replicas == [2, 3, 4], "{group} is on {replicas:?}");
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    cluster.kill9(1);
+
+    // Nodes 2, 3 and 4 are the cluster now.
+    runtime.block_on(async {
+        cluster.produce_through(4, "orders", "after", 20).await?;
+        let created = admin.create_topic(NewTopic::new("later", 3)).await?;
+        ensure!(created.partitions == 3);
+        let status = cluster.status(3).await?;
+        let placed: Vec<u64> = status
+            .groups
+            .iter()
+            .filter(|g| g.topic == "later")
+            .flat_map(|g| g.replicas.iter().map(|r| r.node_id))
+            .collect();
+        ensure!(
+            placed.len() == 9 && placed.iter().all(|id| [2, 3, 4].contains(id)),
+            "a new topic is placed on {placed:?}"
+        );
+        let nodes: Vec<u64> = status.nodes.iter().map(|n| n.node_id).collect();
+        ensure!(nodes == [2, 3, 4], "status lists nodes {nodes:?}");
+        run_one_job(&cluster.patient_client(4).await?).await
+    })?;
+
+    // Node 4 restarted keeps its place: its membership is stored.
+    cluster.kill9(4);
+    cluster.restart(4);
+    runtime.block_on(async {
+        cluster.produce_through(2, "orders", "restarted", 10).await?;
+        cluster.check(&[2, 3, 4]).await
+    })
+}
+
+/// The nodes holding `topic`/0's replicas that node `id`'s status shows,
+/// once its leader reports every one of them caught up with no lag.
+async fn voters_seen(cluster: &TestCluster, id: u64, topic: &str) -> Result<Vec<u64>> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = cluster.status(id).await?;
+        let group = status
+            .groups
+            .iter()
+            .find(|g| g.topic == topic && g.partition == 0)
+            .with_context(|| format!("node {id}'s status has no {topic}/0"))?;
+        let settled = group.leader_id.is_some() && group.replicas.iter().all(|r| r.lag_entries.is_some());
+        if settled || std::time::Instant::now() > deadline {
+            return Ok(group.replicas.iter().map(|r| r.node_id).collect());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One job enqueued, claimed and completed through `client`.
+async fn run_one_job(client: &Client) -> Result<()> {
+    let jobs = client.jobs();
+    let job = jobs
+        .enqueue(NewJob::new("membership", "after the change"))
+        .await?;
+    let claim = Claim {
+        queues: vec!["membership".to_owned()],
+        max_jobs: 1,
+        lease: Duration::from_secs(60),
+        max_wait: Duration::from_secs(5),
+        worker_id: "membership-test".to_owned(),
+    };
+    let claimed = jobs.claim(&claim).await?;
+    ensure!(
+        claimed.len() == 1 && claimed[0].id == job.job_id,
+        "claimed {claimed:?}"
+    );
+    let finished = jobs
+        .finish(vec![Finish::Complete {
+            job_id: job.job_id.clone(),
+            lease_token: claimed[0].lease_token.clone(),
+            result: bytes::Bytes::from_static(b"done"),
+        }])
+        .await?;
+    ensure!(
+        matches!(finished.as_slice(), [Ok(Some(JobState::Succeeded))]),
+        "{finished:?}"
+    );
+    Ok(())
+}
