@@ -77,7 +77,10 @@ fn a_node_replaces_another_under_a_produce_load() -> Result<()> {
             "removing a node that holds replicas: {refused:?}"
         );
 
-        // Every replica of node 1 moves to node 4, under the load.
+        // Every replica of node 1 moves to node 4, under the load. Node 1
+        // leads orders/0: the leadership moves to a replica that stays
+        // before the group's voters change.
+        admin.transfer_leader("orders", 0, 1).await?;
         let output = cluster.nodes[&3]
             .spool(&["cluster", "move-replica", "--topic", "orders", "--from", "1", "--to", "4"])
             .output();
@@ -99,6 +102,9 @@ fn a_node_replaces_another_under_a_produce_load() -> Result<()> {
     runtime.block_on(cluster.check(&[2, 3, 4]))?;
 
     runtime.block_on(async {
+        // Node 1 leads both groups of every node as it is removed.
+        admin.transfer_leader("__cluster", 0, 1).await?;
+        admin.transfer_leader("__jobs", 0, 1).await?;
         let removed = admin.remove_node(1).await?;
         ensure!(removed == [2, 3, 4], "nodes after the removal: {removed:?}");
         for group in ["__cluster", "__jobs"] {

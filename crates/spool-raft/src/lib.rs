@@ -16,10 +16,11 @@
 //! side, [`PeerService`], `spool.v1.Peer`) its gRPC implementation.
 //!
 //! What it is not: it knows nothing of topics' metadata, clients or the
-//! `spoold` configuration (that is `spool-server`'s cluster module); no
-//! membership changes beyond the first. Operations on a running group:
-//! [`Replica::status`] and [`Replica::transfer_leadership`]. `docs/cluster.md` says what exists
-//! and what does not.
+//! `spoold` configuration (that is `spool-server`'s cluster module).
+//! Operations on a running group: [`Replica::status`],
+//! [`Replica::transfer_leadership`] and [`Replica::change_voters`]
+//! (membership changes). `docs/cluster.md` says what exists and what does
+//! not.
 
 #![deny(unsafe_code)]
 
