@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use common::cluster::{TestCluster, WAIT, runtime};
 use spool_client::jobs::{Claim, Finish, JobState, NewJob};
-use spool_client::{Client, Error, NewTopic};
+use spool_client::{Client, Durability, Error, NewTopic};
 
 #[test]
 fn a_node_replaces_another_under_a_produce_load() -> Result<()> {
@@ -194,4 +194,70 @@ async fn run_one_job(client: &Client) -> Result<()> {
         "{finished:?}"
     );
     Ok(())
+}
+
+#[test]
+fn a_move_survives_a_killed_leader_and_runs_again_to_its_end() -> Result<()> {
+    let runtime = runtime()?;
+    let mut cluster = TestCluster::start(3);
+    runtime.block_on(cluster.create_topic("orders", 1))?;
+    let address = cluster.start_joining(4);
+    runtime.block_on(async {
+        cluster.patient_client(1).await?.add_node(4, &address).await?;
+        // A log for the newcomer to copy while the leader dies.
+        let client = cluster.client(2).await?;
+        for i in 0..40 {
+            let batch: Vec<spool_client::Record> = (0..250)
+                .map(|j| spool_client::Record::new(format!("bulk-{i}-{j}")))
+                .collect();
+            let answer = client
+                .produce_records("orders", Some(0), batch, Durability::Quorum)
+                .await?;
+            let result = answer.results.first().context("a produce result")?;
+            ensure!(result.last_offset - result.base_offset == 249);
+            for j in 0..250 {
+                cluster.record_ack("orders", 0, result.base_offset + j, &format!("bulk-{i}-{j}"));
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let leader = runtime.block_on(cluster.agreed_leader(&[1, 2, 3], "orders", 0))?;
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let (from, driver) = (others[0], others[1]);
+
+    // The move runs through a node that neither leads nor leaves; the
+    // leader dies while it runs.
+    let admin = runtime.block_on(cluster.patient_client(driver))?;
+    let moving = runtime.spawn({
+        let admin = admin.clone();
+        async move { admin.move_replica("orders", 0, from, 4).await }
+    });
+    std::thread::sleep(Duration::from_millis(40));
+    cluster.kill9(leader);
+    let answer = runtime.block_on(moving)?;
+    // The command either finished on the next leader or failed with an
+    // outcome to check; run again, it goes on to its end.
+    eprintln!("the move under a leader's death answered {answer:?}");
+    let replicas = runtime.block_on(admin.move_replica("orders", 0, from, 4))?;
+    let mut expected: Vec<u64> = [1, 2, 3]
+        .into_iter()
+        .map(|id| if id == from { 4 } else { id })
+        .collect();
+    expected.sort_unstable();
+    let mut sorted = replicas.clone();
+    sorted.sort_unstable();
+    ensure!(sorted == expected, "orders/0 ended on {replicas:?}");
+
+    cluster.restart(leader);
+    runtime.block_on(async {
+        cluster.produce_through(4, "orders", "after", 10).await?;
+        let nodes: Vec<u64> = expected.clone();
+        cluster.check(&nodes).await?;
+        let seen = voters_seen(&cluster, 4, "orders").await?;
+        ensure!(
+            seen == replicas,
+            "status shows {seen:?}, the move answered {replicas:?}"
+        );
+        Ok::<_, anyhow::Error>(())
+    })
 }

@@ -144,7 +144,12 @@ impl Cluster {
             }
             // FAILED_PRECONDITION is "not the leader" only with a hint; without
             // one it is the leader's refusal.
+            // A connection that broke under the call (its node died) is
+            // tonic's UNKNOWN "transport error": the node is asked again,
+            // or the next one.
+            let broken = status.code() == tonic::Code::Unknown && status.message() == "transport error";
             let retry = (status.code() == tonic::Code::Unavailable
+                || broken
                 || (status.code() == tonic::Code::FailedPrecondition && hint.is_some()))
                 && tokio::time::Instant::now() < deadline;
             if !retry {
@@ -194,14 +199,21 @@ impl Cluster {
                 // The leader is leaving the group: the leadership goes to a
                 // replica that stays, which then makes the change.
                 Err(status) if status.code() == tonic::Code::FailedPrecondition && !moved_leadership => {
-                    let staying = replicas
-                        .iter()
-                        .copied()
-                        .find(|id| voters.contains_key(id))
-                        .ok_or_else(|| {
-                            Status::invalid_argument(format!("no replica of {group} stays a voter"))
-                        })?;
-                    self.transfer_leader(group, staying).await?;
+                    // The first staying replica that takes it (one may be
+                    // down).
+                    let mut last_refusal = None;
+                    for to in replicas.iter().copied().filter(|id| voters.contains_key(id)) {
+                        match self.transfer_leader(group, to).await {
+                            Ok(_) => {
+                                last_refusal = None;
+                                break;
+                            }
+                            Err(refusal) => last_refusal = Some(refusal),
+                        }
+                    }
+                    if let Some(refusal) = last_refusal {
+                        return Err(refusal);
+                    }
                     moved_leadership = true;
                 }
                 Err(status) => return Err(status),
@@ -341,10 +353,14 @@ impl Cluster {
                 "node {to} is not a node of the cluster"
             )));
         }
-        let done: Vec<u64> = current
-            .iter()
-            .map(|&id| if id == from { to } else { id })
-            .collect();
+        // `from` replaced by `to` in its place; run again after a failure,
+        // `current` already holds both, and `to` stays where it is.
+        let mut done: Vec<u64> = Vec::with_capacity(current.len());
+        for id in current.iter().map(|&id| if id == from { to } else { id }) {
+            if !done.contains(&id) {
+                done.push(id);
+            }
+        }
         if current.contains(&to) && !current.contains(&from) {
             return Ok(v1::MoveReplicaResponse { replicas: current });
         }
