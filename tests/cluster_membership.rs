@@ -228,6 +228,7 @@ fn a_move_survives_a_killed_leader_and_runs_again_to_its_end() -> Result<()> {
     // The move runs through a node that neither leads nor leaves; the
     // leader dies while it runs.
     let admin = runtime.block_on(cluster.patient_client(driver))?;
+    let started_move = std::time::Instant::now();
     let moving = runtime.spawn({
         let admin = admin.clone();
         async move { admin.move_replica("orders", 0, from, 4).await }
@@ -237,7 +238,10 @@ fn a_move_survives_a_killed_leader_and_runs_again_to_its_end() -> Result<()> {
     let answer = runtime.block_on(moving)?;
     // The command either finished on the next leader or failed with an
     // outcome to check; run again, it goes on to its end.
-    eprintln!("the move under a leader's death answered {answer:?}");
+    eprintln!(
+        "the move under a leader's death took {:?} and answered {answer:?}",
+        started_move.elapsed()
+    );
     let replicas = runtime.block_on(admin.move_replica("orders", 0, from, 4))?;
     let mut expected: Vec<u64> = [1, 2, 3]
         .into_iter()

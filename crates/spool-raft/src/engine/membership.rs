@@ -14,10 +14,11 @@
 //! 3. `change_membership` commits the joint configuration, then the new
 //!    one. Voters left out are dropped (not kept as learners).
 //!
-//! The leader itself must be one of the new voters (a leader that removes
-//! itself keeps leading a group it is not in until the change commits,
-//! and a transfer first is simpler to reason about): the caller moves the
-//! leadership first. Each step can be run again after a failure: adding a
+//! The leader itself stays one of the voters: a leader that is left out
+//! (it keeps leading a group it is not in until the change commits, which
+//! a transfer first avoids) hands its leadership to the most caught-up
+//! voter that stays, and answers "not the leader" naming it, for the
+//! caller to make the change there. Each step can be run again after a failure: adding a
 //! learner twice does nothing new, and a change interrupted in its joint
 //! configuration is completed by the next change.
 
@@ -29,6 +30,10 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::time::Instant;
 
 use super::Replica;
+
+/// How long a leader left out of the new voters tries to hand its
+/// leadership to one that stays.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(4);
 use super::status::Role;
 use crate::error::{Error, Result};
 
@@ -36,9 +41,10 @@ impl Replica {
     /// Makes `voters` (node id to peer address) the group's voting
     /// members, and returns the term this replica leads in once the new
     /// membership is committed. Must run on the leader
-    /// ([`Error::NotLeader`]), which must be one of `voters`
-    /// ([`Error::LeaderNotInVoters`]). A new voter that does not catch up
-    /// within `timeout` is left a learner ([`Error::CatchUpTimedOut`]).
+    /// ([`Error::NotLeader`]); a leader that is not one of `voters` moves
+    /// its leadership to one that is, and answers [`Error::NotLeader`]
+    /// naming it. A new voter that does not catch up within `timeout` is
+    /// left a learner ([`Error::CatchUpTimedOut`]).
     pub async fn change_voters(&self, voters: &BTreeMap<u64, String>, timeout: Duration) -> Result<u64> {
         let deadline = Instant::now() + timeout;
         let status = self.status();
@@ -51,10 +57,7 @@ impl Replica {
             return Err(Error::NoVoters);
         }
         if !voters.contains_key(&self.node_id) {
-            return Err(Error::LeaderNotInVoters {
-                leader_id: self.node_id,
-                voters: voters.keys().copied().collect(),
-            });
+            return Err(self.hand_over_to_a_staying_voter(voters, &status, deadline).await);
         }
         let wanted: BTreeSet<u64> = voters.keys().copied().collect();
         let current: BTreeSet<u64> = status.voters.iter().copied().collect();
@@ -85,6 +88,38 @@ impl Replica {
         changed.map_err(|error| membership_error("change the voters", error))?;
         tracing::info!(group = %self.raft_group_name(), voters = ?wanted, "the group's voters changed");
         Ok(self.term())
+    }
+
+    /// Moves the leadership to the most caught-up current voter that is
+    /// one of `voters` (this leader being left out), and answers where it
+    /// went: [`Error::NotLeader`] naming it, for the caller to make the
+    /// change there. [`Error::LeaderNotInVoters`] when no current voter
+    /// stays (every voter replaced at once: not a change this makes).
+    async fn hand_over_to_a_staying_voter(
+        &self,
+        voters: &BTreeMap<u64, String>,
+        status: &super::status::ReplicaStatus,
+        deadline: Instant,
+    ) -> Error {
+        let target = status
+            .voters
+            .iter()
+            .filter(|id| voters.contains_key(id))
+            .max_by_key(|id| (status.matched.get(id).copied().flatten(), std::cmp::Reverse(**id)))
+            .copied();
+        let Some(target) = target else {
+            return Error::LeaderNotInVoters {
+                leader_id: self.node_id,
+                voters: voters.keys().copied().collect(),
+            };
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.transfer_leadership(target, left.min(TRANSFER_TIMEOUT)).await {
+            Ok(_) => Error::NotLeader {
+                leader_id: Some(target),
+            },
+            Err(error) => error,
+        }
     }
 
     /// Waits until every node of `joining` holds this leader's log up to

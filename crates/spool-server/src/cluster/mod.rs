@@ -510,9 +510,15 @@ pub(crate) fn initialize_group(replica: &Replica, config: &GroupConfig, members:
     tokio::spawn(async move {
         if !first {
             tokio::time::sleep(patience).await;
-            if replica.leader_id().is_some() || replica.status().last_log_index.is_some() {
+            if replica.leader_id().is_some() {
                 return;
             }
+        }
+        // A log that holds anything (Raft's own entries included: a
+        // restarted replica of a group without records yet) has a
+        // membership already.
+        if replica.status().last_log_index.is_some() {
+            return;
         }
         if let Err(error) = replica.initialize(&members).await {
             tracing::debug!(%error, "the group was initialized elsewhere");

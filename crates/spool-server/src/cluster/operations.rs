@@ -166,8 +166,8 @@ impl Cluster {
 
     /// Makes `voters` (node id to peer address) the voting members of
     /// `group`, whose replicas the metadata places on `replicas`: run on
-    /// the group's leader, which first moves its leadership to another of
-    /// `voters` when it is not one of them itself.
+    /// the group's leader (which, when it is not one of `voters`, first
+    /// moves its leadership to one that is and names it).
     async fn change_group_voters(
         &self,
         group: &GroupId,
@@ -175,50 +175,24 @@ impl Cluster {
         voters: &BTreeMap<u64, String>,
     ) -> Result<u64, Status> {
         let patience = CATCH_UP_TIMEOUT + FORWARD_PATIENCE;
-        let mut moved_leadership = false;
-        loop {
-            let answer = self
-                .on_leader(
-                    group,
-                    replicas,
-                    patience,
-                    "change the voters of",
-                    |via| async move {
-                        if via == self.node_id {
-                            self.service.change_voters(group, voters, CATCH_UP_TIMEOUT).await
-                        } else {
-                            self.transport
-                                .change_voters(via, group, voters, CATCH_UP_TIMEOUT)
-                                .await
-                        }
-                    },
-                )
-                .await;
-            match answer {
-                Ok(done) => return Ok(done.term),
-                // The leader is leaving the group: the leadership goes to a
-                // replica that stays, which then makes the change.
-                Err(status) if status.code() == tonic::Code::FailedPrecondition && !moved_leadership => {
-                    // The first staying replica that takes it (one may be
-                    // down).
-                    let mut last_refusal = None;
-                    for to in replicas.iter().copied().filter(|id| voters.contains_key(id)) {
-                        match self.transfer_leader(group, to).await {
-                            Ok(_) => {
-                                last_refusal = None;
-                                break;
-                            }
-                            Err(refusal) => last_refusal = Some(refusal),
-                        }
+        let done = self
+            .on_leader(
+                group,
+                replicas,
+                patience,
+                "change the voters of",
+                |via| async move {
+                    if via == self.node_id {
+                        self.service.change_voters(group, voters, CATCH_UP_TIMEOUT).await
+                    } else {
+                        self.transport
+                            .change_voters(via, group, voters, CATCH_UP_TIMEOUT)
+                            .await
                     }
-                    if let Some(refusal) = last_refusal {
-                        return Err(refusal);
-                    }
-                    moved_leadership = true;
-                }
-                Err(status) => return Err(status),
-            }
-        }
+                },
+            )
+            .await?;
+        Ok(done.term)
     }
 
     /// Adds node `node_id`, listening for peers on `peer_address` and
