@@ -8,7 +8,9 @@
 //! nodes, runs jobs, and node 4 restarted keeps its place. The refusals
 //! an operator can meet are checked on the way: a move to a node that has
 //! not joined, an id at the wrong address, removing a node that still
-//! holds replicas.
+//! holds replicas. And a move during which the partition's leader is
+//! killed: it finishes on the next leader (or, run again, goes on to its
+//! end), and every acknowledged record is on the new replicas.
 
 mod common;
 
