@@ -38,6 +38,12 @@ pub trait Replication: Send + Sync + 'static {
     /// calls `done` once it is committed or cannot be. Called from the job
     /// thread, which must not block: the batch is proposed elsewhere.
     fn propose(&self, encoded: Vec<u8>, done: Proposed);
+
+    /// This node's job table cannot serve (it could not be rebuilt from
+    /// the log): keep this node from leading `__jobs` until it restarts,
+    /// and hand the leadership to another node if it has it, so that the
+    /// job layer stays available on the others. Must not block.
+    fn step_aside(&self) {}
 }
 
 /// How far one leadership's proposals are committed.

@@ -859,6 +859,9 @@ impl Worker {
                     "rebuilding the job table failed ({error}); restart the server"
                 ));
                 self.role = Role::Following { applied: committed };
+                if let Some(replication) = &self.replication {
+                    replication.step_aside();
+                }
             }
         }
     }

@@ -313,3 +313,47 @@ async fn a_replica_moves_to_a_new_node_which_then_counts_for_the_majority() -> R
     check(&pair, &acks).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stands_aside_hands_over_and_never_leads_again() -> Result<()> {
+    let group = Group::start().await?;
+    let leader = group.leader().await?;
+    let mut acks = Vec::new();
+    for i in 0..5 {
+        acks.push(write(&group.replicas, format!("before-{i}")).await?);
+    }
+    let went_to = group.replicas[&leader].stand_aside(WAIT).await?;
+    let next = group.leader().await?;
+    ensure!(
+        went_to == Some(next) && next != leader,
+        "{leader} stood aside for {went_to:?}; {next} leads"
+    );
+
+    // Even asked to, it does not take the leadership back: the transfer
+    // runs out, and a replica that stays leads.
+    let asked = group.replicas[&next]
+        .transfer_leadership(leader, Duration::from_secs(2))
+        .await;
+    ensure!(
+        asked.is_err(),
+        "a replica that stood aside took the leadership: {asked:?}"
+    );
+    ensure!(group.leader().await? != leader);
+    // It still votes and holds the log: with the third replica stopped,
+    // the leader and it are a majority.
+    let third = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != leader && *id != next)
+        .context("a third")?;
+    group.replicas[&third].shutdown().await?;
+    let pair: BTreeMap<u64, Replica> = [leader, next]
+        .iter()
+        .map(|id| (*id, group.replicas[id].clone()))
+        .collect();
+    for i in 0..5 {
+        acks.push(write(&pair, format!("after-{i}")).await?);
+    }
+    check(&pair, &acks).await?;
+    ensure!(group.replicas[&next].status().role == Role::Leader);
+    Ok(())
+}

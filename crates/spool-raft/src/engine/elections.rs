@@ -61,6 +61,7 @@ use super::TypeConfig;
 #[derive(Debug)]
 pub(super) struct Elections {
     pauses: AtomicUsize,
+    retired: AtomicBool,
     last_contact: Mutex<Instant>,
     outlogged: AtomicBool,
 }
@@ -69,6 +70,7 @@ impl Default for Elections {
     fn default() -> Self {
         Elections {
             pauses: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
             last_contact: Mutex::new(Instant::now()),
             outlogged: AtomicBool::new(false),
         }
@@ -83,6 +85,20 @@ impl Elections {
         Paused {
             elections: Arc::clone(self),
         }
+    }
+
+    /// Keeps this replica from starting elections for as long as it runs
+    /// (a pause without a guard).
+    pub(super) fn retire(&self) {
+        if !self.retired.swap(true, Ordering::SeqCst) {
+            self.pauses.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether [`retire`](Self::retire) was called: a leadership transfer
+    /// to this replica is refused too.
+    pub(super) fn retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
     }
 
     fn paused(&self) -> bool {

@@ -90,6 +90,31 @@ impl Replica {
         Ok(self.term())
     }
 
+    /// Keeps this replica from ever leading its group again while it runs
+    /// (it starts no election; it still votes and holds the log, so it
+    /// still counts for the majority), and hands the leadership over if it
+    /// leads: for a node whose state machine cannot serve (the job table
+    /// that cannot be rebuilt), so that a healthy replica leads instead.
+    /// Returns the node the leadership went to, if it had it.
+    pub async fn stand_aside(&self, timeout: Duration) -> Result<Option<u64>> {
+        self.elections.retire();
+        let status = self.status();
+        if status.role != Role::Leader {
+            return Ok(None);
+        }
+        let target = status
+            .voters
+            .iter()
+            .filter(|id| **id != self.node_id)
+            .max_by_key(|id| (status.matched.get(id).copied().flatten(), std::cmp::Reverse(**id)))
+            .copied();
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        self.transfer_leadership(target, timeout).await?;
+        Ok(Some(target))
+    }
+
     /// Moves the leadership to the most caught-up current voter that is
     /// one of `voters` (this leader being left out), and answers where it
     /// went: [`Error::NotLeader`] naming it, for the caller to make the

@@ -464,6 +464,10 @@ impl Replica {
                 }
                 PeerResponse::InstallSnapshot(answer)
             }
+            PeerRequest::Elect if self.elections.retired() => {
+                tracing::warn!(node_id = self.node_id, group = %self.raft_group_name(), "refusing to start an election: this replica stood aside");
+                PeerResponse::Elect(Ok(()))
+            }
             PeerRequest::Elect => {
                 tracing::info!(node_id = self.node_id, group = %self.raft_group_name(), "starting an election on the leader's request");
                 PeerResponse::Elect(self.raft.trigger().elect().await)

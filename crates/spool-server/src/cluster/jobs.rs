@@ -64,7 +64,27 @@ impl Replication for JobsGroup {
             done(Err("the node is stopping".to_owned()));
         }
     }
+
+    fn step_aside(&self) {
+        let replica = self.replica.clone();
+        tokio::spawn(async move {
+            match replica.stand_aside(STAND_ASIDE_TIMEOUT).await {
+                Ok(handed_to) => tracing::warn!(
+                    ?handed_to,
+                    "this node's job table cannot serve: it no longer runs for leader of __jobs until restarted"
+                ),
+                Err(error) => tracing::error!(
+                    %error,
+                    "this node's job table cannot serve and its leadership of __jobs could not be handed over; move it (spool cluster transfer-leader --jobs)"
+                ),
+            }
+        });
+    }
 }
+
+/// How long a node whose job table cannot serve tries to hand the
+/// leadership of `__jobs` over.
+const STAND_ASIDE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Hands each batch to openraft in the order it was queued (each call
 /// returns once openraft holds the batch), then waits for its commit on a
@@ -85,8 +105,8 @@ async fn propose_in_order(replica: Replica, mut batches: mpsc::UnboundedReceiver
 
 /// Has the cluster learn every node's client address (its cache,
 /// `Cluster::client_address`), asking again for those that did not answer
-/// (every 0.5 s at first, then less often, up to every 10 s) until all are
-/// known.
+/// (every 0.5 s at first, then less often, up to every 10 s), and for
+/// nodes added since, every 10 s.
 async fn learn_addresses(cluster: Arc<Cluster>) {
     let mut pause = Duration::from_millis(500);
     loop {
@@ -96,10 +116,12 @@ async fn learn_addresses(cluster: Arc<Cluster>) {
                 missing = true;
             }
         }
-        if !missing {
-            return;
+        // Once all are known, nodes added later are looked for every 10 s.
+        if missing {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(10));
+        } else {
+            tokio::time::sleep(Duration::from_secs(10)).await;
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(10));
     }
 }
