@@ -16,15 +16,33 @@
 # job layer's leader).
 #
 #   scripts/cluster-chaos.sh [ROUNDS]
+#   scripts/cluster-chaos.sh --membership [ROUNDS]
+#
+# With --membership it runs the membership campaign instead
+# (tests/cluster_membership.rs, membership_rounds): four nodes, a
+# partition of three replicas and a spare node, and each round one
+# replica moved to the spare under a QUORUM produce load through every
+# node, the move meeting in turn nothing, a kill -9 of the partition's
+# leader, a pause of a replica that stays, and a kill -9 of the node
+# running the move; a move that fails is run again through a live node
+# until it ends. After each round every acknowledged record must be at its
+# offset on each replica, the logs the same, and the status must place the
+# partition where the move said (every_move_fault_once runs one round of
+# each in CI).
 #
 # Builds and runs in release mode; CHAOS_PROFILE=debug uses the debug
 # build instead (faster to build, slower to run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+campaign=(--test cluster_ops -- --ignored --nocapture chaos_rounds)
+if [ "${1:-}" = "--membership" ]; then
+  campaign=(--test cluster_membership -- --ignored --nocapture membership_rounds)
+  shift
+fi
 rounds="${1:-200}"
 profile=(--release)
 if [ "${CHAOS_PROFILE:-release}" = "debug" ]; then
   profile=()
 fi
 cargo build "${profile[@]}" -p spool-server -p spool-cli
-CHAOS_ROUNDS="$rounds" cargo test "${profile[@]}" --test cluster_ops -- --ignored --nocapture chaos_rounds
+CHAOS_ROUNDS="$rounds" cargo test "${profile[@]}" "${campaign[@]}"

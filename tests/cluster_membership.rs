@@ -267,3 +267,154 @@ fn a_move_survives_a_killed_leader_and_runs_again_to_its_end() -> Result<()> {
         Ok::<_, anyhow::Error>(())
     })
 }
+
+/// What happens to a third node while a replica moves, one per round in
+/// turn.
+const MOVE_FAULTS: [&str; 4] = [
+    "nothing",
+    "kill -9 of the partition's leader",
+    "pause of a replica that stays",
+    "kill -9 of the node running the move",
+];
+
+#[test]
+#[ignore = "a long campaign: scripts/cluster-chaos.sh --membership ROUNDS runs it"]
+fn membership_rounds() -> Result<()> {
+    let rounds: u64 = std::env::var("CHAOS_ROUNDS")
+        .context("CHAOS_ROUNDS names the number of rounds")?
+        .parse()
+        .context("CHAOS_ROUNDS is a number")?;
+    run_moves(rounds)
+}
+
+#[test]
+fn every_move_fault_once() -> Result<()> {
+    run_moves(MOVE_FAULTS.len() as u64)
+}
+
+/// `rounds` replica moves on four nodes under a QUORUM produce load
+/// through every node: the partition's three replicas and a spare, the
+/// replica moving from the leader (even rounds) or a follower (odd ones)
+/// to the spare, which the node moved from then becomes. Each move meets
+/// the next of [`MOVE_FAULTS`]; a move that fails with it is run again
+/// through another node until it is done. After each round every
+/// acknowledged record is at its offset on each of the partition's
+/// replicas, their logs the same, and the cluster's status places the
+/// partition where the move said.
+fn run_moves(rounds: u64) -> Result<()> {
+    const TOPIC: &str = "moving";
+    let runtime = runtime()?;
+    let mut cluster = TestCluster::start(3);
+    runtime.block_on(cluster.create_topic(TOPIC, 1))?;
+    let address = cluster.start_joining(4);
+    runtime.block_on(async {
+        cluster.patient_client(1).await?.add_node(4, &address).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let mut holders: Vec<u64> = vec![1, 2, 3];
+    let mut spare = 4;
+    for round in 0..rounds {
+        let started = std::time::Instant::now();
+        let fault = MOVE_FAULTS[(round % MOVE_FAULTS.len() as u64) as usize];
+        let load = {
+            let _inside = runtime.enter();
+            cluster.spawn_producer(TOPIC, 0, &cluster.ids(), &format!("m{round}"))
+        };
+        runtime.block_on(cluster.wait_for_progress(TOPIC, 5))?;
+        let leader = runtime.block_on(cluster.agreed_leader(&cluster.ids(), TOPIC, 0))?;
+        let followers: Vec<u64> = holders.iter().copied().filter(|id| *id != leader).collect();
+        let from = if round % 2 == 0 { leader } else { followers[0] };
+        // The node that runs the move: one that stays, other than the
+        // node a fault pauses.
+        let staying: Vec<u64> = holders.iter().copied().filter(|id| *id != from).collect();
+        let driver = staying[0];
+        let admin = runtime.block_on(cluster.patient_client(driver))?;
+        let moving = runtime.spawn({
+            let admin = admin.clone();
+            async move { admin.move_replica(TOPIC, 0, from, spare).await }
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        let mut stopped = None;
+        let mut paused = None;
+        match round % MOVE_FAULTS.len() as u64 {
+            0 => {}
+            1 => {
+                cluster.kill9(leader);
+                stopped = Some(leader);
+            }
+            2 => {
+                let victim = staying[staying.len() - 1];
+                cluster.pause(victim);
+                paused = Some(victim);
+            }
+            _ => {
+                cluster.kill9(driver);
+                stopped = Some(driver);
+            }
+        }
+        let first = runtime.block_on(moving)?;
+        if let Some(victim) = paused {
+            std::thread::sleep(Duration::from_millis(300));
+            cluster.resume(victim);
+        }
+        // Through a node that runs, until the move is done.
+        let alive = cluster
+            .ids()
+            .into_iter()
+            .find(|id| Some(*id) != stopped)
+            .context("a live node")?;
+        let retry = runtime.block_on(cluster.patient_client(alive))?;
+        let deadline = std::time::Instant::now() + WAIT;
+        let replicas = loop {
+            match runtime.block_on(retry.move_replica(TOPIC, 0, from, spare)) {
+                Ok(replicas) => break replicas,
+                Err(error) if std::time::Instant::now() < deadline => {
+                    eprintln!("round {round}: the move again: {error}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(error) => {
+                    return Err(error).context(format!("round {round} ({fault}): the move never ended"));
+                }
+            }
+        };
+        if let Some(victim) = stopped {
+            cluster.restart(victim);
+        }
+        let mut expected: Vec<u64> = holders
+            .iter()
+            .map(|&id| if id == from { spare } else { id })
+            .collect();
+        expected.sort_unstable();
+        let mut sorted = replicas.clone();
+        sorted.sort_unstable();
+        ensure!(
+            sorted == expected,
+            "round {round} ({fault}): the partition is on {replicas:?}, not {expected:?}"
+        );
+        let to = spare;
+        holders = expected;
+        spare = from;
+        let (sent, failed) = runtime.block_on(async {
+            cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
+            cluster.wait_for_progress(TOPIC, 5).await?;
+            let counts = load.stop().await?;
+            cluster
+                .check(&holders)
+                .await
+                .with_context(|| format!("round {round} ({fault}; {from} to {to})"))?;
+            let seen = voters_seen(&cluster, holders[0], TOPIC).await?;
+            ensure!(
+                seen == replicas,
+                "round {round}: status shows {seen:?}, the move answered {replicas:?}"
+            );
+            Ok::<_, anyhow::Error>(counts)
+        })?;
+        eprintln!(
+            "round {round}: move {from} to {to} under {fault}: ok in {} ms (first answer {}; {sent} produces, {failed} failed, {} acknowledged in all)",
+            started.elapsed().as_millis(),
+            if first.is_ok() { "ok" } else { "an error" },
+            cluster.acked_count(TOPIC, 0),
+        );
+    }
+    Ok(())
+}

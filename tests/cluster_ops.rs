@@ -369,7 +369,7 @@ fn a_node_stopped_with_sigterm_hands_its_leaderships_over_first() -> Result<()> 
         cluster.produce_through(leader, TOPIC, "before", 5).await?;
         let others: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != leader).collect();
         let load = cluster.spawn_producer(TOPIC, 0, &others, "load");
-        wait_for_progress(&cluster, 5).await?;
+        cluster.wait_for_progress(TOPIC, 5).await?;
         cluster.terminate(leader);
         for id in &others {
             let status = cluster.status(*id).await?;
@@ -386,29 +386,13 @@ fn a_node_stopped_with_sigterm_hands_its_leaderships_over_first() -> Result<()> 
                 );
             }
         }
-        wait_for_progress(&cluster, 5).await?;
+        cluster.wait_for_progress(TOPIC, 5).await?;
         cluster.restart(leader);
         cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
         let (sent, failed) = load.stop().await?;
         eprintln!("{sent} produces, {failed} failed");
         cluster.check(&cluster.ids()).await
     })
-}
-
-/// Waits until the running producer has had `count` more records
-/// acknowledged.
-async fn wait_for_progress(cluster: &TestCluster, count: usize) -> Result<()> {
-    let deadline = Instant::now() + WAIT;
-    let before = cluster.acked_count(TOPIC, 0);
-    while cluster.acked_count(TOPIC, 0) < before + count {
-        ensure!(
-            Instant::now() < deadline,
-            "no progress: {} acknowledged",
-            cluster.acked_count(TOPIC, 0)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 /// The faults of the campaign, one per round in turn.
@@ -469,20 +453,20 @@ fn run_faults(rounds: u64) -> Result<()> {
             let fault = FAULTS[(round % FAULTS.len() as u64) as usize];
             let load = cluster.spawn_producer(TOPIC, 0, &others, &format!("r{round}"));
             let jobs = JobLoad::spawn(cluster.url(others[0]), cluster.url(others[1]), cluster.client_options());
-            wait_for_progress(&cluster, 5).await?;
+            cluster.wait_for_progress(TOPIC, 5).await?;
             jobs.wait_for_progress(3).await?;
             match round % FAULTS.len() as u64 {
                 0 => {
                     cluster.kill9(leader);
                     cluster.agreed_leader(&others, target, 0).await?;
-                    wait_for_progress(&cluster, 5).await?;
+                    cluster.wait_for_progress(TOPIC, 5).await?;
                     jobs.wait_for_progress(3).await?;
                     cluster.restart(leader);
                 }
                 1 => {
                     cluster.pause(leader);
                     cluster.agreed_leader(&others, target, 0).await?;
-                    wait_for_progress(&cluster, 5).await?;
+                    cluster.wait_for_progress(TOPIC, 5).await?;
                     jobs.wait_for_progress(3).await?;
                     cluster.resume(leader);
                 }
@@ -505,7 +489,7 @@ fn run_faults(rounds: u64) -> Result<()> {
             }
             cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
             cluster.agreed_leader(&cluster.ids(), JOBS_TOPIC, 0).await?;
-            wait_for_progress(&cluster, 5).await?;
+            cluster.wait_for_progress(TOPIC, 5).await?;
             jobs.wait_for_progress(3).await?;
             let (sent, failed) = load.stop().await?;
             let job_url = cluster.url(others[0]);
@@ -540,10 +524,10 @@ fn run_faults(rounds: u64) -> Result<()> {
 async fn rolling_restart(cluster: &mut TestCluster) -> Result<()> {
     for id in cluster.ids() {
         cluster.terminate(id);
-        wait_for_progress(cluster, 5).await?;
+        cluster.wait_for_progress(TOPIC, 5).await?;
         cluster.restart(id);
         cluster.agreed_leader(&cluster.ids(), TOPIC, 0).await?;
-        wait_for_progress(cluster, 5).await?;
+        cluster.wait_for_progress(TOPIC, 5).await?;
     }
     Ok(())
 }

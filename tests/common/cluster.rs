@@ -470,6 +470,22 @@ impl TestCluster {
         acked.get(&(topic.to_owned(), partition)).map_or(0, BTreeMap::len)
     }
 
+    /// Waits until `count` more records of partition 0 of `topic` are
+    /// acknowledged (by a [`spawn_producer`](Self::spawn_producer) load).
+    pub async fn wait_for_progress(&self, topic: &str, count: usize) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let before = self.acked_count(topic, 0);
+        while self.acked_count(topic, 0) < before + count {
+            ensure!(
+                Instant::now() < deadline,
+                "no progress: {} acknowledged",
+                self.acked_count(topic, 0)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// Every acknowledged record is at its offset in the committed log of
     /// every node of `nodes`, the offsets below the last acknowledged one
     /// are dense (a record at each), and the nodes' logs there are the
