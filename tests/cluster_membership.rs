@@ -366,13 +366,21 @@ fn run_moves(rounds: u64) -> Result<()> {
         let retry = runtime.block_on(cluster.patient_client(alive))?;
         let deadline = std::time::Instant::now() + WAIT;
         let replicas = loop {
-            match runtime.block_on(retry.move_replica(TOPIC, 0, from, spare)) {
+            let attempt = runtime.block_on(async {
+                tokio::time::timeout(WAIT, retry.move_replica(TOPIC, 0, from, spare))
+                    .await
+                    .context("no answer in time")?
+                    .map_err(anyhow::Error::from)
+            });
+            match attempt {
                 Ok(replicas) => break replicas,
                 Err(error) if std::time::Instant::now() < deadline => {
                     eprintln!("round {round}: the move again: {error}");
+                    describe(&runtime, &cluster, alive, TOPIC);
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(error) => {
+                    describe(&runtime, &cluster, alive, TOPIC);
                     return Err(error).context(format!("round {round} ({fault}): the move never ended"));
                 }
             }
@@ -417,4 +425,39 @@ fn run_moves(rounds: u64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What node `via` sees of the metadata group and `topic`/0, for a
+/// failure's report.
+fn describe(runtime: &tokio::runtime::Runtime, cluster: &TestCluster, via: u64, topic: &str) {
+    match runtime.block_on(cluster.status(via)) {
+        Ok(status) => {
+            for group in status
+                .groups
+                .iter()
+                .filter(|g| g.topic == topic || g.topic == "__cluster")
+            {
+                let replicas: Vec<String> = group
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}={}(applied {:?}, lag {:?})",
+                            r.node_id, r.role, r.applied_index, r.lag_entries
+                        )
+                    })
+                    .collect();
+                eprintln!(
+                    "  {}/{}: leader {:?}, term {}, committed {:?}: {}",
+                    group.topic,
+                    group.partition,
+                    group.leader_id,
+                    group.term,
+                    group.committed_index,
+                    replicas.join(" ")
+                );
+            }
+        }
+        Err(error) => eprintln!("  no status from node {via}: {error}"),
+    }
 }

@@ -26,6 +26,10 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// seen to run out with twelve nodes of four test clusters on two cores.
 const FORWARD_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How long a membership change waits for this node's metadata to reach
+/// the metadata leader's before deciding anything.
+const METADATA_SYNC_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a node joining a group may take to catch up with its log (the
 /// whole log: nothing is purged) before the change is given up, the node
 /// left a learner.
@@ -201,6 +205,7 @@ impl Cluster {
     /// and then a node new topics place replicas on. Running it again
     /// after a failure goes on where it stopped.
     pub async fn add_node(&self, node_id: u64, peer_address: &str) -> Result<v1::AddNodeResponse, Status> {
+        self.sync_metadata(METADATA_SYNC_WAIT).await?;
         let state = self.state();
         if state.is_removed(node_id) {
             return Err(Status::invalid_argument(format!(
@@ -266,6 +271,7 @@ impl Cluster {
     /// it holds a partition's replica (move those first). Running it
     /// again after a failure goes on where it stopped.
     pub async fn remove_node(&self, node_id: u64) -> Result<v1::RemoveNodeResponse, Status> {
+        self.sync_metadata(METADATA_SYNC_WAIT).await?;
         let state = self.state();
         if !state.is_removed(node_id) {
             let peers = self.peers();
@@ -320,6 +326,11 @@ impl Cluster {
                 "{group} is on every node; add and remove nodes instead"
             )));
         }
+        // Decided on this node's metadata, which must be the cluster's: a
+        // node behind it (it missed the end of an earlier move) would
+        // change the group's voters to a set the metadata does not place
+        // the partition on, and the new replica would never open.
+        self.sync_metadata(METADATA_SYNC_WAIT).await?;
         let current = self.group_replicas(&group)?;
         let peers = self.peers();
         if !peers.contains_key(&to) {
