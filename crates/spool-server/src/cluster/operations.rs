@@ -27,7 +27,8 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
 const FORWARD_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long a membership change waits for this node's metadata to reach
-/// the metadata leader's before deciding anything.
+/// the metadata leader's before deciding anything (the metadata group may
+/// be electing a leader).
 const METADATA_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a node joining a group may take to catch up with its log (the
@@ -199,13 +200,31 @@ impl Cluster {
         Ok(done.term)
     }
 
+    /// Brings this node's metadata up to the metadata leader's, asking
+    /// again while the group elects a leader, for up to
+    /// [`METADATA_SYNC_WAIT`].
+    async fn sync_metadata_patiently(&self) -> Result<(), Status> {
+        let deadline = tokio::time::Instant::now() + METADATA_SYNC_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.sync_metadata(left).await {
+                Ok(()) => return Ok(()),
+                Err(status) if tokio::time::Instant::now() + Duration::from_millis(200) < deadline => {
+                    tracing::debug!(%status, "the metadata is not confirmed yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+
     /// Adds node `node_id`, listening for peers on `peer_address` and
     /// started with `--join`, to the cluster: it becomes a voter of the
     /// metadata group and of the job layer's, once it holds their logs,
     /// and then a node new topics place replicas on. Running it again
     /// after a failure goes on where it stopped.
     pub async fn add_node(&self, node_id: u64, peer_address: &str) -> Result<v1::AddNodeResponse, Status> {
-        self.sync_metadata(METADATA_SYNC_WAIT).await?;
+        self.sync_metadata_patiently().await?;
         let state = self.state();
         if state.is_removed(node_id) {
             return Err(Status::invalid_argument(format!(
@@ -271,7 +290,7 @@ impl Cluster {
     /// it holds a partition's replica (move those first). Running it
     /// again after a failure goes on where it stopped.
     pub async fn remove_node(&self, node_id: u64) -> Result<v1::RemoveNodeResponse, Status> {
-        self.sync_metadata(METADATA_SYNC_WAIT).await?;
+        self.sync_metadata_patiently().await?;
         let state = self.state();
         if !state.is_removed(node_id) {
             let peers = self.peers();
@@ -330,7 +349,7 @@ impl Cluster {
         // node behind it (it missed the end of an earlier move) would
         // change the group's voters to a set the metadata does not place
         // the partition on, and the new replica would never open.
-        self.sync_metadata(METADATA_SYNC_WAIT).await?;
+        self.sync_metadata_patiently().await?;
         let current = self.group_replicas(&group)?;
         let peers = self.peers();
         if !peers.contains_key(&to) {
