@@ -12,7 +12,7 @@ use spool_proto::v1::{self, cluster_server};
 use spool_raft::GroupId;
 use tonic::{Request, Response, Status};
 
-use crate::access::{Access, caller};
+use crate::access::{Access, Caller, caller};
 use crate::audit::Audit;
 use crate::cluster::Cluster;
 
@@ -40,6 +40,27 @@ impl ClusterService {
             )
         })
     }
+
+    /// A change's request, admitted: its caller (a cluster admin), this
+    /// node's cluster, and the message.
+    fn admit<T>(&self, request: Request<T>) -> Result<(Option<Caller>, &Arc<Cluster>, T), Status> {
+        let caller = caller(&request).cloned();
+        self.access.check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
+        Ok((caller, self.cluster()?, request.into_inner()))
+    }
+
+    /// Records a change that was made (`action` on `target`) in the audit
+    /// trail, and answers `done`.
+    async fn recorded<R>(
+        &self,
+        caller: Option<&Caller>,
+        action: &str,
+        target: serde_json::Value,
+        done: R,
+    ) -> Result<Response<R>, Status> {
+        self.audit.record_call(caller, action, target, 1).await?;
+        Ok(Response::new(done))
+    }
 }
 
 #[tonic::async_trait]
@@ -56,10 +77,7 @@ impl cluster_server::Cluster for ClusterService {
         &self,
         request: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::TransferLeaderResponse>, Status> {
-        let caller = caller(&request).cloned();
-        self.access.check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
-        let cluster = self.cluster()?;
-        let request = request.into_inner();
+        let (caller, cluster, request) = self.admit(request)?;
         let group = GroupId::new(request.topic, request.partition);
         let done = cluster.transfer_leader(&group, request.to_node_id).await?;
         let target = serde_json::json!({
@@ -68,55 +86,38 @@ impl cluster_server::Cluster for ClusterService {
             "to": done.leader_id,
             "term": done.term,
         });
-        self.audit
-            .record_call(caller.as_ref(), "transfer_leader", target, 1)
-            .await?;
-        Ok(Response::new(done))
+        self.recorded(caller.as_ref(), "transfer_leader", target, done)
+            .await
     }
 
     async fn add_node(
         &self,
         request: Request<v1::AddNodeRequest>,
     ) -> Result<Response<v1::AddNodeResponse>, Status> {
-        let caller = caller(&request).cloned();
-        self.access.check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
-        let cluster = self.cluster()?;
-        let request = request.into_inner();
+        let (caller, cluster, request) = self.admit(request)?;
         let done = cluster.add_node(request.node_id, &request.peer_address).await?;
         let target = serde_json::json!({
             "node_id": request.node_id,
             "peer_address": request.peer_address,
         });
-        self.audit
-            .record_call(caller.as_ref(), "add_node", target, 1)
-            .await?;
-        Ok(Response::new(done))
+        self.recorded(caller.as_ref(), "add_node", target, done).await
     }
 
     async fn remove_node(
         &self,
         request: Request<v1::RemoveNodeRequest>,
     ) -> Result<Response<v1::RemoveNodeResponse>, Status> {
-        let caller = caller(&request).cloned();
-        self.access.check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
-        let cluster = self.cluster()?;
-        let node_id = request.into_inner().node_id;
-        let done = cluster.remove_node(node_id).await?;
-        let target = serde_json::json!({ "node_id": node_id });
-        self.audit
-            .record_call(caller.as_ref(), "remove_node", target, 1)
-            .await?;
-        Ok(Response::new(done))
+        let (caller, cluster, request) = self.admit(request)?;
+        let done = cluster.remove_node(request.node_id).await?;
+        let target = serde_json::json!({ "node_id": request.node_id });
+        self.recorded(caller.as_ref(), "remove_node", target, done).await
     }
 
     async fn move_replica(
         &self,
         request: Request<v1::MoveReplicaRequest>,
     ) -> Result<Response<v1::MoveReplicaResponse>, Status> {
-        let caller = caller(&request).cloned();
-        self.access.check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
-        let cluster = self.cluster()?;
-        let request = request.into_inner();
+        let (caller, cluster, request) = self.admit(request)?;
         let done = cluster
             .move_replica(
                 &request.topic,
@@ -132,9 +133,6 @@ impl cluster_server::Cluster for ClusterService {
             "to": request.to_node_id,
             "replicas": done.replicas,
         });
-        self.audit
-            .record_call(caller.as_ref(), "move_replica", target, 1)
-            .await?;
-        Ok(Response::new(done))
+        self.recorded(caller.as_ref(), "move_replica", target, done).await
     }
 }
