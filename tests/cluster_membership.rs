@@ -17,7 +17,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::cluster::{TestCluster, WAIT, runtime};
+use common::cluster::{TestCluster, WAIT, campaign_rounds, runtime};
 use spool_client::jobs::{Claim, Finish, JobState, NewJob};
 use spool_client::{Client, Durability, Error, NewTopic};
 
@@ -280,11 +280,7 @@ const MOVE_FAULTS: [&str; 4] = [
 #[test]
 #[ignore = "a long campaign: scripts/cluster-chaos.sh --membership ROUNDS runs it"]
 fn membership_rounds() -> Result<()> {
-    let rounds: u64 = std::env::var("CHAOS_ROUNDS")
-        .context("CHAOS_ROUNDS names the number of rounds")?
-        .parse()
-        .context("CHAOS_ROUNDS is a number")?;
-    run_moves(rounds)
+    run_moves(campaign_rounds()?)
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::Spoold;
-use common::cluster::{TestCluster, WAIT, one_record_request, runtime};
+use common::cluster::{TestCluster, WAIT, campaign_rounds, one_record_request, runtime};
 use common::job_load::JobLoad;
 use spool_client::{Client, Code, Error, NewTopic};
 
@@ -426,11 +426,7 @@ fn every_fault_once() -> Result<()> {
 #[test]
 #[ignore = "a long fault campaign: scripts/cluster-chaos.sh ROUNDS runs it"]
 fn chaos_rounds() -> Result<()> {
-    let rounds: u64 = std::env::var("CHAOS_ROUNDS")
-        .context("CHAOS_ROUNDS names the number of rounds")?
-        .parse()
-        .context("CHAOS_ROUNDS is a number")?;
-    run_faults(rounds)
+    run_faults(campaign_rounds()?)
 }
 
 /// `rounds` rounds under a producer at QUORUM through the nodes that do

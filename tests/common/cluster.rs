@@ -66,6 +66,15 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The number of rounds a campaign runs (`CHAOS_ROUNDS`, which
+/// `scripts/cluster-chaos.sh` sets).
+pub fn campaign_rounds() -> Result<u64> {
+    std::env::var("CHAOS_ROUNDS")
+        .context("CHAOS_ROUNDS names the number of rounds")?
+        .parse()
+        .context("CHAOS_ROUNDS is a number")
+}
+
 pub struct TestCluster {
     pub nodes: BTreeMap<u64, Spoold>,
     /// Data directories, kept across restarts.
