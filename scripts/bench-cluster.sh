@@ -27,6 +27,11 @@
 #
 #   scripts/bench-cluster.sh [--quick] [--no-build]
 #
+# Environment: SPOOL_BENCH_KILLS=N sets KILLS; SPOOL_BENCH_CLUSTER_ONLY=1
+# skips step 3 and the single node's part of 4b (for comparisons of
+# cluster builds, scripts/bench-openraft-versions.sh). With --no-build the
+# binaries are those under CARGO_TARGET_DIR (default target).
+#
 # Output: the whole log in target/bench-cluster/<timestamp>.log, JSON lines
 # (each figure with its command) in target/bench-cluster/<timestamp>.jsonl,
 # servers' logs in target/bench-cluster/<timestamp>-logs/. Installs jq with
@@ -47,6 +52,8 @@ jobs_count=300000
 if [ "$quick" = 1 ]; then
   produce_count=200000 latency_s=3 kills=5 jobs_count=30000
 fi
+kills="${SPOOL_BENCH_KILLS:-$kills}"
+cluster_only="${SPOOL_BENCH_CLUSTER_ONLY:-0}"
 
 bench_section "machine"
 bench_machine "$scratch" "$target_dir"
@@ -92,12 +99,14 @@ jobs_end_to_end() {
   fi
 }
 
-bench_section "single node, FSYNC"
-spoold_start single "$scratch/single" --admin-listen off
-produce_and_latency single fsync "" ""
-bench_quiet
-jobs_end_to_end single ""
-spoold_stop TERM
+if [ "$cluster_only" != 1 ]; then
+  bench_section "single node, FSYNC"
+  spoold_start single "$scratch/single" --admin-listen off
+  produce_and_latency single fsync "" ""
+  bench_quiet
+  jobs_end_to_end single ""
+  spoold_stop TERM
+fi
 
 bench_section "three nodes, QUORUM"
 declare -a peer_ports client_ports node_pids
