@@ -27,10 +27,11 @@
 #
 #   scripts/bench-cluster.sh [--quick] [--no-build]
 #
-# Environment: SPOOL_BENCH_KILLS=N sets KILLS; SPOOL_BENCH_CLUSTER_ONLY=1
-# skips step 3 and the single node's part of 4b (for comparisons of
-# cluster builds, scripts/bench-openraft-versions.sh). With --no-build the
-# binaries are those under CARGO_TARGET_DIR (default target).
+# Environment (not SPOOL_*, which spoold refuses when unknown):
+# BENCH_CLUSTER_KILLS=N sets KILLS; BENCH_CLUSTER_ONLY=1 skips step 3 and
+# the single node's part of 4b (for comparisons of cluster builds,
+# scripts/bench-openraft-versions.sh). With --no-build the binaries are
+# those under CARGO_TARGET_DIR (default target).
 #
 # Output: the whole log in target/bench-cluster/<timestamp>.log, JSON lines
 # (each figure with its command) in target/bench-cluster/<timestamp>.jsonl,
@@ -52,8 +53,8 @@ jobs_count=300000
 if [ "$quick" = 1 ]; then
   produce_count=200000 latency_s=3 kills=5 jobs_count=30000
 fi
-kills="${SPOOL_BENCH_KILLS:-$kills}"
-cluster_only="${SPOOL_BENCH_CLUSTER_ONLY:-0}"
+kills="${BENCH_CLUSTER_KILLS:-$kills}"
+cluster_only="${BENCH_CLUSTER_ONLY:-0}"
 
 bench_section "machine"
 bench_machine "$scratch" "$target_dir"
