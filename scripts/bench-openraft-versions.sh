@@ -3,7 +3,9 @@
 # tree with scripts/openraft-0.10/engine.patch applied), on the cluster
 # figures of scripts/bench-cluster.sh (issue 13), in one time window:
 #
-#   1. two temporary git worktrees of HEAD; the patch applied to one;
+#   1. two temporary git worktrees of the commit the patch was made
+#      against (707fa87; --at REV for another, once the patch is made
+#      again there); the patch applied to one;
 #   2. cargo build --release -p spool-server -p spool-cli in each, one after
 #      the other, into TARGET/openraft-versions/target-0.9 and
 #      target-0.10 (kept, so the next run builds incrementally);
@@ -20,7 +22,7 @@
 #      exact commands, and where each run's log is.
 #
 #   scripts/bench-openraft-versions.sh [--runs N] [--kills N | --full]
-#       [--wait-load L] [--no-build --target-0.9 DIR --target-0.10 DIR]
+#       [--wait-load L] [--at REV] [--no-build --target-0.9 DIR --target-0.10 DIR]
 #
 #   --runs N     rounds (default 2)
 #   --kills N    kills per run (default 10); --full: 50, as bench-cluster.sh
@@ -43,10 +45,12 @@ runs=2
 kills=10
 build=1
 wait_load=""
+# The commit engine.patch is the diff against (scripts/openraft-0.10/README.md).
+base=707fa87
 target_09=""
 target_010=""
 usage() {
-  echo "usage: $script [--runs N] [--kills N | --full] [--wait-load L] [--no-build --target-0.9 DIR --target-0.10 DIR]" >&2
+  echo "usage: $script [--runs N] [--kills N | --full] [--wait-load L] [--at REV] [--no-build --target-0.9 DIR --target-0.10 DIR]" >&2
   exit 2
 }
 while [ $# -gt 0 ]; do
@@ -58,6 +62,7 @@ while [ $# -gt 0 ]; do
   --no-build) build=0 ;;
   --target-0.9) target_09="${2:?}" && shift ;;
   --target-0.10) target_010="${2:?}" && shift ;;
+  --at) base="${2:?}" && shift ;;
   -h | --help)
     sed -n '2,/^set -euo/p' "$script" | sed '$d; s/^# \{0,1\}//'
     exit 0
@@ -105,7 +110,7 @@ if [ "$build" = 1 ]; then
   case "$target_09" in /*) ;; *) target_09="$repo/$target_09" target_010="$repo/$target_010" ;; esac
   for version in 0.9 0.10; do
     tree="$scratch/wt-$version"
-    git -C "$repo" worktree add --detach "$tree" HEAD >/dev/null
+    git -C "$repo" worktree add --detach "$tree" "$base" >/dev/null
     worktrees+=("$tree")
   done
   echo "\$ git apply $patch (in $scratch/wt-0.10)"
