@@ -29,7 +29,7 @@ use openraft::BasicNode;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::time::Instant;
 
-use super::Replica;
+use super::{Replica, client_write_error};
 
 /// How long a leader left out of the new voters tries to hand its
 /// leadership to one that stays.
@@ -102,13 +102,7 @@ impl Replica {
         if status.role != Role::Leader {
             return Ok(None);
         }
-        let target = status
-            .voters
-            .iter()
-            .filter(|id| **id != self.node_id)
-            .max_by_key(|id| (status.matched.get(id).copied().flatten(), std::cmp::Reverse(**id)))
-            .copied();
-        let Some(target) = target else {
+        let Some(target) = status.most_caught_up_voter(|_| true) else {
             return Ok(None);
         };
         self.transfer_leadership(target, timeout).await?;
@@ -126,13 +120,7 @@ impl Replica {
         status: &super::status::ReplicaStatus,
         deadline: Instant,
     ) -> Error {
-        let target = status
-            .voters
-            .iter()
-            .filter(|id| voters.contains_key(id))
-            .max_by_key(|id| (status.matched.get(id).copied().flatten(), std::cmp::Reverse(**id)))
-            .copied();
-        let Some(target) = target else {
+        let Some(target) = status.most_caught_up_voter(|id| voters.contains_key(&id)) else {
             return Error::LeaderNotInVoters {
                 leader_id: self.node_id,
                 voters: voters.keys().copied().collect(),
@@ -191,13 +179,7 @@ impl Replica {
 /// openraft's refusal of a membership change in Spool's terms.
 fn membership_error(op: &'static str, error: RaftError<u64, ClientWriteError<u64, BasicNode>>) -> Error {
     match error {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => Error::NotLeader {
-            leader_id: forward.leader_id,
-        },
-        RaftError::APIError(other) => Error::Raft {
-            op,
-            source: Box::new(other),
-        },
+        RaftError::APIError(refusal) => client_write_error(op, refusal),
         RaftError::Fatal(fatal) => Error::Stopped {
             source: Box::new(fatal),
         },

@@ -130,17 +130,25 @@ fn write_outcome<E: std::error::Error + Send + Sync + 'static>(
 ) -> Result<Appended> {
     match answer {
         Ok(Ok(response)) => Ok(response.data),
-        Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(Error::NotLeader {
-            leader_id: forward.leader_id,
-        }),
-        Ok(Err(other)) => Err(Error::Raft {
-            op: "append a batch",
-            source: Box::new(other),
-        }),
+        Ok(Err(refusal)) => Err(client_write_error("append a batch", refusal)),
         Err(dropped) => Err(Error::Raft {
             op: "hear whether a batch was committed",
             source: Box::new(dropped),
         }),
+    }
+}
+
+/// openraft's refusal of a write (a batch, a membership change) in
+/// Spool's terms: the leader to ask instead, or why it was refused.
+fn client_write_error(op: &'static str, refusal: ClientWriteError<u64, BasicNode>) -> Error {
+    match refusal {
+        ClientWriteError::ForwardToLeader(forward) => Error::NotLeader {
+            leader_id: forward.leader_id,
+        },
+        other => Error::Raft {
+            op,
+            source: Box::new(other),
+        },
     }
 }
 

@@ -93,3 +93,17 @@ impl Replica {
         }
     }
 }
+
+impl ReplicaStatus {
+    /// On the leader: the voter, other than this replica and among those
+    /// `accept` takes, whose log matches the leader's furthest (the lowest
+    /// id among equals): where a leadership handed over loses the least
+    /// time. `None` when there is none.
+    pub fn most_caught_up_voter(&self, accept: impl Fn(u64) -> bool) -> Option<u64> {
+        self.voters
+            .iter()
+            .copied()
+            .filter(|id| *id != self.node_id && accept(*id))
+            .max_by_key(|id| (self.matched.get(id).copied().flatten(), std::cmp::Reverse(*id)))
+    }
+}

@@ -57,6 +57,9 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
                 return;
             }
         };
+        // Most commands are checkpoint commits: the nodes are looked at
+        // again only when one was added or removed.
+        let nodes_changed = commands.iter().any(|(_, command)| command.changes_nodes());
         let touched: BTreeSet<String> = {
             let mut state = cluster.state.write().expect("metadata lock");
             commands
@@ -64,7 +67,9 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
                 .filter_map(|(at, command)| state.apply(at, command))
                 .collect()
         };
-        follow_nodes(&cluster, &mut removed_reported);
+        if nodes_changed {
+            follow_nodes(&cluster, &mut removed_reported);
+        }
         for topic in touched {
             reconcile(&cluster, &topic).await;
         }

@@ -54,6 +54,16 @@ pub enum MetadataCommand {
     },
 }
 
+impl MetadataCommand {
+    /// Whether the command adds or removes a node.
+    pub fn changes_nodes(&self) -> bool {
+        matches!(
+            self,
+            MetadataCommand::AddNode { .. } | MetadataCommand::RemoveNode { .. }
+        )
+    }
+}
+
 /// A replicated topic as the metadata group knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicSpec {

@@ -354,13 +354,7 @@ impl Cluster {
             if status.role != spool_raft::Role::Leader {
                 continue;
             }
-            let target = status
-                .matched
-                .iter()
-                .filter(|(id, _)| **id != self.node_id && status.voters.contains(id))
-                .max_by_key(|(id, matched)| (**matched, std::cmp::Reverse(**id)))
-                .map(|(id, _)| *id);
-            let Some(target) = target else {
+            let Some(target) = status.most_caught_up_voter(|_| true) else {
                 continue;
             };
             transfers.spawn(async move {

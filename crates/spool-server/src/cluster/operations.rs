@@ -387,22 +387,21 @@ impl Cluster {
             .await?;
         }
         let mut voters = BTreeMap::new();
-        for id in done.iter().filter(|id| **id != from) {
+        for id in &done {
             let address = peers.get(id).ok_or_else(|| {
                 Status::failed_precondition(format!("node {id} is no longer a node of the cluster"))
             })?;
             voters.insert(*id, address.clone());
         }
         self.change_group_voters(&group, &both, &voters).await?;
-        let replicas: Vec<u64> = done.into_iter().filter(|id| voters.contains_key(id)).collect();
         self.propose(&MetadataCommand::SetReplicas {
             topic: topic.to_owned(),
             partition,
-            replicas: replicas.clone(),
+            replicas: done.clone(),
         })
         .await?;
         tracing::info!(%group, from, to, "a replica moved");
-        Ok(v1::MoveReplicaResponse { replicas })
+        Ok(v1::MoveReplicaResponse { replicas: done })
     }
 
     /// The nodes holding a replica of `group`, from the metadata: every
