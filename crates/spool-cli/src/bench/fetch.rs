@@ -63,13 +63,15 @@ pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchFetchArgs) -
     let mut records = 0u64;
     let mut value_bytes = 0u64;
     let mut turn = 0usize;
+    // One vector for every answer: see `Client::fetch_records_into`.
+    let mut fetched = Vec::new();
     let started = Instant::now();
     while requests < requests_total && !cursors.is_empty() {
         turn %= cursors.len();
         let (partition, offset, end) = cursors[turn];
         let request_started = Instant::now();
-        let (fetched, response) = client
-            .fetch_records(&topic.name, partition, offset, FETCH_BYTES_MAX, 0)
+        let response = client
+            .fetch_records_into(&topic.name, partition, offset, FETCH_BYTES_MAX, 0, &mut fetched)
             .await
             .explain(context.about(&topic.name))?;
         histogram.saturating_record(request_started.elapsed().as_micros() as u64);
