@@ -56,6 +56,14 @@ pub struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, global = true, env = "SPOOL_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<std::path::PathBuf>,
+    /// Threads of the client's runtime (default: one per core). One
+    /// request in flight needs one thread: with more, every hand-off
+    /// between the command and its connection wakes another thread
+    /// (`spool bench ... --threads 1` for the one-in-flight shapes;
+    /// docs/performance.md).
+    #[arg(long, global = true, env = "SPOOL_THREADS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -812,6 +820,18 @@ mod tests {
         assert_eq!(error.exit_code(), 2);
         let cli = Cli::try_parse_from(["spool", "--server", "http://h:1", "offsets", "t"]).unwrap();
         assert_eq!(cli.server(), "http://h:1");
+    }
+
+    #[test]
+    fn threads_is_a_global_count_of_at_least_one() {
+        let cli = Cli::try_parse_from(["spool", "bench", "fetch", "--threads", "1"]).unwrap();
+        assert_eq!(cli.threads, Some(1));
+        let cli = Cli::try_parse_from(["spool", "offsets", "t"]).unwrap();
+        assert_eq!(cli.threads, None);
+        for bad in ["0", "-1", "many", "5000"] {
+            let error = Cli::try_parse_from(["spool", "--threads", bad, "offsets", "t"]).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "--threads {bad}");
+        }
     }
 
     #[test]

@@ -61,7 +61,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             errln!("error: cannot start the async runtime: {error}");
@@ -69,7 +73,18 @@ fn main() -> ExitCode {
         }
     };
     let server = cli.server();
-    let result = runtime.block_on(run(cli));
+    // The command runs as a task on the runtime's workers, not on this
+    // thread: the client's connection tasks live there, and a command
+    // driven from the blocked main thread pays a wake of another thread and
+    // a context switch at every hand-off to them and back
+    // (docs/performance.md, "Third pass").
+    let result = runtime.block_on(async {
+        match tokio::spawn(run(cli)).await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(anyhow::anyhow!("the command's task stopped: {error}")),
+        }
+    });
     // Subscriptions and sender tasks may still be parked: do not wait.
     runtime.shutdown_background();
     match result {

@@ -12,7 +12,7 @@
 //! `main.rs` denies the `print!` family in this crate, so no command can
 //! bring the panic back.
 
-use std::io::{self, BufWriter, StdoutLock, Write};
+use std::io::{self, BufWriter, Stdout, Write};
 
 /// A write to stdout failed.
 #[derive(Debug)]
@@ -67,23 +67,25 @@ macro_rules! errln {
 pub(crate) use {errln, out, outln};
 
 /// Stdout with a buffer of its own, for commands that print records by the
-/// thousand.
+/// thousand. It holds `Stdout`, not a lock of it, so that a command using
+/// it can run as a task on any of the runtime's threads; the lock is taken
+/// once per full buffer.
 #[derive(Debug)]
 pub struct RecordsOut {
-    writer: BufWriter<StdoutLock<'static>>,
+    writer: BufWriter<Stdout>,
 }
 
 impl RecordsOut {
     pub fn new(capacity_bytes: usize) -> Self {
         RecordsOut {
-            writer: BufWriter::with_capacity(capacity_bytes, io::stdout().lock()),
+            writer: BufWriter::with_capacity(capacity_bytes, io::stdout()),
         }
     }
 
     /// Runs `write` against the buffered stdout.
     pub fn write(
         &mut self,
-        write: impl FnOnce(&mut BufWriter<StdoutLock<'static>>) -> io::Result<()>,
+        write: impl FnOnce(&mut BufWriter<Stdout>) -> io::Result<()>,
     ) -> Result<(), StdoutError> {
         write(&mut self.writer).map_err(StdoutError)
     }
