@@ -63,9 +63,11 @@ bench_setup small
 if [ "$quick" = 1 ]; then
   rounds=1 produce_s=2 xadd_count=10000 xadd_always_count=1000 fetch_count=3000
   enqueue_count=2000 worker_c1_count=2000 worker_c50_count=10000 dd_args=(64 200 2000)
+  batched_fetch_requests=300 latency_s=2
 else
   rounds=3 produce_s=10 xadd_count=100000 xadd_always_count=20000 fetch_count=30000
   enqueue_count=20000 worker_c1_count=20000 worker_c50_count=100000 dd_args=(1024 2000 20000)
+  batched_fetch_requests=3000 latency_s=10
 fi
 record_bytes=100
 bullmq_version="${BULLMQ_VERSION:-6.7.0}"
@@ -166,7 +168,7 @@ shape_produce1() {
   fi
   bench_section "round $round: produce, one record per request, $durability (Redis: appendfsync $fsync)"
   [ "$peer_first" = 1 ] && redis_xadd "redis.xadd.$fsync" "$round" "$port" "$count" "$fsync"
-  if spool_bench "spool.produce1.$durability.run$round" bench produce --records-per-request 1 --in-flight 1 \
+  if spool_bench "spool.produce1.$durability.run$round" --threads 1 bench produce --records-per-request 1 --in-flight 1 \
     --durability "$durability" --record-bytes "$record_bytes" --duration "${produce_s}s" --json; then
     record "spool.produce1.$durability" "$round" "$(jq -r .requests_per_s <<<"$RUN_JSON")" requests/s "$RUN_COMMAND" \
       "one record per Produce, one in flight; $(latency_note "$RUN_JSON" .latency_us)"
@@ -187,7 +189,7 @@ shape_fetch1() {
   local round="$1" peer_first="$2"
   bench_section "round $round: fetch, one record per request (Redis: XREADGROUP COUNT 1 + XACK)"
   [ "$peer_first" = 1 ] && redis_fetch1 "$round"
-  if spool_bench "spool.fetch1.run$round" bench fetch --records-per-request 1 --count "$fetch_count" \
+  if spool_bench "spool.fetch1.run$round" --threads 1 bench fetch --records-per-request 1 --count "$fetch_count" \
     --record-bytes "$record_bytes" --json; then
     record spool.fetch1 "$round" "$(jq -r .requests_per_s <<<"$RUN_JSON")" requests/s "$RUN_COMMAND" \
       "one Fetch per record, backlog preloaded untimed; $(latency_note "$RUN_JSON" .latency_us)"
@@ -214,7 +216,7 @@ shape_enqueue1() {
   local round="$1" peer_first="$2"
   bench_section "round $round: one job enqueued per request (BullMQ: Queue.add awaited)"
   [ "$peer_first" = 1 ] && bullmq_add "$round"
-  if spool_bench "spool.enqueue1.run$round" bench jobs --mode enqueue --single-enqueue --enqueuers 1 \
+  if spool_bench "spool.enqueue1.run$round" --threads 1 bench jobs --mode enqueue --single-enqueue --enqueuers 1 \
     --count "$enqueue_count" --payload-bytes "$record_bytes" --json; then
     record spool.enqueue1 "$round" "$(jq -r .jobs_per_s <<<"$RUN_JSON")" jobs/s "$RUN_COMMAND" \
       "one Enqueue RPC per job, durable (fsynced), one in flight; $(latency_note "$RUN_JSON" .enqueue_round_trip_us)"
@@ -236,7 +238,10 @@ shape_worker() {
   count="$([ "$concurrency" = 1 ] && echo "$worker_c1_count" || echo "$worker_c50_count")"
   bench_section "round $round: worker at concurrency $concurrency on a preloaded backlog of $count no-op jobs"
   [ "$peer_first" = 1 ] && bullmq_worker "$concurrency" "$round" "$count"
-  if spool_bench "spool.worker.c$concurrency.run$round" bench jobs --mode backlog --worker-runtime --consumers 1 \
+  # One job in flight needs one client thread (`--threads`, docs/performance.md).
+  local threads=()
+  [ "$concurrency" = 1 ] && threads=(--threads 1)
+  if spool_bench "spool.worker.c$concurrency.run$round" "${threads[@]}" bench jobs --mode backlog --worker-runtime --consumers 1 \
     --claim-batch "$concurrency" --count "$count" --payload-bytes "$record_bytes" --json; then
     record "spool.worker.c$concurrency" "$round" "$(jq -r .jobs_per_s <<<"$RUN_JSON")" jobs/s "$RUN_COMMAND" \
       "Rust worker runtime, concurrency $concurrency, no-op handler, backlog enqueued first (untimed); claims $(jq -r .claims <<<"$RUN_JSON"), FinishBatch calls $(jq -r .finish_batches <<<"$RUN_JSON"); completion interval p50 $(jq -r .latency_us.p50 <<<"$RUN_JSON") µs, p99 $(jq -r .latency_us.p99 <<<"$RUN_JSON") µs"
@@ -244,7 +249,53 @@ shape_worker() {
   [ "$peer_first" = 1 ] || bullmq_worker "$concurrency" "$round" "$count"
 }
 
-shapes=("produce1 none" "produce1 fsync" "fetch1" "enqueue1" "worker 1" "worker 50")
+# The batched shapes of issue 15 (one request of 1,000 records in flight,
+# NONE), whose targets are figures, not a peer run here (Apache Iggy, the
+# issue's peer for them, is not in any registry this machine reaches).
+shape_batched() {
+  local round="$1" fetch_batched_count
+  fetch_batched_count=$((batched_fetch_requests * 1000))
+  bench_section "round $round: batches of 1,000 records, one request in flight, NONE (no peer: targets 1.5M produce, 2.7M fetch)"
+  if spool_bench "spool.produce1000.run$round" --threads 1 bench produce --records-per-request 1000 --in-flight 1 \
+    --durability none --record-bytes "$record_bytes" --duration "${produce_s}s" --json; then
+    record spool.produce1000 "$round" "$(jq -r .records_per_s <<<"$RUN_JSON")" records/s "$RUN_COMMAND" \
+      "1,000 records per Produce, one in flight; $(latency_note "$RUN_JSON" .latency_us)"
+  fi
+  if spool_bench "spool.fetch1000.run$round" --threads 1 bench fetch --records-per-request 1000 \
+    --count "$fetch_batched_count" --record-bytes "$record_bytes" --json; then
+    record spool.fetch1000 "$round" "$(jq -r .records_per_s <<<"$RUN_JSON")" records/s "$RUN_COMMAND" \
+      "one Fetch per stored batch of 1,000 records, backlog preloaded untimed; $(latency_note "$RUN_JSON" .latency_us)"
+  fi
+}
+
+# End-to-end latency at 10,000 records/s: Spool's producer to its
+# subscriber beside Redis XADD to XREADGROUP BLOCK (redis-py, everysec).
+redis_latency() {
+  local round="$1"
+  if run_json "redis.latency.run$round" "$PYTHON" scripts/lib/redis_bench.py latency --port "$redis_everysec_port" \
+    --stream "latency$round" --rate 10000 --seconds "$latency_s" --record-bytes "$record_bytes"; then
+    record redis.latency.p50 "$round" "$(jq -r '.latency_ms.p50 * 1000' <<<"$RUN_JSON")" µs "$RUN_COMMAND" \
+      "XADD paced at 10,000/s to XREADGROUP BLOCK (redis-py); p99 $(jq -r .latency_ms.p99 <<<"$RUN_JSON") ms"
+    record redis.latency.p99 "$round" "$(jq -r '.latency_ms.p99 * 1000' <<<"$RUN_JSON")" µs "$RUN_COMMAND" \
+      "XADD paced at 10,000/s to XREADGROUP BLOCK (redis-py)"
+  fi
+}
+
+shape_latency() {
+  local round="$1" peer_first="$2"
+  bench_section "round $round: end to end at 10,000 records/s (Redis: XADD to XREADGROUP BLOCK)"
+  [ "$peer_first" = 1 ] && redis_latency "$round"
+  if spool_bench "spool.latency.run$round" bench latency --rate 10000 --duration "${latency_s}s" \
+    --record-bytes "$record_bytes" --json; then
+    record spool.latency.p50 "$round" "$(jq -r .latency_us.p50 <<<"$RUN_JSON")" µs "$RUN_COMMAND" \
+      "producer paced at 10,000 records/s to a subscriber; p99 $(jq -r .latency_us.p99 <<<"$RUN_JSON") µs"
+    record spool.latency.p99 "$round" "$(jq -r .latency_us.p99 <<<"$RUN_JSON")" µs "$RUN_COMMAND" \
+      "producer paced at 10,000 records/s to a subscriber"
+  fi
+  [ "$peer_first" = 1 ] || redis_latency "$round"
+}
+
+shapes=("produce1 none" "produce1 fsync" "fetch1" "enqueue1" "worker 1" "worker 50" "batched" "latency")
 for ((round = 1; round <= rounds; round++)); do
   peer_first=$((round % 2 == 0 ? 1 : 0))
   for ((i = 0; i < ${#shapes[@]}; i++)); do
@@ -254,6 +305,8 @@ for ((round = 1; round <= rounds; round++)); do
     fetch1) shape_fetch1 "$round" "$peer_first" ;;
     enqueue1) shape_enqueue1 "$round" "$peer_first" ;;
     worker) shape_worker "${shape[1]}" "$round" "$peer_first" ;;
+    batched) shape_batched "$round" ;;
+    latency) shape_latency "$round" "$peer_first" ;;
     esac
   done
 done
@@ -264,7 +317,8 @@ stop_tracked
 # ---------------------------------------------------------------------------
 bench_section "medians of $rounds round(s)"
 for key in spool.produce1.none redis.xadd.everysec spool.produce1.fsync redis.xadd.always spool.fetch1 \
-  redis.xreadgroup1 spool.enqueue1 bullmq.add spool.worker.c1 bullmq.worker.c1 spool.worker.c50 bullmq.worker.c50; do
+  redis.xreadgroup1 spool.enqueue1 bullmq.add spool.worker.c1 bullmq.worker.c1 spool.worker.c50 bullmq.worker.c50 \
+  spool.produce1000 spool.fetch1000 spool.latency.p50 redis.latency.p50 spool.latency.p99 redis.latency.p99; do
   if [ -z "${runs[$key]:-}" ]; then
     report_skip "$key" "no successful run"
     continue
@@ -272,6 +326,8 @@ for key in spool.produce1.none redis.xadd.everysec spool.produce1.fsync redis.xa
   read -ra values <<<"${runs[$key]}"
   case "$key" in
   spool.enqueue1 | spool.worker.* | bullmq.*) unit=jobs/s ;;
+  *.latency.*) unit=µs ;;
+  spool.produce1000 | spool.fetch1000) unit=records/s ;;
   *) unit=requests/s ;;
   esac
   report "$key" "$(median "${values[@]}")" "$unit" "" "${commands[$key]} (median of runs: ${values[*]})" \
@@ -283,6 +339,8 @@ if [ "${#steals[@]}" -gt 0 ]; then
 fi
 
 bench_section "Spool / peer (issue 15 targets)"
+report target.produce1000 1500000 records/s "" "issue 15" "1.5 x Apache Iggy's 1.01M in the issue's table"
+report target.fetch1000 2700000 records/s "" "issue 15" "1.5 x Apache Iggy's 1.83M in the issue's table"
 report_ratio ratio.produce1.none spool.produce1.none redis.xadd.everysec ">= 1" \
   "one record per produce request, NONE / Redis XADD one per round trip (appendfsync everysec): at least Redis"
 report_ratio ratio.produce1.fsync spool.produce1.fsync redis.xadd.always ">= 0.5" \
@@ -295,6 +353,14 @@ report_ratio ratio.worker.c1 spool.worker.c1 bullmq.worker.c1 ">= 1" \
   "worker runtime at concurrency 1 / BullMQ Worker at concurrency 1: at least BullMQ"
 report_ratio ratio.worker.c50 spool.worker.c50 bullmq.worker.c50 ">= 5" \
   "worker runtime at concurrency 50 / BullMQ Worker at concurrency 50: at least 5x BullMQ"
+report_ratio ratio.latency.p50 redis.latency.p50 spool.latency.p50 ">= 1" \
+  "end to end at 10,000 records/s, Redis p50 / Spool p50: Spool's p50 at most Redis's"
+report_ratio ratio.latency.p99 redis.latency.p99 spool.latency.p99 ">= 1" \
+  "end to end at 10,000 records/s, Redis p99 / Spool p99: Spool's p99 at most Redis's"
+report_ratio ratio.produce1000 spool.produce1000 target.produce1000 ">= 1" \
+  "batches of 1,000, one in flight, NONE / 1.5M records/s (1.5x the issue's Iggy figure)"
+report_ratio ratio.fetch1000 spool.fetch1000 target.fetch1000 ">= 1" \
+  "batches of 1,000, one in flight / 2.7M records/s (1.5x the issue's Iggy figure)"
 
 bench_section "summary ($([ "$quick" = 1 ] && echo 'quick run: a smoke test, not a measurement' || echo 'full run'))"
 report_table
