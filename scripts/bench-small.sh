@@ -31,7 +31,17 @@
 #                      bullmq_bench.cjs PORT N 1: a Worker at concurrency 1
 #                        draining N jobs added first (process_jobs_per_s)
 #      worker.c50      the same at concurrency 50 (--claim-batch 50);
+#      batched         spool bench produce --records-per-request 1000
+#                        --in-flight 1 --durability none, then spool bench
+#                        fetch --records-per-request 1000 (no peer: the
+#                        issue's targets are 1.5M and 2.7M records/s)
+#      latency         spool bench latency --rate 10000 --duration T
+#                      redis_bench.py latency --rate 10000: XADD paced to
+#                        XREADGROUP BLOCK (appendfsync everysec)
+#      The Spool commands with one request in flight run with --threads 1
+#      (one runtime thread in the client; docs/performance.md, "Third pass").
 #   5. the median of the rounds for each figure, and each Spool/peer ratio
+#      (Redis/Spool for latencies, Spool/target for the batched shapes)
 #      against issue 15's target in a summary table; every run's figure
 #      carries its command and the CPU steal during it (the share of CPU
 #      time the host took from this virtual machine). JSON lines (each
@@ -50,7 +60,7 @@
 # target/bench-bullmq; BULLMQ_VERSION and IOREDIS_VERSION override 6.7.0
 # and 5.11.1). Scratch data goes to a fresh directory under
 # SPOOL_SCRATCH_DIR, else TMPDIR, else /tmp, removed at the end. A full run
-# takes about 8 minutes after the build.
+# takes about 12 minutes after the build.
 set -euo pipefail
 export LC_ALL=C
 

@@ -101,8 +101,12 @@ pub async fn run(context: &Context, topic: &BenchTopic, args: &BenchLatencyArgs)
         .map_err(|_| anyhow::anyhow!("the consumer task panicked"))?
         .explain(context.about(&topic.name))?;
     let elapsed = origin.elapsed();
-    let produced = pacer
-        .join()
+    // Joined from the blocking pool: the pacer's last step (closing the
+    // producer) needs the runtime's workers, and with `--threads 1` this
+    // task holds the only one.
+    let produced = tokio::task::spawn_blocking(move || pacer.join())
+        .await
+        .map_err(|_| anyhow::anyhow!("the producer thread's join failed"))?
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
     produced.explain(context.about(&topic.name))?;
     if received < total {
