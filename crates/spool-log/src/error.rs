@@ -158,6 +158,12 @@ pub enum Error {
     #[error("cannot truncate at {requested}: offsets below {committed} are committed")]
     TruncateBelowCommitted { requested: u64, committed: u64 },
 
+    /// A restart of the log ([`crate::Partition::restart_at`]) below the
+    /// committed offset, which would remove records that consensus already
+    /// committed. Nothing was changed.
+    #[error("cannot restart the log at {requested}: offsets below {committed} are committed")]
+    RestartBelowCommitted { requested: u64, committed: u64 },
+
     /// A committed offset beyond what is on disk in this partition.
     #[error("cannot commit up to {requested}: only offsets below {durable} are durable")]
     CommitBeyondDurable { requested: u64, durable: u64 },

@@ -390,6 +390,16 @@ pub(crate) fn delete_snapshots_after(dir: &Path, offset: u64) -> Result<()> {
     Ok(())
 }
 
+/// Deletes every snapshot, when the log they describe is replaced
+/// (`Partition::restart_at`).
+pub(crate) fn delete_snapshots(dir: &Path) -> Result<()> {
+    for old in snapshot_offsets(dir)? {
+        let path = snapshot_path(dir, old);
+        std::fs::remove_file(&path).map_err(|e| Error::io("remove", path, e))?;
+    }
+    Ok(())
+}
+
 /// The newest snapshot at or below `end` that reads back, with its offset;
 /// `None` when there is none (the log is then replayed from its start).
 /// A snapshot that does not decode is skipped with a warning: it only
