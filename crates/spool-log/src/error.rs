@@ -158,6 +158,12 @@ pub enum Error {
     #[error("cannot truncate at {requested}: offsets below {committed} are committed")]
     TruncateBelowCommitted { requested: u64, committed: u64 },
 
+    /// A producer table handed to
+    /// [`crate::Partition::restart_at_with_producers`] that does not
+    /// decode. Nothing was changed.
+    #[error("the producer table for a restarted log does not decode: {reason}")]
+    BadProducerTable { reason: String },
+
     /// A restart of the log ([`crate::Partition::restart_at`]) below the
     /// committed offset, which would remove records that consensus already
     /// committed. Nothing was changed.

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use spool_log::batch::{self, BatchLimits, ProducerFields};
+use spool_log::producers::SequenceCheck;
 use spool_log::{Durability, Error, FaultInjector, Partition, Record, Store, StoreConfig, TopicConfig};
 
 fn config(faults: Option<Arc<FaultInjector>>) -> StoreConfig {
@@ -332,4 +334,92 @@ fn a_log_whose_first_segment_starts_past_zero_recovers_and_appends() {
     let (_store, partition) = open(dir.path());
     assert_eq!(partition.log_start_offset(), start);
     assert_eq!(offsets(&partition), (start..recovered + 3).collect::<Vec<_>>());
+}
+
+/// A batch of one record from producer `id` (epoch 0) with `sequence`.
+fn producer_batch(id: i64, sequence: i32) -> Vec<u8> {
+    let value = format!("{id}-{sequence}");
+    let limits = BatchLimits {
+        record_bytes_max: 1 << 20,
+        batch_bytes_max: 1 << 20,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut bytes = batch::encode_to_vec(&[Record::value(value.as_bytes())], now, limits).unwrap();
+    batch::stamp_producer(
+        &mut bytes,
+        ProducerFields {
+            producer_id: id,
+            producer_epoch: 0,
+            base_sequence: sequence,
+        },
+    );
+    bytes
+}
+
+fn fields(id: i64, sequence: i32) -> ProducerFields {
+    ProducerFields {
+        producer_id: id,
+        producer_epoch: 0,
+        base_sequence: sequence,
+    }
+}
+
+#[test]
+fn a_restart_with_a_producer_table_keeps_the_producers_below_the_new_start() {
+    // The log the restart comes from: producer 7's batches 0 to 3, then
+    // producer 8's first batch past the snapshot's offset.
+    let source_dir = tempfile::tempdir().unwrap();
+    let (_source_store, source) = open(source_dir.path());
+    for sequence in 0..4 {
+        source
+            .append_encoded(&producer_batch(7, sequence), Durability::None)
+            .unwrap();
+    }
+    let start = source.high_watermark();
+    source
+        .append_encoded(&producer_batch(8, 0), Durability::None)
+        .unwrap();
+    let table = source.producer_snapshot_below(start);
+
+    let faults = Arc::new(FaultInjector::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (store, partition) = open_with(dir.path(), Some(Arc::clone(&faults)));
+    fill(&partition, 1);
+    let error = partition
+        .restart_at_with_producers(start, 1, b"not a table")
+        .unwrap_err();
+    assert!(matches!(error, Error::BadProducerTable { .. }), "{error:?}");
+    assert!(
+        partition.high_watermark() > 0,
+        "a refused restart changes nothing"
+    );
+
+    // A crash after the old files went: the open finishes the restart,
+    // producer table included.
+    faults.set_restart_crash_step(2);
+    partition.restart_at_with_producers(start, 1, &table).unwrap_err();
+    faults.set_restart_crash_step(0);
+    store.simulate_crash();
+    let (_store, partition) = open(dir.path());
+    assert_restarted(&partition, start, 1, 0);
+    assert_eq!(partition.producer_entry(7), source.producer_entry(7));
+    assert_eq!(
+        partition.producer_entry(8),
+        None,
+        "producer 8's batch is past the start"
+    );
+    // A retry of a batch below the start is a duplicate, not a new batch;
+    // the producer goes on from its last sequence.
+    assert!(matches!(
+        partition.check_producer(fields(7, 0), 1).unwrap(),
+        SequenceCheck::Duplicate(original) if original.base_offset == 0
+    ));
+    assert!(matches!(
+        partition.check_producer(fields(7, 4), 1).unwrap(),
+        SequenceCheck::Append
+    ));
+    assert!(partition.check_producer(fields(7, 6), 1).is_err());
 }

@@ -41,8 +41,9 @@ const FIXED_BYTES: usize = 4 + 4 + 1 + 8 + 8 + 1 + 8 + 8 + 4;
 const CRC_BYTES: usize = 4;
 const RESTART_PENDING: u8 = 1;
 /// The largest snapshot the file holds: a partition's snapshot is a
-/// membership (a few hundred bytes per node) and a few offsets.
-pub const SNAPSHOT_BYTES_MAX: usize = 1 << 20;
+/// membership (a few hundred bytes per node), a few offsets and the
+/// producer table (at most 16 MiB, twice that in hex).
+pub const SNAPSHOT_BYTES_MAX: usize = 64 << 20;
 
 /// A log entry's id: its term and Raft index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

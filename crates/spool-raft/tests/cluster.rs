@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Cluster, WAIT, values};
+use common::cluster::{Cluster, WAIT, producer_batch, values};
 use common::{Ack, committed_batches, encoded_batch, limits};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -313,29 +313,6 @@ async fn candidates_that_time_out_together_still_elect_a_leader_soon() -> Result
     // Two timeouts (lease and election) are 0.6 s; a split vote costs up
     // to 0.9 s more. Several in a row mean the candidates stayed in step.
     cluster.check_failovers(slowest).await
-}
-
-/// An idempotent producer's batch: `count` records named by `tag`, from
-/// producer `producer_id` (epoch 0) numbered from `base_sequence`.
-fn producer_batch(tag: &str, count: usize, producer_id: i64, base_sequence: i32) -> Bytes {
-    let values: Vec<Vec<u8>> = (0..count).map(|i| format!("{tag}/{i}").into_bytes()).collect();
-    let records: Vec<Record<'_>> = values.iter().map(|v| Record::value(v)).collect();
-    // The producer table forgets producers by their batches' timestamps:
-    // these must be recent.
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64;
-    let mut bytes = batch::encode_to_vec(&records, now_ms, limits()).expect("a small batch encodes");
-    batch::stamp_producer(
-        &mut bytes,
-        batch::ProducerFields {
-            producer_id,
-            producer_epoch: 0,
-            base_sequence,
-        },
-    );
-    Bytes::from(bytes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

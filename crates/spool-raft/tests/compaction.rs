@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::cluster::{Cluster, WAIT};
+use common::Ack;
+use common::cluster::{Cluster, WAIT, producer_batch};
 
 use anyhow::{Context, Result, ensure};
 
@@ -338,6 +339,67 @@ async fn a_crash_before_an_installed_snapshot_restarted_the_log_is_finished_at_o
     assert_eq!(partition.log_start_offset(), start);
     let leader = cluster.wait_for_leader(0, &[]).await?;
     cluster.write(leader, "after", 10).await?;
+    cluster.check_acknowledged_writes().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_restarted_from_a_snapshot_keeps_the_producers_below_its_start() -> Result<()> {
+    let mut cluster = Cluster::start().await?;
+    let leader = cluster.wait_for_leader(0, &[]).await?;
+    // Producer 41's batches 0 to 4, before the follower stops.
+    let mut originals = Vec::new();
+    for sequence in 0..5 {
+        let batch = producer_batch(&format!("p-{sequence}"), 2, 41, sequence * 2);
+        let appended = cluster.replica(leader).append(batch).await?;
+        ensure!(!appended.duplicate);
+        cluster.acks.push(Ack {
+            tag: format!("p-{sequence}"),
+            count: 2,
+            appended,
+        });
+        originals.push(appended);
+    }
+    let (follower, leader) = lag_a_follower_behind_a_purge(&mut cluster).await?;
+    cluster.start_node(follower).await?;
+    let old_end = cluster.replica(follower).partition().high_watermark();
+    let replica = cluster.replica(follower).clone();
+    eventually("the follower installs a snapshot", || {
+        replica.partition().log_start_offset() > old_end && replica.status().purged_index.is_some()
+    })
+    .await?;
+    ensure!(replica.partition().log_start_offset() > originals[4].next_offset);
+    ensure!(
+        replica.partition().producer_entry(41).is_some(),
+        "the snapshot carried producer 41"
+    );
+
+    // The follower leads now: a retry of a batch below its log start is
+    // answered with the original's offsets, and the producer goes on.
+    cluster
+        .replica(leader)
+        .transfer_leadership(follower, WAIT)
+        .await?;
+    let leader = cluster.wait_for_leader(0, &[]).await?;
+    ensure!(leader == follower, "node {leader} leads");
+    for (sequence, original) in [(0, originals[0]), (4, originals[4])] {
+        let retry = producer_batch(&format!("p-{sequence}"), 2, 41, sequence * 2);
+        let answer = cluster.replica(leader).append(retry).await?;
+        ensure!(
+            answer.duplicate && answer.base_offset == original.base_offset,
+            "a retry of batch {sequence} answered {answer:?}"
+        );
+    }
+    let next = cluster
+        .replica(leader)
+        .append(producer_batch("p-5", 2, 41, 10))
+        .await?;
+    ensure!(!next.duplicate);
+    cluster.acks.push(Ack {
+        tag: "p-5".to_owned(),
+        count: 2,
+        appended: next,
+    });
     cluster.check_acknowledged_writes().await?;
     Ok(())
 }

@@ -3,15 +3,16 @@
 //! follower's log does when it installs a snapshot of entries it never
 //! received.
 //!
-//! Crash safety rests on one small file, `log-restart` (28 bytes,
-//! little-endian: magic `SPLR`, version u32 (1), the new start offset u64,
-//! the term u64, CRC-32 of the 24 bytes before it), written atomically
-//! before anything else changes. Without it the old log is whole; with it,
+//! Crash safety rests on one small file, `log-restart` (little-endian:
+//! magic `SPLR`, version u32 (1), the new start offset u64, the term u64,
+//! the producer table's length u32 and bytes, CRC-32 of everything before
+//! it), written atomically before anything else changes. Without it the old log is whole; with it,
 //! the partition's open finishes the restart before recovery reads a
 //! segment ([`finish_pending`]), and the steps that follow it are all
 //! idempotent: remove every segment file, the recovery point and the
-//! producer snapshots, write the term list, create the new empty segment,
-//! and remove the file last. So a crash at any point leaves either the old
+//! producer snapshots, write the producer table given (if any) as the
+//! snapshot at the new start, write the term list, create the new empty
+//! segment, and remove the file last. So a crash at any point leaves either the old
 //! log or the new one, never a mix. `docs/storage-format.md` (section 5.2)
 //! lists the steps.
 
@@ -31,46 +32,62 @@ use crate::terms::{TERM_MAX, TermLog};
 pub const FILE_NAME: &str = "log-restart";
 const MAGIC: &[u8; 4] = b"SPLR";
 const VERSION: u32 = 1;
-const BYTES: usize = 28;
+/// Magic, version, offset, term and the producer table's length.
+const FIXED_BYTES: usize = 28;
+const CRC_BYTES: usize = 4;
 
 /// A restart decided but maybe not finished: the content of `log-restart`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingRestart {
     offset: u64,
     term: u64,
+    /// The producer table of the new log (a `.producers` snapshot's
+    /// bytes); empty for none.
+    producers: Vec<u8>,
 }
 
 impl PendingRestart {
-    fn encode(&self) -> [u8; BYTES] {
-        let mut out = [0u8; BYTES];
-        out[..4].copy_from_slice(MAGIC);
-        out[4..8].copy_from_slice(&VERSION.to_le_bytes());
-        out[8..16].copy_from_slice(&self.offset.to_le_bytes());
-        out[16..24].copy_from_slice(&self.term.to_le_bytes());
-        let crc = crc32fast::hash(&out[..24]);
-        out[24..].copy_from_slice(&crc.to_le_bytes());
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED_BYTES + self.producers.len() + CRC_BYTES);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.term.to_le_bytes());
+        out.extend_from_slice(&(self.producers.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.producers);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
     fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
-        if bytes.len() != BYTES {
-            return Err(format!("{} bytes instead of {BYTES}", bytes.len()));
+        if bytes.len() < FIXED_BYTES + CRC_BYTES {
+            return Err(format!("{} bytes are too few", bytes.len()));
         }
         if &bytes[..4] != MAGIC {
             return Err("wrong magic".into());
         }
-        let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let version = u32_at(4);
         if version != VERSION {
             return Err(format!("unknown version {version}"));
         }
-        let crc = u32::from_le_bytes(bytes[24..].try_into().expect("4 bytes"));
-        if crc != crc32fast::hash(&bytes[..24]) {
+        let producers_len = u32_at(24) as usize;
+        if FIXED_BYTES + producers_len + CRC_BYTES != bytes.len() {
+            return Err(format!(
+                "{} bytes do not hold a producer table of {producers_len} bytes",
+                bytes.len()
+            ));
+        }
+        let body = bytes.len() - CRC_BYTES;
+        if u32_at(body) != crc32fast::hash(&bytes[..body]) {
             return Err("checksum mismatch".into());
         }
-        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         let restart = PendingRestart {
             offset: word(8),
             term: word(16),
+            producers: bytes[FIXED_BYTES..body].to_vec(),
         };
         if restart.term > TERM_MAX {
             return Err(format!("term {} is above the largest term", restart.term));
@@ -102,12 +119,23 @@ impl Partition {
     /// batches, never bytes of anything else); a read that starts after the
     /// call returns sees only the new log.
     pub fn restart_at(&self, offset: u64, term: u64) -> Result<()> {
-        self.shared.restart_at(offset, term)
+        self.shared.restart_at(offset, term, Vec::new())
+    }
+
+    /// [`Partition::restart_at`] whose new log starts with the producer
+    /// table `producers` (bytes of [`Partition::producer_snapshot_below`]
+    /// on the replica the log is restarted from) instead of an empty one:
+    /// it is written as the producer snapshot at `offset`, in the same
+    /// crash-safe steps. A table that does not decode is
+    /// [`Error::BadProducerTable`], with nothing changed.
+    pub fn restart_at_with_producers(&self, offset: u64, term: u64, producers: &[u8]) -> Result<()> {
+        producers::check_encoded(producers).map_err(|reason| Error::BadProducerTable { reason })?;
+        self.shared.restart_at(offset, term, producers.to_vec())
     }
 }
 
 impl PartitionShared {
-    fn restart_at(&self, offset: u64, term: u64) -> Result<()> {
+    fn restart_at(&self, offset: u64, term: u64, producers: Vec<u8>) -> Result<()> {
         if term > TERM_MAX {
             return Err(Error::LimitExceeded {
                 limit: "term_max",
@@ -130,7 +158,11 @@ impl PartitionShared {
                 committed,
             });
         }
-        let restart = PendingRestart { offset, term };
+        let restart = PendingRestart {
+            offset,
+            term,
+            producers,
+        };
         let result = (|| {
             // Fsync appends still waiting are answered for the log they
             // appended to.
@@ -138,7 +170,7 @@ impl PartitionShared {
             fsutil::write_atomic(&self.dir.join(FILE_NAME), &restart.encode())?;
             self.crash_point(1)?;
             let mut terms = self.terms.lock().expect("terms lock");
-            complete(&self.dir, restart, &self.settings, &mut terms, |step| {
+            complete(&self.dir, &restart, &self.settings, &mut terms, |step| {
                 self.crash_point(step)
             })
         })();
@@ -175,7 +207,8 @@ impl PartitionShared {
             .open_segments
             .fetch_sub(old.len() as u64, Ordering::SeqCst);
         self.context.open_segments.fetch_add(1, Ordering::SeqCst);
-        // Under the writer lock still: the table of the empty log.
+        // Under the writer lock still: the table of the empty log, or the
+        // one given, from the snapshot written at the new start.
         if let Err(error) = self.rebuild_producers() {
             tracing::error!(topic = %self.topic, partition = self.id, offset, %error, "rebuilding the producer table failed; refusing further appends until reopened");
             self.poison();
@@ -208,7 +241,7 @@ pub(crate) fn finish_pending(dir: &Path, settings: &SegmentSettings) -> Result<O
     };
     tracing::warn!(path = %path.display(), offset = restart.offset, "finishing a log restart that a crash interrupted");
     let mut terms = TermLog::load(dir)?;
-    let writer = complete(dir, restart, settings, &mut terms, |_| Ok(()))?;
+    let writer = complete(dir, &restart, settings, &mut terms, |_| Ok(()))?;
     // The recovery that follows opens the segment from its files again.
     drop(writer);
     Ok(Some(restart.offset))
@@ -218,16 +251,20 @@ pub(crate) fn finish_pending(dir: &Path, settings: &SegmentSettings) -> Result<O
 /// crash. `crash_point(step)` is called after step `step` (2 to 5).
 fn complete(
     dir: &Path,
-    restart: PendingRestart,
+    restart: &PendingRestart,
     settings: &SegmentSettings,
     terms: &mut TermLog,
     crash_point: impl Fn(u32) -> Result<()>,
 ) -> Result<SegmentWriter> {
     // 2. Every segment file and everything that describes the old log's
-    //    contents: the recovery point and the producer snapshots.
+    //    contents: the recovery point and the producer snapshots; then
+    //    the new log's producer table, if one was given.
     remove_segment_files(dir)?;
     RecoveryPoint::remove(dir)?;
     producers::delete_snapshots(dir)?;
+    if !restart.producers.is_empty() {
+        producers::store_encoded_snapshot(dir, restart.offset, &restart.producers)?;
+    }
     fsutil::sync_dir(dir)?;
     crash_point(2)?;
 
@@ -272,14 +309,15 @@ mod tests {
         let restart = PendingRestart {
             offset: 1234,
             term: 7,
+            producers: b"a table".to_vec(),
         };
         let bytes = restart.encode();
         assert_eq!(PendingRestart::decode(&bytes), Ok(restart));
-        for i in 0..BYTES {
-            let mut damaged = bytes;
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
             damaged[i] ^= 0x10;
             assert!(PendingRestart::decode(&damaged).is_err(), "byte {i}");
         }
-        assert!(PendingRestart::decode(&bytes[..BYTES - 1]).is_err());
+        assert!(PendingRestart::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

@@ -65,12 +65,49 @@ fn entry_id(log_id: LogId<u64>) -> EntryId {
 }
 
 /// A snapshot's data: the offset after its last entry (where a log
-/// restarted from it starts) and the log start of the replica that built
-/// it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// restarted from it starts), the log start of the replica that built it,
+/// and that replica's idempotent producer table as of `next_offset`
+/// (`Partition::producer_snapshot_below`, hex in the JSON; empty when it
+/// was left out), which a log restarted from the snapshot starts with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct SnapshotData {
     pub next_offset: u64,
     pub log_start_offset: u64,
+    #[serde(default, with = "hex_bytes")]
+    pub producers: Vec<u8>,
+}
+
+/// The largest producer table a snapshot carries (before hex): past it the
+/// snapshot goes without one, and a log restarted from it starts with an
+/// empty table (`docs/cluster.md`, "Snapshots").
+pub(super) const SNAPSHOT_PRODUCERS_BYTES_MAX: usize = 16 << 20;
+
+/// Bytes as a lowercase hex string in JSON.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for byte in bytes {
+            out.push_str(&format!("{byte:02x}"));
+        }
+        serializer.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("an odd number of hex digits"));
+        }
+        (0..text.len())
+            .step_by(2)
+            .map(|at| {
+                text.get(at..at + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                    .ok_or_else(|| serde::de::Error::custom("not hex"))
+            })
+            .collect()
+    }
 }
 
 /// A snapshot as `raft-start` keeps it: openraft's meta and the data.
@@ -142,7 +179,12 @@ impl PartitionLog {
         if start_file.record().restart_pending {
             tracing::warn!(topic = %partition.topic(), partition = partition.id(), "finishing the restart of the log from a snapshot that a crash interrupted");
             let record = start_file.record().clone();
-            finish_restart(&partition, &mut own, &record)?;
+            let producers = snapshot
+                .as_ref()
+                .and_then(|s| serde_json::from_slice::<SnapshotData>(&s.data).ok())
+                .map(|data| data.producers)
+                .unwrap_or_default();
+            finish_restart(&partition, &mut own, &record, &producers)?;
             start_file.store(StartRecord {
                 restart_pending: false,
                 ..record
@@ -309,7 +351,7 @@ impl PartitionLog {
         start.store(record.clone(), Some(snapshot.clone()))?;
         let mut own = self.own.lock().expect("own entries lock");
         let mut index = self.index.write().expect("index lock");
-        finish_restart(&self.partition, &mut own, &record)?;
+        finish_restart(&self.partition, &mut own, &record, &data.producers)?;
         index.restart(record.start);
         drop((index, own));
         let mut purged = self.purged.lock().expect("purged lock");
@@ -805,16 +847,25 @@ impl RaftLogStorage<TypeConfig> for PartitionLog {
 }
 
 /// Restarts `partition`'s log, empty, where `record` says it starts (an
-/// installed snapshot's end), and empties `raft-entries`: every own entry
-/// lies before the new start, or in the discarded log.
-fn finish_restart(partition: &Partition, own: &mut OwnEntryLog, record: &StartRecord) -> Result<(), Error> {
+/// installed snapshot's end), with the snapshot's producer table
+/// `producers` (none if empty), and empties `raft-entries`: every own
+/// entry lies before the new start, or in the discarded log.
+fn finish_restart(
+    partition: &Partition,
+    own: &mut OwnEntryLog,
+    record: &StartRecord,
+    producers: &[u8],
+) -> Result<(), Error> {
     let term = record.purged.map_or(0, |id| id.term);
-    partition
-        .restart_at(record.start.offset, term)
-        .map_err(|source| Error::Log {
-            op: "restart the log at a snapshot's end",
-            source,
-        })?;
+    let restarted = if producers.is_empty() {
+        partition.restart_at(record.start.offset, term)
+    } else {
+        partition.restart_at_with_producers(record.start.offset, term, producers)
+    };
+    restarted.map_err(|source| Error::Log {
+        op: "restart the log at a snapshot's end",
+        source,
+    })?;
     own.truncate(0)
 }
 

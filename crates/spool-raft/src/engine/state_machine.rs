@@ -20,7 +20,9 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, Snapsho
 use openraft::{Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
 use spool_log::Partition;
 
-use super::log_store::{Membership, PartitionLog, SnapshotData, StoredSnapshot, commit_through};
+use super::log_store::{
+    Membership, PartitionLog, SNAPSHOT_PRODUCERS_BYTES_MAX, SnapshotData, StoredSnapshot, commit_through,
+};
 use super::{Appended, TypeConfig};
 use crate::error::Error;
 use crate::index::EntryIndex;
@@ -191,9 +193,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             )
             .into());
         };
+        let mut producers = partition.producer_snapshot_below(next_offset);
+        if producers.len() > SNAPSHOT_PRODUCERS_BYTES_MAX {
+            tracing::warn!(topic = %partition.topic(), partition = partition.id(), bytes = producers.len(), "the producer table is too large for a snapshot; a log restarted from it starts without one");
+            producers.clear();
+        }
         let data = SnapshotData {
             next_offset,
             log_start_offset: partition.log_start_offset(),
+            producers,
         };
         let data = serde_json::to_vec(&data).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let snapshot_id = match self.last_applied {

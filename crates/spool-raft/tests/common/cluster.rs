@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use spool_format::batch::Batch;
+use bytes::Bytes;
+use spool_format::batch::{self, Batch, Record};
 use spool_log::{Partition, Store, TopicConfig};
 use spool_raft::{GroupConfig, InProcessNetwork, Network, Replica};
 
-use super::{Ack, committed_batches, encoded_batch, store_config};
+use super::{Ack, committed_batches, encoded_batch, limits, store_config};
 
 pub const TOPIC: &str = "replicated";
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -279,4 +280,27 @@ pub fn values(partition: &Partition, batch: &Batch) -> Result<Vec<String>> {
         .records(batch)
         .map(|r| Ok(String::from_utf8(r?.value.unwrap_or_default().to_vec())?))
         .collect()
+}
+
+/// An idempotent producer's batch: `count` records named by `tag`, from
+/// producer `producer_id` (epoch 0) numbered from `base_sequence`.
+pub fn producer_batch(tag: &str, count: usize, producer_id: i64, base_sequence: i32) -> Bytes {
+    let values: Vec<Vec<u8>> = (0..count).map(|i| format!("{tag}/{i}").into_bytes()).collect();
+    let records: Vec<Record<'_>> = values.iter().map(|v| Record::value(v)).collect();
+    // The producer table forgets producers by their batches' timestamps:
+    // these must be recent.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    let mut bytes = batch::encode_to_vec(&records, now_ms, limits()).expect("a small batch encodes");
+    batch::stamp_producer(
+        &mut bytes,
+        batch::ProducerFields {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence,
+        },
+    );
+    Bytes::from(bytes)
 }
