@@ -210,6 +210,7 @@ pub struct FaultInjector {
     sync_fails: AtomicBool,
     sync_stalls: AtomicBool,
     truncate_crash_step: AtomicU32,
+    restart_crash_step: AtomicU32,
 }
 
 impl FaultInjector {
@@ -238,6 +239,21 @@ impl FaultInjector {
     /// of that state.
     pub fn set_truncate_crash_step(&self, step: u32) {
         self.truncate_crash_step.store(step, Ordering::SeqCst);
+    }
+
+    /// Makes `Partition::restart_at` stop with an error right after its
+    /// step `step` (1 to 5, see `docs/storage-format.md`, section 5.2), as
+    /// a crash there would; 0 turns it off. As with
+    /// [`FaultInjector::set_truncate_crash_step`], the partition is then
+    /// poisoned and a test reopens the store to see what recovery makes of
+    /// the files.
+    pub fn set_restart_crash_step(&self, step: u32) {
+        self.restart_crash_step.store(step, Ordering::SeqCst);
+    }
+
+    pub(crate) fn restart_crash(&self, step: u32) -> Option<std::io::Error> {
+        (self.restart_crash_step.load(Ordering::SeqCst) == step)
+            .then(|| std::io::Error::other(format!("injected crash after restart step {step}")))
     }
 
     pub(crate) fn truncate_crash(&self, step: u32) -> Option<std::io::Error> {

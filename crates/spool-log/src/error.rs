@@ -158,6 +158,18 @@ pub enum Error {
     #[error("cannot truncate at {requested}: offsets below {committed} are committed")]
     TruncateBelowCommitted { requested: u64, committed: u64 },
 
+    /// A producer table handed to
+    /// [`crate::Partition::restart_at_with_producers`] that does not
+    /// decode. Nothing was changed.
+    #[error("the producer table for a restarted log does not decode: {reason}")]
+    BadProducerTable { reason: String },
+
+    /// A restart of the log ([`crate::Partition::restart_at`]) below the
+    /// committed offset, which would remove records that consensus already
+    /// committed. Nothing was changed.
+    #[error("cannot restart the log at {requested}: offsets below {committed} are committed")]
+    RestartBelowCommitted { requested: u64, committed: u64 },
+
     /// A committed offset beyond what is on disk in this partition.
     #[error("cannot commit up to {requested}: only offsets below {durable} are durable")]
     CommitBeyondDurable { requested: u64, durable: u64 },

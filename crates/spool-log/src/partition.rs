@@ -8,6 +8,7 @@
 //! without ever waiting for the writer.
 
 mod idempotence;
+mod restart;
 mod truncate;
 
 use std::path::{Path, PathBuf};
@@ -188,6 +189,9 @@ impl Partition {
             preallocate_bytes: context.config.preallocate_bytes,
             faults: context.config.faults.clone(),
         };
+        // A restart interrupted by a crash is finished before recovery
+        // reads a segment, so that it finds the old log or the new one.
+        restart::finish_pending(dir, &settings)?;
         let Recovered {
             segments,
             writer,
@@ -787,6 +791,20 @@ impl Partition {
         let segments = self.segments();
         let summaries = summarize(&segments);
         let remove = retention.segments_to_delete(&summaries, now_ms);
+        segments
+            .get(remove)
+            .map_or_else(|| self.log_start_offset(), |segment| segment.base_offset())
+    }
+
+    /// The log start offset that [`delete_segments_below`](Self::delete_segments_below)
+    /// with `offset` would leave now: the base offset of the first segment
+    /// it would keep. Deletes nothing. For an owner of the log that must
+    /// record where its log will start before the segments go (spool-raft's
+    /// purge); a roll in between changes nothing, since a segment rolled
+    /// later starts at or past every offset below the high watermark.
+    pub fn start_after_deleting_below(&self, offset: u64) -> u64 {
+        let segments = self.segments();
+        let remove = segments_below(&summarize(&segments), offset);
         segments
             .get(remove)
             .map_or_else(|| self.log_start_offset(), |segment| segment.base_offset())

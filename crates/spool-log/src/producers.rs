@@ -245,7 +245,7 @@ impl ProducerTable {
     /// count u8 and per batch base sequence i32, record count u32, base
     /// offset u64; a CRC-32 of everything before it ends the file. All
     /// little-endian.
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(12 + self.producers.len() * 100);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -316,7 +316,7 @@ impl ProducerTable {
     /// Keeps only what describes batches below `offset`: a table rebuilt
     /// from a snapshot at `offset` must not name later batches, and the
     /// snapshot was written at a roll, so this only guards damage.
-    fn below(mut self, offset: u64) -> ProducerTable {
+    pub(crate) fn below(mut self, offset: u64) -> ProducerTable {
         for entry in self.producers.values_mut() {
             entry.batches.retain(|b| b.base_offset < offset);
         }
@@ -384,6 +384,31 @@ pub(crate) fn store_snapshot(dir: &Path, offset: u64, table: &ProducerTable) -> 
 /// truncation removed.
 pub(crate) fn delete_snapshots_after(dir: &Path, offset: u64) -> Result<()> {
     for old in snapshot_offsets(dir)?.into_iter().filter(|&o| o > offset) {
+        let path = snapshot_path(dir, old);
+        std::fs::remove_file(&path).map_err(|e| Error::io("remove", path, e))?;
+    }
+    Ok(())
+}
+
+/// Writes `encoded` (a table's bytes, [`ProducerTable::encode`]) as the
+/// snapshot at `offset`, after checking that it decodes.
+pub(crate) fn store_encoded_snapshot(dir: &Path, offset: u64, encoded: &[u8]) -> Result<()> {
+    ProducerTable::decode(encoded).map_err(|reason| Error::BadFile {
+        path: snapshot_path(dir, offset),
+        reason,
+    })?;
+    fsutil::write_atomic(&snapshot_path(dir, offset), encoded)
+}
+
+/// Whether `encoded` is a producer table's bytes.
+pub(crate) fn check_encoded(encoded: &[u8]) -> std::result::Result<(), String> {
+    ProducerTable::decode(encoded).map(|_| ())
+}
+
+/// Deletes every snapshot, when the log they describe is replaced
+/// (`Partition::restart_at`).
+pub(crate) fn delete_snapshots(dir: &Path) -> Result<()> {
+    for old in snapshot_offsets(dir)? {
         let path = snapshot_path(dir, old);
         std::fs::remove_file(&path).map_err(|e| Error::io("remove", path, e))?;
     }

@@ -134,6 +134,35 @@ impl TermLog {
         self.replace(wanted, log_start)
     }
 
+    /// Replaces the list for a log restarted empty at `start`
+    /// (`Partition::restart_at`) whose last offset before it, `start - 1`,
+    /// is in `term`: one entry (`term`, `start - 1`), so that
+    /// [`TermLog::last_term`] of the empty log answers `term` and an append
+    /// in an older term is refused. The entry names an offset below the
+    /// log start, which [`TermLog::term_at`]'s callers never ask about.
+    /// Term 0, or a start at 0, leaves no entry (the file is removed).
+    pub fn restart(&mut self, term: u64, start: u64) -> Result<()> {
+        let wanted = match start.checked_sub(1) {
+            Some(before) if term != 0 => vec![TermStart {
+                term,
+                start_offset: before,
+            }],
+            _ => Vec::new(),
+        };
+        if wanted.is_empty() {
+            match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("remove", self.path.clone(), e));
+                }
+                _ => {}
+            }
+        } else {
+            fsutil::write_atomic(&self.path, &encode(&wanted))?;
+        }
+        self.entries = wanted;
+        Ok(())
+    }
+
     fn replace(&mut self, mut wanted: Vec<TermStart>, log_start: u64) -> Result<()> {
         // The last entry at or below the log start still names the term of
         // the first offset kept; the ones before it name nothing.

@@ -1,7 +1,7 @@
 //! Model-based property test: random sequences of appends (in Raft terms,
 //! or in term 0 as a single node appends), reads, rolls (small segments),
 //! retention, checkpoints, suffix truncations, commits and committed reads,
-//! clean reopens and crashes are run against the engine and against a
+//! restarts of the log at an offset, clean reopens and crashes are run against the engine and against a
 //! plain `Vec` of (record, term).
 //!
 //! A crash stops the store without flushing, then damages the active
@@ -43,6 +43,13 @@ enum Op {
         at: u16,
         max_bytes: u16,
     },
+    /// Restart the log, empty, at an offset picked by `at` between the
+    /// committed offset and a little past the end, in a term `term_step`
+    /// newer than the last one.
+    Restart {
+        at: u16,
+        term_step: u8,
+    },
     Checkpoint,
     Retention,
     Reopen,
@@ -65,6 +72,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<u16>().prop_map(|at| Op::Commit { at }),
         1 => any::<u16>().prop_map(|at| Op::ReadCommitted { at }),
         4 => (any::<u16>(), 1..4096u16).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+        1 => (any::<u16>(), 0..3u8).prop_map(|(at, term_step)| Op::Restart { at, term_step }),
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Retention),
         1 => Just(Op::Reopen),
@@ -308,6 +316,34 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert_eq!(record.key.map(<[u8]>::to_vec), key.clone());
                         prop_assert_eq!(record.value.unwrap(), &value[..]);
                     }
+                }
+            }
+            Op::Restart { at, term_step } => {
+                let span = model.end() - model.committed + 40;
+                let start = model.committed + u64::from(at) % span;
+                let term = model.last_term() + u64::from(term_step);
+                partition.restart_at(start, term).unwrap();
+                // Offsets below the new start are never read again: the
+                // model keeps them as placeholders so that it stays indexed
+                // by offset.
+                model.truncate(start.min(model.end()));
+                while model.end() < start {
+                    model.records.push((None, Vec::new()));
+                    model.terms.push(term);
+                }
+                if let Some(last) = model.terms.last_mut() {
+                    *last = term;
+                }
+                model.batches.clear();
+                model.log_start = start;
+                model.durable = start;
+                model.committed = start;
+                if start > 0 {
+                    prop_assert!(partition.read(start - 1, 100).is_err());
+                }
+                if start > 0 && term > 0 {
+                    let older = partition.append_in_term(&[Record::value(b"x")], term - 1, Durability::None);
+                    prop_assert!(older.is_err(), "an append in a term older than the restart's");
                 }
             }
             Op::Checkpoint => {

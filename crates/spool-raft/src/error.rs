@@ -64,12 +64,34 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// The partition's log does not start at offset 0, so the Raft index
-    /// of its first batch is unknown (no snapshot records it yet).
+    /// The partition's segments do not hold the log from where it was
+    /// recorded to start (`raft-start`, or offset 0 without one): segments
+    /// below the recorded start were deleted by something other than a
+    /// purge (a retention the replica did not order), or the recorded
+    /// start lies past the end of the log. The Raft index of the first
+    /// batch left is then unknown.
     #[error(
-        "the partition's log starts at offset {log_start_offset}; a Raft group needs its log from offset 0"
+        "the partition's log holds offsets from {log_start_offset}, but its Raft log is recorded to start at offset {recorded_offset}"
     )]
-    LogStartUnknown { log_start_offset: u64 },
+    LogStartUnknown {
+        log_start_offset: u64,
+        recorded_offset: u64,
+    },
+    /// The `raft-start` file (where the log starts, the last purged entry
+    /// and the last snapshot) does not decode. It is written atomically, so
+    /// no crash leaves it so; without it the index of every entry is
+    /// unknown.
+    #[error("{path} does not decode: {reason}")]
+    BadLogStart {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    /// A snapshot sent by a leader whose data does not decode.
+    #[error("a snapshot's data does not decode")]
+    BadSnapshot {
+        #[source]
+        source: serde_json::Error,
+    },
     /// A peer message's JSON part did not (de)serialize.
     #[error("{what} in a peer message does not (de)serialize")]
     Wire {
@@ -137,6 +159,15 @@ pub enum Error {
     /// request: a transport bug.
     #[error("a peer answered a {request} request with another kind of answer")]
     UnexpectedAnswer { request: &'static str },
+    /// A compaction's snapshot or purge did not happen within the time
+    /// allowed (a leader purges only once no replication still reads the
+    /// entries); calling again goes on from where it is.
+    #[error("the log was not {step} up to entry {index} within {timeout_ms} ms")]
+    CompactionTimedOut {
+        step: &'static str,
+        index: u64,
+        timeout_ms: u64,
+    },
     /// No leader was elected within the time allowed.
     #[error("no leader within {timeout_ms} ms")]
     NoLeader { timeout_ms: u64 },

@@ -8,7 +8,11 @@
 //! where it was appended, and [`EntryIndex`] keeps per entry a [`Slot`]:
 //! its offsets (an own entry's base and next offset are the same), term
 //! and kind. It lives in memory and is rebuilt at open by reading every
-//! batch header from offset 0 and merging in the own entries ([`merge`]).
+//! batch header from the log's recorded start (offset 0 and index 0 for a
+//! log that was never purged; `crate::log_start` otherwise) and merging in
+//! the own entries ([`merge`]). Entries below the start were purged: their
+//! slots are gone, and the index of the first slot is the recorded first
+//! index.
 
 use spool_log::Partition;
 
@@ -39,9 +43,15 @@ pub struct BatchSpan {
     pub term: u64,
 }
 
-/// Raft index to offsets, for every entry of the log (index 0 first).
+/// Raft index to offsets, for every entry of the log from its first held
+/// entry (index 0 at offset 0 until a purge or a snapshot moves the start).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EntryIndex {
+    /// The Raft index of `slots[0]`.
+    first_index: u64,
+    /// Where the first entry starts (and, for an empty index, where the
+    /// next one will).
+    start_offset: u64,
     slots: Vec<Slot>,
 }
 
@@ -57,8 +67,9 @@ pub struct Merged {
 }
 
 /// Interleaves the client batches of the segments (in offset order, from
-/// offset 0, ending at `end_offset`) with Raft's own entries (in index
-/// order) into the Raft log.
+/// `start`'s offset, ending at `end_offset`) with Raft's own entries (in
+/// index order, none below `start`'s index) into the Raft log, whose first
+/// entry gets `start`'s index.
 ///
 /// Own entries that lie past the segments' end are not part of the log
 /// ([`Merged::own_kept`]). Anything else that does not fit (an own entry
@@ -69,8 +80,9 @@ pub fn merge(
     batches: impl IntoIterator<Item = BatchSpan>,
     end_offset: u64,
     own: &[OwnEntry],
+    start: LogStart,
 ) -> Result<Merged> {
-    let mut index = EntryIndex::default();
+    let mut index = EntryIndex::starting_at(start);
     let mut next_own = 0;
     // Pushes the own entries whose index comes next and that sit at
     // `offset`.
@@ -102,7 +114,7 @@ pub fn merge(
             .slots
             .last()
             .is_some_and(|last| last.next_offset != batch.base_offset)
-            || (index.slots.is_empty() && batch.base_offset != 0)
+            || (index.slots.is_empty() && batch.base_offset != start.offset)
         {
             return Err(Error::BadEntry {
                 offset: batch.base_offset,
@@ -123,18 +135,41 @@ pub fn merge(
     })
 }
 
+/// Where a log starts: the Raft index of its first entry and the offset
+/// that entry starts at.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LogStart {
+    pub index: u64,
+    pub offset: u64,
+}
+
 impl EntryIndex {
-    /// Reads every batch of `partition` and merges in `own` ([`merge`]).
-    /// The log must start at offset 0: once a prefix is gone, the index of
-    /// the first batch left is not derivable from the segments alone.
-    pub fn rebuild(partition: &Partition, own: &[OwnEntry]) -> Result<Merged> {
-        let log_start_offset = partition.log_start_offset();
-        if log_start_offset != 0 {
-            return Err(Error::LogStartUnknown { log_start_offset });
+    /// An empty index whose first entry will be `start`.
+    pub fn starting_at(start: LogStart) -> EntryIndex {
+        EntryIndex {
+            first_index: start.index,
+            start_offset: start.offset,
+            slots: Vec::new(),
         }
+    }
+
+    /// Reads every batch of `partition` from `start`'s offset and merges in
+    /// `own`, whose entries are none below `start`'s index ([`merge`]).
+    /// The segments may begin before `start` (a purge records the start
+    /// before it deletes segments, and a crash can come between): batches
+    /// below it are skipped. Segments that begin after it are
+    /// [`Error::LogStartUnknown`]: the entries between are gone.
+    pub fn rebuild(partition: &Partition, own: &[OwnEntry], start: LogStart) -> Result<Merged> {
+        let log_start_offset = partition.log_start_offset();
         let end = partition.high_watermark();
+        if log_start_offset > start.offset || start.offset > end {
+            return Err(Error::LogStartUnknown {
+                log_start_offset,
+                recorded_offset: start.offset,
+            });
+        }
         let mut batches = Vec::new();
-        let mut offset = 0;
+        let mut offset = start.offset;
         while offset < end {
             let read = partition
                 .read(offset, REBUILD_READ_BYTES)
@@ -144,6 +179,9 @@ impl EntryIndex {
                 })?;
             for batch in &read.batches {
                 let base_offset = batch.base_offset();
+                if base_offset < start.offset {
+                    continue;
+                }
                 batches.push(BatchSpan {
                     base_offset,
                     next_offset: batch.last_offset() + 1,
@@ -158,24 +196,56 @@ impl EntryIndex {
             }
             offset = read.next_offset;
         }
-        merge(batches, end, own)
+        merge(batches, end, own, start)
+    }
+
+    /// The index of the first entry held (the next entry's, if none is).
+    pub fn first_index(&self) -> u64 {
+        self.first_index
+    }
+
+    /// Where the log starts: its first held entry's index and offset.
+    pub fn start(&self) -> LogStart {
+        LogStart {
+            index: self.first_index,
+            offset: self.start_offset,
+        }
     }
 
     /// The index the next entry gets.
     pub fn next_index(&self) -> u64 {
-        self.slots.len() as u64
+        self.first_index + self.slots.len() as u64
     }
 
-    /// The index of the last entry, `None` for an empty log.
+    /// The index of the last entry, `None` for a log that holds none.
     pub fn last_index(&self) -> Option<u64> {
-        self.next_index().checked_sub(1)
+        (!self.slots.is_empty()).then(|| self.next_index() - 1)
+    }
+
+    /// Where the next entry starts.
+    pub fn end_offset(&self) -> u64 {
+        self.slots
+            .last()
+            .map_or(self.start_offset, |last| last.next_offset)
     }
 
     pub fn get(&self, index: u64) -> Option<Slot> {
-        usize::try_from(index)
-            .ok()
+        index
+            .checked_sub(self.first_index)
+            .and_then(|i| usize::try_from(i).ok())
             .and_then(|i| self.slots.get(i))
             .copied()
+    }
+
+    /// The offset after the entry at `index`, if the log knows it: the
+    /// entry's own end if it is held, or the start of the log if `index`
+    /// is the entry just before it (purged, or covered by a snapshot).
+    pub fn offset_after(&self, index: u64) -> Option<u64> {
+        match self.get(index) {
+            Some(slot) => Some(slot.next_offset),
+            None if index.checked_add(1) == Some(self.first_index) => Some(self.start_offset),
+            None => None,
+        }
     }
 
     /// The index of the client entry whose batch starts at `base_offset`.
@@ -185,13 +255,30 @@ impl EntryIndex {
             .iter()
             .take_while(|s| s.base_offset == base_offset)
             .position(|s| s.kind == EntryKind::Records)
-            .map(|i| (first + i) as u64)
+            .map(|i| self.first_index + (first + i) as u64)
+    }
+
+    /// The index of the first entry that starts at or after `offset`
+    /// (the next index if none does).
+    pub fn first_at_or_after(&self, offset: u64) -> u64 {
+        self.first_index + self.slots.partition_point(|s| s.base_offset < offset) as u64
+    }
+
+    /// The index of the last entry that ends at or below `offset` (every
+    /// record of its batch lies below `offset`; one of Raft's own entries
+    /// sitting at `offset` counts), if any entry held does.
+    pub fn last_ending_at_or_below(&self, offset: u64) -> Option<u64> {
+        let count = self.slots.partition_point(|s| s.next_offset <= offset) as u64;
+        count.checked_sub(1).map(|i| self.first_index + i)
     }
 
     /// The slots of the indexes in `start..end`, clipped to the log.
     pub fn range(&self, start: u64, end: u64) -> &[Slot] {
         let len = self.slots.len();
-        let clip = |i: u64| usize::try_from(i).map_or(len, |i| i.min(len));
+        let clip = |i: u64| {
+            let relative = i.saturating_sub(self.first_index);
+            usize::try_from(relative).map_or(len, |i| i.min(len))
+        };
         let (start, end) = (clip(start), clip(end));
         &self.slots[start..end.max(start)]
     }
@@ -204,16 +291,34 @@ impl EntryIndex {
     /// numbers batches from the partition's high watermark, so a gap is a
     /// bug in this crate, not bad input.
     pub fn push(&mut self, slot: Slot) {
-        let expected = self.slots.last().map_or(0, |last| last.next_offset);
-        assert_eq!(slot.base_offset, expected, "entries must be contiguous");
+        assert_eq!(slot.base_offset, self.end_offset(), "entries must be contiguous");
         self.slots.push(slot);
     }
 
     /// Forgets the entries at and after `index`.
     pub fn truncate(&mut self, index: u64) {
-        if let Ok(index) = usize::try_from(index) {
-            self.slots.truncate(index);
+        let relative = index.saturating_sub(self.first_index);
+        if let Ok(relative) = usize::try_from(relative) {
+            self.slots.truncate(relative);
         }
+    }
+
+    /// Forgets the entries before `index` (purged), which must be held or
+    /// be the next index.
+    pub fn forget_before(&mut self, index: u64) {
+        if index <= self.first_index || index > self.next_index() {
+            return;
+        }
+        let start_offset = self.get(index).map_or(self.end_offset(), |slot| slot.base_offset);
+        let drop = (index - self.first_index) as usize;
+        self.slots.drain(..drop);
+        self.first_index = index;
+        self.start_offset = start_offset;
+    }
+
+    /// Forgets every entry: the log starts again, empty, at `start`.
+    pub fn restart(&mut self, start: LogStart) {
+        *self = EntryIndex::starting_at(start);
     }
 }
 
@@ -282,7 +387,7 @@ mod tests {
         // 2), blank (term 3), 4 records.
         let own_entries = [own(0, 0, 0), own(1, 0, 1), own(4, 5, 2), own(5, 5, 3)];
         let batches = [span(0, 3, 1), span(3, 2, 1), span(5, 4, 3)];
-        let merged = merge(batches, 9, &own_entries).unwrap();
+        let merged = merge(batches, 9, &own_entries, LogStart::default()).unwrap();
         assert_eq!(merged.own_kept, 4);
         let offsets: Vec<(u64, u64, u64)> = merged
             .index
@@ -305,11 +410,78 @@ mod tests {
     }
 
     #[test]
+    fn a_log_that_starts_past_zero_numbers_from_its_recorded_start() {
+        // Purged up to index 9; the first entry held is a blank entry at
+        // index 10, offset 100, then batches.
+        let start = LogStart {
+            index: 10,
+            offset: 100,
+        };
+        let merged = merge([span(100, 3, 2), span(103, 2, 2)], 105, &[own(10, 100, 2)], start).unwrap();
+        let index = merged.index;
+        assert_eq!(index.first_index(), 10);
+        assert_eq!(index.next_index(), 13);
+        assert_eq!(index.get(9), None);
+        assert_eq!(index.get(11), Some(span_slot(100, 3, 2)));
+        assert_eq!(index.offset_after(9), Some(100));
+        assert_eq!(index.offset_after(12), Some(105));
+        assert_eq!(index.offset_after(8), None);
+        assert_eq!(index.index_of_batch(103), Some(12));
+        assert_eq!(index.range(0, 12).len(), 2);
+        assert_eq!(index.last_ending_at_or_below(104), Some(11));
+        assert_eq!(index.last_ending_at_or_below(99), None);
+        assert_eq!(index.first_at_or_after(101), 12);
+        // A first batch elsewhere than the recorded offset is damage.
+        assert!(merge([span(90, 10, 2)], 100, &[], start).is_err());
+
+        let mut purged = index.clone();
+        purged.forget_before(12);
+        assert_eq!(
+            purged.start(),
+            LogStart {
+                index: 12,
+                offset: 103
+            }
+        );
+        assert_eq!(purged.get(12), Some(span_slot(103, 2, 2)));
+        purged.forget_before(13);
+        assert_eq!(
+            purged.start(),
+            LogStart {
+                index: 13,
+                offset: 105
+            }
+        );
+        assert_eq!(purged.last_index(), None);
+        purged.push(span_slot(105, 1, 3));
+        assert_eq!(purged.last_index(), Some(13));
+
+        let mut restarted = index;
+        restarted.restart(LogStart {
+            index: 50,
+            offset: 900,
+        });
+        assert_eq!(restarted.next_index(), 50);
+        assert_eq!(restarted.end_offset(), 900);
+        restarted.truncate(20);
+        assert_eq!(restarted.next_index(), 50);
+    }
+
+    fn span_slot(base_offset: u64, records: u64, term: u64) -> Slot {
+        Slot {
+            base_offset,
+            next_offset: base_offset + records,
+            term,
+            kind: EntryKind::Records,
+        }
+    }
+
+    #[test]
     fn own_entries_past_the_segments_are_not_in_the_log() {
         // A truncation at index 3 (offset 3) cut the segments, and a crash
         // came before raft-entries was cut.
         let own_entries = [own(0, 0, 0), own(1, 0, 1), own(4, 5, 2)];
-        let merged = merge([span(0, 3, 1)], 3, &own_entries).unwrap();
+        let merged = merge([span(0, 3, 1)], 3, &own_entries, LogStart::default()).unwrap();
         assert_eq!(merged.own_kept, 2);
         assert_eq!(merged.index.next_index(), 3);
     }
@@ -318,11 +490,27 @@ mod tests {
     fn an_own_entry_that_does_not_fit_is_damage() {
         // Index 1 claimed by an own entry at offset 3, but a batch starts
         // at 0 with nothing before it.
-        assert!(merge([span(0, 3, 1), span(3, 1, 1)], 4, &[own(0, 3, 1)]).is_err());
+        assert!(
+            merge(
+                [span(0, 3, 1), span(3, 1, 1)],
+                4,
+                &[own(0, 3, 1)],
+                LogStart::default()
+            )
+            .is_err()
+        );
         // An own entry inside a batch.
-        assert!(merge([span(0, 3, 1), span(3, 1, 1)], 4, &[own(1, 2, 1)]).is_err());
+        assert!(
+            merge(
+                [span(0, 3, 1), span(3, 1, 1)],
+                4,
+                &[own(1, 2, 1)],
+                LogStart::default()
+            )
+            .is_err()
+        );
         // Two entries for one index.
-        assert!(merge([span(0, 3, 1)], 3, &[own(0, 3, 1)]).is_err());
+        assert!(merge([span(0, 3, 1)], 3, &[own(0, 3, 1)], LogStart::default()).is_err());
     }
 
     /// One entry of a generated log: a client batch of `records`, or one
@@ -397,7 +585,7 @@ mod tests {
             let at_most = batches_before(owns.get(owns_kept));
             let kept = at_least + batch_cut.index(at_most - at_least + 1);
             let segments = &batches[..kept];
-            let merged = merge(segments.iter().copied(), end_of(segments), &owns[..owns_kept]).unwrap();
+            let merged = merge(segments.iter().copied(), end_of(segments), &owns[..owns_kept], LogStart::default()).unwrap();
             let n = merged.index.slots.len();
             prop_assert_eq!(&merged.index.slots[..], &slots[..n]);
             prop_assert_eq!(merged.own_kept, owns_kept);
@@ -417,13 +605,13 @@ mod tests {
             let at = at.index(slots.len());
             let from = slots[at].base_offset;
             let segments: Vec<BatchSpan> = batches.iter().copied().filter(|b| b.base_offset < from).collect();
-            let merged = merge(segments.iter().copied(), from, &owns).unwrap();
+            let merged = merge(segments.iter().copied(), from, &owns, LogStart::default()).unwrap();
             let n = merged.index.slots.len();
             prop_assert!(n >= at);
             prop_assert_eq!(&merged.index.slots[..], &slots[..n]);
 
             let owns_cut: Vec<OwnEntry> = owns.iter().filter(|e| (e.index as usize) < at).cloned().collect();
-            let merged = merge(segments.iter().copied(), from, &owns_cut).unwrap();
+            let merged = merge(segments.iter().copied(), from, &owns_cut, LogStart::default()).unwrap();
             prop_assert_eq!(&merged.index.slots[..], &slots[..at]);
         }
     }

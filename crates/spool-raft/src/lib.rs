@@ -9,7 +9,8 @@
 //! configuration, storage traits, network adaptor, [`Replica`]); `entry`
 //! says where an entry is stored; `own_entries` keeps Raft's own entries
 //! (blank, membership) outside the offset space, so a partition's offsets
-//! are dense; `index` maps Raft indexes to offsets; `commit` stores the
+//! are dense; `index` maps Raft indexes to offsets; `log_start` records
+//! where a purged log starts and the last snapshot; `commit` stores the
 //! last commit; `network` is the transport trait and the group id,
 //! `in_process` its channel implementation for tests, `transport` (the
 //! sending side, [`PeerTransport`]) and `peer_service` (the answering
@@ -30,6 +31,7 @@ pub mod entry;
 pub mod error;
 mod in_process;
 pub mod index;
+pub mod log_start;
 pub mod network;
 pub mod own_entries;
 mod peer_service;

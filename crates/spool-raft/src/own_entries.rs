@@ -302,6 +302,17 @@ impl OwnEntryLog {
         self.rewrite()
     }
 
+    /// Forgets every entry before Raft index `index` (purged), durably (an
+    /// atomic rewrite of the file). Nothing is written if none is there.
+    pub fn forget_before(&mut self, index: u64) -> Result<()> {
+        let dropped = self.entries.partition_point(|e| e.index < index);
+        if dropped == 0 {
+            return Ok(());
+        }
+        self.entries.drain(..dropped);
+        self.rewrite()
+    }
+
     /// Replaces the file with the header and the entries in memory
     /// (temporary file, fsync, rename, fsync of the directory) and reopens
     /// it for appending.

@@ -28,6 +28,15 @@ impl Partition {
             .cloned()
     }
 
+    /// The producer table as of `offset` (what it remembers of batches
+    /// below it), in the format of the `.producers` snapshot files: for a
+    /// replica whose log restarts at `offset` without those batches
+    /// ([`Partition::restart_at_with_producers`]).
+    pub fn producer_snapshot_below(&self, offset: u64) -> Vec<u8> {
+        let table = self.shared.producers.lock().expect("producers lock").clone();
+        table.below(offset).encode()
+    }
+
     /// How many producers the partition remembers.
     pub fn producer_count(&self) -> usize {
         self.shared.producers.lock().expect("producers lock").len()

@@ -8,6 +8,7 @@
 //! term), so a log id is (term, index): the term comes from the
 //! partition's term list, the index from [`EntryIndex`](crate::index::EntryIndex).
 
+mod compaction;
 mod elections;
 mod idempotence;
 mod log_store;
@@ -189,10 +190,12 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
-    /// Starts a replica over `partition`, whose log (from offset 0) and
-    /// `raft-entries` file are the group's Raft log, reaching its peers
-    /// through `network`. Reads every batch header to rebuild the index
-    /// map (`crate::index`). With a commit stored in `raft-commit`, the
+    /// Starts a replica over `partition`, whose log (from offset 0, or
+    /// from where `raft-start` records it to start after a purge or an
+    /// installed snapshot) and `raft-entries` file are the group's Raft
+    /// log, reaching its peers through `network`. Reads every batch header
+    /// from the start to rebuild the index map (`crate::index`). With a
+    /// commit stored in `raft-commit`, or a snapshot in `raft-start`, the
     /// partition's committed offset is back where it was before this
     /// returns, and the entries up to it count as applied: a restart reads
     /// no committed entry back.
@@ -217,16 +220,22 @@ impl Replica {
         // the Raft node.
         let limits = partition.batch_limits();
         let index = log.index();
-        let state_machine =
-            PartitionStateMachine::new(partition.clone(), log.index(), last_applied, membership);
+        let state_machine = PartitionStateMachine::new(log.clone(), last_applied, membership);
         let raft_config = Config {
             cluster_name: format!("{}/{}", partition.topic(), partition.id()),
             heartbeat_interval: config.heartbeat_interval_ms,
             election_timeout_min: config.election_timeout_min_ms,
             election_timeout_max: config.election_timeout_max_ms,
-            // A snapshot of a partition is "the log starts here"; nothing
-            // asks for one yet, and without snapshots nothing is purged.
+            // A snapshot of a partition is "the log starts here". It is
+            // built, and the log purged, only on request
+            // (`Replica::compact_to`), never by openraft's own policy: a
+            // purge deletes records, which only the owner's retention may
+            // decide.
             snapshot_policy: SnapshotPolicy::Never,
+            // After a snapshot openraft would purge all but this many
+            // entries by itself; u64::MAX keeps every one until
+            // `compact_to` asks.
+            max_in_snapshot_log_to_keep: u64::MAX,
             // An append-entries request carries at most this many batches,
             // so a peer message stays far below the transport's limit
             // (`TransportConfig::message_bytes_max`) even at the largest

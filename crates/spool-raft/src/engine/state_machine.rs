@@ -4,72 +4,64 @@
 //! `Partition::read_committed` serves), remembers the last applied log id
 //! and membership, and answers the client with the entry's offsets.
 //!
-//! A snapshot is "the log starts here": the last applied log id, the
-//! membership, and (as its data) the log start and committed offsets. It
-//! is built on request; installing one is accepted only when this
-//! replica's log already holds the entry it ends at, because starting a
-//! log at an offset it never held needs a spool-log primitive that does
-//! not exist yet (`docs/cluster.md`).
+//! A snapshot is "the log starts here": the last applied log id and
+//! membership, and as its data the offset after the last applied entry
+//! and the log start offset. It is built on request and recorded in
+//! `raft-start` (`crate::log_start`), so `get_current_snapshot` answers
+//! after a restart too. Installing one whose last entry the log holds (in
+//! its term) keeps the log; installing one past the log, or at an entry
+//! the log holds in another term, restarts the partition's log, empty, at
+//! the offset after the snapshot's last entry (`PartitionLog::install_snapshot`).
 
 use std::io::Cursor;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
-use serde::{Deserialize, Serialize};
 use spool_log::Partition;
 
-use super::log_store::{Membership, commit_through};
+use super::log_store::{
+    Membership, PartitionLog, SNAPSHOT_PRODUCERS_BYTES_MAX, SnapshotData, StoredSnapshot, commit_through,
+};
 use super::{Appended, TypeConfig};
 use crate::error::Error;
 use crate::index::EntryIndex;
-
-/// A snapshot's data: where the log starts and how far it is committed.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct SnapshotData {
-    log_start_offset: u64,
-    committed_offset: u64,
-}
-
-#[derive(Debug, Clone)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<u64, openraft::BasicNode>,
-    data: Vec<u8>,
-}
 
 #[derive(Debug)]
 pub(super) struct PartitionStateMachine {
     partition: Partition,
     index: Arc<RwLock<EntryIndex>>,
+    /// The log, for snapshots: recording them, and restarting the log
+    /// from one.
+    log: PartitionLog,
     last_applied: Option<LogId<u64>>,
     membership: Membership,
-    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
 impl PartitionStateMachine {
-    /// A state machine that has applied everything up to `last_applied`,
-    /// whose last membership is `membership` (`PartitionLog::applied_at_open`).
+    /// A state machine over `log` that has applied everything up to
+    /// `last_applied`, whose last membership is `membership`
+    /// (`PartitionLog::applied_at_open`).
     pub(super) fn new(
-        partition: Partition,
-        index: Arc<RwLock<EntryIndex>>,
+        log: PartitionLog,
         last_applied: Option<LogId<u64>>,
         membership: Membership,
     ) -> PartitionStateMachine {
         PartitionStateMachine {
-            partition,
-            index,
+            partition: log.partition().clone(),
+            index: log.index(),
+            log,
             last_applied,
             membership,
-            snapshot: Arc::default(),
         }
     }
 
     fn builder(&self) -> SnapshotBuilder {
         SnapshotBuilder {
-            partition: self.partition.clone(),
+            log: self.log.clone(),
+            index: self.index.clone(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
-            snapshot: self.snapshot.clone(),
         }
     }
 }
@@ -134,54 +126,82 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
-        let refuse = |reason| {
-            StorageError::from(StorageIOError::write_snapshot(
-                Some(meta.signature()),
-                &Error::BadEntry {
-                    offset: self.partition.high_watermark(),
-                    reason,
-                },
-            ))
+        let snapshot_error =
+            |error: Error| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &error));
+        let data = snapshot.into_inner();
+        let decoded: SnapshotData =
+            serde_json::from_slice(&data).map_err(|source| snapshot_error(Error::BadSnapshot { source }))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
         };
-        if let Some(last) = meta.last_log_id {
-            let slot = self.index.read().expect("index lock").get(last.index);
-            let held = slot.is_some_and(|slot| slot.term == last.leader_id.term);
-            if !held {
-                return Err(refuse("a snapshot past the local log cannot be installed yet"));
-            }
+        let log = self.log.clone();
+        let commit = match meta.last_log_id {
+            Some(last) => tokio::task::spawn_blocking(move || log.install_snapshot(last, decoded, stored))
+                .await
+                .map_err(|join| {
+                    StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &join))
+                })?
+                .map_err(snapshot_error)?,
+            None => tokio::task::spawn_blocking(move || log.save_snapshot(stored).map(|()| None))
+                .await
+                .map_err(|join| {
+                    StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &join))
+                })?
+                .map_err(snapshot_error)?,
+        };
+        if let Some(offset) = commit {
+            commit_through(&self.partition, offset).await?;
         }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        *self.snapshot.lock().expect("snapshot lock") = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot.into_inner(),
-        });
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        let stored = self.snapshot.lock().expect("snapshot lock").clone();
-        Ok(stored.map(|s| Snapshot {
+        Ok(self.log.current_snapshot().map(|s| Snapshot {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
     }
 }
 
-/// Builds a snapshot of the state as it was when the builder was made.
+/// Builds a snapshot of the state as it was when the builder was made,
+/// and records it in `raft-start`.
 #[derive(Debug)]
 pub(super) struct SnapshotBuilder {
-    partition: Partition,
+    log: PartitionLog,
+    index: Arc<RwLock<EntryIndex>>,
     last_applied: Option<LogId<u64>>,
     membership: Membership,
-    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let partition = self.log.partition();
+        let next_offset = match self.last_applied {
+            Some(last) => self.index.read().expect("index lock").offset_after(last.index),
+            None => Some(partition.log_start_offset()),
+        };
+        let Some(next_offset) = next_offset else {
+            return Err(StorageIOError::write_snapshot(
+                None,
+                &Error::BadEntry {
+                    offset: partition.high_watermark(),
+                    reason: "the last applied entry is not in the local log",
+                },
+            )
+            .into());
+        };
+        let mut producers = partition.producer_snapshot_below(next_offset);
+        if producers.len() > SNAPSHOT_PRODUCERS_BYTES_MAX {
+            tracing::warn!(topic = %partition.topic(), partition = partition.id(), bytes = producers.len(), "the producer table is too large for a snapshot; a log restarted from it starts without one");
+            producers.clear();
+        }
         let data = SnapshotData {
-            log_start_offset: self.partition.log_start_offset(),
-            committed_offset: self.partition.committed_offset(),
+            next_offset,
+            log_start_offset: partition.log_start_offset(),
+            producers,
         };
         let data = serde_json::to_vec(&data).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let snapshot_id = match self.last_applied {
@@ -193,10 +213,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        *self.snapshot.lock().expect("snapshot lock") = Some(StoredSnapshot {
+        let stored = StoredSnapshot {
             meta: meta.clone(),
             data: data.clone(),
-        });
+        };
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.save_snapshot(stored))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

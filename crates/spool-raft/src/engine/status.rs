@@ -48,6 +48,12 @@ pub struct ReplicaStatus {
     /// The Raft index of the last entry applied here, which is committed
     /// (an entry is applied only once committed).
     pub applied_index: Option<u64>,
+    /// The Raft index of the last entry purged from this replica's log
+    /// (`Replica::compact_to`, or an installed snapshot).
+    pub purged_index: Option<u64>,
+    /// The Raft index of the last entry the replica's latest snapshot
+    /// covers.
+    pub snapshot_index: Option<u64>,
     /// The group's voting members, in the membership this replica uses.
     pub voters: Vec<u64>,
     /// Members that receive the log without voting.
@@ -87,6 +93,8 @@ impl Replica {
             leader_id: metrics.current_leader,
             last_log_index: metrics.last_log_index,
             applied_index: metrics.last_applied.map(|id| id.index),
+            purged_index: metrics.purged.map(|id| id.index),
+            snapshot_index: metrics.snapshot.map(|id| id.index),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
             matched,

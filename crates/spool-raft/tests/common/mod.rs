@@ -2,6 +2,9 @@
 //! client batches that name what they carry, the record of an
 //! acknowledged write, and the committed log of a replica read back.
 
+#[allow(dead_code)]
+pub mod cluster;
+
 use anyhow::{Result, ensure};
 use bytes::Bytes;
 use spool_format::batch::{self, Batch, BatchLimits, Record};
@@ -41,10 +44,10 @@ pub struct Ack {
     pub appended: Appended,
 }
 
-/// Every committed batch of `partition` below `end`.
+/// Every committed batch of `partition` from its log start to `end`.
 pub fn committed_batches(partition: &Partition, end: u64) -> Result<Vec<Batch>> {
     let mut out = Vec::new();
-    let mut offset = 0;
+    let mut offset = partition.log_start_offset();
     while offset < end {
         let read = partition.read_committed(offset, 1 << 20)?;
         ensure!(read.next_offset > offset, "no progress reading at {offset}");

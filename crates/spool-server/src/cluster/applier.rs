@@ -215,9 +215,11 @@ async fn delete_local_topic(cluster: &Arc<Cluster>, topic: &str) -> spool_log::R
     .expect("deleting a topic does not panic")
 }
 
-/// The local topic's partitions, creating it first if needed. Replicated
-/// partitions keep everything (no retention): Raft needs the log from
-/// offset 0 (`docs/cluster.md`, "What is not done").
+/// The local topic's partitions, creating it first if needed. The local
+/// topic has no retention of its own even when the replicated topic has
+/// one: the store deleting a replica's segments by itself would remove
+/// entries the Raft log has not purged. The topic's retention is applied
+/// by compacting each replica (`retention.rs`).
 ///
 /// A local topic of an earlier creation of the name (`incarnation`; this
 /// node was down, or applied the deletion and the new creation in one

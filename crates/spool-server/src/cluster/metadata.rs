@@ -73,6 +73,14 @@ pub struct TopicSpec {
     /// `replicas[p]`: the nodes holding partition `p`'s replicas, in the
     /// order the assignment picked them.
     pub replicas: Vec<Vec<u64>>,
+    /// Retention by time: every replica compacts its log below the first
+    /// segment this keeps (`retention.rs`). `None` keeps every record
+    /// (and is what a topic created before retention existed has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+    /// Retention by size, per partition, as `retention_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
 }
 
 /// A topic in the state: its spec and the metadata offset of the command
@@ -247,7 +255,25 @@ mod tests {
             replication_factor: 3,
             segment_bytes_max: 1 << 20,
             replicas: assign_replicas(&[1, 2, 3], partitions, 3),
+            retention_ms: None,
+            retention_bytes: None,
         }
+    }
+
+    #[test]
+    fn a_spec_stored_before_retention_reads_as_keeping_everything() {
+        let old =
+            r#"{"partitions":1,"replication_factor":3,"segment_bytes_max":1048576,"replicas":[[1,2,3]]}"#;
+        let spec: TopicSpec = serde_json::from_str(old).unwrap();
+        assert_eq!((spec.retention_ms, spec.retention_bytes), (None, None));
+        // And one without retention is stored as before.
+        assert_eq!(serde_json::to_string(&spec).unwrap(), old);
+        let kept = TopicSpec {
+            retention_bytes: Some(4096),
+            ..spec
+        };
+        let json = serde_json::to_string(&kept).unwrap();
+        assert_eq!(serde_json::from_str::<TopicSpec>(&json).unwrap(), kept);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod applier;
 mod jobs;
 pub mod metadata;
 mod operations;
+mod retention;
 mod service;
 
 use std::collections::{BTreeMap, HashMap};
@@ -216,6 +217,7 @@ impl Cluster {
             peers_stop,
         });
         tokio::spawn(applier::run(Arc::clone(&cluster), shutdown.clone()));
+        tokio::spawn(retention::run(Arc::clone(&cluster), shutdown.clone()));
         tokio::spawn(confirm_metadata_at_start(Arc::clone(&cluster), shutdown));
         tracing::info!(node_id, peer_address = %address, nodes = cluster.bootstrap.len(), join, peer_tls = tls.is_some(), "cluster mode: peer listener up");
         Ok(cluster)

@@ -593,6 +593,8 @@ mod tests {
                     replication_factor: 3,
                     segment_bytes_max: 1 << 20,
                     replicas: vec![vec![2, 3, 1]],
+                    retention_ms: None,
+                    retention_bytes: None,
                 },
             },
         );

@@ -63,6 +63,17 @@ impl ClusterLogService {
     /// created while it was down or just now: it is NOT_FOUND only once
     /// this node has caught up with the metadata leader
     /// (`Cluster::sync_metadata`), else UNAVAILABLE.
+    /// A replicated topic's retention is the metadata's, not the local
+    /// topic's: the local copy keeps everything, so that only compaction
+    /// (`retention.rs`) ever deletes a replica's segments.
+    fn show_retention(&self, topic: &mut v1::TopicConfig) {
+        if let Some(entry) = self.cluster.topic(&topic.name) {
+            let limit = |value: Option<u64>| value.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+            topic.retention_ms = limit(entry.spec.retention_ms);
+            topic.retention_bytes = limit(entry.spec.retention_bytes);
+        }
+    }
+
     async fn spec(&self, topic: &str) -> Result<TopicSpec, Status> {
         validate_topic_name(topic).map_err(status)?;
         if let Some(entry) = self.cluster.topic(topic) {
@@ -220,11 +231,11 @@ impl Log for ClusterLogService {
             .check(caller.as_ref(), Action::CLUSTER_ADMIN, "")?;
         let request = request.into_inner();
         client_topic_name(&request.name)?;
-        if request.retention_ms > 0 || request.retention_bytes > 0 {
-            return Err(Status::invalid_argument(
-                "replicated topics keep every record in cluster mode: retention is not supported yet (docs/cluster.md)",
-            ));
-        }
+        // 0 keeps every record in cluster mode, as before retention
+        // existed for replicated topics: the store's default retention is
+        // for single-node topics.
+        let retention_ms = convert::retention(request.retention_ms, None, "retention_ms")?;
+        let retention_bytes = convert::retention(request.retention_bytes, None, "retention_bytes")?;
         if self.cluster.topic(&request.name).is_some() {
             return Err(Status::already_exists(format!(
                 "topic {:?} already exists",
@@ -251,6 +262,8 @@ impl Log for ClusterLogService {
                 n => n,
             },
             replicas: assign_replicas(&self.cluster.node_ids(), partitions, factor),
+            retention_ms,
+            retention_bytes,
         };
         let command = MetadataCommand::CreateTopic {
             name: request.name.clone(),
@@ -279,8 +292,8 @@ impl Log for ClusterLogService {
         let config = spool_log::TopicConfig {
             partitions: entry.spec.partitions,
             segment_bytes_max: entry.spec.segment_bytes_max,
-            retention_ms: None,
-            retention_bytes: None,
+            retention_ms: entry.spec.retention_ms,
+            retention_bytes: entry.spec.retention_bytes,
             ..self.state.config.store.topic_defaults.clone()
         };
         Ok(Response::new(v1::CreateTopicResponse {
@@ -319,14 +332,22 @@ impl Log for ClusterLogService {
         &self,
         request: Request<v1::ListTopicsRequest>,
     ) -> Result<Response<v1::ListTopicsResponse>, Status> {
-        self.local.list_topics(request).await
+        let mut response = self.local.list_topics(request).await?;
+        for topic in &mut response.get_mut().topics {
+            self.show_retention(topic);
+        }
+        Ok(response)
     }
 
     async fn describe_topic(
         &self,
         request: Request<v1::DescribeTopicRequest>,
     ) -> Result<Response<v1::DescribeTopicResponse>, Status> {
-        self.local.describe_topic(request).await
+        let mut response = self.local.describe_topic(request).await?;
+        if let Some(topic) = response.get_mut().topic.as_mut() {
+            self.show_retention(topic);
+        }
+        Ok(response)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, partition = ?request.get_ref().partition))]

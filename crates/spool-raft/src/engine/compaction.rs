@@ -1,0 +1,97 @@
+//! Compaction of a replica's log on its owner's request: a snapshot at the
+//! last applied entry, then a purge of the entries whose batches lie below
+//! an offset (`Replica::compact_to`). This is how retention reaches a
+//! replicated partition: each replica deletes its own oldest segments, and
+//! a replica that later needs entries the leader no longer has receives
+//! the leader's snapshot and restarts its log there
+//! (`PartitionLog::install_snapshot`).
+//!
+//! openraft never snapshots or purges on its own here
+//! (`SnapshotPolicy::Never`, `max_in_snapshot_log_to_keep` at its
+//! maximum), so nothing is deleted that the owner did not ask for.
+
+use std::time::Duration;
+
+use super::Replica;
+use crate::error::{Error, Result};
+
+impl Replica {
+    /// Purges this replica's log below `offset`: up to the last entry
+    /// whose whole batch lies below `offset` and that is applied here (so
+    /// committed). A snapshot at the last applied entry is built first if
+    /// none covers that entry; openraft purges only what a snapshot covers.
+    /// The segments then go whole (`RaftLogStorage::purge` in
+    /// `log_store.rs`), so the log start afterwards is at most `offset`,
+    /// usually lower. Returns the partition's log start offset.
+    ///
+    /// Safe on any replica at any time: with nothing to purge it returns
+    /// at once. A leader purges only once no replication task still reads
+    /// the entries, so the purge may take a moment; past `timeout` the
+    /// call fails with [`Error::CompactionTimedOut`] and the purge may
+    /// still happen later. Reads below the new start get the partition's
+    /// out-of-range error.
+    pub async fn compact_to(&self, offset: u64, timeout: Duration) -> Result<u64> {
+        let (applied, snapshot, purged) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.last_applied, metrics.snapshot, metrics.purged)
+        };
+        let Some(applied) = applied else {
+            return Ok(self.partition.log_start_offset());
+        };
+        let target = self
+            .index
+            .read()
+            .expect("index lock")
+            .last_ending_at_or_below(offset)
+            .map(|index| index.min(applied.index));
+        let Some(target) = target else {
+            return Ok(self.partition.log_start_offset());
+        };
+        if purged.is_some_and(|purged| purged.index >= target) {
+            return Ok(self.partition.log_start_offset());
+        }
+        let timeout_ms = timeout.as_millis() as u64;
+        if snapshot.is_none_or(|snapshot| snapshot.index < target) {
+            self.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|fatal| Error::Stopped {
+                    source: Box::new(fatal),
+                })?;
+            self.raft
+                .wait(Some(timeout))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|snapshot| snapshot.index >= target),
+                    "a snapshot covers the entries to purge",
+                )
+                .await
+                .map_err(|_| Error::CompactionTimedOut {
+                    step: "snapshotted",
+                    index: target,
+                    timeout_ms,
+                })?;
+        }
+        self.raft
+            .trigger()
+            .purge_log(target)
+            .await
+            .map_err(|fatal| Error::Stopped {
+                source: Box::new(fatal),
+            })?;
+        self.raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| m.purged.is_some_and(|purged| purged.index >= target),
+                "the entries are purged",
+            )
+            .await
+            .map_err(|_| Error::CompactionTimedOut {
+                step: "purged",
+                index: target,
+                timeout_ms,
+            })?;
+        Ok(self.partition.log_start_offset())
+    }
+}

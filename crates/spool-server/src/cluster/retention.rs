@@ -1,0 +1,79 @@
+//! Retention of replicated topics: every `retention_check_interval_ms`,
+//! each replica on this node whose topic has a retention (in the
+//! metadata's `TopicSpec`) is compacted below the offset spool-log's
+//! retention would keep from (`Partition::retention_start`), with
+//! `Replica::compact_to`: a snapshot, then a purge of whole segments. Each
+//! node compacts its own replicas; a replica that later needs entries its
+//! leader purged gets the leader's snapshot (`docs/cluster.md`,
+//! "Snapshots").
+//!
+//! The store's own retention never runs on these partitions (the local
+//! topic has none, `applier.rs`): deleting a replica's segments behind
+//! the Raft log's back would leave entries neither held nor purged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spool_log::Retention;
+use tokio::sync::watch;
+
+use super::Cluster;
+
+/// How long one replica's compaction may wait for its snapshot and purge
+/// (a leader purges once no replication task still reads the entries);
+/// the next pass goes on from where it stopped.
+const COMPACTION_WAIT: Duration = Duration::from_secs(10);
+
+pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+    let interval_ms = cluster.store.config().retention_check_interval_ms;
+    if interval_ms == 0 {
+        return;
+    }
+    let interval = Duration::from_millis(interval_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        }
+        compact_replicas(&cluster).await;
+    }
+}
+
+/// One pass over this node's replicas.
+async fn compact_replicas(cluster: &Cluster) {
+    for (group, replica) in cluster.service.replicas() {
+        if spool_log::is_internal_topic(&group.topic) {
+            continue;
+        }
+        let Some(entry) = cluster.topic(&group.topic) else {
+            continue;
+        };
+        let retention = Retention {
+            ms: entry.spec.retention_ms,
+            bytes: entry.spec.retention_bytes,
+        };
+        if retention.keeps_everything() {
+            continue;
+        }
+        let partition = replica.partition();
+        let boundary = partition.retention_start(&retention, now_ms());
+        if boundary <= partition.log_start_offset() {
+            continue;
+        }
+        match replica.compact_to(boundary, COMPACTION_WAIT).await {
+            Ok(log_start_offset) => {
+                tracing::debug!(%group, boundary, log_start_offset, "retention compacted a replica");
+            }
+            Err(error) => {
+                tracing::warn!(%group, boundary, %error, "retention could not compact a replica; the next pass tries again");
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
