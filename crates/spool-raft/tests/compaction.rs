@@ -113,9 +113,10 @@ async fn a_compacted_group_restarts_from_its_directories_and_goes_on() -> Result
 }
 
 /// Stops a follower, writes past it, compacts the other two beyond what
-/// it holds, and starts it again: it must install the leader's snapshot.
-/// Returns the follower and the leader.
-async fn lag_a_follower_behind_a_purge(cluster: &mut Cluster) -> Result<(u64, u64)> {
+/// it holds, keeping the last `kept` records, and starts it again: it
+/// must install the leader's snapshot. Returns the follower, the leader
+/// and the offset compacted to.
+async fn lag_a_follower_behind_a_purge(cluster: &mut Cluster, kept: u64) -> Result<(u64, u64, u64)> {
     let leader = cluster.wait_for_leader(0, &[]).await?;
     cluster.write(leader, "before", 50).await?;
     cluster.check_acknowledged_writes().await?;
@@ -126,17 +127,17 @@ async fn lag_a_follower_behind_a_purge(cluster: &mut Cluster) -> Result<(u64, u6
         .context("a follower")?;
     cluster.stop_node(follower).await?;
     cluster.write(leader, "missed", 300).await?;
-    let boundary = end(cluster)? - 20;
+    let boundary = end(cluster)? - kept;
     for id in cluster.nodes.keys().copied().collect::<Vec<_>>() {
         compact(cluster, id, boundary).await?;
     }
-    Ok((follower, leader))
+    Ok((follower, leader, boundary))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_missed_purged_entries_restarts_its_log_from_a_snapshot() -> Result<()> {
     let mut cluster = Cluster::start().await?;
-    let (follower, leader) = lag_a_follower_behind_a_purge(&mut cluster).await?;
+    let (follower, leader, boundary) = lag_a_follower_behind_a_purge(&mut cluster, 20).await?;
     let old_end = {
         cluster.start_node(follower).await?;
         cluster.replica(follower).partition().high_watermark()
@@ -162,6 +163,13 @@ async fn a_replica_that_missed_purged_entries_restarts_its_log_from_a_snapshot()
     let start = partition.log_start_offset();
     let leader_partition = cluster.replica(leader).partition();
     ensure!(leader_partition.log_start_offset() <= start);
+    // The snapshot ends at the last entry purged, not at the last one
+    // applied: the follower holds every record from the boundary on, as
+    // the replicas that compacted do.
+    ensure!(
+        start <= boundary,
+        "the follower's log starts at {start}, past the boundary {boundary} the others kept from"
+    );
     ensure!(partition.high_watermark() == leader_partition.high_watermark());
 
     // A restart keeps the new start, the purged id and the membership.
@@ -184,7 +192,7 @@ async fn a_replica_that_missed_purged_entries_restarts_its_log_from_a_snapshot()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_right_after_installing_a_snapshot_opens_again() -> Result<()> {
     let mut cluster = Cluster::start().await?;
-    let (follower, leader) = lag_a_follower_behind_a_purge(&mut cluster).await?;
+    let (follower, leader, _) = lag_a_follower_behind_a_purge(&mut cluster, 20).await?;
     cluster.start_node(follower).await?;
     let old_end = cluster.replica(follower).partition().high_watermark();
     let partition = cluster.replica(follower).partition().clone();
@@ -313,7 +321,12 @@ async fn a_crash_between_recording_a_purge_and_deleting_segments_opens_the_same_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_before_an_installed_snapshot_restarted_the_log_is_finished_at_open() -> Result<()> {
     let mut cluster = Cluster::start().await?;
-    let (follower, _) = lag_a_follower_behind_a_purge(&mut cluster).await?;
+    // Everything compacted: the snapshot ends at the last entry, so the
+    // follower receives nothing after it and the record read back below
+    // is the state right after the install (with entries past the
+    // snapshot, putting the old log back would take from the follower
+    // entries the leader knows it holds).
+    let (follower, _, _) = lag_a_follower_behind_a_purge(&mut cluster, 0).await?;
     let backup = cluster.dir.path().join("backup");
     copy_tree(&cluster.node_dir(follower), &backup)?;
     cluster.start_node(follower).await?;
@@ -360,7 +373,7 @@ async fn a_log_restarted_from_a_snapshot_keeps_the_producers_below_its_start() -
         });
         originals.push(appended);
     }
-    let (follower, leader) = lag_a_follower_behind_a_purge(&mut cluster).await?;
+    let (follower, leader, _) = lag_a_follower_behind_a_purge(&mut cluster, 20).await?;
     cluster.start_node(follower).await?;
     let old_end = cluster.replica(follower).partition().high_watermark();
     let replica = cluster.replica(follower).clone();

@@ -53,6 +53,11 @@ impl Replica {
         }
         let timeout_ms = timeout.as_millis() as u64;
         if snapshot.is_none_or(|snapshot| snapshot.index < target) {
+            // The snapshot ends at the last entry purged, not at the last
+            // applied one: a follower restarted from it then holds every
+            // entry this replica keeps (`PartitionStateMachine::snapshot_point`).
+            self.snapshot_upto
+                .store(target, std::sync::atomic::Ordering::Release);
             self.raft
                 .trigger()
                 .snapshot()

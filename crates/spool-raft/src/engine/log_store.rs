@@ -260,15 +260,26 @@ impl PartitionLog {
                 op: "restore the committed offset",
                 source,
             })?;
+        let membership = self.membership_at(applied.index)?.unwrap_or_default();
+        Ok((Some(applied), membership))
+    }
+
+    /// The last membership at or before entry `index`: from the log's own
+    /// entries, or from the recorded snapshot when the log no longer holds
+    /// it; `None` if neither has one at or before `index`.
+    pub(super) fn membership_at(&self, index: u64) -> Result<Option<Membership>, Error> {
+        let in_snapshot = self
+            .current_snapshot()
+            .map(|s| s.meta.last_membership)
+            .filter(|m| m.log_id().is_none_or(|id| id.index <= index));
         let own = self.own.lock().expect("own entries lock");
         let in_log = own
             .entries()
             .iter()
             .rev()
-            .filter(|entry| entry.index <= applied.index)
+            .filter(|entry| entry.index <= index)
             .find(|entry| entry.kind == EntryKind::Membership);
-        let in_snapshot = snapshot.map(|s| s.meta.last_membership);
-        let membership = match (in_log, in_snapshot) {
+        Ok(match (in_log, in_snapshot) {
             (Some(entry), snapshot)
                 if snapshot
                     .as_ref()
@@ -279,12 +290,10 @@ impl PartitionLog {
                     offset: entry.offset,
                     source,
                 })?;
-                Membership::new(Some(log_id(entry.term, entry.index)), config)
+                Some(Membership::new(Some(log_id(entry.term, entry.index)), config))
             }
-            (_, Some(snapshot)) => snapshot,
-            (_, None) => Membership::default(),
-        };
-        Ok((Some(applied), membership))
+            (_, snapshot) => snapshot,
+        })
     }
 
     /// The last snapshot built or installed, as `raft-start` holds it.

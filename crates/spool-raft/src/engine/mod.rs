@@ -21,6 +21,7 @@ pub(crate) mod wire;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -177,6 +178,9 @@ pub struct Replica {
     /// The index map, shared with the log store, to name a duplicate's
     /// entry.
     index: Arc<RwLock<EntryIndex>>,
+    /// The entry the next snapshot is to end at (`compaction.rs`), shared
+    /// with the state machine's snapshot builder.
+    snapshot_upto: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -220,7 +224,9 @@ impl Replica {
         // the Raft node.
         let limits = partition.batch_limits();
         let index = log.index();
-        let state_machine = PartitionStateMachine::new(log.clone(), last_applied, membership);
+        let snapshot_upto = Arc::new(AtomicU64::new(u64::MAX));
+        let state_machine =
+            PartitionStateMachine::new(log.clone(), last_applied, membership, Arc::clone(&snapshot_upto));
         let raft_config = Config {
             cluster_name: format!("{}/{}", partition.topic(), partition.id()),
             heartbeat_interval: config.heartbeat_interval_ms,
@@ -280,6 +286,7 @@ impl Replica {
             write_gate: Arc::default(),
             in_flight: Arc::default(),
             index,
+            snapshot_upto,
         })
     }
 

@@ -14,6 +14,7 @@
 //! the offset after the snapshot's last entry (`PartitionLog::install_snapshot`).
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
@@ -22,6 +23,7 @@ use spool_log::Partition;
 
 use super::log_store::{
     Membership, PartitionLog, SNAPSHOT_PRODUCERS_BYTES_MAX, SnapshotData, StoredSnapshot, commit_through,
+    log_id,
 };
 use super::{Appended, TypeConfig};
 use crate::error::Error;
@@ -36,6 +38,11 @@ pub(super) struct PartitionStateMachine {
     log: PartitionLog,
     last_applied: Option<LogId<u64>>,
     membership: Membership,
+    /// The entry the next snapshot ends at, if below the last applied
+    /// one (`u64::MAX`: the last applied): set by `Replica::compact_to`
+    /// to the last entry it purges, so that a follower restarted from the
+    /// snapshot holds every entry the leader keeps.
+    snapshot_upto: Arc<AtomicU64>,
 }
 
 impl PartitionStateMachine {
@@ -46,6 +53,7 @@ impl PartitionStateMachine {
         log: PartitionLog,
         last_applied: Option<LogId<u64>>,
         membership: Membership,
+        snapshot_upto: Arc<AtomicU64>,
     ) -> PartitionStateMachine {
         PartitionStateMachine {
             partition: log.partition().clone(),
@@ -53,15 +61,49 @@ impl PartitionStateMachine {
             log,
             last_applied,
             membership,
+            snapshot_upto,
         }
     }
 
     fn builder(&self) -> SnapshotBuilder {
+        let (last_applied, membership) = self.snapshot_point();
         SnapshotBuilder {
             log: self.log.clone(),
             index: self.index.clone(),
-            last_applied: self.last_applied,
-            membership: self.membership.clone(),
+            last_applied,
+            membership,
+        }
+    }
+
+    /// Where the next snapshot ends, and the membership as of there: the
+    /// entry `snapshot_upto` names when it is applied, still in the log
+    /// and its membership is known; else the last applied entry.
+    ///
+    /// A snapshot ending at the last applied entry would do for the
+    /// replica that builds it, but a follower that installs it restarts
+    /// its log after that entry: the records between the retention
+    /// boundary and it, which every other replica still keeps, would be
+    /// missing from that follower's log, and from every read once it leads.
+    fn snapshot_point(&self) -> (Option<LogId<u64>>, Membership) {
+        let current = (self.last_applied, self.membership.clone());
+        let upto = self.snapshot_upto.load(Ordering::Acquire);
+        let Some(applied) = self.last_applied else {
+            return current;
+        };
+        if upto >= applied.index {
+            return current;
+        }
+        let Some(slot) = self.index.read().expect("index lock").get(upto) else {
+            return current;
+        };
+        let membership = if self.membership.log_id().is_none_or(|id| id.index <= upto) {
+            Some(self.membership.clone())
+        } else {
+            self.log.membership_at(upto).ok().flatten()
+        };
+        match membership {
+            Some(membership) => (Some(log_id(slot.term, upto)), membership),
+            None => current,
         }
     }
 }
