@@ -37,7 +37,9 @@ pub mod own_entries;
 mod peer_service;
 mod transport;
 
-pub use engine::{Appended, GroupConfig, PeerRequest, PeerResponse, Replica, ReplicaStatus, Role};
+pub use engine::{
+    AppSnapshot, AppState, Appended, GroupConfig, PeerRequest, PeerResponse, Replica, ReplicaStatus, Role,
+};
 pub use error::{Error, Result};
 pub use in_process::InProcessNetwork;
 pub use network::{GroupId, Network, Unreachable};

@@ -40,6 +40,7 @@ use spool_format::batch::{self, Batch, BatchHeader};
 use spool_log::{Durability, Partition};
 
 use super::TypeConfig;
+use super::app_state::AppSnapshot;
 use crate::commit::{CommitFile, Committed};
 use crate::entry::EntryKind;
 use crate::error::Error;
@@ -75,6 +76,9 @@ pub(super) struct SnapshotData {
     pub log_start_offset: u64,
     #[serde(default, with = "hex_bytes")]
     pub producers: Vec<u8>,
+    /// The group owner's state (`app_state.rs`), for a group with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppSnapshot>,
 }
 
 /// The largest producer table a snapshot carries (before hex): past it the
@@ -83,7 +87,7 @@ pub(super) struct SnapshotData {
 pub(super) const SNAPSHOT_PRODUCERS_BYTES_MAX: usize = 16 << 20;
 
 /// Bytes as a lowercase hex string in JSON.
-mod hex_bytes {
+pub(super) mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
@@ -299,6 +303,13 @@ impl PartitionLog {
     /// The last snapshot built or installed, as `raft-start` holds it.
     pub(super) fn current_snapshot(&self) -> Option<StoredSnapshot> {
         self.start.lock().expect("start lock").snapshot.clone()
+    }
+
+    /// The group owner's state the last snapshot carries, if it carries
+    /// one (`app_state.rs`).
+    pub(super) fn stored_app_snapshot(&self) -> Option<AppSnapshot> {
+        let snapshot = self.current_snapshot()?;
+        serde_json::from_slice::<SnapshotData>(&snapshot.data).ok()?.app
     }
 
     /// Records `snapshot` in `raft-start`, unless the one recorded ends

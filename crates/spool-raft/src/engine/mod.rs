@@ -8,6 +8,7 @@
 //! term), so a log id is (term, index): the term comes from the
 //! partition's term list, the index from [`EntryIndex`](crate::index::EntryIndex).
 
+mod app_state;
 mod compaction;
 mod elections;
 mod idempotence;
@@ -41,6 +42,7 @@ use crate::error::{Error, Result};
 use crate::index::EntryIndex;
 use crate::network::Network;
 
+pub use self::app_state::{AppSnapshot, AppState};
 use self::elections::Elections;
 use self::idempotence::InFlight;
 use self::log_store::PartitionLog;
@@ -181,6 +183,11 @@ pub struct Replica {
     /// The entry the next snapshot is to end at (`compaction.rs`), shared
     /// with the state machine's snapshot builder.
     snapshot_upto: Arc<AtomicU64>,
+    /// The group owner's state, for a group with one (`app_state.rs`),
+    /// shared with the state machine.
+    app: Option<Arc<app_state::AppHook>>,
+    /// The log store's handle, for the snapshot it records.
+    stored_log: PartitionLog,
 }
 
 impl std::fmt::Debug for Replica {
@@ -208,6 +215,23 @@ impl Replica {
         partition: Partition,
         network: Arc<dyn Network>,
     ) -> Result<Replica> {
+        Replica::open_with_state(config, partition, network, None).await
+    }
+
+    /// [`open`](Self::open) for a group whose owner folds the committed
+    /// log into a state of its own, `app`: the group's snapshots carry
+    /// that state, a compaction purges no entry the state does not cover,
+    /// and a snapshot installed from the leader hands its state to `app`
+    /// (`AppState::install`). The state the last snapshot carries is
+    /// [`stored_app_snapshot`](Self::stored_app_snapshot), where the
+    /// owner starts after a restart.
+    pub async fn open_with_state(
+        config: &GroupConfig,
+        partition: Partition,
+        network: Arc<dyn Network>,
+        app: Option<Arc<dyn AppState>>,
+    ) -> Result<Replica> {
+        let app = app.map(|state| Arc::new(app_state::AppHook::new(state)));
         let for_open = partition.clone();
         let (log, (last_applied, membership)) = tokio::task::spawn_blocking(move || {
             let log = PartitionLog::open(for_open)?;
@@ -224,9 +248,15 @@ impl Replica {
         // the Raft node.
         let limits = partition.batch_limits();
         let index = log.index();
+        let log_for_app = log.clone();
         let snapshot_upto = Arc::new(AtomicU64::new(u64::MAX));
-        let state_machine =
-            PartitionStateMachine::new(log.clone(), last_applied, membership, Arc::clone(&snapshot_upto));
+        let state_machine = PartitionStateMachine::new(
+            log.clone(),
+            last_applied,
+            membership,
+            Arc::clone(&snapshot_upto),
+            app.clone(),
+        );
         let raft_config = Config {
             cluster_name: format!("{}/{}", partition.topic(), partition.id()),
             heartbeat_interval: config.heartbeat_interval_ms,
@@ -287,7 +317,15 @@ impl Replica {
             in_flight: Arc::default(),
             index,
             snapshot_upto,
+            app,
+            stored_log: log_for_app,
         })
+    }
+
+    /// The group owner's state as the last snapshot built or installed
+    /// here carries it (`open_with_state`); `None` without one.
+    pub fn stored_app_snapshot(&self) -> Option<AppSnapshot> {
+        self.stored_log.stored_app_snapshot()
     }
 
     /// Makes `members` (node id to address) the group's first membership.

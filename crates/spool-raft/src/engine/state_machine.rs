@@ -21,6 +21,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, Snapsho
 use openraft::{Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
 use spool_log::Partition;
 
+use super::app_state::{AppHook, AppSnapshot};
 use super::log_store::{
     Membership, PartitionLog, SNAPSHOT_PRODUCERS_BYTES_MAX, SnapshotData, StoredSnapshot, commit_through,
     log_id,
@@ -43,6 +44,8 @@ pub(super) struct PartitionStateMachine {
     /// to the last entry it purges, so that a follower restarted from the
     /// snapshot holds every entry the leader keeps.
     snapshot_upto: Arc<AtomicU64>,
+    /// The group owner's state, for a group with one (`app_state.rs`).
+    app: Option<Arc<AppHook>>,
 }
 
 impl PartitionStateMachine {
@@ -54,6 +57,7 @@ impl PartitionStateMachine {
         last_applied: Option<LogId<u64>>,
         membership: Membership,
         snapshot_upto: Arc<AtomicU64>,
+        app: Option<Arc<AppHook>>,
     ) -> PartitionStateMachine {
         PartitionStateMachine {
             partition: log.partition().clone(),
@@ -62,6 +66,7 @@ impl PartitionStateMachine {
             last_applied,
             membership,
             snapshot_upto,
+            app,
         }
     }
 
@@ -72,6 +77,7 @@ impl PartitionStateMachine {
             index: self.index.clone(),
             last_applied,
             membership,
+            app: self.app.as_ref().map(|hook| hook.pending()),
         }
     }
 
@@ -173,6 +179,7 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         let data = snapshot.into_inner();
         let decoded: SnapshotData =
             serde_json::from_slice(&data).map_err(|source| snapshot_error(Error::BadSnapshot { source }))?;
+        let app = decoded.app.clone();
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -197,6 +204,14 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        match (&self.app, app) {
+            (Some(hook), Some(app)) => hook.state.install(app),
+            (Some(_), None) => tracing::error!(
+                topic = %self.partition.topic(),
+                "an installed snapshot carries no state for this group's owner; it goes on from the state it has"
+            ),
+            (None, _) => {}
+        }
         Ok(())
     }
 
@@ -216,6 +231,8 @@ pub(super) struct SnapshotBuilder {
     index: Arc<RwLock<EntryIndex>>,
     last_applied: Option<LogId<u64>>,
     membership: Membership,
+    /// The group owner's state (`None` for a group without one).
+    app: Option<Option<AppSnapshot>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -240,10 +257,27 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             tracing::warn!(topic = %partition.topic(), partition = partition.id(), bytes = producers.len(), "the producer table is too large for a snapshot; a log restarted from it starts without one");
             producers.clear();
         }
+        let app = match self.app.take() {
+            None => None,
+            Some(Some(app)) if app.next_offset >= next_offset => Some(app),
+            Some(app) => {
+                // `compact_to` caps the snapshot at the owner's state; a
+                // snapshot without it would restart a follower's log
+                // without the state, so it says so loudly.
+                tracing::error!(
+                    topic = %partition.topic(),
+                    next_offset,
+                    app_next_offset = app.map(|a| a.next_offset),
+                    "a snapshot is built past the state its group's owner gave; it carries none"
+                );
+                None
+            }
+        };
         let data = SnapshotData {
             next_offset,
             log_start_offset: partition.log_start_offset(),
             producers,
+            app,
         };
         let data = serde_json::to_vec(&data).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let snapshot_id = match self.last_applied {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use spool_format::batch::{self, Batch, Record};
 use spool_log::{Partition, Store, TopicConfig};
-use spool_raft::{GroupConfig, InProcessNetwork, Network, Replica};
+use spool_raft::{AppState, GroupConfig, InProcessNetwork, Network, Replica};
 
 use super::{Ack, committed_batches, encoded_batch, limits, store_config};
 
@@ -30,6 +30,9 @@ pub struct Cluster {
     pub network: InProcessNetwork,
     pub nodes: BTreeMap<u64, Node>,
     pub acks: Vec<Ack>,
+    /// The owner's state a node's replica opens with, if any
+    /// (`Replica::open_with_state`).
+    pub apps: BTreeMap<u64, Arc<dyn AppState>>,
 }
 
 impl Cluster {
@@ -47,6 +50,7 @@ impl Cluster {
             network: InProcessNetwork::new(),
             nodes: BTreeMap::new(),
             acks: Vec::new(),
+            apps: BTreeMap::new(),
         };
         for id in 1..=3 {
             cluster.start_node(id).await?;
@@ -80,7 +84,8 @@ impl Cluster {
         config.heartbeat_interval_ms = 50;
         (config.election_timeout_min_ms, config.election_timeout_max_ms) = self.election_timeout_ms;
         let network: Arc<dyn Network> = Arc::new(self.network.clone());
-        let replica = Replica::open(&config, partition, network).await?;
+        let app = self.apps.get(&id).cloned();
+        let replica = Replica::open_with_state(&config, partition, network, app).await?;
         self.network.register(id, replica.clone());
         self.nodes.insert(id, Node { store, replica });
         Ok(())
