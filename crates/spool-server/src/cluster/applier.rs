@@ -8,7 +8,9 @@
 //! deleted topic, its replicas stop and its local data goes. Nodes added
 //! and removed change whom the transport can reach.
 //!
-//! After a restart the log is applied again from its start: at once up
+//! After a restart the log is applied again from its start, or from the
+//! state the metadata group's last snapshot carries when the log was
+//! compacted (`metadata_snapshot.rs`): at once up
 //! to the commit the metadata replica stored (`raft-commit`), the rest
 //! once the metadata leader says how far it is committed; applying is
 //! idempotent (opening a running replica or
@@ -23,7 +25,7 @@ use spool_log::{Partition, TopicConfig};
 use spool_raft::{GroupId, Replica};
 use tokio::sync::watch;
 
-use super::metadata::{MetadataCommand, TopicSpec};
+use super::metadata::{MetadataCommand, MetadataState, TopicSpec};
 use super::{Cluster, initialize_group};
 
 /// Bytes of the metadata log read at once.
@@ -33,7 +35,25 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
     let partition = cluster.metadata.partition().clone();
     let mut offset = partition.log_start_offset();
     let mut removed_reported = false;
+    // After a compaction, or a snapshot installed from the leader, the
+    // log starts past commands the state needs: the state the last
+    // snapshot carries is where this node goes on from.
+    match cluster.metadata.stored_app_snapshot() {
+        Some(snapshot) => {
+            restore(&cluster, snapshot, &mut offset, &mut removed_reported, false).await;
+        }
+        None if offset > 0 => tracing::error!(
+            log_start_offset = offset,
+            "the metadata log starts past 0 and no snapshot carries the state before it; the metadata applied here lacks what came before"
+        ),
+        None => {}
+    }
     loop {
+        if let Some(snapshot) = cluster.metadata_snapshots.take_installed()
+            && snapshot.next_offset > offset
+        {
+            restore(&cluster, snapshot, &mut offset, &mut removed_reported, true).await;
+        }
         tokio::select! {
             result = partition.wait_committed(offset) => {
                 if let Err(error) = result {
@@ -41,6 +61,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
                     return;
                 }
             }
+            _ = cluster.metadata_snapshots.wake.notified() => continue,
             _ = shutdown.wait_for(|stopping| *stopping) => return,
         }
         let reading = partition.clone();
@@ -48,8 +69,17 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
         let (commands, next_offset) = match read {
             Ok(Ok(read)) => read,
             Ok(Err(error)) => {
-                tracing::error!(%error, offset, "cannot read the metadata log");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                // Below the log start: the log restarted from the leader's
+                // snapshot, and the next turn takes its state up.
+                if matches!(error, spool_log::Error::OffsetOutOfRange { .. }) {
+                    tracing::debug!(%error, offset, "the metadata log starts past what is applied here; waiting for the snapshot's state");
+                } else {
+                    tracing::warn!(%error, offset, "cannot read the metadata log");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                    _ = cluster.metadata_snapshots.wake.notified() => {}
+                }
                 continue;
             }
             Err(join) => {
@@ -62,10 +92,12 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
         let nodes_changed = commands.iter().any(|(_, command)| command.changes_nodes());
         let touched: BTreeSet<String> = {
             let mut state = cluster.state.write().expect("metadata lock");
-            commands
+            let touched = commands
                 .into_iter()
                 .filter_map(|(at, command)| state.apply(at, command))
-                .collect()
+                .collect();
+            state.set_applied_through(next_offset);
+            touched
         };
         if nodes_changed {
             follow_nodes(&cluster, &mut removed_reported);
@@ -76,6 +108,55 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
         offset = next_offset;
         cluster.applied.send_replace(offset);
     }
+}
+
+/// Takes up the state `snapshot` carries: it replaces this node's, the
+/// node then matches it for every topic it names, and the log is read on
+/// from the snapshot's offset.
+///
+/// With `installed` (a snapshot received from the leader, past all this
+/// node has applied) the local topics of replicated topics (those with
+/// an incarnation) it does not name go too: they were deleted in commands
+/// this node never read. At a start they stay: the
+/// node may have applied commands past its own last snapshot, and a
+/// topic created in them is in its log, not in the snapshot.
+async fn restore(
+    cluster: &Arc<Cluster>,
+    snapshot: spool_raft::AppSnapshot,
+    offset: &mut u64,
+    removed_reported: &mut bool,
+    installed: bool,
+) {
+    let state = match MetadataState::decode(&snapshot.data) {
+        Ok(state) => state,
+        Err(error) => {
+            tracing::error!(%error, next_offset = snapshot.next_offset, "a metadata snapshot cannot be read; the metadata applied here lacks what came before it");
+            return;
+        }
+    };
+    let mut topics: BTreeSet<String> = state.topics().map(|(name, _)| name.clone()).collect();
+    if installed {
+        topics.extend(
+            cluster
+                .store
+                .topics()
+                .iter()
+                .filter(|topic| topic.config().incarnation.is_some())
+                .map(|topic| topic.name().to_owned()),
+        );
+    }
+    *cluster.state.write().expect("metadata lock") = state;
+    tracing::info!(
+        next_offset = snapshot.next_offset,
+        topics = topics.len(),
+        "took up the cluster's metadata from a snapshot"
+    );
+    follow_nodes(cluster, removed_reported);
+    for topic in topics {
+        reconcile(cluster, &topic).await;
+    }
+    *offset = snapshot.next_offset;
+    cluster.applied.send_replace(*offset);
 }
 
 /// Makes the transport reach the cluster's nodes as the metadata now

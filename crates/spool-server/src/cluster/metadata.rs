@@ -105,6 +105,37 @@ pub struct MetadataState {
     topics: BTreeMap<String, TopicEntry>,
     /// By (consumer, topic), each partition's position.
     checkpoints: BTreeMap<(String, String), BTreeMap<u32, Position>>,
+    /// The metadata offset every command below has been applied through
+    /// ([`applied_through`](Self::applied_through)).
+    next_offset: u64,
+}
+
+/// [`MetadataState`] as a snapshot stores it (JSON): what a node whose
+/// metadata log was compacted, or restarted from the leader's snapshot,
+/// starts from (`docs/cluster.md`, "Snapshots").
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredState {
+    next_offset: u64,
+    added: Vec<(u64, String)>,
+    removed: Vec<u64>,
+    topics: Vec<StoredTopic>,
+    checkpoints: Vec<StoredCheckpoint>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredTopic {
+    name: String,
+    spec: TopicSpec,
+    created_offset: u64,
+    moved: Vec<u32>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredCheckpoint {
+    consumer: String,
+    topic: String,
+    /// (partition, offset, commit time in ms).
+    positions: Vec<(u32, u64, i64)>,
 }
 
 impl MetadataState {
@@ -216,6 +247,95 @@ impl MetadataState {
 
     pub fn topics(&self) -> impl Iterator<Item = (&String, &TopicEntry)> {
         self.topics.iter()
+    }
+
+    /// The metadata offset the state has applied every command below:
+    /// where reading the log goes on.
+    pub fn applied_through(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Records that every command below `next_offset` is applied.
+    pub fn set_applied_through(&mut self, next_offset: u64) {
+        self.next_offset = self.next_offset.max(next_offset);
+    }
+
+    /// The state encoded for a snapshot ([`decode`](Self::decode) reads it).
+    pub fn encode(&self) -> Vec<u8> {
+        let stored = StoredState {
+            next_offset: self.next_offset,
+            added: self
+                .added
+                .iter()
+                .map(|(id, address)| (*id, address.clone()))
+                .collect(),
+            removed: self.removed.iter().copied().collect(),
+            topics: self
+                .topics
+                .iter()
+                .map(|(name, entry)| StoredTopic {
+                    name: name.clone(),
+                    spec: entry.spec.clone(),
+                    created_offset: entry.created_offset,
+                    moved: entry.moved.iter().copied().collect(),
+                })
+                .collect(),
+            checkpoints: self
+                .checkpoints
+                .iter()
+                .map(|((consumer, topic), positions)| StoredCheckpoint {
+                    consumer: consumer.clone(),
+                    topic: topic.clone(),
+                    positions: positions
+                        .iter()
+                        .map(|(partition, at)| (*partition, at.offset, at.commit_time_ms))
+                        .collect(),
+                })
+                .collect(),
+        };
+        serde_json::to_vec(&stored).expect("metadata state encodes as JSON")
+    }
+
+    /// A state [`encode`](Self::encode) made.
+    pub fn decode(bytes: &[u8]) -> Result<MetadataState, serde_json::Error> {
+        let stored: StoredState = serde_json::from_slice(bytes)?;
+        Ok(MetadataState {
+            added: stored.added.into_iter().collect(),
+            removed: stored.removed.into_iter().collect(),
+            topics: stored
+                .topics
+                .into_iter()
+                .map(|topic| {
+                    let entry = TopicEntry {
+                        spec: topic.spec,
+                        created_offset: topic.created_offset,
+                        moved: topic.moved.into_iter().collect(),
+                    };
+                    (topic.name, entry)
+                })
+                .collect(),
+            checkpoints: stored
+                .checkpoints
+                .into_iter()
+                .map(|checkpoint| {
+                    let positions = checkpoint
+                        .positions
+                        .into_iter()
+                        .map(|(partition, offset, commit_time_ms)| {
+                            (
+                                partition,
+                                Position {
+                                    offset,
+                                    commit_time_ms,
+                                },
+                            )
+                        })
+                        .collect();
+                    ((checkpoint.consumer, checkpoint.topic), positions)
+                })
+                .collect(),
+            next_offset: stored.next_offset,
+        })
     }
 }
 
@@ -424,6 +544,55 @@ mod tests {
             replicas: vec![1],
         };
         assert_eq!(state.apply(5, other), None);
+    }
+
+    #[test]
+    fn a_state_round_trips_through_its_snapshot_encoding() {
+        let mut state = MetadataState::default();
+        let commands = [
+            MetadataCommand::CreateTopic {
+                name: "orders".to_owned(),
+                spec: TopicSpec {
+                    retention_ms: Some(60_000),
+                    ..spec(2)
+                },
+            },
+            MetadataCommand::CreateTopic {
+                name: "gone".to_owned(),
+                spec: spec(1),
+            },
+            MetadataCommand::AddNode {
+                node_id: 4,
+                peer_address: "127.0.0.4:7080".to_owned(),
+            },
+            MetadataCommand::RemoveNode { node_id: 2 },
+            MetadataCommand::SetReplicas {
+                topic: "orders".to_owned(),
+                partition: 1,
+                replicas: vec![1, 3, 4],
+            },
+            MetadataCommand::CommitCheckpoint {
+                consumer: "billing".to_owned(),
+                topic: "orders".to_owned(),
+                positions: vec![(0, 17), (1, 4)],
+                commit_time_ms: 1_700_000_000_000,
+            },
+            MetadataCommand::DeleteTopic {
+                name: "gone".to_owned(),
+            },
+        ];
+        for (at, command) in commands.into_iter().enumerate() {
+            state.apply(at as u64, command);
+            state.set_applied_through(at as u64 + 1);
+        }
+        let decoded = MetadataState::decode(&state.encode()).unwrap();
+        assert_eq!(decoded, state);
+        assert_eq!(decoded.applied_through(), 7);
+        assert!(decoded.topic("gone").is_none());
+        assert_eq!(decoded.topic("orders").unwrap().moved, BTreeSet::from([1]));
+        assert_eq!(decoded.checkpoint("billing", "orders")[&1].offset, 4);
+        assert!(decoded.is_removed(2));
+        assert!(MetadataState::decode(b"{\"next_offset\": 3}").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 mod applier;
 mod jobs;
 pub mod metadata;
+mod metadata_snapshot;
 mod operations;
 mod retention;
 mod service;
@@ -111,7 +112,9 @@ pub struct Cluster {
     metadata: Replica,
     /// This node's replica of the job layer's group (`__jobs`).
     jobs: Replica,
-    state: RwLock<MetadataState>,
+    state: Arc<RwLock<MetadataState>>,
+    /// The metadata group's snapshots of `state` (`metadata_snapshot.rs`).
+    metadata_snapshots: Arc<metadata_snapshot::MetadataSnapshots>,
     /// The metadata offset applied through on this node.
     applied: watch::Sender<u64>,
     /// Other nodes' client addresses, learned with `DescribeNode`.
@@ -180,6 +183,8 @@ impl Cluster {
             ));
         }
 
+        let state = Arc::new(RwLock::new(MetadataState::default()));
+        let metadata_snapshots = Arc::new(metadata_snapshot::MetadataSnapshots::new(Arc::clone(&state)));
         let metadata = open_internal_group(
             &store,
             GroupId::metadata(),
@@ -187,6 +192,7 @@ impl Cluster {
             &transport,
             &service,
             (!join).then_some(&peers),
+            Some(Arc::clone(&metadata_snapshots) as Arc<dyn spool_raft::AppState>),
         )
         .await?;
         let jobs = open_internal_group(
@@ -196,6 +202,7 @@ impl Cluster {
             &transport,
             &service,
             (!join).then_some(&peers),
+            None,
         )
         .await?;
         let cluster = Arc::new(Cluster {
@@ -208,7 +215,8 @@ impl Cluster {
             transport,
             metadata,
             jobs,
-            state: RwLock::default(),
+            state,
+            metadata_snapshots,
             applied: watch::Sender::new(0),
             client_addresses: Mutex::default(),
             segment_bytes_max,
@@ -527,7 +535,8 @@ pub(crate) fn initialize_group(replica: &Replica, config: &GroupConfig, members:
 /// registers it with the peer
 /// service and, when its log is empty, makes its first membership of
 /// `peers` (none for a node that joins a running cluster: the leader
-/// adds it).
+/// adds it). `app` is the state its owner folds the log into, if any
+/// (`Replica::open_with_state`).
 async fn open_internal_group(
     store: &Arc<Store>,
     group: GroupId,
@@ -535,6 +544,7 @@ async fn open_internal_group(
     transport: &Arc<PeerTransport>,
     service: &PeerService,
     peers: Option<&BTreeMap<u64, String>>,
+    app: Option<Arc<dyn spool_raft::AppState>>,
 ) -> Result<Replica, ClusterError> {
     let partition = {
         let store = Arc::clone(store);
@@ -547,7 +557,7 @@ async fn open_internal_group(
                 source,
             })?
     };
-    let replica = Replica::open(config, partition.clone(), transport.group(group.clone(), 0))
+    let replica = Replica::open_with_state(config, partition.clone(), transport.group(group.clone(), 0), app)
         .await
         .map_err(|source| ClusterError::Raft { source })?;
     service.register(group, 0, replica.clone());

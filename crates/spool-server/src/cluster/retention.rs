@@ -7,6 +7,9 @@
 //! leader purged gets the leader's snapshot (`docs/cluster.md`,
 //! "Snapshots").
 //!
+//! The metadata log is compacted the same way, below what this node has
+//! applied, its snapshot carrying the metadata state.
+//!
 //! The store's own retention never runs on these partitions (the local
 //! topic has none, `applier.rs`): deleting a replica's segments behind
 //! the Raft log's back would leave entries neither held nor purged.
@@ -36,6 +39,29 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
             _ = shutdown.wait_for(|stopping| *stopping) => return,
         }
         compact_replicas(&cluster).await;
+        compact_metadata(&cluster).await;
+    }
+}
+
+/// Compacts this node's replica of the metadata log below the offset its
+/// applied state covers, once that frees a whole segment: the snapshot
+/// carries the state (`metadata_snapshot.rs`), so the commands below are
+/// no longer needed to restart, or to bring a node up to date. Without
+/// this, every checkpoint commit would stay in the log for good.
+async fn compact_metadata(cluster: &Cluster) {
+    let replica = &cluster.metadata;
+    let partition = replica.partition();
+    let applied = cluster.state.read().expect("metadata lock").applied_through();
+    if partition.start_after_deleting_below(applied) <= partition.log_start_offset() {
+        return;
+    }
+    match replica.compact_to(applied, COMPACTION_WAIT).await {
+        Ok(log_start_offset) => {
+            tracing::info!(applied, log_start_offset, "compacted the metadata log");
+        }
+        Err(error) => {
+            tracing::warn!(applied, %error, "the metadata log could not be compacted; the next pass tries again");
+        }
     }
 }
 
