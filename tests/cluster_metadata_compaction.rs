@@ -167,6 +167,10 @@ fn the_metadata_log_is_compacted_and_nodes_come_back_from_its_snapshot() -> Resu
         for id in [1, 2] {
             let start = wait_compacted(&nodes, id).await?;
             eprintln!("node {id}: the metadata log starts at {start}");
+            ensure!(
+                nodes.data_dir(id).join("cluster/metadata.snapshot").is_file(),
+                "node {id} stored its metadata state before compacting"
+            );
             wait_metadata(&nodes, id, &expected).await?;
         }
         Ok::<_, anyhow::Error>(expected)
@@ -178,6 +182,10 @@ fn the_metadata_log_is_compacted_and_nodes_come_back_from_its_snapshot() -> Resu
         ensure!(
             first_segment(nodes.data_dir(3), "__cluster")? > 0,
             "node 3's metadata log restarted from the snapshot"
+        );
+        ensure!(
+            nodes.data_dir(3).join("cluster/metadata.snapshot").is_file(),
+            "node 3 stored the state the snapshot carried"
         );
         ensure!(
             partition_dir(nodes.data_dir(3), DROPPED).is_none(),

@@ -86,6 +86,10 @@ pub enum Error {
         path: std::path::PathBuf,
         reason: String,
     },
+    /// The group's owner could not store the state a snapshot carried
+    /// (`AppState::install`).
+    #[error("the group's owner could not store the snapshot's state: {reason}")]
+    AppState { reason: String },
     /// A snapshot sent by a leader whose data does not decode.
     #[error("a snapshot's data does not decode")]
     BadSnapshot {

@@ -1,11 +1,18 @@
-//! State an application folds from a group's committed log, carried in
-//! the group's snapshots. A partition needs none: its state is its log.
-//! A group whose owner folds its log into something else (the cluster's
-//! metadata) registers an [`AppState`] (`Replica::open_with_state`); its
-//! snapshots then carry that state as of an offset at or past their last
-//! entry, so that a replica whose log restarts from one (a follower behind
-//! the leader's purge, a node that joins) starts with the state too, and
-//! the owner may compact a log it no longer needs to read back.
+//! State an application folds from a group's committed log. A partition
+//! needs none: its state is its log. A group whose owner folds its log
+//! into something else (the cluster's metadata, the job table) gives the
+//! group an [`AppState`] (`Replica::open_with_state`): a compaction then
+//! purges no entry the owner's durable state does not cover, and a
+//! snapshot sent to a replica whose log restarts from it (a follower
+//! behind the leader's purge, a node that joins) carries the owner's
+//! state, which that replica's owner stores before its log restarts.
+//!
+//! The state is the owner's to store: `raft-start` records the snapshot
+//! without it, and a snapshot is given the state only when it is sent.
+//! The state sent may cover more than the snapshot (the owner's latest);
+//! it never covers less, since the purge stopped at what it covered then.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,46 +25,34 @@ pub struct AppSnapshot {
     pub data: Vec<u8>,
 }
 
-/// What a group's owner gives the group for its snapshots.
+/// What a group's owner gives the group for its compactions and snapshots.
 pub trait AppState: Send + Sync + 'static {
-    /// The state as folded now. Its `next_offset` must never go back (the
-    /// group caps what a compaction purges by it) and must never pass the
-    /// group's committed offset.
-    fn snapshot(&self) -> AppSnapshot;
+    /// The offset the owner's latest durable state covers (every committed
+    /// record below it folded in, stored where the owner reads it back
+    /// after a restart); 0 for none. Never goes back. A compaction purges
+    /// no entry past it.
+    fn durable_offset(&self) -> u64;
 
-    /// Called once a snapshot received from the leader is installed: the
-    /// state to continue from. The owner replaces its state with it when
-    /// it is past its own and reads the log from `next_offset` on; the
-    /// records below may be gone from the local log.
-    fn install(&self, snapshot: AppSnapshot);
+    /// That state, encoded, for a snapshot sent to another replica; `None`
+    /// when the owner has none. May block (it may read a file).
+    fn snapshot(&self) -> Option<AppSnapshot>;
+
+    /// Stores `snapshot`, received with the leader's snapshot, durably as
+    /// the owner's state, and has the owner take it up: its records below
+    /// `next_offset` may be gone from the local log. Called before this
+    /// replica's log restarts from the leader's snapshot; blocks. An error
+    /// stops the group's replica here, as a failed log restart does.
+    fn install(&self, snapshot: AppSnapshot) -> Result<(), String>;
 }
 
-/// A group's [`AppState`] with the state the next snapshot carries:
-/// taken by `Replica::compact_to` before it asks for the snapshot, so
-/// that the snapshot's last entry is at or below the state's offset.
-pub(super) struct AppHook {
-    pub state: std::sync::Arc<dyn AppState>,
-    pub pending: std::sync::Mutex<Option<AppSnapshot>>,
-}
-
-impl AppHook {
-    pub fn new(state: std::sync::Arc<dyn AppState>) -> AppHook {
-        AppHook {
-            state,
-            pending: std::sync::Mutex::default(),
-        }
-    }
-
-    /// The state the next snapshot carries.
-    pub fn pending(&self) -> Option<AppSnapshot> {
-        self.pending.lock().expect("app snapshot lock").clone()
-    }
-}
+/// A group's [`AppState`], shared by the replica and its state machine.
+#[derive(Clone)]
+pub(super) struct AppHook(pub Arc<dyn AppState>);
 
 impl std::fmt::Debug for AppHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppHook")
-            .field("pending_next_offset", &self.pending().map(|s| s.next_offset))
-            .finish_non_exhaustive()
+            .field("durable_offset", &self.0.durable_offset())
+            .finish()
     }
 }

@@ -39,15 +39,10 @@ impl Replica {
         let Some(applied) = applied else {
             return Ok(self.partition.log_start_offset());
         };
-        // A group with an owner's state purges nothing that state does not
-        // cover, and its snapshot carries the state (`app_state.rs`).
+        // A group with an owner's state purges nothing its durable state
+        // does not cover (`app_state.rs`).
         let offset = match &self.app {
-            Some(hook) => {
-                let state = hook.state.snapshot();
-                let offset = offset.min(state.next_offset);
-                *hook.pending.lock().expect("app snapshot lock") = Some(state);
-                offset
-            }
+            Some(hook) => offset.min(hook.0.durable_offset()),
             None => offset,
         };
         let target = self

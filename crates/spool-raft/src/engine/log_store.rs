@@ -76,7 +76,8 @@ pub(super) struct SnapshotData {
     pub log_start_offset: u64,
     #[serde(default, with = "hex_bytes")]
     pub producers: Vec<u8>,
-    /// The group owner's state (`app_state.rs`), for a group with one.
+    /// The group owner's state (`app_state.rs`), for a group with one:
+    /// only in a snapshot sent to another replica, never in `raft-start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<AppSnapshot>,
 }
@@ -303,13 +304,6 @@ impl PartitionLog {
     /// The last snapshot built or installed, as `raft-start` holds it.
     pub(super) fn current_snapshot(&self) -> Option<StoredSnapshot> {
         self.start.lock().expect("start lock").snapshot.clone()
-    }
-
-    /// The group owner's state the last snapshot carries, if it carries
-    /// one (`app_state.rs`).
-    pub(super) fn stored_app_snapshot(&self) -> Option<AppSnapshot> {
-        let snapshot = self.current_snapshot()?;
-        serde_json::from_slice::<SnapshotData>(&snapshot.data).ok()?.app
     }
 
     /// Records `snapshot` in `raft-start`, unless the one recorded ends

@@ -185,9 +185,7 @@ pub struct Replica {
     snapshot_upto: Arc<AtomicU64>,
     /// The group owner's state, for a group with one (`app_state.rs`),
     /// shared with the state machine.
-    app: Option<Arc<app_state::AppHook>>,
-    /// The log store's handle, for the snapshot it records.
-    stored_log: PartitionLog,
+    app: Option<app_state::AppHook>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -219,19 +217,18 @@ impl Replica {
     }
 
     /// [`open`](Self::open) for a group whose owner folds the committed
-    /// log into a state of its own, `app`: the group's snapshots carry
-    /// that state, a compaction purges no entry the state does not cover,
-    /// and a snapshot installed from the leader hands its state to `app`
-    /// (`AppState::install`). The state the last snapshot carries is
-    /// [`stored_app_snapshot`](Self::stored_app_snapshot), where the
-    /// owner starts after a restart.
+    /// log into a state of its own, `app` (`app_state.rs`): a compaction
+    /// purges no entry that state's durable copy does not cover, a
+    /// snapshot sent to another replica carries the state, and one
+    /// received from the leader hands its state to `app`
+    /// (`AppState::install`) before the log restarts.
     pub async fn open_with_state(
         config: &GroupConfig,
         partition: Partition,
         network: Arc<dyn Network>,
         app: Option<Arc<dyn AppState>>,
     ) -> Result<Replica> {
-        let app = app.map(|state| Arc::new(app_state::AppHook::new(state)));
+        let app = app.map(app_state::AppHook);
         let for_open = partition.clone();
         let (log, (last_applied, membership)) = tokio::task::spawn_blocking(move || {
             let log = PartitionLog::open(for_open)?;
@@ -248,7 +245,6 @@ impl Replica {
         // the Raft node.
         let limits = partition.batch_limits();
         let index = log.index();
-        let log_for_app = log.clone();
         let snapshot_upto = Arc::new(AtomicU64::new(u64::MAX));
         let state_machine = PartitionStateMachine::new(
             log.clone(),
@@ -318,14 +314,7 @@ impl Replica {
             index,
             snapshot_upto,
             app,
-            stored_log: log_for_app,
         })
-    }
-
-    /// The group owner's state as the last snapshot built or installed
-    /// here carries it (`open_with_state`); `None` without one.
-    pub fn stored_app_snapshot(&self) -> Option<AppSnapshot> {
-        self.stored_log.stored_app_snapshot()
     }
 
     /// Makes `members` (node id to address) the group's first membership.

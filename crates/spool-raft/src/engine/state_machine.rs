@@ -21,7 +21,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, Snapsho
 use openraft::{Entry, EntryPayload, LogId, OptionalSend, StorageError, StorageIOError, StoredMembership};
 use spool_log::Partition;
 
-use super::app_state::{AppHook, AppSnapshot};
+use super::app_state::AppHook;
 use super::log_store::{
     Membership, PartitionLog, SNAPSHOT_PRODUCERS_BYTES_MAX, SnapshotData, StoredSnapshot, commit_through,
     log_id,
@@ -45,7 +45,7 @@ pub(super) struct PartitionStateMachine {
     /// snapshot holds every entry the leader keeps.
     snapshot_upto: Arc<AtomicU64>,
     /// The group owner's state, for a group with one (`app_state.rs`).
-    app: Option<Arc<AppHook>>,
+    app: Option<AppHook>,
 }
 
 impl PartitionStateMachine {
@@ -57,7 +57,7 @@ impl PartitionStateMachine {
         last_applied: Option<LogId<u64>>,
         membership: Membership,
         snapshot_upto: Arc<AtomicU64>,
-        app: Option<Arc<AppHook>>,
+        app: Option<AppHook>,
     ) -> PartitionStateMachine {
         PartitionStateMachine {
             partition: log.partition().clone(),
@@ -77,7 +77,6 @@ impl PartitionStateMachine {
             index: self.index.clone(),
             last_applied,
             membership,
-            app: self.app.as_ref().map(|hook| hook.pending()),
         }
     }
 
@@ -177,9 +176,29 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         let snapshot_error =
             |error: Error| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &error));
         let data = snapshot.into_inner();
-        let decoded: SnapshotData =
+        let mut decoded: SnapshotData =
             serde_json::from_slice(&data).map_err(|source| snapshot_error(Error::BadSnapshot { source }))?;
-        let app = decoded.app.clone();
+        // The owner stores its state before the log restarts (a crash in
+        // between leaves the old log with the new state, which the owner
+        // waits to reach); `raft-start` records the snapshot without it.
+        match (&self.app, decoded.app.take()) {
+            (Some(hook), Some(app)) => {
+                let hook = hook.clone();
+                tokio::task::spawn_blocking(move || hook.0.install(app))
+                    .await
+                    .map_err(|join| {
+                        StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &join))
+                    })?
+                    .map_err(|reason| snapshot_error(Error::AppState { reason }))?;
+            }
+            (Some(_), None) => tracing::error!(
+                topic = %self.partition.topic(),
+                "an installed snapshot carries no state for this group's owner; it goes on from the state it has"
+            ),
+            (None, _) => {}
+        }
+        let data = serde_json::to_vec(&decoded)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -204,23 +223,47 @@ impl RaftStateMachine<TypeConfig> for PartitionStateMachine {
         }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        match (&self.app, app) {
-            (Some(hook), Some(app)) => hook.state.install(app),
-            (Some(_), None) => tracing::error!(
-                topic = %self.partition.topic(),
-                "an installed snapshot carries no state for this group's owner; it goes on from the state it has"
-            ),
-            (None, _) => {}
-        }
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        Ok(self.log.current_snapshot().map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        let Some(stored) = self.log.current_snapshot() else {
+            return Ok(None);
+        };
+        let data = match &self.app {
+            Some(hook) => with_app_state(hook, &stored).await?,
+            None => stored.data,
+        };
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
+}
+
+/// The data of `stored` with the owner's latest durable state in it, for
+/// a snapshot sent to another replica. That state covers at least what
+/// the snapshot does: a compaction purges nothing past the durable state
+/// of its time, and that state never goes back. A state that is missing
+/// or behind (its file removed by hand) is left out, loudly: the replica
+/// that installs the snapshot keeps the state it has.
+async fn with_app_state(hook: &AppHook, stored: &StoredSnapshot) -> Result<Vec<u8>, StorageError<u64>> {
+    let signature = stored.meta.signature();
+    let mut data: SnapshotData = serde_json::from_slice(&stored.data)
+        .map_err(|e| StorageIOError::read_snapshot(Some(signature.clone()), &e))?;
+    let owner = hook.clone();
+    let state = tokio::task::spawn_blocking(move || owner.0.snapshot())
+        .await
+        .map_err(|join| StorageIOError::read_snapshot(Some(signature.clone()), &join))?;
+    match state {
+        Some(state) if state.next_offset >= data.next_offset => data.app = Some(state),
+        state => tracing::error!(
+            next_offset = data.next_offset,
+            state_next_offset = state.map(|s| s.next_offset),
+            "the group owner's state is behind the snapshot; the snapshot is sent without it"
+        ),
+    }
+    serde_json::to_vec(&data).map_err(|e| StorageIOError::read_snapshot(Some(signature), &e).into())
 }
 
 /// Builds a snapshot of the state as it was when the builder was made,
@@ -231,8 +274,6 @@ pub(super) struct SnapshotBuilder {
     index: Arc<RwLock<EntryIndex>>,
     last_applied: Option<LogId<u64>>,
     membership: Membership,
-    /// The group owner's state (`None` for a group without one).
-    app: Option<Option<AppSnapshot>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -257,27 +298,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             tracing::warn!(topic = %partition.topic(), partition = partition.id(), bytes = producers.len(), "the producer table is too large for a snapshot; a log restarted from it starts without one");
             producers.clear();
         }
-        let app = match self.app.take() {
-            None => None,
-            Some(Some(app)) if app.next_offset >= next_offset => Some(app),
-            Some(app) => {
-                // `compact_to` caps the snapshot at the owner's state; a
-                // snapshot without it would restart a follower's log
-                // without the state, so it says so loudly.
-                tracing::error!(
-                    topic = %partition.topic(),
-                    next_offset,
-                    app_next_offset = app.map(|a| a.next_offset),
-                    "a snapshot is built past the state its group's owner gave; it carries none"
-                );
-                None
-            }
-        };
         let data = SnapshotData {
             next_offset,
             log_start_offset: partition.log_start_offset(),
             producers,
-            app,
+            app: None,
         };
         let data = serde_json::to_vec(&data).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let snapshot_id = match self.last_applied {

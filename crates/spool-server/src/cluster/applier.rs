@@ -9,8 +9,8 @@
 //! and removed change whom the transport can reach.
 //!
 //! After a restart the log is applied again from its start, or from the
-//! state the metadata group's last snapshot carries when the log was
-//! compacted (`metadata_snapshot.rs`): at once up
+//! metadata state this node stored last (`metadata_snapshot.rs`), which
+//! the log may have been compacted below: at once up
 //! to the commit the metadata replica stored (`raft-commit`), the rest
 //! once the metadata leader says how far it is committed; applying is
 //! idempotent (opening a running replica or
@@ -36,9 +36,9 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
     let mut offset = partition.log_start_offset();
     let mut removed_reported = false;
     // After a compaction, or a snapshot installed from the leader, the
-    // log starts past commands the state needs: the state the last
-    // snapshot carries is where this node goes on from.
-    match cluster.metadata.stored_app_snapshot() {
+    // log starts past commands the state needs: the state this node
+    // stored last is where it goes on from.
+    match cluster.metadata_snapshots.stored() {
         Some(snapshot) => {
             restore(&cluster, snapshot, &mut offset, &mut removed_reported, false).await;
         }

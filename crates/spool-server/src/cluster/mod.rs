@@ -184,7 +184,10 @@ impl Cluster {
         }
 
         let state = Arc::new(RwLock::new(MetadataState::default()));
-        let metadata_snapshots = Arc::new(metadata_snapshot::MetadataSnapshots::new(Arc::clone(&state)));
+        let metadata_snapshots = Arc::new(metadata_snapshot::MetadataSnapshots::open(
+            Arc::clone(&state),
+            store.dir(),
+        ));
         let metadata = open_internal_group(
             &store,
             GroupId::metadata(),

@@ -44,9 +44,10 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
 }
 
 /// Compacts this node's replica of the metadata log below the offset its
-/// applied state covers, once that frees a whole segment: the snapshot
-/// carries the state (`metadata_snapshot.rs`), so the commands below are
-/// no longer needed to restart, or to bring a node up to date. Without
+/// applied state covers, once that frees a whole segment: the state is
+/// stored first, and a snapshot sent to another node carries it
+/// (`metadata_snapshot.rs`), so the commands below are no longer needed
+/// to restart, or to bring a node up to date. Without
 /// this, every checkpoint commit would stay in the log for good.
 async fn compact_metadata(cluster: &Cluster) {
     let replica = &cluster.metadata;
@@ -55,6 +56,19 @@ async fn compact_metadata(cluster: &Cluster) {
     if partition.start_after_deleting_below(applied) <= partition.log_start_offset() {
         return;
     }
+    // The state is stored first: the purge goes no further than the
+    // stored state covers.
+    let snapshots = std::sync::Arc::clone(&cluster.metadata_snapshots);
+    let saved = tokio::task::spawn_blocking(move || snapshots.save())
+        .await
+        .expect("storing the metadata snapshot does not panic");
+    let applied = match saved {
+        Ok(offset) => offset,
+        Err(error) => {
+            tracing::warn!(%error, "cannot store the metadata snapshot; the metadata log is not compacted");
+            return;
+        }
+    };
     match replica.compact_to(applied, COMPACTION_WAIT).await {
         Ok(log_start_offset) => {
             tracing::info!(applied, log_start_offset, "compacted the metadata log");
