@@ -257,8 +257,12 @@ impl JobsRuntime {
     /// offset restored). The table is rebuilt from the committed events
     /// and follows the group: it applies committed events while another
     /// node leads, and takes requests once `replication` says this node
-    /// serves (`replication.rs`). The history retention does not run:
-    /// a replica's log starts at offset 0.
+    /// serves (`replication.rs`). The history retention does not delete
+    /// segments here: the node's compaction of its replica does, no
+    /// further than the stored snapshot covers (`snapshot::stored_offset`),
+    /// and a replica whose log restarts from the leader's snapshot first
+    /// stores the leader's table (`snapshot::install`), which this one
+    /// then restarts from.
     pub fn start_replicated(
         partition: Partition,
         replication: Arc<dyn Replication>,
@@ -282,7 +286,10 @@ impl JobsRuntime {
         } else {
             partition.high_watermark()
         };
-        let (mut core, snapshot_offset) = load_snapshot(&config, end);
+        // A replica's stored snapshot may cover more than it has committed
+        // (the leader's, stored just before its log restarted): the table
+        // then starts there and waits for the log to reach it.
+        let (mut core, snapshot_offset) = load_snapshot(&config, (!replicated).then_some(end));
         let log_start_offset = partition.log_start_offset();
         if log_start_offset > snapshot_offset.unwrap_or(0) {
             return Err(StartError::SnapshotMissing {
@@ -292,7 +299,11 @@ impl JobsRuntime {
             });
         }
         let from = snapshot_offset.unwrap_or(0);
-        let replayed_events = replay(&partition, &mut core, from, end)?;
+        let replayed_events = if end > from {
+            replay(&partition, &mut core, from, end)?
+        } else {
+            0
+        };
         let startup = Startup {
             snapshot_offset,
             replayed_events,
@@ -309,7 +320,9 @@ impl JobsRuntime {
         let (sender, receiver) = mpsc::channel();
         let jobs = config.jobs.clone();
         let role = if replicated {
-            Role::Following { applied: end }
+            Role::Following {
+                applied: end.max(from),
+            }
         } else {
             Role::Local
         };
@@ -330,6 +343,7 @@ impl JobsRuntime {
             background: None,
             encode_buffer: Vec::new(),
             unsynced: VecDeque::new(),
+            snapshot_missing_reported: false,
         };
         let thread = std::thread::Builder::new()
             .name("spool-jobs".into())
@@ -526,14 +540,14 @@ impl Drop for JobsRuntime {
 }
 
 /// The latest snapshot in `config.snapshot_dir` covering no more than
-/// `end`, with the table it holds, or an empty table.
-fn load_snapshot(config: &RuntimeConfig, end: u64) -> (JobsCore, Option<u64>) {
+/// `end` (any, without), with the table it holds, or an empty table.
+fn load_snapshot(config: &RuntimeConfig, end: Option<u64>) -> (JobsCore, Option<u64>) {
     // Lease tokens come from this seed: a fresh one per table built, so a
     // token handed out before a restart or failover is never handed out
     // again.
     let seed = (config.clock)() as u64 ^ u64::from(std::process::id()).rotate_left(32);
     match snapshot::load(&config.snapshot_dir, &config.jobs, seed) {
-        Some((core, offset)) if offset <= end => (core, Some(offset)),
+        Some((core, offset)) if end.is_none_or(|end| offset <= end) => (core, Some(offset)),
         _ => (JobsCore::new(config.jobs.clone(), seed), None),
     }
 }
@@ -605,6 +619,9 @@ struct Worker {
     /// event that may not be durable yet: what a claim looks up to wait
     /// only for the events it depends on (see `claim_offset`).
     unsynced: VecDeque<(u64, JobId)>,
+    /// Cluster mode: whether a log restarted past the table without a
+    /// snapshot to restart the table from was reported.
+    snapshot_missing_reported: bool,
 }
 
 const IDLE_WAKE: Duration = Duration::from_millis(500);
@@ -819,6 +836,9 @@ impl Worker {
     /// Applies the events committed since `applied`; returns how far the
     /// table now reflects the log.
     fn apply_committed(&mut self, applied: u64) -> u64 {
+        if applied < self.partition.log_start_offset() {
+            return self.restart_from_snapshot(applied);
+        }
         let committed = self.partition.committed_offset();
         if committed <= applied {
             return applied;
@@ -835,6 +855,40 @@ impl Worker {
         }
     }
 
+    /// The replica's log restarted from the leader's snapshot, past what
+    /// the table applied: the table restarts from the snapshot the group
+    /// stored before that (`snapshot::install`), then applies what was
+    /// committed after it. Returns how far the table reflects the log.
+    fn restart_from_snapshot(&mut self, applied: u64) -> u64 {
+        let log_start = self.partition.log_start_offset();
+        match load_snapshot(&self.config, None) {
+            (core, Some(offset)) if offset >= log_start => {
+                self.core = core;
+                self.events_since_snapshot = 0;
+                self.unsynced.clear();
+                self.snapshot_missing_reported = false;
+                tracing::info!(
+                    offset,
+                    jobs = self.core.job_count(),
+                    "the replica of __jobs restarted from the leader's snapshot: the job table restarts from its table"
+                );
+                self.apply_committed(offset)
+            }
+            (_, stored) => {
+                if !self.snapshot_missing_reported {
+                    self.snapshot_missing_reported = true;
+                    tracing::error!(
+                        applied,
+                        log_start,
+                        stored,
+                        "the replica of __jobs starts past the job table and no stored snapshot covers the gap; the table cannot follow until one is installed"
+                    );
+                }
+                applied
+            }
+        }
+    }
+
     /// Gives the leadership up: parked claims hear where the leader is, and
     /// the table is rebuilt from the latest snapshot and the committed
     /// events.
@@ -845,13 +899,20 @@ impl Worker {
         }
         self.unsynced.clear();
         let committed = self.partition.committed_offset();
-        let (mut core, snapshot_offset) = load_snapshot(&self.config, committed);
+        let (mut core, snapshot_offset) = load_snapshot(&self.config, None);
         let from = snapshot_offset.unwrap_or(0);
-        match replay(&self.partition, &mut core, from, committed) {
+        let replayed = if committed > from {
+            replay(&self.partition, &mut core, from, committed)
+        } else {
+            Ok(0)
+        };
+        match replayed {
             Ok(events) => {
                 self.core = core;
                 self.events_since_snapshot = events;
-                self.role = Role::Following { applied: committed };
+                self.role = Role::Following {
+                    applied: committed.max(from),
+                };
             }
             Err(error) => {
                 tracing::error!(%error, "cannot rebuild the job table from __jobs; the job service stops answering until restarted");
@@ -1006,9 +1067,7 @@ impl Worker {
     /// Takes the step the history retention calls for now.
     fn check_retention(&mut self, now: i64) {
         let retention = &self.config.history_retention;
-        // A replica's log starts at offset 0 (`docs/cluster.md`): in a
-        // cluster nothing is trimmed.
-        if retention.keeps_everything() || self.failed.is_some() || !matches!(self.role, Role::Local) {
+        if retention.keeps_everything() || self.failed.is_some() {
             return;
         }
         let step = retention::next_step(
@@ -1020,6 +1079,10 @@ impl Worker {
         match step {
             RetentionStep::Nothing => {}
             RetentionStep::Snapshot => self.snapshot(false),
+            // In a cluster the node compacts its replica of `__jobs` (no
+            // further than the stored snapshot covers); the table's part
+            // is the snapshot above.
+            RetentionStep::Trim(_) if !matches!(self.role, Role::Local) => {}
             RetentionStep::Trim(below) => {
                 let partition = self.partition.clone();
                 self.in_background(false, move || delete_below(&partition, below));
@@ -1090,6 +1153,7 @@ impl Worker {
             _ => None,
         };
         let local = matches!(self.role, Role::Local);
+        let replicated = self.replication.is_some();
         // A snapshot must never reflect events a crash (or a failover)
         // could still take away: it is written once the log holds them
         // durably (committed, in a cluster).
@@ -1107,10 +1171,23 @@ impl Worker {
                 );
                 return;
             }
-            match snapshot::write(&dir, &encoded) {
-                Ok(()) => {
-                    tracing::debug!(offset, jobs, bytes = encoded.len(), "jobs snapshot written");
-                    snapshot_offset.store(offset, Ordering::Release);
+            // A replica's stored snapshot never goes back: one the group
+            // stored from the leader may cover more than this table.
+            let written = if replicated {
+                snapshot::write_if_newer(&dir, &encoded)
+            } else {
+                snapshot::write(&dir, &encoded).map(|()| offset)
+            };
+            match written {
+                Ok(stored) => {
+                    tracing::debug!(
+                        offset,
+                        stored,
+                        jobs,
+                        bytes = encoded.len(),
+                        "jobs snapshot written"
+                    );
+                    snapshot_offset.store(stored, Ordering::Release);
                     if trim {
                         let retention_start = partition.retention_start(&retention, clock());
                         delete_below(&partition, retention::trim_offset(retention_start, offset));

@@ -318,6 +318,142 @@ pub fn store(dir: &Path, core: &JobsCore, offset: u64) -> spool_log::Result<()> 
 
 /// Writes an encoded snapshot atomically.
 pub fn write(dir: &Path, encoded: &[u8]) -> spool_log::Result<()> {
+    let mut files = FILES.lock().expect("jobs snapshot files lock");
+    write_unlocked(dir, encoded)?;
+    match encoded.get(8..16) {
+        Some(offset) => files.insert(
+            dir.to_path_buf(),
+            u64::from_le_bytes(offset.try_into().expect("8 bytes")),
+        ),
+        None => files.remove(dir),
+    };
+    Ok(())
+}
+
+fn write_unlocked(dir: &Path, encoded: &[u8]) -> spool_log::Result<()> {
     spool_log::fsutil::create_dir_durable(dir)?;
     spool_log::fsutil::write_atomic(&dir.join(FILE_NAME), encoded)
+}
+
+// Cluster mode: the snapshot is also the job layer's state in `__jobs`'
+// Raft group (`spool_raft::AppState`): the group compacts no further than
+// the stored snapshot covers, sends it to a replica whose log restarts
+// from the leader's snapshot, and that replica stores it here before its
+// log restarts. Its offset must then never go back, whoever writes:
+// the job thread (its own table) or the group (the leader's). One lock
+// orders every write of the process, and the functions below keep the
+// offset of each directory's stored snapshot.
+
+/// The offsets of the stored snapshots this process has written or read
+/// whole, by directory; what the lock guards.
+static FILES: std::sync::Mutex<std::collections::BTreeMap<std::path::PathBuf, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The offset a whole, valid encoded snapshot covers; why not otherwise.
+pub fn check(bytes: &[u8]) -> Result<u64, String> {
+    if bytes.len() < HEADER_BYTES || &bytes[..4] != MAGIC {
+        return Err("not a jobs snapshot".to_owned());
+    }
+    let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if !readable(version) {
+        return Err(format!("a jobs snapshot of unknown version {version}"));
+    }
+    let offset = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    let body_len = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
+    if bytes.len() as u64 != HEADER_BYTES as u64 + body_len {
+        return Err(format!("{} bytes do not hold a body of {body_len}", bytes.len()));
+    }
+    if crc32fast::hash(&bytes[HEADER_BYTES..]) != crc {
+        return Err("checksum mismatch".to_owned());
+    }
+    Ok(offset)
+}
+
+/// The stored snapshot of `dir`, whole and valid, with its offset.
+/// Blocking.
+pub fn stored(dir: &Path) -> Option<(u64, Vec<u8>)> {
+    let mut files = FILES.lock().expect("jobs snapshot files lock");
+    let (offset, bytes) = read_stored(dir)?;
+    files.insert(dir.to_path_buf(), offset);
+    Some((offset, bytes))
+}
+
+/// The offset the stored snapshot of `dir` covers (0 for none, or one
+/// that is not whole). Blocking: reads the file the first time.
+pub fn stored_offset(dir: &Path) -> u64 {
+    let mut files = FILES.lock().expect("jobs snapshot files lock");
+    if let Some(offset) = files.get(dir) {
+        return *offset;
+    }
+    let offset = read_stored(dir).map_or(0, |(offset, _)| offset);
+    files.insert(dir.to_path_buf(), offset);
+    offset
+}
+
+/// Writes `encoded` unless the stored snapshot covers more; returns the
+/// offset stored afterwards. Cluster mode, where a stored snapshot never
+/// goes back (module comment above).
+pub fn write_if_newer(dir: &Path, encoded: &[u8]) -> spool_log::Result<u64> {
+    let offset = check(encoded).map_err(|reason| spool_log::Error::Io {
+        op: "write a jobs snapshot",
+        path: dir.join(FILE_NAME),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
+    })?;
+    let mut files = FILES.lock().expect("jobs snapshot files lock");
+    let stored = match files.get(dir) {
+        Some(stored) => *stored,
+        None => read_stored(dir).map_or(0, |(offset, _)| offset),
+    };
+    if stored > offset {
+        files.insert(dir.to_path_buf(), stored);
+        return Ok(stored);
+    }
+    write_unlocked(dir, encoded)?;
+    files.insert(dir.to_path_buf(), offset);
+    Ok(offset)
+}
+
+/// Stores a snapshot received from the leader of `__jobs`: refused when
+/// it is not whole, kept only if it covers more than the one stored.
+pub fn install(dir: &Path, encoded: &[u8]) -> Result<u64, String> {
+    check(encoded)?;
+    write_if_newer(dir, encoded).map_err(|error| error.to_string())
+}
+
+fn read_stored(dir: &Path) -> Option<(u64, Vec<u8>)> {
+    let bytes = std::fs::read(dir.join(FILE_NAME)).ok()?;
+    let offset = check(&bytes).ok()?;
+    Some((offset, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(offset: u64) -> Vec<u8> {
+        encode(&JobsCore::new(JobsConfig::default(), 1), offset)
+    }
+
+    #[test]
+    fn a_replicas_stored_snapshot_never_goes_back_and_a_damaged_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().join("jobs");
+        assert_eq!(stored_offset(&dir), 0);
+        assert!(stored(&dir).is_none());
+        assert_eq!(write_if_newer(&dir, &encoded(40)).unwrap(), 40);
+        // An older table (the job thread's, written after the leader's
+        // was installed) leaves the newer one.
+        assert_eq!(write_if_newer(&dir, &encoded(30)).unwrap(), 40);
+        assert_eq!(stored(&dir).unwrap(), (40, encoded(40)));
+        assert_eq!(install(&dir, &encoded(90)).unwrap(), 90);
+        assert_eq!(stored_offset(&dir), 90);
+        let mut damaged = encoded(120);
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert_eq!(install(&dir, &damaged).unwrap_err(), "checksum mismatch");
+        assert!(install(&dir, b"SPJS").is_err());
+        assert_eq!(check(&encoded(7)), Ok(7));
+        assert_eq!(stored_offset(&dir), 90);
+    }
 }

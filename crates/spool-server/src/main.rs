@@ -349,7 +349,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
                     join: config.join,
                 },
                 address.to_string(),
-                config.store.topic_defaults.segment_bytes_max,
+                spool_server::cluster::DataSettings {
+                    segment_bytes_max: config.store.topic_defaults.segment_bytes_max,
+                    job_history_retention: config.job_history_retention,
+                },
                 peer_tls,
                 state.shutdown.clone(),
             )
@@ -370,7 +373,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             snapshot_events: config.job_snapshot_events,
             history_retention: config.job_history_retention,
             retention_check_interval_ms: config.store.retention_check_interval_ms,
-            ..RuntimeConfig::new(config.data_dir.join("jobs"))
+            ..RuntimeConfig::new(config.data_dir.join(spool_server::cluster::JOBS_SNAPSHOT_DIR))
         };
         // In a cluster `__jobs` is replicated: the table follows its
         // group, and takes requests on the node that leads it.

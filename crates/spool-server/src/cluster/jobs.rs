@@ -125,3 +125,36 @@ async fn learn_addresses(cluster: Arc<Cluster>) {
         }
     }
 }
+
+/// The job table's snapshots as the owner's state of `__jobs`' group
+/// (`spool_raft::AppState`): the snapshot the job runtime stores in
+/// `<data>/jobs` (`spool_jobs::snapshot`). The group compacts no further
+/// than it covers, a snapshot sent to a replica carries it, and a replica
+/// whose log restarts from the leader's snapshot stores the leader's table
+/// there first; its job thread then restarts from it.
+#[derive(Debug)]
+pub(super) struct JobsSnapshots {
+    pub(super) dir: std::path::PathBuf,
+}
+
+impl spool_raft::AppState for JobsSnapshots {
+    fn durable_offset(&self) -> u64 {
+        spool_jobs::snapshot::stored_offset(&self.dir)
+    }
+
+    fn snapshot(&self) -> Option<spool_raft::AppSnapshot> {
+        spool_jobs::snapshot::stored(&self.dir)
+            .map(|(next_offset, data)| spool_raft::AppSnapshot { next_offset, data })
+    }
+
+    fn install(&self, snapshot: spool_raft::AppSnapshot) -> Result<(), String> {
+        let offset = spool_jobs::snapshot::check(&snapshot.data)?;
+        if offset != snapshot.next_offset {
+            return Err(format!(
+                "the job table covers offset {offset}, the snapshot says {}",
+                snapshot.next_offset
+            ));
+        }
+        spool_jobs::snapshot::install(&self.dir, &snapshot.data).map(|_| ())
+    }
+}

@@ -43,6 +43,18 @@ pub use self::service::ClusterLogService;
 /// group it leads ([`Cluster::shutdown`]).
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How a node keeps replicated data by default.
+#[derive(Debug, Clone, Copy)]
+pub struct DataSettings {
+    /// Segment size of a topic created without one.
+    pub segment_bytes_max: u64,
+    /// How much of `__jobs` the node keeps (`job_history_retention_*`).
+    pub job_history_retention: spool_log::Retention,
+}
+
+/// The directory of the job table's snapshot in a data directory.
+pub const JOBS_SNAPSHOT_DIR: &str = "jobs";
+
 /// How long a metadata change may wait for the metadata group's leader
 /// and for its own application on this node.
 const METADATA_WAIT: Duration = Duration::from_secs(10);
@@ -121,6 +133,9 @@ pub struct Cluster {
     client_addresses: Mutex<HashMap<u64, String>>,
     /// Segment size of a topic created without one.
     segment_bytes_max: u64,
+    /// How much of `__jobs` this node keeps (`job_history_retention_*`):
+    /// its replica is compacted below it (`retention.rs`).
+    job_history_retention: spool_log::Retention,
     /// Turns true once this node has confirmed its metadata with the
     /// metadata leader since it started ([`wait_for_start_sync`](Self::wait_for_start_sync)).
     synced_since_start: watch::Sender<bool>,
@@ -135,19 +150,24 @@ impl Cluster {
     /// when the log is empty) and starts applying committed metadata.
     /// `client_address` is where clients reach this node, named in leader
     /// hints; `group_config` names this node and times every group it
-    /// runs; with `tls` peer traffic both ways is mutual TLS. Everything
+    /// runs; `data` says how new topics and `__jobs` are kept; with
+    /// `tls` peer traffic both ways is mutual TLS. Everything
     /// stops when `shutdown` turns true.
     pub async fn start(
         store: Arc<Store>,
         group_config: GroupConfig,
         bootstrap: Bootstrap,
         client_address: String,
-        segment_bytes_max: u64,
+        data: DataSettings,
         tls: Option<PeerTls>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let node_id = group_config.node_id;
         let Bootstrap { peers, join } = bootstrap;
+        let DataSettings {
+            segment_bytes_max,
+            job_history_retention,
+        } = data;
         let own = peers.get(&node_id).cloned().unwrap_or_default();
         let address: SocketAddr = own
             .parse()
@@ -205,7 +225,9 @@ impl Cluster {
             &transport,
             &service,
             (!join).then_some(&peers),
-            None,
+            Some(Arc::new(jobs::JobsSnapshots {
+                dir: store.dir().join(JOBS_SNAPSHOT_DIR),
+            }) as Arc<dyn spool_raft::AppState>),
         )
         .await?;
         let cluster = Arc::new(Cluster {
@@ -223,6 +245,7 @@ impl Cluster {
             applied: watch::Sender::new(0),
             client_addresses: Mutex::default(),
             segment_bytes_max,
+            job_history_retention,
             synced_since_start: watch::Sender::new(false),
             started_at: tokio::time::Instant::now(),
             peers_stop,

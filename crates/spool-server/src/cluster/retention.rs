@@ -8,7 +8,8 @@
 //! "Snapshots").
 //!
 //! The metadata log is compacted the same way, below what this node has
-//! applied, its snapshot carrying the metadata state.
+//! applied and stored (`metadata_snapshot.rs`), and `__jobs` below its
+//! history retention and the job table's stored snapshot.
 //!
 //! The store's own retention never runs on these partitions (the local
 //! topic has none, `applier.rs`): deleting a replica's segments behind
@@ -40,6 +41,37 @@ pub(super) async fn run(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<boo
         }
         compact_replicas(&cluster).await;
         compact_metadata(&cluster).await;
+        compact_jobs(&cluster).await;
+    }
+}
+
+/// Compacts this node's replica of `__jobs` below where the history
+/// retention (`job_history_retention_*`) would start it: the engine stops
+/// at the job table's stored snapshot (`jobs::JobsSnapshots`), so no
+/// event the table still needs goes, and the job thread takes a snapshot
+/// when the retention waits for one.
+async fn compact_jobs(cluster: &Cluster) {
+    let retention = cluster.job_history_retention;
+    if retention.keeps_everything() {
+        return;
+    }
+    let replica = &cluster.jobs;
+    let partition = replica.partition();
+    let boundary = partition.retention_start(&retention, now_ms());
+    if boundary <= partition.log_start_offset() {
+        return;
+    }
+    match replica.compact_to(boundary, COMPACTION_WAIT).await {
+        Ok(log_start_offset) => {
+            tracing::debug!(
+                boundary,
+                log_start_offset,
+                "the history retention compacted __jobs"
+            );
+        }
+        Err(error) => {
+            tracing::warn!(boundary, %error, "the history retention could not compact __jobs; the next pass tries again");
+        }
     }
 }
 

@@ -1,0 +1,169 @@
+//! The history retention of `__jobs` in a cluster, with three real
+//! `spoold` processes, small internal segments and a small history
+//! retention: under a job load through two nodes while the third is
+//! down, each of the two compacts its replica of `__jobs` (its first
+//! segments go, never past the job table's stored snapshot). The third
+//! comes back behind their purge: it stores the leader's job table, its
+//! log restarts from the leader's snapshot, and once it leads `__jobs`
+//! every acknowledged job is there, every acknowledged completion holds,
+//! and a further load through it hands out no completed job again.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use common::cluster::{Extra, TestCluster, WAIT, runtime};
+use common::job_load::JobLoad;
+
+const JOBS_TOPIC: &str = "__jobs";
+
+fn cluster() -> TestCluster {
+    TestCluster::start_with(
+        3,
+        Extra {
+            settings: Some(Box::new(|_| {
+                [
+                    "retention_check_interval_ms=200ms",
+                    "record_bytes_max=16KiB",
+                    "batch_bytes_max=16KiB",
+                    "internal_segment_bytes=16KiB",
+                    "job_history_retention_bytes=32KiB",
+                    "job_snapshot_events=100",
+                ]
+                .map(str::to_owned)
+                .to_vec()
+            })),
+            ..Extra::default()
+        },
+    )
+}
+
+/// The directory of a topic's partition 0 under a node's data directory.
+fn partition_dir(data: &Path, topic: &str) -> Option<PathBuf> {
+    let dir = data.join("topics").join(topic).join("0");
+    dir.is_dir().then_some(dir)
+}
+
+/// The base offset of the first segment a node holds of `topic`'s
+/// partition 0: its log start.
+fn first_segment(data: &Path, topic: &str) -> Result<u64> {
+    let dir = partition_dir(data, topic).with_context(|| format!("no {topic} under {}", data.display()))?;
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(&dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(base) = name.strip_suffix(".log") {
+            bases.push(base.parse::<u64>().with_context(|| format!("segment {name}"))?);
+        }
+    }
+    bases.into_iter().min().context("no segment")
+}
+
+/// Waits until node `id`'s `__jobs` starts past `past`.
+async fn wait_log_start(nodes: &TestCluster, id: u64, past: u64, what: &str) -> Result<u64> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let start = first_segment(nodes.data_dir(id), JOBS_TOPIC)?;
+        if start > past {
+            return Ok(start);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "node {id}: {what} (its __jobs starts at {start})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn the_history_of_jobs_is_compacted_and_a_node_behind_it_takes_the_leaders_table() -> Result<()> {
+    let runtime = runtime()?;
+    let mut nodes = cluster();
+    // Node 3 must not lead `__jobs` when it goes down.
+    runtime.block_on(async {
+        let leader = nodes.agreed_leader(&nodes.ids(), JOBS_TOPIC, 0).await?;
+        if leader == 3 {
+            move_jobs_leader(&nodes, 1, 1).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let held = first_segment(nodes.data_dir(3), JOBS_TOPIC)?;
+    ensure!(held == 0, "node 3's __jobs starts at {held}");
+    nodes.kill9(3);
+
+    let record = runtime.block_on(async {
+        let load = JobLoad::spawn(nodes.url(1), nodes.url(2), nodes.client_options());
+        let deadline = Instant::now() + WAIT * 4;
+        // Until both nodes have compacted past everything node 3 holds
+        // (the first segment, at least), and the load has gone on after.
+        let mut compacted = false;
+        while !compacted {
+            load.wait_for_progress(20).await?;
+            compacted = [1, 2]
+                .into_iter()
+                .all(|id| first_segment(nodes.data_dir(id), JOBS_TOPIC).is_ok_and(|start| start > 0));
+            ensure!(Instant::now() < deadline, "nodes 1 and 2 never compacted __jobs");
+        }
+        load.wait_for_progress(20).await?;
+        for id in [1, 2] {
+            ensure!(
+                nodes.data_dir(id).join("jobs/jobs.snapshot").is_file(),
+                "node {id} compacted __jobs without a stored snapshot"
+            );
+        }
+        let (enqueued, completed) = load.progress();
+        eprintln!("{enqueued} jobs enqueued and {completed} completed while node 3 was down");
+        let record = load.stop().await?;
+        JobLoad::check(&record, &nodes.url(1), &nodes.client_options()).await?;
+        Ok::<_, anyhow::Error>(record)
+    })?;
+
+    nodes.restart(3);
+    runtime.block_on(async {
+        let start = wait_log_start(&nodes, 3, 0, "restarts its __jobs from the leader's snapshot").await?;
+        eprintln!("node 3's __jobs restarted at {start}");
+        ensure!(
+            nodes.data_dir(3).join("jobs/jobs.snapshot").is_file(),
+            "node 3 stored the leader's job table"
+        );
+        move_jobs_leader(&nodes, 1, 3).await?;
+        // Node 3's table: the leader's snapshot and the events after it.
+        JobLoad::check(&record, &nodes.url(3), &nodes.client_options()).await?;
+        let load = JobLoad::spawn(nodes.url(3), nodes.url(3), nodes.client_options());
+        load.wait_for_progress(20).await?;
+        let more = load.stop().await?;
+        JobLoad::check(&more, &nodes.url(3), &nodes.client_options()).await?;
+        // A job completed before is never handed out again.
+        let old = record.lock().expect("job record lock");
+        let again: Vec<String> = more
+            .lock()
+            .expect("job record lock")
+            .completed
+            .intersection(&old.completed)
+            .cloned()
+            .collect();
+        ensure!(again.is_empty(), "completed jobs came back: {again:?}");
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+/// Makes node `to` the leader of `__jobs`, asking through node `via`,
+/// retrying while the group is busy.
+async fn move_jobs_leader(nodes: &TestCluster, via: u64, to: u64) -> Result<()> {
+    let admin = nodes.patient_client(via).await?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match admin.transfer_leader(JOBS_TOPIC, 0, to).await {
+            Ok(_) => break,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("moving __jobs to node {to}: {error}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(error).with_context(|| format!("moving __jobs to node {to}")),
+        }
+    }
+    let leader = nodes.agreed_leader(&nodes.ids(), JOBS_TOPIC, 0).await?;
+    ensure!(leader == to, "node {leader} leads __jobs, not node {to}");
+    Ok(())
+}
