@@ -10,7 +10,9 @@
 //! `every_fault_once` runs one round of each fault of the campaign: kill
 //! -9 of the leader, a pause, a transfer, a restart of every node at once
 //! and a rolling restart (each node in turn stopped with SIGTERM, which
-//! hands its leaderships over, and started again). `chaos_rounds`
+//! hands its leaderships over, and started again), with `__jobs` kept
+//! small, so that the history retention compacts it all along.
+//! `chaos_rounds`
 //! (ignored; `scripts/cluster-chaos.sh ROUNDS` runs it) repeats them for
 //! as many rounds as asked.
 
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use common::Spoold;
-use common::cluster::{TestCluster, WAIT, campaign_rounds, one_record_request, runtime};
+use common::cluster::{Extra, TestCluster, WAIT, campaign_rounds, one_record_request, runtime};
 use common::job_load::JobLoad;
 use spool_client::{Client, Code, Error, NewTopic};
 
@@ -436,8 +438,30 @@ fn chaos_rounds() -> Result<()> {
 /// acknowledged record at its offset in every node's committed log, the
 /// logs the same; every acknowledged job there, every acknowledged
 /// completion kept, no completed job handed out again.
+///
+/// The nodes keep little of `__jobs` (32 KiB segments, 64 KiB of
+/// history) and check retention twice a second, so its replicas are
+/// compacted all through the faults, and a node that comes back behind
+/// the others' purge restarts from the leader's snapshot and job table.
 fn run_faults(rounds: u64) -> Result<()> {
-    let mut cluster = TestCluster::start(3);
+    let mut cluster = TestCluster::start_with(
+        3,
+        Extra {
+            settings: Some(Box::new(|_| {
+                [
+                    "retention_check_interval_ms=500ms",
+                    "record_bytes_max=32KiB",
+                    "batch_bytes_max=32KiB",
+                    "internal_segment_bytes=32KiB",
+                    "job_history_retention_bytes=64KiB",
+                    "job_snapshot_events=500",
+                ]
+                .map(str::to_owned)
+                .to_vec()
+            })),
+            ..Extra::default()
+        },
+    );
     runtime()?.block_on(async {
         cluster.create_topic(TOPIC, 1).await?;
         let mut jobs_acknowledged = 0;
@@ -501,16 +525,46 @@ fn run_faults(rounds: u64) -> Result<()> {
             jobs_acknowledged += job_record.enqueued.len();
             eprintln!(
                 "round {round}: {fault} on {target}: ok in {} ms ({sent} produces, {failed} failed, {} acknowledged in all; \
-                 {} jobs enqueued, {} completed, {} job calls failed, {jobs_acknowledged} jobs acknowledged in all)",
+                 {} jobs enqueued, {} completed, {} job calls failed, {jobs_acknowledged} jobs acknowledged in all; \
+                 __jobs starts at {:?})",
                 started.elapsed().as_millis(),
                 cluster.acked_count(TOPIC, 0),
                 job_record.enqueued.len(),
                 job_record.completed.len(),
                 job_record.failed_calls,
+                jobs_log_starts(&cluster),
+            );
+        }
+        // The history retention ran through the faults on every node.
+        if rounds > FAULTS.len() as u64 {
+            let starts = jobs_log_starts(&cluster);
+            ensure!(
+                starts.iter().all(|start| start.is_some_and(|start| start > 0)),
+                "__jobs was not compacted on every node: it starts at {starts:?}"
             );
         }
         Ok(())
     })
+}
+
+/// Where each node's `__jobs` starts (the base offset of its first
+/// segment file), by node id.
+fn jobs_log_starts(cluster: &TestCluster) -> Vec<Option<u64>> {
+    cluster
+        .ids()
+        .into_iter()
+        .map(|id| {
+            let dir = cluster.data_dir(id).join("topics").join(JOBS_TOPIC).join("0");
+            std::fs::read_dir(dir)
+                .ok()?
+                .flatten()
+                .filter_map(|entry| {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".log")?.parse::<u64>().ok()
+                })
+                .min()
+        })
+        .collect()
 }
 
 /// Stops each node in turn with SIGTERM and starts it again, as an
