@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -22,49 +21,29 @@ const JOBS_TOPIC: &str = "__jobs";
 fn cluster() -> TestCluster {
     TestCluster::start_with(
         3,
-        Extra {
-            settings: Some(Box::new(|_| {
-                [
-                    "retention_check_interval_ms=200ms",
-                    "record_bytes_max=16KiB",
-                    "batch_bytes_max=16KiB",
-                    "internal_segment_bytes=16KiB",
-                    "job_history_retention_bytes=32KiB",
-                    "job_snapshot_events=100",
-                ]
-                .map(str::to_owned)
-                .to_vec()
-            })),
-            ..Extra::default()
-        },
+        Extra::settings(&[
+            "retention_check_interval_ms=200ms",
+            "record_bytes_max=16KiB",
+            "batch_bytes_max=16KiB",
+            "internal_segment_bytes=16KiB",
+            "job_history_retention_bytes=32KiB",
+            "job_snapshot_events=100",
+        ]),
     )
 }
 
-/// The directory of a topic's partition 0 under a node's data directory.
-fn partition_dir(data: &Path, topic: &str) -> Option<PathBuf> {
-    let dir = data.join("topics").join(topic).join("0");
-    dir.is_dir().then_some(dir)
-}
-
-/// The base offset of the first segment a node holds of `topic`'s
-/// partition 0: its log start.
-fn first_segment(data: &Path, topic: &str) -> Result<u64> {
-    let dir = partition_dir(data, topic).with_context(|| format!("no {topic} under {}", data.display()))?;
-    let mut bases = Vec::new();
-    for entry in std::fs::read_dir(&dir)?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(base) = name.strip_suffix(".log") {
-            bases.push(base.parse::<u64>().with_context(|| format!("segment {name}"))?);
-        }
-    }
-    bases.into_iter().min().context("no segment")
+/// Where node `id`'s `__jobs` starts on disk.
+fn first_segment(nodes: &TestCluster, id: u64) -> Result<u64> {
+    nodes
+        .first_segment(id, JOBS_TOPIC)
+        .with_context(|| format!("node {id} holds no segment of {JOBS_TOPIC}"))
 }
 
 /// Waits until node `id`'s `__jobs` starts past `past`.
 async fn wait_log_start(nodes: &TestCluster, id: u64, past: u64, what: &str) -> Result<u64> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let start = first_segment(nodes.data_dir(id), JOBS_TOPIC)?;
+        let start = first_segment(nodes, id)?;
         if start > past {
             return Ok(start);
         }
@@ -88,7 +67,7 @@ fn the_history_of_jobs_is_compacted_and_a_node_behind_it_takes_the_leaders_table
         }
         Ok::<_, anyhow::Error>(())
     })?;
-    let held = first_segment(nodes.data_dir(3), JOBS_TOPIC)?;
+    let held = first_segment(&nodes, 3)?;
     ensure!(held == 0, "node 3's __jobs starts at {held}");
     nodes.kill9(3);
 
@@ -102,7 +81,7 @@ fn the_history_of_jobs_is_compacted_and_a_node_behind_it_takes_the_leaders_table
             load.wait_for_progress(20).await?;
             compacted = [1, 2]
                 .into_iter()
-                .all(|id| first_segment(nodes.data_dir(id), JOBS_TOPIC).is_ok_and(|start| start > 0));
+                .all(|id| nodes.first_segment(id, JOBS_TOPIC).is_some_and(|start| start > 0));
             ensure!(Instant::now() < deadline, "nodes 1 and 2 never compacted __jobs");
         }
         load.wait_for_progress(20).await?;

@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -29,60 +28,27 @@ const WAIT: Duration = Duration::from_secs(45);
 fn cluster() -> TestCluster {
     TestCluster::start_with(
         3,
-        Extra {
-            settings: Some(Box::new(|_| {
-                [
-                    "retention_check_interval_ms=200ms",
-                    "record_bytes_max=16KiB",
-                    "batch_bytes_max=16KiB",
-                    "internal_segment_bytes=16KiB",
-                ]
-                .map(str::to_owned)
-                .to_vec()
-            })),
-            ..Extra::default()
-        },
+        Extra::settings(&[
+            "retention_check_interval_ms=200ms",
+            "record_bytes_max=16KiB",
+            "batch_bytes_max=16KiB",
+            "internal_segment_bytes=16KiB",
+        ]),
     )
 }
 
-/// The directory of a partition's segments under a node's data
-/// directory: the one named `partition` inside one named `topic`.
-fn partition_dir(data: &Path, topic: &str) -> Option<PathBuf> {
-    let mut pending = vec![data.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
-            let path = entry.path();
-            if !path.is_dir() {
-                continue;
-            }
-            if path.file_name().is_some_and(|name| name == topic) {
-                return Some(path.join("0"));
-            }
-            pending.push(path);
-        }
-    }
-    None
-}
-
-/// The base offset of the first segment a node holds of `topic`'s
-/// partition 0 (its log start), from the segment files' names.
-fn first_segment(data: &Path, topic: &str) -> Result<u64> {
-    let dir = partition_dir(data, topic).with_context(|| format!("no {topic} under {}", data.display()))?;
-    let mut bases = Vec::new();
-    for entry in std::fs::read_dir(&dir)?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(base) = name.strip_suffix(".log") {
-            bases.push(base.parse::<u64>().with_context(|| format!("segment {name}"))?);
-        }
-    }
-    bases.into_iter().min().context("no segment")
+/// Where node `id`'s metadata log starts on disk.
+fn first_segment(nodes: &TestCluster, id: u64) -> Result<u64> {
+    nodes
+        .first_segment(id, "__cluster")
+        .with_context(|| format!("node {id} holds no segment of the metadata log"))
 }
 
 /// Waits until node `id`'s metadata log starts past 0.
 async fn wait_compacted(nodes: &TestCluster, id: u64) -> Result<u64> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let start = first_segment(nodes.data_dir(id), "__cluster")?;
+        let start = first_segment(nodes, id)?;
         if start > 0 {
             return Ok(start);
         }
@@ -140,7 +106,7 @@ fn the_metadata_log_is_compacted_and_nodes_come_back_from_its_snapshot() -> Resu
         nodes.agreed_leader(&nodes.ids(), KEPT, 0).await?;
         nodes.produce_through(1, KEPT, "before", RECORDS).await?;
         ensure!(
-            partition_dir(nodes.data_dir(3), DROPPED).is_some(),
+            nodes.data_dir(3).join("topics").join(DROPPED).is_dir(),
             "node 3 holds {DROPPED}"
         );
         Ok::<_, anyhow::Error>(())
@@ -180,7 +146,7 @@ fn the_metadata_log_is_compacted_and_nodes_come_back_from_its_snapshot() -> Resu
     runtime.block_on(async {
         wait_metadata(&nodes, 3, &expected).await?;
         ensure!(
-            first_segment(nodes.data_dir(3), "__cluster")? > 0,
+            first_segment(&nodes, 3)? > 0,
             "node 3's metadata log restarted from the snapshot"
         );
         ensure!(
@@ -188,7 +154,7 @@ fn the_metadata_log_is_compacted_and_nodes_come_back_from_its_snapshot() -> Resu
             "node 3 stored the state the snapshot carried"
         );
         ensure!(
-            partition_dir(nodes.data_dir(3), DROPPED).is_none(),
+            !nodes.data_dir(3).join("topics").join(DROPPED).exists(),
             "node 3 deleted the local data of {DROPPED}, deleted while it was down"
         );
         nodes.produce_through(3, LATER, "on-three", 20).await?;
@@ -220,7 +186,7 @@ fn the_metadata_log_is_compacted_and_nodes_come_back_from_its_snapshot() -> Resu
         nodes.patient_client(1).await?.add_node(4, &address).await?;
         wait_metadata(&nodes, 4, &expected).await?;
         ensure!(
-            first_segment(nodes.data_dir(4), "__cluster")? > 0,
+            first_segment(&nodes, 4)? > 0,
             "node 4's metadata log starts at the snapshot"
         );
         Ok::<_, anyhow::Error>(())

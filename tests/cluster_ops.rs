@@ -446,21 +446,14 @@ fn chaos_rounds() -> Result<()> {
 fn run_faults(rounds: u64) -> Result<()> {
     let mut cluster = TestCluster::start_with(
         3,
-        Extra {
-            settings: Some(Box::new(|_| {
-                [
-                    "retention_check_interval_ms=500ms",
-                    "record_bytes_max=32KiB",
-                    "batch_bytes_max=32KiB",
-                    "internal_segment_bytes=32KiB",
-                    "job_history_retention_bytes=64KiB",
-                    "job_snapshot_events=500",
-                ]
-                .map(str::to_owned)
-                .to_vec()
-            })),
-            ..Extra::default()
-        },
+        Extra::settings(&[
+            "retention_check_interval_ms=500ms",
+            "record_bytes_max=32KiB",
+            "batch_bytes_max=32KiB",
+            "internal_segment_bytes=32KiB",
+            "job_history_retention_bytes=64KiB",
+            "job_snapshot_events=500",
+        ]),
     );
     runtime()?.block_on(async {
         cluster.create_topic(TOPIC, 1).await?;
@@ -547,23 +540,12 @@ fn run_faults(rounds: u64) -> Result<()> {
     })
 }
 
-/// Where each node's `__jobs` starts (the base offset of its first
-/// segment file), by node id.
+/// Where each node's `__jobs` starts on disk, by node id.
 fn jobs_log_starts(cluster: &TestCluster) -> Vec<Option<u64>> {
     cluster
         .ids()
         .into_iter()
-        .map(|id| {
-            let dir = cluster.data_dir(id).join("topics").join(JOBS_TOPIC).join("0");
-            std::fs::read_dir(dir)
-                .ok()?
-                .flatten()
-                .filter_map(|entry| {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    name.strip_suffix(".log")?.parse::<u64>().ok()
-                })
-                .min()
-        })
+        .map(|id| cluster.first_segment(id, JOBS_TOPIC))
         .collect()
 }
 

@@ -101,6 +101,18 @@ pub struct Extra {
     pub tls_ca: Option<PathBuf>,
 }
 
+impl Extra {
+    /// The same `settings` on every node.
+    pub fn settings(settings: &'static [&'static str]) -> Extra {
+        Extra {
+            settings: Some(Box::new(move |_| {
+                settings.iter().map(|s| (*s).to_owned()).collect()
+            })),
+            ..Extra::default()
+        }
+    }
+}
+
 impl TestCluster {
     /// Nodes 1..=count on 127.0.0.1, each with its own data directory.
     pub fn start(count: u64) -> TestCluster {
@@ -584,6 +596,20 @@ impl TestCluster {
     /// Node `id`'s data directory, to look for a partition's files.
     pub fn data_dir(&self, id: u64) -> &std::path::Path {
         self.dirs[id as usize - 1].path()
+    }
+
+    /// Where node `id`'s copy of `topic`'s partition 0 starts on disk:
+    /// the base offset of its first segment file (`None` without one).
+    pub fn first_segment(&self, id: u64, topic: &str) -> Option<u64> {
+        let dir = self.data_dir(id).join("topics").join(topic).join("0");
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".log")?.parse::<u64>().ok()
+            })
+            .min()
     }
 
     /// Node `id`'s ListOffsets LATEST of `topic`/`partition` (its

@@ -18,79 +18,18 @@
 //! `SPOOL_RESTART_CRASH_ROUNDS` sets the number of rounds (default 12).
 
 mod common;
+#[path = "common/terms_log.rs"]
+mod terms_log;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 use common::{XorShift, seed};
+use terms_log::{Log, contents, open_partition, store_config, value};
 
-use spool_log::{Durability, Partition, Record, Store, StoreConfig, TopicConfig};
+use spool_log::{Durability, Record, Store};
 
 const TOPIC: &str = "restart";
-
-fn store_config() -> StoreConfig {
-    StoreConfig {
-        preallocate_bytes: 64 * 1024,
-        index_interval_bytes: 256,
-        checkpoint_interval_ms: 40,
-        ..StoreConfig::default()
-    }
-}
-
-/// The value of record `seq` appended in `round`.
-fn value(round: u64, seq: u64) -> Vec<u8> {
-    let mut v = format!("r{round}-s{seq}-").into_bytes();
-    v.extend(std::iter::repeat_n(
-        b'a' + (seq % 26) as u8,
-        ((seq * 31) % 300) as usize,
-    ));
-    v
-}
-
-fn open_partition(store: &Store) -> Partition {
-    match store.partition(TOPIC, 0) {
-        Ok(partition) => partition,
-        Err(_) => store
-            .create_topic(
-                TOPIC,
-                TopicConfig {
-                    partitions: 1,
-                    segment_bytes_max: 16 * 1024,
-                    retention_ms: None,
-                    ..TopicConfig::default()
-                },
-            )
-            .unwrap()
-            .partitions()[0]
-            .clone(),
-    }
-}
-
-/// Records by offset, each with its value and term.
-type Log = BTreeMap<u64, (Vec<u8>, u64)>;
-
-/// Every record of the log.
-fn contents(partition: &Partition) -> Log {
-    let mut records = BTreeMap::new();
-    let mut offset = partition.log_start_offset();
-    while offset < partition.high_watermark() {
-        let read = partition.read(offset, 1 << 20).unwrap();
-        for batch in &read.batches {
-            for record in batch.records() {
-                let record = record.unwrap();
-                if record.offset < offset {
-                    continue;
-                }
-                let term = partition.term_at(record.offset).unwrap();
-                records.insert(record.offset, (record.value.unwrap().to_vec(), term));
-            }
-        }
-        assert!(read.next_offset > offset, "no progress reading at {offset}");
-        offset = read.next_offset;
-    }
-    records
-}
 
 /// Runs in the child process only (it is ignored in normal runs).
 #[test]
@@ -104,7 +43,7 @@ fn restart_child() {
         .parse()
         .unwrap();
     let (store, _) = Store::open(&dir, store_config()).unwrap();
-    let partition = open_partition(&store);
+    let partition = open_partition(&store, TOPIC);
     let mut out = std::io::stdout();
     writeln!(out, "ready").unwrap();
     let mut rng = XorShift(seed());
@@ -254,10 +193,10 @@ fn kill_9_during_restarts_leaves_the_old_log_or_the_new_one() {
 
         let (store, report) = Store::open(dir.path(), store_config()).unwrap();
         assert!(!report.clean, "a killed process cannot have closed cleanly");
-        let partition = open_partition(&store);
+        let partition = open_partition(&store, TOPIC);
         let found = Model {
             start: partition.log_start_offset(),
-            log: contents(&partition),
+            log: contents(&partition).0,
         };
         let end = partition.high_watermark();
         assert_eq!(

@@ -57,7 +57,6 @@ impl Replica {
         if purged.is_some_and(|purged| purged.index >= target) {
             return Ok(self.partition.log_start_offset());
         }
-        let timeout_ms = timeout.as_millis() as u64;
         if snapshot.is_none_or(|snapshot| snapshot.index < target) {
             // The snapshot ends at the last entry purged, not at the last
             // applied one: a follower restarted from it then holds every
@@ -71,18 +70,10 @@ impl Replica {
                 .map_err(|fatal| Error::Stopped {
                     source: Box::new(fatal),
                 })?;
-            self.raft
-                .wait(Some(timeout))
-                .metrics(
-                    |m| m.snapshot.is_some_and(|snapshot| snapshot.index >= target),
-                    "a snapshot covers the entries to purge",
-                )
-                .await
-                .map_err(|_| Error::CompactionTimedOut {
-                    step: "snapshotted",
-                    index: target,
-                    timeout_ms,
-                })?;
+            self.wait_until(timeout, target, "snapshotted", move |m| {
+                m.snapshot.is_some_and(|snapshot| snapshot.index >= target)
+            })
+            .await?;
         }
         self.raft
             .trigger()
@@ -91,18 +82,32 @@ impl Replica {
             .map_err(|fatal| Error::Stopped {
                 source: Box::new(fatal),
             })?;
+        self.wait_until(timeout, target, "purged", move |m| {
+            m.purged.is_some_and(|purged| purged.index >= target)
+        })
+        .await?;
+        Ok(self.partition.log_start_offset())
+    }
+
+    /// Waits until `done` holds of the engine's metrics, for at most
+    /// `timeout`; past it the compaction to entry `target` timed out at
+    /// `step`.
+    async fn wait_until(
+        &self,
+        timeout: Duration,
+        target: u64,
+        step: &'static str,
+        done: impl Fn(&openraft::RaftMetrics<u64, openraft::BasicNode>) -> bool + Send,
+    ) -> Result<()> {
         self.raft
             .wait(Some(timeout))
-            .metrics(
-                |m| m.purged.is_some_and(|purged| purged.index >= target),
-                "the entries are purged",
-            )
+            .metrics(done, step)
             .await
+            .map(|_| ())
             .map_err(|_| Error::CompactionTimedOut {
-                step: "purged",
+                step,
                 index: target,
-                timeout_ms,
-            })?;
-        Ok(self.partition.log_start_offset())
+                timeout_ms: timeout.as_millis() as u64,
+            })
     }
 }
