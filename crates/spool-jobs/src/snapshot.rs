@@ -241,20 +241,8 @@ pub fn encode(core: &JobsCore, offset: u64) -> Vec<u8> {
 /// Decodes a snapshot into a core and the offset it covers; `None` if the
 /// bytes are not a whole, valid snapshot.
 pub fn decode(bytes: Bytes, config: JobsConfig, seed: u64) -> Option<(JobsCore, u64)> {
-    if bytes.len() < HEADER_BYTES || &bytes[..4] != MAGIC {
-        return None;
-    }
-    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let offset = check(&bytes).ok()?;
     let version = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    if !readable(version) {
-        return None;
-    }
-    let offset = word(8);
-    let body_len = usize::try_from(word(16)).ok()?;
-    let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
-    if bytes.len() != HEADER_BYTES + body_len || crc32fast::hash(&bytes[HEADER_BYTES..]) != crc {
-        return None;
-    }
     let mut r = Reader::new(bytes.slice(HEADER_BYTES..));
     let mut core = JobsCore::new(config, seed);
     let last_id = r.u64()?;
@@ -320,14 +308,13 @@ pub fn store(dir: &Path, core: &JobsCore, offset: u64) -> spool_log::Result<()> 
 pub fn write(dir: &Path, encoded: &[u8]) -> spool_log::Result<()> {
     let mut files = FILES.lock().expect("jobs snapshot files lock");
     write_unlocked(dir, encoded)?;
-    match encoded.get(8..16) {
-        Some(offset) => files.insert(
-            dir.to_path_buf(),
-            u64::from_le_bytes(offset.try_into().expect("8 bytes")),
-        ),
-        None => files.remove(dir),
-    };
+    files.insert(dir.to_path_buf(), encoded_offset(encoded));
     Ok(())
+}
+
+/// The offset in the header of a snapshot [`encode`] made.
+fn encoded_offset(encoded: &[u8]) -> u64 {
+    u64::from_le_bytes(encoded[8..16].try_into().expect("an encoded snapshot's header"))
 }
 
 fn write_unlocked(dir: &Path, encoded: &[u8]) -> spool_log::Result<()> {
@@ -382,31 +369,34 @@ pub fn stored(dir: &Path) -> Option<(u64, Vec<u8>)> {
 /// The offset the stored snapshot of `dir` covers (0 for none, or one
 /// that is not whole). Blocking: reads the file the first time.
 pub fn stored_offset(dir: &Path) -> u64 {
-    let mut files = FILES.lock().expect("jobs snapshot files lock");
-    if let Some(offset) = files.get(dir) {
-        return *offset;
-    }
-    let offset = read_stored(dir).map_or(0, |(offset, _)| offset);
-    files.insert(dir.to_path_buf(), offset);
-    offset
+    known_offset(&mut FILES.lock().expect("jobs snapshot files lock"), dir)
 }
 
-/// Writes `encoded` unless the stored snapshot covers more; returns the
-/// offset stored afterwards. Cluster mode, where a stored snapshot never
-/// goes back (module comment above).
+/// Writes `encoded` (a snapshot [`encode`] made) unless the stored
+/// snapshot covers more; returns the offset stored afterwards. Cluster
+/// mode, where a stored snapshot never goes back (module comment above).
 pub fn write_if_newer(dir: &Path, encoded: &[u8]) -> spool_log::Result<u64> {
-    let offset = check(encoded).map_err(|reason| spool_log::Error::Io {
-        op: "write a jobs snapshot",
-        path: dir.join(FILE_NAME),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
-    })?;
+    store_if_newer(dir, encoded, encoded_offset(encoded))
+}
+
+/// Stores a snapshot received from the leader of `__jobs`, said to cover
+/// the log up to `next_offset`: refused when it is not whole or covers
+/// another offset, kept only if it covers more than the one stored.
+pub fn install(dir: &Path, encoded: &[u8], next_offset: u64) -> Result<u64, String> {
+    let offset = check(encoded)?;
+    if offset != next_offset {
+        return Err(format!(
+            "the job table covers offset {offset}, the snapshot says {next_offset}"
+        ));
+    }
+    store_if_newer(dir, encoded, offset).map_err(|error| error.to_string())
+}
+
+/// [`write_if_newer`] of a snapshot covering `offset`.
+fn store_if_newer(dir: &Path, encoded: &[u8], offset: u64) -> spool_log::Result<u64> {
     let mut files = FILES.lock().expect("jobs snapshot files lock");
-    let stored = match files.get(dir) {
-        Some(stored) => *stored,
-        None => read_stored(dir).map_or(0, |(offset, _)| offset),
-    };
+    let stored = known_offset(&mut files, dir);
     if stored > offset {
-        files.insert(dir.to_path_buf(), stored);
         return Ok(stored);
     }
     write_unlocked(dir, encoded)?;
@@ -414,11 +404,12 @@ pub fn write_if_newer(dir: &Path, encoded: &[u8]) -> spool_log::Result<u64> {
     Ok(offset)
 }
 
-/// Stores a snapshot received from the leader of `__jobs`: refused when
-/// it is not whole, kept only if it covers more than the one stored.
-pub fn install(dir: &Path, encoded: &[u8]) -> Result<u64, String> {
-    check(encoded)?;
-    write_if_newer(dir, encoded).map_err(|error| error.to_string())
+/// The offset of `dir`'s stored snapshot as `files` knows it, reading
+/// the file the first time.
+fn known_offset(files: &mut std::collections::BTreeMap<std::path::PathBuf, u64>, dir: &Path) -> u64 {
+    *files
+        .entry(dir.to_path_buf())
+        .or_insert_with(|| read_stored(dir).map_or(0, |(offset, _)| offset))
 }
 
 fn read_stored(dir: &Path) -> Option<(u64, Vec<u8>)> {
@@ -446,13 +437,13 @@ mod tests {
         // was installed) leaves the newer one.
         assert_eq!(write_if_newer(&dir, &encoded(30)).unwrap(), 40);
         assert_eq!(stored(&dir).unwrap(), (40, encoded(40)));
-        assert_eq!(install(&dir, &encoded(90)).unwrap(), 90);
+        assert_eq!(install(&dir, &encoded(90), 90).unwrap(), 90);
         assert_eq!(stored_offset(&dir), 90);
         let mut damaged = encoded(120);
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
-        assert_eq!(install(&dir, &damaged).unwrap_err(), "checksum mismatch");
-        assert!(install(&dir, b"SPJS").is_err());
+        assert_eq!(install(&dir, &damaged, 120).unwrap_err(), "checksum mismatch");
+        assert!(install(&dir, b"SPJS", 0).is_err());
         assert_eq!(check(&encoded(7)), Ok(7));
         assert_eq!(stored_offset(&dir), 90);
     }

@@ -46,20 +46,10 @@ impl MetadataSnapshots {
     /// left: the log from its start, if it still holds it, serves instead.
     pub(super) fn open(state: Arc<RwLock<MetadataState>>, data_dir: &Path) -> MetadataSnapshots {
         let path = data_dir.join(DIR).join(FILE_NAME);
-        let durable = match std::fs::read(&path) {
-            Ok(bytes) => match decode(&bytes) {
-                Ok(snapshot) => Some(snapshot),
-                Err(reason) => {
-                    tracing::error!(path = %path.display(), reason, "ignoring a damaged metadata snapshot");
-                    None
-                }
-            },
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => {
-                tracing::error!(path = %path.display(), %error, "cannot read the metadata snapshot");
-                None
-            }
-        };
+        let durable = spool_log::fsutil::read_decoded(&path, decode).unwrap_or_else(|error| {
+            tracing::error!(path = %path.display(), %error, "ignoring a metadata snapshot that cannot be read");
+            None
+        });
         MetadataSnapshots {
             state,
             path,
