@@ -17,7 +17,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::cluster::{TestCluster, WAIT, campaign_rounds, runtime};
+use common::cluster::{TestCluster, WAIT, campaign_rounds, retryable, runtime};
 use spool_client::jobs::{Claim, Finish, JobState, NewJob};
 use spool_client::{Client, Durability, Error, NewTopic};
 
@@ -212,9 +212,21 @@ fn a_move_survives_a_killed_leader_and_runs_again_to_its_end() -> Result<()> {
             let batch: Vec<spool_client::Record> = (0..250)
                 .map(|j| spool_client::Record::new(format!("bulk-{i}-{j}")))
                 .collect();
-            let answer = client
-                .produce_records("orders", Some(0), batch, Durability::Quorum)
-                .await?;
+            // Sent again while the partition has no leader (an election
+            // on the two busy cores while node 4 starts).
+            let deadline = std::time::Instant::now() + WAIT;
+            let answer = loop {
+                match client
+                    .produce_records("orders", Some(0), batch.clone(), Durability::Quorum)
+                    .await
+                {
+                    Ok(answer) => break answer,
+                    Err(error) if std::time::Instant::now() < deadline && retryable(&error) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            };
             let result = answer.results.first().context("a produce result")?;
             ensure!(result.last_offset - result.base_offset == 249);
             for j in 0..250 {
